@@ -1,0 +1,285 @@
+// Package disk is a blobstore.Store on a local filesystem: one file per
+// digest under <root>/blobs/<algorithm>/<first two hex>/<hex>, written to
+// <root>/tmp on the same filesystem, verified, fsynced and renamed into place.
+package disk
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/blobstore"
+)
+
+// Store is a blobstore.Store on local disk.
+type Store struct {
+	root string
+}
+
+var _ blobstore.Store = (*Store)(nil)
+
+// New opens (creating if needed) a store rooted at dir, and removes
+// temporary files a crash may have left behind.
+func New(dir string) (*Store, error) {
+	s := &Store{root: dir}
+	for _, d := range []string{s.blobDir(), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create store directory: %w", err)
+		}
+	}
+	entries, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		return nil, fmt.Errorf("read store temp directory: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(s.tmpDir(), e.Name())); err != nil {
+			return nil, fmt.Errorf("remove stale temporary file: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Root is the directory the store lives in.
+func (s *Store) Root() string { return s.root }
+
+func (s *Store) blobDir() string { return filepath.Join(s.root, "blobs") }
+func (s *Store) tmpDir() string  { return filepath.Join(s.root, "tmp") }
+
+// path builds a file path from a digest only. Callers pass validated
+// digests; Validate is checked again so no string can escape the root.
+func (s *Store) path(d digest.Digest) (string, error) {
+	if err := d.Validate(); err != nil {
+		return "", fmt.Errorf("blob path: %w", err)
+	}
+	enc := d.Encoded()
+	return filepath.Join(s.blobDir(), string(d.Algorithm()), enc[:2], enc), nil
+}
+
+// Stat implements blobstore.Store.
+func (s *Store) Stat(_ context.Context, d digest.Digest) (int64, error) {
+	p, err := s.path(d)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, blobstore.ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat blob %s: %w", d, err)
+	}
+	return fi.Size(), nil
+}
+
+// Open implements blobstore.Store. The result is an *os.File underneath, so
+// http.ServeContent can use sendfile.
+func (s *Store) Open(_ context.Context, d digest.Digest) (blobstore.Blob, error) {
+	p, err := s.path(d)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, blobstore.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat blob %s: %w", d, err)
+	}
+	return &File{File: f, size: fi.Size()}, nil
+}
+
+// File is committed content on disk.
+type File struct {
+	*os.File
+	size int64
+}
+
+// Size is the content's length.
+func (f *File) Size() int64 { return f.size }
+
+// Delete implements blobstore.Store.
+func (s *Store) Delete(_ context.Context, d digest.Digest) error {
+	p, err := s.path(d)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	return nil
+}
+
+// Walk implements blobstore.Store. Files whose names are not a valid digest
+// of their directory's algorithm are skipped.
+func (s *Store) Walk(ctx context.Context, fn func(digest.Digest, int64) error) error {
+	return filepath.WalkDir(s.blobDir(), func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.IsDir() {
+			return ctx.Err()
+		}
+		alg := filepath.Base(filepath.Dir(filepath.Dir(p)))
+		d := digest.NewDigestFromEncoded(digest.Algorithm(alg), e.Name())
+		if d.Validate() != nil {
+			return nil
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		return fn(d, fi.Size())
+	})
+}
+
+// Verify re-reads committed content and checks it hashes to its digest. A
+// file that does not is removed and reported as blobstore.ErrDigestMismatch.
+func (s *Store) Verify(ctx context.Context, d digest.Digest) error {
+	b, err := s.Open(ctx, d)
+	if err != nil {
+		return err
+	}
+	v := d.Verifier()
+	_, err = copyCtx(ctx, v, b)
+	b.Close()
+	if err != nil {
+		return fmt.Errorf("verify blob %s: %w", d, err)
+	}
+	if !v.Verified() {
+		if err := s.Delete(ctx, d); err != nil {
+			return err
+		}
+		return fmt.Errorf("verify blob %s: %w", d, blobstore.ErrDigestMismatch)
+	}
+	return nil
+}
+
+// Create implements blobstore.Store.
+func (s *Store) Create(_ context.Context, d digest.Digest) (blobstore.Writer, error) {
+	final, err := s.path(d)
+	if err != nil {
+		return nil, err
+	}
+	if !d.Algorithm().Available() {
+		return nil, fmt.Errorf("create blob %s: algorithm not available", d)
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(s.tmpDir(), d.Encoded()[:16]+"-"+hex.EncodeToString(rnd[:]))
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("create blob %s: %w", d, err)
+	}
+	return &writer{f: f, tmp: tmp, final: final, want: d, h: d.Algorithm().Hash()}, nil
+}
+
+type writer struct {
+	f     *os.File
+	tmp   string
+	final string
+	want  digest.Digest
+
+	mu        sync.Mutex
+	h         hash.Hash
+	n         int64
+	committed bool
+	cancelled bool
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.mu.Lock()
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	w.mu.Unlock()
+	return n, err
+}
+
+func (w *writer) ReadAt(p []byte, off int64) (int, error) { return w.f.ReadAt(p, off) }
+
+func (w *writer) Written() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n
+}
+
+func (w *writer) Commit(_ context.Context, size int64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.committed {
+		return nil
+	}
+	if w.cancelled {
+		return errors.New("commit after cancel")
+	}
+	if size >= 0 && w.n != size {
+		w.cancelLocked()
+		return fmt.Errorf("blob %s: wrote %d bytes, expected %d: %w", w.want, w.n, size, blobstore.ErrSizeMismatch)
+	}
+	got := digest.NewDigest(w.want.Algorithm(), w.h)
+	if got != w.want {
+		w.cancelLocked()
+		return fmt.Errorf("blob %s: content hashes to %s: %w", w.want, got, blobstore.ErrDigestMismatch)
+	}
+	if err := w.f.Sync(); err != nil {
+		w.cancelLocked()
+		return fmt.Errorf("sync blob %s: %w", w.want, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(w.final), 0o755); err != nil {
+		w.cancelLocked()
+		return fmt.Errorf("commit blob %s: %w", w.want, err)
+	}
+	if err := os.Rename(w.tmp, w.final); err != nil {
+		w.cancelLocked()
+		return fmt.Errorf("commit blob %s: %w", w.want, err)
+	}
+	syncDir(filepath.Dir(w.final))
+	w.committed = true
+	return nil
+}
+
+func (w *writer) Cancel() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.committed || w.cancelled {
+		return nil
+	}
+	return w.cancelLocked()
+}
+
+func (w *writer) cancelLocked() error {
+	w.cancelled = true
+	if err := os.Remove(w.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove temporary file: %w", err)
+	}
+	return nil
+}
+
+func (w *writer) Close() error {
+	cerr := w.Cancel()
+	if err := w.f.Close(); err != nil {
+		return err
+	}
+	return cerr
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}

@@ -1,0 +1,102 @@
+package oci
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+const d256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+func TestParsePath(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		path    string
+		kind    Kind
+		repo    string
+		ref     string
+		errCode ErrorCode
+	}{
+		{name: "base", path: "/v2/", kind: KindBase},
+		{name: "base no slash", path: "/v2", kind: KindBase},
+		{name: "manifest tag", path: "/v2/library/alpine/manifests/3.20", kind: KindManifest, repo: "library/alpine", ref: "3.20"},
+		{name: "one segment", path: "/v2/alpine/manifests/latest", kind: KindManifest, repo: "alpine", ref: "latest"},
+		{name: "manifest digest", path: "/v2/a/b/c/manifests/" + d256, kind: KindManifest, repo: "a/b/c", ref: d256},
+		{name: "repo named manifests", path: "/v2/manifests/manifests/v1", kind: KindManifest, repo: "manifests", ref: "v1"},
+		{name: "registry prefix", path: "/v2/ghcr.io/owner/app/manifests/v1", kind: KindManifest, repo: "ghcr.io/owner/app", ref: "v1"},
+		{name: "blob", path: "/v2/library/alpine/blobs/" + d256, kind: KindBlob, repo: "library/alpine", ref: d256},
+		{name: "tags", path: "/v2/library/alpine/tags/list", kind: KindTags, repo: "library/alpine"},
+		{name: "referrers", path: "/v2/x/referrers/" + d256, kind: KindReferrers, repo: "x", ref: d256},
+		{name: "upload start", path: "/v2/x/blobs/uploads/", kind: KindUpload, repo: "x"},
+		{name: "upload id", path: "/v2/x/y/blobs/uploads/abc", kind: KindUpload, repo: "x/y"},
+		{name: "upper-case name", path: "/v2/Library/alpine/manifests/x", errCode: ErrNameInvalid},
+		{name: "dot-dot name", path: "/v2/../../etc/manifests/x", errCode: ErrNameInvalid},
+		{name: "empty component", path: "/v2/a//b/manifests/x", errCode: ErrNameInvalid},
+		{name: "trailing sep", path: "/v2/a-/manifests/x", errCode: ErrNameInvalid},
+		{name: "long name", path: "/v2/" + strings.Repeat("a", 256) + "/manifests/x", errCode: ErrNameInvalid},
+		{name: "bad tag", path: "/v2/a/manifests/-x", errCode: ErrManifestInvalid},
+		{name: "long tag", path: "/v2/a/manifests/" + strings.Repeat("t", 129), errCode: ErrManifestInvalid},
+		{name: "bad digest hex", path: "/v2/a/blobs/sha256:xyz", errCode: ErrDigestInvalid},
+		{name: "short digest", path: "/v2/a/blobs/sha256:abcd", errCode: ErrDigestInvalid},
+		{name: "traversal digest", path: "/v2/a/blobs/sha256:../../etc/passwd", errCode: ErrNameUnknown},
+		{name: "dotted digest", path: "/v2/a/blobs/sha256:..", errCode: ErrDigestInvalid},
+		{name: "unknown algo", path: "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", errCode: ErrDigestInvalid},
+		{name: "manifest bad digest", path: "/v2/a/manifests/sha256:00", errCode: ErrDigestInvalid},
+		{name: "no endpoint", path: "/v2/a/b", errCode: ErrNameUnknown},
+		{name: "not v2", path: "/v1/x", errCode: ErrNameUnknown},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p, err := ParsePath(tt.path)
+			if tt.errCode != "" {
+				var e *Error
+				if !errors.As(err, &e) || e.Code != tt.errCode {
+					t.Fatalf("ParsePath(%q) error = %v, want code %s", tt.path, err, tt.errCode)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParsePath(%q): %v", tt.path, err)
+			}
+			got := p.Reference.String()
+			if p.Kind == KindBlob || p.Kind == KindReferrers {
+				got = p.Digest.String()
+			}
+			if p.Kind != tt.kind || p.Name != tt.repo || got != tt.ref {
+				t.Errorf("ParsePath(%q) = %v %q %q, want %v %q %q", tt.path, p.Kind, p.Name, got, tt.kind, tt.repo, tt.ref)
+			}
+		})
+	}
+}
+
+// FuzzParsePath checks that whatever parses is safe to use as a store key:
+// names match the grammar and digests are canonical.
+func FuzzParsePath(f *testing.F) {
+	for _, s := range []string{"/v2/", "/v2/library/alpine/manifests/3.20", "/v2/a/blobs/" + d256,
+		"/v2/a/b/tags/list", "/v2/../x/manifests/y", "/v2/a/blobs/sha256:../../x", "/v2/a/referrers/" + d256} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParsePath(s)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %v is not *Error", err)
+			}
+			return
+		}
+		if strings.Contains(p.Name, "..") || strings.HasPrefix(p.Name, "/") {
+			t.Fatalf("unsafe name %q from %q", p.Name, s)
+		}
+		if p.Digest != "" {
+			if err := p.Digest.Validate(); err != nil {
+				t.Fatalf("invalid digest %q accepted from %q", p.Digest, s)
+			}
+			if strings.ContainsAny(p.Digest.Encoded(), "./") {
+				t.Fatalf("unsafe digest %q", p.Digest)
+			}
+		}
+	})
+}

@@ -1,0 +1,92 @@
+package oci
+
+import (
+	"regexp"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Grammar from the distribution spec ("Pulling manifests"): a name is one or
+// more path components of lower-case alphanumerics joined by separators.
+var (
+	nameRe = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	tagRe  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+// MaxNameLength bounds a repository name, as Distribution does.
+const MaxNameLength = 255
+
+// ValidateName reports whether name is a valid repository name.
+func ValidateName(name string) error {
+	if name == "" {
+		return Errorf(ErrNameInvalid, "repository name is empty")
+	}
+	if len(name) > MaxNameLength {
+		return Errorf(ErrNameInvalid, "repository name is longer than %d characters", MaxNameLength)
+	}
+	if !nameRe.MatchString(name) {
+		return Errorf(ErrNameInvalid, "invalid repository name %q: components are lower-case letters and digits joined by '.', '_', '__' or '-', separated by '/'", truncate(name))
+	}
+	return nil
+}
+
+// ValidateTag reports whether tag is a valid tag.
+func ValidateTag(tag string) error {
+	if !tagRe.MatchString(tag) {
+		return Errorf(ErrManifestInvalid, "invalid tag %q: up to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'", truncate(tag))
+	}
+	return nil
+}
+
+// ParseDigest parses and validates a digest (sha256 or sha512, with the
+// right length of lower-case hex).
+func ParseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", Errorf(ErrDigestInvalid, "invalid digest %q: %v", truncate(s), err)
+	}
+	if d.Algorithm() != digest.SHA256 && d.Algorithm() != digest.SHA512 {
+		return "", Errorf(ErrDigestInvalid, "unsupported digest algorithm %q", d.Algorithm())
+	}
+	return d, nil
+}
+
+// Reference is a manifest reference: a tag or a digest, never both.
+type Reference struct {
+	Tag    string
+	Digest digest.Digest
+}
+
+// ParseReference parses the <reference> of a manifest path. A string with a
+// ':' must be a digest; anything else must be a tag.
+func ParseReference(s string) (Reference, error) {
+	if strings.Contains(s, ":") {
+		d, err := ParseDigest(s)
+		if err != nil {
+			return Reference{}, err
+		}
+		return Reference{Digest: d}, nil
+	}
+	if err := ValidateTag(s); err != nil {
+		return Reference{}, err
+	}
+	return Reference{Tag: s}, nil
+}
+
+// IsDigest reports whether the reference names a digest.
+func (r Reference) IsDigest() bool { return r.Digest != "" }
+
+func (r Reference) String() string {
+	if r.IsDigest() {
+		return r.Digest.String()
+	}
+	return r.Tag
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
