@@ -1,0 +1,165 @@
+package clientconfig
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// WriteOptions configures WriteFile.
+type WriteOptions struct {
+	// Mode is used when the file does not exist yet (default 0644). An
+	// existing file keeps its mode and owner.
+	Mode fs.FileMode
+	// BackupSuffix, when set and the file exists, makes WriteFile keep the
+	// previous content in <target><BackupSuffix> before replacing it.
+	BackupSuffix string
+}
+
+// ResolvePath follows symlinks in path to the file they point at. A dangling
+// final link resolves to its (missing) target, so a new file is created where
+// the link points rather than replacing the link.
+func ResolvePath(path string) (string, error) {
+	for range 40 {
+		fi, err := os.Lstat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return path, nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("stat %s: %w", path, err)
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			return path, nil
+		}
+		dest, err := os.Readlink(path)
+		if err != nil {
+			return "", fmt.Errorf("read link %s: %w", path, err)
+		}
+		if !filepath.IsAbs(dest) {
+			dest = filepath.Join(filepath.Dir(path), dest)
+		}
+		path = dest
+	}
+	return "", fmt.Errorf("resolve %s: too many levels of symbolic links", path)
+}
+
+// ReadFile reads path through symlinks; a missing file is (nil, false, nil).
+func ReadFile(path string) (data []byte, exists bool, err error) {
+	data, err = os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	return data, true, nil
+}
+
+// WriteFile replaces the file at path (following symlinks to the target)
+// with data atomically: the bytes go to a temporary file in the target's
+// directory, which gets the old file's mode and owner, is fsynced and then
+// renamed over the target; the directory is fsynced last. Readers see the
+// old or the new file, never a partial one. Missing parent directories are
+// created (0755).
+func WriteFile(path string, data []byte, opts WriteOptions) error {
+	target, err := ResolvePath(path)
+	if err != nil {
+		return err
+	}
+	mode := opts.Mode
+	if mode == 0 {
+		mode = 0o644
+	}
+	uid, gid := -1, -1
+	old, statErr := os.Stat(target)
+	switch {
+	case statErr == nil:
+		mode = old.Mode().Perm()
+		if st, ok := old.Sys().(*syscall.Stat_t); ok {
+			uid, gid = int(st.Uid), int(st.Gid)
+		}
+		if opts.BackupSuffix != "" {
+			prev, err := os.ReadFile(target)
+			if err != nil {
+				return fmt.Errorf("read %s for backup: %w", target, err)
+			}
+			if err := WriteFile(target+opts.BackupSuffix, prev, WriteOptions{Mode: mode}); err != nil {
+				return fmt.Errorf("back up %s: %w", target, err)
+			}
+		}
+	case errors.Is(statErr, fs.ErrNotExist):
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return fmt.Errorf("create directory for %s: %w", target, err)
+		}
+	default:
+		return fmt.Errorf("stat %s: %w", target, statErr)
+	}
+	return replace(target, data, mode, uid, gid)
+}
+
+func replace(target string, data []byte, mode fs.FileMode, uid, gid int) (err error) {
+	dir := filepath.Dir(target)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(target)+".regcache-*")
+	if err != nil {
+		return fmt.Errorf("create temporary file beside %s: %w", target, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = tmp.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err = tmp.Chmod(mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
+	}
+	if uid >= 0 && (uid != os.Getuid() || gid != os.Getgid()) {
+		if err = tmp.Chown(uid, gid); err != nil {
+			return fmt.Errorf("chown %s: %w", tmp.Name(), err)
+		}
+	}
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	}
+	if err = tmp.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp.Name(), err)
+	}
+	if err = os.Rename(tmp.Name(), target); err != nil {
+		return fmt.Errorf("replace %s: %w", target, err)
+	}
+	if d, derr := os.Open(dir); derr == nil {
+		_ = d.Sync() // best effort: the rename is already visible
+		d.Close()
+	}
+	return nil
+}
+
+// RemoveFile removes the file at path (through symlinks: the target goes,
+// the link stays dangling) and keeps a backup when BackupSuffix is set. A
+// missing file is not an error.
+func RemoveFile(path string, opts WriteOptions) error {
+	target, err := ResolvePath(path)
+	if err != nil {
+		return err
+	}
+	if opts.BackupSuffix != "" {
+		prev, exists, err := ReadFile(target)
+		if err != nil {
+			return err
+		}
+		if exists {
+			if err := WriteFile(target+opts.BackupSuffix, prev, WriteOptions{Mode: 0o644}); err != nil {
+				return fmt.Errorf("back up %s: %w", target, err)
+			}
+		}
+	}
+	if err := os.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", target, err)
+	}
+	return nil
+}
