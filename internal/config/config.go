@@ -1,0 +1,246 @@
+// Package config turns regcache's YAML file, REGCACHE_* environment variables
+// (plus the Distribution registry's REGISTRY_* variables, for drop-in use) and
+// command-line flags into one validated Config.
+//
+// Every option is declared once, in the option table (options.go), which gives
+// its flag, its environment variable(s), its YAML key, its default and its
+// parser, so the three sources cannot drift apart and every error names the
+// key, variable or flag that was wrong. Precedence, lowest first:
+// defaults < YAML file < environment < flags that were set on the command line.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Config is regcache's whole configuration, as read by Load. main splits it
+// into the small per-package configs.
+type Config struct {
+	// Addr is the listen address of the registry API (yaml addr, default ":5000").
+	Addr string
+	// AdminAddr is the listen address of metrics, health, dashboard and admin
+	// API (yaml admin_addr, default "127.0.0.1:5001"); "" disables it.
+	AdminAddr string
+	// Data is the directory of the blob store and index (yaml data, default "./data").
+	Data string
+	// Freshness is how long a fetched tag is served without asking upstream
+	// (yaml freshness, default 1m).
+	Freshness time.Duration
+	// FillTimeout bounds one upstream blob fetch once every client has left
+	// (yaml fill_timeout, default 30m).
+	FillTimeout time.Duration
+	// Prefetch controls background fetching of an image's blobs once its
+	// manifest was pulled (yaml prefetch).
+	Prefetch Prefetch
+	// Upstreams are the registries mirrored; the first one is the default,
+	// served at the root path (yaml upstreams, default Docker Hub).
+	Upstreams []Upstream
+	// Storage bounds the cache (yaml storage).
+	Storage Storage
+	// Access says who may pull (yaml access).
+	Access Access
+	// TLS, when both files are set, makes the registry API serve HTTPS (yaml tls).
+	TLS TLS
+	// Log selects log level and format (yaml log).
+	Log Log
+}
+
+// Prefetch controls background fetching of the blobs of a pulled manifest.
+type Prefetch struct {
+	// Enabled turns prefetching on (yaml prefetch.enabled, default true).
+	Enabled bool
+	// Parallel is the number of concurrent prefetch fetches, at least 1
+	// (yaml prefetch.parallel, default 4).
+	Parallel int
+}
+
+// Upstream is one mirrored registry.
+type Upstream struct {
+	// Name is the registry host clients know, e.g. "docker.io" or "ghcr.io".
+	// It defaults to the host of URL, with registry-1.docker.io mapped to docker.io.
+	Name string
+	// URL is the registry's base URL: http or https scheme, host, no path.
+	URL string
+	// Username for basic auth or the token endpoint; "" is anonymous.
+	Username string
+	// Password goes with Username. Use Config.Password to read it, since it may
+	// live in PasswordFile instead.
+	Password string
+	// PasswordFile is a file holding the password (a trailing newline is
+	// ignored); it is read at each Config.Password call, so it may be rotated.
+	PasswordFile string
+	// Aliases are extra Host names that route to this upstream.
+	Aliases []string
+}
+
+// Storage bounds the cache.
+type Storage struct {
+	// MaxSize is the cache size limit in bytes; 0 means unlimited. In YAML,
+	// environment and flags it accepts "200GiB", "500MB" or a byte count.
+	MaxSize int64
+	// MaxAge evicts blobs not accessed for this long; 0 turns it off.
+	MaxAge time.Duration
+}
+
+// Access says who may pull what.
+type Access struct {
+	// Allow lists the client networks allowed; empty allows every client.
+	Allow []netip.Prefix
+	// TrustedProxies lists the proxies whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// Htpasswd is a bcrypt htpasswd file of client logins; "" means no logins.
+	Htpasswd string
+	// Private is the policy for private upstream repositories: one of
+	// "deny" (default), "authenticated" or "allow".
+	Private string
+}
+
+// TLS names the certificate and key of the registry API; both or neither.
+type TLS struct {
+	Cert, Key string
+}
+
+// Log selects the log output.
+type Log struct {
+	// Level is one of debug, info (default), warn, error.
+	Level string
+	// Format is json (default) or text.
+	Format string
+}
+
+// Private access policies.
+const (
+	PrivateDeny          = "deny"
+	PrivateAuthenticated = "authenticated"
+	PrivateAllow         = "allow"
+)
+
+// dockerHubURL is the default upstream; its Name is "docker.io", not its host.
+const dockerHubURL = "https://registry-1.docker.io"
+
+// defaults returns the configuration used when nothing is set. The default
+// upstream's Name is left empty so it follows the URL if only the URL is
+// overridden; Load fills it in.
+func defaults() Config {
+	return Config{
+		Addr:        ":5000",
+		AdminAddr:   "127.0.0.1:5001",
+		Data:        "./data",
+		Freshness:   time.Minute,
+		FillTimeout: 30 * time.Minute,
+		Prefetch:    Prefetch{Enabled: true, Parallel: 4},
+		Upstreams:   []Upstream{{URL: dockerHubURL}},
+		Access:      Access{Private: PrivateDeny},
+		Log:         Log{Level: "info", Format: "json"},
+	}
+}
+
+// Load builds the Config: defaults < YAML file (path from the --config flag or
+// REGCACHE_CONFIG) < environment < flags that were set (fs.Changed). fs may be
+// nil, and should otherwise hold the flags added by RegisterFlags.
+//
+// lookupEnv is os.LookupEnv in production, a map in tests. Variables named
+// REGCACHE_* that match no option are an error; they are found by listing
+// os.Environ and keeping the names lookupEnv also reports, so a test's map
+// is never mixed with the real environment.
+//
+// Load returns an error naming the key, variable or flag for any unknown key
+// or bad value, and calls Validate on the result.
+func Load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) (Config, error) {
+	var names []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		names = append(names, name)
+	}
+	return load(fs, lookupEnv, names)
+}
+
+// load is Load with the list of environment variable names passed in, so
+// tests can check the unknown-variable error without touching the process.
+func load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), envNames []string) (Config, error) {
+	if lookupEnv == nil {
+		lookupEnv = func(string) (string, bool) { return "", false }
+	}
+	if err := checkUnknownEnv(envNames, lookupEnv); err != nil {
+		return Config{}, err
+	}
+	c := defaults()
+	if path := configPath(fs, lookupEnv); path != "" {
+		if err := applyFile(&c, path); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := applyEnv(&c, lookupEnv); err != nil {
+		return Config{}, err
+	}
+	if err := applyFlags(&c, fs); err != nil {
+		return Config{}, err
+	}
+	c.fillNames()
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// configPath returns the YAML file to read: --config if set, else
+// REGCACHE_CONFIG, else "" for none.
+func configPath(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) string {
+	if fs != nil && fs.Changed(flagConfig) {
+		if f := fs.Lookup(flagConfig); f != nil {
+			return f.Value.String()
+		}
+	}
+	v, _ := lookupEnv(envName(flagConfig))
+	return v
+}
+
+// fillNames gives each upstream without a Name the host of its URL.
+func (c *Config) fillNames() {
+	for i := range c.Upstreams {
+		if c.Upstreams[i].Name == "" {
+			c.Upstreams[i].Name = defaultName(c.Upstreams[i].URL)
+		}
+	}
+}
+
+// Password returns the password of upstream i: the contents of its
+// PasswordFile without trailing newlines if that is set, else its Password.
+// It fails if i is out of range or the file cannot be read.
+func (c Config) Password(i int) (string, error) {
+	if i < 0 || i >= len(c.Upstreams) {
+		return "", fmt.Errorf("config: no upstream %d (have %d)", i, len(c.Upstreams))
+	}
+	u := c.Upstreams[i]
+	if u.PasswordFile == "" {
+		return u.Password, nil
+	}
+	b, err := os.ReadFile(u.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("config: upstreams[%d].password_file: %w", i, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// redacted replaces a set password in Redacted output.
+const redacted = "<redacted>"
+
+// Redacted returns a copy of c that is safe to log: every non-empty upstream
+// password is replaced with "<redacted>". Password file paths are kept. c is
+// not modified.
+func (c Config) Redacted() Config {
+	c.Upstreams = slices.Clone(c.Upstreams)
+	for i := range c.Upstreams {
+		if c.Upstreams[i].Password != "" {
+			c.Upstreams[i].Password = redacted
+		}
+	}
+	return c
+}

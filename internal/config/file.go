@@ -1,0 +1,230 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// fileConfig is the YAML file's shape. Leaves are *string, so a value is
+// absent (nil), null (nil) or text, and every value, whatever its YAML type,
+// is parsed by the same option setters as environment variables and flags.
+type fileConfig struct {
+	Addr        *string `yaml:"addr"`
+	AdminAddr   *string `yaml:"admin_addr"`
+	Data        *string `yaml:"data"`
+	Freshness   *string `yaml:"freshness"`
+	FillTimeout *string `yaml:"fill_timeout"`
+	Prefetch    struct {
+		Enabled  *string `yaml:"enabled"`
+		Parallel *string `yaml:"parallel"`
+	} `yaml:"prefetch"`
+	Upstreams *[]fileUpstream `yaml:"upstreams"`
+	Storage   struct {
+		MaxSize *string `yaml:"max_size"`
+		MaxAge  *string `yaml:"max_age"`
+	} `yaml:"storage"`
+	Access struct {
+		Allow          *[]string `yaml:"allow"`
+		TrustedProxies *[]string `yaml:"trusted_proxies"`
+		Htpasswd       *string   `yaml:"htpasswd"`
+		Private        *string   `yaml:"private"`
+	} `yaml:"access"`
+	TLS struct {
+		Cert *string `yaml:"cert"`
+		Key  *string `yaml:"key"`
+	} `yaml:"tls"`
+	Log struct {
+		Level  *string `yaml:"level"`
+		Format *string `yaml:"format"`
+	} `yaml:"log"`
+}
+
+// fileUpstream is one entry of the YAML upstreams list.
+type fileUpstream struct {
+	Name         string   `yaml:"name"`
+	URL          string   `yaml:"url"`
+	Username     string   `yaml:"username"`
+	Password     string   `yaml:"password"`
+	PasswordFile string   `yaml:"password_file"`
+	Aliases      []string `yaml:"aliases"`
+}
+
+// values returns the file's top-level settings by option key; absent and
+// null ones are left out, lists are joined with commas.
+func (f *fileConfig) values() map[string]string {
+	m := map[string]string{}
+	for key, p := range map[string]*string{
+		"addr": f.Addr, "admin_addr": f.AdminAddr, "data": f.Data,
+		"freshness": f.Freshness, "fill_timeout": f.FillTimeout,
+		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
+		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge,
+		"access.htpasswd": f.Access.Htpasswd, "access.private": f.Access.Private,
+		"tls.cert": f.TLS.Cert, "tls.key": f.TLS.Key,
+		"log.level": f.Log.Level, "log.format": f.Log.Format,
+	} {
+		if p != nil {
+			m[key] = *p
+		}
+	}
+	for key, p := range map[string]*[]string{
+		"access.allow": f.Access.Allow, "access.trusted_proxies": f.Access.TrustedProxies,
+	} {
+		if p != nil {
+			m[key] = strings.Join(*p, ",")
+		}
+	}
+	return m
+}
+
+// applyFile reads the YAML file at path over c. Unknown keys and values of
+// the wrong shape are reported with their key path and line; bad values with
+// their key path.
+func applyFile(c *Config, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("config: %s: %w", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil // empty file
+	}
+	if err := checkNode(doc.Content[0], reflect.TypeFor[fileConfig](), ""); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var f fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true) // checkNode should have caught everything; this is the backstop
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config: %s: %w", path, err)
+	}
+
+	var errs []error
+	vals := f.values()
+	for _, o := range options {
+		if v, ok := vals[o.key]; ok && o.key != "" {
+			if err := o.set(c, v); err != nil {
+				errs = append(errs, fmt.Errorf("config: %s: %w", o.key, err))
+			}
+		}
+	}
+	if f.Upstreams != nil {
+		c.Upstreams = nil
+		for i, fu := range *f.Upstreams {
+			u, err := fu.upstream(fmt.Sprintf("upstreams[%d]", i))
+			errs = append(errs, err)
+			c.Upstreams = append(c.Upstreams, u)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// upstream converts a YAML entry, checking its URL and names; key is the
+// entry's path for errors. Credentials are checked by Validate.
+func (fu fileUpstream) upstream(key string) (Upstream, error) {
+	u := Upstream{Name: fu.Name, URL: fu.URL, Username: fu.Username, Password: fu.Password,
+		PasswordFile: fu.PasswordFile, Aliases: fu.Aliases}
+	var errs []error
+	var err error
+	if fu.URL == "" {
+		errs = append(errs, fmt.Errorf("config: %s.url: missing", key))
+	} else if u.URL, err = checkUpstreamURL(fu.URL); err != nil {
+		errs = append(errs, fmt.Errorf("config: %s.url: %w", key, err))
+	}
+	if fu.Name != "" {
+		if u.Name, err = checkName(fu.Name); err != nil {
+			errs = append(errs, fmt.Errorf("config: %s.name: %w", key, err))
+		}
+	}
+	for i, a := range fu.Aliases {
+		if u.Aliases[i], err = checkName(a); err != nil {
+			errs = append(errs, fmt.Errorf("config: %s.aliases[%d]: %w", key, i, err))
+		}
+	}
+	return u, errors.Join(errs...)
+}
+
+// checkNode walks a YAML node against the Go type it will be decoded into,
+// reporting the first unknown key or wrong shape (a list where a value is
+// wanted, …) with its dotted key path and line. Null nodes are always fine.
+func checkNode(n *yaml.Node, t reflect.Type, path string) error {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	where := path
+	if where == "" {
+		where = "top level"
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return fmt.Errorf("%s: want a mapping, got %s (line %d)", where, kindName(n), n.Line)
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			keyPath := k.Value
+			if path != "" {
+				keyPath = path + "." + k.Value
+			}
+			f, ok := fieldByTag(t, k.Value)
+			if !ok {
+				return fmt.Errorf("%s: unknown key (line %d)", keyPath, k.Line)
+			}
+			if err := checkNode(v, f.Type, keyPath); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return fmt.Errorf("%s: want a list, got %s (line %d)", where, kindName(n), n.Line)
+		}
+		for i, e := range n.Content {
+			if err := checkNode(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	default:
+		if n.Kind != yaml.ScalarNode {
+			return fmt.Errorf("%s: want a single value, got %s (line %d)", where, kindName(n), n.Line)
+		}
+	}
+	return nil
+}
+
+// fieldByTag finds the struct field whose yaml tag is name.
+func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// kindName describes a YAML node's kind for error messages.
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	default:
+		return "a single value"
+	}
+}

@@ -1,0 +1,357 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// kind is how an option's value is written on the command line.
+type kind int
+
+const (
+	kindString kind = iota
+	kindBool
+	kindInt
+	kindDuration
+	kindList // comma-separated on the command line and in the environment, a sequence in YAML
+)
+
+// option declares one setting once for all three sources. Its environment
+// variable is envName(flag); aliases are read only when that one is unset.
+type option struct {
+	flag    string   // kebab-case flag name
+	key     string   // YAML key path; "" when the option is not a top-level YAML key
+	aliases []string // Distribution variables, of lower precedence than envName(flag)
+	kind    kind
+	def     string // flag default, shown by --help as "(default ...)"
+	defDoc  string // shown as "(default defDoc)" when def is the zero value
+	usage   string
+	// emptyEnv makes an empty environment variable set the option (to "");
+	// otherwise an empty variable counts as unset.
+	emptyEnv bool
+	// set parses v and stores it in c; its error does not name the source.
+	set func(c *Config, v string) error
+}
+
+// flagConfig is the flag naming the YAML file; it is not a Config field.
+const flagConfig = "config"
+
+// options is every setting, in --help order.
+var options = []option{
+	{flag: flagConfig, usage: "YAML configuration file", defDoc: "none"},
+	{flag: "addr", key: "addr", aliases: []string{"REGISTRY_HTTP_ADDR"}, def: ":5000",
+		usage: "listen address of the registry API",
+		set:   setString(func(c *Config) *string { return &c.Addr }, checkAddr)},
+	{flag: "admin-addr", key: "admin_addr", def: "127.0.0.1:5001", emptyEnv: true,
+		usage: `listen address of metrics, health, dashboard and admin API; "" disables it`,
+		set:   setString(func(c *Config) *string { return &c.AdminAddr }, checkAdminAddr)},
+	{flag: "data", key: "data", aliases: []string{"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"}, def: "./data",
+		usage: "directory of the cached content and index",
+		set:   setString(func(c *Config) *string { return &c.Data }, checkNonEmpty)},
+	{flag: "freshness", key: "freshness", kind: kindDuration, def: "1m",
+		usage: "a tag fetched less than this long ago is served without asking upstream",
+		set:   setDuration(func(c *Config) *time.Duration { return &c.Freshness }, false)},
+	{flag: "fill-timeout", key: "fill_timeout", kind: kindDuration, def: "30m",
+		usage: "bound on one upstream blob fetch after all its clients left",
+		set:   setDuration(func(c *Config) *time.Duration { return &c.FillTimeout }, true)},
+	{flag: "prefetch", key: "prefetch.enabled", kind: kindBool, def: "true",
+		usage: "fetch the blobs of a pulled manifest in the background",
+		set:   setBool(func(c *Config) *bool { return &c.Prefetch.Enabled })},
+	{flag: "prefetch-parallel", key: "prefetch.parallel", kind: kindInt, def: "4",
+		usage: "number of concurrent prefetch fetches",
+		set:   setPositiveInt(func(c *Config) *int { return &c.Prefetch.Parallel })},
+	{flag: "upstream-url", aliases: []string{"REGISTRY_PROXY_REMOTEURL"}, def: dockerHubURL,
+		usage: "URL of the default (first) upstream registry",
+		set:   setString(func(c *Config) *string { return &first(c).URL }, checkUpstreamURL)},
+	{flag: "upstream-name", defDoc: "host of the upstream URL, docker.io for Docker Hub",
+		usage: "registry host name clients know the default upstream by",
+		set:   setString(func(c *Config) *string { return &first(c).Name }, checkName)},
+	{flag: "username", aliases: []string{"REGISTRY_PROXY_USERNAME"}, defDoc: "anonymous",
+		usage: "user name at the default upstream",
+		set:   setString(func(c *Config) *string { return &first(c).Username }, nil)},
+	{flag: "password", aliases: []string{"REGISTRY_PROXY_PASSWORD"}, defDoc: "none",
+		usage: "password or token at the default upstream; prefer --password-file",
+		set: func(c *Config, v string) error {
+			u := first(c)
+			u.Password, u.PasswordFile = v, ""
+			return nil
+		}},
+	{flag: "password-file", defDoc: "none",
+		usage: "file holding the password of the default upstream",
+		set: func(c *Config, v string) error {
+			u := first(c)
+			u.PasswordFile, u.Password = v, ""
+			return checkReadable(v)
+		}},
+	{flag: "max-size", key: "storage.max_size", defDoc: "0, unlimited",
+		usage: "cache size limit, e.g. 200GiB, 500MB or bytes; 0 is unlimited",
+		set: func(c *Config, v string) error {
+			n, err := parseSize(v)
+			c.Storage.MaxSize = n
+			return err
+		}},
+	{flag: "max-age", key: "storage.max_age", kind: kindDuration, defDoc: "0, off",
+		usage: "evict blobs not pulled for this long; 0 is off",
+		set:   setDuration(func(c *Config) *time.Duration { return &c.Storage.MaxAge }, false)},
+	{flag: "allow", key: "access.allow", kind: kindList, defDoc: "every client",
+		usage: "comma-separated client networks (CIDR) allowed to pull",
+		set:   setPrefixes(func(c *Config) *[]netip.Prefix { return &c.Access.Allow })},
+	{flag: "trusted-proxies", key: "access.trusted_proxies", kind: kindList, defDoc: "none",
+		usage: "comma-separated proxy networks (CIDR) whose X-Forwarded-For is trusted",
+		set:   setPrefixes(func(c *Config) *[]netip.Prefix { return &c.Access.TrustedProxies })},
+	{flag: "htpasswd", key: "access.htpasswd", defDoc: "no client logins",
+		usage: "bcrypt htpasswd file of client logins",
+		set:   setString(func(c *Config) *string { return &c.Access.Htpasswd }, checkOptionalReadable)},
+	{flag: "private", key: "access.private", def: PrivateDeny,
+		usage: "private upstream repositories: deny, authenticated or allow",
+		set:   setString(func(c *Config) *string { return &c.Access.Private }, checkPrivate)},
+	{flag: "tls-cert", key: "tls.cert", defDoc: "none, plain HTTP",
+		usage: "TLS certificate file of the registry API (needs --tls-key)",
+		set:   setString(func(c *Config) *string { return &c.TLS.Cert }, nil)},
+	{flag: "tls-key", key: "tls.key", defDoc: "none",
+		usage: "TLS key file of the registry API (needs --tls-cert)",
+		set:   setString(func(c *Config) *string { return &c.TLS.Key }, nil)},
+	{flag: "log-level", key: "log.level", def: "info",
+		usage: "log level: debug, info, warn or error",
+		set:   setString(func(c *Config) *string { return &c.Log.Level }, checkLogLevel)},
+	{flag: "log-format", key: "log.format", def: "json",
+		usage: "log format: json or text",
+		set:   setString(func(c *Config) *string { return &c.Log.Format }, checkLogFormat)},
+}
+
+// envName is the REGCACHE_ variable of a flag: "fill-timeout" → "REGCACHE_FILL_TIMEOUT".
+func envName(flag string) string {
+	return "REGCACHE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// first returns the default upstream, creating it if the list is empty.
+func first(c *Config) *Upstream {
+	if len(c.Upstreams) == 0 {
+		c.Upstreams = []Upstream{{}}
+	}
+	return &c.Upstreams[0]
+}
+
+// setString returns a setter storing the value check returns (v itself when
+// check is nil).
+func setString(field func(*Config) *string, check func(string) (string, error)) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if check != nil {
+			var err error
+			if v, err = check(v); err != nil {
+				return err
+			}
+		}
+		*field(c) = v
+		return nil
+	}
+}
+
+// setDuration returns a setter for a duration that must not be negative, and
+// with positive also not zero.
+func setDuration(field func(*Config) *time.Duration, positive bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("invalid duration %q", v)
+		}
+		if err := checkDuration(d, positive); err != nil {
+			return err
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+// checkDuration rejects negative durations, and zero ones when positive.
+func checkDuration(d time.Duration, positive bool) error {
+	switch {
+	case d < 0:
+		return fmt.Errorf("must not be negative, got %s", d)
+	case d == 0 && positive:
+		return errors.New("must be positive, got 0")
+	}
+	return nil
+}
+
+// setBool returns a setter for a boolean (true/false/1/0/t/f).
+func setBool(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("invalid boolean %q (want true or false)", v)
+		}
+		*field(c) = b
+		return nil
+	}
+}
+
+// setPositiveInt returns a setter for an integer of at least 1.
+func setPositiveInt(field func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("invalid integer %q", v)
+		}
+		if n < 1 {
+			return fmt.Errorf("must be at least 1, got %d", n)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+// setPrefixes returns a setter for a comma-separated list of networks.
+func setPrefixes(field func(*Config) *[]netip.Prefix) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		var ps []netip.Prefix
+		for s := range strings.SplitSeq(v, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			p, err := parsePrefix(s)
+			if err != nil {
+				return err
+			}
+			ps = append(ps, p)
+		}
+		*field(c) = ps
+		return nil
+	}
+}
+
+// parsePrefix parses a CIDR network such as 10.0.0.0/8; a bare address is
+// taken as a single-address network. Host bits are masked off.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid CIDR %q (want e.g. 10.0.0.0/8)", s)
+		}
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR %q (want e.g. 10.0.0.0/8)", s)
+	}
+	return p.Masked(), nil
+}
+
+// checkAddr accepts a listen address such as ":5000" or "127.0.0.1:5000".
+func checkAddr(s string) (string, error) {
+	if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
+		return "", fmt.Errorf("invalid address %q (want host:port, e.g. :5000)", s)
+	}
+	return s, nil
+}
+
+// checkAdminAddr is checkAddr that also accepts "" (disabled).
+func checkAdminAddr(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	return checkAddr(s)
+}
+
+// checkNonEmpty rejects "".
+func checkNonEmpty(s string) (string, error) {
+	if strings.TrimSpace(s) == "" {
+		return "", errors.New("must not be empty")
+	}
+	return s, nil
+}
+
+// checkUpstreamURL accepts an http(s) URL with a host and no path, query,
+// fragment or credentials, and returns it without a trailing slash.
+func checkUpstreamURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("invalid URL %q", s)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("invalid URL %q: scheme must be http or https", s)
+	case u.Host == "":
+		return "", fmt.Errorf("invalid URL %q: no host", s)
+	case u.User != nil:
+		return "", fmt.Errorf("invalid URL %q: credentials belong in username and password", u.Redacted())
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
+		return "", fmt.Errorf("invalid URL %q: must not have a path, query or fragment", s)
+	}
+	return strings.TrimSuffix(s, "/"), nil
+}
+
+// defaultName is the upstream Name derived from its URL: the host (with
+// port), except that Docker Hub's API hosts become "docker.io". It returns ""
+// for a URL that does not parse.
+func defaultName(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return ""
+	}
+	switch h := strings.ToLower(u.Host); h {
+	case "registry-1.docker.io", "index.docker.io":
+		return "docker.io"
+	default:
+		return h
+	}
+}
+
+// checkName accepts a registry host name such as "ghcr.io" or
+// "localhost:5000" and returns it in lower case.
+func checkName(s string) (string, error) {
+	if s == "" || strings.ContainsAny(s, "/ \t@?#") {
+		return "", fmt.Errorf("invalid registry host name %q (want e.g. ghcr.io)", s)
+	}
+	return strings.ToLower(s), nil
+}
+
+// checkReadable accepts a path to a file that can be read.
+func checkReadable(path string) error {
+	if path == "" {
+		return errors.New("must not be empty")
+	}
+	_, err := os.ReadFile(path)
+	return err
+}
+
+// checkOptionalReadable accepts "" or a readable file.
+func checkOptionalReadable(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	return path, checkReadable(path)
+}
+
+// checkEnum accepts one of allowed, case-insensitively, and returns it in
+// lower case.
+func checkEnum(what, s string, allowed ...string) (string, error) {
+	l := strings.ToLower(strings.TrimSpace(s))
+	for _, a := range allowed {
+		if l == a {
+			return l, nil
+		}
+	}
+	return "", fmt.Errorf("invalid %s %q (want %s)", what, s, strings.Join(allowed, ", "))
+}
+
+// checkPrivate accepts a private-repository policy.
+func checkPrivate(s string) (string, error) {
+	return checkEnum("policy", s, PrivateDeny, PrivateAuthenticated, PrivateAllow)
+}
+
+// checkLogLevel accepts a log level.
+func checkLogLevel(s string) (string, error) {
+	return checkEnum("log level", s, "debug", "info", "warn", "error")
+}
+
+// checkLogFormat accepts a log format.
+func checkLogFormat(s string) (string, error) {
+	return checkEnum("log format", s, "json", "text")
+}

@@ -1,0 +1,52 @@
+package config
+
+import (
+	"math"
+	"testing"
+)
+
+func TestParseSize(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr string
+	}{
+		{in: "0", want: 0},
+		{in: "1048576", want: 1 << 20},
+		{in: "200GiB", want: 200 << 30},
+		{in: "200gib", want: 200 << 30},
+		{in: "500MB", want: 500_000_000},
+		{in: "500M", want: 500_000_000},
+		{in: "1.5 KiB", want: 1536},
+		{in: " 2 TB ", want: 2_000_000_000_000},
+		{in: "1Ti", want: 1 << 40},
+		{in: "1PiB", want: 1 << 50},
+		{in: "10k", want: 10_000},
+		{in: "7b", want: 7},
+		{in: "9223372036854775807", want: math.MaxInt64},
+		{in: "", wantErr: `invalid size "" (want a byte count or a number with a unit, e.g. 500MB, 200GiB)`},
+		{in: "GiB", wantErr: `invalid size "GiB" (want a byte count or a number with a unit, e.g. 500MB, 200GiB)`},
+		{in: "12XB", wantErr: `invalid size "12XB" (want a byte count or a number with a unit, e.g. 500MB, 200GiB)`},
+		{in: "1.2.3MB", wantErr: `invalid size "1.2.3MB" (want a byte count or a number with a unit, e.g. 500MB, 200GiB)`},
+		{in: "-1", wantErr: `invalid size "-1": must not be negative`},
+		{in: "9223372036854775808", wantErr: `invalid size "9223372036854775808": too large`},
+		{in: "8388608TiB", wantErr: `invalid size "8388608TiB": too large`},
+		{in: "9000000.5TiB", wantErr: `invalid size "9000000.5TiB": too large`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseSize(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Errorf("parseSize(%q) = %d, %v; want error %s", tt.in, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("parseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}

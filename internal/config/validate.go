@@ -1,0 +1,111 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Validate checks c as a whole and returns every problem found, each naming
+// its YAML key. Load calls it; call it again only on a Config built or
+// changed in code. It reads each upstream's password_file and the htpasswd
+// file to make sure they are readable, so a typo in a path stops start-up.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(key string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %s: %w", key, err))
+		}
+	}
+	check := func(key, v string, f func(string) (string, error)) {
+		_, err := f(v)
+		add(key, err)
+	}
+	check("addr", c.Addr, checkAddr)
+	check("admin_addr", c.AdminAddr, checkAdminAddr)
+	check("data", c.Data, checkNonEmpty)
+	add("freshness", checkDuration(c.Freshness, false))
+	add("fill_timeout", checkDuration(c.FillTimeout, true))
+	if c.Prefetch.Parallel < 1 {
+		add("prefetch.parallel", fmt.Errorf("must be at least 1, got %d", c.Prefetch.Parallel))
+	}
+	if c.Storage.MaxSize < 0 {
+		add("storage.max_size", fmt.Errorf("must not be negative, got %d", c.Storage.MaxSize))
+	}
+	add("storage.max_age", checkDuration(c.Storage.MaxAge, false))
+	add("access.allow", checkPrefixes(c.Access.Allow))
+	add("access.trusted_proxies", checkPrefixes(c.Access.TrustedProxies))
+	check("access.htpasswd", c.Access.Htpasswd, checkOptionalReadable)
+	check("access.private", c.Access.Private, checkPrivate)
+	switch {
+	case c.TLS.Cert != "" && c.TLS.Key == "":
+		add("tls", errors.New("cert is set but key is not; set both or neither"))
+	case c.TLS.Cert == "" && c.TLS.Key != "":
+		add("tls", errors.New("key is set but cert is not; set both or neither"))
+	}
+	check("log.level", c.Log.Level, checkLogLevel)
+	check("log.format", c.Log.Format, checkLogFormat)
+	errs = append(errs, c.validateUpstreams()...)
+	return errors.Join(errs...)
+}
+
+// validateUpstreams checks each upstream and that no two share a name or alias.
+func (c Config) validateUpstreams() []error {
+	if len(c.Upstreams) == 0 {
+		return []error{errors.New("config: upstreams: at least one upstream is required")}
+	}
+	var errs []error
+	add := func(key string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %s: %w", key, err))
+		}
+	}
+	seen := map[string]string{} // host name → key that claimed it
+	claim := func(key, name string) {
+		n, err := checkName(name)
+		if err != nil {
+			add(key, err)
+			return
+		}
+		if prev, dup := seen[n]; dup {
+			add(key, fmt.Errorf("duplicate registry host name %q, already used by %s", n, prev))
+			return
+		}
+		seen[n] = key
+	}
+	for i, u := range c.Upstreams {
+		key := fmt.Sprintf("upstreams[%d]", i)
+		if _, err := checkUpstreamURL(u.URL); err != nil {
+			add(key+".url", err)
+		}
+		claim(key+".name", u.Name)
+		for j, a := range u.Aliases {
+			claim(fmt.Sprintf("%s.aliases[%d]", key, j), a)
+		}
+		if u.Password != "" && u.PasswordFile != "" {
+			add(key, errors.New("password and password_file are both set; use one"))
+			continue
+		}
+		if (u.Password != "" || u.PasswordFile != "") && u.Username == "" {
+			add(key, errors.New("a password is set but username is not"))
+		}
+		if u.PasswordFile != "" {
+			if pw, err := c.Password(i); err != nil {
+				errs = append(errs, err)
+			} else if pw == "" {
+				add(key+".password_file", fmt.Errorf("%s is empty", u.PasswordFile))
+			}
+		}
+	}
+	return errs
+}
+
+// checkPrefixes rejects the zero netip.Prefix, which only code can produce.
+func checkPrefixes(ps []netip.Prefix) error {
+	for i, p := range ps {
+		if !p.IsValid() {
+			return fmt.Errorf("entry %d is not a valid network", i)
+		}
+	}
+	return nil
+}
