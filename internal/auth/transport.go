@@ -1,0 +1,268 @@
+// Package auth authenticates regcache to upstream registries: an
+// http.RoundTripper that answers Basic and Docker-style Bearer challenges,
+// and caches bearer tokens per scope until they expire so that a busy mirror
+// asks the token endpoint once per repository, not once per request.
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/regcache/regcache/internal/oci"
+)
+
+// Credentials are an upstream account. Empty means anonymous.
+type Credentials struct {
+	Username string
+	Password string
+}
+
+func (c Credentials) empty() bool { return c.Username == "" && c.Password == "" }
+
+// Transport adds upstream authentication to requests for one registry host.
+// Requests to any other host (a CDN a blob redirects to) go out without
+// Authorization.
+type Transport struct {
+	base     http.RoundTripper
+	upstream *url.URL
+	creds    Credentials
+	now      func() time.Time
+
+	mu        sync.Mutex
+	chal      challenge // last challenge seen; zero until the first 401
+	tokens    map[string]token
+	tokenReqs int64
+	sf        singleflight.Group
+}
+
+type token struct {
+	value   string
+	expires time.Time
+}
+
+// Option configures a Transport.
+type Option func(*Transport)
+
+// WithClock sets the time source used for token expiry (tests).
+func WithClock(now func() time.Time) Option { return func(t *Transport) { t.now = now } }
+
+// New returns a Transport for the registry at upstream (scheme://host[:port]).
+func New(base http.RoundTripper, upstream *url.URL, creds Credentials, opts ...Option) *Transport {
+	t := &Transport{base: base, upstream: upstream, creds: creds, now: time.Now, tokens: map[string]token{}}
+	for _, o := range opts {
+		o(t)
+	}
+	return t
+}
+
+// TokenRequests is how many tokens were fetched so far.
+func (t *Transport) TokenRequests() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.tokenReqs
+}
+
+type scopeKey struct{}
+
+// WithScope sets the token scope for requests made with ctx, overriding
+// the one derived from the request path.
+func WithScope(ctx context.Context, scope string) context.Context {
+	return context.WithValue(ctx, scopeKey{}, scope)
+}
+
+// scopeOf is the pull scope of a request: the repository in its path.
+func scopeOf(req *http.Request) string {
+	if s, ok := req.Context().Value(scopeKey{}).(string); ok {
+		return s
+	}
+	p, err := oci.ParsePath(req.URL.Path)
+	if err != nil || p.Name == "" {
+		return ""
+	}
+	return "repository:" + p.Name + ":pull"
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !strings.EqualFold(req.URL.Host, t.upstream.Host) {
+		if req.Header.Get("Authorization") == "" {
+			return t.base.RoundTrip(req)
+		}
+		r := req.Clone(req.Context())
+		r.Header.Del("Authorization")
+		return t.base.RoundTrip(r)
+	}
+	scope := scopeOf(req)
+	t.mu.Lock()
+	chal := t.chal
+	t.mu.Unlock()
+	sent := ""
+	if chal.scheme != "" {
+		h, err := t.authorization(req.Context(), chal, scope, "")
+		if err != nil {
+			return nil, err
+		}
+		sent = h
+	}
+	resp, err := t.send(req, sent)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	c, ok := challengeOf(resp)
+	if !ok || (c.scheme == "basic" && t.creds.empty()) {
+		return resp, nil
+	}
+	t.mu.Lock()
+	t.chal = challenge{scheme: c.scheme, params: map[string]string{"realm": c.params["realm"], "service": c.params["service"]}}
+	t.mu.Unlock()
+	if s := c.params["scope"]; s != "" && c.scheme == "bearer" {
+		scope = s
+	}
+	h, err := t.authorization(req.Context(), c, scope, sent)
+	if err != nil {
+		drain(resp)
+		return nil, err
+	}
+	if h == sent {
+		return resp, nil // nothing new to offer
+	}
+	drain(resp)
+	return t.send(req, h)
+}
+
+func (t *Transport) send(req *http.Request, authz string) (*http.Response, error) {
+	if authz == "" {
+		return t.base.RoundTrip(req)
+	}
+	r := req.Clone(req.Context())
+	r.Header.Set("Authorization", authz)
+	return t.base.RoundTrip(r)
+}
+
+// authorization returns the Authorization value for the challenge and scope.
+// rejected is a value the upstream just refused; a cached token equal to it
+// is fetched again.
+func (t *Transport) authorization(ctx context.Context, c challenge, scope, rejected string) (string, error) {
+	if c.scheme == "basic" {
+		if t.creds.empty() {
+			return "", nil
+		}
+		r := &http.Request{Header: http.Header{}}
+		r.SetBasicAuth(t.creds.Username, t.creds.Password)
+		return r.Header.Get("Authorization"), nil
+	}
+	t.mu.Lock()
+	tok, ok := t.tokens[scope]
+	t.mu.Unlock()
+	if ok && t.now().Before(tok.expires) && "Bearer "+tok.value != rejected {
+		return "Bearer " + tok.value, nil
+	}
+	v, err, _ := t.sf.Do(scope, func() (any, error) {
+		return t.fetchToken(ctx, c, scope)
+	})
+	if err != nil {
+		return "", err
+	}
+	return "Bearer " + v.(token).value, nil
+}
+
+// TokenError is a failure of the token endpoint.
+type TokenError struct {
+	Realm      string
+	StatusCode int // 0 when the endpoint could not be reached
+	RetryAfter string
+	Err        error
+}
+
+func (e *TokenError) Error() string {
+	if e.StatusCode != 0 {
+		return fmt.Sprintf("token endpoint %s answered %d", e.Realm, e.StatusCode)
+	}
+	return fmt.Sprintf("token endpoint %s: %v", e.Realm, e.Err)
+}
+
+func (e *TokenError) Unwrap() error { return e.Err }
+
+func (t *Transport) fetchToken(ctx context.Context, c challenge, scope string) (token, error) {
+	realm, err := url.Parse(c.params["realm"])
+	if err != nil || realm.Host == "" {
+		return token{}, &TokenError{Realm: c.params["realm"], Err: errors.New("the upstream's challenge has no valid realm")}
+	}
+	if !realmAllowed(realm, t.upstream) {
+		return token{}, &TokenError{Realm: realm.Redacted(), Err: fmt.Errorf("realm is not on the upstream's domain %s (or not https); refusing to send credentials there", t.upstream.Hostname())}
+	}
+	q := realm.Query()
+	if s := c.params["service"]; s != "" {
+		q.Set("service", s)
+	}
+	if scope != "" {
+		q.Set("scope", scope)
+	}
+	realm.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, realm.String(), nil)
+	if err != nil {
+		return token{}, err
+	}
+	if !t.creds.empty() {
+		req.SetBasicAuth(t.creds.Username, t.creds.Password)
+	}
+	t.mu.Lock()
+	t.tokenReqs++
+	t.mu.Unlock()
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return token{}, &TokenError{Realm: redactURL(realm), Err: err}
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return token{}, &TokenError{Realm: redactURL(realm), StatusCode: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After")}
+	}
+	var body struct {
+		Token       string    `json:"token"`
+		AccessToken string    `json:"access_token"`
+		ExpiresIn   int       `json:"expires_in"`
+		IssuedAt    time.Time `json:"issued_at"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body); err != nil {
+		return token{}, &TokenError{Realm: redactURL(realm), Err: fmt.Errorf("decode token response: %w", err)}
+	}
+	v := body.Token
+	if v == "" {
+		v = body.AccessToken
+	}
+	if v == "" {
+		return token{}, &TokenError{Realm: redactURL(realm), Err: errors.New("token response holds no token")}
+	}
+	// The spec's default lifetime is 60s. Renew a little early so a token
+	// never expires between the check and the upstream's.
+	life := time.Duration(body.ExpiresIn) * time.Second
+	if life < 60*time.Second {
+		life = 60 * time.Second
+	}
+	tok := token{value: v, expires: t.now().Add(life - min(life/10, 30*time.Second))}
+	t.mu.Lock()
+	t.tokens[scope] = tok
+	t.mu.Unlock()
+	return tok, nil
+}
+
+func redactURL(u *url.URL) string {
+	c := *u
+	c.RawQuery = ""
+	return c.Redacted()
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}

@@ -1,0 +1,307 @@
+// Package cacheindex records what the cache holds and how fresh it is, in an
+// embedded bbolt file: for each (upstream, repository, tag) the digest and
+// when it was fetched and last checked; for each manifest its media type; for
+// each blob its size and last access; and which repositories are known to
+// hold which digests.
+//
+// Access times are kept in memory and written in batches, never once per
+// request.
+package cacheindex
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketTags      = []byte("tags")
+	bucketManifests = []byte("manifests")
+	bucketBlobs     = []byte("blobs")
+	bucketHolds     = []byte("holds")
+)
+
+// TagEntry is what the index knows of a tag.
+type TagEntry struct {
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType"`
+	Size      int64         `json:"size"`
+	Fetched   time.Time     `json:"fetched"` // when the digest was first seen for the tag
+	Checked   time.Time     `json:"checked"` // when upstream last confirmed it
+}
+
+// ManifestEntry is what the index knows of a stored manifest.
+type ManifestEntry struct {
+	MediaType string          `json:"mediaType"`
+	Size      int64           `json:"size"`
+	Refs      []digest.Digest `json:"refs,omitempty"` // blobs and manifests it references
+}
+
+// BlobEntry is what the index knows of a stored blob.
+type BlobEntry struct {
+	Size       int64     `json:"size"`
+	Created    time.Time `json:"created"`
+	LastAccess time.Time `json:"lastAccess"`
+}
+
+// Index is the bbolt-backed cache index. It is safe for concurrent use.
+type Index struct {
+	db  *bolt.DB
+	log *slog.Logger
+	now func() time.Time
+
+	mu      sync.Mutex
+	touched map[digest.Digest]time.Time
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Option configures an Index.
+type Option func(*Index)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(ix *Index) { ix.log = l } }
+
+// WithClock sets the time source (tests).
+func WithClock(now func() time.Time) Option { return func(ix *Index) { ix.now = now } }
+
+// Open opens or creates the index file at path. Access times are flushed
+// every flushEvery (and on Close).
+func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open index %s: %w (is another regcache using this data directory?)", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketTags, bucketManifests, bucketBlobs, bucketHolds} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init index %s: %w", path, err)
+	}
+	ix := &Index{db: db, log: slog.New(slog.DiscardHandler), now: time.Now,
+		touched: map[digest.Digest]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	for _, o := range opts {
+		o(ix)
+	}
+	go ix.flushLoop(flushEvery)
+	return ix, nil
+}
+
+// Close flushes pending access times and closes the file.
+func (ix *Index) Close() error {
+	close(ix.stop)
+	<-ix.done
+	ferr := ix.Flush()
+	return errors.Join(ferr, ix.db.Close())
+}
+
+func (ix *Index) flushLoop(every time.Duration) {
+	defer close(ix.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ix.stop:
+			return
+		case <-t.C:
+			if err := ix.Flush(); err != nil {
+				ix.log.Warn("flush access times", slog.Any("error", err))
+			}
+		}
+	}
+}
+
+func tagKey(upstream, repo, tag string) []byte {
+	return []byte(upstream + "\x00" + repo + "\x00" + tag)
+}
+
+func holdKey(upstream, repo string, d digest.Digest) []byte {
+	return []byte(upstream + "\x00" + repo + "\x00" + d.String())
+}
+
+func get[T any](ix *Index, bucket, key []byte) (T, bool, error) {
+	var v T
+	var found bool
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucket).Get(key)
+		if raw == nil {
+			return nil
+		}
+		found = true
+		return json.Unmarshal(raw, &v)
+	})
+	return v, found, err
+}
+
+func put(tx *bolt.Tx, bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucket).Put(key, raw)
+}
+
+// Tag returns the entry for a tag, and whether there is one.
+func (ix *Index) Tag(upstream, repo, tag string) (TagEntry, bool, error) {
+	return get[TagEntry](ix, bucketTags, tagKey(upstream, repo, tag))
+}
+
+// PutTag records a tag's entry.
+func (ix *Index) PutTag(upstream, repo, tag string, e TagEntry) error {
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		return put(tx, bucketTags, tagKey(upstream, repo, tag), e)
+	})
+}
+
+// Manifest returns the entry of a stored manifest.
+func (ix *Index) Manifest(d digest.Digest) (ManifestEntry, bool, error) {
+	return get[ManifestEntry](ix, bucketManifests, []byte(d))
+}
+
+// PutManifest records a stored manifest, and that the repository holds it
+// and every digest it references.
+func (ix *Index) PutManifest(upstream, repo string, d digest.Digest, e ManifestEntry) error {
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		if err := put(tx, bucketManifests, []byte(d), e); err != nil {
+			return err
+		}
+		for _, ref := range append([]digest.Digest{d}, e.Refs...) {
+			if err := tx.Bucket(bucketHolds).Put(holdKey(upstream, repo, ref), []byte{1}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Holds reports whether the repository is known to hold the digest: one of
+// its manifests references it, or the upstream served it under that name.
+func (ix *Index) Holds(upstream, repo string, d digest.Digest) (bool, error) {
+	var ok bool
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketHolds).Get(holdKey(upstream, repo, d)) != nil
+		return nil
+	})
+	return ok, err
+}
+
+// PutHolds records that the upstream served the digest under the repository.
+func (ix *Index) PutHolds(upstream, repo string, d digest.Digest) error {
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHolds).Put(holdKey(upstream, repo, d), []byte{1})
+	})
+}
+
+// Blob returns a blob's entry.
+func (ix *Index) Blob(d digest.Digest) (BlobEntry, bool, error) {
+	return get[BlobEntry](ix, bucketBlobs, []byte(d))
+}
+
+// PutBlob records a committed blob of the given size.
+func (ix *Index) PutBlob(d digest.Digest, size int64) error {
+	now := ix.now()
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		return put(tx, bucketBlobs, []byte(d), BlobEntry{Size: size, Created: now, LastAccess: now})
+	})
+}
+
+// DeleteBlob forgets a blob.
+func (ix *Index) DeleteBlob(d digest.Digest) error {
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketBlobs).Delete([]byte(d)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketManifests).Delete([]byte(d))
+	})
+}
+
+// Touch records an access to d. It is held in memory until the next flush.
+func (ix *Index) Touch(d digest.Digest) {
+	ix.mu.Lock()
+	ix.touched[d] = ix.now()
+	ix.mu.Unlock()
+}
+
+// Flush writes pending access times in one transaction.
+func (ix *Index) Flush() error {
+	ix.mu.Lock()
+	batch := ix.touched
+	ix.touched = map[digest.Digest]time.Time{}
+	ix.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBlobs)
+		for d, at := range batch {
+			var e BlobEntry
+			if raw := b.Get([]byte(d)); raw != nil {
+				if err := json.Unmarshal(raw, &e); err != nil {
+					return err
+				}
+			}
+			if at.After(e.LastAccess) {
+				e.LastAccess = at
+			}
+			if err := put(tx, bucketBlobs, []byte(d), e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Blobs calls fn for every blob entry.
+func (ix *Index) Blobs(fn func(digest.Digest, BlobEntry) error) error {
+	return ix.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
+			var e BlobEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			return fn(digest.Digest(k), e)
+		})
+	})
+}
+
+// Tags calls fn for every tag entry.
+func (ix *Index) Tags(fn func(upstream, repo, tag string, e TagEntry) error) error {
+	return ix.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTags).ForEach(func(k, v []byte) error {
+			var e TagEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			parts := splitKey(k)
+			return fn(parts[0], parts[1], parts[2], e)
+		})
+	})
+}
+
+func splitKey(k []byte) [3]string {
+	var out [3]string
+	i := 0
+	start := 0
+	for j, c := range k {
+		if c == 0 && i < 2 {
+			out[i] = string(k[start:j])
+			i++
+			start = j + 1
+		}
+	}
+	out[i] = string(k[start:])
+	return out
+}

@@ -1,0 +1,456 @@
+// Package fill fetches each missing blob from upstream exactly once and lets
+// any number of clients stream it while it arrives.
+//
+// A Fill owns one upstream fetch: it writes the body into a blobstore.Writer
+// (a temporary file) while hashing it, resumes a dropped connection with
+// Range, and commits only verified bytes. Readers read the growing file from
+// any offset at their own pace; the fill never waits for them and goes on
+// when they all leave. If the bytes turn out wrong, every reader gets an
+// error before the end of its declared length, so no client ever receives
+// wrong bytes as a complete response.
+package fill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/upstream"
+)
+
+// Source opens the upstream body of a blob from offset. It may answer from
+// an earlier offset (an upstream that ignores Range); Blob.Offset says where
+// the body starts.
+type Source func(ctx context.Context, offset int64) (*upstream.Blob, error)
+
+// ErrInStore is returned by Open when the blob is already committed: serve
+// it from the store.
+var ErrInStore = errors.New("blob already in store")
+
+// ErrDiskFull marks a fill that failed because the store ran out of space.
+var ErrDiskFull = errors.New("cache disk is full")
+
+// Manager runs fills, at most one per digest at a time.
+type Manager struct {
+	store    blobstore.Store
+	log      *slog.Logger
+	timeout  time.Duration
+	attempts int
+	backoff  time.Duration
+	onCommit func(d digest.Digest, size int64)
+	onFetch  func(d digest.Digest)
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	fills map[digest.Digest]*Fill
+}
+
+// Option configures a Manager.
+type Option func(*Manager)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(m *Manager) { m.log = l } }
+
+// WithTimeout bounds one fill from start to commit (default 30 minutes).
+func WithTimeout(d time.Duration) Option { return func(m *Manager) { m.timeout = d } }
+
+// WithResume sets how many consecutive upstream failures without progress a
+// fill survives, and the first backoff between them (default 5, 100ms).
+func WithResume(attempts int, backoff time.Duration) Option {
+	return func(m *Manager) { m.attempts, m.backoff = max(attempts, 1), backoff }
+}
+
+// WithOnCommit sets a hook called after a blob is committed (the index
+// records it there).
+func WithOnCommit(fn func(d digest.Digest, size int64)) Option {
+	return func(m *Manager) { m.onCommit = fn }
+}
+
+// New returns a Manager writing into store.
+func New(store blobstore.Store, opts ...Option) *Manager {
+	m := &Manager{store: store, log: slog.New(slog.DiscardHandler), timeout: 30 * time.Minute,
+		attempts: 5, backoff: 100 * time.Millisecond, fills: map[digest.Digest]*Fill{}}
+	for _, o := range opts {
+		o(m)
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m
+}
+
+// Close stops every running fill (their readers get an error) and waits for
+// them to end.
+func (m *Manager) Close() {
+	m.cancel()
+	m.wg.Wait()
+}
+
+// Active is the number of fills running.
+func (m *Manager) Active() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.fills)
+}
+
+// Open returns a reader of the blob from byte 0, joining the running fill
+// for d or starting one. size is the expected length if known (from a
+// manifest), else -1. It returns ErrInStore when the blob is committed.
+func (m *Manager) Open(d digest.Digest, size int64, src Source) (*Reader, error) {
+	f, err := m.acquire(d, size, src)
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{f: f}, nil
+}
+
+// Start begins a fill for d if none runs and the store lacks it, without a
+// reader (prefetch). It returns a channel closed when that fill ends, or nil
+// when there is nothing to do.
+func (m *Manager) Start(d digest.Digest, size int64, src Source) <-chan struct{} {
+	f, err := m.acquire(d, size, src)
+	if err != nil {
+		return nil
+	}
+	defer f.release()
+	return f.finished
+}
+
+func (m *Manager) acquire(d digest.Digest, size int64, src Source) (*Fill, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f, ok := m.fills[d]; ok {
+		f.mu.Lock()
+		f.refs++
+		f.mu.Unlock()
+		return f, nil
+	}
+	if m.ctx.Err() != nil {
+		return nil, errors.New("shutting down")
+	}
+	if _, err := m.store.Stat(m.ctx, d); err == nil {
+		return nil, ErrInStore
+	}
+	w, err := m.store.Create(m.ctx, d)
+	if err != nil {
+		return nil, classify(fmt.Errorf("start fill of %s: %w", d, err))
+	}
+	f := &Fill{m: m, d: d, w: w, size: size, expected: size, refs: 2, // the run goroutine and the caller
+		notify: make(chan struct{}), finished: make(chan struct{})}
+	m.fills[d] = f
+	m.wg.Add(1)
+	go f.run(src)
+	return f, nil
+}
+
+// Fill is one upstream fetch of one blob.
+type Fill struct {
+	m        *Manager
+	d        digest.Digest
+	w        blobstore.Writer
+	expected int64
+	finished chan struct{}
+
+	mu      sync.Mutex
+	notify  chan struct{} // closed and replaced on every change
+	size    int64         // -1 until known
+	known   bool          // size is settled (from the manifest or the first response)
+	written int64
+	done    bool
+	err     error
+	refs    int
+}
+
+func (f *Fill) changed() {
+	close(f.notify)
+	f.notify = make(chan struct{})
+}
+
+func (f *Fill) release() {
+	f.mu.Lock()
+	f.refs--
+	last := f.refs == 0
+	f.mu.Unlock()
+	if last {
+		if err := f.w.Close(); err != nil {
+			f.m.log.Warn("close fill", slog.String("digest", f.d.String()), slog.Any("error", err))
+		}
+	}
+}
+
+func (f *Fill) run(src Source) {
+	defer f.m.wg.Done()
+	defer f.release()
+	defer close(f.finished)
+	ctx, cancel := context.WithTimeout(f.m.ctx, f.m.timeout)
+	defer cancel()
+	start := time.Now()
+	err := f.fetch(ctx, src)
+	if err == nil {
+		err = f.w.Commit(ctx, f.size)
+	}
+	f.m.mu.Lock()
+	delete(f.m.fills, f.d)
+	f.m.mu.Unlock()
+	f.mu.Lock()
+	f.done, f.err = true, classify(err)
+	f.changed()
+	written := f.written
+	f.mu.Unlock()
+	if err != nil {
+		_ = f.w.Cancel()
+		f.m.log.Warn("fill failed; nothing cached", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Any("error", f.err))
+		return
+	}
+	f.m.log.Info("fill committed", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Duration("duration", time.Since(start)))
+	if f.m.onCommit != nil {
+		f.m.onCommit(f.d, written)
+	}
+}
+
+// fetch copies the upstream body into the writer, resuming with Range after
+// a dropped connection, until the expected size is reached or the body ends.
+func (f *Fill) fetch(ctx context.Context, src Source) error {
+	failures := 0
+	wait := f.m.backoff
+	buf := make([]byte, 128<<10)
+	for {
+		written := f.w.Written()
+		b, err := src(ctx, written)
+		if err != nil {
+			var ue *upstream.Error
+			if ctx.Err() != nil || (errors.As(err, &ue) && !ue.Temporary()) {
+				return err
+			}
+			if failures++; failures >= f.m.attempts {
+				return err
+			}
+			if !sleep(ctx, wait) {
+				return ctx.Err()
+			}
+			wait *= 2
+			continue
+		}
+		if err := f.learnSize(b); err != nil {
+			b.Body.Close()
+			return err
+		}
+		progressed, err := f.copyBody(ctx, b, written, buf)
+		b.Body.Close()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, errFatal) || ctx.Err() != nil {
+			return err
+		}
+		if progressed {
+			failures, wait = 0, f.m.backoff
+		}
+		if failures++; failures >= f.m.attempts {
+			return err
+		}
+		f.m.log.Info("upstream body interrupted; resuming", slog.String("digest", f.d.String()), slog.Int64("offset", f.w.Written()), slog.Any("error", err))
+		if !sleep(ctx, wait) {
+			return ctx.Err()
+		}
+		wait *= 2
+	}
+}
+
+var errFatal = errors.New("fatal")
+
+// learnSize settles the blob's size from the first response and checks
+// later ones against it.
+func (f *Fill) learnSize(b *upstream.Blob) error {
+	total := b.Size // the whole blob's length: from Content-Range on a 206, Content-Length on a 200
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case total < 0:
+	case f.size < 0:
+		f.size = total
+	case f.size != total:
+		return fmt.Errorf("%w: upstream says the blob is %d bytes, expected %d: %w", errFatal, total, f.size, blobstore.ErrSizeMismatch)
+	}
+	if !f.known {
+		f.known = true
+		f.changed()
+	}
+	return nil
+}
+
+// copyBody appends the body to the writer, first skipping bytes already
+// written when the upstream answered from an earlier offset. It returns nil
+// only when the body is complete.
+func (f *Fill) copyBody(ctx context.Context, b *upstream.Blob, written int64, buf []byte) (bool, error) {
+	if skip := written - b.Offset; skip > 0 {
+		if _, err := io.CopyN(io.Discard, b.Body, skip); err != nil {
+			return false, fmt.Errorf("skip %d bytes already written: %w", skip, err)
+		}
+	}
+	progressed := false
+	for {
+		if err := ctx.Err(); err != nil {
+			return progressed, err
+		}
+		n, rerr := b.Body.Read(buf)
+		if n > 0 {
+			f.mu.Lock()
+			size := f.size
+			f.mu.Unlock()
+			if size >= 0 && f.w.Written()+int64(n) > size {
+				return progressed, fmt.Errorf("%w: upstream sent more than %d bytes: %w", errFatal, size, blobstore.ErrSizeMismatch)
+			}
+			if _, err := f.w.Write(buf[:n]); err != nil {
+				return progressed, fmt.Errorf("%w: write cache file: %w", errFatal, err)
+			}
+			progressed = true
+			f.mu.Lock()
+			f.written = f.w.Written()
+			f.changed()
+			f.mu.Unlock()
+		}
+		if rerr == io.EOF {
+			f.mu.Lock()
+			size, got := f.size, f.written
+			f.mu.Unlock()
+			if size >= 0 && got < size {
+				return progressed, fmt.Errorf("upstream body ended at %d of %d bytes: %w", got, size, io.ErrUnexpectedEOF)
+			}
+			return progressed, nil
+		}
+		if rerr != nil {
+			return progressed, rerr
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// classify marks out-of-space errors so callers can say the disk is full.
+func classify(err error) error {
+	if err != nil && errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %w", ErrDiskFull, err)
+	}
+	return err
+}
+
+// Reader reads a blob from its fill as the bytes land.
+type Reader struct {
+	f      *Fill
+	off    int64
+	closed bool
+}
+
+// Size waits until the blob's size is known (the upstream's headers have
+// arrived) and returns it, -1 if the upstream did not say. It returns the
+// fill's error if the fill failed first.
+func (r *Reader) Size(ctx context.Context) (int64, error) {
+	for {
+		r.f.mu.Lock()
+		known, size, done, err, ch := r.f.known, r.f.size, r.f.done, r.f.err, r.f.notify
+		r.f.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		if known || done {
+			if done && size < 0 {
+				size = r.f.written
+			}
+			return size, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Seek sets the offset of the next Read. Only io.SeekStart is supported.
+func (r *Reader) Seek(off int64, whence int) (int64, error) {
+	if whence != io.SeekStart || off < 0 {
+		return 0, errors.New("fill reader: only absolute, non-negative seeks")
+	}
+	r.off = off
+	return off, nil
+}
+
+// ReadContext reads what is available at the offset, waiting for the fill
+// to write more. It returns io.EOF at the end of a verified blob, and the
+// fill's error (never io.EOF) if the fill failed.
+func (r *Reader) ReadContext(ctx context.Context, p []byte) (int, error) {
+	for {
+		r.f.mu.Lock()
+		avail := r.f.written - r.off
+		done, err, ch := r.f.done, r.f.err, r.f.notify
+		r.f.mu.Unlock()
+		if err != nil {
+			return 0, fmt.Errorf("fill of %s failed: %w", r.f.d, err)
+		}
+		if avail > 0 {
+			n, rerr := r.f.w.ReadAt(p[:min(int64(len(p)), avail)], r.off)
+			r.off += int64(n)
+			if rerr != nil && rerr != io.EOF {
+				return n, rerr
+			}
+			return n, nil
+		}
+		if done {
+			return 0, io.EOF
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Close releases the reader. The fill goes on.
+func (r *Reader) Close() error {
+	if !r.closed {
+		r.closed = true
+		r.f.release()
+	}
+	return nil
+}
+
+// Wait blocks until the fill ends and returns its error.
+func (r *Reader) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.f.finished:
+	}
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	return r.f.err
+}
+
+// WithContext adapts the reader to io.Reader for one client's context.
+func (r *Reader) WithContext(ctx context.Context) io.Reader {
+	return readerFunc(func(p []byte) (int, error) { return r.ReadContext(ctx, p) })
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (fn readerFunc) Read(p []byte) (int, error) { return fn(p) }

@@ -1,0 +1,444 @@
+// Package upstream is regcache's client for the registries it mirrors:
+// manifests, blobs, tags and referrers over the distribution API, with
+// authentication (package auth), retries of idempotent requests, bounded
+// reads of manifests and error bodies, and a record of the upstream's
+// rate-limit headers.
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/auth"
+	"github.com/regcache/regcache/internal/oci"
+)
+
+// Client talks to one upstream registry.
+type Client struct {
+	name     string
+	base     *url.URL
+	http     *http.Client
+	auth     *auth.Transport
+	log      *slog.Logger
+	attempts int
+	backoff  time.Duration
+
+	mu        sync.Mutex
+	rateLimit RateLimit
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.log = l } }
+
+// WithTransport replaces the base transport (default: timeouts on connect,
+// TLS and headers; none on a flowing body).
+func WithTransport(rt http.RoundTripper) Option {
+	return func(c *Client) { c.http.Transport = rt }
+}
+
+// WithRetry sets how many attempts an idempotent request gets and the first
+// backoff (doubled each time). Default 3 attempts, 200ms.
+func WithRetry(attempts int, backoff time.Duration) Option {
+	return func(c *Client) { c.attempts, c.backoff = max(attempts, 1), backoff }
+}
+
+// DefaultTransport has timeouts on connecting, TLS and waiting for response
+// headers, and none on reading a body: a large blob may flow for an hour.
+func DefaultTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   64,
+		ForceAttemptHTTP2:     true,
+	}
+}
+
+// New returns a client for the upstream called name (the registry host
+// clients know, e.g. docker.io) at rawURL (e.g. https://registry-1.docker.io).
+func New(name, rawURL string, creds auth.Credentials, opts ...Option) (*Client, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("upstream %s: invalid URL %q: want http(s)://host[:port]", name, rawURL)
+	}
+	u.Path, u.RawQuery, u.User = "", "", nil
+	c := &Client{name: name, base: u, http: &http.Client{Transport: DefaultTransport()},
+		log: slog.New(slog.DiscardHandler), attempts: 3, backoff: 200 * time.Millisecond}
+	for _, o := range opts {
+		o(c)
+	}
+	c.auth = auth.New(c.http.Transport, u, creds)
+	c.http.Transport = c.auth
+	return c, nil
+}
+
+// Name is the upstream's registry name.
+func (c *Client) Name() string { return c.name }
+
+// URL is the upstream's base URL.
+func (c *Client) URL() string { return c.base.String() }
+
+// TokenRequests is how many bearer tokens this client has fetched.
+func (c *Client) TokenRequests() int64 { return c.auth.TokenRequests() }
+
+// RateLimit is the upstream's last reported pull limit (Docker Hub's
+// ratelimit-limit / ratelimit-remaining / docker-ratelimit-source).
+type RateLimit struct {
+	Limit     int       `json:"limit"`
+	Remaining int       `json:"remaining"`
+	Window    string    `json:"window,omitempty"`
+	Source    string    `json:"source,omitempty"`
+	Updated   time.Time `json:"updated"`
+}
+
+// RateLimit returns the last recorded rate-limit state (zero if the
+// upstream never sent one).
+func (c *Client) RateLimit() RateLimit {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rateLimit
+}
+
+func (c *Client) recordRateLimit(h http.Header) {
+	lim, rem := h.Get("Ratelimit-Limit"), h.Get("Ratelimit-Remaining")
+	if lim == "" && rem == "" {
+		return
+	}
+	parse := func(s string) (int, string) {
+		v, w, _ := strings.Cut(s, ";")
+		n, _ := strconv.Atoi(strings.TrimSpace(v))
+		return n, strings.TrimPrefix(strings.TrimSpace(w), "w=")
+	}
+	var rl RateLimit
+	rl.Limit, rl.Window = parse(lim)
+	rl.Remaining, _ = parse(rem)
+	rl.Source = h.Get("Docker-Ratelimit-Source")
+	rl.Updated = time.Now()
+	c.mu.Lock()
+	c.rateLimit = rl
+	c.mu.Unlock()
+}
+
+func (c *Client) endpoint(repo, kind, ref string) string {
+	u := *c.base
+	u.Path = "/v2/" + repo + "/" + kind + "/" + ref
+	return u.String()
+}
+
+// do sends an idempotent request, retrying on connection errors and 5xx
+// with backoff. A 2xx response is returned open; anything else becomes an
+// *Error.
+func (c *Client) do(ctx context.Context, op string, build func() (*http.Request, error)) (*http.Response, error) {
+	var last error
+	wait := c.backoff
+	for attempt := 1; attempt <= c.attempts; attempt++ {
+		if attempt > 1 {
+			c.log.Debug("retrying upstream request", slog.String("upstream", c.name), slog.String("op", op), slog.Int("attempt", attempt), slog.Any("error", last))
+			select {
+			case <-ctx.Done():
+				return nil, &Error{Upstream: c.name, Op: op, Err: ctx.Err()}
+			case <-time.After(wait):
+			}
+			wait *= 2
+		}
+		req, err := build()
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			last = &Error{Upstream: c.name, Op: op, Err: cleanURLError(err)}
+			if ctx.Err() != nil || !last.(*Error).Temporary() {
+				return nil, last
+			}
+			continue
+		}
+		c.recordRateLimit(resp.Header)
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			return resp, nil
+		}
+		last = c.checkResponse(op, resp)
+		if !last.(*Error).Temporary() {
+			return nil, last
+		}
+	}
+	return nil, last
+}
+
+// cleanURLError drops the URL (which may carry a query with a token from a
+// redirect) from a transport error, keeping its cause.
+func cleanURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s %s: %w", ue.Op, redact(ue.URL), ue.Err)
+	}
+	return err
+}
+
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<url>"
+	}
+	u.RawQuery = ""
+	return u.Redacted()
+}
+
+func newRequest(ctx context.Context, method, url string, accept []string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(accept) > 0 {
+		req.Header.Set("Accept", strings.Join(accept, ", "))
+	}
+	return req, nil
+}
+
+// Manifest is a manifest as the upstream served it.
+type Manifest struct {
+	Body      []byte
+	MediaType string
+	Digest    digest.Digest
+}
+
+// Descriptor is what a HEAD tells of a manifest or blob.
+type Descriptor struct {
+	MediaType string
+	Digest    digest.Digest
+	Size      int64
+}
+
+// ManifestGet fetches a manifest by tag or digest, reading at most
+// oci.MaxManifestSize bytes. The digest is computed from the bytes; a
+// manifest fetched by digest must hash to it, and a Docker-Content-Digest
+// header must agree with the body.
+func (c *Client) ManifestGet(ctx context.Context, repo string, ref oci.Reference, accept []string) (*Manifest, error) {
+	op := "GET manifest " + repo + ":" + ref.String()
+	resp, err := c.do(ctx, op, func() (*http.Request, error) {
+		return newRequest(ctx, http.MethodGet, c.endpoint(repo, "manifests", ref.String()), accept)
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength > oci.MaxManifestSize {
+		return nil, &Error{Upstream: c.name, Op: op, Err: fmt.Errorf("manifest of %d bytes is larger than the %d-byte limit", resp.ContentLength, oci.MaxManifestSize)}
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, oci.MaxManifestSize+1))
+	if err != nil {
+		return nil, &Error{Upstream: c.name, Op: op, Err: fmt.Errorf("read manifest: %w", err)}
+	}
+	if len(body) > oci.MaxManifestSize {
+		return nil, &Error{Upstream: c.name, Op: op, Err: fmt.Errorf("manifest is larger than the %d-byte limit", oci.MaxManifestSize)}
+	}
+	if resp.ContentLength >= 0 && int64(len(body)) != resp.ContentLength {
+		return nil, &Error{Upstream: c.name, Op: op, Err: fmt.Errorf("manifest body is %d bytes, Content-Length said %d", len(body), resp.ContentLength)}
+	}
+	m := &Manifest{Body: body, MediaType: resp.Header.Get("Content-Type"), Digest: digest.FromBytes(body)}
+	want := ref.Digest
+	if want == "" {
+		if h := resp.Header.Get("Docker-Content-Digest"); h != "" {
+			want, _ = digest.Parse(h)
+		}
+	}
+	if want != "" {
+		if !want.Algorithm().Available() || want.Algorithm().FromBytes(body) != want {
+			return nil, &Error{Upstream: c.name, Op: op, Err: fmt.Errorf("manifest body does not match digest %s", want)}
+		}
+		m.Digest = want
+	}
+	if m.MediaType == "" || strings.HasPrefix(m.MediaType, "text/plain") {
+		m.MediaType = sniffMediaType(body)
+	}
+	return m, nil
+}
+
+// sniffMediaType reads the mediaType field of a manifest that was served
+// without a useful Content-Type.
+func sniffMediaType(body []byte) string {
+	const key = `"mediaType"`
+	i := bytes.Index(body, []byte(key))
+	if i < 0 {
+		return oci.MediaTypeOCIManifest
+	}
+	rest := bytes.TrimLeft(body[i+len(key):], " \t\r\n:")
+	if len(rest) > 0 && rest[0] == '"' {
+		if j := bytes.IndexByte(rest[1:], '"'); j > 0 {
+			return string(rest[1 : j+1])
+		}
+	}
+	return oci.MediaTypeOCIManifest
+}
+
+// ManifestHead asks for a manifest's descriptor without its body (a HEAD
+// does not count against Docker Hub's pull limit).
+func (c *Client) ManifestHead(ctx context.Context, repo string, ref oci.Reference, accept []string) (Descriptor, error) {
+	op := "HEAD manifest " + repo + ":" + ref.String()
+	resp, err := c.do(ctx, op, func() (*http.Request, error) {
+		return newRequest(ctx, http.MethodHead, c.endpoint(repo, "manifests", ref.String()), accept)
+	})
+	if err != nil {
+		return Descriptor{}, err
+	}
+	resp.Body.Close()
+	d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	if err != nil {
+		if ref.IsDigest() {
+			d = ref.Digest
+		} else {
+			return Descriptor{}, &Error{Upstream: c.name, Op: op, Err: errors.New("response has no valid Docker-Content-Digest")}
+		}
+	}
+	return Descriptor{MediaType: resp.Header.Get("Content-Type"), Digest: d, Size: resp.ContentLength}, nil
+}
+
+// Blob is an upstream blob body starting at Offset. Size is the blob's
+// whole length when known, else -1.
+type Blob struct {
+	Body   io.ReadCloser
+	Offset int64
+	Size   int64
+}
+
+// BlobGet fetches a blob from offset. An upstream that ignores Range
+// answers from byte 0, which Offset reports; the caller skips what it has.
+// Redirects to another host (a CDN) are followed without Authorization.
+func (c *Client) BlobGet(ctx context.Context, repo string, d digest.Digest, offset int64) (*Blob, error) {
+	op := "GET blob " + repo + "@" + d.String()
+	resp, err := c.do(ctx, op, func() (*http.Request, error) {
+		req, err := newRequest(ctx, http.MethodGet, c.endpoint(repo, "blobs", d.String()), nil)
+		if err == nil && offset > 0 {
+			req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+		}
+		return req, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	b := &Blob{Body: resp.Body, Size: resp.ContentLength}
+	if resp.StatusCode == http.StatusPartialContent {
+		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != offset {
+			resp.Body.Close()
+			return nil, &Error{Upstream: c.name, Op: op, Err: fmt.Errorf("unexpected Content-Range %q for offset %d", resp.Header.Get("Content-Range"), offset)}
+		}
+		b.Offset, b.Size = start, total
+	}
+	return b, nil
+}
+
+// parseContentRange parses "bytes start-end/total"; total may be "*" (-1).
+func parseContentRange(s string) (start, total int64, ok bool) {
+	rest, found := strings.CutPrefix(s, "bytes ")
+	if !found {
+		return 0, 0, false
+	}
+	rng, tot, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, false
+	}
+	a, _, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, false
+	}
+	start, err := strconv.ParseInt(a, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	total = -1
+	if tot != "*" {
+		if total, err = strconv.ParseInt(tot, 10, 64); err != nil {
+			return 0, 0, false
+		}
+	}
+	return start, total, true
+}
+
+// BlobHead returns a blob's size as the upstream reports it.
+func (c *Client) BlobHead(ctx context.Context, repo string, d digest.Digest) (int64, error) {
+	op := "HEAD blob " + repo + "@" + d.String()
+	resp, err := c.do(ctx, op, func() (*http.Request, error) {
+		return newRequest(ctx, http.MethodHead, c.endpoint(repo, "blobs", d.String()), nil)
+	})
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.ContentLength, nil
+}
+
+// Listing is a bounded JSON answer passed through (tags, referrers).
+type Listing struct {
+	Body        []byte
+	ContentType string
+	Link        string
+}
+
+// maxListing caps a tags or referrers answer.
+const maxListing = 4 << 20
+
+// Tags lists a repository's tags; rawQuery (n, last) is passed on.
+func (c *Client) Tags(ctx context.Context, repo, rawQuery string) (*Listing, error) {
+	return c.listing(ctx, "GET tags "+repo, c.endpoint(repo, "tags", "list"), rawQuery)
+}
+
+// Referrers lists the referrers of a manifest; rawQuery (artifactType) is
+// passed on.
+func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest, rawQuery string) (*Listing, error) {
+	return c.listing(ctx, "GET referrers "+repo+"@"+d.String(), c.endpoint(repo, "referrers", d.String()), rawQuery)
+}
+
+func (c *Client) listing(ctx context.Context, op, endpoint, rawQuery string) (*Listing, error) {
+	if rawQuery != "" {
+		endpoint += "?" + rawQuery
+	}
+	resp, err := c.do(ctx, op, func() (*http.Request, error) {
+		return newRequest(ctx, http.MethodGet, endpoint, []string{"application/json", oci.MediaTypeOCIIndex})
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxListing+1))
+	if err != nil {
+		return nil, &Error{Upstream: c.name, Op: op, Err: err}
+	}
+	if len(body) > maxListing {
+		return nil, &Error{Upstream: c.name, Op: op, Err: errors.New("answer larger than 4 MiB")}
+	}
+	return &Listing{Body: body, ContentType: resp.Header.Get("Content-Type"), Link: resp.Header.Get("Link")}, nil
+}
+
+// Ping asks the upstream's /v2/ (authenticating if challenged).
+func (c *Client) Ping(ctx context.Context) error {
+	u := *c.base
+	u.Path = "/v2/"
+	resp, err := c.do(ctx, "GET /v2/", func() (*http.Request, error) {
+		return newRequest(ctx, http.MethodGet, u.String(), nil)
+	})
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
