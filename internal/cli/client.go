@@ -1,8 +1,186 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"time"
 
-// newClientCmd is replaced by the client-configuration work (issue 6).
+	"github.com/spf13/cobra"
+
+	"github.com/regcache/regcache/internal/clientconfig"
+)
+
+// errNotActive makes `status` exit non-zero after it printed its report.
+var errNotActive = errors.New("mirror not configured or not active")
+
+// backupSuffix names the copy of a file's previous content kept beside it.
+const backupSuffix = ".regcache-backup"
+
 func newClientCmd() *cobra.Command {
-	return &cobra.Command{Use: "client", Short: "Configure container engines to use a mirror"}
+	cmd := &cobra.Command{
+		Use:   "client",
+		Short: "Point dockerd, containerd or podman at a mirror, and back",
+		Long: `Configure this node's container engines to pull through a regcache mirror.
+
+Every command is safe to run again and on every node of a fleet: files are
+edited in place (other settings, order and comments kept), written atomically
+with their mode and owner, and a backup of the previous content is kept beside
+them (<file>` + backupSuffix + `). "disable" removes exactly what "enable" added.
+
+  regcache client docker enable  --mirror http://192.0.2.1:5000
+  regcache client docker status
+  regcache client containerd enable --mirror http://192.0.2.1:5000 --registry docker.io --registry ghcr.io
+  regcache client podman enable --mirror http://192.0.2.1:5000 --registry docker.io
+
+Use --dry-run to see the diff and the action without changing anything, and
+--root to work on a mounted image or a test directory instead of /.`,
+	}
+	cmd.AddCommand(newClientDockerCmd(), newClientContainerdCmd(), newClientPodmanCmd())
+	return cmd
+}
+
+// commonOptions are the flags every enable/disable/status command has.
+type commonOptions struct {
+	mirror  string
+	dryRun  bool
+	noCheck bool
+	root    string
+	timeout time.Duration
+}
+
+func (o *commonOptions) register(cmd *cobra.Command, mirrorRequired bool) {
+	f := cmd.Flags()
+	f.StringVar(&o.mirror, "mirror", "", "mirror URL, http://host[:port] or https://host[:port]")
+	f.BoolVar(&o.dryRun, "dry-run", false, "print the diff of every file and the action, change nothing")
+	f.BoolVar(&o.noCheck, "no-check", false, "do not ask the mirror's /v2/ endpoint before writing")
+	f.StringVar(&o.root, "root", "/", "directory the default paths are relative to (a mounted image, a test directory)")
+	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the mirror and the engine to answer")
+	if mirrorRequired {
+		_ = cmd.MarkFlagRequired("mirror")
+	}
+}
+
+// path returns flag value p when the user set flag name, else def under --root.
+func (o *commonOptions) path(cmd *cobra.Command, name, p, def string) string {
+	if cmd.Flags().Changed(name) {
+		return p
+	}
+	return filepath.Join(o.root, def)
+}
+
+// parseMirror validates --mirror and, unless --no-check or --dry-run, makes
+// sure the mirror answers before anything is written.
+func (o *commonOptions) parseMirror(ctx context.Context, w io.Writer) (clientconfig.Mirror, error) {
+	m, err := clientconfig.ParseMirror(o.mirror)
+	if err != nil {
+		return m, err
+	}
+	if o.noCheck || o.dryRun {
+		return m, nil
+	}
+	if err := probeMirror(ctx, m, o.timeout); err != nil {
+		return m, fmt.Errorf("%w (use --no-check to configure it anyway)", err)
+	}
+	fmt.Fprintf(w, "mirror %s answers on /v2/\n", m.URL)
+	return m, nil
+}
+
+// probeMirror asks the mirror's /v2/ endpoint, which answers 200, or 401
+// when it wants clients to log in; anything else is not a registry.
+func probeMirror(ctx context.Context, m clientconfig.Mirror, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.URL+"/v2/", nil)
+	if err != nil {
+		return fmt.Errorf("probe mirror: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("mirror %s does not answer: %w", m.URL, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
+		return fmt.Errorf("mirror %s: GET /v2/ answered %s, want 200 or 401", m.URL, resp.Status)
+	}
+	return nil
+}
+
+// change is one file an engine command wants to write or remove.
+type change struct {
+	path   string // as given (may be a symlink)
+	old    []byte
+	exists bool
+	new    []byte
+	remove bool
+	// noBackup skips the backup copy (for regcache's own state file).
+	noBackup bool
+}
+
+func (c change) changed() bool {
+	if c.remove {
+		return c.exists
+	}
+	return !c.exists || string(c.old) != string(c.new)
+}
+
+// show prints the unified diff of c.
+func (c change) show(w io.Writer) {
+	if !c.changed() {
+		fmt.Fprintf(w, "%s: unchanged\n", c.path)
+		return
+	}
+	sep := "/"
+	if filepath.IsAbs(c.path) {
+		sep = ""
+	}
+	oldName, newName := "a"+sep+c.path, "b"+sep+c.path
+	if !c.exists {
+		oldName = "/dev/null"
+	}
+	newBytes := c.new
+	if c.remove {
+		newName, newBytes = "/dev/null", nil
+	}
+	fmt.Fprint(w, clientconfig.Diff(c.old, newBytes, clientconfig.DiffOptions{OldName: oldName, NewName: newName}))
+}
+
+// apply writes or removes the file, keeping a backup of the old content.
+func (c change) apply(w io.Writer) error {
+	if !c.changed() {
+		return nil
+	}
+	opts := clientconfig.WriteOptions{BackupSuffix: backupSuffix}
+	if c.noBackup {
+		opts.BackupSuffix = ""
+	}
+	if c.remove {
+		if err := clientconfig.RemoveFile(c.path, opts); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "removed %s\n", c.path)
+		return nil
+	}
+	if err := clientconfig.WriteFile(c.path, c.new, opts); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "wrote %s\n", c.path)
+	return nil
+}
+
+// readChange reads the current content of path for a change.
+func readChange(path string) (change, error) {
+	target, err := clientconfig.ResolvePath(path)
+	if err != nil {
+		return change{}, err
+	}
+	old, exists, err := clientconfig.ReadFile(target)
+	if err != nil {
+		return change{}, err
+	}
+	return change{path: path, old: old, exists: exists}, nil
 }
