@@ -131,9 +131,9 @@ func NewHub(t testing.TB) *Hub {
 	h.backend = registry.New(registry.WithBlobHandler(h.blobs), registry.Logger(log.New(io.Discard, "", 0)))
 	h.opaque = &opaqueTokens{grants: map[string]opaqueGrant{}}
 	h.tokens = newTokenService(HubService, h.opaque.issue)
-	h.tokens.observe = func(r *http.Request, status int) {
+	h.tokens.observe = func(r *http.Request, status int, started time.Time) {
 		h.record(Request{Server: "token", Method: r.Method, Path: r.URL.Path, Kind: KindToken,
-			Auth: r.Header.Get("Authorization") != "", Status: status, Started: time.Now()})
+			Auth: r.Header.Get("Authorization") != "", Status: status, Started: started})
 	}
 	h.tokens.failStatus = func() int { return h.failStatus(KindToken) }
 
@@ -349,11 +349,12 @@ func parseRoute(p string) route {
 
 func (h *Hub) serveRegistry(w http.ResponseWriter, r *http.Request) {
 	rt := parseRoute(r.URL.Path)
+	started := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
 		h.record(Request{Server: "registry", Method: r.Method, Path: r.URL.Path, Kind: rt.kind,
 			Repo: rt.repo, Ref: rt.ref, Range: r.Header.Get("Range"),
-			Auth: r.Header.Get("Authorization") != "", Status: sw.status(), Started: time.Now()})
+			Auth: r.Header.Get("Authorization") != "", Status: sw.status(), Started: started})
 	}()
 	w = sw
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
@@ -482,11 +483,12 @@ func writeRegistryError(w http.ResponseWriter, status int, code, msg string) {
 
 func (h *Hub) serveCDN(w http.ResponseWriter, r *http.Request) {
 	dgst, _ := strings.CutPrefix(r.URL.Path, "/blobs/")
+	started := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
 		h.record(Request{Server: "cdn", Method: r.Method, Path: r.URL.Path, Kind: KindCDN,
 			Repo: r.URL.Query().Get("repo"), Ref: dgst, Range: r.Header.Get("Range"),
-			Auth: r.Header.Get("Authorization") != "", Status: sw.status(), Started: time.Now()})
+			Auth: r.Header.Get("Authorization") != "", Status: sw.status(), Started: started})
 	}()
 	w = sw
 	if r.Header.Get("Authorization") != "" {
@@ -985,7 +987,7 @@ func (s *server) up() error {
 type tokenService struct {
 	service    string
 	issue      tokenIssuer
-	observe    func(r *http.Request, status int)
+	observe    func(r *http.Request, status int, started time.Time)
 	failStatus func() int
 
 	mu       sync.Mutex
@@ -1041,9 +1043,10 @@ func (s *tokenService) count() int {
 
 func (s *tokenService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
+	started := time.Now()
 	defer func() {
 		if s.observe != nil {
-			s.observe(r, sw.status())
+			s.observe(r, sw.status(), started)
 		}
 	}()
 	w = sw
