@@ -1,7 +1,93 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/regcache/regcache/internal/app"
+	"github.com/regcache/regcache/internal/config"
+)
 
 func newServeCmd() *cobra.Command {
-	return &cobra.Command{Use: "serve", Short: "Run the mirror"}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the mirror",
+		Long: `Run the pull-through mirror.
+
+With no configuration it mirrors Docker Hub anonymously on :5000 and keeps its
+cache in ./data (files plus an embedded bbolt index; nothing else to start).
+Options come from flags, REGCACHE_* variables and a YAML file (--config), in
+that order of precedence. The Distribution registry's REGISTRY_PROXY_REMOTEURL,
+REGISTRY_PROXY_USERNAME, REGISTRY_PROXY_PASSWORD, REGISTRY_HTTP_ADDR and
+REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY work unchanged.`,
+		Example: `  regcache serve
+  regcache serve --config /etc/regcache/regcache.yaml
+  REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io REGISTRY_PROXY_USERNAME=me \
+    REGCACHE_PASSWORD_FILE=/run/secrets/hub-token regcache serve --allow 10.0.0.0/8`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cmd.Flags(), os.LookupEnv)
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg.Log)
+			return serve(cmd, cfg, log)
+		},
+	}
+	config.RegisterFlags(cmd.Flags())
+	return cmd
+}
+
+func serve(cmd *cobra.Command, cfg config.Config, log *slog.Logger) error {
+	ctx := cmd.Context()
+	a, err := app.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (addr): %w", cfg.Addr, err)
+	}
+	var adminLn net.Listener
+	if cfg.AdminAddr != "" {
+		if adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (admin_addr): %w", cfg.AdminAddr, err)
+		}
+	}
+	warnOpen(cfg, log)
+	ups := make([]string, 0, len(cfg.Upstreams))
+	for _, u := range cfg.Upstreams {
+		ups = append(ups, u.Name+"="+u.URL)
+	}
+	log.Info("regcache listening", slog.String("addr", ln.Addr().String()), slog.String("admin_addr", cfg.AdminAddr),
+		slog.String("data", cfg.Data), slog.Any("upstreams", ups), slog.Bool("tls", cfg.TLS.Cert != ""))
+	return a.Serve(ctx, ln, adminLn)
+}
+
+// warnOpen explains the risk of a mirror that holds upstream credentials
+// and answers anyone.
+func warnOpen(cfg config.Config, log *slog.Logger) {
+	creds := false
+	for _, u := range cfg.Upstreams {
+		creds = creds || u.Username != ""
+	}
+	if creds && len(cfg.Access.Allow) == 0 && cfg.Access.Htpasswd == "" {
+		log.Warn("upstream credentials are configured and the mirror answers any client: anyone who reaches it can pull what those credentials can read; set access.allow (--allow) to your clients' networks or access.htpasswd")
+	}
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 }

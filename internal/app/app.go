@@ -1,0 +1,244 @@
+// Package app wires regcache's server together from a config.Config: store,
+// index, fills, upstream clients, registry API and admin endpoints. The
+// serve command and end-to-end tests both start the mirror through it.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/auth"
+	"github.com/regcache/regcache/internal/blobstore/disk"
+	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/config"
+	"github.com/regcache/regcache/internal/fill"
+	"github.com/regcache/regcache/internal/registry"
+	"github.com/regcache/regcache/internal/upstream"
+)
+
+// App is a configured, not yet listening mirror.
+type App struct {
+	cfg       config.Config
+	log       *slog.Logger
+	store     *disk.Store
+	index     *cacheindex.Index
+	fills     *fill.Manager
+	registry  *registry.Server
+	upstreams []*registry.Upstream
+	certs     *certReloader
+}
+
+// New opens the data directory and builds every part. Close releases them.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	store, err := disk.New(cfg.Data)
+	if err != nil {
+		return nil, err
+	}
+	index, err := cacheindex.Open(filepath.Join(cfg.Data, "index.db"), 10*time.Second, cacheindex.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, log: log, store: store, index: index}
+	if err := a.reconcile(ctx); err != nil {
+		index.Close()
+		return nil, err
+	}
+	a.fills = fill.New(store, fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout),
+		fill.WithOnCommit(func(d digest.Digest, size int64) {
+			if err := index.PutBlob(d, size); err != nil {
+				log.Error("index blob", slog.String("digest", d.String()), slog.Any("error", err))
+			}
+		}))
+	for i, u := range cfg.Upstreams {
+		pw, err := cfg.Password(i)
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		c, err := upstream.New(u.Name, u.URL, auth.Credentials{Username: u.Username, Password: pw}, upstream.WithLogger(log))
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.upstreams = append(a.upstreams, &registry.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c})
+	}
+	a.registry = registry.New(store, index, a.fills, a.upstreams,
+		registry.WithLogger(log), registry.WithFreshness(cfg.Freshness),
+		registry.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel))
+	if cfg.TLS.Cert != "" {
+		if a.certs, err = newCertReloader(cfg.TLS.Cert, cfg.TLS.Key, log); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// Handler is the registry API.
+func (a *App) Handler() http.Handler { return a.registry.Handler() }
+
+// AdminHandler serves health and status.
+func (a *App) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(a.Status())
+	})
+	return mux
+}
+
+// Status is what `regcache status` shows.
+type Status struct {
+	Upstreams   []UpstreamStatus `json:"upstreams"`
+	ActiveFills int              `json:"activeFills"`
+}
+
+// UpstreamStatus is one upstream's state, without credentials.
+type UpstreamStatus struct {
+	Name          string             `json:"name"`
+	URL           string             `json:"url"`
+	RateLimit     upstream.RateLimit `json:"rateLimit"`
+	TokenRequests int64              `json:"tokenRequests"`
+}
+
+// Status reports the upstreams' rate limits and the running fills.
+func (a *App) Status() Status {
+	st := Status{ActiveFills: a.fills.Active()}
+	for _, u := range a.upstreams {
+		st.Upstreams = append(st.Upstreams, UpstreamStatus{Name: u.Name, URL: u.Client.URL(),
+			RateLimit: u.Client.RateLimit(), TokenRequests: u.Client.TokenRequests()})
+	}
+	return st
+}
+
+// Serve serves the registry API on ln (TLS when configured) and the admin
+// API on adminLn (if not nil) until ctx is done, then shuts down gracefully.
+func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		// No WriteTimeout: it would cut long blob streams.
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	if a.certs != nil {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: a.certs.get, NextProtos: []string{"h2", "http/1.1"}}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	var admin *http.Server
+	if adminLn != nil {
+		admin = &http.Server{Handler: a.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- admin.Serve(adminLn) }()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	a.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Stop prefetches and fills first: a client streaming a fill gets an
+	// aborted body (and retries) instead of holding Shutdown for the whole
+	// fill. Hits in flight are served to the end by Shutdown.
+	a.registry.Close()
+	a.fills.Close()
+	serr := srv.Shutdown(sctx)
+	if admin != nil {
+		_ = admin.Shutdown(sctx)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return errors.Join(err, ignoreDeadline(serr))
+}
+
+func ignoreDeadline(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
+// Close stops background work and closes the index.
+func (a *App) Close() error {
+	if a.registry != nil {
+		a.registry.Close()
+	}
+	if a.fills != nil {
+		a.fills.Close()
+	}
+	return a.index.Close()
+}
+
+// reconcile makes the index and the store agree after a crash: index
+// entries whose files are gone are dropped; files the index does not know
+// (committed just before a crash) are verified and adopted, or removed.
+// Temporary files were already removed when the store opened.
+func (a *App) reconcile(ctx context.Context) error {
+	var gone []digest.Digest
+	err := a.index.Blobs(func(d digest.Digest, _ cacheindex.BlobEntry) error {
+		if _, err := a.store.Stat(ctx, d); err != nil {
+			gone = append(gone, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile index: %w", err)
+	}
+	for _, d := range gone {
+		if err := a.index.DeleteBlob(d); err != nil {
+			return err
+		}
+	}
+	var orphans []digest.Digest
+	err = a.store.Walk(ctx, func(d digest.Digest, _ int64) error {
+		_, isBlob, _ := a.index.Blob(d)
+		_, isManifest, _ := a.index.Manifest(d)
+		if !isBlob && !isManifest {
+			orphans = append(orphans, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile store: %w", err)
+	}
+	adopted := 0
+	for _, d := range orphans {
+		if err := a.store.Verify(ctx, d); err != nil {
+			a.log.Warn("removed a cache file that failed verification", slog.String("digest", d.String()), slog.Any("error", err))
+			continue
+		}
+		size, err := a.store.Stat(ctx, d)
+		if err != nil {
+			continue
+		}
+		if err := a.index.PutBlob(d, size); err != nil {
+			return err
+		}
+		adopted++
+	}
+	if len(gone) > 0 || len(orphans) > 0 {
+		a.log.Info("reconciled cache after restart", slog.Int("dropped_entries", len(gone)), slog.Int("orphans_adopted", adopted), slog.Int("orphans_removed", len(orphans)-adopted))
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+package app
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// certReloader serves the certificate in cert/key files and loads it again
+// when either file changes, so certificates rotate without a restart.
+type certReloader struct {
+	certFile, keyFile string
+	log               *slog.Logger
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	modTime time.Time
+	checked time.Time
+}
+
+func newCertReloader(certFile, keyFile string, log *slog.Logger) (*certReloader, error) {
+	r := &certReloader{certFile: certFile, keyFile: keyFile, log: log}
+	if err := r.load(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *certReloader) stamp() time.Time {
+	var t time.Time
+	for _, f := range []string{r.certFile, r.keyFile} {
+		if fi, err := os.Stat(f); err == nil && fi.ModTime().After(t) {
+			t = fi.ModTime()
+		}
+	}
+	return t
+}
+
+func (r *certReloader) load() error {
+	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return fmt.Errorf("load TLS certificate %s / key %s: %w", r.certFile, r.keyFile, err)
+	}
+	r.cert, r.modTime = &c, r.stamp()
+	return nil
+}
+
+func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.checked) > time.Second {
+		r.checked = time.Now()
+		if st := r.stamp(); !st.Equal(r.modTime) {
+			if err := r.load(); err != nil {
+				r.log.Error("TLS certificate changed but does not load; keeping the old one", slog.Any("error", err))
+				r.modTime = st
+			} else {
+				r.log.Info("TLS certificate reloaded", slog.String("cert", r.certFile))
+			}
+		}
+	}
+	return r.cert, nil
+}

@@ -1,0 +1,102 @@
+package registry
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/regcache/regcache/internal/oci"
+)
+
+// reqInfo is filled in by handlers and logged once per request.
+type reqInfo struct {
+	cache    string // hit, miss, stale, revalidated
+	upstream string
+	route    string
+	repo     string
+	errCode  string
+	stale    string // why a stale answer was served
+}
+
+type infoKey struct{}
+
+func info(r *http.Request) *reqInfo {
+	if i, ok := r.Context().Value(infoKey{}).(*reqInfo); ok {
+		return i
+	}
+	return &reqInfo{}
+}
+
+func noteError(r *http.Request, e *oci.Error) { info(r).errCode = string(e.Code) }
+
+// logWriter records status and bytes for the access log.
+type logWriter struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+}
+
+func (w *logWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// accessLog writes one JSON line per request: method, path, status, bytes,
+// duration, cache result and route. Query strings are not logged (a
+// redirect's query can carry a token); neither are headers.
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ri := &reqInfo{}
+		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
+		lw := &logWriter{ResponseWriter: w, status: http.StatusOK}
+		lw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		defer func() {
+			p := recover()
+			status := lw.status
+			if p != nil {
+				status = 0 // aborted mid-response
+			}
+			attrs := []slog.Attr{
+				slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.Int("status", status), slog.Int64("bytes", lw.bytes),
+				slog.Duration("duration", time.Since(start)), slog.String("remote", r.RemoteAddr),
+			}
+			if ri.cache != "" {
+				attrs = append(attrs, slog.String("cache", ri.cache), slog.Bool("hit", ri.cache != "miss"))
+			}
+			if ri.upstream != "" {
+				attrs = append(attrs, slog.String("upstream", ri.upstream), slog.String("route", ri.route), slog.String("repository", ri.repo))
+			}
+			if ri.errCode != "" {
+				attrs = append(attrs, slog.String("error", ri.errCode))
+			}
+			if ri.stale != "" {
+				attrs = append(attrs, slog.String("stale_reason", ri.stale))
+			}
+			if p != nil {
+				attrs = append(attrs, slog.Bool("aborted", true))
+			}
+			s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+			if p != nil {
+				panic(p)
+			}
+		}()
+		next.ServeHTTP(lw, r)
+	})
+}

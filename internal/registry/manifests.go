@@ -1,0 +1,297 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/oci"
+	"github.com/regcache/regcache/internal/upstream"
+)
+
+// manifest is a stored manifest ready to serve.
+type manifest struct {
+	body      []byte
+	mediaType string
+	digest    digest.Digest
+}
+
+// serveManifest answers GET and HEAD of /v2/<name>/manifests/<reference>.
+// By digest: immutable, from the store, else fetched once. By tag: from the
+// store while fresh; then one HEAD upstream; on any upstream failure, the
+// last known digest (stale).
+func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, rt route, ref oci.Reference) {
+	var m *manifest
+	var err error
+	if ref.IsDigest() {
+		m, err = s.manifestByDigest(r, rt, ref.Digest)
+	} else {
+		m, err = s.manifestByTag(r, rt, ref.Tag)
+	}
+	if err != nil {
+		s.writeError(w, r, err, oci.ErrManifestUnknown)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", m.mediaType)
+	h.Set("Content-Length", strconv.Itoa(len(m.body)))
+	h.Set("Docker-Content-Digest", m.digest.String())
+	h.Set("ETag", `"`+m.digest.String()+`"`)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(m.body)
+		if !oci.IsIndex(m.mediaType) && s.prefetch {
+			s.startPrefetch(rt, m)
+		}
+	}
+}
+
+func (s *Server) manifestByDigest(r *http.Request, rt route, d digest.Digest) (*manifest, error) {
+	if m, err := s.storedManifest(r.Context(), d); err == nil {
+		info(r).cache = "hit"
+		_ = s.index.PutHolds(rt.up.Name, rt.repo, d)
+		return m, nil
+	}
+	info(r).cache = "miss"
+	return s.fetchManifest(r.Context(), rt, oci.Reference{Digest: d}, accepts(r))
+}
+
+func (s *Server) manifestByTag(r *http.Request, rt route, tag string) (*manifest, error) {
+	ctx := r.Context()
+	ri := info(r)
+	e, ok, err := s.index.Tag(rt.up.Name, rt.repo, tag)
+	if err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	var cached *manifest
+	if ok {
+		cached, _ = s.storedManifest(ctx, e.Digest)
+	}
+	if cached == nil {
+		ri.cache = "miss"
+		return s.fetchTag(ctx, rt, tag, accepts(r))
+	}
+	if s.now().Sub(e.Checked) < s.freshness {
+		ri.cache = "hit"
+		return cached, nil
+	}
+	desc, err := s.revalidate(ctx, rt, tag, accepts(r))
+	switch {
+	case err != nil && upstream.IsNotFound(err):
+		ri.cache = "miss"
+		return nil, err
+	case err != nil:
+		ri.cache, ri.stale = "stale", err.Error()
+		s.log.Warn("upstream failed; serving the cached manifest (stale)",
+			slog.String("upstream", rt.up.Name), slog.String("repository", rt.repo), slog.String("tag", tag),
+			slog.String("digest", e.Digest.String()), slog.Any("error", err))
+		return cached, nil
+	case desc.Digest == e.Digest:
+		ri.cache = "revalidated"
+		return cached, nil
+	}
+	// The tag moved: fetch the new manifest once, by digest.
+	ri.cache = "miss"
+	m, err := s.storedManifest(ctx, desc.Digest)
+	if err != nil {
+		if m, err = s.fetchManifest(ctx, rt, oci.Reference{Digest: desc.Digest}, accepts(r)); err != nil {
+			ri.cache, ri.stale = "stale", err.Error()
+			return cached, nil
+		}
+	}
+	now := s.now()
+	if err := s.index.PutTag(rt.up.Name, rt.repo, tag, cacheindex.TagEntry{Digest: m.digest, MediaType: m.mediaType, Size: int64(len(m.body)), Fetched: now, Checked: now}); err != nil {
+		return nil, fmt.Errorf("record tag: %w", err)
+	}
+	return m, nil
+}
+
+// revalidate asks the upstream for a tag's current digest with a HEAD,
+// coalescing concurrent revalidations of the same tag, and records the
+// check when the digest is unchanged.
+func (s *Server) revalidate(ctx context.Context, rt route, tag string, accept []string) (upstream.Descriptor, error) {
+	key := "head\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
+	v, err, _ := s.flights.Do(key, func() (any, error) {
+		desc, err := rt.up.Client.ManifestHead(context.WithoutCancel(ctx), rt.repo, oci.Reference{Tag: tag}, accept)
+		if err != nil {
+			return desc, err
+		}
+		if e, ok, _ := s.index.Tag(rt.up.Name, rt.repo, tag); ok && e.Digest == desc.Digest {
+			e.Checked = s.now()
+			_ = s.index.PutTag(rt.up.Name, rt.repo, tag, e)
+		}
+		return desc, nil
+	})
+	return v.(upstream.Descriptor), err
+}
+
+// fetchTag GETs a tag's manifest, stores it and records the tag.
+func (s *Server) fetchTag(ctx context.Context, rt route, tag string, accept []string) (*manifest, error) {
+	m, err := s.fetchManifest(ctx, rt, oci.Reference{Tag: tag}, accept)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	e := cacheindex.TagEntry{Digest: m.digest, MediaType: m.mediaType, Size: int64(len(m.body)), Fetched: now, Checked: now}
+	if err := s.index.PutTag(rt.up.Name, rt.repo, tag, e); err != nil {
+		return nil, fmt.Errorf("record tag: %w", err)
+	}
+	return m, nil
+}
+
+// fetchManifest GETs a manifest from upstream (once for concurrent
+// identical requests), verifies and stores it.
+func (s *Server) fetchManifest(ctx context.Context, rt route, ref oci.Reference, accept []string) (*manifest, error) {
+	key := "get\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + ref.String()
+	v, err, _ := s.flights.Do(key, func() (any, error) {
+		um, err := rt.up.Client.ManifestGet(context.WithoutCancel(ctx), rt.repo, ref, accept)
+		if err != nil {
+			return nil, err
+		}
+		m := &manifest{body: um.Body, mediaType: um.MediaType, digest: um.Digest}
+		if err := s.storeManifest(ctx, rt, m); err != nil {
+			return nil, err
+		}
+		return m, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*manifest), nil
+}
+
+// storeManifest writes a verified manifest to the store and the index.
+func (s *Server) storeManifest(ctx context.Context, rt route, m *manifest) error {
+	if _, err := s.store.Stat(ctx, m.digest); err != nil {
+		w, err := s.store.Create(ctx, m.digest)
+		if err != nil {
+			return fmt.Errorf("store manifest: %w", err)
+		}
+		defer w.Close()
+		if _, err := w.Write(m.body); err != nil {
+			return fmt.Errorf("store manifest: %w", err)
+		}
+		if err := w.Commit(ctx, int64(len(m.body))); err != nil {
+			return fmt.Errorf("store manifest: %w", err)
+		}
+	}
+	e := cacheindex.ManifestEntry{MediaType: m.mediaType, Size: int64(len(m.body)), Refs: refsOf(m.body)}
+	if err := s.index.PutManifest(rt.up.Name, rt.repo, m.digest, e); err != nil {
+		return fmt.Errorf("index manifest: %w", err)
+	}
+	return nil
+}
+
+// storedManifest reads a manifest from the store with its media type from
+// the index.
+func (s *Server) storedManifest(ctx context.Context, d digest.Digest) (*manifest, error) {
+	e, ok, err := s.index.Manifest(d)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, blobstore.ErrNotFound
+	}
+	b, err := s.store.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	if b.Size() > oci.MaxManifestSize {
+		return nil, errors.New("stored manifest too large")
+	}
+	body, err := io.ReadAll(b)
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %s: %w", d, err)
+	}
+	s.index.Touch(d)
+	return &manifest{body: body, mediaType: e.MediaType, digest: d}, nil
+}
+
+// descriptor is the part of an OCI descriptor regcache reads.
+type descriptor struct {
+	MediaType string        `json:"mediaType"`
+	Digest    digest.Digest `json:"digest"`
+	Size      int64         `json:"size"`
+	URLs      []string      `json:"urls,omitempty"`
+}
+
+type manifestRefs struct {
+	Config    *descriptor  `json:"config"`
+	Layers    []descriptor `json:"layers"`
+	Manifests []descriptor `json:"manifests"`
+	Subject   *descriptor  `json:"subject"`
+}
+
+// blobsOf lists the config and layers of an image manifest (not of an
+// index), skipping foreign layers that live at other URLs.
+func blobsOf(body []byte) []descriptor {
+	var mr manifestRefs
+	if json.Unmarshal(body, &mr) != nil {
+		return nil
+	}
+	var out []descriptor
+	if mr.Config != nil && mr.Config.Digest.Validate() == nil {
+		out = append(out, *mr.Config)
+	}
+	for _, l := range mr.Layers {
+		if l.Digest.Validate() == nil && len(l.URLs) == 0 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// refsOf lists every digest a manifest references.
+func refsOf(body []byte) []digest.Digest {
+	var mr manifestRefs
+	if json.Unmarshal(body, &mr) != nil {
+		return nil
+	}
+	var out []digest.Digest
+	add := func(d descriptor) {
+		if d.Digest.Validate() == nil && !slices.Contains(out, d.Digest) {
+			out = append(out, d.Digest)
+		}
+	}
+	if mr.Config != nil {
+		add(*mr.Config)
+	}
+	for _, l := range mr.Layers {
+		add(l)
+	}
+	for _, m := range mr.Manifests {
+		add(m)
+	}
+	return out
+}
+
+// accepts is the Accept list sent upstream: the client's types plus every
+// manifest type regcache stores, so one client's narrow Accept cannot pin a
+// tag to a narrower manifest for everyone.
+func accepts(r *http.Request) []string {
+	var out []string
+	for _, v := range r.Header.Values("Accept") {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" && !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	for _, t := range oci.ManifestMediaTypes {
+		if !slices.ContainsFunc(out, func(x string) bool { return strings.HasPrefix(x, t) }) {
+			out = append(out, t)
+		}
+	}
+	return out
+}

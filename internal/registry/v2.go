@@ -1,0 +1,53 @@
+package registry
+
+import (
+	"net/http"
+
+	"github.com/regcache/regcache/internal/oci"
+)
+
+// serveV2 parses and validates the request before any I/O, picks the
+// upstream, and hands it to the handler of its resource and method.
+func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
+	p, err := oci.ParsePath(r.URL.Path)
+	if err != nil {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			err = oci.Errorf(oci.ErrUnsupported, "regcache is a read-only mirror: %s is not supported", r.Method)
+		}
+		s.writeError(w, r, err, oci.ErrNameUnknown)
+		return
+	}
+	if p.Kind == oci.KindUpload || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		s.writeError(w, r, oci.Errorf(oci.ErrUnsupported, "regcache is a read-only mirror: %s %s is not supported (push to the upstream registry instead)", r.Method, p.Kind), oci.ErrNameUnknown)
+		return
+	}
+	if p.Kind == oci.KindBase {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "2")
+		if r.Method == http.MethodGet {
+			_, _ = w.Write([]byte("{}"))
+		}
+		return
+	}
+	rt, err := s.resolve(r, p.Name)
+	if err != nil {
+		s.writeError(w, r, err, oci.ErrNameUnknown)
+		return
+	}
+	if err := oci.ValidateName(rt.repo); err != nil {
+		s.writeError(w, r, err, oci.ErrNameUnknown)
+		return
+	}
+	ri := info(r)
+	ri.upstream, ri.route, ri.repo = rt.up.Name, rt.how, rt.repo
+	switch p.Kind {
+	case oci.KindManifest:
+		s.serveManifest(w, r, rt, p.Reference)
+	case oci.KindBlob:
+		s.serveBlob(w, r, rt, p.Digest)
+	case oci.KindTags:
+		s.serveTags(w, r, rt)
+	case oci.KindReferrers:
+		s.serveReferrers(w, r, rt, p.Digest)
+	}
+}
