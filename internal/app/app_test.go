@@ -15,27 +15,28 @@ import (
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/regcache/regcache/internal/config"
 )
 
-// startMirror runs the whole mirror in-process on 127.0.0.1 in front of
-// upstreamURL and returns its host:port.
-func startMirror(t *testing.T, upstreamURL string) string {
+// mirror is a whole regcache running in-process on 127.0.0.1.
+type mirror struct {
+	Host string
+	App  *App
+	Data string
+}
+
+// startMirror runs the mirror configured by env (REGCACHE_* variables, as
+// an operator would set them) and stops it at cleanup.
+func startMirror(t *testing.T, env map[string]string) *mirror {
 	t.Helper()
-	cfg, err := config.Load(nil, func(k string) (string, bool) {
-		switch k {
-		case "REGCACHE_UPSTREAM_URL":
-			return upstreamURL, true
-		case "REGCACHE_UPSTREAM_NAME":
-			return "docker.io", true
-		case "REGCACHE_DATA":
-			return t.TempDir(), true
-		case "REGCACHE_ADMIN_ADDR":
-			return "", true
-		}
-		return "", false
-	})
+	data := t.TempDir()
+	base := map[string]string{"REGCACHE_DATA": data, "REGCACHE_ADMIN_ADDR": ""}
+	for k, v := range env {
+		base[k] = v
+	}
+	cfg, err := config.Load(nil, func(k string) (string, bool) { v, ok := base[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,13 +55,16 @@ func startMirror(t *testing.T, upstreamURL string) string {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
 		case <-time.After(30 * time.Second):
 			t.Error("mirror did not stop")
 		}
 		a.Close()
 	})
-	return ln.Addr().String()
+	return &mirror{Host: ln.Addr().String(), App: a, Data: data}
 }
 
 func TestPullThroughInProcessRegistry(t *testing.T) {
@@ -76,29 +80,29 @@ func TestPullThroughInProcessRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, _ := img.Digest()
-	mirror := startMirror(t, up.URL)
+	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": up.URL, "REGCACHE_UPSTREAM_NAME": "docker.io"})
 	for i := range 2 {
-		got, err := crane.Digest(mirror+"/team/app:v1", crane.Insecure)
+		got, err := crane.Digest(m.Host+"/team/app:v1", crane.Insecure)
 		if err != nil {
 			t.Fatalf("pull %d: %v", i, err)
 		}
 		if got != want.String() {
 			t.Fatalf("digest %s, want %s", got, want)
 		}
-		pulled, err := crane.Pull(mirror+"/team/app:v1", crane.Insecure)
+		pulled, err := crane.Pull(m.Host+"/team/app:v1", crane.Insecure)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := validateImage(pulled); err != nil {
+		if err := validate.Image(pulled); err != nil {
 			t.Fatalf("pull %d: %v", i, err)
 		}
 	}
 	up.Close()
-	pulled, err := crane.Pull(mirror+"/team/app:v1", crane.Insecure)
+	pulled, err := crane.Pull(m.Host+"/team/app:v1", crane.Insecure)
 	if err != nil {
 		t.Fatalf("pull with upstream stopped: %v", err)
 	}
-	if err := validateImage(pulled); err != nil {
+	if err := validate.Image(pulled); err != nil {
 		t.Fatal(err)
 	}
 }
