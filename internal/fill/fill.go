@@ -91,7 +91,9 @@ func New(store blobstore.Store, opts ...Option) *Manager {
 // Close stops every running fill (their readers get an error) and waits for
 // them to end.
 func (m *Manager) Close() {
+	m.mu.Lock() // an acquire either sees the cancel or has done wg.Add
 	m.cancel()
+	m.mu.Unlock()
 	m.wg.Wait()
 }
 
@@ -402,6 +404,11 @@ func (r *Reader) ReadContext(ctx context.Context, p []byte) (int, error) {
 		r.f.mu.Lock()
 		avail := r.f.written - r.off
 		done, err, ch := r.f.done, r.f.err, r.f.notify
+		if !done && r.f.size >= 0 {
+			// Hold back the last byte until the blob is verified, so a
+			// reader of a bad blob fails before its declared length.
+			avail = min(avail, r.f.size-1-r.off)
+		}
 		r.f.mu.Unlock()
 		if err != nil {
 			return 0, fmt.Errorf("fill of %s failed: %w", r.f.d, err)
