@@ -23,6 +23,12 @@ import (
 // miss joins or starts the digest's one fill and streams the growing file.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d digest.Digest) {
 	ctx := r.Context()
+	// Cached or being fetched for another repository: serve it under this
+	// name only if this repository holds it.
+	if err := s.confirmHeld(ctx, rt, d, false); err != nil {
+		s.writeError(w, r, err, oci.ErrBlobUnknown)
+		return
+	}
 	if s.serveStoredBlob(w, r, d) {
 		return
 	}
@@ -34,7 +40,6 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d d
 			s.writeError(w, r, err, oci.ErrBlobUnknown)
 			return
 		}
-		_ = s.index.PutHolds(rt.up.Name, rt.repo, d)
 		setBlobHeaders(w, d)
 		if size >= 0 {
 			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
@@ -57,7 +62,6 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d d
 		s.writeError(w, r, err, oci.ErrBlobUnknown)
 		return
 	}
-	_ = s.index.PutHolds(rt.up.Name, rt.repo, d)
 	start, length, partial, err := parseRange(r.Header.Get("Range"), size)
 	if err != nil {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))

@@ -59,7 +59,9 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, rt route,
 func (s *Server) manifestByDigest(r *http.Request, rt route, d digest.Digest) (*manifest, error) {
 	if m, err := s.storedManifest(r.Context(), d); err == nil {
 		info(r).cache = "hit"
-		_ = s.index.PutHolds(rt.up.Name, rt.repo, d)
+		if err := s.confirmHeld(r.Context(), rt, d, true); err != nil {
+			return nil, err
+		}
 		return m, nil
 	}
 	info(r).cache = "miss"

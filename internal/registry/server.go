@@ -40,6 +40,7 @@ type Server struct {
 	now       func() time.Time
 	freshness time.Duration
 
+	authz       Authorizer
 	prefetch    bool
 	prefetchSem chan struct{}
 

@@ -40,6 +40,12 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 	}
 	ri := info(r)
 	ri.upstream, ri.route, ri.repo = rt.up.Name, rt.how, rt.repo
+	if s.authz != nil {
+		if err := s.authz.Authorize(w, r, rt.up, rt.repo); err != nil {
+			s.writeError(w, r, err, oci.ErrNameUnknown)
+			return
+		}
+	}
 	switch p.Kind {
 	case oci.KindManifest:
 		s.serveManifest(w, r, rt, p.Reference)

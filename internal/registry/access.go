@@ -1,0 +1,41 @@
+package registry
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/oci"
+)
+
+// Authorizer decides whether a request may read a repository. It runs after
+// routing and before any I/O for the repository. A non-nil error is sent as
+// the answer (an *oci.Error with UNAUTHORIZED or DENIED); an Authorizer may
+// set headers such as WWW-Authenticate on w before returning it.
+type Authorizer interface {
+	Authorize(w http.ResponseWriter, r *http.Request, upstream *Upstream, repo string) error
+}
+
+// WithAuthorizer sets the access check (default: everyone may read).
+func WithAuthorizer(a Authorizer) Option { return func(s *Server) { s.authz = a } }
+
+// confirmHeld makes sure the repository is known to hold d before content
+// cached for any repository is served under its name: one of its manifests
+// references d, or the upstream confirms it with a HEAD under that name.
+// Knowing a private layer's digest must not unlock it under another name.
+func (s *Server) confirmHeld(ctx context.Context, rt route, d digest.Digest, manifest bool) error {
+	if ok, err := s.index.Holds(rt.up.Name, rt.repo, d); err != nil || ok {
+		return err
+	}
+	var err error
+	if manifest {
+		_, err = rt.up.Client.ManifestHead(ctx, rt.repo, oci.Reference{Digest: d}, oci.ManifestMediaTypes)
+	} else {
+		_, err = rt.up.Client.BlobHead(ctx, rt.repo, d)
+	}
+	if err != nil {
+		return err
+	}
+	return s.index.PutHolds(rt.up.Name, rt.repo, d)
+}
