@@ -17,12 +17,16 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/fill"
+	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/registry"
 	"github.com/regcache/regcache/internal/upstream"
 )
@@ -37,6 +41,7 @@ type App struct {
 	registry  *registry.Server
 	upstreams []*registry.Upstream
 	certs     *certReloader
+	metrics   *prometheus.Registry
 }
 
 // New opens the data directory and builds every part. Close releases them.
@@ -76,7 +81,24 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		}
 		a.upstreams = append(a.upstreams, &registry.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c})
 	}
+	a.metrics = prometheus.NewRegistry()
+	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, u := range a.upstreams {
+		c := u.Client
+		metrics.UpstreamGauges(a.metrics, u.Name,
+			func() float64 { return float64(c.RateLimit().Limit) },
+			func() float64 { return float64(c.RateLimit().Remaining) },
+			func() float64 {
+				if h := c.Health(); h.Down || !h.LimitedUntil.IsZero() {
+					return 1
+				}
+				return 0
+			})
+	}
+	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_fills_active", Help: "Upstream blob fetches running."},
+		func() float64 { return float64(a.fills.Active()) }))
 	a.registry = registry.New(store, index, a.fills, a.upstreams,
+		registry.WithMetrics(metrics.New(a.metrics)),
 		registry.WithLogger(log), registry.WithFreshness(cfg.Freshness),
 		registry.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel))
 	if cfg.TLS.Cert != "" {
@@ -96,6 +118,7 @@ func (a *App) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(a.Status())
@@ -114,6 +137,7 @@ type UpstreamStatus struct {
 	Name          string             `json:"name"`
 	URL           string             `json:"url"`
 	RateLimit     upstream.RateLimit `json:"rateLimit"`
+	Health        upstream.Health    `json:"health"`
 	TokenRequests int64              `json:"tokenRequests"`
 }
 
@@ -122,7 +146,7 @@ func (a *App) Status() Status {
 	st := Status{ActiveFills: a.fills.Active()}
 	for _, u := range a.upstreams {
 		st.Upstreams = append(st.Upstreams, UpstreamStatus{Name: u.Name, URL: u.Client.URL(),
-			RateLimit: u.Client.RateLimit(), TokenRequests: u.Client.TokenRequests()})
+			RateLimit: u.Client.RateLimit(), Health: u.Client.Health(), TokenRequests: u.Client.TokenRequests()})
 	}
 	return st
 }

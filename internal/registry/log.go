@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/regcache/regcache/internal/oci"
@@ -16,6 +17,7 @@ type reqInfo struct {
 	route    string
 	repo     string
 	errCode  string
+	kind     string
 	stale    string // why a stale answer was served
 }
 
@@ -93,6 +95,14 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 				attrs = append(attrs, slog.Bool("aborted", true))
 			}
 			s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+			if s.metrics != nil {
+				cache := ri.cache
+				if cache == "" {
+					cache = "none"
+				}
+				s.metrics.Requests.WithLabelValues(ri.kind, r.Method, cache, strconv.Itoa(status)).Inc()
+				s.metrics.Bytes.WithLabelValues(cache).Add(float64(lw.bytes))
+			}
 			if p != nil {
 				panic(p)
 			}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -81,7 +82,16 @@ func (s *Server) manifestByTag(r *http.Request, rt route, tag string) (*manifest
 	}
 	if cached == nil {
 		ri.cache = "miss"
-		return s.fetchTag(ctx, rt, tag, accepts(r))
+		key := rt.up.Name + "\x00" + rt.repo + "\x00" + tag
+		if left := s.negativeLeft(key); left > 0 {
+			ri.cache = "negative"
+			return nil, oci.Errorf(oci.ErrManifestUnknown, "upstream %s has no %s:%s (answer cached; asked again in %s)", rt.up.Name, rt.repo, tag, left.Round(time.Second))
+		}
+		m, err := s.fetchTag(ctx, rt, tag, accepts(r))
+		if upstream.IsNotFound(err) {
+			s.rememberNotFound(key)
+		}
+		return m, err
 	}
 	if s.now().Sub(e.Checked) < s.freshness {
 		ri.cache = "hit"
@@ -94,6 +104,7 @@ func (s *Server) manifestByTag(r *http.Request, rt route, tag string) (*manifest
 		return nil, err
 	case err != nil:
 		ri.cache, ri.stale = "stale", err.Error()
+		s.countStale(rt)
 		s.log.Warn("upstream failed; serving the cached manifest (stale)",
 			slog.String("upstream", rt.up.Name), slog.String("repository", rt.repo), slog.String("tag", tag),
 			slog.String("digest", e.Digest.String()), slog.Any("error", err))
@@ -108,6 +119,7 @@ func (s *Server) manifestByTag(r *http.Request, rt route, tag string) (*manifest
 	if err != nil {
 		if m, err = s.fetchManifest(ctx, rt, oci.Reference{Digest: desc.Digest}, accepts(r)); err != nil {
 			ri.cache, ri.stale = "stale", err.Error()
+			s.countStale(rt)
 			return cached, nil
 		}
 	}
@@ -296,4 +308,37 @@ func accepts(r *http.Request) []string {
 		}
 	}
 	return out
+}
+
+func (s *Server) negativeLeft(key string) time.Duration {
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
+	until, ok := s.negative[key]
+	if !ok {
+		return 0
+	}
+	left := until.Sub(s.now())
+	if left <= 0 {
+		delete(s.negative, key)
+		return 0
+	}
+	return left
+}
+
+func (s *Server) rememberNotFound(key string) {
+	if s.negativeTTL <= 0 {
+		return
+	}
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
+	if len(s.negative) > 10000 {
+		clear(s.negative)
+	}
+	s.negative[key] = s.now().Add(s.negativeTTL)
+}
+
+func (s *Server) countStale(rt route) {
+	if s.metrics != nil {
+		s.metrics.Stale.WithLabelValues(rt.up.Name).Inc()
+	}
 }

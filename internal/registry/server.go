@@ -16,6 +16,7 @@ import (
 	"github.com/regcache/regcache/internal/blobstore"
 	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/fill"
+	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
@@ -41,6 +42,11 @@ type Server struct {
 	freshness time.Duration
 
 	authz       Authorizer
+	metrics     *metrics.Metrics
+	negativeTTL time.Duration
+
+	negMu    sync.Mutex
+	negative map[string]time.Time // upstream "not found" answers for tags
 	prefetch    bool
 	prefetchSem chan struct{}
 
@@ -70,6 +76,14 @@ func WithPrefetch(enabled bool, parallel int) Option {
 	return func(s *Server) { s.prefetch, s.prefetchSem = enabled, make(chan struct{}, max(parallel, 1)) }
 }
 
+// WithMetrics sets the collectors to update (default: none).
+func WithMetrics(m *metrics.Metrics) Option { return func(s *Server) { s.metrics = m } }
+
+// WithNegativeTTL sets how long an upstream "not found" for a tag is
+// remembered, so a misspelled image in a loop does not hammer the upstream
+// (default 30s; 0 disables).
+func WithNegativeTTL(d time.Duration) Option { return func(s *Server) { s.negativeTTL = d } }
+
 // WithClock sets the time source (tests).
 func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
 
@@ -78,7 +92,8 @@ func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = n
 func New(store blobstore.Store, index *cacheindex.Index, fills *fill.Manager, upstreams []*Upstream, opts ...Option) *Server {
 	s := &Server{upstreams: upstreams, store: store, index: index, fills: fills,
 		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: time.Minute,
-		prefetch: true, prefetchSem: make(chan struct{}, 4), listCache: map[string]cachedListing{}}
+		prefetch: true, prefetchSem: make(chan struct{}, 4), listCache: map[string]cachedListing{},
+		negativeTTL: 30 * time.Second, negative: map[string]time.Time{}}
 	for _, o := range opts {
 		o(s)
 	}

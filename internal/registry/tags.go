@@ -69,6 +69,7 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, rt route, 
 			s.listMu.Unlock()
 		case ok && !upstream.IsNotFound(err):
 			ri.cache, ri.stale, l = "stale", err.Error(), c.l
+			s.countStale(rt)
 			s.log.Warn("upstream failed; serving a cached listing (stale)", slog.String("upstream", rt.up.Name), slog.String("repository", rt.repo), slog.Any("error", err))
 		default:
 			s.writeError(w, r, err, oci.ErrNameUnknown)

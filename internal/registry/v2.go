@@ -21,6 +21,7 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, oci.Errorf(oci.ErrUnsupported, "regcache is a read-only mirror: %s %s is not supported (push to the upstream registry instead)", r.Method, p.Kind), oci.ErrNameUnknown)
 		return
 	}
+	info(r).kind = p.Kind.String()
 	if p.Kind == oci.KindBase {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", "2")

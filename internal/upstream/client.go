@@ -36,6 +36,9 @@ type Client struct {
 	attempts int
 	backoff  time.Duration
 
+	now     func() time.Time
+	breaker *breaker
+
 	mu        sync.Mutex
 	rateLimit RateLimit
 }
@@ -50,6 +53,19 @@ func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.log = l } }
 // TLS and headers; none on a flowing body).
 func WithTransport(rt http.RoundTripper) Option {
 	return func(c *Client) { c.http.Transport = rt }
+}
+
+// WithClock sets the time source of the circuit breaker and rate-limit
+// backoff (tests).
+func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
+
+// WithBreaker sets how many consecutive failures mark the upstream down and
+// the first and longest time it stays down before a probe (default 5, 5s,
+// 5m).
+func WithBreaker(threshold int, minBackoff, maxBackoff time.Duration) Option {
+	return func(c *Client) {
+		c.breaker.threshold, c.breaker.minBackoff, c.breaker.maxBackoff = max(threshold, 1), minBackoff, maxBackoff
+	}
 }
 
 // WithRetry sets how many attempts an idempotent request gets and the first
@@ -82,7 +98,8 @@ func New(name, rawURL string, creds auth.Credentials, opts ...Option) (*Client, 
 	}
 	u.Path, u.RawQuery, u.User = "", "", nil
 	c := &Client{name: name, base: u, http: &http.Client{Transport: DefaultTransport()},
-		log: slog.New(slog.DiscardHandler), attempts: 3, backoff: 200 * time.Millisecond}
+		log: slog.New(slog.DiscardHandler), attempts: 3, backoff: 200 * time.Millisecond,
+		now: time.Now, breaker: newBreaker()}
 	for _, o := range opts {
 		o(c)
 	}
@@ -160,28 +177,82 @@ func (c *Client) do(ctx context.Context, op string, build func() (*http.Request,
 			}
 			wait *= 2
 		}
+		if ra, err := c.breaker.allow(c.now()); err != nil {
+			e := &Error{Upstream: c.name, Op: op, Err: err}
+			if errors.Is(err, ErrRateLimited) {
+				e.StatusCode, e.RetryAfter = http.StatusTooManyRequests, ra
+			}
+			return nil, e
+		}
 		req, err := build()
 		if err != nil {
 			return nil, err
 		}
 		resp, err := c.http.Do(req)
 		if err != nil {
-			last = &Error{Upstream: c.name, Op: op, Err: cleanURLError(err)}
-			if ctx.Err() != nil || !last.(*Error).Temporary() {
+			e := &Error{Upstream: c.name, Op: op, Err: cleanURLError(err)}
+			last = e
+			if ctx.Err() != nil {
 				return nil, last
 			}
+			if ra, limited := IsTooManyRequests(e); limited {
+				c.rateLimited(op, ra)
+				return nil, last
+			}
+			if !e.Temporary() {
+				c.breaker.success() // the upstream answered (a token 401, say)
+				return nil, last
+			}
+			c.failed(op, e)
 			continue
 		}
 		c.recordRateLimit(resp.Header)
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			c.breaker.success()
 			return resp, nil
 		}
-		last = c.checkResponse(op, resp)
-		if !last.(*Error).Temporary() {
+		e := c.checkResponse(op, resp).(*Error)
+		last = e
+		if e.StatusCode == http.StatusTooManyRequests {
+			c.rateLimited(op, e.RetryAfter)
 			return nil, last
 		}
+		if !e.Temporary() {
+			c.breaker.success()
+			return nil, last
+		}
+		c.failed(op, e)
 	}
 	return nil, last
+}
+
+func (c *Client) failed(op string, err error) {
+	if c.breaker.failure(c.now()) {
+		c.log.Warn("upstream marked down; answering from cache until a probe succeeds",
+			slog.String("upstream", c.name), slog.String("op", op), slog.Any("error", err))
+	}
+}
+
+func (c *Client) rateLimited(op, retryAfter string) {
+	d := c.breaker.limited(c.now(), retryAfter)
+	c.log.Warn("upstream rate limit exhausted (429); not asking it again before Retry-After",
+		slog.String("upstream", c.name), slog.String("op", op), slog.Duration("retry_after", d))
+}
+
+// Health is the upstream's availability as the client sees it.
+type Health struct {
+	Down         bool      `json:"down"`
+	LimitedUntil time.Time `json:"limitedUntil,omitzero"`
+}
+
+// Health reports whether the breaker holds the upstream down and until
+// when a 429 keeps it from being asked.
+func (c *Client) Health() Health {
+	down, until := c.breaker.state(c.now())
+	if !until.After(c.now()) {
+		until = time.Time{}
+	}
+	return Health{Down: down, LimitedUntil: until}
 }
 
 // cleanURLError drops the URL (which may carry a query with a token from a

@@ -47,6 +47,9 @@ func (e *Error) Unwrap() error { return e.Err }
 // Temporary reports whether retrying the same request may succeed:
 // connection errors and 5xx. 4xx (including 429) are never retried here.
 func (e *Error) Temporary() bool {
+	if errors.Is(e.Err, ErrUpstreamDown) || errors.Is(e.Err, ErrRateLimited) {
+		return false
+	}
 	if e.StatusCode == 0 {
 		var te *auth.TokenError
 		if errors.As(e.Err, &te) {
