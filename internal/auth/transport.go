@@ -266,3 +266,11 @@ func drain(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 }
+
+// Forget drops every cached token, so the next request fetches a new one
+// (after a credential rotation, say).
+func (t *Transport) Forget() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	clear(t.tokens)
+}

@@ -513,3 +513,6 @@ func (c *Client) Ping(ctx context.Context) error {
 	resp.Body.Close()
 	return nil
 }
+
+// ResetTokens drops cached bearer tokens.
+func (c *Client) ResetTokens() { c.auth.Forget() }
