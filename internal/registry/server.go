@@ -45,8 +45,8 @@ type Server struct {
 	metrics     *metrics.Metrics
 	negativeTTL time.Duration
 
-	negMu    sync.Mutex
-	negative map[string]time.Time // upstream "not found" answers for tags
+	negMu       sync.Mutex
+	negative    map[string]time.Time // upstream "not found" answers for tags
 	prefetch    bool
 	prefetchSem chan struct{}
 
