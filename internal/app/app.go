@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/regcache/regcache/internal/access"
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/cacheindex"
@@ -62,7 +63,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		index.Close()
 		return nil, err
 	}
-	a.fills = fill.New(store, fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout),
+	a.fills = fill.New(store, fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(store.Available),
 		fill.WithOnCommit(func(d digest.Digest, size int64) {
 			if err := index.PutBlob(d, size); err != nil {
 				log.Error("index blob", slog.String("digest", d.String()), slog.Any("error", err))
@@ -97,7 +98,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_fills_active", Help: "Upstream blob fetches running."},
 		func() float64 { return float64(a.fills.Active()) }))
+	acc, err := newAccess(cfg, log)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
 	a.registry = registry.New(store, index, a.fills, a.upstreams,
+		registry.WithAuthorizer(acc), registry.WithMiddleware(acc.Middleware),
 		registry.WithMetrics(metrics.New(a.metrics)),
 		registry.WithLogger(log), registry.WithFreshness(cfg.Freshness),
 		registry.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel))
@@ -109,6 +116,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	return a, nil
 }
+
+// newAccess builds the access control from the configuration.
+func newAccess(cfg config.Config, log *slog.Logger) (*access.Access, error) {
+	ac := access.Config{Allow: cfg.Access.Allow, TrustedProxies: cfg.Access.TrustedProxies,
+		Htpasswd: cfg.Access.Htpasswd, Users: cfg.Access.Users, Private: cfg.Access.Private}
+	for _, u := range cfg.Upstreams {
+		ac.Upstreams = append(ac.Upstreams, access.Upstream{Name: u.Name, URL: u.URL,
+			Credentialed: u.Username != "" || u.Password != "" || u.PasswordFile != ""})
+	}
+	return access.New(ac, access.WithLogger(log), access.WithMaxRequestsPerClient(maxRequestsPerClient))
+}
+
+// maxRequestsPerClient bounds one client address's requests in flight, and
+// so the upstream fills it can hold open.
+const maxRequestsPerClient = 256
 
 // Handler is the registry API.
 func (a *App) Handler() http.Handler { return a.registry.Handler() }

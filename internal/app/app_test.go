@@ -1,12 +1,14 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +27,32 @@ type mirror struct {
 	Host string
 	App  *App
 	Data string
+	logs *syncBuffer
+}
+
+func (m *mirror) log() string { return m.logs.String() }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	os.Stderr.Write(p)
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startMirrorLogged is startMirror keeping the log for assertions.
+func startMirrorLogged(t *testing.T, env map[string]string) *mirror {
+	return startMirror(t, env)
 }
 
 // startMirror runs the mirror configured by env (REGCACHE_* variables, as
@@ -33,6 +61,9 @@ func startMirror(t *testing.T, env map[string]string) *mirror {
 	t.Helper()
 	data := t.TempDir()
 	base := map[string]string{"REGCACHE_DATA": data, "REGCACHE_ADMIN_ADDR": ""}
+	if d, ok := env["REGCACHE_DATA"]; ok {
+		data = d
+	}
 	for k, v := range env {
 		base[k] = v
 	}
@@ -40,7 +71,8 @@ func startMirror(t *testing.T, env map[string]string) *mirror {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	a, err := New(t.Context(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +96,7 @@ func startMirror(t *testing.T, env map[string]string) *mirror {
 		}
 		a.Close()
 	})
-	return &mirror{Host: ln.Addr().String(), App: a, Data: data}
+	return &mirror{Host: ln.Addr().String(), App: a, Data: data, logs: logs}
 }
 
 func TestPullThroughInProcessRegistry(t *testing.T) {

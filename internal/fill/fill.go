@@ -46,7 +46,7 @@ type Manager struct {
 	attempts int
 	backoff  time.Duration
 	onCommit func(d digest.Digest, size int64)
-	onFetch  func(d digest.Digest)
+	free     func() (int64, error)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -76,6 +76,12 @@ func WithResume(attempts int, backoff time.Duration) Option {
 func WithOnCommit(fn func(d digest.Digest, size int64)) Option {
 	return func(m *Manager) { m.onCommit = fn }
 }
+
+// WithFreeSpace sets how the Manager learns the free space of the store's
+// disk. A fill whose size is known and larger than what is free fails at
+// once with ErrDiskFull, before any client has received headers, instead of
+// failing mid-stream.
+func WithFreeSpace(fn func() (int64, error)) Option { return func(m *Manager) { m.free = fn } }
 
 // New returns a Manager writing into store.
 func New(store blobstore.Store, opts ...Option) *Manager {
@@ -268,7 +274,7 @@ func (f *Fill) fetch(ctx context.Context, src Source) error {
 	}
 }
 
-var errFatal = errors.New("fatal")
+var errFatal = errors.New("giving up")
 
 // learnSize settles the blob's size from the first response and checks
 // later ones against it.
@@ -283,12 +289,21 @@ func (f *Fill) learnSize(b *upstream.Blob) error {
 	case f.size != total:
 		return fmt.Errorf("%w: upstream says the blob is %d bytes, expected %d: %w", errFatal, total, f.size, blobstore.ErrSizeMismatch)
 	}
+	if !f.known && f.size >= 0 && f.m.free != nil {
+		if free, err := f.m.free(); err == nil && free < f.size-f.written+diskMargin {
+			return fmt.Errorf("%w: %w: blob needs %d bytes, %d free", errFatal, ErrDiskFull, f.size-f.written, free)
+		}
+	}
 	if !f.known {
 		f.known = true
 		f.changed()
 	}
 	return nil
 }
+
+// diskMargin is kept free beyond a blob's size (the index and manifests
+// live on the same disk).
+const diskMargin = 1 << 20
 
 // copyBody appends the body to the writer, first skipping bytes already
 // written when the upstream answered from an earlier offset. It returns nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"syscall"
 
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/blobstore"
@@ -24,7 +25,7 @@ func toWire(err error, unknown oci.ErrorCode) *oci.Error {
 		return &oci.Error{Code: oci.ErrTooManyRequests, RetryAfter: ra,
 			Message: "the upstream's rate limit is exhausted and nothing is cached: " + err.Error()}
 	}
-	if errors.Is(err, fill.ErrDiskFull) {
+	if errors.Is(err, fill.ErrDiskFull) || errors.Is(err, syscall.ENOSPC) {
 		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusInsufficientStorage, Message: "the mirror's cache disk is full: " + err.Error()}
 	}
 	if errors.Is(err, blobstore.ErrDigestMismatch) || errors.Is(err, blobstore.ErrSizeMismatch) {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -158,7 +159,10 @@ func (s *Server) fetchTag(ctx context.Context, rt route, tag string, accept []st
 	now := s.now()
 	e := cacheindex.TagEntry{Digest: m.digest, MediaType: m.mediaType, Size: int64(len(m.body)), Fetched: now, Checked: now}
 	if err := s.index.PutTag(rt.up.Name, rt.repo, tag, e); err != nil {
-		return nil, fmt.Errorf("record tag: %w", err)
+		if !errors.Is(err, syscall.ENOSPC) {
+			return nil, fmt.Errorf("record tag: %w", err)
+		}
+		s.log.Error("cache disk is full; serving the tag without recording it", slog.String("tag", tag), slog.Any("error", err))
 	}
 	return m, nil
 }
@@ -174,7 +178,11 @@ func (s *Server) fetchManifest(ctx context.Context, rt route, ref oci.Reference,
 		}
 		m := &manifest{body: um.Body, mediaType: um.MediaType, digest: um.Digest}
 		if err := s.storeManifest(ctx, rt, m); err != nil {
-			return nil, err
+			if !errors.Is(err, syscall.ENOSPC) {
+				return nil, err
+			}
+			// Serve what we have; it is just not cached.
+			s.log.Error("cache disk is full; serving the manifest without caching it", slog.String("digest", m.digest.String()), slog.Any("error", err))
 		}
 		return m, nil
 	})

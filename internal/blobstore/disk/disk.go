@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/opencontainers/go-digest"
 
@@ -282,4 +283,13 @@ func syncDir(dir string) {
 		_ = d.Sync()
 		d.Close()
 	}
+}
+
+// Available is the number of bytes free for the store's files.
+func (s *Store) Available() (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.tmpDir(), &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", s.tmpDir(), err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }
