@@ -492,8 +492,10 @@ func TestUpstreamErrors(t *testing.T) {
 		{"not found", func(int) fault { return fault{status: http.StatusNotFound} }, upstream.IsNotFound,
 			func(n int) bool { return n == 1 }},
 		{"server error", func(int) fault { return fault{status: http.StatusInternalServerError} }, func(err error) bool {
+			// Retried until the upstream client's circuit breaker marks
+			// the upstream down; either error is a clear upstream failure.
 			var ue *upstream.Error
-			return errors.As(err, &ue) && ue.StatusCode == http.StatusInternalServerError
+			return errors.As(err, &ue) && (ue.StatusCode == http.StatusInternalServerError || errors.Is(err, upstream.ErrUpstreamDown))
 		}, func(n int) bool { return n > 1 }},
 	}
 	for i, tt := range tests {
