@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"io"
 	"log"
 	"net/http"
@@ -9,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,58 +19,50 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/regcache/regcache/internal/app/apptest"
 	"github.com/regcache/regcache/internal/testenv"
 )
 
-// standInMirror is an in-process registry (go-containerregistry) on
-// 127.0.0.1 holding library/alpine:3.20, standing in for regcache's server:
-// it proves that an engine pulls through the mirror it was configured with.
-type standInMirror struct {
-	URL    string
-	Digest string
-	mu     sync.Mutex
-	reqs   []string
+// testMirror is a real regcache (apptest) on 127.0.0.1 whose Docker Hub
+// upstream is an in-process registry (go-containerregistry) holding
+// library/alpine:3.20: it proves that an engine configured by `regcache
+// client` pulls through regcache.
+type testMirror struct {
+	*apptest.Mirror
+	Digest string // of library/alpine:3.20 on the upstream
 }
 
-func newStandInMirror(t *testing.T) *standInMirror {
+func newTestMirror(t *testing.T) *testMirror {
 	t.Helper()
-	m := &standInMirror{}
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m.mu.Lock()
-		m.reqs = append(m.reqs, r.Method+" "+r.URL.RequestURI())
-		m.mu.Unlock()
-		reg.ServeHTTP(w, r)
-	}))
-	t.Cleanup(s.Close)
-	m.URL = s.URL
+	up := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(up.Close)
 	img, err := random.Image(1024, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := name.ParseReference(strings.TrimPrefix(s.URL, "http://") + "/library/alpine:3.20")
+	ref, err := name.ParseReference(strings.TrimPrefix(up.URL, "http://") + "/library/alpine:3.20")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := remote.Write(ref, img); err != nil {
-		t.Fatalf("seed the stand-in mirror: %v", err)
+		t.Fatalf("seed the upstream: %v", err)
 	}
 	d, _ := img.Digest()
-	m.Digest = d.String()
-	m.mu.Lock()
-	m.reqs = nil
-	m.mu.Unlock()
-	return m
+	m := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": up.URL, "REGCACHE_UPSTREAM_NAME": "docker.io"})
+	return &testMirror{Mirror: m, Digest: d.String()}
 }
 
-// manifestGets counts GETs of library/alpine's manifests (with any query).
-func (m *standInMirror) manifestGets() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// manifestGets lists regcache's access-log lines for GETs of
+// library/alpine's manifests, as "GET <path> route=<route> upstream=<name>".
+func (m *testMirror) manifestGets() []string {
 	var out []string
-	for _, r := range m.reqs {
-		if strings.HasPrefix(r, "GET /v2/library/alpine/manifests/") {
-			out = append(out, r)
+	for line := range strings.Lines(m.Log()) {
+		var l struct{ Msg, Method, Path, Route, Upstream string }
+		if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "request" {
+			continue
+		}
+		if l.Method == http.MethodGet && strings.HasPrefix(l.Path, "/v2/library/alpine/manifests/") {
+			out = append(out, l.Method+" "+l.Path+" route="+l.Route+" upstream="+l.Upstream)
 		}
 	}
 	return out
@@ -96,7 +88,7 @@ func waitMirrors(t *testing.T, d *testenv.Dockerd, want func([]string) bool) []s
 // disable really clears it (the emptied-list trap).
 func TestDockerEngine(t *testing.T) {
 	t.Parallel()
-	mirror := newStandInMirror(t)
+	mirror := newTestMirror(t)
 	orig := "{\n  \"debug\": false,\n  \"max-concurrent-downloads\": 2\n}\n"
 	d := testenv.StartDockerd(t, testenv.DockerdOptions{Config: orig})
 	args := []string{"--mirror", mirror.URL, "--config", d.ConfigFile, "--pidfile", d.PIDFile, "--host", d.Host}
@@ -166,7 +158,7 @@ func TestDockerEngine(t *testing.T) {
 // mirror, with containerd's ?ns=docker.io.
 func TestContainerdEngine(t *testing.T) {
 	t.Parallel()
-	mirror := newStandInMirror(t)
+	mirror := newTestMirror(t)
 	c := testenv.StartContainerd(t, testenv.ContainerdOptions{})
 	out, err := runCLI(t, "client", "containerd", "enable", "--mirror", mirror.URL, "--config", c.ConfigFile, "--registry", "docker.io")
 	if err != nil {
@@ -179,7 +171,7 @@ func TestContainerdEngine(t *testing.T) {
 		t.Fatalf("ctr pull: %v\n%s\n%s", err, out, c.Log())
 	}
 	gets := mirror.manifestGets()
-	if len(gets) == 0 || !strings.Contains(gets[0], "ns=docker.io") {
+	if len(gets) == 0 || !strings.Contains(gets[0], "route=ns upstream=docker.io") {
 		t.Fatalf("manifest requests at the mirror: %q", gets)
 	}
 	out, err = c.Ctr(t.Context(), "images", "ls", "-q")
@@ -197,7 +189,7 @@ func TestContainerdEngine(t *testing.T) {
 // TestPodmanEngine: after enable, podman pulls through the mirror.
 func TestPodmanEngine(t *testing.T) {
 	t.Parallel()
-	mirror := newStandInMirror(t)
+	mirror := newTestMirror(t)
 	p := testenv.NewPodman(t, testenv.PodmanOptions{})
 	args := []string{"--mirror", mirror.URL, "--dir", p.DropInDir, "--config", p.RegistriesConf}
 	if out, err := runCLI(t, append([]string{"client", "podman", "enable"}, args...)...); err != nil {
