@@ -16,7 +16,8 @@ type route struct {
 }
 
 // resolve picks the upstream for a request, in order: containerd's ?ns=,
-// a /v2/<registry>/... path prefix, a Host alias, the default upstream.
+// a /v2/<registry>/... path prefix, a Host header naming an upstream (its
+// name or an alias), the default upstream.
 // A registry that is not configured is refused with NAME_UNKNOWN so the
 // client falls back to it instead of pulling the wrong thing.
 func (s *Server) resolve(r *http.Request, name string) (route, error) {
@@ -39,14 +40,28 @@ func (s *Server) resolve(r *http.Request, name string) (route, error) {
 		host = h
 	}
 	for _, up := range s.upstreams {
-		for _, a := range up.Aliases {
-			if strings.EqualFold(a, host) || strings.EqualFold(a, r.Host) {
-				return route{up: up, repo: hubName(up, name), how: "host"}, nil
-			}
+		if up.answersTo(host) || up.answersTo(r.Host) {
+			return route{up: up, repo: hubName(up, name), how: "host"}, nil
 		}
 	}
 	up := s.upstreams[0]
 	return route{up: up, repo: hubName(up, name), how: "default"}, nil
+}
+
+// answersTo reports whether host (from the Host header, with or without
+// its port) names this upstream: its own name, for clients sent to the
+// mirror by DNS for that registry, or one of its aliases. Without the name,
+// such a request would silently get the default upstream's content.
+func (u *Upstream) answersTo(host string) bool {
+	if strings.EqualFold(u.Name, host) {
+		return true
+	}
+	for _, a := range u.Aliases {
+		if strings.EqualFold(a, host) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) byName(name string) *Upstream {

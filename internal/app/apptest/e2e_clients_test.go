@@ -219,6 +219,25 @@ insecure = true
 		checkRoutes(t, m,
 			pull{"docker.io", "owner/single", "default"},
 			pull{"ghcr.io", "owner/single", "prefix"})
+
+		// A mirror for a registry regcache does not have: 404
+		// NAME_UNKNOWN, and podman falls back to quay.io itself.
+		quay := fmt.Sprintf("[[registry]]\nprefix = \"quay.io\"\nlocation = \"quay.io\"\n[[registry.mirror]]\nlocation = \"%s/quay.io\"\ninsecure = true\n", m.Host)
+		if err := os.WriteFile(filepath.Join(p.DropInDir, "91-quay.conf"), []byte(quay), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := p.Run(ctx, "pull", "--quiet", "quay.io/owner/single:1.0")
+		if err == nil {
+			t.Fatalf("podman pull quay.io succeeded:\n%s", out)
+		}
+		for _, want := range []string{
+			`name unknown: registry "quay.io" is not configured on this mirror`,
+			`Get "https://quay.io/v2/": proxyconnect tcp: dial tcp 127.0.0.1:9`,
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("podman pull quay.io: no %q in\n%s", want, out)
+			}
+		}
 	})
 
 	// containerd with ctr --hosts-dir: hosts.toml for docker.io and ghcr.io
@@ -309,7 +328,22 @@ insecure = true
 		if got, want := strings.TrimSpace(out), "alpine@"+u.alpine; got != want {
 			t.Errorf("docker RepoDigests %q, want %q", got, want)
 		}
-		checkRoutes(t, m, pull{"docker.io", "library/alpine", "default"})
+		// Other registries through dockerd (and so the Nomad docker
+		// driver): name the mirror in the image, with the path prefix.
+		prefixed := m.Host + "/ghcr.io/owner/single:1.0"
+		if out, err := d.Docker(ctx, "pull", prefixed); err != nil {
+			t.Fatalf("docker pull %s: %v\n%s", prefixed, err, out)
+		}
+		out, err = d.Docker(ctx, "image", "inspect", "--format", "{{join .RepoDigests \" \"}}", prefixed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.TrimSpace(out), m.Host+"/ghcr.io/owner/single@"+string(ghcrSingle.Digest); got != want {
+			t.Errorf("docker RepoDigests %q, want %q", got, want)
+		}
+		checkRoutes(t, m,
+			pull{"docker.io", "library/alpine", "default"},
+			pull{"ghcr.io", "owner/single", "prefix"})
 
 		// dockerd mirrors Docker Hub only: another registry is pulled
 		// directly (here: into the dead proxy), never through the mirror.
@@ -348,8 +382,9 @@ insecure = true
 			pull{"docker.io", "owner/oci", "default"})
 	})
 
-	// go-containerregistry: path prefixes, and a Host alias that is not a
-	// name of 127.0.0.1 (the transport dials the mirror for any host).
+	// go-containerregistry: path prefixes, and as Host an alias that is not
+	// a name of 127.0.0.1 and the upstream's own name (the transport dials
+	// the mirror whatever the host).
 	t.Run("ggcr", func(t *testing.T) {
 		t.Parallel()
 		m := u.mirror(t)
@@ -366,6 +401,9 @@ insecure = true
 			{m.Host + "/docker.io/owner/oci:1.0", string(u.hubImgs.OCIIndex.Digest)},
 			{hostAlias + ":" + port + "/owner/single:1.0", string(ghcrSingle.Digest)},
 			{m.Host + "/docker.io/library/alpine:3.20", u.alpine},
+			// The upstream's own name as Host: a client sent to the
+			// mirror by DNS for ghcr.io.
+			{"ghcr.io/owner/multi:1.0", string(u.ghcrImgs.ManifestList.Digest)},
 		} {
 			if got := cranePull(ctx, t, tr, c.ref); got != c.want {
 				t.Errorf("ggcr %s: digest %s, upstream %s", c.ref, got, c.want)
@@ -375,7 +413,8 @@ insecure = true
 			pull{"ghcr.io", "owner/oci", "prefix"},
 			pull{"docker.io", "owner/oci", "prefix"},
 			pull{"ghcr.io", "owner/single", "host"},
-			pull{"docker.io", "library/alpine", "prefix"})
+			pull{"docker.io", "library/alpine", "prefix"},
+			pull{"ghcr.io", "owner/multi", "host"})
 	})
 
 	// A registry that is not configured is refused by name, by ?ns= and by
