@@ -190,6 +190,10 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	evictCtx, stopEvict := context.WithCancel(ctx)
+	evicted := make(chan struct{})
+	go func() { defer close(evicted); a.evictLoop(evictCtx) }()
+	defer func() { stopEvict(); <-evicted }()
 	var admin *http.Server
 	if adminLn != nil {
 		admin = &http.Server{Handler: a.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}

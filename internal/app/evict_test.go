@@ -1,0 +1,43 @@
+package app
+
+import (
+	"testing"
+
+	"github.com/regcache/regcache/internal/testenv"
+)
+
+// TestEvictBySize: over max_size, least recently used blobs go; with the
+// upstream down, the content of its tags is kept.
+func TestEvictBySize(t *testing.T) {
+	hub := testenv.NewHub(t)
+	imgs := hub.Seed(t, testenv.WithTenLayerImage(10<<20))
+	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
+		"REGCACHE_MAX_SIZE": "4MiB", "REGCACHE_PREFETCH": "false"})
+	img := *imgs.TenLayer
+	pullCrane(t, m.Host+"/"+img.Repo+":"+img.Tag)
+	n, freed, err := m.App.Evict(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, b := range img.Blobs() {
+		if _, err := m.App.store.Stat(t.Context(), b.Digest); err == nil {
+			total += b.Size
+		}
+	}
+	if n == 0 || total > 4<<20 {
+		t.Fatalf("evicted %d blobs (%d bytes); %d bytes left, want at most 4 MiB", n, freed, total)
+	}
+	// The upstream goes down: what is left of its tags is protected.
+	hub.Down()
+	for range 6 { // trip the breaker
+		m.App.upstreams[0].Client.Ping(t.Context())
+	}
+	if !m.App.upstreams[0].Client.Health().Down {
+		t.Fatal("upstream not marked down")
+	}
+	m.App.cfg.Storage.MaxSize = 1
+	if n, _, _ := m.App.Evict(t.Context()); n != 0 {
+		t.Fatalf("evicted %d blobs of a tag whose upstream is down", n)
+	}
+}
