@@ -34,7 +34,7 @@ func TestEvictionPlan(t *testing.T) {
 	}{
 		{"unbounded", EvictPolicy{}, nil},
 		{"size: drop least recently used", EvictPolicy{MaxSize: 300}, []digest.Digest{ds[1], ds[2]}},
-		{"age", EvictPolicy{MaxAge: 7 * time.Hour + 30*time.Minute}, []digest.Digest{ds[1], ds[2]}},
+		{"age", EvictPolicy{MaxAge: 7*time.Hour + 30*time.Minute}, []digest.Digest{ds[1], ds[2]}},
 		{"protected kept", EvictPolicy{MaxSize: 300, Protected: map[digest.Digest]bool{ds[1]: true}}, []digest.Digest{ds[2], ds[3]}},
 	}
 	for _, tt := range tests {
