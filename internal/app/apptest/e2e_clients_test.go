@@ -345,6 +345,19 @@ insecure = true
 			pull{"docker.io", "library/alpine", "default"},
 			pull{"ghcr.io", "owner/single", "prefix"})
 
+		// An image the mirror cannot serve: dockerd falls back to Docker Hub.
+		out, err = d.Docker(ctx, "pull", "owner/missing:1.0")
+		if err == nil || !strings.Contains(out, `Get "https://registry-1.docker.io/v2/": proxyconnect tcp: dial tcp 127.0.0.1:9`) {
+			t.Errorf("docker pull of an image the mirror lacks: %v; want a fallback to Docker Hub (into the dead proxy):\n%s", err, out)
+		}
+		asked := false
+		for _, l := range accessLog(t, m) {
+			asked = asked || (l.Repository == "owner/missing" && l.Route == "default" && l.Status >= 400)
+		}
+		if !asked {
+			t.Error("dockerd did not ask the mirror for owner/missing first")
+		}
+
 		// dockerd mirrors Docker Hub only: another registry is pulled
 		// directly (here: into the dead proxy), never through the mirror.
 		before := len(accessLog(t, m))
