@@ -21,6 +21,10 @@ import (
 	"github.com/regcache/regcache/internal/oci"
 )
 
+// tokenTimeout bounds one token request, shared by every request waiting
+// for that scope.
+const tokenTimeout = 30 * time.Second
+
 // Credentials are an upstream account. Empty means anonymous.
 type Credentials struct {
 	Username string
@@ -209,7 +213,9 @@ func (t *Transport) fetchToken(ctx context.Context, c challenge, scope string) (
 		q.Set("scope", scope)
 	}
 	realm.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, realm.String(), nil)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, realm.String(), nil)
 	if err != nil {
 		return token{}, err
 	}

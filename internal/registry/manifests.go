@@ -137,7 +137,9 @@ func (s *Server) manifestByTag(r *http.Request, rt route, tag string) (*manifest
 func (s *Server) revalidate(ctx context.Context, rt route, tag string, accept []string) (upstream.Descriptor, error) {
 	key := "head\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
 	v, err, _ := s.flights.Do(key, func() (any, error) {
-		desc, err := rt.up.Client.ManifestHead(context.WithoutCancel(ctx), rt.repo, oci.Reference{Tag: tag}, accept)
+		ctx, cancel := detached(ctx)
+		defer cancel()
+		desc, err := rt.up.Client.ManifestHead(ctx, rt.repo, oci.Reference{Tag: tag}, accept)
 		if err != nil {
 			return desc, err
 		}
@@ -172,7 +174,9 @@ func (s *Server) fetchTag(ctx context.Context, rt route, tag string, accept []st
 func (s *Server) fetchManifest(ctx context.Context, rt route, ref oci.Reference, accept []string) (*manifest, error) {
 	key := "get\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + ref.String()
 	v, err, _ := s.flights.Do(key, func() (any, error) {
-		um, err := rt.up.Client.ManifestGet(context.WithoutCancel(ctx), rt.repo, ref, accept)
+		ctx, cancel := detached(ctx)
+		defer cancel()
+		um, err := rt.up.Client.ManifestGet(ctx, rt.repo, ref, accept)
 		if err != nil {
 			return nil, err
 		}
@@ -349,4 +353,13 @@ func (s *Server) countStale(rt route) {
 	if s.metrics != nil {
 		s.metrics.Stale.WithLabelValues(rt.up.Name).Inc()
 	}
+}
+
+// upstreamTimeout bounds one coalesced manifest, tag or listing request.
+// It is detached from the client that started it (others may be waiting on
+// the same answer), so it needs its own bound on a stalled body.
+const upstreamTimeout = 2 * time.Minute
+
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), upstreamTimeout)
 }

@@ -13,6 +13,8 @@ type route struct {
 	up   *Upstream
 	repo string
 	how  string // ns, prefix, host, default
+	// prefix is the registry path prefix the client used (how == prefix).
+	prefix string
 }
 
 // resolve picks the upstream for a request, in order: containerd's ?ns=,
@@ -33,7 +35,7 @@ func (s *Server) resolve(r *http.Request, name string) (route, error) {
 		if up == nil {
 			return route{}, notConfigured(first)
 		}
-		return route{up: up, repo: hubName(up, rest), how: "prefix"}, nil
+		return route{up: up, repo: hubName(up, rest), how: "prefix", prefix: first}, nil
 	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -57,7 +58,11 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, rt route, 
 	case ok && s.now().Sub(c.at) < s.freshness:
 		ri.cache, l = "hit", c.l
 	default:
-		v, err, _ := s.flights.Do("list\x00"+key, func() (any, error) { return fetch(context.WithoutCancel(r.Context())) })
+		v, err, _ := s.flights.Do("list\x00"+key, func() (any, error) {
+			ctx, cancel := detached(r.Context())
+			defer cancel()
+			return fetch(ctx)
+		})
 		switch {
 		case err == nil:
 			ri.cache, l = "miss", v.(*upstream.Listing)
@@ -83,9 +88,18 @@ func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, rt route, 
 	w.Header().Set("Content-Type", ct)
 	w.Header().Set("Content-Length", strconv.Itoa(len(l.Body)))
 	if l.Link != "" {
-		w.Header().Set("Link", l.Link)
+		w.Header().Set("Link", clientLink(l.Link, rt))
 	}
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(l.Body)
 	}
+}
+
+// clientLink rewrites an upstream pagination Link so the next page comes
+// back through the same route (a path-prefix client keeps its prefix).
+func clientLink(link string, rt route) string {
+	if rt.how != "prefix" {
+		return link
+	}
+	return strings.Replace(link, "/v2/"+rt.repo+"/", "/v2/"+rt.prefix+"/"+rt.repo+"/", 1)
 }
