@@ -271,6 +271,12 @@ insecure = true
 				t.Fatalf("ctr pull %s: %v\n%s\n%s", ref, err, out, c.Log())
 			}
 		}
+		// An image named after the mirror carries no ns: the path prefix routes it.
+		direct := m.Host + "/ghcr.io/owner/oci:1.0"
+		if out, err := c.Ctr(ctx, "images", "pull", "--plain-http", "--snapshotter", "native", direct); err != nil {
+			t.Fatalf("ctr pull %s: %v\n%s", direct, err, out)
+		}
+		want[direct] = string(u.ghcrImgs.OCIIndex.Digest)
 		out, err := c.Ctr(ctx, "images", "ls")
 		if err != nil {
 			t.Fatal(err)
@@ -289,7 +295,8 @@ insecure = true
 		}
 		checkRoutes(t, m,
 			pull{"docker.io", "owner/single", "ns"},
-			pull{"ghcr.io", "owner/single", "ns"})
+			pull{"ghcr.io", "owner/single", "ns"},
+			pull{"ghcr.io", "owner/oci", "prefix"})
 
 		// An unconfigured registry: regcache refuses, containerd falls back.
 		out, err = c.Pull(ctx, "quay.io/owner/single:1.0")
