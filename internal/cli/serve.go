@@ -77,8 +77,17 @@ func warnOpen(cfg config.Config, log *slog.Logger) {
 	for _, u := range cfg.Upstreams {
 		creds = creds || u.Username != ""
 	}
-	if creds && len(cfg.Access.Allow) == 0 && cfg.Access.Htpasswd == "" {
-		log.Warn("upstream credentials are configured and the mirror answers any client: anyone who reaches it can pull what those credentials can read; set access.allow (--allow) to your clients' networks or access.htpasswd")
+	open := len(cfg.Access.Allow) == 0
+	switch {
+	case creds && cfg.Access.Private == config.PrivateAllow && open:
+		log.Warn("access.private is allow, upstream credentials are configured and the mirror answers any client: anyone who reaches it can pull every private image those credentials can read; set access.allow (--allow) to your clients' networks, or access.private to deny or authenticated")
+	case creds && cfg.Access.Private == config.PrivateAllow:
+		log.Warn("access.private is allow: every client in access.allow can pull every private image the upstream credentials can read, without logging in; use access.private authenticated with access.htpasswd to limit that")
+	case creds && open && cfg.Access.Htpasswd == "":
+		log.Warn("upstream credentials are configured and the mirror answers any client: anyone who reaches it can spend the account's pull rate limit on public images (private ones are refused, access.private: " + cfg.Access.Private + "); set access.allow (--allow) to your clients' networks")
+	}
+	if cfg.Access.Private == config.PrivateAuthenticated && cfg.Access.Htpasswd == "" {
+		log.Warn("access.private is authenticated but access.htpasswd is not set: nobody can log in, so private repositories are refused as with deny")
 	}
 }
 

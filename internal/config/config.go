@@ -100,6 +100,11 @@ type Access struct {
 	// Private is the policy for private upstream repositories: one of
 	// "deny" (default), "authenticated" or "allow".
 	Private string
+	// Users optionally limits, per htpasswd user, the private repositories
+	// the user may pull to a list of patterns such as "myorg/*" (yaml
+	// access.users, a mapping of user to list; YAML only). A user not listed
+	// may pull every repository the private policy allows logged-in users.
+	Users map[string][]string
 }
 
 // TLS names the certificate and key of the registry API; both or neither.

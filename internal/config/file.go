@@ -31,10 +31,11 @@ type fileConfig struct {
 		MaxAge  *string `yaml:"max_age"`
 	} `yaml:"storage"`
 	Access struct {
-		Allow          *[]string `yaml:"allow"`
-		TrustedProxies *[]string `yaml:"trusted_proxies"`
-		Htpasswd       *string   `yaml:"htpasswd"`
-		Private        *string   `yaml:"private"`
+		Allow          *[]string            `yaml:"allow"`
+		TrustedProxies *[]string            `yaml:"trusted_proxies"`
+		Htpasswd       *string              `yaml:"htpasswd"`
+		Private        *string              `yaml:"private"`
+		Users          *map[string][]string `yaml:"users"`
 	} `yaml:"access"`
 	TLS struct {
 		Cert *string `yaml:"cert"`
@@ -117,6 +118,9 @@ func applyFile(c *Config, path string) error {
 			}
 		}
 	}
+	if f.Access.Users != nil {
+		c.Access.Users = *f.Access.Users
+	}
 	if f.Upstreams != nil {
 		c.Upstreams = nil
 		for i, fu := range *f.Upstreams {
@@ -186,6 +190,15 @@ func checkNode(n *yaml.Node, t reflect.Type, path string) error {
 				return fmt.Errorf("%s: unknown key (line %d)", keyPath, k.Line)
 			}
 			if err := checkNode(v, f.Type, keyPath); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return fmt.Errorf("%s: want a mapping, got %s (line %d)", where, kindName(n), n.Line)
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := checkNode(n.Content[i+1], t.Elem(), path+"."+n.Content[i].Value); err != nil {
 				return err
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Validate checks c as a whole and returns every problem found, each naming
@@ -37,6 +38,16 @@ func (c Config) Validate() error {
 	add("access.trusted_proxies", checkPrefixes(c.Access.TrustedProxies))
 	check("access.htpasswd", c.Access.Htpasswd, checkOptionalReadable)
 	check("access.private", c.Access.Private, checkPrivate)
+	if len(c.Access.Users) > 0 && c.Access.Htpasswd == "" {
+		add("access.users", errors.New("users are listed but access.htpasswd is not set"))
+	}
+	for user, pats := range c.Access.Users {
+		for i, p := range pats {
+			if strings.TrimSpace(p) == "" || strings.ContainsAny(p, " \t@?#\\") {
+				add(fmt.Sprintf("access.users.%s[%d]", user, i), fmt.Errorf("invalid repository pattern %q (want e.g. myorg/*)", p))
+			}
+		}
+	}
 	switch {
 	case c.TLS.Cert != "" && c.TLS.Key == "":
 		add("tls", errors.New("cert is set but key is not; set both or neither"))

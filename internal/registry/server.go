@@ -42,6 +42,7 @@ type Server struct {
 	freshness time.Duration
 
 	authz       Authorizer
+	middleware  func(http.Handler) http.Handler
 	metrics     *metrics.Metrics
 	negativeTTL time.Duration
 
@@ -84,6 +85,13 @@ func WithMetrics(m *metrics.Metrics) Option { return func(s *Server) { s.metrics
 // (default 30s; 0 disables).
 func WithNegativeTTL(d time.Duration) Option { return func(s *Server) { s.negativeTTL = d } }
 
+// WithMiddleware wraps the API's routes in mw, inside the access log, so
+// requests mw answers itself (refused networks, a token endpoint) are
+// logged too.
+func WithMiddleware(mw func(http.Handler) http.Handler) Option {
+	return func(s *Server) { s.middleware = mw }
+}
+
 // WithClock sets the time source (tests).
 func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
 
@@ -113,5 +121,8 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v2/", s.serveV2)
 	mux.HandleFunc("/v2", s.serveV2)
+	if s.middleware != nil {
+		return s.accessLog(s.middleware(mux))
+	}
 	return s.accessLog(mux)
 }

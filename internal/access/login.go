@@ -1,0 +1,378 @@
+package access
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/regcache/regcache/internal/oci"
+)
+
+// Service is the service name in regcache's challenges and tokens.
+const Service = "regcache"
+
+// tokenPrefix starts every token regcache issues, so a log scan can find
+// any that leaked.
+const tokenPrefix = "rc1."
+
+// identity is who a request comes from.
+type identity struct {
+	user      string // "" for anonymous
+	presented bool   // credentials or a token (anonymous tokens too) came with the request
+	err       error  // presented but not valid
+}
+
+type identityKey struct{}
+
+var errBadLogin = errors.New("incorrect username or password")
+
+// identify reads the request's Authorization header: Basic credentials of
+// an htpasswd user, or a Bearer token from /token. Without logins
+// configured every request is anonymous.
+func (a *Access) identify(r *http.Request) identity {
+	if a.users == nil {
+		return identity{}
+	}
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return identity{}
+	}
+	if user, pw, ok := r.BasicAuth(); ok {
+		if !a.users.verify(user, pw) {
+			return identity{presented: true, err: errBadLogin}
+		}
+		return identity{user: user, presented: true}
+	}
+	if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
+		c, err := a.signer.verify(strings.TrimSpace(tok), a.now())
+		if err != nil {
+			return identity{presented: true, err: err}
+		}
+		if c.Sub != "" && !a.users.has(c.Sub) {
+			return identity{presented: true, err: errors.New("the token's user no longer exists")}
+		}
+		return identity{user: c.Sub, presented: true}
+	}
+	return identity{presented: true, err: errors.New("unsupported Authorization scheme (want Basic or Bearer)")}
+}
+
+func (a *Access) identityOf(r *http.Request) identity {
+	if id, ok := r.Context().Value(identityKey{}).(identity); ok {
+		return id
+	}
+	return a.identify(r)
+}
+
+// challenge answers 401 with a Bearer challenge pointing at /token, for
+// scope repository:<name>:pull when name is set. The caller writes the
+// returned error.
+func (a *Access) challenge(w http.ResponseWriter, r *http.Request, name string, cause error) *oci.Error {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); (p == "http" || p == "https") && a.fromTrustedProxy(r) {
+		scheme = p
+	}
+	host := strings.Map(func(c rune) rune {
+		if c <= ' ' || c == '"' || c == '\\' || c > '~' {
+			return -1
+		}
+		return c
+	}, r.Host)
+	v := fmt.Sprintf(`Bearer realm="%s://%s/token",service="%s"`, scheme, host, Service)
+	if name != "" {
+		v += fmt.Sprintf(`,scope="repository:%s:pull"`, name)
+	}
+	if cause == nil && r.Header.Get("Authorization") != "" {
+		v += `,error="insufficient_scope"`
+	}
+	w.Header().Set("WWW-Authenticate", v)
+	msg := "authentication required"
+	if cause != nil {
+		msg = cause.Error()
+	}
+	return oci.Errorf(oci.ErrUnauthorized, "%s", msg)
+}
+
+// serveToken is the token realm of Docker's token flow
+// (https://distribution.github.io/distribution/spec/auth/token/): GET with
+// Basic credentials, or POST with the OAuth2 password grant
+// (https://distribution.github.io/distribution/spec/auth/oauth/). No
+// credentials give an anonymous token, as Docker Hub does.
+func (a *Access) serveToken(w http.ResponseWriter, r *http.Request, client netip.Addr) {
+	w.Header().Set("Cache-Control", "no-store")
+	user, pw, hasCreds := r.BasicAuth()
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodPost:
+		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+		if err := r.ParseForm(); err != nil {
+			tokenError(w, http.StatusBadRequest, "invalid_request", "unreadable form")
+			return
+		}
+		if gt := r.PostForm.Get("grant_type"); gt != "password" {
+			// Clients fall back to GET on 400 (containerd does).
+			tokenError(w, http.StatusBadRequest, "unsupported_grant_type", "only the password grant is supported; use GET with basic auth")
+			return
+		}
+		user, pw, hasCreds = r.PostForm.Get("username"), r.PostForm.Get("password"), true
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		tokenError(w, http.StatusMethodNotAllowed, "invalid_request", "use GET or POST")
+		return
+	}
+	if hasCreds && !a.users.verify(user, pw) {
+		a.log.Warn("client login refused", slog.String("user", user), slog.String("client", client.String()))
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Basic realm=%q`, Service))
+		oci.Errorf(oci.ErrUnauthorized, "%s", errBadLogin).Write(w, r)
+		return
+	}
+	if !hasCreds {
+		user = ""
+	}
+	now := a.now()
+	tok, err := a.signer.issue(claims{Sub: user, Aud: Service, Iat: now.Unix(), Exp: now.Add(a.tokenTTL).Unix()})
+	if err != nil {
+		tokenError(w, http.StatusInternalServerError, "server_error", "cannot issue a token")
+		return
+	}
+	if user != "" {
+		a.log.Info("client login", slog.String("user", user), slog.String("client", client.String()))
+	}
+	body, _ := json.Marshal(map[string]any{
+		"token": tok, "access_token": tok, "expires_in": int(a.tokenTTL / time.Second),
+		"issued_at": now.UTC().Format(time.RFC3339),
+	})
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
+}
+
+func tokenError(w http.ResponseWriter, status int, code, desc string) {
+	body, _ := json.Marshal(map[string]string{"error": code, "error_description": desc})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// claims are a token's content.
+type claims struct {
+	Sub string `json:"sub,omitempty"` // user; "" for an anonymous token
+	Aud string `json:"aud"`
+	Iat int64  `json:"iat"`
+	Exp int64  `json:"exp"`
+	Jti string `json:"jti"`
+}
+
+// signer issues and verifies HMAC-SHA256 tokens with a key made at start:
+// tokens die with the process, and clients simply log in again.
+type signer struct{ key []byte }
+
+func newSigner() (*signer, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("token key: %w", err)
+	}
+	return &signer{key: key}, nil
+}
+
+func (s *signer) mac(msg []byte) []byte {
+	m := hmac.New(sha256.New, s.key)
+	m.Write(msg)
+	return m.Sum(nil)
+}
+
+func (s *signer) issue(c claims) (string, error) {
+	jti := make([]byte, 12)
+	if _, err := rand.Read(jti); err != nil {
+		return "", err
+	}
+	c.Jti = base64.RawURLEncoding.EncodeToString(jti)
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	p := base64.RawURLEncoding.EncodeToString(payload)
+	return tokenPrefix + p + "." + base64.RawURLEncoding.EncodeToString(s.mac([]byte(tokenPrefix+p))), nil
+}
+
+var errBadToken = errors.New("invalid or expired token; log in again")
+
+func (s *signer) verify(tok string, now time.Time) (claims, error) {
+	rest, ok := strings.CutPrefix(tok, tokenPrefix)
+	if !ok {
+		return claims{}, errBadToken
+	}
+	p, sig, ok := strings.Cut(rest, ".")
+	if !ok {
+		return claims{}, errBadToken
+	}
+	got, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, s.mac([]byte(tokenPrefix+p))) {
+		return claims{}, errBadToken
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(p)
+	if err != nil {
+		return claims{}, errBadToken
+	}
+	var c claims
+	if json.Unmarshal(payload, &c) != nil || c.Aud != Service || now.Unix() >= c.Exp {
+		return claims{}, errBadToken
+	}
+	return c, nil
+}
+
+// htpasswd holds bcrypt users from a file, loaded again (at most once a
+// second) when the file changes. Successful checks are remembered for a
+// minute under an HMAC of the credentials, so clients sending Basic auth
+// with every request do not cost a bcrypt each.
+type htpasswd struct {
+	path string
+	log  *slog.Logger
+	now  func() time.Time
+	key  []byte
+
+	mu      sync.Mutex
+	hashes  map[string][]byte
+	modTime time.Time
+	checked time.Time
+	good    map[[32]byte]time.Time
+}
+
+// dummyHash is compared against for unknown users, so a refusal takes as
+// long whether or not the user exists.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("regcache-dummy"), bcrypt.DefaultCost)
+	return h
+})
+
+func loadHtpasswd(path string, log *slog.Logger, now func() time.Time) (*htpasswd, error) {
+	h := &htpasswd{path: path, log: log, now: now, key: make([]byte, 32)}
+	if _, err := rand.Read(h.key); err != nil {
+		return nil, err
+	}
+	if err := h.load(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *htpasswd) load() error {
+	fi, err := os.Stat(h.path)
+	if err != nil {
+		return fmt.Errorf("access: htpasswd: %w", err)
+	}
+	data, err := os.ReadFile(h.path)
+	if err != nil {
+		return fmt.Errorf("access: htpasswd: %w", err)
+	}
+	hashes, err := parseHtpasswd(data)
+	if err != nil {
+		return fmt.Errorf("access: htpasswd %s: %w", h.path, err)
+	}
+	h.hashes, h.modTime, h.good = hashes, fi.ModTime(), map[[32]byte]time.Time{}
+	return nil
+}
+
+// parseHtpasswd reads user:bcrypt-hash lines; blank lines and # comments
+// are skipped. Other hash kinds (MD5, SHA1, crypt) are refused: they are
+// too cheap to brute-force.
+func parseHtpasswd(data []byte) (map[string][]byte, error) {
+	m := map[string][]byte{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		user, hash, ok := strings.Cut(line, ":")
+		if !ok || user == "" {
+			return nil, fmt.Errorf("line %d: want user:hash", n)
+		}
+		if !strings.HasPrefix(hash, "$2y$") && !strings.HasPrefix(hash, "$2a$") && !strings.HasPrefix(hash, "$2b$") {
+			return nil, fmt.Errorf("line %d: user %q: only bcrypt hashes are accepted (htpasswd -B)", n, user)
+		}
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return nil, fmt.Errorf("line %d: user %q: %v", n, user, err)
+		}
+		m[user] = []byte(hash)
+	}
+	return m, sc.Err()
+}
+
+// refresh loads the file again if it changed; a file that no longer
+// parses is logged and the old users kept.
+func (h *htpasswd) refresh() {
+	now := h.now()
+	if now.Sub(h.checked) < time.Second {
+		return
+	}
+	h.checked = now
+	fi, err := os.Stat(h.path)
+	if err != nil || fi.ModTime().Equal(h.modTime) {
+		return
+	}
+	if err := h.load(); err != nil {
+		h.modTime = fi.ModTime()
+		h.log.Error("htpasswd changed but does not load; keeping the previous users", slog.Any("error", err))
+		return
+	}
+	h.log.Info("htpasswd reloaded", slog.Int("users", len(h.hashes)))
+}
+
+func (h *htpasswd) has(user string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.refresh()
+	_, ok := h.hashes[user]
+	return ok
+}
+
+func (h *htpasswd) verify(user, pw string) bool {
+	m := hmac.New(sha256.New, h.key)
+	m.Write([]byte(user))
+	m.Write([]byte{0})
+	m.Write([]byte(pw))
+	var k [32]byte
+	copy(k[:], m.Sum(nil))
+
+	h.mu.Lock()
+	h.refresh()
+	hash, ok := h.hashes[user]
+	if t, hit := h.good[k]; ok && hit && h.now().Before(t) {
+		h.mu.Unlock()
+		return true
+	}
+	h.mu.Unlock()
+	if !ok {
+		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(pw))
+		return false
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(pw)) != nil {
+		return false
+	}
+	h.mu.Lock()
+	if len(h.good) > 10000 {
+		clear(h.good)
+	}
+	if bytes.Equal(h.hashes[user], hash) { // not replaced by a reload meanwhile
+		h.good[k] = h.now().Add(time.Minute)
+	}
+	h.mu.Unlock()
+	return true
+}

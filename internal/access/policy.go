@@ -1,0 +1,181 @@
+package access
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/regcache/regcache/internal/auth"
+	"github.com/regcache/regcache/internal/oci"
+	"github.com/regcache/regcache/internal/registry"
+	"github.com/regcache/regcache/internal/upstream"
+)
+
+// Authorize decides whether the request may read repo at up. It is the
+// registry's Authorizer: it runs after routing and before any I/O, for
+// manifests, tags, referrers and blobs alike, cached or not.
+//
+// A repository the upstream serves anonymously is everyone's. Any other is
+// served under access.private=allow to everyone; under authenticated to
+// logged-in users whose patterns match it (anonymous clients get a 401
+// challenge, so they can log in); under deny to no one. Presented but wrong
+// credentials always get a 401. Errors are *oci.Error.
+func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, up *registry.Upstream, repo string) error {
+	id := a.identityOf(r)
+	name := clientName(r, repo)
+	if id.err != nil {
+		return a.challenge(w, r, name, id.err)
+	}
+	if a.private == PrivateAllow {
+		return nil
+	}
+	if id.user != "" && a.private == PrivateAuthenticated && a.userMay(id.user, up.Name, repo) {
+		return nil
+	}
+	public, err := a.isPublic(r.Context(), up.Name, repo)
+	if err != nil {
+		return err
+	}
+	if public {
+		return nil
+	}
+	switch {
+	case a.private == PrivateAuthenticated && id.user == "" && a.users != nil:
+		return a.challenge(w, r, name, nil)
+	case a.private == PrivateAuthenticated && id.user != "":
+		return oci.Errorf(oci.ErrDenied, "user %q may not pull %s: it is not served anonymously by %s and matches none of the user's repository patterns", id.user, name, up.Name)
+	default:
+		return oci.Errorf(oci.ErrDenied, "%s is not served anonymously by %s, and this mirror serves only what the upstream serves anonymously (access.private: %s)", name, up.Name, a.private)
+	}
+}
+
+// clientName is the repository as the client named it in the path, for
+// challenges and messages; repo when the path does not parse.
+func clientName(r *http.Request, repo string) string {
+	if p, err := oci.ParsePath(r.URL.Path); err == nil && p.Name != "" {
+		return p.Name
+	}
+	return repo
+}
+
+// userMay reports whether user's patterns allow repo at the upstream. A
+// user without patterns may read every repository. Patterns name
+// repositories of the default upstream as the client does ("myorg/app",
+// "library/alpine"), and those of other upstreams with the registry first
+// ("ghcr.io/myorg/*").
+func (a *Access) userMay(user, upName, repo string) bool {
+	pats, ok := a.patterns[user]
+	if !ok {
+		return true
+	}
+	full := upName + "/" + repo
+	for _, p := range pats {
+		first, _, _ := strings.Cut(p, "/")
+		switch {
+		case strings.ContainsAny(first, ".:") || first == "localhost":
+			if match(p, full) {
+				return true
+			}
+		case upName == a.defaultUp && match(p, repo):
+			return true
+		}
+	}
+	return false
+}
+
+// match reports whether name matches pattern, where "*" matches any run of
+// characters, "/" included.
+func match(pattern, name string) bool {
+	parts := strings.Split(pattern, "*")
+	if len(parts) == 1 {
+		return pattern == name
+	}
+	if !strings.HasPrefix(name, parts[0]) {
+		return false
+	}
+	name = name[len(parts[0]):]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(name, p)
+		if i < 0 {
+			return false
+		}
+		name = name[i+len(p):]
+	}
+	return strings.HasSuffix(name, parts[len(parts)-1])
+}
+
+func checkPattern(p string) error {
+	if p == "" || strings.ContainsAny(p, " \t@?#\\") {
+		return fmt.Errorf("invalid repository pattern %q (want e.g. myorg/*)", p)
+	}
+	return nil
+}
+
+// isPublic reports whether the upstream serves repo to anonymous clients,
+// asking it with an anonymous client (tags list, which needs pull access
+// and costs no pull on Docker Hub). Answers are remembered per upstream and
+// repository; when the upstream cannot be asked the last answer is used
+// however old, and without one the request fails closed.
+func (a *Access) isPublic(ctx context.Context, upName, repo string) (bool, error) {
+	st := a.upstreams[upName]
+	if st == nil || !st.credentialed {
+		return true, nil // the mirror itself reads anonymously
+	}
+	st.mu.Lock()
+	last, known := st.answers[repo]
+	st.mu.Unlock()
+	if known && a.now().Sub(last.at) < a.rememberOK {
+		return last.public, nil
+	}
+	v, err, _ := st.flights.Do(repo, func() (any, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		return probe(cctx, st.anon, repo)
+	})
+	if err != nil {
+		if known {
+			a.log.Warn("cannot ask the upstream whether a repository is public; using the last answer",
+				slog.String("upstream", upName), slog.String("repository", repo), slog.Bool("public", last.public), slog.Any("error", err))
+			return last.public, nil
+		}
+		if ra, ok := upstream.IsTooManyRequests(err); ok {
+			return false, &oci.Error{Code: oci.ErrTooManyRequests, RetryAfter: ra,
+				Message: "cannot check whether the repository is public: the upstream's rate limit is exhausted"}
+		}
+		return false, oci.Errorf(oci.ErrUnavailable, "cannot check whether %s is public at %s: %v", repo, upName, err)
+	}
+	public := v.(bool)
+	st.mu.Lock()
+	if len(st.answers) > 50000 {
+		clear(st.answers)
+	}
+	st.answers[repo] = publicAnswer{public: public, at: a.now()}
+	st.mu.Unlock()
+	return public, nil
+}
+
+// probe asks anonymously for one tag of repo. 2xx is public; 401, 403 and
+// 404 (some registries hide private repositories as missing) are not; any
+// other failure is an error.
+func probe(ctx context.Context, anon *upstream.Client, repo string) (bool, error) {
+	_, err := anon.Tags(ctx, repo, "n=1")
+	if err == nil {
+		return true, nil
+	}
+	var ue *upstream.Error
+	if errors.As(err, &ue) {
+		switch ue.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+			return false, nil
+		}
+	}
+	var te *auth.TokenError
+	if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
+		return false, nil
+	}
+	return false, err
+}
