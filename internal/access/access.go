@@ -104,8 +104,9 @@ type upstreamState struct {
 }
 
 type publicAnswer struct {
-	public bool
-	at     time.Time
+	public  bool
+	missing bool // not there even for the mirror's credentials
+	at      time.Time
 }
 
 // Option configures an Access.

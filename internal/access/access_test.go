@@ -455,7 +455,7 @@ func TestPublicCheck(t *testing.T) {
 		ctx := t.Context()
 		f.hits.Store(0)
 		for range 3 {
-			if ok, err := a.isPublic(ctx, "docker.io", "library/pub"); !ok || err != nil {
+			if ok, err := a.isPublic(ctx, &registry.Upstream{Name: "docker.io"}, "library/pub"); !ok || err != nil {
 				t.Fatalf("public: %v %v", ok, err)
 			}
 		}
@@ -467,10 +467,10 @@ func TestPublicCheck(t *testing.T) {
 		mu.Lock()
 		now = now.Add(2 * time.Minute)
 		mu.Unlock()
-		if ok, err := a.isPublic(ctx, "docker.io", "library/pub"); !ok || err != nil {
+		if ok, err := a.isPublic(ctx, &registry.Upstream{Name: "docker.io"}, "library/pub"); !ok || err != nil {
 			t.Errorf("upstream down: last answer not used: %v %v", ok, err)
 		}
-		if ok, err := a.isPublic(ctx, "docker.io", "library/never-seen"); ok || err == nil {
+		if ok, err := a.isPublic(ctx, &registry.Upstream{Name: "docker.io"}, "library/never-seen"); ok || err == nil {
 			t.Errorf("upstream down, no answer known: %v %v (want a refusal)", ok, err)
 		}
 	})

@@ -36,7 +36,7 @@ func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, up *registry.
 	if id.user != "" && a.private == PrivateAuthenticated && a.userMay(id.user, up.Name, repo) {
 		return nil
 	}
-	public, err := a.isPublic(r.Context(), up.Name, repo)
+	public, err := a.isPublic(r.Context(), up, repo)
 	if err != nil {
 		return err
 	}
@@ -120,7 +120,8 @@ func checkPattern(p string) error {
 // and costs no pull on Docker Hub). Answers are remembered per upstream and
 // repository; when the upstream cannot be asked the last answer is used
 // however old, and without one the request fails closed.
-func (a *Access) isPublic(ctx context.Context, upName, repo string) (bool, error) {
+func (a *Access) isPublic(ctx context.Context, up *registry.Upstream, repo string) (bool, error) {
+	upName := up.Name
 	st := a.upstreams[upName]
 	if st == nil || !st.credentialed {
 		return true, nil // the mirror itself reads anonymously
@@ -128,13 +129,17 @@ func (a *Access) isPublic(ctx context.Context, upName, repo string) (bool, error
 	st.mu.Lock()
 	last, known := st.answers[repo]
 	st.mu.Unlock()
-	if known && a.now().Sub(last.at) < a.rememberOK {
+	remember := a.rememberOK
+	if last.missing {
+		remember = rememberMissing
+	}
+	if known && a.now().Sub(last.at) < remember {
 		return last.public, nil
 	}
 	v, err, _ := st.flights.Do(repo, func() (any, error) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		return probe(cctx, st.anon, repo)
+		return probe(cctx, st.anon, up.Client, repo)
 	})
 	if err != nil {
 		if known {
@@ -148,34 +153,63 @@ func (a *Access) isPublic(ctx context.Context, upName, repo string) (bool, error
 		}
 		return false, oci.Errorf(oci.ErrUnavailable, "cannot check whether %s is public at %s: %v", repo, upName, err)
 	}
-	public := v.(bool)
+	ans := v.(publicAnswer)
+	ans.at = a.now()
 	st.mu.Lock()
 	if len(st.answers) > 50000 {
 		clear(st.answers)
 	}
-	st.answers[repo] = publicAnswer{public: public, at: a.now()}
+	st.answers[repo] = ans
 	st.mu.Unlock()
-	return public, nil
+	return ans.public, nil
 }
 
-// probe asks anonymously for one tag of repo. 2xx is public; 401, 403 and
-// 404 (some registries hide private repositories as missing) are not; any
-// other failure is an error.
-func probe(ctx context.Context, anon *upstream.Client, repo string) (bool, error) {
+// rememberMissing is how long "the repository does not exist, even for the
+// mirror's credentials" is trusted: a repository created later, perhaps
+// private, is looked at again soon.
+const rememberMissing = 30 * time.Second
+
+// probe asks anonymously for one tag of repo. 2xx is public; 401 and 403
+// are private. A 404 may be a private repository hidden as missing, so the
+// mirror's own credentials are asked too: if they also get 404 the
+// repository does not exist, and the request may go on to get its honest
+// 404 (containerd falls back to the next host only on a 404); otherwise it
+// is private. Any other failure is an error.
+func probe(ctx context.Context, anon, cred *upstream.Client, repo string) (publicAnswer, error) {
 	_, err := anon.Tags(ctx, repo, "n=1")
 	if err == nil {
-		return true, nil
+		return publicAnswer{public: true}, nil
 	}
+	if private, ok := refused(err); ok {
+		if !private {
+			return publicAnswer{}, nil
+		}
+		if cred == nil {
+			return publicAnswer{}, nil
+		}
+		if _, cerr := cred.Tags(ctx, repo, "n=1"); upstream.IsNotFound(cerr) {
+			return publicAnswer{public: true, missing: true}, nil
+		}
+		return publicAnswer{}, nil
+	}
+	return publicAnswer{}, err
+}
+
+// refused reports whether err is the upstream refusing an anonymous
+// client, and whether that refusal was a 404.
+func refused(err error) (notFound, ok bool) {
 	var ue *upstream.Error
 	if errors.As(err, &ue) {
 		switch ue.StatusCode {
-		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
-			return false, nil
+		case http.StatusNotFound:
+			return true, true
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return false, true
 		}
 	}
 	var te *auth.TokenError
 	if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
-		return false, nil
+		return false, true
 	}
-	return false, err
+	return false, false
 }

@@ -17,7 +17,8 @@ type certReloader struct {
 
 	mu      sync.Mutex
 	cert    *tls.Certificate
-	modTime time.Time
+	modTime time.Time // of the files behind cert
+	failed  time.Time // of the files that last failed to load (logged once)
 	checked time.Time
 }
 
@@ -54,9 +55,13 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if time.Since(r.checked) > time.Second {
 		r.checked = time.Now()
 		if st := r.stamp(); !st.Equal(r.modTime) {
+			// A pair caught half-written fails to load; it is tried again
+			// every second until it loads (whatever the files' times).
 			if err := r.load(); err != nil {
-				r.log.Error("TLS certificate changed but does not load; keeping the old one", slog.Any("error", err))
-				r.modTime = st
+				if !st.Equal(r.failed) {
+					r.log.Error("TLS certificate changed but does not load; keeping the old one", slog.Any("error", err))
+					r.failed = st
+				}
 			} else {
 				r.log.Info("TLS certificate reloaded", slog.String("cert", r.certFile))
 			}
