@@ -75,7 +75,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			a.Close()
 			return nil, err
 		}
-		c, err := upstream.New(u.Name, u.URL, auth.Credentials{Username: u.Username, Password: pw}, upstream.WithLogger(log))
+		var opts []upstream.Option
+		if u.PasswordFile != "" { // re-read at each token request: rotation needs no restart
+			i, user := i, u.Username
+			opts = append(opts, upstream.WithAuth(auth.WithCredentialSource(func() (auth.Credentials, error) {
+				pw, err := cfg.Password(i)
+				return auth.Credentials{Username: user, Password: pw}, err
+			})))
+		}
+		c, err := upstream.New(u.Name, u.URL, auth.Credentials{Username: u.Username, Password: pw}, append(opts, upstream.WithLogger(log))...)
 		if err != nil {
 			a.Close()
 			return nil, err

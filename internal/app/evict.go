@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/regcache/regcache/internal/cacheindex"
 )
 
@@ -15,8 +13,10 @@ import (
 const evictEvery = time.Minute
 
 // Evict deletes least-recently-used blobs beyond storage.max_size and blobs
-// unused for storage.max_age. Content reachable from the tags of an
-// upstream that is down is kept: it may be the only copy.
+// unused for storage.max_age. Content reachable from a fresh tag (checked
+// within the freshness window: in use right now) is kept, and so is
+// everything reachable from the tags of an upstream that is down: it may
+// be the only copy.
 func (a *App) Evict(ctx context.Context) (int, int64, error) {
 	if a.cfg.Storage.MaxSize <= 0 && a.cfg.Storage.MaxAge <= 0 {
 		return 0, 0, nil
@@ -27,14 +27,14 @@ func (a *App) Evict(ctx context.Context) (int, int64, error) {
 			down[u.Name] = true
 		}
 	}
-	protected := map[digest.Digest]bool{}
-	if len(down) > 0 {
-		var err error
-		if protected, err = a.index.Reachable(down); err != nil {
-			return 0, 0, err
-		}
+	now := time.Now()
+	protected, err := a.index.Reachable(func(up string, e cacheindex.TagEntry) bool {
+		return down[up] || now.Sub(e.Checked) < a.cfg.Freshness
+	})
+	if err != nil {
+		return 0, 0, err
 	}
-	plan, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: a.cfg.Storage.MaxSize, MaxAge: a.cfg.Storage.MaxAge, Protected: protected}, time.Now())
+	plan, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: a.cfg.Storage.MaxSize, MaxAge: a.cfg.Storage.MaxAge, Protected: protected}, now)
 	if err != nil {
 		return 0, 0, err
 	}

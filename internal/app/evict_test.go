@@ -2,6 +2,7 @@ package app
 
 import (
 	"testing"
+	"time"
 
 	"github.com/regcache/regcache/internal/testenv"
 )
@@ -12,9 +13,15 @@ func TestEvictBySize(t *testing.T) {
 	hub := testenv.NewHub(t)
 	imgs := hub.Seed(t, testenv.WithTenLayerImage(10<<20))
 	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
-		"REGCACHE_MAX_SIZE": "4MiB", "REGCACHE_PREFETCH": "false"})
+		"REGCACHE_MAX_SIZE": "4MiB", "REGCACHE_PREFETCH": "false", "REGCACHE_FRESHNESS": "1ns"})
 	img := *imgs.TenLayer
 	pullCrane(t, m.Host+"/"+img.Repo+":"+img.Tag)
+	// Just pulled (its tag is fresh): in use, kept whatever the size.
+	m.App.cfg.Freshness = time.Hour
+	if n, _, err := m.App.Evict(t.Context()); n != 0 || err != nil {
+		t.Fatalf("evicted %d blobs of a fresh tag (%v)", n, err)
+	}
+	m.App.cfg.Freshness = time.Nanosecond
 	n, freed, err := m.App.Evict(t.Context())
 	if err != nil {
 		t.Fatal(err)

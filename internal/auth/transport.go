@@ -21,6 +21,9 @@ import (
 	"github.com/regcache/regcache/internal/oci"
 )
 
+// maxTokens bounds the token cache (one entry per repository scope).
+const maxTokens = 10000
+
 // tokenTimeout bounds one token request, shared by every request waiting
 // for that scope.
 const tokenTimeout = 30 * time.Second
@@ -40,6 +43,7 @@ type Transport struct {
 	base     http.RoundTripper
 	upstream *url.URL
 	creds    Credentials
+	source   func() (Credentials, error) // when set, read at each use (rotation)
 	now      func() time.Time
 
 	mu        sync.Mutex
@@ -56,6 +60,25 @@ type token struct {
 
 // Option configures a Transport.
 type Option func(*Transport)
+
+// WithCredentialSource reads the credentials at each use instead of once,
+// so a rotated password file takes effect without a restart. A source
+// error fails the request that needed the credentials.
+func WithCredentialSource(fn func() (Credentials, error)) Option {
+	return func(t *Transport) { t.source = fn }
+}
+
+// credentials returns the credentials to present now.
+func (t *Transport) credentials() (Credentials, error) {
+	if t.source == nil {
+		return t.creds, nil
+	}
+	c, err := t.source()
+	if err != nil {
+		return Credentials{}, fmt.Errorf("read upstream credentials: %w", err)
+	}
+	return c, nil
+}
 
 // WithClock sets the time source used for token expiry (tests).
 func WithClock(now func() time.Time) Option { return func(t *Transport) { t.now = now } }
@@ -123,7 +146,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	c, ok := challengeOf(resp)
-	if !ok || (c.scheme == "basic" && t.creds.empty()) {
+	if !ok {
+		return resp, nil
+	}
+	if creds, err := t.credentials(); err != nil || (c.scheme == "basic" && creds.empty()) {
 		return resp, nil
 	}
 	t.mu.Lock()
@@ -158,11 +184,15 @@ func (t *Transport) send(req *http.Request, authz string) (*http.Response, error
 // is fetched again.
 func (t *Transport) authorization(ctx context.Context, c challenge, scope, rejected string) (string, error) {
 	if c.scheme == "basic" {
-		if t.creds.empty() {
+		creds, err := t.credentials()
+		if err != nil {
+			return "", err
+		}
+		if creds.empty() {
 			return "", nil
 		}
 		r := &http.Request{Header: http.Header{}}
-		r.SetBasicAuth(t.creds.Username, t.creds.Password)
+		r.SetBasicAuth(creds.Username, creds.Password)
 		return r.Header.Get("Authorization"), nil
 	}
 	t.mu.Lock()
@@ -219,8 +249,12 @@ func (t *Transport) fetchToken(ctx context.Context, c challenge, scope string) (
 	if err != nil {
 		return token{}, err
 	}
-	if !t.creds.empty() {
-		req.SetBasicAuth(t.creds.Username, t.creds.Password)
+	creds, err := t.credentials()
+	if err != nil {
+		return token{}, &TokenError{Realm: redactURL(realm), Err: err}
+	}
+	if !creds.empty() {
+		req.SetBasicAuth(creds.Username, creds.Password)
 	}
 	t.mu.Lock()
 	t.tokenReqs++
@@ -257,6 +291,17 @@ func (t *Transport) fetchToken(ctx context.Context, c challenge, scope string) (
 	}
 	tok := token{value: v, expires: t.now().Add(life - min(life/10, 30*time.Second))}
 	t.mu.Lock()
+	if len(t.tokens) >= maxTokens { // clients can name any repository: keep the map bounded
+		now := t.now()
+		for k, v := range t.tokens {
+			if !now.Before(v.expires) {
+				delete(t.tokens, k)
+			}
+		}
+		if len(t.tokens) >= maxTokens {
+			clear(t.tokens)
+		}
+	}
 	t.tokens[scope] = tok
 	t.mu.Unlock()
 	return tok, nil

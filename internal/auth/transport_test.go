@@ -158,3 +158,33 @@ func TestRealmOnForeignDomainRefused(t *testing.T) {
 		t.Fatalf("err = %v, want a refusal", err)
 	}
 }
+
+// TestCredentialSourceRotation: a rotated password (file) is used at the
+// next token request without a restart.
+func TestCredentialSourceRotation(t *testing.T) {
+	t.Parallel()
+	reg, _, _ := tokenRegistry(t, 300)
+	u, _ := url.Parse(reg.URL)
+	var mu sync.Mutex
+	password := "old"
+	tr := New(http.DefaultTransport, u, Credentials{}, WithCredentialSource(func() (Credentials, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return Credentials{Username: "me", Password: password}, nil
+	}))
+	client := &http.Client{Transport: tr}
+	if _, err := client.Get(reg.URL + "/v2/library/alpine/blobs/" + blobDigest); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("with the old password: %v, want a token endpoint 401", err)
+	}
+	mu.Lock()
+	password = "secret"
+	mu.Unlock()
+	resp, err := client.Get(reg.URL + "/v2/library/alpine/blobs/" + blobDigest)
+	if err != nil {
+		t.Fatalf("after rotation: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("after rotation: %d", resp.StatusCode)
+	}
+}

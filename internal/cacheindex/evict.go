@@ -54,13 +54,13 @@ func (ix *Index) EvictionPlan(p EvictPolicy, now time.Time) ([]digest.Digest, er
 	return plan, nil
 }
 
-// Reachable returns every digest reachable from the tags of the given
-// upstreams: their manifests, platform manifests and blobs.
-func (ix *Index) Reachable(upstreams map[string]bool) (map[digest.Digest]bool, error) {
+// Reachable returns every digest reachable from the tags keep selects:
+// their manifests, platform manifests and blobs.
+func (ix *Index) Reachable(keep func(upstream string, e TagEntry) bool) (map[digest.Digest]bool, error) {
 	out := map[digest.Digest]bool{}
 	var roots []digest.Digest
 	err := ix.Tags(func(up, _, _ string, e TagEntry) error {
-		if upstreams[up] {
+		if keep(up, e) {
 			roots = append(roots, e.Digest)
 		}
 		return nil

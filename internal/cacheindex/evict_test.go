@@ -61,7 +61,7 @@ func TestReachable(t *testing.T) {
 	ix.PutManifest("docker.io", "library/a", plat, ManifestEntry{Refs: []digest.Digest{layer}})
 	ix.PutTag("docker.io", "library/a", "1", TagEntry{Digest: idx})
 	ix.PutTag("ghcr.io", "x", "1", TagEntry{Digest: other})
-	got, err := ix.Reachable(map[string]bool{"docker.io": true})
+	got, err := ix.Reachable(func(up string, _ TagEntry) bool { return up == "docker.io" })
 	if err != nil {
 		t.Fatal(err)
 	}

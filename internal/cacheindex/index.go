@@ -248,10 +248,12 @@ func (ix *Index) Flush() error {
 		b := tx.Bucket(bucketBlobs)
 		for d, at := range batch {
 			var e BlobEntry
-			if raw := b.Get([]byte(d)); raw != nil {
-				if err := json.Unmarshal(raw, &e); err != nil {
-					return err
-				}
+			raw := b.Get([]byte(d))
+			if raw == nil {
+				continue // a manifest, or a blob evicted since it was read
+			}
+			if err := json.Unmarshal(raw, &e); err != nil {
+				return err
 			}
 			if at.After(e.LastAccess) {
 				e.LastAccess = at

@@ -59,7 +59,7 @@ var options = []option{
 		usage: "a tag fetched less than this long ago is served without asking upstream",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.Freshness }, false)},
 	{flag: "fill-timeout", key: "fill_timeout", kind: kindDuration, def: "30m",
-		usage: "bound on one upstream blob fetch after all its clients left",
+		usage: "bound on an upstream blob fetch once all its clients left, and on one that receives no byte for that long",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.FillTimeout }, true)},
 	{flag: "prefetch", key: "prefetch.enabled", kind: kindBool, def: "true",
 		usage: "fetch the blobs of a pulled manifest in the background",

@@ -62,7 +62,9 @@ type Option func(*Manager)
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(m *Manager) { m.log = l } }
 
-// WithTimeout bounds one fill from start to commit (default 30 minutes).
+// WithTimeout bounds a fill once no client reads it any more, and a fill
+// that receives no byte for that long (default 30 minutes). A fill that
+// moves while clients wait is never cut, however long the blob.
 func WithTimeout(d time.Duration) Option { return func(m *Manager) { m.timeout = d } }
 
 // WithResume sets how many consecutive upstream failures without progress a
@@ -199,12 +201,17 @@ func (f *Fill) run(src Source) {
 	defer f.m.wg.Done()
 	defer f.release()
 	defer close(f.finished)
-	ctx, cancel := context.WithTimeout(f.m.ctx, f.m.timeout)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(f.m.ctx)
+	defer cancel(nil)
+	stopWatch := f.watch(cancel)
 	start := time.Now()
 	err := f.fetch(ctx, src)
 	if err == nil {
 		err = f.w.Commit(ctx, f.size)
+	}
+	stopWatch()
+	if err != nil && ctx.Err() != nil {
+		err = context.Cause(ctx)
 	}
 	f.m.mu.Lock()
 	delete(f.m.fills, f.d)
@@ -225,6 +232,51 @@ func (f *Fill) run(src Source) {
 	}
 }
 
+// watch bounds the fill with the manager's timeout in the two ways that
+// matter: once no client reads it any more (a detached fill must end some
+// time), and when no byte has arrived for that long (a stalled upstream).
+// A slow but moving fill that clients wait for is never cut. It returns a
+// function that stops the watch and waits for it.
+func (f *Fill) watch(cancel context.CancelCauseFunc) (stop func()) {
+	tick := min(max(f.m.timeout/4, time.Millisecond), time.Second)
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		now := time.Now()
+		var lastWritten int64
+		lastProgress, alone := now, time.Time{}
+		for {
+			select {
+			case <-quit:
+				return
+			case now = <-t.C:
+			}
+			f.mu.Lock()
+			readers, written := f.refs-1, f.written
+			f.mu.Unlock()
+			if written != lastWritten {
+				lastWritten, lastProgress = written, now
+			}
+			switch {
+			case readers > 0:
+				alone = time.Time{}
+			case alone.IsZero():
+				alone = now
+			case now.Sub(alone) > f.m.timeout:
+				cancel(fmt.Errorf("fill timeout: no client has read it for %s: %w", f.m.timeout, context.DeadlineExceeded))
+				return
+			}
+			if now.Sub(lastProgress) > f.m.timeout {
+				cancel(fmt.Errorf("fill timeout: no byte from upstream for %s: %w", f.m.timeout, context.DeadlineExceeded))
+				return
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
 // fetch copies the upstream body into the writer, resuming with Range after
 // a dropped connection, until the expected size is reached or the body ends.
 func (f *Fill) fetch(ctx context.Context, src Source) error {
@@ -233,6 +285,12 @@ func (f *Fill) fetch(ctx context.Context, src Source) error {
 	buf := make([]byte, 128<<10)
 	for {
 		written := f.w.Written()
+		f.mu.Lock()
+		complete := f.known && f.size >= 0 && written == f.size
+		f.mu.Unlock()
+		if complete { // the connection dropped after the last byte
+			return nil
+		}
 		b, err := src(ctx, written)
 		if err != nil {
 			var ue *upstream.Error

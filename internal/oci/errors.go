@@ -27,31 +27,34 @@ const (
 	ErrNameInvalid     ErrorCode = "NAME_INVALID"
 	ErrNameUnknown     ErrorCode = "NAME_UNKNOWN"
 	ErrRangeInvalid    ErrorCode = "RANGE_INVALID"
-	ErrSizeInvalid     ErrorCode = "SIZE_INVALID"
-	ErrUnauthorized    ErrorCode = "UNAUTHORIZED"
-	ErrDenied          ErrorCode = "DENIED"
-	ErrUnsupported     ErrorCode = "UNSUPPORTED"
-	ErrTooManyRequests ErrorCode = "TOOMANYREQUESTS"
-	ErrUnavailable     ErrorCode = "UNAVAILABLE"
-	ErrUnknown         ErrorCode = "UNKNOWN"
+	// ErrPaginationInvalid is Distribution's code for a bad n or last.
+	ErrPaginationInvalid ErrorCode = "PAGINATION_NUMBER_INVALID"
+	ErrSizeInvalid       ErrorCode = "SIZE_INVALID"
+	ErrUnauthorized      ErrorCode = "UNAUTHORIZED"
+	ErrDenied            ErrorCode = "DENIED"
+	ErrUnsupported       ErrorCode = "UNSUPPORTED"
+	ErrTooManyRequests   ErrorCode = "TOOMANYREQUESTS"
+	ErrUnavailable       ErrorCode = "UNAVAILABLE"
+	ErrUnknown           ErrorCode = "UNKNOWN"
 )
 
 // statusByCode is the single code → HTTP status table.
 var statusByCode = map[ErrorCode]int{
-	ErrBlobUnknown:     http.StatusNotFound,
-	ErrDigestInvalid:   http.StatusBadRequest,
-	ErrManifestInvalid: http.StatusBadRequest,
-	ErrManifestUnknown: http.StatusNotFound,
-	ErrNameInvalid:     http.StatusBadRequest,
-	ErrNameUnknown:     http.StatusNotFound,
-	ErrRangeInvalid:    http.StatusRequestedRangeNotSatisfiable,
-	ErrSizeInvalid:     http.StatusBadRequest,
-	ErrUnauthorized:    http.StatusUnauthorized,
-	ErrDenied:          http.StatusForbidden,
-	ErrUnsupported:     http.StatusMethodNotAllowed,
-	ErrTooManyRequests: http.StatusTooManyRequests,
-	ErrUnavailable:     http.StatusServiceUnavailable,
-	ErrUnknown:         http.StatusInternalServerError,
+	ErrBlobUnknown:       http.StatusNotFound,
+	ErrDigestInvalid:     http.StatusBadRequest,
+	ErrManifestInvalid:   http.StatusBadRequest,
+	ErrManifestUnknown:   http.StatusNotFound,
+	ErrNameInvalid:       http.StatusBadRequest,
+	ErrNameUnknown:       http.StatusNotFound,
+	ErrRangeInvalid:      http.StatusRequestedRangeNotSatisfiable,
+	ErrPaginationInvalid: http.StatusBadRequest,
+	ErrSizeInvalid:       http.StatusBadRequest,
+	ErrUnauthorized:      http.StatusUnauthorized,
+	ErrDenied:            http.StatusForbidden,
+	ErrUnsupported:       http.StatusMethodNotAllowed,
+	ErrTooManyRequests:   http.StatusTooManyRequests,
+	ErrUnavailable:       http.StatusServiceUnavailable,
+	ErrUnknown:           http.StatusInternalServerError,
 }
 
 // Status is the HTTP status that goes with the code.
@@ -104,7 +107,9 @@ func (e *Error) Write(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", fmt.Sprint(len(body)))
 	h.Set("Docker-Distribution-API-Version", "registry/2.0")
 	h.Del("Docker-Content-Digest")
-	h.Del("Content-Range")
+	if e.Code != ErrRangeInvalid { // a 416 keeps its Content-Range: bytes */size
+		h.Del("Content-Range")
+	}
 	if e.RetryAfter != "" {
 		h.Set("Retry-After", e.RetryAfter)
 	}

@@ -24,18 +24,33 @@ func WithAuthorizer(a Authorizer) Option { return func(s *Server) { s.authz = a 
 // cached for any repository is served under its name: one of its manifests
 // references d, or the upstream confirms it with a HEAD under that name.
 // Knowing a private layer's digest must not unlock it under another name.
-func (s *Server) confirmHeld(ctx context.Context, rt route, d digest.Digest, manifest bool) error {
+// For a blob it returns the size the upstream's HEAD gave, or -1 when no
+// HEAD was needed.
+func (s *Server) confirmHeld(ctx context.Context, rt route, d digest.Digest, manifest bool) (int64, error) {
 	if ok, err := s.index.Holds(rt.up.Name, rt.repo, d); err != nil || ok {
-		return err
+		return -1, err
 	}
-	var err error
 	if manifest {
-		_, err = rt.up.Client.ManifestHead(ctx, rt.repo, oci.Reference{Digest: d}, oci.ManifestMediaTypes)
-	} else {
-		_, err = rt.up.Client.BlobHead(ctx, rt.repo, d)
+		if _, err := rt.up.Client.ManifestHead(ctx, rt.repo, oci.Reference{Digest: d}, oci.ManifestMediaTypes); err != nil {
+			return -1, err
+		}
+		// The upstream holds the manifest under this name, so it holds
+		// what the manifest references (registries check that on push).
+		return -1, s.recordManifestHeld(rt, d)
 	}
+	size, err := rt.up.Client.BlobHead(ctx, rt.repo, d)
 	if err != nil {
+		return -1, err
+	}
+	return size, s.index.PutHolds(rt.up.Name, rt.repo, d)
+}
+
+// recordManifestHeld records that the repository holds a stored manifest
+// and everything it references.
+func (s *Server) recordManifestHeld(rt route, d digest.Digest) error {
+	e, ok, err := s.index.Manifest(d)
+	if err != nil || !ok {
 		return err
 	}
-	return s.index.PutHolds(rt.up.Name, rt.repo, d)
+	return s.index.PutManifest(rt.up.Name, rt.repo, d, e)
 }

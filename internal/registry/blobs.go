@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,8 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d d
 	ctx := r.Context()
 	// Cached or being fetched for another repository: serve it under this
 	// name only if this repository holds it.
-	if err := s.confirmHeld(ctx, rt, d, false); err != nil {
+	headSize, err := s.confirmHeld(ctx, rt, d, false)
+	if err != nil {
 		s.writeError(w, r, err, oci.ErrBlobUnknown)
 		return
 	}
@@ -35,10 +37,12 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d d
 	ri := info(r)
 	ri.cache = "miss"
 	if r.Method == http.MethodHead {
-		size, err := rt.up.Client.BlobHead(ctx, rt.repo, d)
-		if err != nil {
-			s.writeError(w, r, err, oci.ErrBlobUnknown)
-			return
+		size := headSize
+		if size < 0 { // held, but not asked yet
+			if size, err = rt.up.Client.BlobHead(ctx, rt.repo, d); err != nil {
+				s.writeError(w, r, err, oci.ErrBlobUnknown)
+				return
+			}
 		}
 		setBlobHeaders(w, d)
 		if size >= 0 {
@@ -81,16 +85,35 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d d
 	if _, err := rd.Seek(start, io.SeekStart); err != nil {
 		panic(http.ErrAbortHandler)
 	}
-	var src io.Reader = rd.WithContext(ctx)
-	if length >= 0 {
-		src = io.LimitReader(src, length)
-	}
-	if _, err := io.Copy(w, src); err != nil {
+	if err := streamVerified(ctx, w, rd, length); err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn("blob stream cut short", slog.String("digest", d.String()), slog.Any("error", err))
 		}
 		panic(http.ErrAbortHandler) // never let a short body pass as complete
 	}
+}
+
+// streamVerified copies length bytes (all, if -1) of a fill to w, holding
+// back the response's last byte until the whole blob is verified: a range
+// that ends before the blob does would otherwise complete with bytes no one
+// has checked yet.
+func streamVerified(ctx context.Context, w io.Writer, rd *fill.Reader, length int64) error {
+	src := rd.WithContext(ctx)
+	if length < 0 { // unknown size: the reader fails rather than ending on a bad fill
+		_, err := io.Copy(w, src)
+		return err
+	}
+	if length == 0 {
+		return rd.Wait(ctx)
+	}
+	if _, err := io.CopyN(w, src, length-1); err != nil {
+		return err
+	}
+	if err := rd.Wait(ctx); err != nil {
+		return err
+	}
+	_, err := io.CopyN(w, src, 1)
+	return err
 }
 
 // serveStoredBlob serves a committed blob and reports whether it did.
@@ -103,7 +126,11 @@ func (s *Server) serveStoredBlob(w http.ResponseWriter, r *http.Request, d diges
 	info(r).cache = "hit"
 	s.index.Touch(d)
 	setBlobHeaders(w, d)
-	http.ServeContent(w, r, "", time.Time{}, b)
+	var content io.ReadSeeker = b
+	if f, ok := b.(interface{ OSFile() *os.File }); ok {
+		content = f.OSFile() // net/http sends an *os.File with sendfile(2)
+	}
+	http.ServeContent(w, r, "", time.Time{}, content)
 	return true
 }
 
@@ -182,9 +209,7 @@ func (s *Server) startPrefetch(rt route, m *manifest) {
 	if len(todo) == 0 {
 		return
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.goBackground(func() {
 		for _, b := range todo {
 			select {
 			case s.prefetchSem <- struct{}{}:
@@ -196,7 +221,7 @@ func (s *Server) startPrefetch(rt route, m *manifest) {
 				<-s.prefetchSem
 				continue
 			}
-			s.wg.Add(1)
+			s.wg.Add(1) // inside a counted goroutine: safe against Close's Wait
 			go func() {
 				defer s.wg.Done()
 				select {
@@ -206,5 +231,5 @@ func (s *Server) startPrefetch(rt route, m *manifest) {
 				<-s.prefetchSem
 			}()
 		}
-	}()
+	})
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -57,6 +58,21 @@ func (w *logWriter) Write(p []byte) (int, error) {
 }
 
 func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// ReadFrom keeps net/http's sendfile path for cache hits: the server's own
+// writer turns an *os.File source into sendfile(2).
+func (w *logWriter) ReadFrom(r io.Reader) (int64, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	rf, ok := w.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+	}
+	n, err := rf.ReadFrom(r)
+	w.bytes += n
+	return n, err
+}
 
 // accessLog writes one JSON line per request: method, path, status, bytes,
 // duration, cache result and route. Query strings are not logged (a

@@ -61,7 +61,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, rt route,
 func (s *Server) manifestByDigest(r *http.Request, rt route, d digest.Digest) (*manifest, error) {
 	if m, err := s.storedManifest(r.Context(), d); err == nil {
 		info(r).cache = "hit"
-		if err := s.confirmHeld(r.Context(), rt, d, true); err != nil {
+		if _, err := s.confirmHeld(r.Context(), rt, d, true); err != nil {
 			return nil, err
 		}
 		return m, nil
@@ -117,7 +117,12 @@ func (s *Server) manifestByTag(r *http.Request, rt route, tag string) (*manifest
 	// The tag moved: fetch the new manifest once, by digest.
 	ri.cache = "miss"
 	m, err := s.storedManifest(ctx, desc.Digest)
-	if err != nil {
+	if err == nil {
+		// Stored for another repository: this one holds it too now.
+		if err := s.recordManifestHeld(rt, m.digest); err != nil {
+			return nil, fmt.Errorf("record manifest: %w", err)
+		}
+	} else {
 		if m, err = s.fetchManifest(ctx, rt, oci.Reference{Digest: desc.Digest}, accepts(r)); err != nil {
 			ri.cache, ri.stale = "stale", err.Error()
 			s.countStale(rt)
@@ -294,7 +299,12 @@ func refsOf(body []byte) []digest.Digest {
 		add(*mr.Config)
 	}
 	for _, l := range mr.Layers {
-		add(l)
+		// A foreign layer lives at its URLs; registries do not check that
+		// its digest exists, so naming one must not make a repository
+		// "hold" a cached blob of that digest.
+		if len(l.URLs) == 0 {
+			add(l)
+		}
 	}
 	for _, m := range mr.Manifests {
 		add(m)

@@ -55,10 +55,13 @@ type Server struct {
 
 	listMu    sync.Mutex
 	listCache map[string]cachedListing
+	listBytes int64
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	closeMu sync.Mutex // orders wg.Add in handlers against Close's Wait
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 // Option configures a Server.
@@ -112,8 +115,26 @@ func New(store blobstore.Store, index *cacheindex.Index, fills *fill.Manager, up
 // Close stops background work (prefetches) and waits for it. Fills are
 // stopped by their Manager.
 func (s *Server) Close() {
+	s.closeMu.Lock()
+	s.closed = true
 	s.cancel()
+	s.closeMu.Unlock()
 	s.wg.Wait()
+}
+
+// goBackground runs fn as background work Close waits for, unless the
+// server is closing.
+func (s *Server) goBackground(fn func()) {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
 }
 
 // Handler returns the registry API with its access log.

@@ -38,22 +38,32 @@ func newBreaker() *breaker {
 	return &breaker{threshold: 5, minBackoff: 5 * time.Second, maxBackoff: 5 * time.Minute}
 }
 
-// allow reports whether a request may go out now. It returns
-// ErrRateLimited (with the seconds left) or ErrUpstreamDown otherwise.
-func (b *breaker) allow(now time.Time) (retryAfter string, err error) {
+// allow reports whether a request may go out now, and whether it is the
+// probe of an open breaker (which must end in success, failure or
+// endProbe). It returns ErrRateLimited (with the seconds left) or
+// ErrUpstreamDown when the request may not go.
+func (b *breaker) allow(now time.Time) (probe bool, retryAfter string, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if now.Before(b.limitedUntil) {
-		return strconv.Itoa(int(b.limitedUntil.Sub(now).Seconds()) + 1), ErrRateLimited
+		return false, strconv.Itoa(int(b.limitedUntil.Sub(now).Seconds()) + 1), ErrRateLimited
 	}
 	if b.failures < b.threshold {
-		return "", nil
+		return false, "", nil
 	}
 	if now.Before(b.openUntil) || b.probing {
-		return "", ErrUpstreamDown
+		return false, "", ErrUpstreamDown
 	}
 	b.probing = true // this request is the probe
-	return "", nil
+	return true, "", nil
+}
+
+// endProbe ends a probe that told nothing about the upstream's health (its
+// client left), so the next request may probe.
+func (b *breaker) endProbe() {
+	b.mu.Lock()
+	b.probing = false
+	b.mu.Unlock()
 }
 
 func (b *breaker) success() {

@@ -36,8 +36,9 @@ type Client struct {
 	attempts int
 	backoff  time.Duration
 
-	now     func() time.Time
-	breaker *breaker
+	now      func() time.Time
+	breaker  *breaker
+	authOpts []auth.Option
 
 	mu        sync.Mutex
 	rateLimit RateLimit
@@ -66,6 +67,12 @@ func WithBreaker(threshold int, minBackoff, maxBackoff time.Duration) Option {
 	return func(c *Client) {
 		c.breaker.threshold, c.breaker.minBackoff, c.breaker.maxBackoff = max(threshold, 1), minBackoff, maxBackoff
 	}
+}
+
+// WithAuth passes options to the authenticating transport (a credential
+// source that re-reads a password file, say).
+func WithAuth(opts ...auth.Option) Option {
+	return func(c *Client) { c.authOpts = append(c.authOpts, opts...) }
 }
 
 // WithRetry sets how many attempts an idempotent request gets and the first
@@ -103,7 +110,7 @@ func New(name, rawURL string, creds auth.Credentials, opts ...Option) (*Client, 
 	for _, o := range opts {
 		o(c)
 	}
-	c.auth = auth.New(c.http.Transport, u, creds)
+	c.auth = auth.New(c.http.Transport, u, creds, c.authOpts...)
 	c.http.Transport = c.auth
 	return c, nil
 }
@@ -177,53 +184,58 @@ func (c *Client) do(ctx context.Context, op string, build func() (*http.Request,
 			}
 			wait *= 2
 		}
-		if ra, err := c.breaker.allow(c.now()); err != nil {
+		probe, ra, err := c.breaker.allow(c.now())
+		if err != nil {
 			e := &Error{Upstream: c.name, Op: op, Err: err}
 			if errors.Is(err, ErrRateLimited) {
 				e.StatusCode, e.RetryAfter = http.StatusTooManyRequests, ra
 			}
 			return nil, e
 		}
-		req, err := build()
-		if err != nil {
-			return nil, err
-		}
-		resp, err := c.http.Do(req)
-		if err != nil {
-			e := &Error{Upstream: c.name, Op: op, Err: cleanURLError(err)}
-			last = e
-			if ctx.Err() != nil {
-				return nil, last
-			}
-			if ra, limited := IsTooManyRequests(e); limited {
-				c.rateLimited(op, ra)
-				return nil, last
-			}
-			if !e.Temporary() {
-				c.breaker.success() // the upstream answered (a token 401, say)
-				return nil, last
-			}
-			c.failed(op, e)
-			continue
-		}
-		c.recordRateLimit(resp.Header)
-		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		resp, err := c.attempt(ctx, op, build)
+		switch {
+		case err == nil:
 			c.breaker.success()
 			return resp, nil
+		case ctx.Err() != nil: // the caller left: no news of the upstream
+			if probe {
+				c.breaker.endProbe()
+			}
+			return nil, err
 		}
-		e := c.checkResponse(op, resp).(*Error)
-		last = e
-		if e.StatusCode == http.StatusTooManyRequests {
-			c.rateLimited(op, e.RetryAfter)
+		last = err
+		e := err.(*Error)
+		if ra, limited := IsTooManyRequests(e); limited {
+			// The upstream (or its token endpoint) answered: it is up.
+			c.breaker.success()
+			c.rateLimited(op, ra)
 			return nil, last
 		}
 		if !e.Temporary() {
-			c.breaker.success()
+			c.breaker.success() // it answered (a 404, a 401): it is up
 			return nil, last
 		}
 		c.failed(op, e)
 	}
 	return nil, last
+}
+
+// attempt sends one request. A 2xx response is returned open; anything
+// else is an *Error (a non-2xx status with its envelope read and closed).
+func (c *Client) attempt(ctx context.Context, op string, build func() (*http.Request, error)) (*http.Response, error) {
+	req, err := build()
+	if err != nil {
+		return nil, &Error{Upstream: c.name, Op: op, Err: err}
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, &Error{Upstream: c.name, Op: op, Err: cleanURLError(err)}
+	}
+	c.recordRateLimit(resp.Header)
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp, nil
+	}
+	return nil, c.checkResponse(op, resp)
 }
 
 func (c *Client) failed(op string, err error) {

@@ -112,6 +112,9 @@ type File struct {
 // Size is the content's length.
 func (f *File) Size() int64 { return f.size }
 
+// OSFile is the open file itself, so HTTP servers can use sendfile(2).
+func (f *File) OSFile() *os.File { return f.File }
+
 // Delete implements blobstore.Store.
 func (s *Store) Delete(_ context.Context, d digest.Digest) error {
 	p, err := s.path(d)

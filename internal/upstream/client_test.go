@@ -1,0 +1,143 @@
+package upstream
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/regcache/regcache/internal/auth"
+	"github.com/regcache/regcache/internal/oci"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// scripted answers HEADs with the status in code (0: 200 with a digest),
+// after waiting on block when it is set.
+func scripted(t *testing.T, code *atomic.Int64, block chan struct{}) (*httptest.Server, *atomic.Int64) {
+	hits := new(atomic.Int64)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if block != nil {
+			select {
+			case <-block:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		switch c := int(code.Load()); c {
+		case 0:
+			w.Header().Set("Docker-Content-Digest", "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+		case 429:
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(c)
+		default:
+			w.WriteHeader(c)
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s, hits
+}
+
+func newTestClient(t *testing.T, url string, clk *fakeClock) *Client {
+	c, err := New("test", url, auth.Credentials{}, WithRetry(1, 0), WithClock(clk.now), WithBreaker(2, time.Second, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func head(c *Client, ctx context.Context) error {
+	_, err := c.ManifestHead(ctx, "a", oci.Reference{Tag: "t"}, nil)
+	return err
+}
+
+func TestBreakerOpensAndProbes(t *testing.T) {
+	code := new(atomic.Int64)
+	code.Store(503)
+	s, hits := scripted(t, code, nil)
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	c := newTestClient(t, s.URL, clk)
+	for range 5 {
+		head(c, t.Context())
+	}
+	if n := hits.Load(); n != 2 {
+		t.Fatalf("upstream hit %d times, want 2 (threshold)", n)
+	}
+	if !c.Health().Down {
+		t.Fatal("not down")
+	}
+	code.Store(0)
+	clk.add(2 * time.Second)
+	if err := head(c, t.Context()); err != nil || c.Health().Down {
+		t.Fatalf("probe: %v, health %+v", err, c.Health())
+	}
+}
+
+// TestBreakerProbeClientLeaves: a probe whose client leaves does not keep
+// the breaker open for ever.
+func TestBreakerProbeClientLeaves(t *testing.T) {
+	code := new(atomic.Int64)
+	code.Store(503)
+	block := make(chan struct{})
+	s, _ := scripted(t, code, block)
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	c := newTestClient(t, s.URL, clk)
+	close(block)
+	head(c, t.Context())
+	head(c, t.Context())
+	block2 := make(chan struct{})
+	s2, _ := scripted(t, code, block2)
+	_ = s2
+	clk.add(2 * time.Second)
+	// The probe: its client gives up while the upstream is slow.
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	c.base.Host = s2.Listener.Addr().String()
+	head(c, ctx)
+	cancel()
+	close(block2)
+	code.Store(0)
+	if err := head(c, t.Context()); err != nil {
+		t.Fatalf("after a cancelled probe the next request must probe: %v", err)
+	}
+}
+
+// TestRateLimitedHoldsOff: after a 429 the upstream is not asked again
+// before Retry-After, and a 429 does not count as the upstream being down.
+func TestRateLimitedHoldsOff(t *testing.T) {
+	code := new(atomic.Int64)
+	code.Store(429)
+	s, hits := scripted(t, code, nil)
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	c := newTestClient(t, s.URL, clk)
+	for range 3 {
+		err := head(c, t.Context())
+		if ra, ok := IsTooManyRequests(err); !ok || ra == "" {
+			t.Fatalf("want a 429 with Retry-After, got %v", err)
+		}
+	}
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("upstream asked %d times within Retry-After, want 1", n)
+	}
+	if c.Health().Down || c.Health().LimitedUntil.IsZero() {
+		t.Fatalf("health %+v", c.Health())
+	}
+	code.Store(0)
+	clk.add(31 * time.Second)
+	if err := head(c, t.Context()); err != nil {
+		t.Fatalf("after Retry-After: %v", err)
+	}
+}
