@@ -2,7 +2,7 @@
 # Runs the side-by-side benchmark of regcache, Debian's docker-registry
 # (Distribution 2.8) in proxy mode and nginx; see docs/benchmarks.md.
 #
-#   bench/compare.sh                   full sizes (10-20 minutes on 2 cores)
+#   bench/compare.sh                   full sizes (3-5 minutes on 2 cores)
 #   BENCH_SCALE=0.05 bench/compare.sh  every blob at 5% of its size, for development
 #
 # The markdown table is printed, and also written to $BENCH_TABLE if set.
