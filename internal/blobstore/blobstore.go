@@ -53,6 +53,11 @@ type Writer interface {
 	io.ReaderAt
 	// Written is the number of bytes written so far.
 	Written() int64
+	// Verify checks, without committing, that the bytes written hash to
+	// the digest given to Create and, when size >= 0, that there are size
+	// of them. No Write may follow. On ErrDigestMismatch or
+	// ErrSizeMismatch the bytes are discarded.
+	Verify(size int64) error
 	// Commit verifies that the bytes written hash to the digest given to
 	// Create and, when size >= 0, that there are size of them; then makes
 	// them durable and visible. On ErrDigestMismatch or ErrSizeMismatch the

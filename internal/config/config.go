@@ -57,7 +57,7 @@ type Prefetch struct {
 	// Enabled turns prefetching on (yaml prefetch.enabled, default true).
 	Enabled bool
 	// Parallel is the number of concurrent prefetch fetches, at least 1
-	// (yaml prefetch.parallel, default 4).
+	// (yaml prefetch.parallel, default 16).
 	Parallel int
 }
 
@@ -140,7 +140,7 @@ func defaults() Config {
 		Data:        "./data",
 		Freshness:   time.Minute,
 		FillTimeout: 30 * time.Minute,
-		Prefetch:    Prefetch{Enabled: true, Parallel: 4},
+		Prefetch:    Prefetch{Enabled: true, Parallel: 16},
 		Upstreams:   []Upstream{{URL: dockerHubURL}},
 		Access:      Access{Private: PrivateDeny},
 		Log:         Log{Level: "info", Format: "json"},

@@ -59,7 +59,7 @@ func TestDefaults(t *testing.T) {
 		Data:        "./data",
 		Freshness:   time.Minute,
 		FillTimeout: 30 * time.Minute,
-		Prefetch:    Prefetch{Enabled: true, Parallel: 4},
+		Prefetch:    Prefetch{Enabled: true, Parallel: 16},
 		Upstreams:   []Upstream{{Name: "docker.io", URL: "https://registry-1.docker.io"}},
 		Access:      Access{Private: "deny"},
 		Log:         Log{Level: "info", Format: "json"},

@@ -20,7 +20,7 @@ func TestFlagUsage(t *testing.T) {
 		`(env REGCACHE_PASSWORD, REGISTRY_PROXY_PASSWORD) (default none)`,
 		`(env REGCACHE_FRESHNESS) (default 1m0s)`,
 		`(env REGCACHE_PREFETCH) (default true)`,
-		`(env REGCACHE_PREFETCH_PARALLEL) (default 4)`,
+		`(env REGCACHE_PREFETCH_PARALLEL) (default 16)`,
 		`(env REGCACHE_MAX_SIZE) (default 0, unlimited)`,
 	} {
 		if !strings.Contains(help, want) {

@@ -64,7 +64,7 @@ var options = []option{
 	{flag: "prefetch", key: "prefetch.enabled", kind: kindBool, def: "true",
 		usage: "fetch the blobs of a pulled manifest in the background",
 		set:   setBool(func(c *Config) *bool { return &c.Prefetch.Enabled })},
-	{flag: "prefetch-parallel", key: "prefetch.parallel", kind: kindInt, def: "4",
+	{flag: "prefetch-parallel", key: "prefetch.parallel", kind: kindInt, def: "16",
 		usage: "number of concurrent prefetch fetches",
 		set:   setPositiveInt(func(c *Config) *int { return &c.Prefetch.Parallel })},
 	{flag: "upstream-url", aliases: []string{"REGISTRY_PROXY_REMOTEURL"}, def: dockerHubURL,

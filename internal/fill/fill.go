@@ -170,14 +170,15 @@ type Fill struct {
 	expected int64
 	finished chan struct{}
 
-	mu      sync.Mutex
-	notify  chan struct{} // closed and replaced on every change
-	size    int64         // -1 until known
-	known   bool          // size is settled (from the manifest or the first response)
-	written int64
-	done    bool
-	err     error
-	refs    int
+	mu       sync.Mutex
+	notify   chan struct{} // closed and replaced on every change
+	size     int64         // -1 until known
+	known    bool          // size is settled (from the manifest or the first response)
+	written  int64
+	verified bool // the bytes hash to the digest (the commit may follow)
+	done     bool
+	err      error
+	refs     int
 }
 
 func (f *Fill) changed() {
@@ -207,29 +208,48 @@ func (f *Fill) run(src Source) {
 	start := time.Now()
 	err := f.fetch(ctx, src)
 	if err == nil {
-		err = f.w.Commit(ctx, f.size)
+		err = f.w.Verify(f.size)
 	}
 	stopWatch()
 	if err != nil && ctx.Err() != nil {
 		err = context.Cause(ctx)
 	}
-	f.m.mu.Lock()
-	delete(f.m.fills, f.d)
-	f.m.mu.Unlock()
-	f.mu.Lock()
-	f.done, f.err = true, classify(err)
-	f.changed()
-	written := f.written
-	f.mu.Unlock()
+	if err == nil {
+		// The bytes are right: readers may have the last byte now, while
+		// the file is made durable and moved into place.
+		f.mu.Lock()
+		f.verified = true
+		f.changed()
+		f.mu.Unlock()
+		if cerr := f.w.Commit(ctx, f.size); cerr != nil {
+			// Readers got verified bytes; the blob just is not cached.
+			f.m.log.Error("verified blob could not be committed; not cached", slog.String("digest", f.d.String()), slog.Any("error", classify(cerr)))
+			f.finish(nil)
+			return
+		}
+	}
+	written := f.finish(err)
 	if err != nil {
 		_ = f.w.Cancel()
-		f.m.log.Warn("fill failed; nothing cached", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Any("error", f.err))
+		f.m.log.Warn("fill failed; nothing cached", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Any("error", classify(err)))
 		return
 	}
 	f.m.log.Info("fill committed", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Duration("duration", time.Since(start)))
 	if f.m.onCommit != nil {
 		f.m.onCommit(f.d, written)
 	}
+}
+
+// finish removes the fill from the manager and marks it done with err.
+func (f *Fill) finish(err error) (written int64) {
+	f.m.mu.Lock()
+	delete(f.m.fills, f.d)
+	f.m.mu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.done, f.err = true, classify(err)
+	f.changed()
+	return f.written
 }
 
 // watch bounds the fill with the manager's timeout in the two ways that
@@ -476,7 +496,7 @@ func (r *Reader) ReadContext(ctx context.Context, p []byte) (int, error) {
 	for {
 		r.f.mu.Lock()
 		avail := r.f.written - r.off
-		done, err, ch := r.f.done, r.f.err, r.f.notify
+		done, err, ch := r.f.done || r.f.verified, r.f.err, r.f.notify
 		if !done && r.f.size >= 0 {
 			// Hold back the last byte until the blob is verified, so a
 			// reader of a bad blob fails before its declared length.
@@ -514,16 +534,25 @@ func (r *Reader) Close() error {
 	return nil
 }
 
-// Wait blocks until the fill ends and returns its error.
+// Wait blocks until the blob is verified (nil) or the fill failed (its
+// error). The commit to the store may still be running when it returns.
 func (r *Reader) Wait(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-r.f.finished:
+	for {
+		r.f.mu.Lock()
+		verified, done, err, ch := r.f.verified, r.f.done, r.f.err, r.f.notify
+		r.f.mu.Unlock()
+		switch {
+		case err != nil:
+			return err
+		case verified || done:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
 	}
-	r.f.mu.Lock()
-	defer r.f.mu.Unlock()
-	return r.f.err
 }
 
 // WithContext adapts the reader to io.Reader for one client's context.

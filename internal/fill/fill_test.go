@@ -126,7 +126,7 @@ func TestManyReadersColdBlob(t *testing.T) {
 	if gets, _ := e.up.gets(c.digest); gets != 1 {
 		t.Errorf("upstream saw %d GETs, want 1", gets)
 	}
-	if !e.committed(c) {
+	if !e.eventuallyCommitted(c) {
 		t.Error("blob not committed")
 	}
 	if left := e.tmpFiles(); len(left) > 0 {
@@ -206,7 +206,7 @@ func TestReadersLeave(t *testing.T) {
 		t.Fatal("fill did not commit after its readers left")
 	}
 	e.waitIdle(ctx)
-	if !e.committed(c) {
+	if !e.eventuallyCommitted(c) {
 		t.Error("blob not committed")
 	}
 	if gets, _ := e.up.gets(c.digest); gets != 1 {
@@ -338,7 +338,7 @@ func TestResume(t *testing.T) {
 			if gets != len(tt.wantRanges) || !slices.Equal(ranges, tt.wantRanges) {
 				t.Errorf("upstream saw %d GETs with Range %q, want %q", gets, ranges, tt.wantRanges)
 			}
-			if !e.committed(c) {
+			if !e.eventuallyCommitted(c) {
 				t.Error("blob not committed")
 			}
 			if left := e.tmpFiles(); len(left) > 0 {
@@ -423,7 +423,7 @@ func TestCorrupt(t *testing.T) {
 			if err := r.Wait(ctx); err != nil {
 				t.Errorf("Wait after healthy refetch: %v", err)
 			}
-			if !e.committed(c) {
+			if !e.eventuallyCommitted(c) {
 				t.Error("healthy refetch not committed")
 			}
 		})
@@ -838,7 +838,7 @@ func TestSizes(t *testing.T) {
 					checkWhole(t, c, <-results)
 				}
 				e.waitIdle(ctx)
-				if !e.committed(c) {
+				if !e.eventuallyCommitted(c) {
 					t.Error("not committed")
 				}
 			})

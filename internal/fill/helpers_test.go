@@ -505,3 +505,17 @@ func (w *fullWriter) Write(p []byte) (int, error) {
 	n, _ := w.Writer.Write(p[:max(room, 0)])
 	return n, &os.PathError{Op: "write", Path: "tmp", Err: syscall.ENOSPC}
 }
+
+// eventuallyCommitted waits a little for the commit: readers are released
+// once the bytes are verified, and the fsync and rename follow.
+func (e *env) eventuallyCommitted(c *content) bool {
+	e.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !e.committed(c) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}

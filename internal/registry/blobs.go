@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -98,23 +100,30 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d d
 // that ends before the blob does would otherwise complete with bytes no one
 // has checked yet.
 func streamVerified(ctx context.Context, w io.Writer, rd *fill.Reader, length int64) error {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	dst := struct{ io.Writer }{w} // our large buffer, not net/http's 32 KiB ReadFrom path
 	src := rd.WithContext(ctx)
 	if length < 0 { // unknown size: the reader fails rather than ending on a bad fill
-		_, err := io.Copy(w, src)
+		_, err := io.CopyBuffer(dst, src, *bp)
 		return err
 	}
 	if length == 0 {
 		return rd.Wait(ctx)
 	}
-	if _, err := io.CopyN(w, src, length-1); err != nil {
-		return err
+	if n, err := io.CopyBuffer(dst, io.LimitReader(src, length-1), *bp); err != nil || n != length-1 {
+		return cmp.Or(err, io.ErrUnexpectedEOF)
 	}
 	if err := rd.Wait(ctx); err != nil {
 		return err
 	}
-	_, err := io.CopyN(w, src, 1)
+	_, err := io.CopyN(dst, src, 1)
 	return err
 }
+
+// copyBuffers are the buffers of streams from growing files: large enough
+// to keep syscalls few, pooled so idle clients cost nothing.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // serveStoredBlob serves a committed blob and reports whether it did.
 func (s *Server) serveStoredBlob(w http.ResponseWriter, r *http.Request, d digest.Digest) bool {

@@ -188,8 +188,20 @@ func (s *Store) Create(_ context.Context, d digest.Digest) (blobstore.Writer, er
 	if err != nil {
 		return nil, fmt.Errorf("create blob %s: %w", d, err)
 	}
-	return &writer{f: f, tmp: tmp, final: final, want: d, h: d.Algorithm().Hash()}, nil
+	w := &writer{f: f, tmp: tmp, final: final, want: d, h: d.Algorithm().Hash(),
+		queue: make(chan []byte, hashBuffers), free: make(chan []byte, hashBuffers), hashed: make(chan struct{})}
+	go w.hashLoop()
+	return w, nil
 }
+
+// Hashing runs beside writing: Write puts the bytes in the file and hands a
+// copy to a hashing goroutine, so on a machine with two cores a fill's
+// network reads and file writes overlap with SHA-256. The queue is bounded
+// (hashBuffers × up to hashChunk bytes per writer), so memory stays small.
+const (
+	hashBuffers = 8
+	hashChunk   = 256 << 10
+)
 
 type writer struct {
 	f     *os.File
@@ -197,17 +209,50 @@ type writer struct {
 	final string
 	want  digest.Digest
 
+	h      hash.Hash     // owned by hashLoop until hashed is closed
+	queue  chan []byte   // bytes to hash, in order
+	free   chan []byte   // recycled buffers
+	hashed chan struct{} // closed when hashLoop has hashed everything queued
+
 	mu        sync.Mutex
-	h         hash.Hash
 	n         int64
+	stopped   bool // queue closed
+	verified  bool
 	committed bool
 	cancelled bool
 }
 
+func (w *writer) hashLoop() {
+	defer close(w.hashed)
+	for b := range w.queue {
+		w.h.Write(b)
+		select {
+		case w.free <- b[:cap(b)]:
+		default:
+		}
+	}
+}
+
 func (w *writer) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
 	w.mu.Lock()
-	w.h.Write(p[:n])
+	stopped := w.stopped
+	w.mu.Unlock()
+	if stopped {
+		return 0, errors.New("write after commit or cancel")
+	}
+	n, err := w.f.Write(p)
+	for rest := p[:n]; len(rest) > 0; {
+		var b []byte
+		select {
+		case b = <-w.free:
+		default:
+			b = make([]byte, hashChunk)
+		}
+		m := copy(b, rest)
+		w.queue <- b[:m]
+		rest = rest[m:]
+	}
+	w.mu.Lock()
 	w.n += int64(n)
 	w.mu.Unlock()
 	return n, err
@@ -221,6 +266,44 @@ func (w *writer) Written() int64 {
 	return w.n
 }
 
+// stopHashing closes the queue (once) and waits for the hash to catch up.
+// Callers hold w.mu; Write is never running then in a correct caller
+// (writes come from one goroutine, which is the one committing).
+func (w *writer) stopHashing() {
+	if !w.stopped {
+		w.stopped = true
+		close(w.queue)
+	}
+	<-w.hashed
+}
+
+func (w *writer) Verify(size int64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.verifyLocked(size)
+}
+
+func (w *writer) verifyLocked(size int64) error {
+	if w.verified || w.committed {
+		return nil
+	}
+	if w.cancelled {
+		return errors.New("verify after cancel")
+	}
+	w.stopHashing()
+	if size >= 0 && w.n != size {
+		w.cancelLocked()
+		return fmt.Errorf("blob %s: wrote %d bytes, expected %d: %w", w.want, w.n, size, blobstore.ErrSizeMismatch)
+	}
+	got := digest.NewDigest(w.want.Algorithm(), w.h)
+	if got != w.want {
+		w.cancelLocked()
+		return fmt.Errorf("blob %s: content hashes to %s: %w", w.want, got, blobstore.ErrDigestMismatch)
+	}
+	w.verified = true
+	return nil
+}
+
 func (w *writer) Commit(_ context.Context, size int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -230,14 +313,8 @@ func (w *writer) Commit(_ context.Context, size int64) error {
 	if w.cancelled {
 		return errors.New("commit after cancel")
 	}
-	if size >= 0 && w.n != size {
-		w.cancelLocked()
-		return fmt.Errorf("blob %s: wrote %d bytes, expected %d: %w", w.want, w.n, size, blobstore.ErrSizeMismatch)
-	}
-	got := digest.NewDigest(w.want.Algorithm(), w.h)
-	if got != w.want {
-		w.cancelLocked()
-		return fmt.Errorf("blob %s: content hashes to %s: %w", w.want, got, blobstore.ErrDigestMismatch)
+	if err := w.verifyLocked(size); err != nil {
+		return err
 	}
 	if err := w.f.Sync(); err != nil {
 		w.cancelLocked()
@@ -267,6 +344,7 @@ func (w *writer) Cancel() error {
 
 func (w *writer) cancelLocked() error {
 	w.cancelled = true
+	w.stopHashing()
 	if err := os.Remove(w.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove temporary file: %w", err)
 	}
@@ -275,6 +353,9 @@ func (w *writer) cancelLocked() error {
 
 func (w *writer) Close() error {
 	cerr := w.Cancel()
+	w.mu.Lock()
+	w.stopHashing()
+	w.mu.Unlock()
 	if err := w.f.Close(); err != nil {
 		return err
 	}

@@ -1,0 +1,311 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/blobstore/disk"
+	"github.com/regcache/regcache/internal/cacheindex"
+)
+
+// ErrLocked means the data directory's index is held by another process,
+// in practice a `regcache serve` running on it.
+var ErrLocked = errors.New("index is locked by another process")
+
+// Cache is a data directory opened without serving it, for the `regcache
+// cache` commands. It holds the index's lock until Close, so it refuses to
+// open (at once, with ErrLocked) while a server uses the directory, and no
+// server can start on it meanwhile.
+type Cache struct {
+	dir   string
+	store *disk.Store
+	index *cacheindex.Index
+	log   *slog.Logger
+}
+
+// indexFile is the index inside a data directory, as New opens it.
+func indexFile(dir string) string { return filepath.Join(dir, "index.db") }
+
+// OpenCache opens the data directory dir. It does not create one: a
+// directory without an index is reported as such, since it is most likely
+// the wrong directory.
+func OpenCache(dir string, log *slog.Logger) (*Cache, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	path := indexFile(dir)
+	if err := checkUnlocked(path); err != nil {
+		return nil, err
+	}
+	// The index first: disk.New removes temporary files, which would break
+	// the fills of a server that started since the check.
+	index, err := cacheindex.Open(path, time.Minute, cacheindex.WithLogger(log))
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, lockedError(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	store, err := disk.New(dir)
+	if err != nil {
+		index.Close()
+		return nil, err
+	}
+	return &Cache{dir: dir, store: store, index: index, log: log}, nil
+}
+
+// checkUnlocked fails fast if path is missing or locked. bbolt would wait
+// for the lock for the index's whole open timeout and then say "timeout".
+func checkUnlocked(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("no cache index at %s: is this the data directory regcache serve uses (its data setting, --data, REGCACHE_DATA)?", path)
+	}
+	if err != nil {
+		return fmt.Errorf("open cache index: %w", err)
+	}
+	defer f.Close() // releases the probe's lock
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return lockedError(path)
+		}
+		return fmt.Errorf("lock cache index %s: %w", path, err)
+	}
+	return nil
+}
+
+func lockedError(path string) error {
+	return fmt.Errorf("%s: %w, most likely a regcache serve using this data directory; "+
+		"stop it first (the cache commands work on a directory no server uses), "+
+		"or leave eviction to the running server (storage.max_size, storage.max_age) and watch it with `regcache status`", path, ErrLocked)
+}
+
+// Close releases the index and its lock.
+func (c *Cache) Close() error { return c.index.Close() }
+
+// Index is the cache's index, for listing.
+func (c *Cache) Index() *cacheindex.Index { return c.index }
+
+// Files counts the committed files of the store (blobs and manifests).
+func (c *Cache) Files(ctx context.Context) (n int, size int64, err error) {
+	err = c.store.Walk(ctx, func(_ digest.Digest, sz int64) error {
+		n++
+		size += sz
+		return nil
+	})
+	return n, size, err
+}
+
+// VerifyReport is what Verify found and repaired.
+type VerifyReport struct {
+	Files int   // committed files hashed
+	Bytes int64 // their total size
+	// Corrupt files did not hash to their digest; they were removed, with
+	// their index entries.
+	Corrupt []digest.Digest
+	// Dropped are index entries whose file was missing.
+	Dropped []digest.Digest
+	// Adopted are files the index did not know (committed just before a
+	// crash): verified and indexed.
+	Adopted []digest.Digest
+}
+
+// OK reports whether everything was as it should be. Adopted files are a
+// normal leftover of a crash, not damage.
+func (r VerifyReport) OK() bool { return len(r.Corrupt) == 0 && len(r.Dropped) == 0 }
+
+// Verify hashes every committed file and removes those whose content does
+// not match their digest (a server would otherwise keep serving wrong
+// bytes), then reconciles the index with the store as a server does at
+// start-up. onCorrupt, if not nil, is called for each removed file as it
+// is found.
+func (c *Cache) Verify(ctx context.Context, onCorrupt func(digest.Digest, int64)) (VerifyReport, error) {
+	var r VerifyReport
+	before, err := c.blobSet()
+	if err != nil {
+		return r, err
+	}
+	type file struct {
+		d    digest.Digest
+		size int64
+	}
+	var files []file
+	if err := c.store.Walk(ctx, func(d digest.Digest, size int64) error {
+		files = append(files, file{d, size})
+		return nil
+	}); err != nil {
+		return r, fmt.Errorf("list cache files: %w", err)
+	}
+	for _, f := range files {
+		err := c.store.Verify(ctx, f.d)
+		switch {
+		case err == nil:
+			r.Files++
+			r.Bytes += f.size
+		case errors.Is(err, blobstore.ErrDigestMismatch):
+			r.Files++
+			r.Bytes += f.size
+			r.Corrupt = append(r.Corrupt, f.d)
+			// DeleteBlob drops a manifest's entry too, which reconcile
+			// (blob entries only) would leave behind.
+			if err := c.index.DeleteBlob(f.d); err != nil {
+				return r, err
+			}
+			if onCorrupt != nil {
+				onCorrupt(f.d, f.size)
+			}
+		case errors.Is(err, blobstore.ErrNotFound): // removed since the walk
+		default:
+			return r, err
+		}
+	}
+	a := &App{log: c.log, store: c.store, index: c.index}
+	if err := a.reconcile(ctx); err != nil {
+		return r, err
+	}
+	after, err := c.blobSet()
+	if err != nil {
+		return r, err
+	}
+	for d := range before {
+		if !after[d] && !slices.Contains(r.Corrupt, d) {
+			r.Dropped = append(r.Dropped, d)
+		}
+	}
+	for d := range after {
+		if !before[d] {
+			r.Adopted = append(r.Adopted, d)
+		}
+	}
+	slices.Sort(r.Dropped)
+	slices.Sort(r.Adopted)
+	return r, nil
+}
+
+func (c *Cache) blobSet() (map[digest.Digest]bool, error) {
+	out := map[digest.Digest]bool{}
+	err := c.index.Blobs(func(d digest.Digest, _ cacheindex.BlobEntry) error {
+		out[d] = true
+		return nil
+	})
+	return out, err
+}
+
+// PruneItem is a blob a prune removes.
+type PruneItem struct {
+	Digest     digest.Digest
+	Size       int64
+	LastAccess time.Time
+}
+
+// PrunePlan lists the blobs a prune to maxSize bytes (0: no limit) and
+// maxAge (0: off) removes, least recently used first, by the rules of the
+// server's own eviction. Offline nothing is protected: whether an upstream
+// is reachable is not known here.
+func (c *Cache) PrunePlan(maxSize int64, maxAge time.Duration, now time.Time) ([]PruneItem, error) {
+	plan, err := c.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: maxAge}, now)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PruneItem, 0, len(plan))
+	for _, d := range plan {
+		e, _, err := c.index.Blob(d)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, PruneItem{Digest: d, Size: e.Size, LastAccess: e.LastAccess})
+	}
+	return out, nil
+}
+
+// DeleteBlob removes a blob or manifest file and its index entries. It
+// reports the size removed and whether there was anything to remove.
+func (c *Cache) DeleteBlob(ctx context.Context, d digest.Digest) (int64, bool, error) {
+	size, err := c.store.Stat(ctx, d)
+	found := err == nil
+	if err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+		return 0, false, err
+	}
+	_, inBlobs, err := c.index.Blob(d)
+	if err != nil {
+		return 0, false, err
+	}
+	_, inManifests, err := c.index.Manifest(d)
+	if err != nil {
+		return 0, false, err
+	}
+	if !found && !inBlobs && !inManifests {
+		return 0, false, nil
+	}
+	if err := c.store.Delete(ctx, d); err != nil {
+		return 0, false, err
+	}
+	return size, true, c.index.DeleteBlob(d)
+}
+
+// Has reports whether the store holds a file for d, and its size.
+func (c *Cache) Has(ctx context.Context, d digest.Digest) (int64, bool, error) {
+	size, err := c.store.Stat(ctx, d)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return 0, false, nil
+	}
+	return size, err == nil, err
+}
+
+// TagRef names one tag entry of the index.
+type TagRef struct {
+	Upstream, Repository, Tag string
+}
+
+func (t TagRef) String() string { return t.Upstream + "/" + t.Repository + ":" + t.Tag }
+
+// ForgetTags removes tag entries from the index of the data directory dir,
+// which no Cache or server may hold open. The next pull of such a tag asks
+// the upstream again; the content stays until pruned or evicted.
+//
+// cacheindex has no way to delete a tag, so this writes its bucket
+// directly: bucket "tags", key upstream NUL repository NUL tag.
+// TestForgetTagsMatchesIndexLayout keeps the two in step.
+func ForgetTags(dir string, tags []TagRef) error {
+	path := indexFile(dir)
+	if err := checkUnlocked(path); err != nil {
+		return err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return lockedError(path)
+	}
+	if err != nil {
+		return fmt.Errorf("open index %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("tags"))
+		if b == nil {
+			return errors.New("the index has no tags bucket")
+		}
+		for _, t := range tags {
+			if err := b.Delete([]byte(t.Upstream + "\x00" + t.Repository + "\x00" + t.Tag)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("forget tags: %w", err)
+	}
+	return db.Close()
+}
