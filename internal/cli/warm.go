@@ -395,7 +395,7 @@ func warm(ctx context.Context, o warmOptions, refs []imageRef) error {
 			defer func() { <-imgSem }()
 			errs[i] = w.image(ctx, runs[i])
 			if errs[i] != nil {
-				w.printf("%s: FAILED: %v\n", ref.Raw, errs[i])
+				w.printf("%s: failed\n", ref.Raw) // the details end the run's error
 			}
 		})
 	}
@@ -451,7 +451,7 @@ func (w *warmer) get(ctx context.Context, path string, accept []string) (*http.R
 	if err != nil {
 		var te *auth.TokenError
 		if errors.As(err, &te) {
-			return nil, fmt.Errorf("log in to the mirror: %w (check --username and --password)", err)
+			return nil, fmt.Errorf("log in to the mirror at %s: %w (check --username and --password)", w.mirror, te)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -499,8 +499,9 @@ func (w *warmer) mirrorError(resp *http.Response, registry string) error {
 		msg += " (the mirror does not let this client pull this repository: see its access settings)"
 	case code == oci.ErrManifestUnknown:
 		msg += " (no such tag or digest upstream)"
+	case code == oci.ErrNameUnknown && strings.Contains(msg, "not configured"): // the mirror says what to do
 	case code == oci.ErrNameUnknown && registry != "":
-		msg += fmt.Sprintf(" (no such repository, or the mirror has no upstream named %s: add it to the mirror's upstreams)", registry)
+		msg += fmt.Sprintf(" (no such repository at %s, or the mirror has no upstream named %s)", registry, registry)
 	case code == oci.ErrNameUnknown:
 		msg += " (no such repository at the mirror's default upstream)"
 	case resp.StatusCode == http.StatusTooManyRequests:
@@ -518,7 +519,7 @@ func (w *warmer) image(ctx context.Context, r *imageRun) error {
 	r.start = time.Now()
 	var blobs []wireDescriptor
 	seen := map[digest.Digest]bool{}
-	var notes []string
+	var notes, picked []string
 	var walk func(ref string, depth int) error
 	walk = func(ref string, depth int) error {
 		m, mt, err := w.manifest(ctx, r.ref, ref)
@@ -538,6 +539,9 @@ func (w *warmer) image(ctx context.Context, r *imageRun) error {
 				notes = append(notes, "no "+p.String()+" in the index")
 			}
 			for _, c := range children {
+				if c.Platform != nil && !w.allPlatforms {
+					picked = append(picked, platform{c.Platform.OS, c.Platform.Architecture, c.Platform.Variant}.String())
+				}
 				if err := walk(c.Digest.String(), depth+1); err != nil {
 					return err
 				}
@@ -571,6 +575,9 @@ func (w *warmer) image(ctx context.Context, r *imageRun) error {
 	}
 	r.blobs = len(blobs)
 	line := fmt.Sprintf("%s: %d blobs, %s", r.ref.Raw, len(blobs), humanBytes(r.total))
+	if len(picked) > 0 {
+		line = fmt.Sprintf("%s: %s: %d blobs, %s", r.ref.Raw, strings.Join(picked, ", "), len(blobs), humanBytes(r.total))
+	}
 	if r.skipped > 0 {
 		line += fmt.Sprintf(" (%d foreign layers skipped: clients fetch them from their URLs)", r.skipped)
 	}
@@ -684,9 +691,11 @@ func (w *warmer) manifest(ctx context.Context, img imageRef, ref string) (wireMa
 	if len(body) > oci.MaxManifestSize {
 		return m, "", fmt.Errorf("manifest %s: larger than %d bytes", ref, oci.MaxManifestSize)
 	}
-	want, _ := digest.Parse(ref)
-	if want == "" {
-		want, _ = digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	want, err := digest.Parse(ref)
+	if err != nil {
+		if want, err = digest.Parse(resp.Header.Get("Docker-Content-Digest")); err != nil {
+			want = ""
+		}
 	}
 	if want != "" && want.Algorithm().Available() && want.Algorithm().FromBytes(body) != want {
 		return m, "", fmt.Errorf("manifest %s: the mirror's bytes do not hash to %s", ref, want)

@@ -82,7 +82,7 @@ func TestWarmThenPullIsCached(t *testing.T) {
 	if err != nil {
 		t.Fatalf("warm: %v\n%s", err, out)
 	}
-	for _, want := range []string{"warmed 3 of 3 images", "single: done: 3 blobs", "docker.io/library/multi:latest: done: 3 blobs"} {
+	for _, want := range []string{"warmed 3 of 3 images", "single: done: 3 blobs", "docker.io/library/multi:latest: linux/amd64: 3 blobs", "docker.io/library/multi:latest: done: 3 blobs"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("warm output lacks %q:\n%s", want, out)
 		}
@@ -158,7 +158,7 @@ func TestWarmPrefixedUpstream(t *testing.T) {
 
 	_, err = runCLI(t, "warm", "--mirror", m.URL, "quay.io/owner/single:1")
 	if err == nil || !strings.Contains(err.Error(), "quay.io/owner/single:1") || !strings.Contains(err.Error(), "NAME_UNKNOWN") ||
-		!strings.Contains(err.Error(), "no upstream named quay.io") {
+		!strings.Contains(err.Error(), `registry "quay.io" is not configured`) {
 		t.Errorf("unconfigured registry: %v", err)
 	}
 }
@@ -202,8 +202,10 @@ func TestWarmErrors(t *testing.T) {
 			}
 		})
 	}
-	if n := hub.Count("", testenv.KindManifest); n > 4 {
-		t.Errorf("%d manifest requests upstream; invalid names must not reach it", n)
+	for _, r := range hub.Requests() {
+		if r.Ref == "3.20" || r.Ref == "-x" || strings.Contains(r.Path, "s390x") {
+			t.Errorf("an invalid request reached the upstream: %s %s", r.Method, r.Path)
+		}
 	}
 }
 
@@ -230,10 +232,12 @@ func TestWarmLogin(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "single:") {
 		t.Fatalf("anonymous warm of a private image: %v", err)
 	}
+	t.Logf("anonymous: %v", err)
 	_, err = runCLI(t, "warm", "--mirror", m.URL, "--username", "ci", "--password", "wrong", "single")
 	if err == nil || !strings.Contains(err.Error(), "--password") {
 		t.Fatalf("wrong password: %v", err)
 	}
+	t.Logf("wrong password: %v", err)
 	root := NewRoot()
 	var out bytes.Buffer
 	root.SetOut(&out)
