@@ -425,7 +425,7 @@ func render(r results, f float64, big, burst, ten int64, took time.Duration, rev
 		mb(big), r.coldPullUpBytes["regcache"], r.coldPullUpBytes["proxy"], r.burstWarmUp["regcache"], r.burstWarmUp["proxy"])
 	p("Cold %s pull, wait for the last byte after all others had arrived: regcache %s, proxy %s.",
 		mb(big), r.coldLastByte["regcache"].Round(time.Millisecond), r.coldLastByte["proxy"].Round(time.Millisecond))
-	p("Row 5 with REGCACHE_PREFETCH_PARALLEL=11 (default 4), not a target: %s, regcache/proxy %.2f.",
+	p("Row 5 with REGCACHE_PREFETCH_PARALLEL=11 (default 16), not a target: %s, regcache/proxy %.2f.",
 		secs(r.tenLayer["regcache wide"]), ratio(r.tenLayer["regcache wide"], r.tenLayer["proxy"]))
 	p("Direct pulls: %s. %d warm pulls aggregate: regcache %.0f MB/s, proxy %.0f MB/s.", joinDur(r.direct), warmClients,
 		float64(warmClients)*float64(big)/r.warm64["regcache"].Seconds()/1e6, float64(warmClients)*float64(big)/r.warm64["proxy"].Seconds()/1e6)
