@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/regcache/regcache/internal/blobstore"
@@ -275,37 +274,16 @@ func (t TagRef) String() string { return t.Upstream + "/" + t.Repository + ":" +
 // ForgetTags removes tag entries from the index of the data directory dir,
 // which no Cache or server may hold open. The next pull of such a tag asks
 // the upstream again; the content stays until pruned or evicted.
-//
-// cacheindex has no way to delete a tag, so this writes its bucket
-// directly: bucket "tags", key upstream NUL repository NUL tag.
-// TestForgetTagsMatchesIndexLayout keeps the two in step.
 func ForgetTags(dir string, tags []TagRef) error {
-	path := indexFile(dir)
-	if err := checkUnlocked(path); err != nil {
+	c, err := OpenCache(dir, nil)
+	if err != nil {
 		return err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return lockedError(path)
-	}
-	if err != nil {
-		return fmt.Errorf("open index %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("tags"))
-		if b == nil {
-			return errors.New("the index has no tags bucket")
+	for _, t := range tags {
+		if err := c.index.DeleteTag(t.Upstream, t.Repository, t.Tag); err != nil {
+			c.Close()
+			return fmt.Errorf("forget tag %s/%s:%s: %w", t.Upstream, t.Repository, t.Tag, err)
 		}
-		for _, t := range tags {
-			if err := b.Delete([]byte(t.Upstream + "\x00" + t.Repository + "\x00" + t.Tag)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		db.Close()
-		return fmt.Errorf("forget tags: %w", err)
 	}
-	return db.Close()
+	return c.Close()
 }

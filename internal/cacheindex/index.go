@@ -307,3 +307,10 @@ func splitKey(k []byte) [3]string {
 	out[i] = string(k[start:])
 	return out
 }
+
+// DeleteTag forgets a tag; the next pull asks the upstream again.
+func (ix *Index) DeleteTag(upstream, repo, tag string) error {
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTags).Delete(tagKey(upstream, repo, tag))
+	})
+}
