@@ -228,9 +228,13 @@ func (f *Fill) run(src Source) {
 			return
 		}
 	}
+	if err != nil {
+		// Discard before telling readers: when they see the error, no
+		// temporary file is left (their open handle still reads).
+		_ = f.w.Cancel()
+	}
 	written := f.finish(err)
 	if err != nil {
-		_ = f.w.Cancel()
 		f.m.log.Warn("fill failed; nothing cached", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Any("error", classify(err)))
 		return
 	}
