@@ -3,6 +3,7 @@ package registry
 import (
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -342,3 +343,32 @@ func TestPrefetch(t *testing.T) {
 }
 
 var _ = http.StatusOK
+
+// TestCoalescing: concurrent identical manifest requests and concurrent
+// revalidations of one tag each reach the upstream once.
+func TestCoalescing(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	// learn the challenge and the token first, so counts are of real requests
+	if _, err := e.pull(t, e.imgs.OCIIndex); err != nil {
+		t.Fatal(err)
+	}
+	img := e.imgs.Single
+	e.hub.ResetCounters()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() { e.do(t, "GET", "/v2/"+img.Repo+"/manifests/"+img.Tag) })
+	}
+	wg.Wait()
+	if n := e.hub.Count("GET", testenv.KindManifest); n != 1 {
+		t.Errorf("20 concurrent cold manifest GETs reached the upstream %d times, want 1", n)
+	}
+	e.clock.Advance(2 * time.Minute)
+	e.hub.ResetCounters()
+	for range 20 {
+		wg.Go(func() { e.do(t, "GET", "/v2/"+img.Repo+"/manifests/"+img.Tag) })
+	}
+	wg.Wait()
+	if n := e.hub.Count("HEAD", testenv.KindManifest); n != 1 {
+		t.Errorf("20 concurrent revalidations reached the upstream %d times, want 1", n)
+	}
+}

@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"bytes"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/crane"
+
+	"github.com/regcache/regcache/internal/app/apptest"
+	"github.com/regcache/regcache/internal/testenv"
+)
+
+// TestStatusCommand: after a pull through a Docker-Hub-like upstream,
+// `regcache status` shows its rate limit as the upstream reported it.
+func TestStatusCommand(t *testing.T) {
+	hub := testenv.NewHub(t)
+	hub.SetRateLimit(100, 100)
+	imgs := hub.Seed(t)
+	m := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io"})
+	if _, err := crane.Digest(m.Host+"/"+imgs.Single.Repo+":"+imgs.Single.Tag, crane.Insecure); err != nil {
+		t.Fatal(err)
+	}
+	admin := httptest.NewServer(m.App.AdminHandler())
+	defer admin.Close()
+	var out bytes.Buffer
+	root := NewRoot()
+	root.SetOut(&out)
+	root.SetArgs([]string{"status", "--admin", strings.TrimPrefix(admin.URL, "http://")})
+	if err := root.ExecuteContext(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	remaining := hub.RateLimitRemaining()
+	for _, want := range []string{"docker.io", hub.URL, "100/21600s", " " + itoa(remaining) + " ", "up"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("status output lacks %q:\n%s", want, got)
+		}
+	}
+	// A mirror that is not there: a clear error naming the fix.
+	root = NewRoot()
+	root.SetArgs([]string{"status", "--admin", "127.0.0.1:9"})
+	root.SetOut(&out)
+	if err := root.ExecuteContext(t.Context()); err == nil || !strings.Contains(err.Error(), "is regcache serve running") {
+		t.Errorf("status without a mirror: %v", err)
+	}
+}
