@@ -153,6 +153,7 @@ func (a *App) AdminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(a.Status())
 	})
+	mux.Handle("GET /{$}", a.dashboardHandler()) // the dashboard; other paths stay 404
 	return mux
 }
 
