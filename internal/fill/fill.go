@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -528,6 +529,52 @@ func (r *Reader) ReadContext(ctx context.Context, p []byte) (int, error) {
 		}
 	}
 }
+
+// OpenFile returns a read-only file of the blob's bytes with an offset of
+// its own, for sendfile(2), when the store can give one. Read it only as
+// far as Available allows.
+func (r *Reader) OpenFile() (*os.File, error) {
+	ro, ok := r.f.w.(interface{ Reopen() (*os.File, error) })
+	if !ok {
+		return nil, errors.New("the store cannot reopen a growing file")
+	}
+	return ro.Reopen()
+}
+
+// Offset is where the next read starts.
+func (r *Reader) Offset() int64 { return r.off }
+
+// Available waits until bytes at the offset may be read and returns how
+// many (the blob's last byte only once it is verified). It returns io.EOF
+// at the end of a verified blob and the fill's error if it failed. Advance
+// moves past what was read.
+func (r *Reader) Available(ctx context.Context) (int64, error) {
+	for {
+		r.f.mu.Lock()
+		avail := r.f.written - r.off
+		done, err, ch := r.f.done || r.f.verified, r.f.err, r.f.notify
+		if !done && r.f.size >= 0 {
+			avail = min(avail, r.f.size-1-r.off)
+		}
+		r.f.mu.Unlock()
+		switch {
+		case err != nil:
+			return 0, fmt.Errorf("fill of %s failed: %w", r.f.d, err)
+		case avail > 0:
+			return avail, nil
+		case done:
+			return 0, io.EOF
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Advance moves the offset n bytes on.
+func (r *Reader) Advance(n int64) { r.off += n }
 
 // Close releases the reader. The fill goes on.
 func (r *Reader) Close() error {

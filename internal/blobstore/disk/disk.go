@@ -260,6 +260,13 @@ func (w *writer) Write(p []byte) (int, error) {
 
 func (w *writer) ReadAt(p []byte, off int64) (int, error) { return w.f.ReadAt(p, off) }
 
+// Reopen opens the bytes being written once more, read-only, with an
+// offset of its own: through /proc/self/fd, so it works however the file
+// is renamed or removed meanwhile. HTTP servers can sendfile(2) from it.
+func (w *writer) Reopen() (*os.File, error) {
+	return os.Open(fmt.Sprintf("/proc/self/fd/%d", w.f.Fd()))
+}
+
 func (w *writer) Written() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
