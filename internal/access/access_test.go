@@ -2,6 +2,7 @@ package access
 
 import (
 	"encoding/base64"
+	"errors"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -18,7 +19,10 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/regcache/regcache/internal/auth"
+	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/registry"
+	"github.com/regcache/regcache/internal/upstream"
 )
 
 func TestMain(m *testing.M) {
@@ -477,3 +481,29 @@ func TestPublicCheck(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestMissingRepositoryIsNotFound: a repository the upstream answers 404
+// for, even to the mirror's credentials (deleted, or access lost), gets an
+// honest 404 from Authorize itself, so nothing cached for it (perhaps
+// private) is served, and containerd still falls back on a 404.
+func TestMissingRepositoryIsNotFound(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(404)
+		w.Write([]byte(`{"errors":[{"code":"NAME_UNKNOWN"}]}`))
+	}))
+	defer srv.Close()
+	c, err := upstream.New("docker.io", srv.URL, auth.Credentials{Username: "u", Password: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Private: PrivateDeny, Upstreams: []Upstream{{Name: "docker.io", URL: srv.URL, Credentialed: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/v2/team/secret/manifests/sha256:"+strings.Repeat("a", 64), nil)
+	err = a.Authorize(httptest.NewRecorder(), r, &registry.Upstream{Name: "docker.io", Client: c}, "team/secret")
+	var oe *oci.Error
+	if !errors.As(err, &oe) || oe.Code != oci.ErrNameUnknown || oe.HTTPStatus() != 404 {
+		t.Fatalf("Authorize = %v, want 404 NAME_UNKNOWN", err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -343,6 +344,9 @@ func (h *htpasswd) has(user string) bool {
 	return ok
 }
 
+// bcryptSlots bounds concurrent password checks to half the cores.
+var bcryptSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
+
 func (h *htpasswd) verify(user, pw string) bool {
 	m := hmac.New(sha256.New, h.key)
 	m.Write([]byte(user))
@@ -359,6 +363,10 @@ func (h *htpasswd) verify(user, pw string) bool {
 		return true
 	}
 	h.mu.Unlock()
+	// bcrypt is slow on purpose; a flood of wrong passwords must not take
+	// every core from the mirror, so at most half of them compare at once.
+	bcryptSlots <- struct{}{}
+	defer func() { <-bcryptSlots }()
 	if !ok {
 		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(pw))
 		return false

@@ -36,12 +36,17 @@ func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, up *registry.
 	if id.user != "" && a.private == PrivateAuthenticated && a.userMay(id.user, up.Name, repo) {
 		return nil
 	}
-	public, err := a.isPublic(r.Context(), up, repo)
+	ans, err := a.publicAnswer(r.Context(), up, repo)
 	if err != nil {
 		return err
 	}
-	if public {
+	if ans.public {
 		return nil
+	}
+	if ans.missing {
+		// Not there even for the mirror's credentials: an honest 404, and
+		// nothing from the cache (the repository may have been private).
+		return oci.Errorf(oci.ErrNameUnknown, "repository %s not found at %s", name, up.Name)
 	}
 	switch {
 	case a.private == PrivateAuthenticated && id.user == "" && a.users != nil:
@@ -121,10 +126,16 @@ func checkPattern(p string) error {
 // repository; when the upstream cannot be asked the last answer is used
 // however old, and without one the request fails closed.
 func (a *Access) isPublic(ctx context.Context, up *registry.Upstream, repo string) (bool, error) {
+	ans, err := a.publicAnswer(ctx, up, repo)
+	return ans.public, err
+}
+
+// publicAnswer is isPublic with the "missing even for the mirror" case.
+func (a *Access) publicAnswer(ctx context.Context, up *registry.Upstream, repo string) (publicAnswer, error) {
 	upName := up.Name
 	st := a.upstreams[upName]
 	if st == nil || !st.credentialed {
-		return true, nil // the mirror itself reads anonymously
+		return publicAnswer{public: true}, nil // the mirror itself reads anonymously
 	}
 	st.mu.Lock()
 	last, known := st.answers[repo]
@@ -134,7 +145,7 @@ func (a *Access) isPublic(ctx context.Context, up *registry.Upstream, repo strin
 		remember = rememberMissing
 	}
 	if known && a.now().Sub(last.at) < remember {
-		return last.public, nil
+		return last, nil
 	}
 	v, err, _ := st.flights.Do(repo, func() (any, error) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -145,13 +156,13 @@ func (a *Access) isPublic(ctx context.Context, up *registry.Upstream, repo strin
 		if known {
 			a.log.Warn("cannot ask the upstream whether a repository is public; using the last answer",
 				slog.String("upstream", upName), slog.String("repository", repo), slog.Bool("public", last.public), slog.Any("error", err))
-			return last.public, nil
+			return last, nil
 		}
 		if ra, ok := upstream.IsTooManyRequests(err); ok {
-			return false, &oci.Error{Code: oci.ErrTooManyRequests, RetryAfter: ra,
+			return publicAnswer{}, &oci.Error{Code: oci.ErrTooManyRequests, RetryAfter: ra,
 				Message: "cannot check whether the repository is public: the upstream's rate limit is exhausted"}
 		}
-		return false, oci.Errorf(oci.ErrUnavailable, "cannot check whether %s is public at %s: %v", repo, upName, err)
+		return publicAnswer{}, oci.Errorf(oci.ErrUnavailable, "cannot check whether %s is public at %s: %v", repo, upName, err)
 	}
 	ans := v.(publicAnswer)
 	ans.at = a.now()
@@ -161,7 +172,7 @@ func (a *Access) isPublic(ctx context.Context, up *registry.Upstream, repo strin
 	}
 	st.answers[repo] = ans
 	st.mu.Unlock()
-	return ans.public, nil
+	return ans, nil
 }
 
 // rememberMissing is how long "the repository does not exist, even for the
@@ -172,9 +183,10 @@ const rememberMissing = 30 * time.Second
 // probe asks anonymously for one tag of repo. 2xx is public; 401 and 403
 // are private. A 404 may be a private repository hidden as missing, so the
 // mirror's own credentials are asked too: if they also get 404 the
-// repository does not exist, and the request may go on to get its honest
-// 404 (containerd falls back to the next host only on a 404); otherwise it
-// is private. Any other failure is an error.
+// repository is missing (Authorize answers 404 itself, so containerd falls
+// back to the next host, and nothing cached for a repository that was
+// deleted or whose access was lost is served); otherwise it is private.
+// Any other failure is an error.
 func probe(ctx context.Context, anon, cred *upstream.Client, repo string) (publicAnswer, error) {
 	_, err := anon.Tags(ctx, repo, "n=1")
 	if err == nil {
@@ -188,7 +200,7 @@ func probe(ctx context.Context, anon, cred *upstream.Client, repo string) (publi
 			return publicAnswer{}, nil
 		}
 		if _, cerr := cred.Tags(ctx, repo, "n=1"); upstream.IsNotFound(cerr) {
-			return publicAnswer{public: true, missing: true}, nil
+			return publicAnswer{missing: true}, nil
 		}
 		return publicAnswer{}, nil
 	}

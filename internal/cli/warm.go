@@ -85,6 +85,12 @@ REGCACHE_* variables it does not know, so set these only where warm runs.`,
 			if o.parallel < 1 {
 				return fmt.Errorf("--parallel must be at least 1, got %d", o.parallel)
 			}
+			if !cmd.Flags().Changed("username") {
+				username = os.Getenv("REGCACHE_WARM_USERNAME")
+			}
+			if !cmd.Flags().Changed("password") {
+				password = os.Getenv("REGCACHE_WARM_PASSWORD")
+			}
 			if passwordStdin {
 				b, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 64<<10))
 				if err != nil {
@@ -134,8 +140,10 @@ REGCACHE_* variables it does not know, so set these only where warm runs.`,
 	f.StringSliceVar(&platforms, "platform", nil, "os/arch[/variant] to warm from an index; repeat or comma-separate for several (default linux/"+runtimeArch()+", this machine's)")
 	f.BoolVar(&o.allPlatforms, "all-platforms", false, "warm every manifest of an index")
 	f.IntVar(&o.parallel, "parallel", 4, "blobs (and images) fetched at once")
-	f.StringVar(&username, "username", os.Getenv("REGCACHE_WARM_USERNAME"), "login at the mirror, when it has client logins (env REGCACHE_WARM_USERNAME)")
-	f.StringVar(&password, "password", os.Getenv("REGCACHE_WARM_PASSWORD"), "password at the mirror; prefer the environment variable or --password-stdin (env REGCACHE_WARM_PASSWORD)")
+	// Defaults stay empty and the variables are read in RunE: cobra prints
+	// a flag's default in --help, and a password must never be printed.
+	f.StringVar(&username, "username", "", "login at the mirror, when it has client logins (env REGCACHE_WARM_USERNAME)")
+	f.StringVar(&password, "password", "", "password at the mirror; prefer the environment variable or --password-stdin (env REGCACHE_WARM_PASSWORD)")
 	f.BoolVar(&passwordStdin, "password-stdin", false, "read the password from stdin")
 	f.StringVar(&caCert, "ca-cert", "", "PEM file of the CA that signed the mirror's certificate (added to the system's)")
 	f.BoolVar(&insecure, "insecure", false, "do not verify the mirror's TLS certificate")

@@ -304,3 +304,20 @@ func TestPlatformMatches(t *testing.T) {
 		}
 	}
 }
+
+// TestWarmHelpHidesPassword: --help prints flag defaults; the password from
+// the environment must not be one.
+func TestWarmHelpHidesPassword(t *testing.T) {
+	t.Setenv("REGCACHE_WARM_PASSWORD", "s3cret-from-env")
+	var out bytes.Buffer
+	root := NewRoot()
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs([]string{"warm", "--help"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "s3cret-from-env") {
+		t.Fatal("warm --help printed the password from REGCACHE_WARM_PASSWORD")
+	}
+}
