@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,8 +18,13 @@ import (
 // errNotActive makes `status` exit non-zero after it printed its report.
 var errNotActive = errors.New("mirror not configured or not active")
 
-// backupSuffix names the copy of a file's previous content kept beside it.
-const backupSuffix = ".regcache-backup"
+// backupSuffix names the copy of a file's previous content kept beside it;
+// origSuffix the copy of its content before regcache first changed it,
+// which is never replaced (empty when there was no file).
+const (
+	backupSuffix = ".regcache-backup"
+	origSuffix   = ".regcache-orig"
+)
 
 func newClientCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -29,7 +35,10 @@ func newClientCmd() *cobra.Command {
 Every command is safe to run again and on every node of a fleet: files are
 edited in place (other settings, order and comments kept), written atomically
 with their mode and owner, and a backup of the previous content is kept beside
-them (<file>` + backupSuffix + `). "disable" removes exactly what "enable" added.
+them (<file>` + backupSuffix + `), as is the content from before regcache first
+changed the file (<file>` + origSuffix + `, never replaced; empty when there was no
+file). Runs on the same file wait for each other (<file>` + clientconfig.LockSuffix + `).
+"disable" removes exactly what "enable" added.
 
   regcache client docker enable  --mirror http://192.0.2.1:5000
   regcache client docker status
@@ -117,8 +126,11 @@ type change struct {
 	exists bool
 	new    []byte
 	remove bool
-	// noBackup skips the backup copy (for regcache's own state file).
+	// noBackup skips the backup and original copies (for regcache's own
+	// files and for restoring after a failure).
 	noBackup bool
+	// noOrig skips the original copy (for a file regcache owns).
+	noOrig bool
 }
 
 func (c change) changed() bool {
@@ -154,9 +166,12 @@ func (c change) apply(w io.Writer) error {
 	if !c.changed() {
 		return nil
 	}
-	opts := clientconfig.WriteOptions{BackupSuffix: backupSuffix}
+	opts := clientconfig.WriteOptions{BackupSuffix: backupSuffix, OrigSuffix: origSuffix}
+	if c.noOrig {
+		opts.OrigSuffix = ""
+	}
 	if c.noBackup {
-		opts.BackupSuffix = ""
+		opts = clientconfig.WriteOptions{}
 	}
 	if c.remove {
 		if err := clientconfig.RemoveFile(c.path, opts); err != nil {
@@ -170,6 +185,53 @@ func (c change) apply(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "wrote %s\n", c.path)
 	return nil
+}
+
+// keep makes c a change that leaves the file as it is.
+func (c change) keep() change {
+	c.new, c.remove = c.old, !c.exists
+	return c
+}
+
+// undo returns the change that puts c's old content back, without backups.
+func (c change) undo() change {
+	u := change{path: c.path, new: c.old, remove: !c.exists, noBackup: true}
+	u.old, u.exists = c.old, c.exists
+	if c.changed() { // the file now holds what c wrote, or is gone
+		u.old, u.exists = c.new, !c.remove
+	}
+	return u
+}
+
+// lockFiles takes regcache's lock beside each of paths (in a fixed order, so
+// that two runs cannot wait for each other) and returns a function that
+// releases them all.
+func lockFiles(paths ...string) (unlock func(), err error) {
+	var targets []string
+	for _, p := range paths {
+		t, err := clientconfig.ResolvePath(p)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, t)
+	}
+	slices.Sort(targets)
+	targets = slices.Compact(targets)
+	var unlocks []func()
+	unlock = func() {
+		for i := len(unlocks) - 1; i >= 0; i-- {
+			unlocks[i]()
+		}
+	}
+	for _, t := range targets {
+		u, err := clientconfig.Lock(t)
+		if err != nil {
+			unlock()
+			return nil, err
+		}
+		unlocks = append(unlocks, u)
+	}
+	return unlock, nil
 }
 
 // readChange reads the current content of path for a change.

@@ -133,6 +133,11 @@ func (o *containerdOptions) enable(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := o.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var changes []change
 	for _, r := range o.registries {
 		c, err := readChange(clientconfig.ContainerdHostsPath(o.hostsDir, r))
@@ -157,6 +162,11 @@ func (o *containerdOptions) disable(w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := o.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var changes []change
 	for _, r := range o.registries {
 		c, err := readChange(clientconfig.ContainerdHostsPath(o.hostsDir, r))
@@ -175,6 +185,19 @@ func (o *containerdOptions) disable(w io.Writer) error {
 	}
 	o.noCheck = true
 	return o.apply(context.Background(), w, changes, "containerd stops using the mirror on the next pull")
+}
+
+// lock takes regcache's lock beside each hosts.toml, so that parallel runs
+// do not lose each other's tables; --dry-run writes nothing and takes none.
+func (o *containerdOptions) lock() (unlock func(), err error) {
+	if o.dryRun {
+		return func() {}, nil
+	}
+	var paths []string
+	for _, r := range o.registries {
+		paths = append(paths, clientconfig.ContainerdHostsPath(o.hostsDir, r))
+	}
+	return lockFiles(paths...)
 }
 
 func (o *containerdOptions) apply(ctx context.Context, w io.Writer, changes []change, done string) error {

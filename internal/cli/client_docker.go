@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -37,6 +35,36 @@ type dockerOptions struct {
 	position string
 	restart  bool
 	force    bool
+
+	// Test seams: procDir replaces /proc, kill replaces syscall.Kill, and
+	// beforeWrite is called with each path just before it is written.
+	procDir     string
+	kill        func(pid int, sig syscall.Signal) error
+	beforeWrite func(path string) error
+}
+
+func (o *dockerOptions) proc(pid int, name string) string {
+	dir := o.procDir
+	if dir == "" {
+		dir = "/proc"
+	}
+	return filepath.Join(dir, strconv.Itoa(pid), name)
+}
+
+func (o *dockerOptions) signal(pid int, sig syscall.Signal) error {
+	if o.kill != nil {
+		return o.kill(pid, sig)
+	}
+	return syscall.Kill(pid, sig)
+}
+
+func (o *dockerOptions) write(w io.Writer, c change) error {
+	if o.beforeWrite != nil && c.changed() {
+		if err := o.beforeWrite(c.path); err != nil {
+			return err
+		}
+	}
+	return c.apply(w)
 }
 
 func newClientDockerCmd() *cobra.Command {
@@ -56,12 +84,22 @@ empties the lists rather than deleting the keys: on SIGHUP dockerd applies
 only the keys present in the file, and a deleted key would leave the old
 mirror active until the next restart.
 
+What enable adds is recorded before daemon.json is written, and disable drops
+the record only after; disable exits non-zero when the mirror stays listed
+because regcache did not add it (--force removes it anyway). Parallel runs
+wait for each other (lock file <daemon.json>` + clientconfig.LockSuffix + `). enable refuses when
+dockerd was started with --registry-mirror or --insecure-registry flags:
+dockerd will not start with a setting both as a flag and in daemon.json.
+
 Reload: "systemctl reload docker" where systemd runs dockerd, else SIGHUP to
-the PID in --pidfile. Running containers are not touched. --restart restarts
-dockerd instead (through systemd), which stops running containers unless
-live-restore is on. Then dockerd's API (--host) is asked which mirrors are
-active. If dockerd is not running, the file is written and the change
-applies when it starts.`,
+the PID in --pidfile, else, when dockerd answers on --host, to the process
+listening on that unix socket. When dockerd answers but none of these finds
+it, nothing is written: pass --pidfile. Running containers are not touched.
+--restart restarts dockerd instead (through systemd), which stops running
+containers unless live-restore is on. Then dockerd's API (--host) is asked
+which mirrors are active; if dockerd did not take the change, the previous
+daemon.json and record are put back. If dockerd is not running, the file is
+written and the change applies when it starts.`,
 	}
 	cmd.AddCommand(newDockerEnableCmd(), newDockerDisableCmd(), newDockerStatusCmd())
 	return cmd
@@ -149,6 +187,13 @@ func (o *dockerOptions) enable(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if !o.dryRun {
+		unlock, err := lockFiles(o.config)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	cfg, err := readChange(o.config)
 	if err != nil {
 		return err
@@ -162,31 +207,55 @@ func (o *dockerOptions) enable(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	state.new = st.Put(added).Bytes()
+	state = state.keep()
+	if added.AddedMirror || added.AddedInsecure != "" {
+		// Only what this run adds is regcache's: an entry the operator had
+		// stays the operator's.
+		state.new, state.remove = st.Put(added).Bytes(), false
+	}
 	if !added.AddedMirror {
 		fmt.Fprintf(w, "%s already lists %s\n", o.config, m.URL)
 	}
 	if o.dryRun {
 		cfg.show(w)
-		fmt.Fprintf(w, "would %s and check that dockerd lists %s\n", o.describeReload(), m.URL)
+		fmt.Fprintf(w, "would %s and check that dockerd lists %s\n", o.describeReload(ctx), m.URL)
 		return nil
 	}
 	if _, err := o.parseMirror(ctx, w); err != nil {
 		return err
 	}
-	if err := cfg.apply(w); err != nil {
+	d, err := o.findDockerd(ctx)
+	if err != nil {
 		return err
 	}
-	if err := state.apply(io.Discard); err != nil {
+	if cfg.changed() {
+		if err := o.checkFlags(d, m); err != nil {
+			return err
+		}
+	}
+	// The intent goes first: after a crash between the two writes, the
+	// state names a mirror daemon.json may lack (harmless), never the
+	// other way round.
+	if err := o.write(io.Discard, state); err != nil {
 		return err
 	}
-	return o.reloadAndVerify(ctx, w, m, true)
+	if err := o.write(w, cfg); err != nil {
+		return err
+	}
+	return o.reloadAndVerify(ctx, w, d, m, true, []change{state, cfg})
 }
 
 func (o *dockerOptions) disable(ctx context.Context, w io.Writer) error {
 	m, err := clientconfig.ParseMirror(o.mirror)
 	if err != nil {
 		return err
+	}
+	if !o.dryRun {
+		unlock, err := lockFiles(o.config)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
 	cfg, err := readChange(o.config)
 	if err != nil {
@@ -200,16 +269,11 @@ func (o *dockerOptions) disable(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rec, ok := st.Get(m.URL)
+	rec, recorded := st.Get(m.URL)
 	if o.force {
 		rec = clientconfig.DockerChange{Mirror: m.URL, AddedMirror: true}
 		if slices.Contains(settings.Insecure, m.Host) {
 			rec.AddedInsecure = m.Host
-		}
-	} else if !ok || !rec.AddedMirror {
-		listed := slices.ContainsFunc(settings.Mirrors, func(s string) bool { return strings.TrimRight(s, "/") == m.URL })
-		if listed {
-			fmt.Fprintf(w, "%s lists %s, but regcache did not add it (no record in %s); left in place, use --force to remove it\n", o.config, m.URL, state.path)
 		}
 	}
 	rec.Mirror = m.URL
@@ -217,27 +281,44 @@ func (o *dockerOptions) disable(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w; nothing written", o.config, err)
 	}
-	st = st.Delete(m.URL)
-	if len(st.Changes) == 0 {
-		state.remove = true
-	} else {
-		state.new = st.Bytes()
+	state = state.keep()
+	if recorded {
+		st = st.Delete(m.URL)
+		state.new, state.remove = st.Bytes(), len(st.Changes) == 0
+	}
+	// A mirror that stays listed is not a success: the node keeps using it.
+	var left error
+	if hasMirror(settings.Mirrors, m.URL) && !rec.AddedMirror {
+		left = fmt.Errorf("%s still lists %s, which regcache did not add (no record in %s), so it was left in place; pass --force to remove it", o.config, m.URL, state.path)
 	}
 	if o.dryRun {
 		cfg.show(w)
-		fmt.Fprintf(w, "would %s and check that dockerd no longer lists %s\n", o.describeReload(), m.URL)
-		return nil
+		fmt.Fprintf(w, "would %s and check that dockerd no longer lists %s\n", o.describeReload(ctx), m.URL)
+		return left
 	}
-	if err := cfg.apply(w); err != nil {
+	d, err := o.findDockerd(ctx)
+	if err != nil {
 		return err
 	}
-	if err := state.apply(io.Discard); err != nil {
+	// daemon.json first, the record last: after a crash between the two,
+	// the record still tells the next disable what to remove.
+	if err := o.write(w, cfg); err != nil {
 		return err
 	}
-	if !cfg.changed() && !rec.AddedMirror && !o.force {
-		return nil
+	if err := o.write(io.Discard, state); err != nil {
+		return err
 	}
-	return o.reloadAndVerify(ctx, w, m, false)
+	switch {
+	case !cfg.changed() && !o.force:
+		return left
+	case left != nil:
+		// Only the insecure-registries entry went; the mirror stays active.
+		if err := o.reloadAndVerify(ctx, w, d, m, true, nil); err != nil {
+			return err
+		}
+		return left
+	}
+	return o.reloadAndVerify(ctx, w, d, m, false, []change{cfg, state})
 }
 
 func (o *dockerOptions) readState() (change, clientconfig.DockerState, error) {
@@ -255,123 +336,6 @@ func (o *dockerOptions) readState() (change, clientconfig.DockerState, error) {
 		return c, st, fmt.Errorf("%s: %w", c.path, err)
 	}
 	return c, st, nil
-}
-
-// dockerd is how this node runs dockerd.
-type dockerd struct {
-	systemd bool
-	pid     int // 0 when not running
-}
-
-// findDockerd decides how to signal dockerd: through systemd when systemd
-// runs the docker unit, else by the PID in the pidfile.
-func (o *dockerOptions) findDockerd(ctx context.Context) dockerd {
-	if o.root == "/" || o.root == "" {
-		if _, err := os.Stat("/run/systemd/system"); err == nil {
-			if exec.CommandContext(ctx, "systemctl", "is-active", "--quiet", "docker.service").Run() == nil {
-				return dockerd{systemd: true}
-			}
-		}
-	}
-	b, err := os.ReadFile(o.pidfile)
-	if err != nil {
-		return dockerd{}
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return dockerd{}
-	}
-	comm, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
-	if err != nil || !strings.HasPrefix(strings.TrimSpace(string(comm)), "dockerd") {
-		return dockerd{} // stale pidfile
-	}
-	return dockerd{pid: pid}
-}
-
-func (o *dockerOptions) describeReload() string {
-	if o.root != "/" && o.root != "" {
-		return "not reload dockerd (--root is set)"
-	}
-	d := o.findDockerd(context.Background())
-	switch {
-	case d.systemd && o.restart:
-		return "run 'systemctl restart docker'"
-	case d.systemd:
-		return "run 'systemctl reload docker' (SIGHUP)"
-	case d.pid > 0 && o.restart:
-		return fmt.Sprintf("fail: --restart needs systemd (dockerd PID %d is not run by systemd)", d.pid)
-	case d.pid > 0:
-		return fmt.Sprintf("send SIGHUP to dockerd (PID %d from %s)", d.pid, o.pidfile)
-	}
-	return "not reload: dockerd is not running (the change applies when it starts)"
-}
-
-// reloadAndVerify makes dockerd read daemon.json again and checks through its
-// API that the mirror is (want=true) or is no longer (want=false) active.
-func (o *dockerOptions) reloadAndVerify(ctx context.Context, w io.Writer, m clientconfig.Mirror, want bool) error {
-	if o.root != "/" && o.root != "" {
-		fmt.Fprintln(w, "--root is set: dockerd not reloaded")
-		return nil
-	}
-	d := o.findDockerd(ctx)
-	switch {
-	case d.systemd:
-		verb := "reload"
-		if o.restart {
-			verb = "restart"
-		}
-		if out, err := exec.CommandContext(ctx, "systemctl", verb, "docker.service").CombinedOutput(); err != nil {
-			return fmt.Errorf("systemctl %s docker: %w: %s", verb, err, bytes.TrimSpace(out))
-		}
-		fmt.Fprintf(w, "ran systemctl %s docker\n", verb)
-	case d.pid > 0 && o.restart:
-		return fmt.Errorf("--restart needs systemd; dockerd (PID %d) is not run by it: restart it yourself, the file is written", d.pid)
-	case d.pid > 0:
-		if err := syscall.Kill(d.pid, syscall.SIGHUP); err != nil {
-			return fmt.Errorf("send SIGHUP to dockerd (PID %d): %w", d.pid, err)
-		}
-		fmt.Fprintf(w, "sent SIGHUP to dockerd (PID %d); running containers are not affected\n", d.pid)
-	default:
-		fmt.Fprintf(w, "dockerd is not running (no live PID in %s): the change applies when dockerd starts\n", o.pidfile)
-		return nil
-	}
-	return o.verify(ctx, w, m, want)
-}
-
-func (o *dockerOptions) verify(ctx context.Context, w io.Writer, m clientconfig.Mirror, want bool) error {
-	deadline := time.Now().Add(o.timeout)
-	var active []string
-	var err error
-	for {
-		active, err = dockerMirrors(ctx, o.host)
-		if err == nil && hasMirror(active, m.URL) == want {
-			break
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("cannot ask dockerd at %s whether the mirror is active: %w", o.host, err)
-	}
-	if hasMirror(active, m.URL) != want {
-		state := "NOT active"
-		if !want {
-			state = "STILL active"
-		}
-		return fmt.Errorf("dockerd reports registry mirrors %q: %s is %s after the reload; check dockerd's log for a reload error (e.g. a flag that conflicts with daemon.json) and that dockerd reads %s", active, m.URL, state, o.config)
-	}
-	if want {
-		fmt.Fprintf(w, "dockerd reports %s as an active registry mirror\n", m.URL)
-	} else {
-		fmt.Fprintf(w, "dockerd no longer uses %s\n", m.URL)
-	}
-	return nil
 }
 
 func (o *dockerOptions) status(ctx context.Context, w io.Writer) error {

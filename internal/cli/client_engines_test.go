@@ -212,3 +212,29 @@ func TestPodmanEngine(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestDockerEngineWrongPidfile: dockerd runs, but --pidfile names no dockerd
+// and no docker.service exists (snap, another unit name, rootless, a custom
+// pidfile): enable must not report "not running" and exit 0; it finds
+// dockerd as the peer of its API socket and reloads it.
+func TestDockerEngineWrongPidfile(t *testing.T) {
+	t.Parallel()
+	mirror := newTestMirror(t)
+	d := testenv.StartDockerd(t, testenv.DockerdOptions{})
+	args := []string{"--mirror", mirror.URL, "--config", d.ConfigFile, "--pidfile", d.Dir + "/wrong.pid", "--host", d.Host}
+	out, err := runCLI(t, append([]string{"client", "docker", "enable"}, args...)...)
+	if err != nil {
+		t.Fatalf("enable: %v\n%s\n%s", err, out, d.Log())
+	}
+	if !strings.Contains(out, "sent SIGHUP to dockerd (PID "+itoa(d.PID)) {
+		t.Errorf("enable did not signal dockerd by its socket's peer:\n%s", out)
+	}
+	waitMirrors(t, d, func(m []string) bool { return slices.Contains(m, mirror.URL+"/") })
+	if out, err := runCLI(t, append([]string{"client", "docker", "disable"}, args...)...); err != nil {
+		t.Fatalf("disable: %v\n%s", err, out)
+	}
+	waitMirrors(t, d, func(m []string) bool { return len(m) == 0 })
+	if !d.Running() {
+		t.Fatal("dockerd exited")
+	}
+}

@@ -2,9 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +21,7 @@ type podmanOptions struct {
 	config     string
 	dir        string
 	registries []string
+	force      bool
 }
 
 func newClientPodmanCmd() *cobra.Command {
@@ -25,7 +31,13 @@ func newClientPodmanCmd() *cobra.Command {
 		Long: `Write a drop-in file, ` + clientconfig.PodmanDropInName + `, under registries.conf.d with a
 [[registry]] for each --registry and a [[registry.mirror]] for the mirror
 (insecure = true for an http:// mirror). The operator's registries.conf and its
-comments are never rewritten; disable removes the drop-in.
+comments are never rewritten; disable removes the drop-in (only when it points
+at --mirror, unless --force).
+
+podman keeps only the last [[registry]] table for a prefix, so enable refuses
+when registries.conf or another drop-in already has a table for one of the
+registries: the operator's settings there (blocked, insecure, its own mirrors)
+would be dropped silently. Add the mirror to that table instead.
 
 Docker Hub is mirrored at the mirror's root; another registry, such as
 ghcr.io, under <mirror>/ghcr.io, which regcache routes by path prefix.
@@ -58,14 +70,26 @@ func newPodmanSubCmd(action string) *cobra.Command {
 	f.StringVar(&o.config, "config", "/etc/containers/registries.conf", "the operator's registries.conf, checked for the v1 format (default under --root)")
 	f.StringVar(&o.dir, "dir", "/etc/containers/registries.conf.d", "drop-in directory (default under --root)")
 	f.StringSliceVar(&o.registries, "registry", []string{"docker.io"}, "registry to mirror (repeat or comma-separate)")
+	if action == "disable" {
+		f.BoolVar(&o.force, "force", false, "remove the drop-in even if it points at another mirror")
+	}
 	return cmd
 }
 
 func (o *podmanOptions) run(ctx context.Context, w io.Writer, action string) error {
-	c, err := readChange(filepath.Join(o.dir, clientconfig.PodmanDropInName))
+	path := filepath.Join(o.dir, clientconfig.PodmanDropInName)
+	if action != "status" && !o.dryRun {
+		unlock, err := lockFiles(path)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	c, err := readChange(path)
 	if err != nil {
 		return err
 	}
+	c.noOrig = true // the drop-in is regcache's own file
 	if c.exists && !clientconfig.PodmanOwned(c.old) {
 		return fmt.Errorf("%s exists and was not written by regcache; move it away first", c.path)
 	}
@@ -73,6 +97,9 @@ func (o *podmanOptions) run(ctx context.Context, w io.Writer, action string) err
 	case "status":
 		return o.status(ctx, w, c)
 	case "disable":
+		if err := o.checkDisable(c); err != nil {
+			return err
+		}
 		c.remove = true
 		o.noCheck = true
 	default:
@@ -90,6 +117,9 @@ func (o *podmanOptions) run(ctx context.Context, w io.Writer, action string) err
 		}
 		m, err := clientconfig.ParseMirror(o.mirror)
 		if err != nil {
+			return err
+		}
+		if err := o.checkConflicts(m); err != nil {
 			return err
 		}
 		c.new = clientconfig.PodmanDropIn(clientconfig.PodmanOptions{Mirror: m, Registries: o.registries})
@@ -113,6 +143,79 @@ func (o *podmanOptions) run(ctx context.Context, w io.Writer, action string) err
 	return nil
 }
 
+// checkDisable refuses to remove a drop-in that points at another mirror
+// than --mirror, unless --force.
+func (o *podmanOptions) checkDisable(c change) error {
+	m, err := clientconfig.ParseMirror(o.mirror)
+	if err != nil || !c.exists || o.force {
+		return err
+	}
+	urls, err := clientconfig.PodmanMirrorURLs(c.old)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.path, err)
+	}
+	if len(urls) > 0 && !slices.ContainsFunc(urls, func(u string) bool { return !strings.EqualFold(u, m.URL) }) {
+		return nil
+	}
+	return fmt.Errorf("%s points at %s, not %s; left in place: pass that --mirror, or --force to remove it anyway", c.path, strings.Join(urls, ", "), m.URL)
+}
+
+// checkConflicts looks for a [[registry]] table with the prefix of one of
+// --registry in registries.conf and in the other drop-ins. podman keeps only
+// the last table for a prefix (containers-registries.conf.d(5)), so ours
+// would silently replace the operator's (its blocked, insecure, location and
+// mirrors), or a later drop-in would replace ours. Merging the two is not
+// attempted: the operator's table may say things (blocked, a rewritten
+// location) that a mirror must not override, so it is theirs to decide.
+func (o *podmanOptions) checkConflicts(m clientconfig.Mirror) error {
+	files := []string{o.config}
+	entries, err := os.ReadDir(o.dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", o.dir, err)
+	}
+	for _, e := range entries { // ReadDir sorts by name, the order podman reads them in
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".conf") && e.Name() != clientconfig.PodmanDropInName {
+			files = append(files, filepath.Join(o.dir, e.Name()))
+		}
+	}
+	var found []string
+	first := ""
+	for _, f := range files {
+		src, exists, err := clientconfig.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if !exists {
+			continue
+		}
+		prefixes, err := clientconfig.PodmanPrefixes(src)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		for _, p := range prefixes {
+			if slices.Contains(o.registries, p) {
+				found = append(found, fmt.Sprintf("%s has a [[registry]] for %q", f, p))
+				if first == "" {
+					first = p
+				}
+			}
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	loc := m.Host
+	if first != "docker.io" {
+		loc += "/" + first
+	}
+	insecure := ""
+	if m.Insecure {
+		insecure = ", insecure = true"
+	}
+	return fmt.Errorf("%s: podman keeps only the last [[registry]] table for a prefix, so %s would replace that table and its settings (blocked, insecure, location, mirrors), or be replaced by it; add the mirror to that table yourself ([[registry.mirror]] location = %q%s) or remove the table, then run enable again; nothing written",
+		strings.Join(found, "; "), clientconfig.PodmanDropInName, loc, insecure)
+}
+
 func (o *podmanOptions) status(ctx context.Context, w io.Writer, c change) error {
 	if !c.exists {
 		fmt.Fprintf(w, "%s: not present\n", c.path)
@@ -122,18 +225,36 @@ func (o *podmanOptions) status(ctx context.Context, w io.Writer, c change) error
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.path, err)
 	}
-	fmt.Fprintf(w, "%s: %q\n", c.path, mirrors)
-	if o.mirror == "" {
-		return nil
-	}
-	m, err := clientconfig.ParseMirror(o.mirror)
+	urls, err := clientconfig.PodmanMirrorURLs(c.old)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", c.path, err)
 	}
-	if err := probeMirror(ctx, m, o.timeout); err != nil {
-		fmt.Fprintf(w, "mirror %s: not answering: %v\n", m.URL, err)
+	fmt.Fprintf(w, "%s: %q\n", c.path, mirrors)
+	ok := len(urls) > 0
+	if o.mirror != "" {
+		m, err := clientconfig.ParseMirror(o.mirror)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(urls, func(u string) bool { return strings.EqualFold(u, m.URL) }) {
+			fmt.Fprintf(w, "%s points at %s, not %s\n", c.path, strings.Join(urls, ", "), m.URL)
+			ok = false
+		}
+	}
+	for _, u := range urls { // probe what podman will use
+		m, err := clientconfig.ParseMirror(u)
+		if err == nil {
+			err = probeMirror(ctx, m, o.timeout)
+		}
+		if err != nil {
+			fmt.Fprintf(w, "mirror %s: not answering: %v\n", u, err)
+			ok = false
+			continue
+		}
+		fmt.Fprintf(w, "mirror %s: answering\n", u)
+	}
+	if !ok {
 		return errNotActive
 	}
-	fmt.Fprintf(w, "mirror %s: answering\n", m.URL)
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/regcache/regcache/internal/clientconfig"
 )
 
 // runCLI runs regcache in-process with args and returns its output.
@@ -91,9 +93,24 @@ func TestDockerEnableRefusesInvalidJSON(t *testing.T) {
 	if got := readFile(t, cfg); got != orig {
 		t.Fatalf("invalid file was rewritten: %q", got)
 	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
-		t.Fatalf("files created next to an invalid config: %v", entries)
+	for _, e := range entries(t, dir) {
+		if e != "daemon.json" && e != "daemon.json"+clientconfig.LockSuffix {
+			t.Errorf("file created next to an invalid config: %s", e)
+		}
 	}
+}
+
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names
 }
 
 func TestDockerEnableChecksMirror(t *testing.T) {
@@ -146,12 +163,10 @@ func TestDockerDisableKeepsOperatorEntries(t *testing.T) {
 	if _, err := runCLI(t, append([]string{"client", "docker", "enable"}, args...)...); err != nil {
 		t.Fatal(err)
 	}
+	// The mirror stays, and disable says so with a non-zero exit.
 	out, err := runCLI(t, append([]string{"client", "docker", "disable"}, args...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out, "regcache did not add it") {
-		t.Errorf("no explanation:\n%s", out)
+	if err == nil || !strings.Contains(err.Error(), "regcache did not add") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("disable of the operator's mirror: %v\n%s", err, out)
 	}
 	if got := readFile(t, real); got != orig {
 		t.Fatalf("operator's mirror removed: %q", got)

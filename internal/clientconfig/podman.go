@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -82,6 +83,59 @@ func PodmanMirrors(src []byte) ([]string, error) {
 	for _, r := range cfg.Registry {
 		for _, m := range r.Mirror {
 			out = append(out, strings.TrimSpace(r.Prefix)+" -> "+m.Location)
+		}
+	}
+	return out, nil
+}
+
+// PodmanPrefixes returns the prefix of each [[registry]] table in a
+// registries.conf or drop-in, in file order; a table without a prefix
+// stands for its location. containers-registries.conf.d(5): a later table
+// with the same prefix replaces an earlier one as a whole.
+func PodmanPrefixes(src []byte) ([]string, error) {
+	var cfg struct {
+		Registry []struct{ Prefix, Location string }
+	}
+	if err := toml.Unmarshal(src, &cfg); err != nil {
+		return nil, fmt.Errorf("parse registries configuration: %w", err)
+	}
+	var out []string
+	for _, r := range cfg.Registry {
+		p := strings.TrimSpace(r.Prefix)
+		if p == "" {
+			p = strings.TrimSpace(r.Location)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// PodmanMirrorURLs returns the mirrors a regcache drop-in points at, as
+// Mirror URLs (http:// for an insecure mirror, else https://), without
+// duplicates. A location host[:port]/<registry> counts as host[:port].
+func PodmanMirrorURLs(src []byte) ([]string, error) {
+	var cfg struct {
+		Registry []struct {
+			Mirror []struct {
+				Location string
+				Insecure bool
+			}
+		}
+	}
+	if err := toml.Unmarshal(src, &cfg); err != nil {
+		return nil, fmt.Errorf("parse drop-in: %w", err)
+	}
+	var out []string
+	for _, r := range cfg.Registry {
+		for _, m := range r.Mirror {
+			host, _, _ := strings.Cut(strings.TrimSpace(m.Location), "/")
+			u := "https://" + strings.ToLower(host)
+			if m.Insecure {
+				u = "http://" + strings.ToLower(host)
+			}
+			if !slices.Contains(out, u) {
+				out = append(out, u)
+			}
 		}
 	}
 	return out, nil

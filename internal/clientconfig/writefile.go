@@ -15,8 +15,13 @@ type WriteOptions struct {
 	// existing file keeps its mode and owner.
 	Mode fs.FileMode
 	// BackupSuffix, when set and the file exists, makes WriteFile keep the
-	// previous content in <target><BackupSuffix> before replacing it.
+	// previous content in <target><BackupSuffix> before replacing it. The
+	// backup gets the file's mode and owner each time.
 	BackupSuffix string
+	// OrigSuffix, when set, makes WriteFile keep the content the file had
+	// before regcache first changed it in <target><OrigSuffix>. That copy is
+	// written once and never replaced; it is empty when there was no file.
+	OrigSuffix string
 }
 
 // ResolvePath follows symlinks in path to the file they point at. A dangling
@@ -39,7 +44,14 @@ func ResolvePath(path string) (string, error) {
 			return "", fmt.Errorf("read link %s: %w", path, err)
 		}
 		if !filepath.IsAbs(dest) {
-			dest = filepath.Join(filepath.Dir(path), dest)
+			// The kernel resolves a relative link in the directory the link
+			// really is in, which differs from the lexical one when a
+			// directory on the way is itself a symlink.
+			dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+			if err != nil {
+				return "", fmt.Errorf("resolve %s: %w", filepath.Dir(path), err)
+			}
+			dest = filepath.Join(dir, dest)
 		}
 		path = dest
 	}
@@ -81,15 +93,6 @@ func WriteFile(path string, data []byte, opts WriteOptions) error {
 		if st, ok := old.Sys().(*syscall.Stat_t); ok {
 			uid, gid = int(st.Uid), int(st.Gid)
 		}
-		if opts.BackupSuffix != "" {
-			prev, err := os.ReadFile(target)
-			if err != nil {
-				return fmt.Errorf("read %s for backup: %w", target, err)
-			}
-			if err := WriteFile(target+opts.BackupSuffix, prev, WriteOptions{Mode: mode}); err != nil {
-				return fmt.Errorf("back up %s: %w", target, err)
-			}
-		}
 	case errors.Is(statErr, fs.ErrNotExist):
 		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 			return fmt.Errorf("create directory for %s: %w", target, err)
@@ -97,7 +100,51 @@ func WriteFile(path string, data []byte, opts WriteOptions) error {
 	default:
 		return fmt.Errorf("stat %s: %w", target, statErr)
 	}
+	if err := keepCopies(target, opts); err != nil {
+		return err
+	}
 	return replace(target, data, mode, uid, gid)
+}
+
+// keepCopies writes the backup and, the first time, the original copy of
+// target's current content, with target's mode and owner.
+func keepCopies(target string, opts WriteOptions) error {
+	if opts.BackupSuffix == "" && opts.OrigSuffix == "" {
+		return nil
+	}
+	prev, exists, err := ReadFile(target)
+	if err != nil {
+		return err
+	}
+	mode, uid, gid := fs.FileMode(0o644), -1, -1
+	if exists {
+		fi, err := os.Stat(target)
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", target, err)
+		}
+		mode = fi.Mode().Perm()
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			uid, gid = int(st.Uid), int(st.Gid)
+		}
+	}
+	if opts.OrigSuffix != "" {
+		orig := target + opts.OrigSuffix
+		if _, err := os.Lstat(orig); errors.Is(err, fs.ErrNotExist) {
+			if err := replace(orig, prev, mode, uid, gid); err != nil {
+				return fmt.Errorf("keep the original of %s: %w", target, err)
+			}
+		} else if err != nil {
+			return fmt.Errorf("stat %s: %w", orig, err)
+		}
+	}
+	if opts.BackupSuffix != "" && exists {
+		// replace, not WriteFile: the backup takes the source's mode and
+		// owner, not those of an older backup.
+		if err := replace(target+opts.BackupSuffix, prev, mode, uid, gid); err != nil {
+			return fmt.Errorf("back up %s: %w", target, err)
+		}
+	}
+	return nil
 }
 
 func replace(target string, data []byte, mode fs.FileMode, uid, gid int) (err error) {
@@ -140,23 +187,15 @@ func replace(target string, data []byte, mode fs.FileMode, uid, gid int) (err er
 }
 
 // RemoveFile removes the file at path (through symlinks: the target goes,
-// the link stays dangling) and keeps a backup when BackupSuffix is set. A
-// missing file is not an error.
+// the link stays dangling) and keeps the copies opts asks for. A missing
+// file is not an error.
 func RemoveFile(path string, opts WriteOptions) error {
 	target, err := ResolvePath(path)
 	if err != nil {
 		return err
 	}
-	if opts.BackupSuffix != "" {
-		prev, exists, err := ReadFile(target)
-		if err != nil {
-			return err
-		}
-		if exists {
-			if err := WriteFile(target+opts.BackupSuffix, prev, WriteOptions{Mode: 0o644}); err != nil {
-				return fmt.Errorf("back up %s: %w", target, err)
-			}
-		}
+	if err := keepCopies(target, opts); err != nil {
+		return err
 	}
 	if err := os.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", target, err)

@@ -136,3 +136,81 @@ func TestDiffMatchesPatch(t *testing.T) {
 		t.Fatal("diff of equal inputs is not empty")
 	}
 }
+
+// The kernel resolves a relative link against the directory it really is
+// in, not the lexical one: /etc/docker -> /srv/docker and
+// /srv/docker/daemon.json -> ../conf/daemon.json is /srv/conf/daemon.json.
+func TestResolvePathRelativeLinkInSymlinkedDir(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	for _, d := range []string{"srv/docker", "srv/conf", "etc"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	real := filepath.Join(root, "srv", "conf", "daemon.json")
+	if err := os.WriteFile(real, []byte(`{"debug": true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(root, "srv", "docker"), filepath.Join(root, "etc", "docker")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../conf/daemon.json", filepath.Join(root, "srv", "docker", "daemon.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../conf/new.json", filepath.Join(root, "srv", "docker", "new.json")); err != nil { // dangling
+		t.Fatal(err)
+	}
+	p := filepath.Join(root, "etc", "docker", "daemon.json")
+	if got, err := ResolvePath(p); err != nil || got != real {
+		t.Errorf("ResolvePath = %q, %v; want %q", got, err, real)
+	}
+	if err := WriteFile(p, []byte("new"), WriteOptions{BackupSuffix: ".bak"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(real); string(got) != "new" {
+		t.Errorf("real file: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(root, "etc", "conf")); err == nil {
+		t.Error("a file was created at the lexically resolved path")
+	}
+	dangling := filepath.Join(root, "etc", "docker", "new.json")
+	if err := WriteFile(dangling, []byte("x"), WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(root, "srv", "conf", "new.json")); err != nil || string(got) != "x" {
+		t.Errorf("dangling link target: %q, %v", got, err)
+	}
+}
+
+// The backup takes the source's mode and owner every time, not those of an
+// older backup file.
+func TestWriteFileBackupFollowsSourceMode(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "daemon.json")
+	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path+".bak", []byte("older"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getuid() == 0 {
+		if err := os.Chown(path, 1234, 5678); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := WriteFile(path, []byte("new"), WriteOptions{BackupSuffix: ".bak"}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path + ".bak")
+	if err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("backup: %v %v, want mode 0644", fi, err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); os.Getuid() == 0 && (st.Uid != 1234 || st.Gid != 5678) {
+		t.Errorf("backup owner %d:%d, want 1234:5678", st.Uid, st.Gid)
+	}
+	if b, _ := os.ReadFile(path + ".bak"); string(b) != "old" {
+		t.Errorf("backup %q", b)
+	}
+}
