@@ -142,6 +142,11 @@ func (s *Server) manifestByTag(r *http.Request, rt route, tag string) (*manifest
 func (s *Server) revalidate(ctx context.Context, rt route, tag string, accept []string) (upstream.Descriptor, error) {
 	key := "head\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
 	v, err, _ := s.flights.Do(key, func() (any, error) {
+		// A revalidation that finished just before this one was asked
+		// for already answered it.
+		if e, ok, _ := s.index.Tag(rt.up.Name, rt.repo, tag); ok && s.now().Sub(e.Checked) < s.freshness {
+			return upstream.Descriptor{Digest: e.Digest, MediaType: e.MediaType, Size: e.Size}, nil
+		}
 		ctx, cancel := detached(ctx)
 		defer cancel()
 		desc, err := rt.up.Client.ManifestHead(ctx, rt.repo, oci.Reference{Tag: tag}, accept)
@@ -157,21 +162,35 @@ func (s *Server) revalidate(ctx context.Context, rt route, tag string, accept []
 	return v.(upstream.Descriptor), err
 }
 
-// fetchTag GETs a tag's manifest, stores it and records the tag.
+// fetchTag GETs a tag's manifest, stores it and records the tag, once for
+// concurrent requests of the same tag (the tag is recorded inside the
+// flight, so a request arriving just after it finds the tag).
 func (s *Server) fetchTag(ctx context.Context, rt route, tag string, accept []string) (*manifest, error) {
-	m, err := s.fetchManifest(ctx, rt, oci.Reference{Tag: tag}, accept)
+	key := "tag\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
+	v, err, _ := s.flights.Do(key, func() (any, error) {
+		if e, ok, _ := s.index.Tag(rt.up.Name, rt.repo, tag); ok && s.now().Sub(e.Checked) < s.freshness {
+			if m, err := s.storedManifest(ctx, e.Digest); err == nil {
+				return m, nil
+			}
+		}
+		m, err := s.fetchManifest(ctx, rt, oci.Reference{Tag: tag}, accept)
+		if err != nil {
+			return nil, err
+		}
+		now := s.now()
+		e := cacheindex.TagEntry{Digest: m.digest, MediaType: m.mediaType, Size: int64(len(m.body)), Fetched: now, Checked: now}
+		if err := s.index.PutTag(rt.up.Name, rt.repo, tag, e); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				return nil, fmt.Errorf("record tag: %w", err)
+			}
+			s.log.Error("cache disk is full; serving the tag without recording it", slog.String("tag", tag), slog.Any("error", err))
+		}
+		return m, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	now := s.now()
-	e := cacheindex.TagEntry{Digest: m.digest, MediaType: m.mediaType, Size: int64(len(m.body)), Fetched: now, Checked: now}
-	if err := s.index.PutTag(rt.up.Name, rt.repo, tag, e); err != nil {
-		if !errors.Is(err, syscall.ENOSPC) {
-			return nil, fmt.Errorf("record tag: %w", err)
-		}
-		s.log.Error("cache disk is full; serving the tag without recording it", slog.String("tag", tag), slog.Any("error", err))
-	}
-	return m, nil
+	return v.(*manifest), nil
 }
 
 // fetchManifest GETs a manifest from upstream (once for concurrent
