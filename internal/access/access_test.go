@@ -507,3 +507,41 @@ func TestMissingRepositoryIsNotFound(t *testing.T) {
 		t.Fatalf("Authorize = %v, want 404 NAME_UNKNOWN", err)
 	}
 }
+
+// TestDigestOnlyPublicRepository: a repository pushed by digest only has
+// no tag list on Distribution (404), yet its manifests are public: the
+// probe asks about the requested reference and lets the client in.
+func TestDigestOnlyPublicRepository(t *testing.T) {
+	dgst := "sha256:" + strings.Repeat("b", 64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead && r.URL.Path == "/v2/team/app/manifests/"+dgst {
+			w.Header().Set("Docker-Content-Digest", dgst)
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			return
+		}
+		w.WriteHeader(404)
+		w.Write([]byte(`{"errors":[{"code":"NAME_UNKNOWN"}]}`))
+	}))
+	defer srv.Close()
+	c, err := upstream.New("docker.io", srv.URL, auth.Credentials{Username: "u", Password: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Private: PrivateDeny, Upstreams: []Upstream{{Name: "docker.io", URL: srv.URL, Credentialed: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &registry.Upstream{Name: "docker.io", Client: c}
+	r := httptest.NewRequest("GET", "/v2/team/app/manifests/"+dgst, nil)
+	if err := a.Authorize(httptest.NewRecorder(), r, up, "team/app"); err != nil {
+		t.Fatalf("digest-only public repository refused: %v", err)
+	}
+	// Another reference of the same repository that is not there: 404.
+	other := "sha256:" + strings.Repeat("c", 64)
+	r = httptest.NewRequest("GET", "/v2/team/app/manifests/"+other, nil)
+	// The repository is known public now, so the policy lets the request
+	// through and the registry answers its own 404.
+	if err := a.Authorize(httptest.NewRecorder(), r, up, "team/app"); err != nil {
+		t.Fatalf("known-public repository refused for another reference: %v", err)
+	}
+}

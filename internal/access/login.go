@@ -344,6 +344,9 @@ func (h *htpasswd) has(user string) bool {
 	return ok
 }
 
+// bcryptWait is how long a password check waits for a slot.
+const bcryptWait = 5 * time.Second
+
 // bcryptSlots bounds concurrent password checks to half the cores.
 var bcryptSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 
@@ -365,8 +368,14 @@ func (h *htpasswd) verify(user, pw string) bool {
 	h.mu.Unlock()
 	// bcrypt is slow on purpose; a flood of wrong passwords must not take
 	// every core from the mirror, so at most half of them compare at once.
-	bcryptSlots <- struct{}{}
-	defer func() { <-bcryptSlots }()
+	// A login that cannot get a slot within a few seconds is refused
+	// rather than queued without bound behind a flood.
+	select {
+	case bcryptSlots <- struct{}{}:
+		defer func() { <-bcryptSlots }()
+	case <-time.After(bcryptWait):
+		return false
+	}
 	if !ok {
 		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(pw))
 		return false

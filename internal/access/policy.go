@@ -36,7 +36,8 @@ func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, up *registry.
 	if id.user != "" && a.private == PrivateAuthenticated && a.userMay(id.user, up.Name, repo) {
 		return nil
 	}
-	ans, err := a.publicAnswer(r.Context(), up, repo)
+	req, _ := oci.ParsePath(r.URL.Path) // parsed before: the registry routed it
+	ans, err := a.publicAnswer(r.Context(), up, repo, req)
 	if err != nil {
 		return err
 	}
@@ -126,31 +127,35 @@ func checkPattern(p string) error {
 // repository; when the upstream cannot be asked the last answer is used
 // however old, and without one the request fails closed.
 func (a *Access) isPublic(ctx context.Context, up *registry.Upstream, repo string) (bool, error) {
-	ans, err := a.publicAnswer(ctx, up, repo)
+	ans, err := a.publicAnswer(ctx, up, repo, oci.Path{})
 	return ans.public, err
 }
 
-// publicAnswer is isPublic with the "missing even for the mirror" case.
-func (a *Access) publicAnswer(ctx context.Context, up *registry.Upstream, repo string) (publicAnswer, error) {
+// publicAnswer is isPublic with the "missing even for the mirror" case,
+// for the request req (its reference is asked about when the repository's
+// tag list says nothing). Public and private are facts of the repository
+// and remembered for it; "missing" is remembered for the reference only.
+func (a *Access) publicAnswer(ctx context.Context, up *registry.Upstream, repo string, req oci.Path) (publicAnswer, error) {
 	upName := up.Name
 	st := a.upstreams[upName]
 	if st == nil || !st.credentialed {
 		return publicAnswer{public: true}, nil // the mirror itself reads anonymously
 	}
+	refKey := repo + "\x00" + refString(req)
 	st.mu.Lock()
 	last, known := st.answers[repo]
+	gone, goneKnown := st.answers[refKey]
 	st.mu.Unlock()
-	remember := a.rememberOK
-	if last.missing {
-		remember = rememberMissing
-	}
-	if known && a.now().Sub(last.at) < remember {
+	if known && a.now().Sub(last.at) < a.rememberOK {
 		return last, nil
 	}
-	v, err, _ := st.flights.Do(repo, func() (any, error) {
+	if goneKnown && a.now().Sub(gone.at) < rememberMissing {
+		return gone, nil
+	}
+	v, err, _ := st.flights.Do(refKey, func() (any, error) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		return probe(cctx, st.anon, up.Client, repo)
+		return probe(cctx, st.anon, up.Client, repo, req)
 	})
 	if err != nil {
 		if known {
@@ -166,13 +171,53 @@ func (a *Access) publicAnswer(ctx context.Context, up *registry.Upstream, repo s
 	}
 	ans := v.(publicAnswer)
 	ans.at = a.now()
+	key := repo
+	if ans.missing {
+		key = refKey
+	}
 	st.mu.Lock()
 	if len(st.answers) > 50000 {
 		clear(st.answers)
 	}
-	st.answers[repo] = ans
+	st.answers[key] = ans
 	st.mu.Unlock()
 	return ans, nil
+}
+
+// refString names what a request asks for, for remembering "missing".
+func refString(p oci.Path) string {
+	switch p.Kind {
+	case oci.KindManifest:
+		return "manifest:" + p.Reference.String()
+	case oci.KindBlob:
+		return "blob:" + p.Digest.String()
+	case oci.KindReferrers:
+		return "referrers:" + p.Digest.String()
+	}
+	return "tags"
+}
+
+// headOf returns a HEAD of what req asks for, or nil for requests without
+// a reference (tag lists).
+func headOf(repo string, req oci.Path) func(context.Context, *upstream.Client) error {
+	switch req.Kind {
+	case oci.KindManifest:
+		return func(ctx context.Context, c *upstream.Client) error {
+			_, err := c.ManifestHead(ctx, repo, req.Reference, oci.ManifestMediaTypes)
+			return err
+		}
+	case oci.KindReferrers:
+		return func(ctx context.Context, c *upstream.Client) error {
+			_, err := c.ManifestHead(ctx, repo, oci.Reference{Digest: req.Digest}, oci.ManifestMediaTypes)
+			return err
+		}
+	case oci.KindBlob:
+		return func(ctx context.Context, c *upstream.Client) error {
+			_, err := c.BlobHead(ctx, repo, req.Digest)
+			return err
+		}
+	}
+	return nil
 }
 
 // rememberMissing is how long "the repository does not exist, even for the
@@ -181,30 +226,56 @@ func (a *Access) publicAnswer(ctx context.Context, up *registry.Upstream, repo s
 const rememberMissing = 30 * time.Second
 
 // probe asks anonymously for one tag of repo. 2xx is public; 401 and 403
-// are private. A 404 may be a private repository hidden as missing, so the
-// mirror's own credentials are asked too: if they also get 404 the
-// repository is missing (Authorize answers 404 itself, so containerd falls
-// back to the next host, and nothing cached for a repository that was
-// deleted or whose access was lost is served); otherwise it is private.
-// Any other failure is an error.
-func probe(ctx context.Context, anon, cred *upstream.Client, repo string) (publicAnswer, error) {
+// are private. A 404 says little: a private repository hidden as missing,
+// a repository pushed by digest only (Distribution lists no tags for it),
+// or nothing at all. Then what the request asks for is asked about, first
+// anonymously (2xx: public) and then with the mirror's own credentials:
+// 2xx there means private; 404 there too means missing, and Authorize
+// answers 404 itself, so containerd falls back to its next host and
+// nothing cached for a reference that was deleted or whose access was lost
+// is served. Any other failure is an error.
+func probe(ctx context.Context, anon, cred *upstream.Client, repo string, req oci.Path) (publicAnswer, error) {
 	_, err := anon.Tags(ctx, repo, "n=1")
 	if err == nil {
 		return publicAnswer{public: true}, nil
 	}
-	if private, ok := refused(err); ok {
-		if !private {
-			return publicAnswer{}, nil
-		}
-		if cred == nil {
-			return publicAnswer{}, nil
-		}
-		if _, cerr := cred.Tags(ctx, repo, "n=1"); upstream.IsNotFound(cerr) {
-			return publicAnswer{missing: true}, nil
-		}
+	notFound, ok := refused(err)
+	switch {
+	case !ok:
+		return publicAnswer{}, err
+	case !notFound:
 		return publicAnswer{}, nil
 	}
-	return publicAnswer{}, err
+	head := headOf(repo, req)
+	if head != nil {
+		err := head(ctx, anon)
+		if err == nil {
+			return publicAnswer{public: true}, nil
+		}
+		notFound, ok := refused(err)
+		switch {
+		case !ok:
+			return publicAnswer{}, err
+		case !notFound:
+			return publicAnswer{}, nil
+		}
+	}
+	if cred == nil {
+		return publicAnswer{}, nil
+	}
+	var cerr error
+	if head != nil {
+		cerr = head(ctx, cred)
+	} else {
+		_, cerr = cred.Tags(ctx, repo, "n=1")
+	}
+	if upstream.IsNotFound(cerr) {
+		return publicAnswer{missing: true}, nil
+	}
+	if _, ok := refused(cerr); cerr != nil && !ok {
+		return publicAnswer{}, cerr
+	}
+	return publicAnswer{}, nil // the mirror's account sees it; anonymous clients do not
 }
 
 // refused reports whether err is the upstream refusing an anonymous
