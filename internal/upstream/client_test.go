@@ -1,13 +1,17 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/oci"
@@ -139,5 +143,59 @@ func TestRateLimitedHoldsOff(t *testing.T) {
 	clk.add(31 * time.Second)
 	if err := head(c, t.Context()); err != nil {
 		t.Fatalf("after Retry-After: %v", err)
+	}
+}
+
+// TestManifestGarbage: an upstream manifest that is too large, does not
+// match its Docker-Content-Digest or the digest it was asked by, or is
+// shorter than its Content-Length is refused with a clear error.
+func TestManifestGarbage(t *testing.T) {
+	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`)
+	good := digest.FromBytes(body)
+	other := digest.FromString("something else")
+	tests := []struct {
+		name    string
+		ref     oci.Reference
+		handler http.HandlerFunc
+		want    string
+	}{
+		{"header digest mismatch", oci.Reference{Tag: "t"}, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Docker-Content-Digest", other.String())
+			w.Write(body)
+		}, "does not match digest"},
+		{"asked digest mismatch", oci.Reference{Digest: other}, func(w http.ResponseWriter, r *http.Request) {
+			w.Write(body)
+		}, "does not match digest"},
+		{"too large", oci.Reference{Tag: "t"}, func(w http.ResponseWriter, r *http.Request) {
+			w.Write(bytes.Repeat([]byte(" "), oci.MaxManifestSize+1))
+		}, "limit"},
+		{"short body", oci.Reference{Tag: "t"}, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "1000")
+			w.Write(body)
+		}, "manifest"},
+		{"good", oci.Reference{Digest: good}, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Write(body)
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := httptest.NewServer(tt.handler)
+			defer s.Close()
+			c, err := New("test", s.URL, auth.Credentials{}, WithRetry(1, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := c.ManifestGet(t.Context(), "a", tt.ref, nil)
+			if tt.want == "" {
+				if err != nil || m.Digest != good {
+					t.Fatalf("good manifest: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tt.want)
+			}
+		})
 	}
 }
