@@ -4,7 +4,7 @@
 // Docker token flow at /token), and the private-repository policy, so that
 // content fetched with the mirror's upstream credentials is served only to
 // clients allowed it. It plugs into the registry as a middleware (network
-// checks, /token, the /v2/ login probe) and a registry.Authorizer
+// checks, /token, the /v2/ login probe) and the registry's Authorizer
 // (per-repository decisions, made after routing and before any I/O).
 package access
 
@@ -22,7 +22,6 @@ import (
 
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/oci"
-	"github.com/regcache/regcache/internal/registry"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
@@ -61,7 +60,8 @@ type Config struct {
 
 // Upstream describes a mirrored registry for the private-repository check.
 type Upstream struct {
-	// Name is the registry host clients know (registry.Upstream.Name).
+	// Name is the registry host clients know (the name the registry
+	// routes to and Authorize is called with).
 	Name string
 	// URL is the upstream's base URL, asked anonymously whether it serves
 	// a repository to anyone.
@@ -70,6 +70,10 @@ type Upstream struct {
 	// credentials. Without them everything the mirror can fetch is public,
 	// and no check is made.
 	Credentialed bool
+	// Client is the mirror's own (credentialed) client of the upstream,
+	// asked whether a repository the anonymous client cannot see exists at
+	// all. Nil: a refused repository is taken as private, never missing.
+	Client *upstream.Client
 }
 
 // Access is the mirror's access control. It is safe for concurrent use.
@@ -97,6 +101,7 @@ type Access struct {
 type upstreamState struct {
 	credentialed bool
 	anon         *upstream.Client
+	cred         *upstream.Client
 
 	mu      sync.Mutex
 	answers map[string]publicAnswer // repo → last answer
@@ -181,7 +186,7 @@ func New(cfg Config, opts ...Option) (*Access, error) {
 		if i == 0 {
 			a.defaultUp = u.Name
 		}
-		st := &upstreamState{credentialed: u.Credentialed, answers: map[string]publicAnswer{}}
+		st := &upstreamState{credentialed: u.Credentialed, cred: u.Client, answers: map[string]publicAnswer{}}
 		if u.Credentialed {
 			c, err := upstream.New(u.Name, u.URL, auth.Credentials{}, upstream.WithLogger(a.log), upstream.WithRetry(2, 100*time.Millisecond))
 			if err != nil {
@@ -193,8 +198,6 @@ func New(cfg Config, opts ...Option) (*Access, error) {
 	}
 	return a, nil
 }
-
-var _ registry.Authorizer = (*Access)(nil)
 
 // Logins reports whether client logins are configured.
 func (a *Access) Logins() bool { return a.users != nil }

@@ -21,7 +21,6 @@ import (
 
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/oci"
-	"github.com/regcache/regcache/internal/registry"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
@@ -402,8 +401,7 @@ func TestPublicCheck(t *testing.T) {
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	ups := []Upstream{{Name: "docker.io", URL: srv.URL, Credentialed: true}, {Name: "anon.example", URL: srv.URL}}
-	up := &registry.Upstream{Name: "docker.io"}
-	anonUp := &registry.Upstream{Name: "anon.example"}
+	up, anonUp := "docker.io", "anon.example"
 
 	type want struct{ anon, alice, bob int }
 	for _, mode := range []struct {
@@ -420,7 +418,7 @@ func TestPublicCheck(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			check := func(repo string, u *registry.Upstream, user string, wantStatus int) {
+			check := func(repo, u, user string, wantStatus int) {
 				t.Helper()
 				r := httptest.NewRequest("GET", "/v2/"+repo+"/manifests/latest", nil)
 				r.Host = "m:1"
@@ -459,7 +457,7 @@ func TestPublicCheck(t *testing.T) {
 		ctx := t.Context()
 		f.hits.Store(0)
 		for range 3 {
-			if ok, err := a.isPublic(ctx, &registry.Upstream{Name: "docker.io"}, "library/pub"); !ok || err != nil {
+			if ok, err := a.isPublic(ctx, "docker.io", "library/pub"); !ok || err != nil {
 				t.Fatalf("public: %v %v", ok, err)
 			}
 		}
@@ -471,10 +469,10 @@ func TestPublicCheck(t *testing.T) {
 		mu.Lock()
 		now = now.Add(2 * time.Minute)
 		mu.Unlock()
-		if ok, err := a.isPublic(ctx, &registry.Upstream{Name: "docker.io"}, "library/pub"); !ok || err != nil {
+		if ok, err := a.isPublic(ctx, "docker.io", "library/pub"); !ok || err != nil {
 			t.Errorf("upstream down: last answer not used: %v %v", ok, err)
 		}
-		if ok, err := a.isPublic(ctx, &registry.Upstream{Name: "docker.io"}, "library/never-seen"); ok || err == nil {
+		if ok, err := a.isPublic(ctx, "docker.io", "library/never-seen"); ok || err == nil {
 			t.Errorf("upstream down, no answer known: %v %v (want a refusal)", ok, err)
 		}
 	})
@@ -496,12 +494,12 @@ func TestMissingRepositoryIsNotFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Config{Private: PrivateDeny, Upstreams: []Upstream{{Name: "docker.io", URL: srv.URL, Credentialed: true}}})
+	a, err := New(Config{Private: PrivateDeny, Upstreams: []Upstream{{Name: "docker.io", URL: srv.URL, Credentialed: true, Client: c}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := httptest.NewRequest("GET", "/v2/team/secret/manifests/sha256:"+strings.Repeat("a", 64), nil)
-	err = a.Authorize(httptest.NewRecorder(), r, &registry.Upstream{Name: "docker.io", Client: c}, "team/secret")
+	err = a.Authorize(httptest.NewRecorder(), r, "docker.io", "team/secret")
 	var oe *oci.Error
 	if !errors.As(err, &oe) || oe.Code != oci.ErrNameUnknown || oe.HTTPStatus() != 404 {
 		t.Fatalf("Authorize = %v, want 404 NAME_UNKNOWN", err)
@@ -527,11 +525,11 @@ func TestDigestOnlyPublicRepository(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Config{Private: PrivateDeny, Upstreams: []Upstream{{Name: "docker.io", URL: srv.URL, Credentialed: true}}})
+	a, err := New(Config{Private: PrivateDeny, Upstreams: []Upstream{{Name: "docker.io", URL: srv.URL, Credentialed: true, Client: c}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := &registry.Upstream{Name: "docker.io", Client: c}
+	up := "docker.io"
 	r := httptest.NewRequest("GET", "/v2/team/app/manifests/"+dgst, nil)
 	if err := a.Authorize(httptest.NewRecorder(), r, up, "team/app"); err != nil {
 		t.Fatalf("digest-only public repository refused: %v", err)

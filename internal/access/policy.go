@@ -11,11 +11,10 @@ import (
 
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/oci"
-	"github.com/regcache/regcache/internal/registry"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
-// Authorize decides whether the request may read repo at up. It is the
+// Authorize decides whether the request may read repo at the upstream named upName. It is the
 // registry's Authorizer: it runs after routing and before any I/O, for
 // manifests, tags, referrers and blobs alike, cached or not.
 //
@@ -24,7 +23,7 @@ import (
 // logged-in users whose patterns match it (anonymous clients get a 401
 // challenge, so they can log in); under deny to no one. Presented but wrong
 // credentials always get a 401. Errors are *oci.Error.
-func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, up *registry.Upstream, repo string) error {
+func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, upName, repo string) error {
 	id := a.identityOf(r)
 	name := clientName(r, repo)
 	if id.err != nil {
@@ -33,11 +32,11 @@ func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, up *registry.
 	if a.private == PrivateAllow {
 		return nil
 	}
-	if id.user != "" && a.private == PrivateAuthenticated && a.userMay(id.user, up.Name, repo) {
+	if id.user != "" && a.private == PrivateAuthenticated && a.userMay(id.user, upName, repo) {
 		return nil
 	}
 	req, _ := oci.ParsePath(r.URL.Path) // parsed before: the registry routed it
-	ans, err := a.publicAnswer(r.Context(), up, repo, req)
+	ans, err := a.publicAnswer(r.Context(), upName, repo, req)
 	if err != nil {
 		return err
 	}
@@ -47,15 +46,15 @@ func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, up *registry.
 	if ans.missing {
 		// Not there even for the mirror's credentials: an honest 404, and
 		// nothing from the cache (the repository may have been private).
-		return oci.Errorf(oci.ErrNameUnknown, "repository %s not found at %s", name, up.Name)
+		return oci.Errorf(oci.ErrNameUnknown, "repository %s not found at %s", name, upName)
 	}
 	switch {
 	case a.private == PrivateAuthenticated && id.user == "" && a.users != nil:
 		return a.challenge(w, r, name, nil)
 	case a.private == PrivateAuthenticated && id.user != "":
-		return oci.Errorf(oci.ErrDenied, "user %q may not pull %s: it is not served anonymously by %s and matches none of the user's repository patterns", id.user, name, up.Name)
+		return oci.Errorf(oci.ErrDenied, "user %q may not pull %s: it is not served anonymously by %s and matches none of the user's repository patterns", id.user, name, upName)
 	default:
-		return oci.Errorf(oci.ErrDenied, "%s is not served anonymously by %s, and this mirror serves only what the upstream serves anonymously (access.private: %s)", name, up.Name, a.private)
+		return oci.Errorf(oci.ErrDenied, "%s is not served anonymously by %s, and this mirror serves only what the upstream serves anonymously (access.private: %s)", name, upName, a.private)
 	}
 }
 
@@ -126,8 +125,8 @@ func checkPattern(p string) error {
 // and costs no pull on Docker Hub). Answers are remembered per upstream and
 // repository; when the upstream cannot be asked the last answer is used
 // however old, and without one the request fails closed.
-func (a *Access) isPublic(ctx context.Context, up *registry.Upstream, repo string) (bool, error) {
-	ans, err := a.publicAnswer(ctx, up, repo, oci.Path{})
+func (a *Access) isPublic(ctx context.Context, upName, repo string) (bool, error) {
+	ans, err := a.publicAnswer(ctx, upName, repo, oci.Path{})
 	return ans.public, err
 }
 
@@ -135,8 +134,7 @@ func (a *Access) isPublic(ctx context.Context, up *registry.Upstream, repo strin
 // for the request req (its reference is asked about when the repository's
 // tag list says nothing). Public and private are facts of the repository
 // and remembered for it; "missing" is remembered for the reference only.
-func (a *Access) publicAnswer(ctx context.Context, up *registry.Upstream, repo string, req oci.Path) (publicAnswer, error) {
-	upName := up.Name
+func (a *Access) publicAnswer(ctx context.Context, upName, repo string, req oci.Path) (publicAnswer, error) {
 	st := a.upstreams[upName]
 	if st == nil || !st.credentialed {
 		return publicAnswer{public: true}, nil // the mirror itself reads anonymously
@@ -155,7 +153,7 @@ func (a *Access) publicAnswer(ctx context.Context, up *registry.Upstream, repo s
 	v, err, _ := st.flights.Do(refKey, func() (any, error) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		return probe(cctx, st.anon, up.Client, repo, req)
+		return probe(cctx, st.anon, st.cred, repo, req)
 	})
 	if err != nil {
 		if known {

@@ -28,6 +28,7 @@ import (
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/fill"
 	"github.com/regcache/regcache/internal/metrics"
+	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/registry"
 	"github.com/regcache/regcache/internal/upstream"
 )
@@ -39,8 +40,9 @@ type App struct {
 	store     *disk.Store
 	index     *cacheindex.Index
 	fills     *fill.Manager
+	content   *mirror.Service
 	registry  *registry.Server
-	upstreams []*registry.Upstream
+	upstreams []*mirror.Upstream
 	certs     *certReloader
 	metrics   *prometheus.Registry
 }
@@ -88,7 +90,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			a.Close()
 			return nil, err
 		}
-		a.upstreams = append(a.upstreams, &registry.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c})
+		a.upstreams = append(a.upstreams, &mirror.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c})
 	}
 	a.metrics = prometheus.NewRegistry()
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -106,16 +108,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_fills_active", Help: "Upstream blob fetches running."},
 		func() float64 { return float64(a.fills.Active()) }))
-	acc, err := newAccess(cfg, log)
+	acc, err := newAccess(cfg, a.upstreams, log)
 	if err != nil {
 		a.Close()
 		return nil, err
 	}
-	a.registry = registry.New(store, index, a.fills, a.upstreams,
+	m := metrics.New(a.metrics)
+	a.content = mirror.New(store, index, a.fills, a.upstreams,
+		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
+		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel))
+	a.registry = registry.New(a.content,
 		registry.WithAuthorizer(acc), registry.WithMiddleware(acc.Middleware),
-		registry.WithMetrics(metrics.New(a.metrics)),
-		registry.WithLogger(log), registry.WithFreshness(cfg.Freshness),
-		registry.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel))
+		registry.WithMetrics(m), registry.WithLogger(log))
 	if cfg.TLS.Cert != "" {
 		if a.certs, err = newCertReloader(cfg.TLS.Cert, cfg.TLS.Key, log); err != nil {
 			a.Close()
@@ -125,13 +129,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	return a, nil
 }
 
-// newAccess builds the access control from the configuration.
-func newAccess(cfg config.Config, log *slog.Logger) (*access.Access, error) {
+// newAccess builds the access control from the configuration; clients
+// are the mirror's own clients of the upstreams, in the same order.
+func newAccess(cfg config.Config, clients []*mirror.Upstream, log *slog.Logger) (*access.Access, error) {
 	ac := access.Config{Allow: cfg.Access.Allow, TrustedProxies: cfg.Access.TrustedProxies,
 		Htpasswd: cfg.Access.Htpasswd, Users: cfg.Access.Users, Private: cfg.Access.Private}
-	for _, u := range cfg.Upstreams {
+	for i, u := range cfg.Upstreams {
 		ac.Upstreams = append(ac.Upstreams, access.Upstream{Name: u.Name, URL: u.URL,
-			Credentialed: u.Username != "" || u.Password != "" || u.PasswordFile != ""})
+			Credentialed: u.Username != "" || u.Password != "" || u.PasswordFile != "",
+			Client:       clients[i].Client})
 	}
 	return access.New(ac, access.WithLogger(log), access.WithMaxRequestsPerClient(maxRequestsPerClient))
 }
@@ -139,6 +145,8 @@ func newAccess(cfg config.Config, log *slog.Logger) (*access.Access, error) {
 // maxRequestsPerClient bounds one client address's requests in flight, and
 // so the upstream fills it can hold open.
 const maxRequestsPerClient = 256
+
+var _ registry.Authorizer = (*access.Access)(nil)
 
 // Handler is the registry API.
 func (a *App) Handler() http.Handler { return a.registry.Handler() }
@@ -219,7 +227,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	// Stop prefetches and fills first: a client streaming a fill gets an
 	// aborted body (and retries) instead of holding Shutdown for the whole
 	// fill. Hits in flight are served to the end by Shutdown.
-	a.registry.Close()
+	a.content.Close()
 	a.fills.Close()
 	serr := srv.Shutdown(sctx)
 	if admin != nil {
@@ -240,8 +248,8 @@ func ignoreDeadline(err error) error {
 
 // Close stops background work and closes the index.
 func (a *App) Close() error {
-	if a.registry != nil {
-		a.registry.Close()
+	if a.content != nil {
+		a.content.Close()
 	}
 	if a.fills != nil {
 		a.fills.Close()

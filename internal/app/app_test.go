@@ -22,15 +22,15 @@ import (
 	"github.com/regcache/regcache/internal/config"
 )
 
-// mirror is a whole regcache running in-process on 127.0.0.1.
-type mirror struct {
+// running is a whole regcache running in-process on 127.0.0.1.
+type running struct {
 	Host string
 	App  *App
 	Data string
 	logs *syncBuffer
 }
 
-func (m *mirror) log() string { return m.logs.String() }
+func (m *running) log() string { return m.logs.String() }
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -51,13 +51,13 @@ func (s *syncBuffer) String() string {
 }
 
 // startMirrorLogged is startMirror keeping the log for assertions.
-func startMirrorLogged(t *testing.T, env map[string]string) *mirror {
+func startMirrorLogged(t *testing.T, env map[string]string) *running {
 	return startMirror(t, env)
 }
 
 // startMirror runs the mirror configured by env (REGCACHE_* variables, as
 // an operator would set them) and stops it at cleanup.
-func startMirror(t *testing.T, env map[string]string) *mirror {
+func startMirror(t *testing.T, env map[string]string) *running {
 	t.Helper()
 	data := t.TempDir()
 	base := map[string]string{"REGCACHE_DATA": data, "REGCACHE_ADMIN_ADDR": ""}
@@ -96,7 +96,7 @@ func startMirror(t *testing.T, env map[string]string) *mirror {
 		}
 		a.Close()
 	})
-	return &mirror{Host: ln.Addr().String(), App: a, Data: data, logs: logs}
+	return &running{Host: ln.Addr().String(), App: a, Data: data, logs: logs}
 }
 
 func TestPullThroughInProcessRegistry(t *testing.T) {

@@ -21,7 +21,7 @@ const dashboardCountEvery = 5 * time.Second
 // dashboardHandler is the admin listener's GET /.
 func (a *App) dashboardHandler() http.Handler {
 	totals := &totalsCounter{count: a.cacheTotals, every: dashboardCountEvery, now: time.Now, log: a.log}
-	return ui.New(func(context.Context) ui.Snapshot { return a.dashboardSnapshot(totals.get()) }, ui.WithLogger(a.log))
+	return ui.New(ui.SourceFunc(func(context.Context) ui.Snapshot { return a.dashboardSnapshot(totals.get()) }), ui.WithLogger(a.log))
 }
 
 // dashboardSnapshot is Status plus the cache's size.
@@ -30,8 +30,10 @@ func (a *App) dashboardSnapshot(c ui.Cache) ui.Snapshot {
 	s := ui.Snapshot{ActiveFills: st.ActiveFills, Cache: c, Time: time.Now()}
 	s.Cache.MaxSize, s.Cache.MaxAge = a.cfg.Storage.MaxSize, a.cfg.Storage.MaxAge
 	for _, u := range st.Upstreams {
+		rl := u.RateLimit
 		s.Upstreams = append(s.Upstreams, ui.Upstream{Name: u.Name, URL: u.URL,
-			RateLimit: u.RateLimit, Health: u.Health, TokenRequests: u.TokenRequests})
+			RateLimit: ui.RateLimit{Limit: rl.Limit, Remaining: rl.Remaining, Window: rl.Window, Source: rl.Source, Updated: rl.Updated},
+			Health:    ui.Health{Down: u.Health.Down, LimitedUntil: u.Health.LimitedUntil}, TokenRequests: u.TokenRequests})
 	}
 	return s
 }

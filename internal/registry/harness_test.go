@@ -21,6 +21,7 @@ import (
 	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/fill"
+	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/testenv"
 	"github.com/regcache/regcache/internal/upstream"
@@ -47,15 +48,16 @@ func (c *clock) Advance(d time.Duration) {
 
 // env is a Server in front of a Docker Hub stand-in.
 type env struct {
-	hub   *testenv.Hub
-	imgs  testenv.Images
-	srv   *Server
-	ts    *httptest.Server
-	clock *clock
-	store *disk.Store
-	index *cacheindex.Index
-	fills *fill.Manager
-	up    *upstream.Client
+	hub     *testenv.Hub
+	imgs    testenv.Images
+	srv     *Server
+	content *mirror.Service
+	ts      *httptest.Server
+	clock   *clock
+	store   *disk.Store
+	index   *cacheindex.Index
+	fills   *fill.Manager
+	up      *upstream.Client
 }
 
 type envOptions struct {
@@ -92,12 +94,13 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if freshness == 0 {
 		freshness = time.Minute
 	}
-	e.srv = New(e.store, e.index, e.fills, []*Upstream{{Name: "docker.io", Client: e.up}},
-		WithLogger(log), WithClock(e.clock.Now), WithFreshness(freshness), WithPrefetch(o.prefetch, 4))
+	e.content = mirror.New(e.store, e.index, e.fills, []*mirror.Upstream{{Name: "docker.io", Client: e.up}},
+		mirror.WithLogger(log), mirror.WithClock(e.clock.Now), mirror.WithFreshness(freshness), mirror.WithPrefetch(o.prefetch, 4))
+	e.srv = New(e.content, WithLogger(log))
 	e.ts = httptest.NewServer(e.srv.Handler())
 	t.Cleanup(func() {
 		e.ts.Close()
-		e.srv.Close()
+		e.content.Close()
 		e.fills.Close()
 		e.index.Close()
 	})

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/oci"
 )
 
@@ -125,4 +126,15 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(lw, r)
 	})
+}
+
+// noteOutcome records how the content service answered.
+func noteOutcome(r *http.Request, out mirror.Outcome) {
+	ri := info(r)
+	if out.Cache != "" {
+		ri.cache = out.Cache
+	}
+	if out.Stale != "" {
+		ri.stale = out.Stale
+	}
 }

@@ -5,12 +5,13 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/oci"
 )
 
 // route is where a request goes: an upstream and the repository name there.
 type route struct {
-	up   *Upstream
+	up   string // the upstream's name
 	repo string
 	how  string // ns, prefix, host, default
 	// prefix is the registry path prefix the client used (how == prefix).
@@ -28,33 +29,33 @@ func (s *Server) resolve(r *http.Request, name string) (route, error) {
 		if up == nil {
 			return route{}, notConfigured(ns)
 		}
-		return route{up: up, repo: hubName(up, name), how: "ns"}, nil
+		return route{up: up.Name, repo: hubName(up.Name, name), how: "ns"}, nil
 	}
 	if first, rest, ok := strings.Cut(name, "/"); ok && looksLikeRegistry(first) {
 		up := s.byName(first)
 		if up == nil {
 			return route{}, notConfigured(first)
 		}
-		return route{up: up, repo: hubName(up, rest), how: "prefix", prefix: first}, nil
+		return route{up: up.Name, repo: hubName(up.Name, rest), how: "prefix", prefix: first}, nil
 	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	for _, up := range s.upstreams {
-		if up.answersTo(host) || up.answersTo(r.Host) {
-			return route{up: up, repo: hubName(up, name), how: "host"}, nil
+	for _, up := range s.registries {
+		if answersTo(up, host) || answersTo(up, r.Host) {
+			return route{up: up.Name, repo: hubName(up.Name, name), how: "host"}, nil
 		}
 	}
-	up := s.upstreams[0]
-	return route{up: up, repo: hubName(up, name), how: "default"}, nil
+	up := s.registries[0]
+	return route{up: up.Name, repo: hubName(up.Name, name), how: "default"}, nil
 }
 
 // answersTo reports whether host (from the Host header, with or without
 // its port) names this upstream: its own name, for clients sent to the
 // mirror by DNS for that registry, or one of its aliases. Without the name,
 // such a request would silently get the default upstream's content.
-func (u *Upstream) answersTo(host string) bool {
+func answersTo(u mirror.Registry, host string) bool {
 	if strings.EqualFold(u.Name, host) {
 		return true
 	}
@@ -66,14 +67,14 @@ func (u *Upstream) answersTo(host string) bool {
 	return false
 }
 
-func (s *Server) byName(name string) *Upstream {
+func (s *Server) byName(name string) *mirror.Registry {
 	name = strings.ToLower(name)
 	if name == "index.docker.io" || name == "registry-1.docker.io" {
 		name = "docker.io"
 	}
-	for _, up := range s.upstreams {
-		if up.Name == name {
-			return up
+	for i := range s.registries {
+		if s.registries[i].Name == name {
+			return &s.registries[i]
 		}
 	}
 	return nil
@@ -87,8 +88,8 @@ func looksLikeRegistry(s string) bool {
 }
 
 // hubName adds Docker Hub's implicit library/ to one-component names.
-func hubName(up *Upstream, name string) string {
-	if up.isDockerHub() && !strings.Contains(name, "/") {
+func hubName(upstream, name string) string {
+	if upstream == "docker.io" && !strings.Contains(name, "/") {
 		return "library/" + name
 	}
 	return name
@@ -97,3 +98,19 @@ func hubName(up *Upstream, name string) string {
 func notConfigured(registry string) *oci.Error {
 	return oci.Errorf(oci.ErrNameUnknown, "registry %q is not configured on this mirror; pull it directly or add it to upstreams", registry)
 }
+
+// request is the content service's request for a route.
+func (rt route) request(r *http.Request) mirror.Request {
+	req := mirror.Request{Upstream: rt.up, Repo: rt.repo, Head: r.Method == http.MethodHead}
+	for _, v := range r.Header.Values("Accept") {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" && len(req.Accept) < maxAccept {
+				req.Accept = append(req.Accept, t)
+			}
+		}
+	}
+	return req
+}
+
+// maxAccept bounds the media types taken from a client's Accept headers.
+const maxAccept = 32

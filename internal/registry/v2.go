@@ -14,11 +14,11 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			err = oci.Errorf(oci.ErrUnsupported, "regcache is a read-only mirror: %s is not supported", r.Method)
 		}
-		s.writeError(w, r, err, oci.ErrNameUnknown)
+		s.writeError(w, r, err)
 		return
 	}
 	if p.Kind == oci.KindUpload || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-		s.writeError(w, r, oci.Errorf(oci.ErrUnsupported, "regcache is a read-only mirror: %s %s is not supported (push to the upstream registry instead)", r.Method, p.Kind), oci.ErrNameUnknown)
+		s.writeError(w, r, oci.Errorf(oci.ErrUnsupported, "regcache is a read-only mirror: %s %s is not supported (push to the upstream registry instead)", r.Method, p.Kind))
 		return
 	}
 	info(r).kind = p.Kind.String()
@@ -32,18 +32,18 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 	}
 	rt, err := s.resolve(r, p.Name)
 	if err != nil {
-		s.writeError(w, r, err, oci.ErrNameUnknown)
+		s.writeError(w, r, err)
 		return
 	}
 	if err := oci.ValidateName(rt.repo); err != nil {
-		s.writeError(w, r, err, oci.ErrNameUnknown)
+		s.writeError(w, r, err)
 		return
 	}
 	ri := info(r)
-	ri.upstream, ri.route, ri.repo = rt.up.Name, rt.how, rt.repo
+	ri.upstream, ri.route, ri.repo = rt.up, rt.how, rt.repo
 	if s.authz != nil {
 		if err := s.authz.Authorize(w, r, rt.up, rt.repo); err != nil {
-			s.writeError(w, r, err, oci.ErrNameUnknown)
+			s.writeError(w, r, err)
 			return
 		}
 	}

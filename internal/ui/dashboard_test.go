@@ -12,7 +12,6 @@ import (
 
 	"github.com/regcache/regcache/internal/app/apptest"
 	"github.com/regcache/regcache/internal/ui"
-	"github.com/regcache/regcache/internal/upstream"
 )
 
 // TestDashboardApp renders the page from a real mirror whose upstream
@@ -113,11 +112,11 @@ func TestDashboardHTTP(t *testing.T) {
 func TestDashboardRender(t *testing.T) {
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	snap := ui.Snapshot{Time: now, ActiveFills: 3, Upstreams: []ui.Upstream{
-		{Name: "<script>alert(1)</script>", URL: "https://evil.example/?a=<b>", Health: upstream.Health{Down: true}},
-		{Name: "ghcr.io", URL: "https://ghcr.io", Health: upstream.Health{LimitedUntil: now.Add(90 * time.Second)},
-			RateLimit: upstream.RateLimit{Limit: 100, Remaining: 0, Window: "21600", Source: "198.51.100.1", Updated: now.Add(-time.Minute)}, TokenRequests: 7},
+		{Name: "<script>alert(1)</script>", URL: "https://evil.example/?a=<b>", Health: ui.Health{Down: true}},
+		{Name: "ghcr.io", URL: "https://ghcr.io", Health: ui.Health{LimitedUntil: now.Add(90 * time.Second)},
+			RateLimit: ui.RateLimit{Limit: 100, Remaining: 0, Window: "21600", Source: "198.51.100.1", Updated: now.Add(-time.Minute)}, TokenRequests: 7},
 	}, Cache: ui.Cache{Err: errors.New("index <closed>")}}
-	body := render(t, ui.New(func(context.Context) ui.Snapshot { return snap }))
+	body := render(t, ui.New(ui.SourceFunc(func(context.Context) ui.Snapshot { return snap })))
 	for _, want := range []string{"&lt;script&gt;alert(1)&lt;/script&gt;", "down (serving from cache)",
 		"rate-limited until 2025-03-01 12:01:30 UTC (1m30s)", "100 per 21600s", "198.51.100.1", "1m0s ago",
 		">7<", "3 running", "cache totals unavailable: index &lt;closed&gt;", `http-equiv="refresh" content="10"`} {
@@ -130,7 +129,7 @@ func TestDashboardRender(t *testing.T) {
 	}
 
 	snap = ui.Snapshot{Time: now, Cache: ui.Cache{Blobs: 2, Bytes: 3 << 29, Tags: 5, Counted: now.Add(-2 * time.Second), MaxSize: 2 << 30, MaxAge: 720 * time.Hour}}
-	body = render(t, ui.New(func(context.Context) ui.Snapshot { return snap }, ui.WithRefresh(0)))
+	body = render(t, ui.New(ui.SourceFunc(func(context.Context) ui.Snapshot { return snap }), ui.WithRefresh(0)))
 	for _, want := range []string{"no upstreams configured", "1.5 GiB of 2.0 GiB (75%)", ">5<", "720h0m0s", "counted 2s ago"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q:\n%s", want, body)

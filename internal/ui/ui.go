@@ -19,8 +19,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/regcache/regcache/internal/upstream"
 )
 
 //go:embed templates/*.html
@@ -43,10 +41,38 @@ type Snapshot struct {
 type Upstream struct {
 	Name          string
 	URL           string
-	RateLimit     upstream.RateLimit
-	Health        upstream.Health
+	RateLimit     RateLimit
+	Health        Health
 	TokenRequests int64
 }
+
+// RateLimit is the upstream's last reported pull limit.
+type RateLimit struct {
+	Limit     int
+	Remaining int
+	Window    string // seconds, as the upstream says it
+	Source    string // the address the upstream counts against
+	Updated   time.Time
+}
+
+// Health is whether the upstream is held down, and until when a 429
+// keeps it from being asked.
+type Health struct {
+	Down         bool
+	LimitedUntil time.Time
+}
+
+// Source gives the dashboard what it shows. The app hands one in; it must
+// be cheap to call (cache anything that reads the index).
+type Source interface {
+	Snapshot(ctx context.Context) Snapshot
+}
+
+// SourceFunc adapts a function to Source.
+type SourceFunc func(ctx context.Context) Snapshot
+
+// Snapshot calls f.
+func (f SourceFunc) Snapshot(ctx context.Context) Snapshot { return f(ctx) }
 
 // Cache is the cache's size, as of Counted.
 type Cache struct {
@@ -61,9 +87,9 @@ type Cache struct {
 
 // Dashboard is the dashboard's HTTP handler.
 type Dashboard struct {
-	snapshot func(context.Context) Snapshot
-	refresh  time.Duration
-	log      *slog.Logger
+	src     Source
+	refresh time.Duration
+	log     *slog.Logger
 }
 
 var _ http.Handler = (*Dashboard)(nil)
@@ -78,10 +104,9 @@ func WithLogger(l *slog.Logger) Option { return func(d *Dashboard) { d.log = l }
 // turns it off).
 func WithRefresh(every time.Duration) Option { return func(d *Dashboard) { d.refresh = every } }
 
-// New returns the dashboard; snapshot is called once per request and must
-// be cheap (cache anything that reads the index).
-func New(snapshot func(context.Context) Snapshot, opts ...Option) *Dashboard {
-	d := &Dashboard{snapshot: snapshot, refresh: 10 * time.Second, log: slog.New(slog.DiscardHandler)}
+// New returns the dashboard; src is asked once per request.
+func New(src Source, opts ...Option) *Dashboard {
+	d := &Dashboard{src: src, refresh: 10 * time.Second, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(d)
 	}
@@ -108,7 +133,7 @@ type upstreamView struct {
 // ServeHTTP renders the page. The whole page is rendered before the first
 // byte is written, so a template error is a 500, not half a page.
 func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s := d.snapshot(r.Context())
+	s := d.src.Snapshot(r.Context())
 	v := view{Snapshot: s, Refresh: int(d.refresh / time.Second)}
 	for _, u := range s.Upstreams {
 		v.Upstreams = append(v.Upstreams, describe(u, s.Time))

@@ -1,0 +1,148 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/fill"
+	"github.com/regcache/regcache/internal/oci"
+	"github.com/regcache/regcache/internal/upstream"
+)
+
+// Blob is a blob ready to send: committed in the store, growing in its
+// fill, or (for a HEAD of a blob not stored) only its size. Close it.
+type Blob struct {
+	Digest digest.Digest
+	size   int64 // when neither stored nor fill is set; -1 unknown
+	stored blobstore.Blob
+	fill   *fill.Reader
+}
+
+// Size is the blob's size, waiting for a fill to learn it from the
+// upstream's headers; -1 if the upstream did not say.
+func (b *Blob) Size(ctx context.Context) (int64, error) {
+	switch {
+	case b.stored != nil:
+		return b.stored.Size(), nil
+	case b.fill != nil:
+		n, err := b.fill.Size(ctx)
+		return n, wire(err, oci.ErrBlobUnknown)
+	}
+	return b.size, nil
+}
+
+// Send writes length bytes of the blob from start to w (all from start if
+// length is -1). A stored blob goes by sendfile(2) when w can take a file.
+// Of a growing blob, the last byte written waits for the blob's
+// verification, so a range that ends early never completes with bytes no
+// one has checked. An error means w got less than asked: the response
+// must be cut, not completed.
+func (b *Blob) Send(ctx context.Context, w io.Writer, start, length int64) error {
+	switch {
+	case b.stored != nil:
+		return sendStored(b.stored, w, start, length)
+	case b.fill != nil:
+		if _, err := b.fill.Seek(start, io.SeekStart); err != nil {
+			return err
+		}
+		return streamVerified(ctx, w, b.fill, length)
+	}
+	return errors.New("blob has no content to send (headers only)")
+}
+
+// Close releases the stored file or the reader of the fill (the fill goes
+// on for its other readers).
+func (b *Blob) Close() error {
+	switch {
+	case b.stored != nil:
+		return b.stored.Close()
+	case b.fill != nil:
+		return b.fill.Close()
+	}
+	return nil
+}
+
+// Blob answers a blob request. Content cached or being fetched for another
+// repository is served under this name only if this repository holds it.
+// A hit comes from the store; a miss joins or starts the digest's one fill
+// (a HEAD of a miss asks the upstream for the size only).
+func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob, Outcome, error) {
+	var out Outcome
+	rt, err := s.route(req)
+	if err != nil {
+		return nil, out, err
+	}
+	headSize, err := s.confirmHeld(ctx, rt, d, false)
+	if err != nil {
+		return nil, out, wire(err, oci.ErrBlobUnknown)
+	}
+	if b := s.storedBlob(ctx, d); b != nil {
+		out.Cache = "hit"
+		return b, out, nil
+	}
+	out.Cache = "miss"
+	if req.Head {
+		size := headSize
+		if size < 0 { // held, but not asked yet
+			if size, err = rt.up.Client.BlobHead(ctx, rt.repo, d); err != nil {
+				return nil, out, wire(err, oci.ErrBlobUnknown)
+			}
+		}
+		return &Blob{Digest: d, size: size}, out, nil
+	}
+	rd, err := s.fills.Open(d, -1, s.blobSource(rt, d))
+	if errors.Is(err, fill.ErrInStore) {
+		if b := s.storedBlob(ctx, d); b != nil {
+			out.Cache = "hit"
+			return b, out, nil
+		}
+	}
+	if err != nil {
+		return nil, out, wire(err, oci.ErrBlobUnknown)
+	}
+	return &Blob{Digest: d, fill: rd}, out, nil
+}
+
+// storedBlob opens a committed blob, or returns nil.
+func (s *Service) storedBlob(ctx context.Context, d digest.Digest) *Blob {
+	b, err := s.store.Open(ctx, d)
+	if err != nil {
+		return nil
+	}
+	s.index.Touch(d)
+	return &Blob{Digest: d, stored: b}
+}
+
+// blobSource fetches the blob from the route's upstream.
+func (s *Service) blobSource(rt route, d digest.Digest) fill.Source {
+	return func(ctx context.Context, offset int64) (*upstream.Blob, error) {
+		return rt.up.Client.BlobGet(ctx, rt.repo, d, offset)
+	}
+}
+
+// sendStored copies a range of a committed blob; an *os.File underneath
+// goes to the connection by sendfile(2).
+func sendStored(b blobstore.Blob, w io.Writer, start, length int64) error {
+	var src io.ReadSeeker = b
+	if f, ok := b.(interface{ OSFile() *os.File }); ok {
+		src = f.OSFile()
+	}
+	if _, err := src.Seek(start, io.SeekStart); err != nil {
+		return err
+	}
+	if length < 0 {
+		length = b.Size() - start
+	}
+	// io.Copy hands the *os.File (in a LimitedReader) to the connection's
+	// ReadFrom, which uses sendfile.
+	n, err := io.Copy(w, &io.LimitedReader{R: src, N: length})
+	if err == nil && n != length {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}

@@ -1,0 +1,61 @@
+package mirror
+
+import (
+	"errors"
+	"net/http"
+	"syscall"
+
+	"github.com/regcache/regcache/internal/auth"
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/fill"
+	"github.com/regcache/regcache/internal/oci"
+	"github.com/regcache/regcache/internal/upstream"
+)
+
+// wire turns an error of the store, a fill or an upstream into the spec's
+// error (*oci.Error), so the HTTP package answers it without knowing those
+// packages. unknown is the code for "the upstream does not have it"
+// (MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN). Other errors (a client
+// that left, an internal failure) are returned as they are.
+func wire(err error, unknown oci.ErrorCode) error {
+	if err == nil {
+		return nil
+	}
+	var we *oci.Error
+	if errors.As(err, &we) {
+		return we
+	}
+	if ra, ok := upstream.IsTooManyRequests(err); ok {
+		return &oci.Error{Code: oci.ErrTooManyRequests, RetryAfter: ra,
+			Message: "the upstream's rate limit is exhausted and nothing is cached: " + err.Error()}
+	}
+	if errors.Is(err, fill.ErrDiskFull) || errors.Is(err, syscall.ENOSPC) {
+		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusInsufficientStorage, Message: "the mirror's cache disk is full: " + err.Error()}
+	}
+	if errors.Is(err, blobstore.ErrDigestMismatch) || errors.Is(err, blobstore.ErrSizeMismatch) {
+		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusBadGateway, Message: "the upstream sent content that does not match its digest; nothing was cached: " + err.Error()}
+	}
+	var ue *upstream.Error
+	if errors.As(err, &ue) {
+		switch {
+		case ue.StatusCode == http.StatusNotFound:
+			return &oci.Error{Code: unknown, Message: err.Error()}
+		case ue.StatusCode == http.StatusUnauthorized || ue.StatusCode == http.StatusForbidden:
+			return &oci.Error{Code: oci.ErrDenied, Message: err.Error() + " (the mirror's upstream credentials do not give access)"}
+		case ue.StatusCode >= 400 && ue.StatusCode < 500:
+			return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusBadGateway, Message: err.Error()}
+		}
+		var te *auth.TokenError
+		if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
+			return &oci.Error{Code: oci.ErrDenied, Message: err.Error() + " (check the mirror's upstream credentials)"}
+		}
+		return &oci.Error{Code: oci.ErrUnavailable, Message: err.Error() + "; nothing is cached for this request"}
+	}
+	return err
+}
+
+// errNotConfigured answers a request routed to an upstream the service
+// was not given (the router and the service disagree).
+func errNotConfigured(name string) *oci.Error {
+	return oci.Errorf(oci.ErrNameUnknown, "upstream %q is not configured on this mirror", name)
+}

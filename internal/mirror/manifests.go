@@ -1,0 +1,371 @@
+package mirror
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/oci"
+	"github.com/regcache/regcache/internal/upstream"
+)
+
+// Manifest is a manifest ready to serve, byte for byte as the upstream
+// sent it.
+type Manifest struct {
+	Body      []byte
+	MediaType string
+	Digest    digest.Digest
+}
+
+// Manifest answers a manifest request. By digest: immutable, from the
+// store, else fetched once. By tag: from the store while fresh; then one
+// HEAD upstream; on any upstream failure, the last known digest (stale).
+// A GET of an image manifest starts the prefetch of its blobs.
+func (s *Service) Manifest(ctx context.Context, req Request, ref oci.Reference) (*Manifest, Outcome, error) {
+	var out Outcome
+	rt, err := s.route(req)
+	if err != nil {
+		return nil, out, err
+	}
+	accept := accepts(req.Accept)
+	var m *Manifest
+	if ref.IsDigest() {
+		m, err = s.manifestByDigest(ctx, rt, ref.Digest, accept, &out)
+	} else {
+		m, err = s.manifestByTag(ctx, rt, ref.Tag, accept, &out)
+	}
+	if err != nil {
+		return nil, out, wire(err, oci.ErrManifestUnknown)
+	}
+	if !req.Head && !oci.IsIndex(m.MediaType) && s.prefetch {
+		s.startPrefetch(rt, m)
+	}
+	return m, out, nil
+}
+
+func (s *Service) manifestByDigest(ctx context.Context, rt route, d digest.Digest, accept []string, out *Outcome) (*Manifest, error) {
+	if m, err := s.storedManifest(ctx, d); err == nil {
+		out.Cache = "hit"
+		if _, err := s.confirmHeld(ctx, rt, d, true); err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+	out.Cache = "miss"
+	return s.fetchManifest(ctx, rt, oci.Reference{Digest: d}, accept)
+}
+
+func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accept []string, out *Outcome) (*Manifest, error) {
+	e, ok, err := s.index.Tag(rt.up.Name, rt.repo, tag)
+	if err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	var cached *Manifest
+	if ok {
+		cached, _ = s.storedManifest(ctx, e.Digest)
+	}
+	if cached == nil {
+		out.Cache = "miss"
+		key := rt.up.Name + "\x00" + rt.repo + "\x00" + tag
+		if left := s.negativeLeft(key); left > 0 {
+			out.Cache = "negative"
+			return nil, oci.Errorf(oci.ErrManifestUnknown, "upstream %s has no %s:%s (answer cached; asked again in %s)", rt.up.Name, rt.repo, tag, left.Round(time.Second))
+		}
+		m, err := s.fetchTag(ctx, rt, tag, accept)
+		if upstream.IsNotFound(err) {
+			s.rememberNotFound(key)
+		}
+		return m, err
+	}
+	if s.now().Sub(e.Checked) < s.freshness {
+		out.Cache = "hit"
+		return cached, nil
+	}
+	desc, err := s.revalidate(ctx, rt, tag, accept)
+	switch {
+	case err != nil && upstream.IsNotFound(err):
+		out.Cache = "miss"
+		return nil, err
+	case err != nil:
+		out.Cache, out.Stale = "stale", err.Error()
+		s.countStale(rt)
+		s.log.Warn("upstream failed; serving the cached manifest (stale)",
+			slog.String("upstream", rt.up.Name), slog.String("repository", rt.repo), slog.String("tag", tag),
+			slog.String("digest", e.Digest.String()), slog.Any("error", err))
+		return cached, nil
+	case desc.Digest == e.Digest:
+		out.Cache = "revalidated"
+		return cached, nil
+	}
+	// The tag moved: fetch the new manifest once, by digest.
+	out.Cache = "miss"
+	m, err := s.storedManifest(ctx, desc.Digest)
+	if err == nil {
+		// Stored for another repository: this one holds it too now.
+		if err := s.recordManifestHeld(rt, m.Digest); err != nil {
+			return nil, fmt.Errorf("record manifest: %w", err)
+		}
+	} else {
+		if m, err = s.fetchManifest(ctx, rt, oci.Reference{Digest: desc.Digest}, accept); err != nil {
+			out.Cache, out.Stale = "stale", err.Error()
+			s.countStale(rt)
+			return cached, nil
+		}
+	}
+	now := s.now()
+	if err := s.index.PutTag(rt.up.Name, rt.repo, tag, cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now}); err != nil {
+		return nil, fmt.Errorf("record tag: %w", err)
+	}
+	return m, nil
+}
+
+// revalidate asks the upstream for a tag's current digest with a HEAD,
+// coalescing concurrent revalidations of the same tag, and records the
+// check when the digest is unchanged.
+func (s *Service) revalidate(ctx context.Context, rt route, tag string, accept []string) (upstream.Descriptor, error) {
+	key := "head\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
+	v, err, _ := s.flights.Do(key, func() (any, error) {
+		// A revalidation that finished just before this one was asked
+		// for already answered it.
+		if e, ok, _ := s.index.Tag(rt.up.Name, rt.repo, tag); ok && s.now().Sub(e.Checked) < s.freshness {
+			return upstream.Descriptor{Digest: e.Digest, MediaType: e.MediaType, Size: e.Size}, nil
+		}
+		ctx, cancel := detached(ctx)
+		defer cancel()
+		desc, err := rt.up.Client.ManifestHead(ctx, rt.repo, oci.Reference{Tag: tag}, accept)
+		if err != nil {
+			return desc, err
+		}
+		if e, ok, _ := s.index.Tag(rt.up.Name, rt.repo, tag); ok && e.Digest == desc.Digest {
+			e.Checked = s.now()
+			_ = s.index.PutTag(rt.up.Name, rt.repo, tag, e)
+		}
+		return desc, nil
+	})
+	return v.(upstream.Descriptor), err
+}
+
+// fetchTag GETs a tag's manifest, stores it and records the tag, once for
+// concurrent requests of the same tag (the tag is recorded inside the
+// flight, so a request arriving just after it finds the tag).
+func (s *Service) fetchTag(ctx context.Context, rt route, tag string, accept []string) (*Manifest, error) {
+	key := "tag\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
+	v, err, _ := s.flights.Do(key, func() (any, error) {
+		if e, ok, _ := s.index.Tag(rt.up.Name, rt.repo, tag); ok && s.now().Sub(e.Checked) < s.freshness {
+			if m, err := s.storedManifest(ctx, e.Digest); err == nil {
+				return m, nil
+			}
+		}
+		m, err := s.fetchManifest(ctx, rt, oci.Reference{Tag: tag}, accept)
+		if err != nil {
+			return nil, err
+		}
+		now := s.now()
+		e := cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now}
+		if err := s.index.PutTag(rt.up.Name, rt.repo, tag, e); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				return nil, fmt.Errorf("record tag: %w", err)
+			}
+			s.log.Error("cache disk is full; serving the tag without recording it", slog.String("tag", tag), slog.Any("error", err))
+		}
+		return m, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*Manifest), nil
+}
+
+// fetchManifest GETs a manifest from upstream (once for concurrent
+// identical requests), verifies and stores it.
+func (s *Service) fetchManifest(ctx context.Context, rt route, ref oci.Reference, accept []string) (*Manifest, error) {
+	key := "get\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + ref.String()
+	v, err, _ := s.flights.Do(key, func() (any, error) {
+		ctx, cancel := detached(ctx)
+		defer cancel()
+		um, err := rt.up.Client.ManifestGet(ctx, rt.repo, ref, accept)
+		if err != nil {
+			return nil, err
+		}
+		m := &Manifest{Body: um.Body, MediaType: um.MediaType, Digest: um.Digest}
+		if err := s.storeManifest(ctx, rt, m); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				return nil, err
+			}
+			// Serve what we have; it is just not cached.
+			s.log.Error("cache disk is full; serving the manifest without caching it", slog.String("digest", m.Digest.String()), slog.Any("error", err))
+		}
+		return m, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*Manifest), nil
+}
+
+// storeManifest writes a verified manifest to the store and the index.
+func (s *Service) storeManifest(ctx context.Context, rt route, m *Manifest) error {
+	if _, err := s.store.Stat(ctx, m.Digest); err != nil {
+		w, err := s.store.Create(ctx, m.Digest)
+		if err != nil {
+			return fmt.Errorf("store manifest: %w", err)
+		}
+		defer w.Close()
+		if _, err := w.Write(m.Body); err != nil {
+			return fmt.Errorf("store manifest: %w", err)
+		}
+		if err := w.Commit(ctx, int64(len(m.Body))); err != nil {
+			return fmt.Errorf("store manifest: %w", err)
+		}
+	}
+	e := cacheindex.ManifestEntry{MediaType: m.MediaType, Size: int64(len(m.Body)), Refs: refsOf(m.Body)}
+	if err := s.index.PutManifest(rt.up.Name, rt.repo, m.Digest, e); err != nil {
+		return fmt.Errorf("index manifest: %w", err)
+	}
+	return nil
+}
+
+// storedManifest reads a manifest from the store with its media type from
+// the index.
+func (s *Service) storedManifest(ctx context.Context, d digest.Digest) (*Manifest, error) {
+	e, ok, err := s.index.Manifest(d)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, blobstore.ErrNotFound
+	}
+	b, err := s.store.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	if b.Size() > oci.MaxManifestSize {
+		return nil, errors.New("stored manifest too large")
+	}
+	body, err := io.ReadAll(b)
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %s: %w", d, err)
+	}
+	s.index.Touch(d)
+	return &Manifest{Body: body, MediaType: e.MediaType, Digest: d}, nil
+}
+
+// descriptor is the part of an OCI descriptor regcache reads.
+type descriptor struct {
+	MediaType string        `json:"mediaType"`
+	Digest    digest.Digest `json:"digest"`
+	Size      int64         `json:"size"`
+	URLs      []string      `json:"urls,omitempty"`
+}
+
+type manifestRefs struct {
+	Config    *descriptor  `json:"config"`
+	Layers    []descriptor `json:"layers"`
+	Manifests []descriptor `json:"manifests"`
+	Subject   *descriptor  `json:"subject"`
+}
+
+// blobsOf lists the config and layers of an image manifest (not of an
+// index), skipping foreign layers that live at other URLs.
+func blobsOf(body []byte) []descriptor {
+	var mr manifestRefs
+	if json.Unmarshal(body, &mr) != nil {
+		return nil
+	}
+	var out []descriptor
+	if mr.Config != nil && mr.Config.Digest.Validate() == nil {
+		out = append(out, *mr.Config)
+	}
+	for _, l := range mr.Layers {
+		if l.Digest.Validate() == nil && len(l.URLs) == 0 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// refsOf lists every digest a manifest references.
+func refsOf(body []byte) []digest.Digest {
+	var mr manifestRefs
+	if json.Unmarshal(body, &mr) != nil {
+		return nil
+	}
+	var out []digest.Digest
+	add := func(d descriptor) {
+		if d.Digest.Validate() == nil && !slices.Contains(out, d.Digest) {
+			out = append(out, d.Digest)
+		}
+	}
+	if mr.Config != nil {
+		add(*mr.Config)
+	}
+	for _, l := range mr.Layers {
+		// A foreign layer lives at its URLs; registries do not check that
+		// its digest exists, so naming one must not make a repository
+		// "hold" a cached blob of that digest.
+		if len(l.URLs) == 0 {
+			add(l)
+		}
+	}
+	for _, m := range mr.Manifests {
+		add(m)
+	}
+	return out
+}
+
+// accepts is the Accept list sent upstream: the client's types plus every
+// manifest type regcache stores, so one client's narrow Accept cannot pin a
+// tag to a narrower manifest for everyone.
+func accepts(client []string) []string {
+	var out []string
+	for _, t := range client {
+		if t = strings.TrimSpace(t); t != "" && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	for _, t := range oci.ManifestMediaTypes {
+		if !slices.ContainsFunc(out, func(x string) bool { return strings.HasPrefix(x, t) }) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (s *Service) negativeLeft(key string) time.Duration {
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
+	until, ok := s.negative[key]
+	if !ok {
+		return 0
+	}
+	left := until.Sub(s.now())
+	if left <= 0 {
+		delete(s.negative, key)
+		return 0
+	}
+	return left
+}
+
+func (s *Service) rememberNotFound(key string) {
+	if s.negativeTTL <= 0 {
+		return
+	}
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
+	if len(s.negative) > 10000 {
+		clear(s.negative)
+	}
+	s.negative[key] = s.now().Add(s.negativeTTL)
+}

@@ -1,0 +1,205 @@
+// Package mirror is regcache's content service: for a routed request (an
+// upstream, a repository and what is asked of it) it answers with a
+// manifest, a reader of a blob or a listing, or an error. It owns every rule
+// of what may be served: which digests a repository holds, what the store
+// and the index say, joining or starting the one fill of a digest,
+// revalidating tags, serving stale content when the upstream fails, and
+// prefetching an image's blobs.
+//
+// It is the only caller of cacheindex, blobstore, fill and upstream on the
+// read path. The HTTP package (registry) parses requests, cuts ranges and
+// writes headers; it never touches the store or an upstream itself.
+package mirror
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/fill"
+	"github.com/regcache/regcache/internal/metrics"
+	"github.com/regcache/regcache/internal/upstream"
+)
+
+// Upstream is a mirrored registry.
+type Upstream struct {
+	// Name is the registry host clients know (docker.io, ghcr.io).
+	Name string
+	// Aliases are other host names clients use for it (Host header).
+	Aliases []string
+	Client  *upstream.Client
+}
+
+// Registry is how clients name a mirrored upstream, for routing.
+type Registry struct {
+	Name    string
+	Aliases []string
+}
+
+// Request is what a client asks of one repository, after routing.
+type Request struct {
+	// Upstream is the upstream's Name.
+	Upstream string
+	// Repo is the repository's name at the upstream (library/ added for
+	// Docker Hub's one-component names).
+	Repo string
+	// Accept lists the manifest media types the client accepts.
+	Accept []string
+	// Head is set when the client wants headers only: no body is read and
+	// nothing is prefetched.
+	Head bool
+}
+
+// Outcome says how a request was answered, for the access log and the
+// metrics. It is set on errors too.
+type Outcome struct {
+	// Cache is hit, miss, stale, revalidated or negative; empty when the
+	// cache was not consulted.
+	Cache string
+	// Stale is why a stale answer was served.
+	Stale string
+}
+
+// Service is the content service.
+type Service struct {
+	upstreams []*Upstream
+	byName    map[string]*Upstream
+	store     blobstore.Store
+	index     *cacheindex.Index
+	fills     *fill.Manager
+	log       *slog.Logger
+	now       func() time.Time
+	freshness time.Duration
+	metrics   *metrics.Metrics
+
+	negativeTTL time.Duration
+	negMu       sync.Mutex
+	negative    map[string]time.Time // upstream "not found" answers for tags
+
+	prefetch    bool
+	prefetchSem chan struct{}
+
+	flights singleflight.Group // manifest fetches, tag revalidations, listings
+
+	listMu    sync.Mutex
+	listCache map[string]cachedListing
+	listBytes int64
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	closeMu sync.Mutex // orders wg.Add in requests against Close's Wait
+	closed  bool
+	wg      sync.WaitGroup
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }
+
+// WithFreshness sets how long a tag is served without asking upstream
+// (default 1 minute).
+func WithFreshness(d time.Duration) Option { return func(s *Service) { s.freshness = d } }
+
+// WithPrefetch turns prefetching of an image's blobs on, with at most
+// parallel upstream fetches at a time (default on, 16: config's default).
+func WithPrefetch(enabled bool, parallel int) Option {
+	return func(s *Service) { s.prefetch, s.prefetchSem = enabled, make(chan struct{}, max(parallel, 1)) }
+}
+
+// WithMetrics sets the collectors to update (default: none).
+func WithMetrics(m *metrics.Metrics) Option { return func(s *Service) { s.metrics = m } }
+
+// WithNegativeTTL sets how long an upstream "not found" for a tag is
+// remembered, so a misspelled image in a loop does not hammer the upstream
+// (default 30s; 0 disables).
+func WithNegativeTTL(d time.Duration) Option { return func(s *Service) { s.negativeTTL = d } }
+
+// WithClock sets the time source (tests).
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// New returns a Service. The first upstream is the default one.
+func New(store blobstore.Store, index *cacheindex.Index, fills *fill.Manager, upstreams []*Upstream, opts ...Option) *Service {
+	s := &Service{upstreams: upstreams, byName: map[string]*Upstream{}, store: store, index: index, fills: fills,
+		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: time.Minute,
+		prefetch: true, prefetchSem: make(chan struct{}, 16), listCache: map[string]cachedListing{},
+		negativeTTL: 30 * time.Second, negative: map[string]time.Time{}}
+	for _, u := range upstreams {
+		s.byName[u.Name] = u
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// Registries lists the upstreams as clients name them, the default first.
+func (s *Service) Registries() []Registry {
+	out := make([]Registry, len(s.upstreams))
+	for i, u := range s.upstreams {
+		out[i] = Registry{Name: u.Name, Aliases: u.Aliases}
+	}
+	return out
+}
+
+// Close stops background work (prefetches) and waits for it. Fills are
+// stopped by their Manager.
+func (s *Service) Close() {
+	s.closeMu.Lock()
+	s.closed = true
+	s.cancel()
+	s.closeMu.Unlock()
+	s.wg.Wait()
+}
+
+// goBackground runs fn as background work Close waits for, unless the
+// service is closing.
+func (s *Service) goBackground(fn func()) {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+}
+
+// route is a request resolved to its upstream.
+type route struct {
+	up   *Upstream
+	repo string
+}
+
+func (s *Service) route(req Request) (route, error) {
+	up := s.byName[strings.ToLower(req.Upstream)]
+	if up == nil {
+		return route{}, errNotConfigured(req.Upstream)
+	}
+	return route{up: up, repo: req.Repo}, nil
+}
+
+func (s *Service) countStale(rt route) {
+	if s.metrics != nil {
+		s.metrics.Stale.WithLabelValues(rt.up.Name).Inc()
+	}
+}
+
+// upstreamTimeout bounds one coalesced manifest, tag or listing request.
+// It is detached from the client that started it (others may be waiting on
+// the same answer), so it needs its own bound on a stalled body.
+const upstreamTimeout = 2 * time.Minute
+
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), upstreamTimeout)
+}
