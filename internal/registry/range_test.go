@@ -1,0 +1,109 @@
+package registry
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+)
+
+// TestOneRangeRule: every form of Range and the conditional headers get
+// the same answer from a stored blob (hit) and from one being filled
+// (miss), because both go through one rule.
+func TestOneRangeRule(t *testing.T) {
+	ref := newEnv(t, envOptions{})
+	img := ref.imgs.Single
+	blob := img.Layers[0]
+	path := "/v2/" + img.Repo + "/blobs/" + string(blob.Digest)
+	whole := ref.do(t, "GET", path)
+	if whole.status != 200 || whole.err != nil {
+		t.Fatalf("whole blob: %d %v", whole.status, whole.err)
+	}
+	full := whole.body
+	n := int64(len(full))
+	etag := `"` + string(blob.Digest) + `"`
+	type want struct {
+		status int
+		from   int64 // body is full[from:to] for 200 and 206
+		to     int64
+		cr     string // Content-Range
+	}
+	for _, c := range []struct {
+		name string
+		hdr  []string
+		want want
+	}{
+		{"single", []string{"Range", "bytes=0-9"}, want{206, 0, 10, fmt.Sprintf("bytes 0-9/%d", n)}},
+		{"suffix", []string{"Range", "bytes=-5"}, want{206, n - 5, n, fmt.Sprintf("bytes %d-%d/%d", n-5, n-1, n)}},
+		{"open-ended", []string{"Range", "bytes=10-"}, want{206, 10, n, fmt.Sprintf("bytes 10-%d/%d", n-1, n)}},
+		{"end past the blob", []string{"Range", fmt.Sprintf("bytes=1-%d", n+100)}, want{206, 1, n, fmt.Sprintf("bytes 1-%d/%d", n-1, n)}},
+		{"suffix of zero bytes", []string{"Range", "bytes=-0"}, want{416, 0, 0, fmt.Sprintf("bytes */%d", n)}},
+		{"multi-range", []string{"Range", "bytes=0-1,5-6"}, want{200, 0, n, ""}},
+		{"malformed", []string{"Range", "bytes=x-y"}, want{416, 0, 0, fmt.Sprintf("bytes */%d", n)}},
+		{"other unit", []string{"Range", "items=0-1"}, want{416, 0, 0, fmt.Sprintf("bytes */%d", n)}},
+		{"beyond the end", []string{"Range", fmt.Sprintf("bytes=%d-", n)}, want{416, 0, 0, fmt.Sprintf("bytes */%d", n)}},
+		{"if-none-match", []string{"If-None-Match", etag}, want{304, 0, 0, ""}},
+		{"if-none-match weak, in a list", []string{"If-None-Match", `"x", W/` + etag}, want{304, 0, 0, ""}},
+		{"if-none-match other", []string{"If-None-Match", `"sha256:other"`}, want{200, 0, n, ""}},
+		{"if-range matching", []string{"Range", "bytes=0-9", "If-Range", etag}, want{206, 0, 10, fmt.Sprintf("bytes 0-9/%d", n)}},
+		{"if-range other", []string{"Range", "bytes=0-9", "If-Range", `"sha256:other"`}, want{200, 0, n, ""}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cold := newEnv(t, envOptions{})
+			if cold.imgs.Single.Layers[0].Digest != blob.Digest {
+				t.Fatal("the stand-in seeded different content")
+			}
+			for _, side := range []struct {
+				name string
+				e    *env
+			}{{"hit", ref}, {"miss", cold}} {
+				r := side.e.do(t, "GET", path, c.hdr...)
+				if r.err != nil {
+					t.Fatalf("%s: %v", side.name, r.err)
+				}
+				if r.status != c.want.status {
+					t.Errorf("%s: status %d, want %d (%s)", side.name, r.status, c.want.status, truncate(r.body))
+				}
+				if got := r.header.Get("Content-Range"); got != c.want.cr {
+					t.Errorf("%s: Content-Range %q, want %q", side.name, got, c.want.cr)
+				}
+				if c.want.status == 200 || c.want.status == 206 {
+					if !bytes.Equal(r.body, full[c.want.from:c.want.to]) {
+						t.Errorf("%s: body of %d bytes is not bytes %d-%d of the blob", side.name, len(r.body), c.want.from, c.want.to)
+					}
+				}
+				if c.want.status == 304 && len(r.body) != 0 {
+					t.Errorf("%s: 304 with a body of %d bytes", side.name, len(r.body))
+				}
+			}
+		})
+	}
+}
+
+// FuzzParseRange: whatever the header, a range that parses lies inside
+// the blob, and one that does not is RANGE_INVALID.
+func FuzzParseRange(f *testing.F) {
+	for _, s := range []string{"", "bytes=0-9", "bytes=-5", "bytes=10-", "bytes=-0", "bytes=0-1,5-6", "bytes=x-y", "bytes=9223372036854775807-", "bytes= 1 - 2"} {
+		f.Add(s, int64(100))
+	}
+	f.Fuzz(func(t *testing.T, h string, size int64) {
+		if size < 0 {
+			size = -size
+		}
+		start, length, partial, err := parseRange(h, size)
+		if err != nil {
+			if code := toWire(err).Code; code != "RANGE_INVALID" {
+				t.Fatalf("parseRange(%q, %d): error code %s", h, size, code)
+			}
+			return
+		}
+		if !partial {
+			if start != 0 || length != size {
+				t.Fatalf("parseRange(%q, %d): whole blob as %d+%d", h, size, start, length)
+			}
+			return
+		}
+		if start < 0 || length <= 0 || start+length > size || start+length < start {
+			t.Fatalf("parseRange(%q, %d) = %d+%d, outside the blob", h, size, start, length)
+		}
+	})
+}
