@@ -105,6 +105,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 				}
 				return 0
 			})
+		metrics.BreakerGauges(a.metrics, u.Name, func() []metrics.Breaker {
+			var out []metrics.Breaker
+			for _, b := range c.Health().Breakers {
+				out = append(out, metrics.Breaker{Scope: b.Scope, Open: b.Open})
+			}
+			return out
+		})
 	}
 	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_fills_active", Help: "Upstream blob fetches running."},
 		func() float64 { return float64(a.fills.Active()) }))

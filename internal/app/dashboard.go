@@ -31,9 +31,15 @@ func (a *App) dashboardSnapshot(c ui.Cache) ui.Snapshot {
 	s.Cache.MaxSize, s.Cache.MaxAge = a.cfg.Storage.MaxSize, a.cfg.Storage.MaxAge
 	for _, u := range st.Upstreams {
 		rl := u.RateLimit
+		h := ui.Health{Down: u.Health.Down, LimitedUntil: u.Health.LimitedUntil}
+		for _, b := range u.Health.Breakers {
+			if b.Open {
+				h.Breakers = append(h.Breakers, ui.Breaker{Scope: b.Scope, LastError: b.LastError, Since: b.Since, NextProbe: b.NextProbe})
+			}
+		}
 		s.Upstreams = append(s.Upstreams, ui.Upstream{Name: u.Name, URL: u.URL,
 			RateLimit: ui.RateLimit{Limit: rl.Limit, Remaining: rl.Remaining, Window: rl.Window, Source: rl.Source, Updated: rl.Updated},
-			Health:    ui.Health{Down: u.Health.Down, LimitedUntil: u.Health.LimitedUntil}, TokenRequests: u.TokenRequests})
+			Health:    h, TokenRequests: u.TokenRequests})
 	}
 	return s
 }

@@ -101,6 +101,16 @@ func (t *Transport) TokenRequests() int64 {
 
 type scopeKey struct{}
 
+type tokenKey struct{}
+
+// IsTokenRequest reports whether req is a token request the Transport
+// made itself (to the realm of a challenge), for a base transport that
+// tells them from registry requests.
+func IsTokenRequest(req *http.Request) bool {
+	v, _ := req.Context().Value(tokenKey{}).(bool)
+	return v
+}
+
 // WithScope sets the token scope for requests made with ctx, overriding
 // the one derived from the request path.
 func WithScope(ctx context.Context, scope string) context.Context {
@@ -245,6 +255,7 @@ func (t *Transport) fetchToken(ctx context.Context, c challenge, scope string) (
 	realm.RawQuery = q.Encode()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenTimeout)
 	defer cancel()
+	ctx = context.WithValue(ctx, tokenKey{}, true)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, realm.String(), nil)
 	if err != nil {
 		return token{}, err

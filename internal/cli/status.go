@@ -82,6 +82,14 @@ func printStatus(w io.Writer, st app.Status) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	for _, u := range st.Upstreams {
+		for _, b := range u.Health.Breakers {
+			if b.Open {
+				fmt.Fprintf(w, "%s: %s breaker open since %s (last error: %s); the first request after %s probes it\n",
+					u.Name, b.Scope, b.Since.Format(time.RFC3339), b.LastError, b.NextProbe.Format(time.RFC3339))
+			}
+		}
+	}
 	_, err := fmt.Fprintf(w, "fills running: %d\n", st.ActiveFills)
 	return err
 }

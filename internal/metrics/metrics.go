@@ -39,3 +39,36 @@ func UpstreamGauges(reg prometheus.Registerer, upstream string, limit, remaining
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_upstream_down", Help: "1 while the circuit breaker holds the upstream down or a 429 Retry-After runs.", ConstLabels: labels}, down),
 	)
 }
+
+// Breaker is one circuit breaker's state as the breaker gauge reports it.
+type Breaker struct {
+	Scope string
+	Open  bool
+}
+
+// BreakerGauges registers regcache_upstream_breaker_open{scope}, read from
+// fn at scrape time. The upstream client bounds the scopes (a few endpoint
+// families and at most 17 CDN hosts), so the label set stays small.
+func BreakerGauges(reg prometheus.Registerer, upstream string, fn func() []Breaker) {
+	reg.MustRegister(&breakerCollector{upstream: upstream, fn: fn,
+		desc: prometheus.NewDesc("regcache_upstream_breaker_open", "1 while the circuit breaker of an upstream endpoint family (manifests, blobs, token, cdn <host>) is open.",
+			[]string{"scope"}, prometheus.Labels{"upstream": upstream})})
+}
+
+type breakerCollector struct {
+	upstream string
+	fn       func() []Breaker
+	desc     *prometheus.Desc
+}
+
+func (c *breakerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, b := range c.fn() {
+		v := 0.0
+		if b.Open {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, b.Scope)
+	}
+}

@@ -60,6 +60,17 @@ type RateLimit struct {
 type Health struct {
 	Down         bool
 	LimitedUntil time.Time
+	Breakers     []Breaker // open circuit breakers, by scope
+}
+
+// Breaker is one open circuit breaker of an upstream: the endpoint family
+// (manifests, blobs, token, a CDN host) that fails fast until a probe
+// succeeds.
+type Breaker struct {
+	Scope     string
+	LastError string
+	Since     time.Time
+	NextProbe time.Time
 }
 
 // Source gives the dashboard what it shows. The app hands one in; it must
@@ -164,6 +175,8 @@ func describe(u Upstream, now time.Time) upstreamView {
 	switch {
 	case u.Health.Down:
 		v.State, v.StateText = "down", "down (serving from cache)"
+	case len(u.Health.Breakers) > 0:
+		v.State, v.StateText = "limited", "up, some endpoints failing fast"
 	case !u.Health.LimitedUntil.IsZero():
 		v.State = "limited"
 		v.StateText = "rate-limited until " + u.Health.LimitedUntil.UTC().Format("2006-01-02 15:04:05 UTC")

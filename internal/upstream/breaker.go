@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
@@ -9,53 +10,78 @@ import (
 )
 
 // ErrUpstreamDown is returned without a request while the circuit breaker
-// holds an upstream that kept failing; callers answer from cache at once
-// instead of waiting for a timeout per request.
-var ErrUpstreamDown = errors.New("upstream marked down after repeated failures; retrying later")
+// of the endpoint a request needs is open; callers answer from cache at
+// once instead of waiting for a timeout per request. The error that wraps
+// it is a *DownError.
+var ErrUpstreamDown = errors.New("upstream marked down after repeated failures")
 
 // ErrRateLimited is returned without a request while an upstream's 429
 // Retry-After has not passed: the credential is not asked again before.
 var ErrRateLimited = errors.New("upstream rate limit exhausted; waiting for Retry-After")
 
-// breaker is a circuit breaker with exponential backoff: after threshold
-// consecutive failures it opens for backoff; the first request after that
-// is a probe, and its success closes the breaker.
+// Breaker scopes: failures are counted per endpoint family, so 503s on
+// manifests do not stop blob fills and a dead CDN host does not stop
+// manifests. CDN hosts a blob redirect leads to get "cdn <host>" scopes.
+const (
+	ScopeManifests = "manifests" // manifests, tags, referrers and the /v2/ ping
+	ScopeBlobs     = "blobs"     // blob requests to the registry host
+	ScopeToken     = "token"     // the token realm
+	scopeCDN       = "cdn "
+	// maxCDNScopes bounds the hosts with a breaker of their own; the
+	// rest (a hostile upstream can redirect anywhere) share one.
+	maxCDNScopes   = 16
+	scopeOtherCDNs = "cdn (other hosts)"
+)
+
+// DownError is a request refused because its scope's breaker is open.
+type DownError struct {
+	Scope     string
+	Since     time.Time // when the breaker opened
+	LastError string
+	NextProbe time.Time // the earliest a request may probe the scope again
+}
+
+func (e *DownError) Error() string {
+	return fmt.Sprintf("upstream %s endpoint marked down since %s after repeated failures (last: %s); the next request after %s probes it",
+		e.Scope, e.Since.UTC().Format(time.TimeOnly), e.LastError, e.NextProbe.UTC().Format(time.TimeOnly))
+}
+
+// Is makes errors.Is(err, ErrUpstreamDown) hold.
+func (e *DownError) Is(target error) bool { return target == ErrUpstreamDown }
+
+// breaker is the circuit breaker of one scope. After threshold consecutive
+// failures it opens. While open, a request may go out as the probe when
+// no other probe is in flight and interval has passed since the last one;
+// the others fail fast. A probe's success closes the breaker at once: the
+// first request after the upstream heals is served.
 type breaker struct {
-	threshold  int
-	minBackoff time.Duration
-	maxBackoff time.Duration
+	threshold int
+	interval  time.Duration
 
 	mu        sync.Mutex
 	failures  int
-	openUntil time.Time
-	backoff   time.Duration
+	open      bool
+	since     time.Time
+	lastErr   string
 	probing   bool
-
-	limitedUntil time.Time // from a 429's Retry-After
-}
-
-func newBreaker() *breaker {
-	return &breaker{threshold: 5, minBackoff: 5 * time.Second, maxBackoff: 5 * time.Minute}
+	lastProbe time.Time
 }
 
 // allow reports whether a request may go out now, and whether it is the
 // probe of an open breaker (which must end in success, failure or
-// endProbe). It returns ErrRateLimited (with the seconds left) or
-// ErrUpstreamDown when the request may not go.
-func (b *breaker) allow(now time.Time) (probe bool, retryAfter string, err error) {
+// endProbe).
+func (b *breaker) allow(scope string, now time.Time) (probe bool, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if now.Before(b.limitedUntil) {
-		return false, strconv.Itoa(int(b.limitedUntil.Sub(now).Seconds()) + 1), ErrRateLimited
+	if !b.open {
+		return false, nil
 	}
-	if b.failures < b.threshold {
-		return false, "", nil
+	next := b.lastProbe.Add(b.interval)
+	if b.probing || now.Before(next) {
+		return false, &DownError{Scope: scope, Since: b.since, LastError: b.lastErr, NextProbe: next}
 	}
-	if now.Before(b.openUntil) || b.probing {
-		return false, "", ErrUpstreamDown
-	}
-	b.probing = true // this request is the probe
-	return true, "", nil
+	b.probing, b.lastProbe = true, now
+	return true, nil
 }
 
 // endProbe ends a probe that told nothing about the upstream's health (its
@@ -63,48 +89,91 @@ func (b *breaker) allow(now time.Time) (probe bool, retryAfter string, err error
 func (b *breaker) endProbe() {
 	b.mu.Lock()
 	b.probing = false
+	b.lastProbe = time.Time{}
 	b.mu.Unlock()
 }
 
-func (b *breaker) success() {
+// success records an answer; it reports whether that closed the breaker,
+// and for how long it had been open.
+func (b *breaker) success(now time.Time) (closed bool, openFor time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.failures, b.backoff, b.probing = 0, 0, false
+	closed, openFor = b.open, now.Sub(b.since)
+	b.failures, b.open, b.probing, b.lastErr = 0, false, false, ""
+	return closed, openFor
 }
 
-func (b *breaker) failure(now time.Time) (opened bool) {
+// failure records a failed request; it reports whether it opened the
+// breaker.
+func (b *breaker) failure(now time.Time, err string) (opened bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.failures++
 	b.probing = false
+	b.lastErr = err
+	if b.open {
+		b.lastProbe = now
+		return false
+	}
 	if b.failures < b.threshold {
 		return false
 	}
-	if b.backoff == 0 {
-		b.backoff = b.minBackoff
-	} else {
-		b.backoff = min(b.backoff*2, b.maxBackoff)
-	}
-	b.openUntil = now.Add(b.backoff)
+	b.open, b.since, b.lastProbe = true, now, now
 	return true
 }
 
-// limited records a 429 and returns how long the upstream is left alone.
-func (b *breaker) limited(now time.Time, retryAfter string) time.Duration {
-	d := parseRetryAfter(now, retryAfter)
+// BreakerState is one scope's breaker, for status reports.
+type BreakerState struct {
+	Scope string `json:"scope"`
+	Open  bool   `json:"open"`
+	// Failures is the count of consecutive failures.
+	Failures  int       `json:"failures"`
+	LastError string    `json:"lastError,omitempty"`
+	Since     time.Time `json:"since,omitzero"`     // when it opened
+	NextProbe time.Time `json:"nextProbe,omitzero"` // the earliest probe, while open
+}
+
+func (b *breaker) state(scope string) BreakerState {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if until := now.Add(d); until.After(b.limitedUntil) {
-		b.limitedUntil = until
+	s := BreakerState{Scope: scope, Open: b.open, Failures: b.failures, LastError: b.lastErr}
+	if b.open {
+		s.Since, s.NextProbe = b.since, b.lastProbe.Add(b.interval)
+	}
+	return s
+}
+
+// limiter holds an upstream back after a 429 until its Retry-After.
+type limiter struct {
+	mu    sync.Mutex
+	until time.Time
+}
+
+// allow returns ErrRateLimited, with the seconds left, until Retry-After.
+func (l *limiter) allow(now time.Time) (retryAfter string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Before(l.until) {
+		return strconv.Itoa(int(l.until.Sub(now).Seconds()) + 1), ErrRateLimited
+	}
+	return "", nil
+}
+
+// limited records a 429 and returns how long the upstream is left alone.
+func (l *limiter) limited(now time.Time, retryAfter string) time.Duration {
+	d := parseRetryAfter(now, retryAfter)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if until := now.Add(d); until.After(l.until) {
+		l.until = until
 	}
 	return d
 }
 
-// state is the breaker's state for status reports.
-func (b *breaker) state(now time.Time) (down bool, limitedUntil time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.failures >= b.threshold && (now.Before(b.openUntil) || b.probing), b.limitedUntil
+func (l *limiter) state() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.until
 }
 
 // parseRetryAfter reads seconds or an HTTP date; absent or odd values mean

@@ -37,7 +37,8 @@ type Client struct {
 	backoff  time.Duration
 
 	now      func() time.Time
-	breaker  *breaker
+	breakers *breakers
+	limiter  limiter
 	authOpts []auth.Option
 
 	mu        sync.Mutex
@@ -60,12 +61,13 @@ func WithTransport(rt http.RoundTripper) Option {
 // backoff (tests).
 func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
 
-// WithBreaker sets how many consecutive failures mark the upstream down and
-// the first and longest time it stays down before a probe (default 5, 5s,
-// 5m).
-func WithBreaker(threshold int, minBackoff, maxBackoff time.Duration) Option {
+// WithBreaker sets how many consecutive failures open a scope's circuit
+// breaker, and the least time between two probes of an open one (default
+// 5 and 1s). While a breaker is open, the first request after the interval
+// is the probe; its success closes the breaker.
+func WithBreaker(threshold int, probeInterval time.Duration) Option {
 	return func(c *Client) {
-		c.breaker.threshold, c.breaker.minBackoff, c.breaker.maxBackoff = max(threshold, 1), minBackoff, maxBackoff
+		c.breakers.threshold, c.breakers.interval = max(threshold, 1), probeInterval
 	}
 }
 
@@ -106,11 +108,11 @@ func New(name, rawURL string, creds auth.Credentials, opts ...Option) (*Client, 
 	u.Path, u.RawQuery, u.User = "", "", nil
 	c := &Client{name: name, base: u, http: &http.Client{Transport: DefaultTransport()},
 		log: slog.New(slog.DiscardHandler), attempts: 3, backoff: 200 * time.Millisecond,
-		now: time.Now, breaker: newBreaker()}
+		now: time.Now, breakers: newBreakers()}
 	for _, o := range opts {
 		o(c)
 	}
-	c.auth = auth.New(c.http.Transport, u, creds, c.authOpts...)
+	c.auth = auth.New(&scopedTransport{c: c, base: c.http.Transport}, u, creds, c.authOpts...)
 	c.http.Transport = c.auth
 	return c, nil
 }
@@ -184,38 +186,26 @@ func (c *Client) do(ctx context.Context, op string, build func() (*http.Request,
 			}
 			wait *= 2
 		}
-		probe, ra, err := c.breaker.allow(c.now())
-		if err != nil {
-			e := &Error{Upstream: c.name, Op: op, Err: err}
-			if errors.Is(err, ErrRateLimited) {
-				e.StatusCode, e.RetryAfter = http.StatusTooManyRequests, ra
-			}
-			return nil, e
+		if ra, err := c.limiter.allow(c.now()); err != nil {
+			return nil, &Error{Upstream: c.name, Op: op, Err: err, StatusCode: http.StatusTooManyRequests, RetryAfter: ra}
 		}
+		// The breakers see every request that goes out, in the transport.
 		resp, err := c.attempt(ctx, op, build)
 		switch {
 		case err == nil:
-			c.breaker.success()
 			return resp, nil
-		case ctx.Err() != nil: // the caller left: no news of the upstream
-			if probe {
-				c.breaker.endProbe()
-			}
+		case ctx.Err() != nil: // the caller left
 			return nil, err
 		}
 		last = err
 		e := err.(*Error)
 		if ra, limited := IsTooManyRequests(e); limited {
-			// The upstream (or its token endpoint) answered: it is up.
-			c.breaker.success()
 			c.rateLimited(op, ra)
 			return nil, last
 		}
 		if !e.Temporary() {
-			c.breaker.success() // it answered (a 404, a 401): it is up
 			return nil, last
 		}
-		c.failed(op, e)
 	}
 	return nil, last
 }
@@ -238,33 +228,35 @@ func (c *Client) attempt(ctx context.Context, op string, build func() (*http.Req
 	return nil, c.checkResponse(op, resp)
 }
 
-func (c *Client) failed(op string, err error) {
-	if c.breaker.failure(c.now()) {
-		c.log.Warn("upstream marked down; answering from cache until a probe succeeds",
-			slog.String("upstream", c.name), slog.String("op", op), slog.Any("error", err))
-	}
-}
-
 func (c *Client) rateLimited(op, retryAfter string) {
-	d := c.breaker.limited(c.now(), retryAfter)
+	d := c.limiter.limited(c.now(), retryAfter)
 	c.log.Warn("upstream rate limit exhausted (429); not asking it again before Retry-After",
 		slog.String("upstream", c.name), slog.String("op", op), slog.Duration("retry_after", d))
 }
 
 // Health is the upstream's availability as the client sees it.
 type Health struct {
+	// Down is set while a breaker of the registry itself (manifests,
+	// blobs, token) is open; a dead CDN host alone does not make it down.
 	Down         bool      `json:"down"`
 	LimitedUntil time.Time `json:"limitedUntil,omitzero"`
+	// Breakers are the scopes that saw requests, open or not.
+	Breakers []BreakerState `json:"breakers,omitempty"`
 }
 
-// Health reports whether the breaker holds the upstream down and until
-// when a 429 keeps it from being asked.
+// Health reports the breakers' states and until when a 429 keeps the
+// upstream from being asked.
 func (c *Client) Health() Health {
-	down, until := c.breaker.state(c.now())
-	if !until.After(c.now()) {
-		until = time.Time{}
+	h := Health{LimitedUntil: c.limiter.state(), Breakers: c.breakers.states()}
+	if !h.LimitedUntil.After(c.now()) {
+		h.LimitedUntil = time.Time{}
 	}
-	return Health{Down: down, LimitedUntil: until}
+	for _, b := range h.Breakers {
+		if b.Open && !strings.HasPrefix(b.Scope, scopeCDN) {
+			h.Down = true
+		}
+	}
+	return h
 }
 
 // cleanURLError drops the URL (which may carry a query with a token from a

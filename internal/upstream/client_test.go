@@ -57,7 +57,7 @@ func scripted(t *testing.T, code *atomic.Int64, block chan struct{}) (*httptest.
 }
 
 func newTestClient(t *testing.T, url string, clk *fakeClock) *Client {
-	c, err := New("test", url, auth.Credentials{}, WithRetry(1, 0), WithClock(clk.now), WithBreaker(2, time.Second, time.Minute))
+	c, err := New("test", url, auth.Credentials{}, WithRetry(1, 0), WithClock(clk.now), WithBreaker(2, time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,4 +198,101 @@ func TestManifestGarbage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBreakerProbesOnePerInterval: while the upstream keeps failing, at
+// most one request per probe interval reaches it; the first request after
+// it heals (and the interval) is answered and closes the breaker.
+func TestBreakerProbesOnePerInterval(t *testing.T) {
+	code := new(atomic.Int64)
+	code.Store(503)
+	s, hits := scripted(t, code, nil)
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	c := newTestClient(t, s.URL, clk) // threshold 2, interval 1s
+	for range 50 {                    // 5 s of requests, one every 100 ms
+		head(c, t.Context())
+		clk.add(100 * time.Millisecond)
+	}
+	// 2 to open, then one probe per second.
+	if n := hits.Load(); n < 5 || n > 2+5 {
+		t.Fatalf("upstream hit %d times in 5 s of requests, want 2 + one per second", n)
+	}
+	code.Store(0)
+	clk.add(time.Second)
+	if err := head(c, t.Context()); err != nil || c.Health().Down {
+		t.Fatalf("first request after recovery: %v, health %+v", err, c.Health())
+	}
+}
+
+// TestBreakerScopes: failures of blob requests do not stop manifest
+// requests, and the probe of a counted manifest GET is a /v2/ ping.
+func TestBreakerScopes(t *testing.T) {
+	var blobFail atomic.Bool
+	blobFail.Store(true)
+	var pings, gets atomic.Int64
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+			pings.Add(1)
+			w.WriteHeader(http.StatusUnauthorized)
+		case strings.Contains(r.URL.Path, "/blobs/"):
+			if blobFail.Load() {
+				w.WriteHeader(503)
+				return
+			}
+			w.Header().Set("Content-Length", "0")
+		default:
+			gets.Add(1)
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Write([]byte("{}"))
+		}
+	}))
+	t.Cleanup(s.Close)
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	c := newTestClient(t, s.URL, clk)
+	d := digest.FromString("x")
+	for range 3 {
+		c.BlobHead(t.Context(), "a", d)
+	}
+	h := c.Health()
+	if !h.Down || len(h.Breakers) != 1 || h.Breakers[0].Scope != ScopeBlobs || !h.Breakers[0].Open {
+		t.Fatalf("after blob failures: %+v", h)
+	}
+	if _, err := c.ManifestGet(t.Context(), "a", oci.Reference{Tag: "t"}, nil); err != nil {
+		t.Fatalf("manifest with the blobs breaker open: %v", err)
+	}
+	// Open the manifests breaker, then probe it with a GET: a ping goes
+	// first.
+	s2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
+	host := c.base.Host
+	c.base.Host = s2.Listener.Addr().String()
+	for range 3 {
+		c.ManifestGet(t.Context(), "a", oci.Reference{Tag: "t"}, nil)
+	}
+	s2.Close()
+	c.base.Host = host
+	if !scopeOpen(c, ScopeManifests) {
+		t.Fatalf("manifests breaker not open: %+v", c.Health())
+	}
+	clk.add(2 * time.Second)
+	pings.Store(0)
+	gets.Store(0)
+	if _, err := c.ManifestGet(t.Context(), "a", oci.Reference{Tag: "t"}, nil); err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	if pings.Load() != 1 || gets.Load() != 1 {
+		t.Fatalf("probe of a manifest GET: %d pings, %d GETs; want a ping, then the GET", pings.Load(), gets.Load())
+	}
+	if scopeOpen(c, ScopeManifests) {
+		t.Fatal("manifests breaker still open after a successful probe")
+	}
+}
+
+func scopeOpen(c *Client, scope string) bool {
+	for _, b := range c.Health().Breakers {
+		if b.Scope == scope {
+			return b.Open
+		}
+	}
+	return false
 }
