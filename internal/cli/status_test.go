@@ -5,11 +5,14 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/crane"
 
+	"github.com/regcache/regcache/internal/app"
 	"github.com/regcache/regcache/internal/app/apptest"
 	"github.com/regcache/regcache/internal/testenv"
+	"github.com/regcache/regcache/internal/upstream"
 )
 
 // TestStatusCommand: after a pull through a Docker-Hub-like upstream,
@@ -44,5 +47,24 @@ func TestStatusCommand(t *testing.T) {
 	root.SetOut(&out)
 	if err := root.ExecuteContext(t.Context()); err == nil || !strings.Contains(err.Error(), "is regcache serve running") {
 		t.Errorf("status without a mirror: %v", err)
+	}
+}
+
+// TestStatusPrintsOpenBreakers: each open breaker gets a line with its
+// scope, since, last error and next probe.
+func TestStatusPrintsOpenBreakers(t *testing.T) {
+	since := time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC)
+	st := app.Status{Upstreams: []app.UpstreamStatus{{Name: "docker.io", URL: "https://registry-1.docker.io",
+		Health: upstream.Health{Down: true, Breakers: []upstream.BreakerState{
+			{Scope: "blobs", Failures: 1},
+			{Scope: "manifests", Open: true, Failures: 5, LastError: "503 Service Unavailable", Since: since, NextProbe: since.Add(time.Second)},
+		}}}}}
+	var b strings.Builder
+	if err := printStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	want := "docker.io: manifests breaker open since 2026-12-03T06:00:00Z (last error: 503 Service Unavailable); the first request after 2026-12-03T06:00:01Z probes it"
+	if !strings.Contains(b.String(), want) || strings.Contains(b.String(), "blobs breaker") {
+		t.Errorf("status output:\n%s\nwant a line %q and none for the closed blobs breaker", b.String(), want)
 	}
 }
