@@ -52,6 +52,7 @@ func (a *App) Evict(ctx context.Context) (int, int64, error) {
 		if err := a.index.DeleteBlob(d); err != nil {
 			return n, freed, err
 		}
+		a.content.Forget(d) // a manifest kept in memory goes with its file
 		freed += e.Size
 		n++
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/oci"
 )
 
@@ -15,7 +16,13 @@ import (
 // For a blob it returns the size the upstream's HEAD gave, or -1 when no
 // HEAD was needed.
 func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, manifest bool) (int64, error) {
+	if s.mem.holds(holdKey{rt.up.Name, rt.repo, d}) {
+		return -1, nil
+	}
 	if ok, err := s.index.Holds(rt.up.Name, rt.repo, d); err != nil || ok {
+		if ok {
+			s.mem.putHolds(rt.up.Name, rt.repo, d)
+		}
 		return -1, err
 	}
 	if manifest {
@@ -30,7 +37,11 @@ func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, ma
 	if err != nil {
 		return -1, err
 	}
-	return size, s.index.PutHolds(rt.up.Name, rt.repo, d)
+	if err := s.index.PutHolds(rt.up.Name, rt.repo, d); err != nil {
+		return size, err
+	}
+	s.mem.putHolds(rt.up.Name, rt.repo, d)
+	return size, nil
 }
 
 // recordManifestHeld records that the repository holds a stored manifest
@@ -40,5 +51,15 @@ func (s *Service) recordManifestHeld(rt route, d digest.Digest) error {
 	if err != nil || !ok {
 		return err
 	}
-	return s.index.PutManifest(rt.up.Name, rt.repo, d, e)
+	return s.putManifestEntry(rt, d, e)
+}
+
+// putManifestEntry records a stored manifest and what the repository
+// holds with it, in the index and then in memory.
+func (s *Service) putManifestEntry(rt route, d digest.Digest, e cacheindex.ManifestEntry) error {
+	if err := s.index.PutManifest(rt.up.Name, rt.repo, d, e); err != nil {
+		return err
+	}
+	s.mem.putHolds(rt.up.Name, rt.repo, append([]digest.Digest{d}, e.Refs...)...)
+	return nil
 }

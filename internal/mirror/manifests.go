@@ -67,7 +67,7 @@ func (s *Service) manifestByDigest(ctx context.Context, rt route, d digest.Diges
 }
 
 func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accept []string, out *Outcome) (*Manifest, error) {
-	e, ok, err := s.index.Tag(rt.up.Name, rt.repo, tag)
+	e, ok, err := s.tag(rt, tag)
 	if err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
 	}
@@ -124,10 +124,32 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 		}
 	}
 	now := s.now()
-	if err := s.index.PutTag(rt.up.Name, rt.repo, tag, cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now}); err != nil {
+	if err := s.putTag(rt, tag, cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now}); err != nil {
 		return nil, fmt.Errorf("record tag: %w", err)
 	}
 	return m, nil
+}
+
+// tag reads a tag's entry from memory, else from the index (and keeps it).
+func (s *Service) tag(rt route, tag string) (cacheindex.TagEntry, bool, error) {
+	k := tagKey{rt.up.Name, rt.repo, tag}
+	if e, ok := s.mem.tag(k); ok {
+		return e, true, nil
+	}
+	e, ok, err := s.index.Tag(rt.up.Name, rt.repo, tag)
+	if ok && err == nil {
+		s.mem.putTag(k, e)
+	}
+	return e, ok, err
+}
+
+// putTag records a tag's entry in the index, then in memory.
+func (s *Service) putTag(rt route, tag string, e cacheindex.TagEntry) error {
+	if err := s.index.PutTag(rt.up.Name, rt.repo, tag, e); err != nil {
+		return err
+	}
+	s.mem.putTag(tagKey{rt.up.Name, rt.repo, tag}, e)
+	return nil
 }
 
 // revalidate asks the upstream for a tag's current digest with a HEAD,
@@ -138,7 +160,7 @@ func (s *Service) revalidate(ctx context.Context, rt route, tag string, accept [
 	v, err, _ := s.flights.Do(key, func() (any, error) {
 		// A revalidation that finished just before this one was asked
 		// for already answered it.
-		if e, ok, _ := s.index.Tag(rt.up.Name, rt.repo, tag); ok && s.now().Sub(e.Checked) < s.freshness {
+		if e, ok, _ := s.tag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness {
 			return upstream.Descriptor{Digest: e.Digest, MediaType: e.MediaType, Size: e.Size}, nil
 		}
 		ctx, cancel := detached(ctx)
@@ -147,9 +169,9 @@ func (s *Service) revalidate(ctx context.Context, rt route, tag string, accept [
 		if err != nil {
 			return desc, err
 		}
-		if e, ok, _ := s.index.Tag(rt.up.Name, rt.repo, tag); ok && e.Digest == desc.Digest {
+		if e, ok, _ := s.tag(rt, tag); ok && e.Digest == desc.Digest {
 			e.Checked = s.now()
-			_ = s.index.PutTag(rt.up.Name, rt.repo, tag, e)
+			_ = s.putTag(rt, tag, e)
 		}
 		return desc, nil
 	})
@@ -162,7 +184,7 @@ func (s *Service) revalidate(ctx context.Context, rt route, tag string, accept [
 func (s *Service) fetchTag(ctx context.Context, rt route, tag string, accept []string) (*Manifest, error) {
 	key := "tag\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
 	v, err, _ := s.flights.Do(key, func() (any, error) {
-		if e, ok, _ := s.index.Tag(rt.up.Name, rt.repo, tag); ok && s.now().Sub(e.Checked) < s.freshness {
+		if e, ok, _ := s.tag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness {
 			if m, err := s.storedManifest(ctx, e.Digest); err == nil {
 				return m, nil
 			}
@@ -173,7 +195,7 @@ func (s *Service) fetchTag(ctx context.Context, rt route, tag string, accept []s
 		}
 		now := s.now()
 		e := cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now}
-		if err := s.index.PutTag(rt.up.Name, rt.repo, tag, e); err != nil {
+		if err := s.putTag(rt, tag, e); err != nil {
 			if !errors.Is(err, syscall.ENOSPC) {
 				return nil, fmt.Errorf("record tag: %w", err)
 			}
@@ -230,15 +252,20 @@ func (s *Service) storeManifest(ctx context.Context, rt route, m *Manifest) erro
 		}
 	}
 	e := cacheindex.ManifestEntry{MediaType: m.MediaType, Size: int64(len(m.Body)), Refs: refsOf(m.Body)}
-	if err := s.index.PutManifest(rt.up.Name, rt.repo, m.Digest, e); err != nil {
+	if err := s.putManifestEntry(rt, m.Digest, e); err != nil {
 		return fmt.Errorf("index manifest: %w", err)
 	}
+	s.mem.putManifest(m)
 	return nil
 }
 
 // storedManifest reads a manifest from the store with its media type from
 // the index.
 func (s *Service) storedManifest(ctx context.Context, d digest.Digest) (*Manifest, error) {
+	if m := s.mem.manifest(d); m != nil {
+		s.index.Touch(d)
+		return m, nil
+	}
 	e, ok, err := s.index.Manifest(d)
 	if err != nil {
 		return nil, err
@@ -259,7 +286,9 @@ func (s *Service) storedManifest(ctx context.Context, d digest.Digest) (*Manifes
 		return nil, fmt.Errorf("read manifest %s: %w", d, err)
 	}
 	s.index.Touch(d)
-	return &Manifest{Body: body, MediaType: e.MediaType, Digest: d}, nil
+	m := &Manifest{Body: body, MediaType: e.MediaType, Digest: d}
+	s.mem.putManifest(m)
+	return m, nil
 }
 
 // descriptor is the part of an OCI descriptor regcache reads.

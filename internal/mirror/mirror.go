@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/regcache/regcache/internal/blobstore"
@@ -87,6 +88,8 @@ type Service struct {
 
 	flights singleflight.Group // manifest fetches, tag revalidations, listings
 
+	mem *memory // the warm hit path: manifests, tags, holdings
+
 	listMu    sync.Mutex
 	listCache map[string]cachedListing
 	listBytes int64
@@ -122,6 +125,11 @@ func WithMetrics(m *metrics.Metrics) Option { return func(s *Service) { s.metric
 // (default 30s; 0 disables).
 func WithNegativeTTL(d time.Duration) Option { return func(s *Service) { s.negativeTTL = d } }
 
+// WithManifestMemory sets how many bytes of manifests are kept in memory
+// for warm hits (default 32 MiB; 0 turns the memory off, so every hit reads
+// the index and the store).
+func WithManifestMemory(bytes int64) Option { return func(s *Service) { s.mem.maxBytes = bytes } }
+
 // WithClock sets the time source (tests).
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
 
@@ -130,7 +138,7 @@ func New(store blobstore.Store, index *cacheindex.Index, fills *fill.Manager, up
 	s := &Service{upstreams: upstreams, byName: map[string]*Upstream{}, store: store, index: index, fills: fills,
 		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: time.Minute,
 		prefetch: true, prefetchSem: make(chan struct{}, 16), listCache: map[string]cachedListing{},
-		negativeTTL: 30 * time.Second, negative: map[string]time.Time{}}
+		negativeTTL: 30 * time.Second, negative: map[string]time.Time{}, mem: newMemory(32 << 20)}
 	for _, u := range upstreams {
 		s.byName[u.Name] = u
 	}
@@ -149,6 +157,10 @@ func (s *Service) Registries() []Registry {
 	}
 	return out
 }
+
+// Forget drops digests from memory: the caller deleted them from the
+// store (eviction, cache rm), so the next request reads the index again.
+func (s *Service) Forget(ds ...digest.Digest) { s.mem.forget(ds...) }
 
 // Close stops background work (prefetches) and waits for it. Fills are
 // stopped by their Manager.

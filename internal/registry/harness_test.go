@@ -64,14 +64,19 @@ type envOptions struct {
 	freshness time.Duration
 	seed      []testenv.SeedOption
 	prefetch  bool
+	quiet     bool // log warnings only (benchmarks)
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	hub := testenv.NewHub(t)
 	hub.SetCredentials("me", "hub-secret")
 	e := &env{hub: hub, imgs: hub.Seed(t, o.seed...), clock: &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
-	log := slog.New(slog.NewJSONHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if o.quiet {
+		level = slog.LevelWarn
+	}
+	log := slog.New(slog.NewJSONHandler(t.Output(), &slog.HandlerOptions{Level: level}))
 	dir := t.TempDir()
 	var err error
 	if e.store, err = disk.New(dir); err != nil {
@@ -115,7 +120,7 @@ type response struct {
 	err    error // a transfer cut short
 }
 
-func (e *env) do(t *testing.T, method, path string, hdr ...string) response {
+func (e *env) do(t testing.TB, method, path string, hdr ...string) response {
 	t.Helper()
 	req, _ := http.NewRequest(method, e.ts.URL+path, nil)
 	req.Header.Set("Accept", strings.Join(oci.ManifestMediaTypes, ", "))

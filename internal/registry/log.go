@@ -91,33 +91,15 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 			if p != nil {
 				status = 0 // aborted mid-response
 			}
-			attrs := []slog.Attr{
-				slog.String("method", r.Method), slog.String("path", r.URL.Path),
-				slog.Int("status", status), slog.Int64("bytes", lw.bytes),
-				slog.Duration("duration", time.Since(start)), slog.String("remote", r.RemoteAddr),
+			if s.log.Enabled(r.Context(), slog.LevelInfo) {
+				s.logRequest(r, ri, status, lw.bytes, time.Since(start), p != nil)
 			}
-			if ri.cache != "" {
-				attrs = append(attrs, slog.String("cache", ri.cache), slog.Bool("hit", ri.cache != "miss"))
-			}
-			if ri.upstream != "" {
-				attrs = append(attrs, slog.String("upstream", ri.upstream), slog.String("route", ri.route), slog.String("repository", ri.repo))
-			}
-			if ri.errCode != "" {
-				attrs = append(attrs, slog.String("error", ri.errCode))
-			}
-			if ri.stale != "" {
-				attrs = append(attrs, slog.String("stale_reason", ri.stale))
-			}
-			if p != nil {
-				attrs = append(attrs, slog.Bool("aborted", true))
-			}
-			s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 			if s.metrics != nil {
 				cache := ri.cache
 				if cache == "" {
 					cache = "none"
 				}
-				s.metrics.Requests.WithLabelValues(ri.kind, r.Method, cache, strconv.Itoa(status)).Inc()
+				s.metrics.Requests.WithLabelValues(ri.kind, methodLabel(r.Method), cache, strconv.Itoa(status)).Inc()
 				s.metrics.Bytes.WithLabelValues(cache).Add(float64(lw.bytes))
 			}
 			if p != nil {
@@ -137,4 +119,40 @@ func noteOutcome(r *http.Request, out mirror.Outcome) {
 	if out.Stale != "" {
 		ri.stale = out.Stale
 	}
+}
+
+// logRequest writes the access log line of one request.
+func (s *Server) logRequest(r *http.Request, ri *reqInfo, status int, bytes int64, took time.Duration, aborted bool) {
+	attrs := []slog.Attr{
+		slog.String("method", methodLabel(r.Method)), slog.String("path", r.URL.Path),
+		slog.Int("status", status), slog.Int64("bytes", bytes),
+		slog.Duration("duration", took), slog.String("remote", r.RemoteAddr),
+	}
+	if ri.cache != "" {
+		attrs = append(attrs, slog.String("cache", ri.cache), slog.Bool("hit", ri.cache != "miss"))
+	}
+	if ri.upstream != "" {
+		attrs = append(attrs, slog.String("upstream", ri.upstream), slog.String("route", ri.route), slog.String("repository", ri.repo))
+	}
+	if ri.errCode != "" {
+		attrs = append(attrs, slog.String("error", ri.errCode))
+	}
+	if ri.stale != "" {
+		attrs = append(attrs, slog.String("stale_reason", ri.stale))
+	}
+	if aborted {
+		attrs = append(attrs, slog.Bool("aborted", true))
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// methodLabel is the request method from a closed set, so a client
+// cannot grow the metrics or the log with methods of its own making.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }

@@ -359,6 +359,12 @@ func TestAccessMatrix(t *testing.T) {
 				for _, c := range f.clients(t) {
 					f.check(t, m, policy, c, "warm")
 				}
+				// Again, now that the manifests a client may see are in
+				// the mirror's memory: memory answers no one the policy
+				// refuses.
+				for _, c := range f.clients(t) {
+					f.check(t, m, policy, c, "warm, in memory")
+				}
 				if strings.Contains(m.Log(), `"cache":"miss"`) {
 					t.Error("warm: content was fetched from upstream")
 				}

@@ -1,0 +1,163 @@
+package mirror
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/cacheindex"
+)
+
+// memory keeps what a warm manifest hit needs, so it touches no disk and
+// no bbolt transaction: small manifests by digest (immutable, verified when
+// fetched), tags with their last check (written through after the index),
+// and the (upstream, repository, digest) holdings already confirmed. The
+// index and the store stay the truth: memory starts empty after a restart
+// and fills on fetch and on first read.
+//
+// Manifests are bounded by bytes and dropped by second chance: a read sets
+// a flag without a lock; a sweep (under the write lock, when the budget is
+// exceeded) drops entries not read since the last sweep. Tags and holdings
+// are bounded by count; when full they are cleared, which costs one index
+// read per entry to refill.
+type memory struct {
+	maxBytes int64
+
+	mu        sync.RWMutex
+	manifests map[digest.Digest]*memManifest
+	bytes     int64
+	tags      map[tagKey]cacheindex.TagEntry
+	held      map[holdKey]struct{}
+}
+
+type memManifest struct {
+	m    *Manifest
+	used atomic.Bool
+}
+
+type tagKey struct{ upstream, repo, tag string }
+
+type holdKey struct {
+	upstream, repo string
+	d              digest.Digest
+}
+
+const (
+	// maxMemoryManifest is the largest manifest kept in memory; bigger
+	// ones (rare: huge indexes) are read from the store.
+	maxMemoryManifest = 256 << 10
+	maxMemoryTags     = 100_000
+	maxMemoryHolds    = 500_000
+)
+
+func newMemory(maxBytes int64) *memory {
+	return &memory{maxBytes: maxBytes, manifests: map[digest.Digest]*memManifest{},
+		tags: map[tagKey]cacheindex.TagEntry{}, held: map[holdKey]struct{}{}}
+}
+
+func (mem *memory) manifest(d digest.Digest) *Manifest {
+	mem.mu.RLock()
+	e := mem.manifests[d]
+	mem.mu.RUnlock()
+	if e == nil {
+		return nil
+	}
+	e.used.Store(true)
+	return e.m
+}
+
+func (mem *memory) putManifest(m *Manifest) {
+	size := int64(len(m.Body))
+	if mem.maxBytes <= 0 || size > maxMemoryManifest || size > mem.maxBytes {
+		return
+	}
+	mem.mu.Lock()
+	defer mem.mu.Unlock()
+	if _, ok := mem.manifests[m.Digest]; ok {
+		return
+	}
+	for mem.bytes+size > mem.maxBytes {
+		mem.sweep()
+	}
+	mem.manifests[m.Digest] = &memManifest{m: m}
+	mem.bytes += size
+}
+
+// sweep drops the manifests not read since the last sweep and clears the
+// flags of the others; a sweep that frees nothing drops everything's
+// flags, so the next one frees. Called with mu held.
+func (mem *memory) sweep() {
+	freed := false
+	for d, e := range mem.manifests {
+		if !e.used.Swap(false) {
+			mem.bytes -= int64(len(e.m.Body))
+			delete(mem.manifests, d)
+			freed = true
+		}
+	}
+	if !freed && len(mem.manifests) == 0 {
+		mem.bytes = 0
+	}
+}
+
+func (mem *memory) forget(ds ...digest.Digest) {
+	mem.mu.Lock()
+	defer mem.mu.Unlock()
+	for _, d := range ds {
+		if e, ok := mem.manifests[d]; ok {
+			mem.bytes -= int64(len(e.m.Body))
+			delete(mem.manifests, d)
+		}
+	}
+	gone := map[digest.Digest]bool{}
+	for _, d := range ds {
+		gone[d] = true
+	}
+	for k, t := range mem.tags {
+		if gone[t.Digest] {
+			delete(mem.tags, k)
+		}
+	}
+}
+
+func (mem *memory) tag(k tagKey) (cacheindex.TagEntry, bool) {
+	mem.mu.RLock()
+	defer mem.mu.RUnlock()
+	t, ok := mem.tags[k]
+	return t, ok
+}
+
+func (mem *memory) putTag(k tagKey, t cacheindex.TagEntry) {
+	mem.mu.Lock()
+	defer mem.mu.Unlock()
+	if len(mem.tags) >= maxMemoryTags {
+		clear(mem.tags)
+	}
+	mem.tags[k] = t
+}
+
+func (mem *memory) holds(k holdKey) bool {
+	mem.mu.RLock()
+	defer mem.mu.RUnlock()
+	_, ok := mem.held[k]
+	return ok
+}
+
+func (mem *memory) putHolds(upstream, repo string, ds ...digest.Digest) {
+	mem.mu.Lock()
+	defer mem.mu.Unlock()
+	if len(mem.held)+len(ds) > maxMemoryHolds {
+		clear(mem.held)
+	}
+	for _, d := range ds {
+		mem.held[holdKey{upstream, repo, d}] = struct{}{}
+	}
+}
+
+// size is the bytes of manifests held, for tests and status.
+func (mem *memory) size() (manifests int, bytes int64) {
+	mem.mu.RLock()
+	defer mem.mu.RUnlock()
+	return len(mem.manifests), mem.bytes
+}
