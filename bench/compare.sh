@@ -9,6 +9,20 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# The peers and the load generator, from Debian, when missing (as root).
+missing=""
+for p in docker-registry nginx wrk; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "bench/compare.sh needs:$missing (apt-get install$missing, as root)" >&2
+		exit 1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2 ||
+		{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2; }
+fi
+
 # Timings on a shared machine only compare when nothing else is busy.
 waited=0
 while [ "$(cut -d' ' -f1 /proc/loadavg | cut -d. -f1)" -ge 3 ] && [ "$waited" -lt 600 ]; do
@@ -21,3 +35,5 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go build -o "$tmp/regcache" ./cmd/regcache
 REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkCompare$' -benchtime 1x -timeout 60m ./bench/
+# Rows 7 and 8: warm hits against nginx serving the same bytes.
+REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkHits$' -benchtime 1x -timeout 20m ./bench/

@@ -122,7 +122,10 @@ func cleanEnv() []string {
 
 // startNginx serves root (a directory) at /files/ with sendfile, the way a
 // static file server would serve a cached blob: the physical reference.
-func startNginx(b *testing.B, root string) *proc {
+func startNginx(b *testing.B, root string) *proc { return startNginxWorkers(b, root, "auto") }
+
+// startNginxWorkers is startNginx with worker_processes set to workers.
+func startNginxWorkers(b *testing.B, root, workers string) *proc {
 	b.Helper()
 	bin := testenv.RequireTool(b, "nginx")
 	prefix := b.TempDir()
@@ -133,7 +136,7 @@ func startNginx(b *testing.B, root string) *proc {
 		}
 	}
 	conf := fmt.Sprintf(`
-worker_processes auto;
+worker_processes %[5]s;
 daemon off;
 pid %[1]s/nginx.pid;
 error_log %[1]s/logs/error.log warn;
@@ -155,7 +158,7 @@ http {
         location /files/ { alias %[3]s/; }
     }
 }
-`, prefix, port, root, userDirective())
+`, prefix, port, root, userDirective(), workers)
 	confPath := filepath.Join(prefix, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		b.Fatal(err)

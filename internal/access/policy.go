@@ -25,9 +25,8 @@ import (
 // credentials always get a 401. Errors are *oci.Error.
 func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, upName, repo string) error {
 	id := a.identityOf(r)
-	name := clientName(r, repo)
 	if id.err != nil {
-		return a.challenge(w, r, name, id.err)
+		return a.challenge(w, r, clientName(r, repo), id.err)
 	}
 	if a.private == PrivateAllow {
 		return nil
@@ -43,6 +42,7 @@ func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, upName, repo 
 	if ans.public {
 		return nil
 	}
+	name := clientName(r, repo) // for the refusals below
 	if ans.missing {
 		// Not there even for the mirror's credentials: an honest 404, and
 		// nothing from the cache (the repository may have been private).

@@ -57,7 +57,10 @@ func startMirrorLogged(t *testing.T, env map[string]string) *running {
 
 // startMirror runs the mirror configured by env (REGCACHE_* variables, as
 // an operator would set them) and stops it at cleanup.
-func startMirror(t *testing.T, env map[string]string) *running {
+func startMirror(t *testing.T, env map[string]string) *running { return startMirrorB(t, env) }
+
+// startMirrorB is startMirror for tests and benchmarks.
+func startMirrorB(t testing.TB, env map[string]string) *running {
 	t.Helper()
 	data := t.TempDir()
 	base := map[string]string{"REGCACHE_DATA": data, "REGCACHE_ADMIN_ADDR": ""}

@@ -38,7 +38,7 @@ func (s *Service) Manifest(ctx context.Context, req Request, ref oci.Reference) 
 	if err != nil {
 		return nil, out, err
 	}
-	accept := accepts(req.Accept)
+	accept := func() []string { return accepts(req.Accept) } // for the upstream only
 	var m *Manifest
 	if ref.IsDigest() {
 		m, err = s.manifestByDigest(ctx, rt, ref.Digest, accept, &out)
@@ -54,7 +54,7 @@ func (s *Service) Manifest(ctx context.Context, req Request, ref oci.Reference) 
 	return m, out, nil
 }
 
-func (s *Service) manifestByDigest(ctx context.Context, rt route, d digest.Digest, accept []string, out *Outcome) (*Manifest, error) {
+func (s *Service) manifestByDigest(ctx context.Context, rt route, d digest.Digest, accept func() []string, out *Outcome) (*Manifest, error) {
 	if m, err := s.storedManifest(ctx, d); err == nil {
 		out.Cache = "hit"
 		if _, err := s.confirmHeld(ctx, rt, d, true); err != nil {
@@ -63,10 +63,10 @@ func (s *Service) manifestByDigest(ctx context.Context, rt route, d digest.Diges
 		return m, nil
 	}
 	out.Cache = "miss"
-	return s.fetchManifest(ctx, rt, oci.Reference{Digest: d}, accept)
+	return s.fetchManifest(ctx, rt, oci.Reference{Digest: d}, accept())
 }
 
-func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accept []string, out *Outcome) (*Manifest, error) {
+func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accept func() []string, out *Outcome) (*Manifest, error) {
 	e, ok, err := s.tag(rt, tag)
 	if err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
@@ -82,7 +82,7 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 			out.Cache = "negative"
 			return nil, oci.Errorf(oci.ErrManifestUnknown, "upstream %s has no %s:%s (answer cached; asked again in %s)", rt.up.Name, rt.repo, tag, left.Round(time.Second))
 		}
-		m, err := s.fetchTag(ctx, rt, tag, accept)
+		m, err := s.fetchTag(ctx, rt, tag, accept())
 		if upstream.IsNotFound(err) {
 			s.rememberNotFound(key)
 		}
@@ -92,7 +92,7 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 		out.Cache = "hit"
 		return cached, nil
 	}
-	desc, err := s.revalidate(ctx, rt, tag, accept)
+	desc, err := s.revalidate(ctx, rt, tag, accept())
 	switch {
 	case err != nil && upstream.IsNotFound(err):
 		out.Cache = "miss"
@@ -117,7 +117,7 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 			return nil, fmt.Errorf("record manifest: %w", err)
 		}
 	} else {
-		if m, err = s.fetchManifest(ctx, rt, oci.Reference{Digest: desc.Digest}, accept); err != nil {
+		if m, err = s.fetchManifest(ctx, rt, oci.Reference{Digest: desc.Digest}, accept()); err != nil {
 			out.Cache, out.Stale = "stale", err.Error()
 			s.countStale(rt)
 			return cached, nil
@@ -357,11 +357,13 @@ func refsOf(body []byte) []digest.Digest {
 // accepts is the Accept list sent upstream: the client's types plus every
 // manifest type regcache stores, so one client's narrow Accept cannot pin a
 // tag to a narrower manifest for everyone.
-func accepts(client []string) []string {
+func accepts(header []string) []string {
 	var out []string
-	for _, t := range client {
-		if t = strings.TrimSpace(t); t != "" && !slices.Contains(out, t) {
-			out = append(out, t)
+	for _, v := range header {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" && !slices.Contains(out, t) && len(out) < maxAccept {
+				out = append(out, t)
+			}
 		}
 	}
 	for _, t := range oci.ManifestMediaTypes {
@@ -371,6 +373,9 @@ func accepts(client []string) []string {
 	}
 	return out
 }
+
+// maxAccept bounds the media types taken from a client's Accept headers.
+const maxAccept = 32
 
 func (s *Service) negativeLeft(key string) time.Duration {
 	s.negMu.Lock()

@@ -29,6 +29,10 @@ type memory struct {
 	bytes     int64
 	tags      map[tagKey]cacheindex.TagEntry
 	held      map[holdKey]struct{}
+	// complete are image manifests whose blobs were all in the store when
+	// last looked at: a hit does not look again (prefetch has nothing to
+	// do). Cleared by forget, since eviction may have taken a blob.
+	complete map[digest.Digest]struct{}
 }
 
 type memManifest struct {
@@ -53,7 +57,7 @@ const (
 
 func newMemory(maxBytes int64) *memory {
 	return &memory{maxBytes: maxBytes, manifests: map[digest.Digest]*memManifest{},
-		tags: map[tagKey]cacheindex.TagEntry{}, held: map[holdKey]struct{}{}}
+		tags: map[tagKey]cacheindex.TagEntry{}, held: map[holdKey]struct{}{}, complete: map[digest.Digest]struct{}{}}
 }
 
 func (mem *memory) manifest(d digest.Digest) *Manifest {
@@ -104,6 +108,7 @@ func (mem *memory) sweep() {
 func (mem *memory) forget(ds ...digest.Digest) {
 	mem.mu.Lock()
 	defer mem.mu.Unlock()
+	clear(mem.complete)
 	for _, d := range ds {
 		if e, ok := mem.manifests[d]; ok {
 			mem.bytes -= int64(len(e.m.Body))
@@ -160,4 +165,20 @@ func (mem *memory) size() (manifests int, bytes int64) {
 	mem.mu.RLock()
 	defer mem.mu.RUnlock()
 	return len(mem.manifests), mem.bytes
+}
+
+func (mem *memory) isComplete(d digest.Digest) bool {
+	mem.mu.RLock()
+	defer mem.mu.RUnlock()
+	_, ok := mem.complete[d]
+	return ok
+}
+
+func (mem *memory) markComplete(d digest.Digest) {
+	mem.mu.Lock()
+	defer mem.mu.Unlock()
+	if len(mem.complete) >= maxMemoryTags {
+		clear(mem.complete)
+	}
+	mem.complete[d] = struct{}{}
 }

@@ -50,7 +50,9 @@ type Request struct {
 	// Repo is the repository's name at the upstream (library/ added for
 	// Docker Hub's one-component names).
 	Repo string
-	// Accept lists the manifest media types the client accepts.
+	// Accept is the client's Accept header values (comma-separated lists
+	// of media types), as sent; they are read only when the upstream is
+	// asked.
 	Accept []string
 	// Head is set when the client wants headers only: no body is read and
 	// nothing is prefetched.

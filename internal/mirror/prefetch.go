@@ -4,6 +4,9 @@ package mirror
 // manifest that the store lacks, at most s.prefetchSem at a time, so the
 // upstream link is busy while the client asks for layers a few at a time.
 func (s *Service) startPrefetch(rt route, m *Manifest) {
+	if s.mem.isComplete(m.Digest) {
+		return // every blob was stored when last looked at
+	}
 	var todo []descriptor
 	for _, b := range blobsOf(m.Body) {
 		if _, err := s.store.Stat(s.ctx, b.Digest); err != nil {
@@ -11,6 +14,7 @@ func (s *Service) startPrefetch(rt route, m *Manifest) {
 		}
 	}
 	if len(todo) == 0 {
+		s.mem.markComplete(m.Digest)
 		return
 	}
 	s.goBackground(func() {

@@ -100,3 +100,28 @@ func FuzzParsePath(f *testing.F) {
 		}
 	})
 }
+
+// FuzzValidName: the hand-written name check agrees with the spec's
+// regular expression on every input.
+func FuzzValidName(f *testing.F) {
+	for _, s := range []string{"library/alpine", "a", "a.b", "a__b", "a___b", "a--b", "a-", "-a", "a//b", "a/", "/a", "A", "a_-b", "a.b_c__d---e/f0", "", "a..b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := validName(s), nameRe.MatchString(s); got != want {
+			t.Fatalf("validName(%q) = %v, the grammar says %v", s, got, want)
+		}
+	})
+}
+
+// FuzzValidTag: the hand-written tag check agrees with the grammar.
+func FuzzValidTag(f *testing.F) {
+	for _, s := range []string{"latest", "3.20", "_a", ".a", "-a", "a-b.c_d", "", "a/b", strings.Repeat("a", 128), strings.Repeat("a", 129)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := validTag(s), tagRe.MatchString(s); got != want {
+			t.Fatalf("validTag(%q) = %v, the grammar says %v", s, got, want)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package registry
 import (
 	"io"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -53,4 +54,27 @@ func BenchmarkManifestHit(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkManifestHitWrk loads warm manifest hits with wrk (an external
+// process, so a -cpuprofile shows the server alone):
+//
+//	go test -run '^$' -bench BenchmarkManifestHitWrk -benchtime 1x -cpuprofile /tmp/cpu.out ./internal/registry
+func BenchmarkManifestHitWrk(b *testing.B) {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		b.Fatal("wrk not found (apt-get install wrk)")
+	}
+	e := newEnv(b, envOptions{freshness: time.Hour, quiet: true})
+	img := e.imgs.Single
+	path := "/v2/" + img.Repo + "/manifests/" + img.Tag
+	if r := e.do(b, "GET", path); r.status != 200 {
+		b.Fatalf("warm-up: %d", r.status)
+	}
+	b.ResetTimer()
+	out, err := exec.Command(wrk, "-t1", "-c64", "-d5s", "--latency", "-H", "Accept: "+strings.Join(oci.ManifestMediaTypes, ", "), e.ts.URL+path).CombinedOutput()
+	if err != nil {
+		b.Fatalf("wrk: %v\n%s", err, out)
+	}
+	b.Log(string(out))
 }

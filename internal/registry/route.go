@@ -101,16 +101,5 @@ func notConfigured(registry string) *oci.Error {
 
 // request is the content service's request for a route.
 func (rt route) request(r *http.Request) mirror.Request {
-	req := mirror.Request{Upstream: rt.up, Repo: rt.repo, Head: r.Method == http.MethodHead}
-	for _, v := range r.Header.Values("Accept") {
-		for _, t := range strings.Split(v, ",") {
-			if t = strings.TrimSpace(t); t != "" && len(req.Accept) < maxAccept {
-				req.Accept = append(req.Accept, t)
-			}
-		}
-	}
-	return req
+	return mirror.Request{Upstream: rt.up, Repo: rt.repo, Accept: r.Header.Values("Accept"), Head: r.Method == http.MethodHead}
 }
-
-// maxAccept bounds the media types taken from a client's Accept headers.
-const maxAccept = 32
