@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/regcache/regcache/internal/clientconfig"
+	"github.com/regcache/regcache/internal/redact"
 )
 
 // stateSuffix names the file beside daemon.json that records what enable
@@ -440,7 +441,7 @@ func dockerMirrors(ctx context.Context, host string) ([]string, error) {
 func dockerClient(host string) (*http.Client, string, error) {
 	u, err := url.Parse(host)
 	if err != nil {
-		return nil, "", fmt.Errorf("docker host %q: %w", host, err)
+		return nil, "", fmt.Errorf("docker host %q is not a URL", redact.URL(host))
 	}
 	switch u.Scheme {
 	case "unix":

@@ -68,3 +68,16 @@ func TestStatusPrintsOpenBreakers(t *testing.T) {
 		t.Errorf("status output:\n%s\nwant a line %q and none for the closed blobs breaker", b.String(), want)
 	}
 }
+
+// TestMirrorURLErrorsRedacted: the --mirror errors of warm and client
+// never echo a password.
+func TestMirrorURLErrorsRedacted(t *testing.T) {
+	for _, s := range []string{"https://u:PW@mirror/x/y", "ftp://u:PW@host", "https://u:PW@host\x7f"} {
+		if _, err := parseMirrorURL(s); err == nil || strings.Contains(err.Error(), "PW") {
+			t.Errorf("parseMirrorURL(%q): %v", s, err)
+		}
+	}
+	if _, _, err := dockerClient("tcp://u:PW@host\x7f"); err == nil || strings.Contains(err.Error(), "PW") {
+		t.Errorf("dockerClient: %v", err)
+	}
+}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/oci"
+	"github.com/regcache/regcache/internal/redact"
 )
 
 func newWarmCmd() *cobra.Command {
@@ -160,7 +161,7 @@ func envOr(name, def string) string {
 func parseMirrorURL(s string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimRight(s, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/v2") {
-		return nil, fmt.Errorf("--mirror %q: want the mirror's base URL, e.g. http://127.0.0.1:5000 or https://mirror.example", s)
+		return nil, fmt.Errorf("--mirror %q: want the mirror's base URL, e.g. http://127.0.0.1:5000 or https://mirror.example", redact.URL(s))
 	}
 	u.Path = ""
 	return u, nil

@@ -17,6 +17,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/regcache/regcache/internal/redact"
 )
 
 // Mirror is a validated mirror address.
@@ -34,8 +36,9 @@ type Mirror struct {
 // information, path, query or fragment (dockerd refuses mirrors with a path).
 func ParseMirror(s string) (Mirror, error) {
 	u, err := url.Parse(strings.TrimSpace(s))
+	s = redact.URL(s) // the messages below never echo a password
 	if err != nil {
-		return Mirror{}, fmt.Errorf("mirror %q: %w", s, err)
+		return Mirror{}, fmt.Errorf("mirror %q: not a URL", s)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return Mirror{}, fmt.Errorf("mirror %q: scheme must be http:// or https://", s)

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/regcache/regcache/internal/redact"
 )
 
 // kind is how an option's value is written on the command line.
@@ -272,17 +274,18 @@ func checkNonEmpty(s string) (string, error) {
 // fragment or credentials, and returns it without a trailing slash.
 func checkUpstreamURL(s string) (string, error) {
 	u, err := url.Parse(s)
+	shown := redact.URL(s) // never echo a password the operator put in the URL
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("invalid URL %q", s)
+		return "", fmt.Errorf("invalid URL %q", shown)
 	case u.Scheme != "http" && u.Scheme != "https":
-		return "", fmt.Errorf("invalid URL %q: scheme must be http or https", s)
+		return "", fmt.Errorf("invalid URL %q: scheme must be http or https", shown)
 	case u.Host == "":
-		return "", fmt.Errorf("invalid URL %q: no host", s)
+		return "", fmt.Errorf("invalid URL %q: no host", shown)
 	case u.User != nil:
-		return "", fmt.Errorf("invalid URL %q: credentials belong in username and password", u.Redacted())
+		return "", fmt.Errorf("invalid URL %q: credentials belong in username and password", shown)
 	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
-		return "", fmt.Errorf("invalid URL %q: must not have a path, query or fragment", s)
+		return "", fmt.Errorf("invalid URL %q: must not have a path, query or fragment", shown)
 	}
 	return strings.TrimSuffix(s, "/"), nil
 }

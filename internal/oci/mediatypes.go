@@ -7,7 +7,22 @@ const (
 	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
 	MediaTypeOCIManifest        = "application/vnd.oci.image.manifest.v1+json"
 	MediaTypeOCIIndex           = "application/vnd.oci.image.index.v1+json"
+	// Docker's schema 1, still served by old registries (never asked for).
+	MediaTypeDockerSchema1       = "application/vnd.docker.distribution.manifest.v1+json"
+	MediaTypeDockerSchema1Signed = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 )
+
+// IsManifestMediaType reports whether mediaType is one the OCI image spec
+// or Docker defines for manifests: the only types a manifest is served
+// with.
+func IsManifestMediaType(mediaType string) bool {
+	switch mediaType {
+	case MediaTypeDockerManifest, MediaTypeDockerManifestList, MediaTypeOCIManifest, MediaTypeOCIIndex,
+		MediaTypeDockerSchema1, MediaTypeDockerSchema1Signed:
+		return true
+	}
+	return false
+}
 
 // ManifestMediaTypes are the types every upstream manifest request accepts,
 // in addition to whatever the client sent. A mirror must not let one client's

@@ -85,6 +85,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 		lw := &logWriter{ResponseWriter: w, status: http.StatusOK}
 		lw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		lw.Header().Set("X-Content-Type-Options", "nosniff")
 		defer func() {
 			p := recover()
 			status := lw.status

@@ -44,3 +44,15 @@ func TestMovedTagLeavesMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestNoSniff: every answer, content or error, tells browsers not to
+// guess a type.
+func TestNoSniff(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	img := e.imgs.Single
+	for _, p := range []string{"/v2/", "/v2/" + img.Repo + "/manifests/" + img.Tag, "/v2/" + img.Repo + "/blobs/" + string(img.Layers[0].Digest), "/v2/library/nope/manifests/x", "/v2/BAD/manifests/x"} {
+		if r := e.do(t, "GET", p); r.header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s (%d): X-Content-Type-Options %q", p, r.status, r.header.Get("X-Content-Type-Options"))
+		}
+	}
+}

@@ -6,8 +6,8 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +24,7 @@ import (
 
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/oci"
+	"github.com/regcache/regcache/internal/redact"
 )
 
 // Client talks to one upstream registry.
@@ -103,7 +104,7 @@ func DefaultTransport() *http.Transport {
 func New(name, rawURL string, creds auth.Credentials, opts ...Option) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("upstream %s: invalid URL %q: want http(s)://host[:port]", name, rawURL)
+		return nil, fmt.Errorf("upstream %s: invalid URL %q: want http(s)://host[:port]", name, redact.URL(rawURL))
 	}
 	u.Path, u.RawQuery, u.User = "", "", nil
 	c := &Client{name: name, base: u, http: &http.Client{Transport: DefaultTransport()},
@@ -264,12 +265,12 @@ func (c *Client) Health() Health {
 func cleanURLError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return fmt.Errorf("%s %s: %w", ue.Op, redact(ue.URL), ue.Err)
+		return fmt.Errorf("%s %s: %w", ue.Op, cleanURL(ue.URL), ue.Err)
 	}
 	return err
 }
 
-func redact(raw string) string {
+func cleanURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "<url>"
@@ -342,27 +343,55 @@ func (c *Client) ManifestGet(ctx context.Context, repo string, ref oci.Reference
 		}
 		m.Digest = want
 	}
-	if m.MediaType == "" || strings.HasPrefix(m.MediaType, "text/plain") {
-		m.MediaType = sniffMediaType(body)
+	mt, err := manifestMediaType(m.MediaType, body)
+	if err != nil {
+		return nil, &Error{Upstream: c.name, Op: op, Err: err}
 	}
+	m.MediaType = mt
 	return m, nil
 }
 
-// sniffMediaType reads the mediaType field of a manifest that was served
-// without a useful Content-Type.
-func sniffMediaType(body []byte) string {
-	const key = `"mediaType"`
-	i := bytes.Index(body, []byte(key))
-	if i < 0 {
-		return oci.MediaTypeOCIManifest
+// manifestMediaType is the media type a manifest is served with: the
+// upstream's Content-Type when it is a manifest type (parameters dropped),
+// else the body's own mediaType field, else what the body's shape says.
+// Anything else (text/html with a matching digest, say) is refused: a
+// mirror must not serve an upstream's page to a client's browser as a
+// manifest.
+func manifestMediaType(header string, body []byte) (string, error) {
+	base, _, _ := strings.Cut(header, ";")
+	base = strings.ToLower(strings.TrimSpace(base))
+	if oci.IsManifestMediaType(base) {
+		return base, nil
 	}
-	rest := bytes.TrimLeft(body[i+len(key):], " \t\r\n:")
-	if len(rest) > 0 && rest[0] == '"' {
-		if j := bytes.IndexByte(rest[1:], '"'); j > 0 {
-			return string(rest[1 : j+1])
+	var shape struct {
+		SchemaVersion int               `json:"schemaVersion"`
+		MediaType     string            `json:"mediaType"`
+		Config        json.RawMessage   `json:"config"`
+		Layers        []json.RawMessage `json:"layers"`
+		Manifests     []json.RawMessage `json:"manifests"`
+		FSLayers      []json.RawMessage `json:"fsLayers"`
+	}
+	if json.Unmarshal(body, &shape) == nil {
+		switch {
+		case oci.IsManifestMediaType(shape.MediaType):
+			return shape.MediaType, nil
+		case shape.MediaType != "":
+		case shape.SchemaVersion == 2 && shape.Manifests != nil:
+			return oci.MediaTypeOCIIndex, nil
+		case shape.SchemaVersion == 2 && shape.Config != nil:
+			return oci.MediaTypeOCIManifest, nil
+		case shape.SchemaVersion == 1 && shape.FSLayers != nil:
+			return oci.MediaTypeDockerSchema1Signed, nil
 		}
 	}
-	return oci.MediaTypeOCIManifest
+	return "", fmt.Errorf("the upstream sent Content-Type %q, which is not a manifest media type, and the body is not a manifest", truncate(header, 64))
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
 }
 
 // ManifestHead asks for a manifest's descriptor without its body (a HEAD

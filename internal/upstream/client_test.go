@@ -296,3 +296,61 @@ func scopeOpen(c *Client, scope string) bool {
 	}
 	return false
 }
+
+// TestManifestContentTypes: a manifest is served only with a manifest
+// media type: the upstream's when it is one, else the body's; a page
+// (text/html with a matching digest) is refused.
+func TestManifestContentTypes(t *testing.T) {
+	oci1 := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`
+	bare := `{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:` + strings.Repeat("a", 64) + `","size":1},"layers":[]}`
+	html := `<html><script>alert(document.cookie)</script></html>`
+	for _, c := range []struct {
+		name, ctype, body, want string
+	}{
+		{"manifest type", "application/vnd.docker.distribution.manifest.v2+json", oci1, "application/vnd.docker.distribution.manifest.v2+json"},
+		{"with parameters", "application/vnd.oci.image.manifest.v1+json; charset=utf-8", oci1, "application/vnd.oci.image.manifest.v1+json"},
+		{"none, body says", "", oci1, "application/vnd.oci.image.manifest.v1+json"},
+		{"text/plain, body has no mediaType", "text/plain", bare, "application/vnd.oci.image.manifest.v1+json"},
+		{"html with a matching digest", "text/html", html, ""},
+		{"json that is no manifest", "application/json", `{"a":1}`, ""},
+		{"manifest type, odd body mediaType", "text/html", `{"schemaVersion":2,"mediaType":"text/html","config":{}}`, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := digest.FromString(c.body)
+			s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if c.ctype != "" {
+					w.Header().Set("Content-Type", c.ctype)
+				} else {
+					w.Header()["Content-Type"] = nil // no sniffing by net/http either
+				}
+				w.Header().Set("Docker-Content-Digest", d.String())
+				w.Write([]byte(c.body))
+			}))
+			defer s.Close()
+			cl, err := New("test", s.URL, auth.Credentials{}, WithRetry(1, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := cl.ManifestGet(t.Context(), "a", oci.Reference{Digest: d}, nil)
+			switch {
+			case c.want == "" && err == nil:
+				t.Fatalf("served as %q", m.MediaType)
+			case c.want != "" && err != nil:
+				t.Fatal(err)
+			case c.want != "" && m.MediaType != c.want:
+				t.Fatalf("media type %q, want %q", m.MediaType, c.want)
+			}
+		})
+	}
+}
+
+// TestNewRedactsURL: an invalid upstream URL is named in the error
+// without its password.
+func TestNewRedactsURL(t *testing.T) {
+	for _, raw := range []string{"ftp://mirror:PW@host", "https://mirror:PW@", "https://mirror:PW@host\x7f", "mirror:PW@host"} {
+		_, err := New("x", raw, auth.Credentials{})
+		if err == nil || strings.Contains(err.Error(), "PW") {
+			t.Errorf("New(%q): %v", raw, err)
+		}
+	}
+}
