@@ -66,9 +66,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		return nil, err
 	}
 	a.fills = fill.New(store, fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(store.Available),
-		fill.WithOnCommit(func(d digest.Digest, size int64) {
+		fill.WithOnCommit(func(d digest.Digest, size int64, origin string) {
 			if err := index.PutBlob(d, size); err != nil {
 				log.Error("index blob", slog.String("digest", d.String()), slog.Any("error", err))
+			}
+			if err := index.PutOrigin(origin, d); err != nil {
+				log.Error("index blob origin", slog.String("digest", d.String()), slog.Any("error", err))
 			}
 		}))
 	for i, u := range cfg.Upstreams {

@@ -25,6 +25,9 @@ var (
 	bucketManifests = []byte("manifests")
 	bucketBlobs     = []byte("blobs")
 	bucketHolds     = []byte("holds")
+	// bucketOrigins records which upstreams served a digest's bytes (and
+	// so could serve them again): upstream \x00 digest.
+	bucketOrigins = []byte("origins")
 )
 
 // TagEntry is what the index knows of a tag.
@@ -80,7 +83,7 @@ func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error)
 		return nil, fmt.Errorf("open index %s: %w (is another regcache using this data directory?)", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketTags, bucketManifests, bucketBlobs, bucketHolds} {
+		for _, b := range [][]byte{bucketTags, bucketManifests, bucketBlobs, bucketHolds, bucketOrigins} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -203,6 +206,24 @@ func (ix *Index) PutHolds(upstream, repo string, d digest.Digest) error {
 	return ix.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketHolds).Put(holdKey(upstream, repo, d), []byte{1})
 	})
+}
+
+// PutOrigin records that the upstream served d's bytes (verified).
+func (ix *Index) PutOrigin(upstream string, d digest.Digest) error {
+	return ix.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOrigins).Put([]byte(upstream+"\x00"+d.String()), []byte{1})
+	})
+}
+
+// HasOrigin reports whether the upstream is known to have served d's
+// bytes.
+func (ix *Index) HasOrigin(upstream string, d digest.Digest) (bool, error) {
+	var ok bool
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketOrigins).Get([]byte(upstream+"\x00"+d.String())) != nil
+		return nil
+	})
+	return ok, err
 }
 
 // Blob returns a blob's entry.

@@ -46,7 +46,7 @@ type Manager struct {
 	timeout  time.Duration
 	attempts int
 	backoff  time.Duration
-	onCommit func(d digest.Digest, size int64)
+	onCommit func(d digest.Digest, size int64, origin string)
 	free     func() (int64, error)
 
 	ctx    context.Context
@@ -75,8 +75,9 @@ func WithResume(attempts int, backoff time.Duration) Option {
 }
 
 // WithOnCommit sets a hook called after a blob is committed (the index
-// records it there).
-func WithOnCommit(fn func(d digest.Digest, size int64)) Option {
+// records it there), with the name of the upstream whose bytes were
+// verified and stored (upstream.Blob.Upstream).
+func WithOnCommit(fn func(d digest.Digest, size int64, origin string)) Option {
 	return func(m *Manager) { m.onCommit = fn }
 }
 
@@ -111,6 +112,14 @@ func (m *Manager) Active() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.fills)
+}
+
+// Running reports whether a fill of d is under way.
+func (m *Manager) Running(d digest.Digest) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.fills[d]
+	return ok
 }
 
 // Open returns a reader of the blob from byte 0, joining the running fill
@@ -180,6 +189,7 @@ type Fill struct {
 	done     bool
 	err      error
 	refs     int
+	origin   string // the upstream the bytes came from
 }
 
 func (f *Fill) changed() {
@@ -241,7 +251,10 @@ func (f *Fill) run(src Source) {
 	}
 	f.m.log.Info("fill committed", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Duration("duration", time.Since(start)))
 	if f.m.onCommit != nil {
-		f.m.onCommit(f.d, written)
+		f.mu.Lock()
+		origin := f.origin
+		f.mu.Unlock()
+		f.m.onCommit(f.d, written, origin)
 	}
 }
 
@@ -331,6 +344,9 @@ func (f *Fill) fetch(ctx context.Context, src Source) error {
 			wait *= 2
 			continue
 		}
+		f.mu.Lock()
+		f.origin = b.Upstream
+		f.mu.Unlock()
 		if err := f.learnSize(b); err != nil {
 			b.Body.Close()
 			return err

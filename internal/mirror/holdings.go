@@ -2,6 +2,9 @@ package mirror
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
 
 	"github.com/opencontainers/go-digest"
 
@@ -16,32 +19,117 @@ import (
 // For a blob it returns the size the upstream's HEAD gave, or -1 when no
 // HEAD was needed.
 func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, manifest bool) (int64, error) {
-	if s.mem.holds(holdKey{rt.up.Name, rt.repo, d}) {
-		return -1, nil
-	}
-	if ok, err := s.index.Holds(rt.up.Name, rt.repo, d); err != nil || ok {
-		if ok {
-			s.mem.putHolds(rt.up.Name, rt.repo, d)
-		}
-		return -1, err
-	}
-	if manifest {
-		if _, err := rt.up.Client.ManifestHead(ctx, rt.repo, oci.Reference{Digest: d}, oci.ManifestMediaTypes); err != nil {
+	held := s.mem.holds(holdKey{rt.up.Name, rt.repo, d})
+	if !held {
+		ok, err := s.index.Holds(rt.up.Name, rt.repo, d)
+		if err != nil {
 			return -1, err
 		}
+		held = ok
+	}
+	size := int64(-1)
+	if !held {
+		var err error
+		if manifest {
+			_, err = rt.up.Client.ManifestHead(ctx, rt.repo, oci.Reference{Digest: d}, oci.ManifestMediaTypes)
+		} else {
+			size, err = rt.up.Client.BlobHead(ctx, rt.repo, d)
+		}
+		if err != nil {
+			return -1, err
+		}
+	}
+	// Held or not, bytes another upstream served are served under this
+	// upstream's name only once it served them too: a manifest of its own
+	// that names a digest is its word, as a HEAD is.
+	if err := s.confirmOrigin(ctx, rt, d, manifest); err != nil {
+		return -1, err
+	}
+	switch {
+	case held:
+		s.mem.putHolds(rt.up.Name, rt.repo, d)
+		return size, nil
+	case manifest:
 		// The upstream holds the manifest under this name, so it holds
 		// what the manifest references (registries check that on push).
-		return -1, s.recordManifestHeld(rt, d)
-	}
-	size, err := rt.up.Client.BlobHead(ctx, rt.repo, d)
-	if err != nil {
-		return -1, err
+		return size, s.recordManifestHeld(rt, d)
 	}
 	if err := s.index.PutHolds(rt.up.Name, rt.repo, d); err != nil {
 		return size, err
 	}
 	s.mem.putHolds(rt.up.Name, rt.repo, d)
 	return size, nil
+}
+
+// confirmOrigin makes sure content another upstream served is unlocked
+// under this upstream's name only if this upstream serves the same bytes:
+// a HEAD answering 200 is its word, not proof (a hostile or careless
+// upstream answers 200 for any digest). With one upstream, or when this
+// upstream served the bytes before, or when nothing of d is stored or being
+// fetched (the fill will then come from this upstream), there is nothing
+// to check. Otherwise the content is fetched from this upstream by digest
+// and verified, and the upstream is recorded as one of its origins.
+func (s *Service) confirmOrigin(ctx context.Context, rt route, d digest.Digest, manifest bool) error {
+	if len(s.upstreams) < 2 || s.mem.isOrigin(rt.up.Name, d) {
+		return nil
+	}
+	if ok, err := s.index.HasOrigin(rt.up.Name, d); err != nil || ok {
+		if ok {
+			s.mem.putOrigin(rt.up.Name, d)
+		}
+		return err
+	}
+	stored, err := s.store.Stat(ctx, d)
+	if err != nil && !s.fills.Running(d) {
+		return nil
+	}
+	if manifest {
+		// ManifestGet checks the body against the digest.
+		if _, err := rt.up.Client.ManifestGet(ctx, rt.repo, oci.Reference{Digest: d}, oci.ManifestMediaTypes); err != nil {
+			return err
+		}
+	} else if err := s.verifyBlobAt(ctx, rt, d, stored); err != nil {
+		return err
+	}
+	s.log.Info("content cached from another upstream confirmed by this one's own bytes",
+		slog.String("upstream", rt.up.Name), slog.String("repository", rt.repo), slog.String("digest", d.String()))
+	return s.putOrigin(rt, d)
+}
+
+// putOrigin records that the route's upstream served d's bytes.
+func (s *Service) putOrigin(rt route, d digest.Digest) error {
+	if err := s.index.PutOrigin(rt.up.Name, d); err != nil {
+		return err
+	}
+	s.mem.putOrigin(rt.up.Name, d)
+	return nil
+}
+
+// verifyBlobAt streams the blob from the route's upstream through a hash
+// and checks it is d (and size bytes, when the store knows the size),
+// reading at most one byte past that size.
+func (s *Service) verifyBlobAt(ctx context.Context, rt route, d digest.Digest, size int64) error {
+	b, err := rt.up.Client.BlobGet(ctx, rt.repo, d, 0)
+	if err != nil {
+		return err
+	}
+	defer b.Body.Close()
+	if b.Offset != 0 {
+		return fmt.Errorf("upstream %s answered blob %s from offset %d", rt.up.Name, d, b.Offset)
+	}
+	h := d.Algorithm().Digester()
+	var body io.Reader = b.Body
+	if size > 0 {
+		body = io.LimitReader(b.Body, size+1)
+	}
+	n, err := io.Copy(h.Hash(), body)
+	switch {
+	case err != nil:
+		return fmt.Errorf("verify blob %s at %s: %w", d, rt.up.Name, err)
+	case size > 0 && n != size, h.Digest() != d:
+		return oci.Errorf(oci.ErrBlobUnknown, "upstream %s says it holds %s under %s but serves other bytes", rt.up.Name, d, rt.repo)
+	}
+	return nil
 }
 
 // recordManifestHeld records that the repository holds a stored manifest

@@ -112,7 +112,12 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 	out.Cache = "miss"
 	m, err := s.storedManifest(ctx, desc.Digest)
 	if err == nil {
-		// Stored for another repository: this one holds it too now.
+		// Stored for another repository (perhaps of another upstream,
+		// whose bytes this upstream's HEAD does not prove it serves).
+		if err := s.confirmOrigin(ctx, rt, m.Digest, true); err != nil {
+			return nil, err
+		}
+		// This repository holds it too now.
 		if err := s.recordManifestHeld(rt, m.Digest); err != nil {
 			return nil, fmt.Errorf("record manifest: %w", err)
 		}
@@ -253,6 +258,9 @@ func (s *Service) storeManifest(ctx context.Context, rt route, m *Manifest) erro
 	}
 	e := cacheindex.ManifestEntry{MediaType: m.MediaType, Size: int64(len(m.Body)), Refs: refsOf(m.Body)}
 	if err := s.putManifestEntry(rt, m.Digest, e); err != nil {
+		return fmt.Errorf("index manifest: %w", err)
+	}
+	if err := s.putOrigin(rt, m.Digest); err != nil {
 		return fmt.Errorf("index manifest: %w", err)
 	}
 	s.mem.putManifest(m)

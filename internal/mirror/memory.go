@@ -182,3 +182,11 @@ func (mem *memory) markComplete(d digest.Digest) {
 	}
 	mem.complete[d] = struct{}{}
 }
+
+// Origins share the holdings map under an empty repository name (never a
+// valid one): "this upstream served these bytes".
+func (mem *memory) isOrigin(upstream string, d digest.Digest) bool {
+	return mem.holds(holdKey{upstream, "", d})
+}
+
+func (mem *memory) putOrigin(upstream string, d digest.Digest) { mem.putHolds(upstream, "", d) }

@@ -422,6 +422,8 @@ type Blob struct {
 	Body   io.ReadCloser
 	Offset int64
 	Size   int64
+	// Upstream is the name of the upstream that served it.
+	Upstream string
 }
 
 // BlobGet fetches a blob from offset. An upstream that ignores Range
@@ -439,7 +441,7 @@ func (c *Client) BlobGet(ctx context.Context, repo string, d digest.Digest, offs
 	if err != nil {
 		return nil, err
 	}
-	b := &Blob{Body: resp.Body, Size: resp.ContentLength}
+	b := &Blob{Body: resp.Body, Size: resp.ContentLength, Upstream: c.name}
 	if resp.StatusCode == http.StatusPartialContent {
 		start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != offset {
