@@ -84,6 +84,7 @@ type Access struct {
 	now            func() time.Time
 
 	users    *htpasswd // nil: no logins
+	guard    *loginGuard
 	patterns map[string][]string
 	signer   *signer
 	tokenTTL time.Duration
@@ -151,6 +152,7 @@ func New(cfg Config, opts ...Option) (*Access, error) {
 	for _, o := range opts {
 		o(a)
 	}
+	a.guard = newLoginGuard(func() time.Time { return a.now() })
 	switch a.private {
 	case "":
 		a.private = PrivateDeny
@@ -199,6 +201,12 @@ func New(cfg Config, opts ...Option) (*Access, error) {
 	return a, nil
 }
 
+// LoginFailures is how many logins were refused for wrong credentials,
+// and how many attempts the per-address backoff refused unchecked.
+func (a *Access) LoginFailures() (failed, throttled int64) {
+	return a.guard.failed.Load(), a.guard.throttled.Load()
+}
+
 // Logins reports whether client logins are configured.
 func (a *Access) Logins() bool { return a.users != nil }
 
@@ -224,7 +232,11 @@ func (a *Access) Middleware(next http.Handler) http.Handler {
 			}
 			defer a.leave(client)
 		}
-		id := a.identify(r)
+		id := a.identify(r, client)
+		if id.throttled > 0 {
+			throttledError(id.throttled).Write(w, r)
+			return
+		}
 		r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
 		if a.users != nil {
 			if r.URL.Path == "/token" {

@@ -328,17 +328,17 @@ func TestTokens(t *testing.T) {
 	if w := get("/v2/", bearer(tok)); w.Code != 200 {
 		t.Errorf("/v2/ with the token: %d", w.Code)
 	}
-	if id := a.identify(withAuth("Bearer " + tok)); id.user != "alice" || id.err != nil {
+	if id := a.identify(withAuth("Bearer "+tok), netip.Addr{}); id.user != "alice" || id.err != nil {
 		t.Errorf("token identity %+v", id)
 	}
-	if id := a.identify(withAuth("Bearer " + anon)); id.user != "" || id.err != nil || !id.presented {
+	if id := a.identify(withAuth("Bearer "+anon), netip.Addr{}); id.user != "" || id.err != nil || !id.presented {
 		t.Errorf("anonymous token identity %+v", id)
 	}
 	// Tampering: another user's name under the same signature.
 	p, sig, _ := strings.Cut(strings.TrimPrefix(tok, tokenPrefix), ".")
 	raw, _ := base64.RawURLEncoding.DecodeString(p)
 	forged := tokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(strings.Replace(string(raw), "alice", "admin", 1))) + "." + sig
-	if id := a.identify(withAuth("Bearer " + forged)); id.err == nil {
+	if id := a.identify(withAuth("Bearer "+forged), netip.Addr{}); id.err == nil {
 		t.Error("a forged token was accepted")
 	}
 	// OAuth2 password grant (containerd).

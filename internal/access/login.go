@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -33,9 +34,10 @@ const tokenPrefix = "rc1."
 
 // identity is who a request comes from.
 type identity struct {
-	user      string // "" for anonymous
-	presented bool   // credentials or a token (anonymous tokens too) came with the request
-	err       error  // presented but not valid
+	user      string        // "" for anonymous
+	presented bool          // credentials or a token (anonymous tokens too) came with the request
+	err       error         // presented but not valid
+	throttled time.Duration // credentials not checked: the address failed too often; retry after
 }
 
 type identityKey struct{}
@@ -45,7 +47,7 @@ var errBadLogin = errors.New("incorrect username or password")
 // identify reads the request's Authorization header: Basic credentials of
 // an htpasswd user, or a Bearer token from /token. Without logins
 // configured every request is anonymous.
-func (a *Access) identify(r *http.Request) identity {
+func (a *Access) identify(r *http.Request, client netip.Addr) identity {
 	if a.users == nil {
 		return identity{}
 	}
@@ -54,29 +56,53 @@ func (a *Access) identify(r *http.Request) identity {
 		return identity{}
 	}
 	if user, pw, ok := r.BasicAuth(); ok {
-		if !a.users.verify(user, pw) {
-			return identity{presented: true, err: errBadLogin}
-		}
-		return identity{user: user, presented: true}
+		return a.login(client, user, pw)
 	}
 	if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
 		c, err := a.signer.verify(strings.TrimSpace(tok), a.now())
 		if err != nil {
 			return identity{presented: true, err: err}
 		}
-		if c.Sub != "" && !a.users.has(c.Sub) {
-			return identity{presented: true, err: errors.New("the token's user no longer exists")}
+		if c.Sub != "" {
+			fp, ok := a.users.fingerprint(c.Sub)
+			switch {
+			case !ok:
+				return identity{presented: true, err: errors.New("the token's user no longer exists")}
+			case !hmac.Equal([]byte(fp), []byte(c.Pwd)):
+				return identity{presented: true, err: errors.New("the user's password changed since this token was issued; log in again")}
+			}
 		}
 		return identity{user: c.Sub, presented: true}
 	}
 	return identity{presented: true, err: errors.New("unsupported Authorization scheme (want Basic or Bearer)")}
 }
 
+// login checks a user's password, unless the client's address failed too
+// often lately (then nothing is checked and the client is told to wait).
+func (a *Access) login(client netip.Addr, user, pw string) identity {
+	if wait := a.guard.wait(client); wait > 0 {
+		return identity{presented: true, throttled: wait}
+	}
+	if !a.users.verify(user, pw) {
+		a.guard.fail(client)
+		return identity{presented: true, err: errBadLogin}
+	}
+	a.guard.ok(client)
+	return identity{user: user, presented: true}
+}
+
 func (a *Access) identityOf(r *http.Request) identity {
 	if id, ok := r.Context().Value(identityKey{}).(identity); ok {
 		return id
 	}
-	return a.identify(r)
+	return a.identify(r, a.clientAddr(r))
+}
+
+// throttledError answers a client whose address failed too many logins.
+func throttledError(wait time.Duration) *oci.Error {
+	secs := int(wait/time.Second) + 1
+	return &oci.Error{Code: oci.ErrTooManyRequests, RetryAfter: fmt.Sprint(secs),
+		Message: fmt.Sprintf("too many failed logins from your address; try again in %ds", secs)}
 }
 
 // challenge answers 401 with a Bearer challenge pointing at /token, for
@@ -138,17 +164,29 @@ func (a *Access) serveToken(w http.ResponseWriter, r *http.Request, client netip
 		tokenError(w, http.StatusMethodNotAllowed, "invalid_request", "use GET or POST")
 		return
 	}
-	if hasCreds && !a.users.verify(user, pw) {
-		a.log.Warn("client login refused", slog.String("user", user), slog.String("client", client.String()))
-		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Basic realm=%q`, Service))
-		oci.Errorf(oci.ErrUnauthorized, "%s", errBadLogin).Write(w, r)
-		return
-	}
-	if !hasCreds {
+	if hasCreds {
+		// A GET's Basic credentials were checked once already, by the
+		// middleware; a POST's form is checked here.
+		id := a.identityOf(r)
+		if r.Method == http.MethodPost {
+			id = a.login(client, user, pw)
+		}
+		if id.throttled > 0 {
+			throttledError(id.throttled).Write(w, r)
+			return
+		}
+		if id.err != nil || id.user != user {
+			a.log.Warn("client login refused", slog.String("user", user), slog.String("client", client.String()))
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Basic realm=%q`, Service))
+			oci.Errorf(oci.ErrUnauthorized, "%s", errBadLogin).Write(w, r)
+			return
+		}
+	} else {
 		user = ""
 	}
+	fp, _ := a.users.fingerprint(user)
 	now := a.now()
-	tok, err := a.signer.issue(claims{Sub: user, Aud: Service, Iat: now.Unix(), Exp: now.Add(a.tokenTTL).Unix()})
+	tok, err := a.signer.issue(claims{Sub: user, Pwd: fp, Aud: Service, Iat: now.Unix(), Exp: now.Add(a.tokenTTL).Unix()})
 	if err != nil {
 		tokenError(w, http.StatusInternalServerError, "server_error", "cannot issue a token")
 		return
@@ -174,6 +212,9 @@ func tokenError(w http.ResponseWriter, status int, code, desc string) {
 // claims are a token's content.
 type claims struct {
 	Sub string `json:"sub,omitempty"` // user; "" for an anonymous token
+	// Pwd is the fingerprint of the user's htpasswd entry at issue: a
+	// changed password ends the token.
+	Pwd string `json:"pwd,omitempty"`
 	Aud string `json:"aud"`
 	Iat int64  `json:"iat"`
 	Exp int64  `json:"exp"`
@@ -250,17 +291,33 @@ type htpasswd struct {
 
 	mu      sync.Mutex
 	hashes  map[string][]byte
+	cost    int // the highest cost among hashes: the dummy's
 	modTime time.Time
 	checked time.Time
 	good    map[[32]byte]time.Time
+
+	compares atomic.Int64 // bcrypt comparisons of real hashes (tests)
 }
 
 // dummyHash is compared against for unknown users, so a refusal takes as
-// long whether or not the user exists.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("regcache-dummy"), bcrypt.DefaultCost)
+// long whether or not the user exists: it has the cost of the file's own
+// hashes (htpasswd -B uses 5, bcrypt's default is 10; a dummy of the wrong
+// cost tells known users from unknown ones by time).
+func dummyHash(cost int) []byte {
+	dummyMu.Lock()
+	defer dummyMu.Unlock()
+	if h, ok := dummies[cost]; ok {
+		return h
+	}
+	h, _ := bcrypt.GenerateFromPassword([]byte("regcache-dummy"), cost)
+	dummies[cost] = h
 	return h
-})
+}
+
+var (
+	dummyMu sync.Mutex
+	dummies = map[int][]byte{}
+)
 
 func loadHtpasswd(path string, log *slog.Logger, now func() time.Time) (*htpasswd, error) {
 	h := &htpasswd{path: path, log: log, now: now, key: make([]byte, 32)}
@@ -286,8 +343,34 @@ func (h *htpasswd) load() error {
 	if err != nil {
 		return fmt.Errorf("access: htpasswd %s: %w", h.path, err)
 	}
-	h.hashes, h.modTime, h.good = hashes, fi.ModTime(), map[[32]byte]time.Time{}
+	cost := bcrypt.MinCost
+	for _, hash := range hashes {
+		if c, err := bcrypt.Cost(hash); err == nil && c > cost {
+			cost = c
+		}
+	}
+	h.hashes, h.cost, h.modTime, h.good = hashes, cost, fi.ModTime(), map[[32]byte]time.Time{}
+	dummyHash(cost) // made now, not during the first refusal
 	return nil
+}
+
+// fingerprint is a short keyed hash of the user's htpasswd entry (ok is
+// false for an unknown user). A token carries it; a changed entry ends the
+// token. The empty user has the empty fingerprint.
+func (h *htpasswd) fingerprint(user string) (string, bool) {
+	if h == nil || user == "" {
+		return "", user == ""
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.refresh()
+	hash, ok := h.hashes[user]
+	if !ok {
+		return "", false
+	}
+	m := hmac.New(sha256.New, h.key)
+	m.Write(hash)
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:12]), true
 }
 
 // parseHtpasswd reads user:bcrypt-hash lines; blank lines and # comments
@@ -361,6 +444,7 @@ func (h *htpasswd) verify(user, pw string) bool {
 	h.mu.Lock()
 	h.refresh()
 	hash, ok := h.hashes[user]
+	cost := h.cost
 	if t, hit := h.good[k]; ok && hit && h.now().Before(t) {
 		h.mu.Unlock()
 		return true
@@ -377,9 +461,10 @@ func (h *htpasswd) verify(user, pw string) bool {
 		return false
 	}
 	if !ok {
-		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(pw))
+		_ = bcrypt.CompareHashAndPassword(dummyHash(cost), []byte(pw))
 		return false
 	}
+	h.compares.Add(1)
 	if bcrypt.CompareHashAndPassword(hash, []byte(pw)) != nil {
 		return false
 	}

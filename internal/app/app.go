@@ -123,6 +123,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		a.Close()
 		return nil, err
 	}
+	a.metrics.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_login_failures_total", Help: "Client logins refused for wrong credentials."},
+			func() float64 { f, _ := acc.LoginFailures(); return float64(f) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_login_throttled_total", Help: "Client login attempts refused unchecked: their address failed too many logins lately."},
+			func() float64 { _, th := acc.LoginFailures(); return float64(th) }))
 	m := metrics.New(a.metrics)
 	a.content = mirror.New(store, index, a.fills, a.upstreams,
 		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
