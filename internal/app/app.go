@@ -170,7 +170,14 @@ func (a *App) Handler() http.Handler { return a.registry.Handler() }
 func (a *App) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		// Ready while the store can be served from; say what is degraded.
+		if err := a.writable(); err != nil {
+			fmt.Fprintf(w, "degraded: the cache directory is not writable, so nothing new is cached (hits and uncached pulls are still served): %v\n", err)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -178,6 +185,20 @@ func (a *App) AdminHandler() http.Handler {
 	})
 	mux.Handle("GET /{$}", a.dashboardHandler()) // the dashboard; other paths stay 404
 	return mux
+}
+
+// writable checks that new content can be written where the store puts
+// it (its temporary and blob directories).
+func (a *App) writable() error {
+	for _, dir := range []string{filepath.Join(a.cfg.Data, "tmp"), filepath.Join(a.cfg.Data, "blobs")} {
+		f, err := os.CreateTemp(dir, ".readyz-*")
+		if err != nil {
+			return err
+		}
+		f.Close()
+		os.Remove(f.Name())
+	}
+	return nil
 }
 
 // Status is what `regcache status` shows.

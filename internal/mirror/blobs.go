@@ -3,7 +3,10 @@ package mirror
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"os"
 
 	"github.com/opencontainers/go-digest"
@@ -21,6 +24,7 @@ type Blob struct {
 	size   int64 // when neither stored nor fill is set; -1 unknown
 	stored blobstore.Blob
 	fill   *fill.Reader
+	pass   *upstream.Blob // streamed from upstream, not cached (unwritable store)
 }
 
 // Size is the blob's size, waiting for a fill to learn it from the
@@ -32,6 +36,8 @@ func (b *Blob) Size(ctx context.Context) (int64, error) {
 	case b.fill != nil:
 		n, err := b.fill.Size(ctx)
 		return n, wire(err, oci.ErrBlobUnknown)
+	case b.pass != nil:
+		return b.pass.Size, nil
 	}
 	return b.size, nil
 }
@@ -51,6 +57,8 @@ func (b *Blob) Send(ctx context.Context, w io.Writer, start, length int64) error
 			return err
 		}
 		return streamVerified(ctx, w, b.fill, length)
+	case b.pass != nil:
+		return sendPassthrough(b.pass.Body, b.Digest, b.pass.Size, w, start, length)
 	}
 	return errors.New("blob has no content to send (headers only)")
 }
@@ -63,6 +71,8 @@ func (b *Blob) Close() error {
 		return b.stored.Close()
 	case b.fill != nil:
 		return b.fill.Close()
+	case b.pass != nil:
+		return b.pass.Body.Close()
 	}
 	return nil
 }
@@ -102,10 +112,78 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 			return b, out, nil
 		}
 	}
+	if unwritable(err) {
+		// The store cannot take it (a read-only directory): serve the
+		// upstream's bytes, verified, without caching them.
+		s.log.Error("cache directory is not writable; serving the blob without caching it", slog.String("digest", d.String()), slog.Any("error", err))
+		ub, err := rt.up.Client.BlobGet(ctx, rt.repo, d, 0)
+		if err != nil {
+			return nil, out, wire(err, oci.ErrBlobUnknown)
+		}
+		if ub.Offset != 0 {
+			ub.Body.Close()
+			return nil, out, oci.Errorf(oci.ErrUnavailable, "the upstream answered from byte %d", ub.Offset)
+		}
+		return &Blob{Digest: d, pass: ub}, out, nil
+	}
 	if err != nil {
 		return nil, out, wire(err, oci.ErrBlobUnknown)
 	}
 	return &Blob{Digest: d, fill: rd}, out, nil
+}
+
+// sendPassthrough streams bytes [start, start+length) of an upstream body
+// (size bytes, if known)
+// to w while hashing the whole body, and holds back the range's last byte
+// until the whole blob has hashed to d: a response never completes with
+// bytes no one has verified. length -1 is to the end.
+func sendPassthrough(body io.Reader, d digest.Digest, size int64, w io.Writer, start, length int64) error {
+	h := d.Algorithm().Digester()
+	if size >= 0 { // a known size bounds the body: one byte more fails the digest
+		body = io.LimitReader(body, size+1)
+	}
+	src := io.TeeReader(body, h.Hash())
+	if _, err := io.CopyN(io.Discard, src, start); err != nil {
+		return err
+	}
+	if length < 0 {
+		length = math.MaxInt64
+	}
+	var last [1]byte
+	held := false
+	buf := make([]byte, 64<<10)
+	for left := length; left > 0; {
+		n, err := src.Read(buf[:min(int64(len(buf)), left)])
+		if n > 0 {
+			if held {
+				if _, werr := w.Write(last[:]); werr != nil {
+					return werr
+				}
+			}
+			if _, werr := w.Write(buf[:n-1]); werr != nil {
+				return werr
+			}
+			last[0], held = buf[n-1], true
+			left -= int64(n)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := io.Copy(io.Discard, src); err != nil { // the rest, for the hash
+		return err
+	}
+	if h.Digest() != d {
+		return fmt.Errorf("upstream sent bytes that do not match %s", d)
+	}
+	if held {
+		_, err := w.Write(last[:])
+		return err
+	}
+	return nil
 }
 
 // storedBlob opens a committed blob, or returns nil.

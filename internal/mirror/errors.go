@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"errors"
+	"io/fs"
 	"net/http"
 	"syscall"
 
@@ -32,6 +33,13 @@ func wire(err error, unknown oci.ErrorCode) error {
 	if errors.Is(err, fill.ErrDiskFull) || errors.Is(err, syscall.ENOSPC) {
 		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusInsufficientStorage, Message: "the mirror's cache disk is full: " + err.Error()}
 	}
+	if unwritable(err) {
+		return &oci.Error{Code: oci.ErrUnavailable, Message: "the mirror cannot write its cache directory (" + errnoText(err) + "); nothing was cached"}
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) { // never a local path in a client's answer
+		return &oci.Error{Code: oci.ErrUnknown, Message: "the mirror's cache storage failed: " + pe.Op + ": " + pe.Err.Error()}
+	}
 	if errors.Is(err, blobstore.ErrDigestMismatch) || errors.Is(err, blobstore.ErrSizeMismatch) {
 		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusBadGateway, Message: "the upstream sent content that does not match its digest; nothing was cached: " + err.Error()}
 	}
@@ -58,4 +66,23 @@ func wire(err error, unknown oci.ErrorCode) error {
 // was not given (the router and the service disagree).
 func errNotConfigured(name string) *oci.Error {
 	return oci.Errorf(oci.ErrNameUnknown, "upstream %q is not configured on this mirror", name)
+}
+
+// unwritable reports a store that cannot take content: a read-only file
+// system or directory (EROFS, EACCES, EPERM). Like a full disk (ENOSPC,
+// handled apart), it is answered by serving without caching.
+func unwritable(err error) bool {
+	return errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)
+}
+
+// cannotCache is a full or unwritable store.
+func cannotCache(err error) bool { return errors.Is(err, syscall.ENOSPC) || unwritable(err) }
+
+// errnoText is the system error's text alone, without the path.
+func errnoText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return "storage error"
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -201,10 +200,10 @@ func (s *Service) fetchTag(ctx context.Context, rt route, tag string, accept []s
 		now := s.now()
 		e := cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now}
 		if err := s.putTag(rt, tag, e); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
+			if !cannotCache(err) {
 				return nil, fmt.Errorf("record tag: %w", err)
 			}
-			s.log.Error("cache disk is full; serving the tag without recording it", slog.String("tag", tag), slog.Any("error", err))
+			s.log.Error("cache disk is full or read-only; serving the tag without recording it", slog.String("tag", tag), slog.Any("error", err))
 		}
 		return m, nil
 	})
@@ -227,11 +226,11 @@ func (s *Service) fetchManifest(ctx context.Context, rt route, ref oci.Reference
 		}
 		m := &Manifest{Body: um.Body, MediaType: um.MediaType, Digest: um.Digest}
 		if err := s.storeManifest(ctx, rt, m); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
+			if !cannotCache(err) {
 				return nil, err
 			}
 			// Serve what we have; it is just not cached.
-			s.log.Error("cache disk is full; serving the manifest without caching it", slog.String("digest", m.Digest.String()), slog.Any("error", err))
+			s.log.Error("cache disk is full or read-only; serving the manifest without caching it", slog.String("digest", m.Digest.String()), slog.Any("error", err))
 		}
 		return m, nil
 	})
