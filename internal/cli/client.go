@@ -131,6 +131,9 @@ type change struct {
 	noBackup bool
 	// noOrig skips the original copy (for a file regcache owns).
 	noOrig bool
+	// side marks regcache's own file beside a configuration (its state):
+	// it must be a regular file in that directory.
+	side bool
 }
 
 func (c change) changed() bool {
@@ -166,12 +169,12 @@ func (c change) apply(w io.Writer) error {
 	if !c.changed() {
 		return nil
 	}
-	opts := clientconfig.WriteOptions{BackupSuffix: backupSuffix, OrigSuffix: origSuffix}
+	opts := clientconfig.WriteOptions{BackupSuffix: backupSuffix, OrigSuffix: origSuffix, Side: c.side}
 	if c.noOrig {
 		opts.OrigSuffix = ""
 	}
 	if c.noBackup {
-		opts = clientconfig.WriteOptions{}
+		opts = clientconfig.WriteOptions{Side: c.side}
 	}
 	if c.remove {
 		if err := clientconfig.RemoveFile(c.path, opts); err != nil {
@@ -195,7 +198,7 @@ func (c change) keep() change {
 
 // undo returns the change that puts c's old content back, without backups.
 func (c change) undo() change {
-	u := change{path: c.path, new: c.old, remove: !c.exists, noBackup: true}
+	u := change{path: c.path, new: c.old, remove: !c.exists, noBackup: true, side: c.side}
 	u.old, u.exists = c.old, c.exists
 	if c.changed() { // the file now holds what c wrote, or is gone
 		u.old, u.exists = c.new, !c.remove

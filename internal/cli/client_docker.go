@@ -327,11 +327,14 @@ func (o *dockerOptions) readState() (change, clientconfig.DockerState, error) {
 	if err != nil {
 		return change{}, clientconfig.DockerState{}, err
 	}
+	if err := clientconfig.CheckSideFile(target + stateSuffix); err != nil {
+		return change{}, clientconfig.DockerState{}, err
+	}
 	c, err := readChange(target + stateSuffix)
 	if err != nil {
 		return c, clientconfig.DockerState{}, err
 	}
-	c.noBackup = true
+	c.noBackup, c.side = true, true
 	st, err := clientconfig.ParseDockerState(c.old)
 	if err != nil {
 		return c, st, fmt.Errorf("%s: %w", c.path, err)

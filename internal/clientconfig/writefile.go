@@ -3,6 +3,7 @@ package clientconfig
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -22,6 +23,49 @@ type WriteOptions struct {
 	// before regcache first changed it in <target><OrigSuffix>. That copy is
 	// written once and never replaced; it is empty when there was no file.
 	OrigSuffix string
+	// Side marks one of regcache's own files beside a configuration (its
+	// state): a symlink there may not lead out of the directory.
+	Side bool
+}
+
+// MaxFileSize bounds the configuration and state files regcache reads.
+const MaxFileSize = 1 << 20
+
+// CheckSideFile refuses a side file of regcache's (state, lock, backup,
+// original copy) that is a symlink leading out of its directory (a
+// dangling one would have regcache create the link's target, as root), or
+// that is not a regular file (a FIFO would hang the command).
+func CheckSideFile(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		target, err := ResolvePath(path)
+		if err != nil {
+			return err
+		}
+		dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+		if err != nil {
+			return fmt.Errorf("resolve %s: %w", filepath.Dir(path), err)
+		}
+		tdir, err := filepath.EvalSymlinks(filepath.Dir(target))
+		if err != nil || tdir != dir {
+			return fmt.Errorf("refusing %s: it is a symlink to %s, outside %s; regcache's own files beside a configuration must stay in its directory (remove the link)", path, target, dir)
+		}
+		if fi, err = os.Stat(target); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("stat %s: %w", target, err)
+		}
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("refusing %s: it is not a regular file (%s); remove it", path, fi.Mode().Type())
+	}
+	return nil
 }
 
 // ResolvePath follows symlinks in path to the file they point at. A dangling
@@ -59,13 +103,34 @@ func ResolvePath(path string) (string, error) {
 }
 
 // ReadFile reads path through symlinks; a missing file is (nil, false, nil).
+// Only a regular file of at most MaxFileSize bytes is read: the open does
+// not block (a FIFO there would hang the command), and nothing larger is
+// held in memory.
 func ReadFile(path string) (data []byte, exists bool, err error) {
-	data, err = os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, false, fmt.Errorf("refusing %s: it is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, false, fmt.Errorf("refusing %s: it is %d bytes, more than the %d a configuration file may have; is it the right file?", path, fi.Size(), MaxFileSize)
+	}
+	data, err = io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, false, fmt.Errorf("refusing %s: it grew past %d bytes while read", path, MaxFileSize)
 	}
 	return data, true, nil
 }
@@ -77,6 +142,11 @@ func ReadFile(path string) (data []byte, exists bool, err error) {
 // old or the new file, never a partial one. Missing parent directories are
 // created (0755).
 func WriteFile(path string, data []byte, opts WriteOptions) error {
+	if opts.Side {
+		if err := CheckSideFile(path); err != nil {
+			return err
+		}
+	}
 	target, err := ResolvePath(path)
 	if err != nil {
 		return err
@@ -125,6 +195,13 @@ func keepCopies(target string, opts WriteOptions) error {
 		mode = fi.Mode().Perm()
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			uid, gid = int(st.Uid), int(st.Gid)
+		}
+	}
+	for _, suffix := range []string{opts.OrigSuffix, opts.BackupSuffix} {
+		if suffix != "" {
+			if err := CheckSideFile(target + suffix); err != nil {
+				return err
+			}
 		}
 	}
 	if opts.OrigSuffix != "" {
@@ -190,6 +267,11 @@ func replace(target string, data []byte, mode fs.FileMode, uid, gid int) (err er
 // the link stays dangling) and keeps the copies opts asks for. A missing
 // file is not an error.
 func RemoveFile(path string, opts WriteOptions) error {
+	if opts.Side {
+		if err := CheckSideFile(path); err != nil {
+			return err
+		}
+	}
 	target, err := ResolvePath(path)
 	if err != nil {
 		return err
