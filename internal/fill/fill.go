@@ -54,8 +54,20 @@ type Manager struct {
 	wg     sync.WaitGroup
 
 	mu    sync.Mutex
-	fills map[digest.Digest]*Fill
+	fills map[fillKey]*Fill
 }
+
+// fillKey is one upstream's fetch of one digest: a reader joins only a
+// fill from the upstream it asked, so a slow (or hostile) upstream trickling
+// a digest holds no reader of another upstream. The first verified commit
+// wins; the other fills of the digest stop once no reader waits on them.
+type fillKey struct {
+	origin string
+	d      digest.Digest
+}
+
+// errSuperseded ends a fill whose digest another fill committed first.
+var errSuperseded = errors.New("another upstream's fill of the same digest committed first")
 
 // Option configures a Manager.
 type Option func(*Manager)
@@ -90,7 +102,7 @@ func WithFreeSpace(fn func() (int64, error)) Option { return func(m *Manager) { 
 // New returns a Manager writing into store.
 func New(store blobstore.Store, opts ...Option) *Manager {
 	m := &Manager{store: store, log: slog.New(slog.DiscardHandler), timeout: 30 * time.Minute,
-		attempts: 5, backoff: 100 * time.Millisecond, fills: map[digest.Digest]*Fill{}}
+		attempts: 5, backoff: 100 * time.Millisecond, fills: map[fillKey]*Fill{}}
 	for _, o := range opts {
 		o(m)
 	}
@@ -114,19 +126,17 @@ func (m *Manager) Active() int {
 	return len(m.fills)
 }
 
-// Running reports whether a fill of d is under way.
-func (m *Manager) Running(d digest.Digest) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.fills[d]
-	return ok
-}
-
 // Open returns a reader of the blob from byte 0, joining the running fill
 // for d or starting one. size is the expected length if known (from a
 // manifest), else -1. It returns ErrInStore when the blob is committed.
 func (m *Manager) Open(d digest.Digest, size int64, src Source) (*Reader, error) {
-	f, err := m.acquire(d, size, src)
+	return m.OpenFrom("", d, size, src)
+}
+
+// OpenFrom is Open for the upstream named origin: it joins only that
+// upstream's fill of d.
+func (m *Manager) OpenFrom(origin string, d digest.Digest, size int64, src Source) (*Reader, error) {
+	f, err := m.acquire(fillKey{origin, d}, size, src)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +147,12 @@ func (m *Manager) Open(d digest.Digest, size int64, src Source) (*Reader, error)
 // reader (prefetch). It returns a channel closed when that fill ends, or nil
 // when there is nothing to do.
 func (m *Manager) Start(d digest.Digest, size int64, src Source) <-chan struct{} {
-	f, err := m.acquire(d, size, src)
+	return m.StartFrom("", d, size, src)
+}
+
+// StartFrom is Start for the upstream named origin.
+func (m *Manager) StartFrom(origin string, d digest.Digest, size int64, src Source) <-chan struct{} {
+	f, err := m.acquire(fillKey{origin, d}, size, src)
 	if err != nil {
 		return nil
 	}
@@ -145,14 +160,21 @@ func (m *Manager) Start(d digest.Digest, size int64, src Source) <-chan struct{}
 	return f.finished
 }
 
-func (m *Manager) acquire(d digest.Digest, size int64, src Source) (*Fill, error) {
+func (m *Manager) acquire(k fillKey, size int64, src Source) (*Fill, error) {
+	d := k.d
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if f, ok := m.fills[d]; ok {
+	if f, ok := m.fills[k]; ok {
 		f.mu.Lock()
-		f.refs++
+		superseded := f.superseded
+		if !superseded {
+			f.refs++
+		}
 		f.mu.Unlock()
-		return f, nil
+		if !superseded {
+			return f, nil
+		}
+		// Another upstream's fill committed the digest: read the store.
 	}
 	if m.ctx.Err() != nil {
 		return nil, errors.New("shutting down")
@@ -164,9 +186,9 @@ func (m *Manager) acquire(d digest.Digest, size int64, src Source) (*Fill, error
 	if err != nil {
 		return nil, classify(fmt.Errorf("start fill of %s: %w", d, err))
 	}
-	f := &Fill{m: m, d: d, w: w, size: size, expected: size, refs: 2, // the run goroutine and the caller
+	f := &Fill{m: m, key: k, d: d, w: w, size: size, expected: size, refs: 2, // the run goroutine and the caller
 		notify: make(chan struct{}), finished: make(chan struct{})}
-	m.fills[d] = f
+	m.fills[k] = f
 	m.wg.Add(1)
 	go f.run(src)
 	return f, nil
@@ -175,6 +197,7 @@ func (m *Manager) acquire(d digest.Digest, size int64, src Source) (*Fill, error
 // Fill is one upstream fetch of one blob.
 type Fill struct {
 	m        *Manager
+	key      fillKey
 	d        digest.Digest
 	w        blobstore.Writer
 	expected int64
@@ -190,6 +213,9 @@ type Fill struct {
 	err      error
 	refs     int
 	origin   string // the upstream the bytes came from
+	// superseded: another fill of the digest committed; this one stops as
+	// soon as no reader waits on it.
+	superseded bool
 }
 
 func (f *Fill) changed() {
@@ -235,7 +261,7 @@ func (f *Fill) run(src Source) {
 		if cerr := f.w.Commit(ctx, f.size); cerr != nil {
 			// Readers got verified bytes; the blob just is not cached.
 			f.m.log.Error("verified blob could not be committed; not cached", slog.String("digest", f.d.String()), slog.Any("error", classify(cerr)))
-			f.finish(nil)
+			f.finish(nil, false)
 			return
 		}
 	}
@@ -244,7 +270,11 @@ func (f *Fill) run(src Source) {
 		// temporary file is left (their open handle still reads).
 		_ = f.w.Cancel()
 	}
-	written := f.finish(err)
+	written := f.finish(err, err == nil)
+	if errors.Is(err, errSuperseded) {
+		f.m.log.Info("fill stopped: the digest was committed from another upstream", slog.String("digest", f.d.String()), slog.String("upstream", f.key.origin))
+		return
+	}
 	if err != nil {
 		f.m.log.Warn("fill failed; nothing cached", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Any("error", classify(err)))
 		return
@@ -258,10 +288,22 @@ func (f *Fill) run(src Source) {
 	}
 }
 
-// finish removes the fill from the manager and marks it done with err.
-func (f *Fill) finish(err error) (written int64) {
+// finish removes the fill from the manager and marks it done with err;
+// committed (the blob is in the store) stops the other fills of the digest.
+func (f *Fill) finish(err error, committed bool) (written int64) {
 	f.m.mu.Lock()
-	delete(f.m.fills, f.d)
+	if f.m.fills[f.key] == f { // a superseded fill may have been replaced
+		delete(f.m.fills, f.key)
+	}
+	if committed { // the first verified commit wins
+		for k, o := range f.m.fills {
+			if k.d == f.d {
+				o.mu.Lock()
+				o.superseded = true
+				o.mu.Unlock()
+			}
+		}
+	}
 	f.m.mu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -292,8 +334,12 @@ func (f *Fill) watch(cancel context.CancelCauseFunc) (stop func()) {
 			case now = <-t.C:
 			}
 			f.mu.Lock()
-			readers, written := f.refs-1, f.written
+			readers, written, superseded := f.refs-1, f.written, f.superseded
 			f.mu.Unlock()
+			if superseded && readers == 0 {
+				cancel(errSuperseded)
+				return
+			}
 			if written != lastWritten {
 				lastWritten, lastProgress = written, now
 			}

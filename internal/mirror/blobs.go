@@ -105,7 +105,7 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 		}
 		return &Blob{Digest: d, size: size}, out, nil
 	}
-	rd, err := s.fills.Open(d, -1, s.blobSource(rt, d))
+	rd, err := s.fills.OpenFrom(rt.up.Name, d, -1, s.blobSource(rt, d))
 	if errors.Is(err, fill.ErrInStore) {
 		if b := s.storedBlob(ctx, d); b != nil {
 			out.Cache = "hit"

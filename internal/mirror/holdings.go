@@ -65,9 +65,9 @@ func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, ma
 // under this upstream's name only if this upstream serves the same bytes:
 // a HEAD answering 200 is its word, not proof (a hostile or careless
 // upstream answers 200 for any digest). With one upstream, or when this
-// upstream served the bytes before, or when nothing of d is stored or being
-// fetched (the fill will then come from this upstream), there is nothing
-// to check. Otherwise the content is fetched from this upstream by digest
+// upstream served the bytes before, or when d is not stored (a reader
+// joins only its own upstream's fill, so the bytes will come from this
+// upstream), there is nothing to check. Otherwise the content is fetched from this upstream by digest
 // and verified, and the upstream is recorded as one of its origins.
 func (s *Service) confirmOrigin(ctx context.Context, rt route, d digest.Digest, manifest bool) error {
 	if len(s.upstreams) < 2 || s.mem.isOrigin(rt.up.Name, d) {
@@ -80,8 +80,8 @@ func (s *Service) confirmOrigin(ctx context.Context, rt route, d digest.Digest, 
 		return err
 	}
 	stored, err := s.store.Stat(ctx, d)
-	if err != nil && !s.fills.Running(d) {
-		return nil
+	if err != nil {
+		return nil // not stored: this upstream's own fill will fetch it (fills are per upstream)
 	}
 	if manifest {
 		// ManifestGet checks the body against the digest.

@@ -24,7 +24,7 @@ func (s *Service) startPrefetch(rt route, m *Manifest) {
 			case <-s.ctx.Done():
 				return
 			}
-			done := s.fills.Start(b.Digest, b.Size, s.blobSource(rt, b.Digest))
+			done := s.fills.StartFrom(rt.up.Name, b.Digest, b.Size, s.blobSource(rt, b.Digest))
 			if done == nil {
 				<-s.prefetchSem
 				continue
