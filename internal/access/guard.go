@@ -22,8 +22,9 @@ const (
 type loginGuard struct {
 	now func() time.Time
 
-	mu sync.Mutex
-	m  map[netip.Addr]*failures
+	mu       sync.Mutex
+	m        map[netip.Addr]*failures
+	checking map[netip.Addr]int // password checks under way, per address
 
 	failed    atomic.Int64 // wrong credentials
 	throttled atomic.Int64 // attempts refused by the backoff
@@ -36,7 +37,7 @@ type failures struct {
 }
 
 func newLoginGuard(now func() time.Time) *loginGuard {
-	return &loginGuard{now: now, m: map[netip.Addr]*failures{}}
+	return &loginGuard{now: now, m: map[netip.Addr]*failures{}, checking: map[netip.Addr]int{}}
 }
 
 // wait is how long the address must wait before its next attempt (0: go).
@@ -52,6 +53,32 @@ func (g *loginGuard) wait(addr netip.Addr) time.Duration {
 		return left
 	}
 	return 0
+}
+
+// maxChecking bounds one address's password checks at a time: a burst of
+// wrong passwords from one address arrives before any failure is counted,
+// and must not fill every bcrypt slot ahead of other clients.
+const maxChecking = 1
+
+// begin reserves a password check for the address; false means it has
+// maxChecking under way already. end releases it.
+func (g *loginGuard) begin(addr netip.Addr) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.checking[addr] >= maxChecking {
+		g.throttled.Add(1)
+		return false
+	}
+	g.checking[addr]++
+	return true
+}
+
+func (g *loginGuard) end(addr netip.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.checking[addr]--; g.checking[addr] <= 0 {
+		delete(g.checking, addr)
+	}
 }
 
 func (g *loginGuard) fail(addr netip.Addr) {

@@ -80,9 +80,16 @@ func (a *Access) identify(r *http.Request, client netip.Addr) identity {
 // login checks a user's password, unless the client's address failed too
 // often lately (then nothing is checked and the client is told to wait).
 func (a *Access) login(client netip.Addr, user, pw string) identity {
+	if a.users.remembered(user, pw) { // checked within the minute: no bcrypt, no limit
+		return identity{user: user, presented: true}
+	}
 	if wait := a.guard.wait(client); wait > 0 {
 		return identity{presented: true, throttled: wait}
 	}
+	if !a.guard.begin(client) {
+		return identity{presented: true, throttled: time.Second}
+	}
+	defer a.guard.end(client)
 	if !a.users.verify(user, pw) {
 		a.guard.fail(client)
 		return identity{presented: true, err: errBadLogin}
@@ -433,13 +440,31 @@ const bcryptWait = 5 * time.Second
 // bcryptSlots bounds concurrent password checks to half the cores.
 var bcryptSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 
-func (h *htpasswd) verify(user, pw string) bool {
+// goodKey is the key of a successful check in h.good.
+func (h *htpasswd) goodKey(user, pw string) [32]byte {
 	m := hmac.New(sha256.New, h.key)
 	m.Write([]byte(user))
 	m.Write([]byte{0})
 	m.Write([]byte(pw))
 	var k [32]byte
 	copy(k[:], m.Sum(nil))
+	return k
+}
+
+// remembered reports whether these credentials passed a check within the
+// last minute (and the user's entry is unchanged since).
+func (h *htpasswd) remembered(user, pw string) bool {
+	k := h.goodKey(user, pw)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.refresh()
+	_, ok := h.hashes[user]
+	t, hit := h.good[k]
+	return ok && hit && h.now().Before(t)
+}
+
+func (h *htpasswd) verify(user, pw string) bool {
+	k := h.goodKey(user, pw)
 
 	h.mu.Lock()
 	h.refresh()

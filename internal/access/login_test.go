@@ -176,3 +176,54 @@ func TestChangedPasswordEndsToken(t *testing.T) {
 		t.Fatalf("the new password: %d", w.Code)
 	}
 }
+
+// TestLoginBurstFromOneAddress: a burst of wrong passwords from one address
+// checks at most a few at once, so a login from elsewhere is not queued
+// behind it; a client sending good Basic credentials on every request, many
+// at once, is never held back.
+func TestLoginBurstFromOneAddress(t *testing.T) {
+	e := newLoginEnv(t, 8) // slow enough that the burst overlaps
+	var wg sync.WaitGroup
+	codes := make(chan int, 40)
+	for range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes <- e.get("/v2/", "10.9.9.9", basic("alice", "nope")).Code
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	start := time.Now()
+	if w := e.get("/v2/", "10.8.8.8", basic("alice", "secret-a")); w.Code != 200 {
+		t.Fatalf("login during the burst: %d", w.Code)
+	}
+	took := time.Since(start)
+	wg.Wait()
+	close(codes)
+	refused := 0
+	for c := range codes {
+		if c == 429 {
+			refused++
+		}
+	}
+	if refused < 30 {
+		t.Errorf("only %d of 40 concurrent wrong logins from one address were refused unchecked", refused)
+	}
+	if took > 3*time.Second {
+		t.Errorf("a login from another address took %v during the burst", took)
+	}
+	// Good credentials, remembered, many at once from one address.
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				if w := e.get("/v2/", "10.7.7.7", basic("alice", "secret-a")); w.Code != 200 {
+					t.Errorf("remembered login: %d", w.Code)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
