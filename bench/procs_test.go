@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,7 +23,10 @@ func regcacheBinary(b *testing.B) string {
 		return p
 	}
 	out := filepath.Join(b.TempDir(), "regcache")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		b.Fatalf("go not found to build regcache (or set REGCACHE_BIN): %v", err)
+	}
 	cmd := exec.Command(gobin, "build", "-o", out, "github.com/regcache/regcache/cmd/regcache")
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("build regcache: %v\n%s", err, msg)

@@ -59,7 +59,7 @@ func tokenRegistry(t *testing.T, expiresIn int) (reg *httptest.Server, tokenCoun
 	cdn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "" {
 			cdnAuth.Add(1)
-			http.Error(w, "no auth here", 403)
+			http.Error(w, "no auth here", http.StatusForbidden)
 			return
 		}
 		fmt.Fprint(w, "blob")
@@ -69,7 +69,7 @@ func tokenRegistry(t *testing.T, expiresIn int) (reg *httptest.Server, tokenCoun
 	issued := map[string]string{} // token → scope
 	tokens := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u, p, _ := r.BasicAuth(); u != "me" || p != "secret" {
-			http.Error(w, "bad creds", 401)
+			http.Error(w, "bad creds", http.StatusUnauthorized)
 			return
 		}
 		n := tokenCount.Add(1)

@@ -135,8 +135,7 @@ func applyFile(c *Config, path string) error {
 // upstream converts a YAML entry, checking its URL and names; key is the
 // entry's path for errors. Credentials are checked by Validate.
 func (fu fileUpstream) upstream(key string) (Upstream, error) {
-	u := Upstream{Name: fu.Name, URL: fu.URL, Username: fu.Username, Password: fu.Password,
-		PasswordFile: fu.PasswordFile, Aliases: fu.Aliases}
+	u := Upstream(fu) // the same fields; the YAML type only adds tags
 	var errs []error
 	var err error
 	if fu.URL == "" {

@@ -90,18 +90,17 @@ type Hub struct {
 	cdn     *server
 	tok     *server
 
-	mu          sync.Mutex
-	authOn      bool
-	redirect    bool
-	limit       int
-	remaining   int
-	retryAfter  time.Duration
-	fail        map[Kind]int
-	faults      map[string]*faultState
-	counts      map[countKey]int
-	blobBytes   map[string]int64
-	log         []Request
-	rateLimitIP string
+	mu         sync.Mutex
+	authOn     bool
+	redirect   bool
+	limit      int
+	remaining  int
+	retryAfter time.Duration
+	fail       map[Kind]int
+	faults     map[string]*faultState
+	counts     map[countKey]int
+	blobBytes  map[string]int64
+	log        []Request
 }
 
 type countKey struct {
