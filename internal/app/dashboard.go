@@ -32,6 +32,9 @@ func (a *App) dashboardSnapshot(c ui.Cache) ui.Snapshot {
 	for _, u := range st.Upstreams {
 		rl := u.RateLimit
 		h := ui.Health{Down: u.Health.Down, LimitedUntil: u.Health.LimitedUntil}
+		for _, l := range u.Health.Limited {
+			h.LimitedKinds = append(h.LimitedKinds, l.Kind)
+		}
 		for _, b := range u.Health.Breakers {
 			if b.Open {
 				h.Breakers = append(h.Breakers, ui.Breaker{Scope: b.Scope, LastError: b.LastError, Since: b.Since, NextProbe: b.NextProbe})

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -76,6 +77,13 @@ func printStatus(w io.Writer, st app.Status) error {
 			state = "down (serving from cache)"
 		case !u.Health.LimitedUntil.IsZero():
 			state = "rate-limited until " + u.Health.LimitedUntil.Format(time.RFC3339)
+			var kinds []string
+			for _, l := range u.Health.Limited {
+				kinds = append(kinds, l.Kind)
+			}
+			if len(kinds) > 0 {
+				state += " for " + strings.Join(kinds, ", ")
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", u.Name, u.URL, limit, remaining, src, state, u.TokenRequests)
 	}

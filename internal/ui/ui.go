@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -60,6 +61,7 @@ type RateLimit struct {
 type Health struct {
 	Down         bool
 	LimitedUntil time.Time
+	LimitedKinds []string  // the kinds of request a 429 holds back (manifest GET, blob, ...)
 	Breakers     []Breaker // open circuit breakers, by scope
 }
 
@@ -182,6 +184,9 @@ func describe(u Upstream, now time.Time) upstreamView {
 		v.StateText = "rate-limited until " + u.Health.LimitedUntil.UTC().Format("2006-01-02 15:04:05 UTC")
 		if left := u.Health.LimitedUntil.Sub(now); left > 0 {
 			v.StateText += " (" + left.Round(time.Second).String() + ")"
+		}
+		if len(u.Health.LimitedKinds) > 0 {
+			v.StateText += " for " + strings.Join(u.Health.LimitedKinds, ", ")
 		}
 	}
 	if rl := u.RateLimit; !rl.Updated.IsZero() {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -143,37 +144,68 @@ func (b *breaker) state(scope string) BreakerState {
 	return s
 }
 
-// limiter holds an upstream back after a 429 until its Retry-After.
+// Kinds of upstream request, each held back on its own after a 429: Docker
+// Hub counts manifest GETs only, so a 429 there must not stop the blob
+// fetches, HEADs and tag lists it does not count.
+const (
+	KindManifestGet  = "manifest GET" // a counted pull
+	KindManifestHead = "manifest HEAD"
+	KindBlob         = "blob"
+	KindList         = "tags and referrers"
+	KindPing         = "ping"
+)
+
+// limiter holds each kind of request back after a 429 on that kind, until
+// its Retry-After.
 type limiter struct {
 	mu    sync.Mutex
-	until time.Time
+	until map[string]time.Time
 }
 
-// allow returns ErrRateLimited, with the seconds left, until Retry-After.
-func (l *limiter) allow(now time.Time) (retryAfter string, err error) {
+// allow returns ErrRateLimited, with the seconds left, until the kind's
+// Retry-After has passed.
+func (l *limiter) allow(kind string, now time.Time) (retryAfter string, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if now.Before(l.until) {
-		return strconv.Itoa(int(l.until.Sub(now).Seconds()) + 1), ErrRateLimited
+	if until := l.until[kind]; now.Before(until) {
+		return strconv.Itoa(int(until.Sub(now).Seconds()) + 1), ErrRateLimited
 	}
 	return "", nil
 }
 
-// limited records a 429 and returns how long the upstream is left alone.
-func (l *limiter) limited(now time.Time, retryAfter string) time.Duration {
+// limited records a 429 on a kind and returns how long that kind is left
+// alone.
+func (l *limiter) limited(kind string, now time.Time, retryAfter string) time.Duration {
 	d := parseRetryAfter(now, retryAfter)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if until := now.Add(d); until.After(l.until) {
-		l.until = until
+	if l.until == nil {
+		l.until = map[string]time.Time{}
+	}
+	if until := now.Add(d); until.After(l.until[kind]) {
+		l.until[kind] = until
 	}
 	return d
 }
 
-func (l *limiter) state() time.Time {
+// LimitState is one kind of request held back by a 429.
+type LimitState struct {
+	Kind  string    `json:"kind"`
+	Until time.Time `json:"until"`
+}
+
+// state lists the kinds held back at now, sorted by kind.
+func (l *limiter) state(now time.Time) []LimitState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.until
+	var out []LimitState
+	for k, u := range l.until {
+		if u.After(now) {
+			out = append(out, LimitState{Kind: k, Until: u})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Kind < out[j].Kind })
+	return out
 }
 
 // parseRetryAfter reads seconds or an HTTP date; absent or odd values mean

@@ -174,7 +174,7 @@ func (c *Client) endpoint(repo, kind, ref string) string {
 // do sends an idempotent request, retrying on connection errors and 5xx
 // with backoff. A 2xx response is returned open; anything else becomes an
 // *Error.
-func (c *Client) do(ctx context.Context, op string, build func() (*http.Request, error)) (*http.Response, error) {
+func (c *Client) do(ctx context.Context, kind, op string, build func() (*http.Request, error)) (*http.Response, error) {
 	var last error
 	wait := c.backoff
 	for attempt := 1; attempt <= c.attempts; attempt++ {
@@ -187,7 +187,7 @@ func (c *Client) do(ctx context.Context, op string, build func() (*http.Request,
 			}
 			wait *= 2
 		}
-		if ra, err := c.limiter.allow(c.now()); err != nil {
+		if ra, err := c.limiter.allow(kind, c.now()); err != nil {
 			return nil, &Error{Upstream: c.name, Op: op, Err: err, StatusCode: http.StatusTooManyRequests, RetryAfter: ra}
 		}
 		// The breakers see every request that goes out, in the transport.
@@ -201,7 +201,7 @@ func (c *Client) do(ctx context.Context, op string, build func() (*http.Request,
 		last = err
 		e := err.(*Error)
 		if ra, limited := IsTooManyRequests(e); limited {
-			c.rateLimited(op, ra)
+			c.rateLimited(kind, op, ra)
 			return nil, last
 		}
 		if !e.Temporary() {
@@ -229,18 +229,21 @@ func (c *Client) attempt(ctx context.Context, op string, build func() (*http.Req
 	return nil, c.checkResponse(op, resp)
 }
 
-func (c *Client) rateLimited(op, retryAfter string) {
-	d := c.limiter.limited(c.now(), retryAfter)
-	c.log.Warn("upstream rate limit exhausted (429); not asking it again before Retry-After",
-		slog.String("upstream", c.name), slog.String("op", op), slog.Duration("retry_after", d))
+func (c *Client) rateLimited(kind, op, retryAfter string) {
+	d := c.limiter.limited(kind, c.now(), retryAfter)
+	c.log.Warn("upstream answered 429; not sending this kind of request again before Retry-After (other kinds go on)",
+		slog.String("upstream", c.name), slog.String("kind", kind), slog.String("op", op), slog.Duration("retry_after", d))
 }
 
 // Health is the upstream's availability as the client sees it.
 type Health struct {
 	// Down is set while a breaker of the registry itself (manifests,
 	// blobs, token) is open; a dead CDN host alone does not make it down.
-	Down         bool      `json:"down"`
-	LimitedUntil time.Time `json:"limitedUntil,omitzero"`
+	Down bool `json:"down"`
+	// LimitedUntil is the latest Retry-After of a 429 still running, of any
+	// kind; Limited says which kinds of request it holds back.
+	LimitedUntil time.Time    `json:"limitedUntil,omitzero"`
+	Limited      []LimitState `json:"limited,omitempty"`
 	// Breakers are the scopes that saw requests, open or not.
 	Breakers []BreakerState `json:"breakers,omitempty"`
 }
@@ -248,9 +251,11 @@ type Health struct {
 // Health reports the breakers' states and until when a 429 keeps the
 // upstream from being asked.
 func (c *Client) Health() Health {
-	h := Health{LimitedUntil: c.limiter.state(), Breakers: c.breakers.states()}
-	if !h.LimitedUntil.After(c.now()) {
-		h.LimitedUntil = time.Time{}
+	h := Health{Limited: c.limiter.state(c.now()), Breakers: c.breakers.states()}
+	for _, l := range h.Limited {
+		if l.Until.After(h.LimitedUntil) {
+			h.LimitedUntil = l.Until
+		}
 	}
 	for _, b := range h.Breakers {
 		if b.Open && !strings.HasPrefix(b.Scope, scopeCDN) {
@@ -310,7 +315,7 @@ type Descriptor struct {
 // header must agree with the body.
 func (c *Client) ManifestGet(ctx context.Context, repo string, ref oci.Reference, accept []string) (*Manifest, error) {
 	op := "GET manifest " + repo + ":" + ref.String()
-	resp, err := c.do(ctx, op, func() (*http.Request, error) {
+	resp, err := c.do(ctx, KindManifestGet, op, func() (*http.Request, error) {
 		return newRequest(ctx, http.MethodGet, c.endpoint(repo, "manifests", ref.String()), accept)
 	})
 	if err != nil {
@@ -398,7 +403,7 @@ func truncate(s string, n int) string {
 // does not count against Docker Hub's pull limit).
 func (c *Client) ManifestHead(ctx context.Context, repo string, ref oci.Reference, accept []string) (Descriptor, error) {
 	op := "HEAD manifest " + repo + ":" + ref.String()
-	resp, err := c.do(ctx, op, func() (*http.Request, error) {
+	resp, err := c.do(ctx, KindManifestHead, op, func() (*http.Request, error) {
 		return newRequest(ctx, http.MethodHead, c.endpoint(repo, "manifests", ref.String()), accept)
 	})
 	if err != nil {
@@ -431,7 +436,7 @@ type Blob struct {
 // Redirects to another host (a CDN) are followed without Authorization.
 func (c *Client) BlobGet(ctx context.Context, repo string, d digest.Digest, offset int64) (*Blob, error) {
 	op := "GET blob " + repo + "@" + d.String()
-	resp, err := c.do(ctx, op, func() (*http.Request, error) {
+	resp, err := c.do(ctx, KindBlob, op, func() (*http.Request, error) {
 		req, err := newRequest(ctx, http.MethodGet, c.endpoint(repo, "blobs", d.String()), nil)
 		if err == nil && offset > 0 {
 			req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
@@ -483,7 +488,7 @@ func parseContentRange(s string) (start, total int64, ok bool) {
 // BlobHead returns a blob's size as the upstream reports it.
 func (c *Client) BlobHead(ctx context.Context, repo string, d digest.Digest) (int64, error) {
 	op := "HEAD blob " + repo + "@" + d.String()
-	resp, err := c.do(ctx, op, func() (*http.Request, error) {
+	resp, err := c.do(ctx, KindBlob, op, func() (*http.Request, error) {
 		return newRequest(ctx, http.MethodHead, c.endpoint(repo, "blobs", d.String()), nil)
 	})
 	if err != nil {
@@ -518,7 +523,7 @@ func (c *Client) listing(ctx context.Context, op, endpoint, rawQuery string) (*L
 	if rawQuery != "" {
 		endpoint += "?" + rawQuery
 	}
-	resp, err := c.do(ctx, op, func() (*http.Request, error) {
+	resp, err := c.do(ctx, KindList, op, func() (*http.Request, error) {
 		return newRequest(ctx, http.MethodGet, endpoint, []string{"application/json", oci.MediaTypeOCIIndex})
 	})
 	if err != nil {
@@ -539,7 +544,7 @@ func (c *Client) listing(ctx context.Context, op, endpoint, rawQuery string) (*L
 func (c *Client) Ping(ctx context.Context) error {
 	u := *c.base
 	u.Path = "/v2/"
-	resp, err := c.do(ctx, "GET /v2/", func() (*http.Request, error) {
+	resp, err := c.do(ctx, KindPing, "GET /v2/", func() (*http.Request, error) {
 		return newRequest(ctx, http.MethodGet, u.String(), nil)
 	})
 	if err != nil {
