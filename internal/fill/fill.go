@@ -47,6 +47,7 @@ type Manager struct {
 	attempts int
 	backoff  time.Duration
 	onCommit func(d digest.Digest, size int64, origin string)
+	maxSize  int64
 	free     func() (int64, error)
 
 	ctx    context.Context
@@ -93,6 +94,10 @@ func WithOnCommit(fn func(d digest.Digest, size int64, origin string)) Option {
 	return func(m *Manager) { m.onCommit = fn }
 }
 
+// WithMaxSize bounds a blob whose size nobody said (no manifest, no
+// Content-Length): a longer body fails the fill (default 64 GiB).
+func WithMaxSize(n int64) Option { return func(m *Manager) { m.maxSize = n } }
+
 // WithFreeSpace sets how the Manager learns the free space of the store's
 // disk. A fill whose size is known and larger than what is free fails at
 // once with ErrDiskFull, before any client has received headers, instead of
@@ -102,7 +107,7 @@ func WithFreeSpace(fn func() (int64, error)) Option { return func(m *Manager) { 
 // New returns a Manager writing into store.
 func New(store blobstore.Store, opts ...Option) *Manager {
 	m := &Manager{store: store, log: slog.New(slog.DiscardHandler), timeout: 30 * time.Minute,
-		attempts: 5, backoff: 100 * time.Millisecond, fills: map[fillKey]*Fill{}}
+		attempts: 5, backoff: 100 * time.Millisecond, fills: map[fillKey]*Fill{}, maxSize: 64 << 30}
 	for _, o := range opts {
 		o(m)
 	}
@@ -471,6 +476,9 @@ func (f *Fill) copyBody(ctx context.Context, b *upstream.Blob, written int64, bu
 			f.mu.Unlock()
 			if size >= 0 && f.w.Written()+int64(n) > size {
 				return progressed, fmt.Errorf("%w: upstream sent more than %d bytes: %w", errFatal, size, blobstore.ErrSizeMismatch)
+			}
+			if size < 0 && f.m.maxSize > 0 && f.w.Written()+int64(n) > f.m.maxSize {
+				return progressed, fmt.Errorf("%w: upstream sent more than %d bytes for a blob of unknown size: %w", errFatal, f.m.maxSize, blobstore.ErrSizeMismatch)
 			}
 			if _, err := f.w.Write(buf[:n]); err != nil {
 				return progressed, fmt.Errorf("%w: write cache file: %w", errFatal, err)

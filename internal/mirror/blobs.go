@@ -105,7 +105,16 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 		}
 		return &Blob{Digest: d, size: size}, out, nil
 	}
-	rd, err := s.fills.OpenFrom(rt.up.Name, d, -1, s.blobSource(rt, d))
+	// A known size (the upstream's HEAD, or a manifest of this upstream
+	// listing the blob) cuts the fill there: a longer or shorter body fails
+	// with nothing cached.
+	size := headSize
+	if size < 0 {
+		if n, ok := s.mem.blobSize(rt.up.Name, d); ok {
+			size = n
+		}
+	}
+	rd, err := s.fills.OpenFrom(rt.up.Name, d, size, s.blobSource(rt, d))
 	if errors.Is(err, fill.ErrInStore) {
 		if b := s.storedBlob(ctx, d); b != nil {
 			out.Cache = "hit"

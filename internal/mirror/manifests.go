@@ -263,6 +263,7 @@ func (s *Service) storeManifest(ctx context.Context, rt route, m *Manifest) erro
 		return fmt.Errorf("index manifest: %w", err)
 	}
 	s.mem.putManifest(m)
+	s.rememberSizes(rt, m)
 	return nil
 }
 
@@ -296,6 +297,20 @@ func (s *Service) storedManifest(ctx context.Context, d digest.Digest) (*Manifes
 	m := &Manifest{Body: body, MediaType: e.MediaType, Digest: d}
 	s.mem.putManifest(m)
 	return m, nil
+}
+
+// rememberSizes keeps the sizes an image manifest of the route's upstream
+// gives its config and layers, to bound their fills.
+func (s *Service) rememberSizes(rt route, m *Manifest) {
+	sizes := map[digest.Digest]int64{}
+	for _, b := range blobsOf(m.Body) {
+		if b.Size > 0 {
+			sizes[b.Digest] = b.Size
+		}
+	}
+	if len(sizes) > 0 {
+		s.mem.putBlobSizes(rt.up.Name, sizes)
+	}
 }
 
 // descriptor is the part of an OCI descriptor regcache reads.

@@ -33,6 +33,7 @@ type memory struct {
 	// last looked at: a hit does not look again (prefetch has nothing to
 	// do). Cleared by forget, since eviction may have taken a blob.
 	complete map[digest.Digest]struct{}
+	sizes    map[holdKey]int64 // blob sizes from manifests, per upstream (repo "")
 }
 
 type memManifest struct {
@@ -57,7 +58,7 @@ const (
 
 func newMemory(maxBytes int64) *memory {
 	return &memory{maxBytes: maxBytes, manifests: map[digest.Digest]*memManifest{},
-		tags: map[tagKey]cacheindex.TagEntry{}, held: map[holdKey]struct{}{}, complete: map[digest.Digest]struct{}{}}
+		tags: map[tagKey]cacheindex.TagEntry{}, held: map[holdKey]struct{}{}, complete: map[digest.Digest]struct{}{}, sizes: map[holdKey]int64{}}
 }
 
 func (mem *memory) manifest(d digest.Digest) *Manifest {
@@ -190,3 +191,25 @@ func (mem *memory) isOrigin(upstream string, d digest.Digest) bool {
 }
 
 func (mem *memory) putOrigin(upstream string, d digest.Digest) { mem.putHolds(upstream, "", d) }
+
+// Sizes a manifest of an upstream gave its blobs, so the fill of one is cut
+// at that size (an upstream's endless body is not taken on trust). Keyed by
+// upstream: another upstream's manifest cannot set the size of this one's
+// fills. The map is cleared when full.
+func (mem *memory) blobSize(upstream string, d digest.Digest) (int64, bool) {
+	mem.mu.RLock()
+	defer mem.mu.RUnlock()
+	n, ok := mem.sizes[holdKey{upstream, "", d}]
+	return n, ok
+}
+
+func (mem *memory) putBlobSizes(upstream string, sizes map[digest.Digest]int64) {
+	mem.mu.Lock()
+	defer mem.mu.Unlock()
+	if len(mem.sizes)+len(sizes) > maxMemoryHolds {
+		clear(mem.sizes)
+	}
+	for d, n := range sizes {
+		mem.sizes[holdKey{upstream, "", d}] = n
+	}
+}

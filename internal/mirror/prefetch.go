@@ -7,6 +7,7 @@ func (s *Service) startPrefetch(rt route, m *Manifest) {
 	if s.mem.isComplete(m.Digest) {
 		return // every blob was stored when last looked at
 	}
+	s.rememberSizes(rt, m)
 	var todo []descriptor
 	for _, b := range blobsOf(m.Body) {
 		if _, err := s.store.Stat(s.ctx, b.Digest); err != nil {

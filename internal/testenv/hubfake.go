@@ -536,6 +536,21 @@ func (h *Hub) serveBlob(w http.ResponseWriter, r *http.Request, dgst string) {
 		case <-time.After(fl.delay):
 		}
 	}
+	if fl.endless {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Docker-Content-Digest", dgst)
+		w.WriteHeader(http.StatusOK)
+		n, _ := io.Copy(w, f)
+		h.addBlobBytes(dgst, n)
+		zeros := make([]byte, 64<<10)
+		for sent := int64(0); sent < 1<<30 && r.Context().Err() == nil; sent += int64(len(zeros)) {
+			if _, err := w.Write(zeros); err != nil {
+				return
+			}
+			h.addBlobBytes(dgst, int64(len(zeros)))
+		}
+		return
+	}
 	var content io.ReadSeeker = f
 	if fl.corrupt {
 		content = &corruptReader{rs: f, at: fi.Size() / 2}
@@ -560,6 +575,7 @@ type fault struct {
 	bytesPerSec   int64
 	ignoreRange   bool
 	delay         time.Duration
+	endless       bool
 	times         int // 0: every request
 }
 
@@ -577,6 +593,10 @@ func Reset(n int64) Fault { return func(f *fault) { f.resetAfter = n } }
 // Corrupt flips the byte in the middle of the blob whenever a response
 // covers it, so the bytes no longer match the digest.
 func Corrupt() Fault { return func(f *fault) { f.corrupt = true } }
+
+// Endless sends the blob without a Content-Length and then zeros without
+// end (up to 1 GiB, or until the client leaves): a body no size bounds.
+func Endless() Fault { return func(f *fault) { f.endless = true } }
 
 // Throttle limits each response to about bytesPerSec.
 func Throttle(bytesPerSec int64) Fault { return func(f *fault) { f.bytesPerSec = bytesPerSec } }
