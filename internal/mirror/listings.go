@@ -2,7 +2,13 @@ package mirror
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -27,17 +33,123 @@ type cachedListing struct {
 	at time.Time
 }
 
-// Tags passes a tag list request through to the upstream, cached for the
-// freshness window and served stale when the upstream fails. query is the
-// canonical query the upstream is asked with (n, last).
-func (s *Service) Tags(ctx context.Context, req Request, query string) (*Listing, Outcome, error) {
+// Tags answers a tag list request from the repository's whole list (the
+// upstream's pages followed, cached for the freshness window, served stale
+// when the upstream fails), with n and last applied here: the answer is
+// conformant whatever the upstream does with them (Distribution 2.8, for
+// one, ignores last). n < 0 is "not given"; the Link of a further page is
+// in the upstream repository's path, for the router to rewrite.
+func (s *Service) Tags(ctx context.Context, req Request, n int, last string) (*Listing, Outcome, error) {
 	rt, err := s.route(req)
 	if err != nil {
 		return nil, Outcome{}, err
 	}
-	return s.listing(ctx, rt, "tags\x00"+query, func(ctx context.Context) (*upstream.Listing, error) {
-		return rt.up.Client.Tags(ctx, rt.repo, query)
+	all, out, err := s.listing(ctx, rt, "tags\x00", func(ctx context.Context) (*upstream.Listing, error) {
+		return s.allTags(ctx, rt)
 	})
+	if err != nil {
+		return nil, out, err
+	}
+	var list tagList
+	if err := json.Unmarshal(all.Body, &list); err != nil {
+		return nil, out, oci.Errorf(oci.ErrUnavailable, "the upstream's tag list is not JSON: %v", err)
+	}
+	tags := list.Tags
+	if last != "" {
+		i, _ := slices.BinarySearch(tags, last)
+		for i < len(tags) && tags[i] == last {
+			i++
+		}
+		tags = tags[i:]
+	}
+	link := ""
+	if n >= 0 && n < len(tags) {
+		tags = tags[:n]
+		if n > 0 {
+			q := url.Values{"n": {strconv.Itoa(n)}, "last": {tags[n-1]}}
+			link = fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, rt.repo, q.Encode())
+		}
+	}
+	if tags == nil {
+		tags = []string{}
+	}
+	body, err := json.Marshal(tagList{Name: list.Name, Tags: tags})
+	if err != nil {
+		return nil, out, err
+	}
+	return &Listing{Body: body, ContentType: "application/json", Link: link}, out, nil
+}
+
+// tagList is the body of a tag list.
+type tagList struct {
+	Name string   `json:"name"`
+	Tags []string `json:"tags"`
+}
+
+// maxTagPages bounds the upstream pages followed for one repository's list
+// (each page is itself bounded by the upstream client).
+const maxTagPages = 64
+
+// allTags fetches every page of a repository's tag list and returns them
+// as one sorted list.
+func (s *Service) allTags(ctx context.Context, rt route) (*upstream.Listing, error) {
+	var all tagList
+	seen := map[string]bool{}
+	query := ""
+	for page := 0; ; page++ {
+		l, err := rt.up.Client.Tags(ctx, rt.repo, query)
+		if err != nil {
+			return nil, err
+		}
+		var p tagList
+		if err := json.Unmarshal(l.Body, &p); err != nil {
+			return nil, oci.Errorf(oci.ErrUnavailable, "the upstream's tag list is not JSON: %v", err)
+		}
+		if all.Name == "" {
+			all.Name = p.Name
+		}
+		grew := false
+		for _, t := range p.Tags {
+			if !seen[t] {
+				seen[t], grew = true, true
+				all.Tags = append(all.Tags, t)
+			}
+		}
+		next := nextQuery(l.Link)
+		if next == "" || !grew || page+1 >= maxTagPages {
+			break
+		}
+		query = next
+	}
+	slices.Sort(all.Tags)
+	if all.Tags == nil {
+		all.Tags = []string{}
+	}
+	body, err := json.Marshal(all)
+	if err != nil {
+		return nil, err
+	}
+	return &upstream.Listing{Body: body, ContentType: "application/json"}, nil
+}
+
+// nextQuery is the query of a Link header's rel="next" target, "" if none.
+func nextQuery(link string) string {
+	start, end := strings.IndexByte(link, '<'), strings.IndexByte(link, '>')
+	if start < 0 || end < start || !strings.Contains(link[end:], `rel="next"`) {
+		return ""
+	}
+	u, err := url.Parse(link[start+1 : end])
+	if err != nil {
+		return ""
+	}
+	q := u.Query()
+	keep := url.Values{}
+	for _, k := range []string{"n", "last"} {
+		if v := q.Get(k); v != "" {
+			keep.Set(k, v)
+		}
+	}
+	return keep.Encode()
 }
 
 // Referrers passes a referrers request through, as Tags does.

@@ -27,7 +27,7 @@ type Content interface {
 	Registries() []mirror.Registry
 	Manifest(ctx context.Context, req mirror.Request, ref oci.Reference) (*mirror.Manifest, mirror.Outcome, error)
 	Blob(ctx context.Context, req mirror.Request, d digest.Digest) (*mirror.Blob, mirror.Outcome, error)
-	Tags(ctx context.Context, req mirror.Request, query string) (*mirror.Listing, mirror.Outcome, error)
+	Tags(ctx context.Context, req mirror.Request, n int, last string) (*mirror.Listing, mirror.Outcome, error)
 	Referrers(ctx context.Context, req mirror.Request, d digest.Digest, query string) (*mirror.Listing, mirror.Outcome, error)
 }
 

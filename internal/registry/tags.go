@@ -30,21 +30,22 @@ func onlyParams(r *http.Request, keep ...string) (string, error) {
 	return out.Encode(), nil
 }
 
-// serveTags answers GET /v2/<name>/tags/list (with n and last) with the
-// content service's listing.
+// serveTags answers GET /v2/<name>/tags/list (with n and last, applied by
+// the content service) with its listing.
 func (s *Server) serveTags(w http.ResponseWriter, r *http.Request, rt route) {
-	query, err := onlyParams(r, "n", "last")
-	if err != nil {
+	if _, err := onlyParams(r, "n", "last"); err != nil { // each at most once
 		s.writeError(w, r, err)
 		return
 	}
-	if n := r.URL.Query().Get("n"); n != "" {
-		if v, err := strconv.Atoi(n); err != nil || v < 0 {
-			s.writeError(w, r, oci.Errorf(oci.ErrPaginationInvalid, "invalid n=%q: want a non-negative integer", n))
+	n := -1
+	if v := r.URL.Query().Get("n"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 0 {
+			s.writeError(w, r, oci.Errorf(oci.ErrPaginationInvalid, "invalid n=%q: want a non-negative integer", v))
 			return
 		}
 	}
-	l, out, err := s.content.Tags(r.Context(), rt.request(r), query)
+	l, out, err := s.content.Tags(r.Context(), rt.request(r), n, r.URL.Query().Get("last"))
 	s.serveListing(w, r, rt, l, out, err)
 }
 
