@@ -66,10 +66,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		return nil, err
 	}
 	a.fills = fill.New(store, fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(store.Available),
-		fill.WithOnCommit(func(d digest.Digest, size int64, origin string) {
+		fill.WithOnCommit(func(d digest.Digest, size int64, _ string) {
 			if err := index.PutBlob(d, size); err != nil {
 				log.Error("index blob", slog.String("digest", d.String()), slog.Any("error", err))
 			}
+		}),
+		fill.WithOnVerified(func(d digest.Digest, origin string) {
+			// Before the commit shows the blob: a request under this
+			// upstream's name must not find it stored without its origin.
 			if err := index.PutOrigin(origin, d); err != nil {
 				log.Error("index blob origin", slog.String("digest", d.String()), slog.Any("error", err))
 			}

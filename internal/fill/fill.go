@@ -41,14 +41,15 @@ var ErrDiskFull = errors.New("cache disk is full")
 
 // Manager runs fills, at most one per digest at a time.
 type Manager struct {
-	store    blobstore.Store
-	log      *slog.Logger
-	timeout  time.Duration
-	attempts int
-	backoff  time.Duration
-	onCommit func(d digest.Digest, size int64, origin string)
-	maxSize  int64
-	free     func() (int64, error)
+	store      blobstore.Store
+	log        *slog.Logger
+	timeout    time.Duration
+	attempts   int
+	backoff    time.Duration
+	onCommit   func(d digest.Digest, size int64, origin string)
+	onVerified func(d digest.Digest, origin string)
+	maxSize    int64
+	free       func() (int64, error)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -92,6 +93,13 @@ func WithResume(attempts int, backoff time.Duration) Option {
 // verified and stored (upstream.Blob.Upstream).
 func WithOnCommit(fn func(d digest.Digest, size int64, origin string)) Option {
 	return func(m *Manager) { m.onCommit = fn }
+}
+
+// WithOnVerified sets a hook called once a fill's bytes hashed to their
+// digest, before they are committed (and so before the store shows them):
+// the upstream named origin served those bytes, stored or not.
+func WithOnVerified(fn func(d digest.Digest, origin string)) Option {
+	return func(m *Manager) { m.onVerified = fn }
 }
 
 // WithMaxSize bounds a blob whose size nobody said (no manifest, no
@@ -262,7 +270,11 @@ func (f *Fill) run(src Source) {
 		f.mu.Lock()
 		f.verified = true
 		f.changed()
+		origin := f.origin
 		f.mu.Unlock()
+		if f.m.onVerified != nil {
+			f.m.onVerified(f.d, origin)
+		}
 		if cerr := f.w.Commit(ctx, f.size); cerr != nil {
 			// Readers got verified bytes; the blob just is not cached.
 			f.m.log.Error("verified blob could not be committed; not cached", slog.String("digest", f.d.String()), slog.Any("error", classify(cerr)))

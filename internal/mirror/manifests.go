@@ -242,6 +242,11 @@ func (s *Service) fetchManifest(ctx context.Context, rt route, ref oci.Reference
 
 // storeManifest writes a verified manifest to the store and the index.
 func (s *Service) storeManifest(ctx context.Context, rt route, m *Manifest) error {
+	// The route's upstream served these verified bytes: recorded before
+	// the store shows them, so no request finds them without their origin.
+	if err := s.putOrigin(rt, m.Digest); err != nil {
+		return fmt.Errorf("index manifest: %w", err)
+	}
 	if _, err := s.store.Stat(ctx, m.Digest); err != nil {
 		w, err := s.store.Create(ctx, m.Digest)
 		if err != nil {
@@ -257,9 +262,6 @@ func (s *Service) storeManifest(ctx context.Context, rt route, m *Manifest) erro
 	}
 	e := cacheindex.ManifestEntry{MediaType: m.MediaType, Size: int64(len(m.Body)), Refs: refsOf(m.Body)}
 	if err := s.putManifestEntry(rt, m.Digest, e); err != nil {
-		return fmt.Errorf("index manifest: %w", err)
-	}
-	if err := s.putOrigin(rt, m.Digest); err != nil {
 		return fmt.Errorf("index manifest: %w", err)
 	}
 	s.mem.putManifest(m)
