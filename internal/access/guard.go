@@ -22,9 +22,9 @@ const (
 type loginGuard struct {
 	now func() time.Time
 
-	mu       sync.Mutex
-	m        map[netip.Addr]*failures
-	checking map[netip.Addr]int // password checks under way, per address
+	mu    sync.Mutex
+	m     map[netip.Addr]*failures
+	slots map[netip.Addr]*addrSlot // whose turn it is to have a password checked
 
 	failed    atomic.Int64 // wrong credentials
 	throttled atomic.Int64 // attempts refused by the backoff
@@ -36,12 +36,24 @@ type failures struct {
 	until time.Time
 }
 
+// guarded is the key an address is guarded under: IPv6 clients by their
+// /64 (one host can take a whole /64), IPv4 by the address.
+func guarded(addr netip.Addr) netip.Addr {
+	if addr.Is6() && !addr.Is4In6() {
+		if p, err := addr.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return addr
+}
+
 func newLoginGuard(now func() time.Time) *loginGuard {
-	return &loginGuard{now: now, m: map[netip.Addr]*failures{}, checking: map[netip.Addr]int{}}
+	return &loginGuard{now: now, m: map[netip.Addr]*failures{}, slots: map[netip.Addr]*addrSlot{}}
 }
 
 // wait is how long the address must wait before its next attempt (0: go).
 func (g *loginGuard) wait(addr netip.Addr) time.Duration {
+	addr = guarded(addr)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	f := g.m[addr]
@@ -55,33 +67,60 @@ func (g *loginGuard) wait(addr netip.Addr) time.Duration {
 	return 0
 }
 
-// maxChecking bounds one address's password checks at a time: a burst of
-// wrong passwords from one address arrives before any failure is counted,
-// and must not fill every bcrypt slot ahead of other clients.
-const maxChecking = 1
-
-// begin reserves a password check for the address; false means it has
-// maxChecking under way already. end releases it.
-func (g *loginGuard) begin(addr netip.Addr) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.checking[addr] >= maxChecking {
-		g.throttled.Add(1)
-		return false
-	}
-	g.checking[addr]++
-	return true
+// One address has one password check under way at a time; its other
+// attempts wait their turn (up to bcryptWait). A burst of wrong passwords
+// from one address arrives before any failure is counted, and must not fill
+// every bcrypt slot ahead of other clients; a burst of right ones (parallel
+// pulls) waits a moment and then finds the first check remembered.
+type addrSlot struct {
+	ch    chan struct{}
+	users int
 }
 
-func (g *loginGuard) end(addr netip.Addr) {
+// acquire waits up to wait for the address's turn; false means it did not
+// come (the caller answers 429).
+func (g *loginGuard) acquire(addr netip.Addr, wait time.Duration) bool {
+	addr = guarded(addr)
+	g.mu.Lock()
+	s := g.slots[addr]
+	if s == nil {
+		s = &addrSlot{ch: make(chan struct{}, 1)}
+		g.slots[addr] = s
+	}
+	s.users++
+	g.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case s.ch <- struct{}{}:
+		return true
+	case <-t.C:
+		g.throttled.Add(1)
+		g.leave(addr, s)
+		return false
+	}
+}
+
+// release ends the address's turn.
+func (g *loginGuard) release(addr netip.Addr) {
+	addr = guarded(addr)
+	g.mu.Lock()
+	s := g.slots[addr]
+	g.mu.Unlock()
+	<-s.ch
+	g.leave(addr, s)
+}
+
+func (g *loginGuard) leave(addr netip.Addr, s *addrSlot) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.checking[addr]--; g.checking[addr] <= 0 {
-		delete(g.checking, addr)
+	if s.users--; s.users == 0 {
+		delete(g.slots, addr)
 	}
 }
 
 func (g *loginGuard) fail(addr netip.Addr) {
+	addr = guarded(addr)
 	g.failed.Add(1)
 	now := g.now()
 	g.mu.Lock()
@@ -109,6 +148,7 @@ func (g *loginGuard) fail(addr netip.Addr) {
 }
 
 func (g *loginGuard) ok(addr netip.Addr) {
+	addr = guarded(addr)
 	g.mu.Lock()
 	delete(g.m, addr)
 	g.mu.Unlock()

@@ -86,11 +86,21 @@ func (a *Access) login(client netip.Addr, user, pw string) identity {
 	if wait := a.guard.wait(client); wait > 0 {
 		return identity{presented: true, throttled: wait}
 	}
-	if !a.guard.begin(client) {
+	if !a.guard.acquire(client, bcryptWait) {
 		return identity{presented: true, throttled: time.Second}
 	}
-	defer a.guard.end(client)
-	if !a.users.verify(user, pw) {
+	defer a.guard.release(client)
+	if wait := a.guard.wait(client); wait > 0 { // failures counted while this one waited
+		return identity{presented: true, throttled: wait}
+	}
+	if a.users.remembered(user, pw) { // the same credentials passed while this one waited
+		return identity{user: user, presented: true}
+	}
+	ok, busy := a.users.check(user, pw)
+	if busy { // no bcrypt slot in time: nobody's fault, nothing counted
+		return identity{presented: true, throttled: time.Second}
+	}
+	if !ok {
 		a.guard.fail(client)
 		return identity{presented: true, err: errBadLogin}
 	}
@@ -463,16 +473,24 @@ func (h *htpasswd) remembered(user, pw string) bool {
 	return ok && hit && h.now().Before(t)
 }
 
+// verify reports whether the password is the user's (a check that found
+// no bcrypt slot in time is a refusal).
 func (h *htpasswd) verify(user, pw string) bool {
+	ok, _ := h.check(user, pw)
+	return ok
+}
+
+// check is verify that tells a refusal from no bcrypt slot in time (busy).
+func (h *htpasswd) check(user, pw string) (ok, busy bool) {
 	k := h.goodKey(user, pw)
 
 	h.mu.Lock()
 	h.refresh()
-	hash, ok := h.hashes[user]
+	hash, known := h.hashes[user]
 	cost := h.cost
-	if t, hit := h.good[k]; ok && hit && h.now().Before(t) {
+	if t, hit := h.good[k]; known && hit && h.now().Before(t) {
 		h.mu.Unlock()
-		return true
+		return true, false
 	}
 	h.mu.Unlock()
 	// bcrypt is slow on purpose; a flood of wrong passwords must not take
@@ -483,15 +501,15 @@ func (h *htpasswd) verify(user, pw string) bool {
 	case bcryptSlots <- struct{}{}:
 		defer func() { <-bcryptSlots }()
 	case <-time.After(bcryptWait):
-		return false
+		return false, true
 	}
-	if !ok {
+	if !known {
 		_ = bcrypt.CompareHashAndPassword(dummyHash(cost), []byte(pw))
-		return false
+		return false, false
 	}
 	h.compares.Add(1)
 	if bcrypt.CompareHashAndPassword(hash, []byte(pw)) != nil {
-		return false
+		return false, false
 	}
 	h.mu.Lock()
 	if len(h.good) > 10000 {
@@ -501,5 +519,5 @@ func (h *htpasswd) verify(user, pw string) bool {
 		h.good[k] = h.now().Add(time.Minute)
 	}
 	h.mu.Unlock()
-	return true
+	return true, false
 }

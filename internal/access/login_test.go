@@ -227,3 +227,26 @@ func TestLoginBurstFromOneAddress(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestConcurrentRightLoginsFromOneAddress: parallel pulls from one address
+// log in at once (compose, kubelet, a NAT): the first is checked, the
+// others wait their turn and find it remembered; none is refused.
+func TestConcurrentRightLoginsFromOneAddress(t *testing.T) {
+	e := newLoginEnv(t, 8)
+	var wg sync.WaitGroup
+	codes := make(chan int, 6)
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes <- e.get("/token?service=regcache", "10.6.6.6", basic("alice", "secret-a")).Code
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Errorf("a right login among parallel ones from one address: %d", c)
+		}
+	}
+}

@@ -28,7 +28,14 @@ func Lock(path string) (unlock func(), err error) {
 	if err := CheckSideFile(name); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK, 0o600)
+	// Open where a link (checked to stay in the directory) leads, without
+	// following any link found there now: one swapped in after the check
+	// is refused, not followed.
+	real, err := ResolvePath(name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(real, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", name, err)
 	}

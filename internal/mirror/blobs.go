@@ -91,9 +91,9 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 	if err != nil {
 		return nil, out, wire(err, oci.ErrBlobUnknown)
 	}
-	if b := s.storedBlob(ctx, d); b != nil {
+	if b, err := s.servableBlob(ctx, rt, d); err != nil || b != nil {
 		out.Cache = "hit"
-		return b, out, nil
+		return b, out, wire(err, oci.ErrBlobUnknown)
 	}
 	out.Cache = "miss"
 	if req.Head {
@@ -115,11 +115,13 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 		}
 	}
 	rd, err := s.fills.OpenFrom(rt.up.Name, d, size, s.blobSource(rt, d))
-	if errors.Is(err, fill.ErrInStore) {
-		if b := s.storedBlob(ctx, d); b != nil {
+	if errors.Is(err, fill.ErrInStore) { // committed meanwhile, perhaps from another upstream
+		b, err := s.servableBlob(ctx, rt, d)
+		if err != nil || b != nil {
 			out.Cache = "hit"
-			return b, out, nil
+			return b, out, wire(err, oci.ErrBlobUnknown)
 		}
+		return nil, out, oci.Errorf(oci.ErrUnavailable, "blob %s left the cache while being opened; retry", d)
 	}
 	if unwritable(err) {
 		// The store cannot take it (a read-only directory): serve the
@@ -193,6 +195,23 @@ func sendPassthrough(body io.Reader, d digest.Digest, size int64, w io.Writer, s
 		return err
 	}
 	return nil
+}
+
+// servableBlob opens a committed blob for the route (nil if there is none),
+// after making sure the route's upstream served its bytes: content stored
+// from another upstream is verified there first. The check runs here, where
+// the stored file is about to be served, so a commit from another upstream
+// between the holdings check and this point cannot slip through.
+func (s *Service) servableBlob(ctx context.Context, rt route, d digest.Digest) (*Blob, error) {
+	b := s.storedBlob(ctx, d)
+	if b == nil {
+		return nil, nil
+	}
+	if err := s.confirmOrigin(ctx, rt, d, false); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
 }
 
 // storedBlob opens a committed blob, or returns nil.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/http"
+	"os"
 	"syscall"
 
 	"github.com/regcache/regcache/internal/auth"
@@ -31,14 +32,8 @@ func wire(err error, unknown oci.ErrorCode) error {
 			Message: "the upstream's rate limit is exhausted and nothing is cached: " + err.Error()}
 	}
 	if errors.Is(err, fill.ErrDiskFull) || errors.Is(err, syscall.ENOSPC) {
-		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusInsufficientStorage, Message: "the mirror's cache disk is full: " + err.Error()}
-	}
-	if unwritable(err) {
-		return &oci.Error{Code: oci.ErrUnavailable, Message: "the mirror cannot write its cache directory (" + errnoText(err) + "); nothing was cached"}
-	}
-	var pe *fs.PathError
-	if errors.As(err, &pe) { // never a local path in a client's answer
-		return &oci.Error{Code: oci.ErrUnknown, Message: "the mirror's cache storage failed: " + pe.Op + ": " + pe.Err.Error()}
+		// Never the error's text: it names local paths.
+		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusInsufficientStorage, Message: "the mirror's cache disk is full; nothing was cached (the mirror's log has the details)"}
 	}
 	if errors.Is(err, blobstore.ErrDigestMismatch) || errors.Is(err, blobstore.ErrSizeMismatch) {
 		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusBadGateway, Message: "the upstream sent content that does not match its digest; nothing was cached: " + err.Error()}
@@ -58,6 +53,20 @@ func wire(err error, unknown oci.ErrorCode) error {
 			return &oci.Error{Code: oci.ErrDenied, Message: err.Error() + " (check the mirror's upstream credentials)"}
 		}
 		return &oci.Error{Code: oci.ErrUnavailable, Message: err.Error() + "; nothing is cached for this request"}
+	}
+	if unwritable(err) {
+		return &oci.Error{Code: oci.ErrUnavailable, Message: "the mirror cannot write its cache directory (" + errnoText(err) + "); nothing was cached"}
+	}
+	var pe *fs.PathError
+	var le *os.LinkError
+	var se *os.SyscallError
+	switch { // the store's errors: never a local path in a client's answer
+	case errors.As(err, &pe):
+		return &oci.Error{Code: oci.ErrUnknown, Message: "the mirror's cache storage failed: " + pe.Op + ": " + pe.Err.Error()}
+	case errors.As(err, &le):
+		return &oci.Error{Code: oci.ErrUnknown, Message: "the mirror's cache storage failed: " + le.Op + ": " + le.Err.Error()}
+	case errors.As(err, &se):
+		return &oci.Error{Code: oci.ErrUnknown, Message: "the mirror's cache storage failed: " + se.Syscall + ": " + se.Err.Error()}
 	}
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -79,16 +80,29 @@ func (s *Service) confirmOrigin(ctx context.Context, rt route, d digest.Digest, 
 		}
 		return err
 	}
-	stored, err := s.store.Stat(ctx, d)
-	if err != nil {
-		return nil // not stored: this upstream's own fill will fetch it (fills are per upstream)
-	}
-	if manifest {
-		// ManifestGet checks the body against the digest.
-		if _, err := rt.up.Client.ManifestGet(ctx, rt.repo, oci.Reference{Digest: d}, oci.ManifestMediaTypes); err != nil {
-			return err
+	stored := int64(-1)
+	if !manifest { // manifests are checked whenever asked: memory may hold one the store lost
+		n, err := s.store.Stat(ctx, d)
+		if err != nil {
+			// Not stored: this upstream's own fill will fetch it (fills
+			// are per upstream); servableBlob checks again if a commit
+			// from elsewhere lands first.
+			return nil
 		}
-	} else if err := s.verifyBlobAt(ctx, rt, d, stored); err != nil {
+		stored = n
+	}
+	// One verification per (upstream, digest) at a time, detached from the
+	// client that asked (others wait on the same answer).
+	_, err, _ := s.flights.Do("verify\x00"+rt.up.Name+"\x00"+d.String(), func() (any, error) {
+		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), verifyTimeout)
+		defer cancel()
+		if manifest { // ManifestGet checks the body against the digest
+			_, err := rt.up.Client.ManifestGet(vctx, rt.repo, oci.Reference{Digest: d}, oci.ManifestMediaTypes)
+			return nil, err
+		}
+		return nil, s.verifyBlobAt(vctx, rt, d, stored)
+	})
+	if err != nil {
 		return err
 	}
 	s.log.Info("content cached from another upstream confirmed by this one's own bytes",
@@ -104,6 +118,10 @@ func (s *Service) putOrigin(rt route, d digest.Digest) error {
 	s.mem.putOrigin(rt.up.Name, d)
 	return nil
 }
+
+// verifyTimeout bounds one verifying download of content another upstream
+// served.
+const verifyTimeout = 30 * time.Minute
 
 // verifyBlobAt streams the blob from the route's upstream through a hash
 // and checks it is d (and size bytes, when the store knows the size),

@@ -14,15 +14,12 @@ func URL(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 && isScheme(s[:i]) {
 		prefix, rest = s[:i+3], s[i+3:]
 	}
-	// The user information ends at the last '@' before any query or
-	// fragment: a mistyped password may hold a '/', so the first '/' is
-	// no sure end. (A path with an '@' loses its start in the message;
-	// that is the price of never printing a secret.)
-	end := strings.IndexAny(rest, "?#")
-	if end < 0 {
-		end = len(rest)
-	}
-	at := strings.LastIndex(rest[:end], "@")
+	// The user information ends at the last '@' of the string: a mistyped
+	// password may hold a '/', '?' or '#' (which is why url.Parse refused
+	// it), so none of them is a sure end. A query or path with an '@'
+	// loses its start in the message; that is the price of never printing
+	// a secret.
+	at := strings.LastIndex(rest, "@")
 	if at < 0 {
 		return s
 	}

@@ -3,7 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
-	"fmt"
+	"log/slog"
 	"net/http"
 
 	"github.com/regcache/regcache/internal/oci"
@@ -16,7 +16,7 @@ func toWire(err error) *oci.Error {
 	if errors.As(err, &we) {
 		return we
 	}
-	return &oci.Error{Code: oci.ErrUnknown, Message: fmt.Sprintf("internal error: %v", err)}
+	return &oci.Error{Code: oci.ErrUnknown, Message: "internal error (the mirror's log has the details)"}
 }
 
 // writeError answers with the error envelope, unless the response has
@@ -30,6 +30,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		panic(http.ErrAbortHandler)
 	}
 	e := toWire(err)
+	if e.Code == oci.ErrUnknown {
+		// The client gets no detail (it may name local paths); the log has it.
+		s.log.Error("internal error answering a request", slog.String("path", r.URL.Path), slog.Any("error", err))
+	}
 	noteError(r, e)
 	e.Write(w, r)
 }
