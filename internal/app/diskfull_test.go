@@ -87,6 +87,9 @@ func TestDiskFull(t *testing.T) {
 	if status != http.StatusInsufficientStorage || !strings.Contains(string(body), "disk is full") {
 		t.Fatalf("miss with a full disk: %d %s", status, body)
 	}
+	if strings.Contains(string(body), data) {
+		t.Errorf("the answer shows the data directory: %s", body)
+	}
 	if !strings.Contains(m.log(), "cache disk is full") {
 		t.Error("the log does not say the disk is full")
 	}
