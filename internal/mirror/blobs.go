@@ -214,14 +214,35 @@ func (s *Service) servableBlob(ctx context.Context, rt route, d digest.Digest) (
 	return b, nil
 }
 
-// storedBlob opens a committed blob, or returns nil.
+// storedBlob opens a committed blob, or returns nil. A file whose size is
+// not the one recorded when it was committed (truncated or grown on disk)
+// is dropped, so the caller fetches it again instead of serving it.
 func (s *Service) storedBlob(ctx context.Context, d digest.Digest) *Blob {
 	b, err := s.store.Open(ctx, d)
 	if err != nil {
 		return nil
 	}
+	if e, ok, err := s.index.Blob(d); err == nil && ok && e.Size != b.Size() {
+		b.Close()
+		s.dropDamaged(ctx, d, fmt.Sprintf("%d bytes on disk, %d when committed", b.Size(), e.Size))
+		return nil
+	}
 	s.index.Touch(d)
 	return &Blob{Digest: d, stored: b}
+}
+
+// dropDamaged removes a cached file found damaged on disk, and its index
+// entries, so the next request fetches a good copy.
+func (s *Service) dropDamaged(ctx context.Context, d digest.Digest, why string) {
+	s.log.Error("a cached file is damaged on disk; dropped, the next request fetches it again",
+		slog.String("digest", d.String()), slog.String("damage", why))
+	if err := s.store.Delete(ctx, d); err != nil {
+		s.log.Error("drop damaged file", slog.String("digest", d.String()), slog.Any("error", err))
+	}
+	if err := s.index.DeleteBlob(d); err != nil {
+		s.log.Error("drop damaged file's index entry", slog.String("digest", d.String()), slog.Any("error", err))
+	}
+	s.mem.forget(d)
 }
 
 // blobSource fetches the blob from the route's upstream.

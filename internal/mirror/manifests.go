@@ -295,6 +295,12 @@ func (s *Service) storedManifest(ctx context.Context, d digest.Digest) (*Manifes
 	if err != nil {
 		return nil, fmt.Errorf("read manifest %s: %w", d, err)
 	}
+	// Manifests are small: hash every one read from disk, so a file
+	// changed on disk is never served under its old digest.
+	if got := d.Algorithm().FromBytes(body); got != d {
+		s.dropDamaged(ctx, d, "its bytes hash to "+got.String())
+		return nil, blobstore.ErrNotFound
+	}
 	s.index.Touch(d)
 	m := &Manifest{Body: body, MediaType: e.MediaType, Digest: d}
 	s.mem.putManifest(m)

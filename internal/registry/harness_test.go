@@ -48,16 +48,17 @@ func (c *clock) Advance(d time.Duration) {
 
 // env is a Server in front of a Docker Hub stand-in.
 type env struct {
-	hub     *testenv.Hub
-	imgs    testenv.Images
-	srv     *Server
-	content *mirror.Service
-	ts      *httptest.Server
-	clock   *clock
-	store   *disk.Store
-	index   *cacheindex.Index
-	fills   *fill.Manager
-	up      *upstream.Client
+	hub      *testenv.Hub
+	imgs     testenv.Images
+	srv      *Server
+	content  *mirror.Service
+	storeDir string
+	ts       *httptest.Server
+	clock    *clock
+	store    *disk.Store
+	index    *cacheindex.Index
+	fills    *fill.Manager
+	up       *upstream.Client
 }
 
 type envOptions struct {
@@ -65,6 +66,7 @@ type envOptions struct {
 	seed      []testenv.SeedOption
 	prefetch  bool
 	quiet     bool // log warnings only (benchmarks)
+	noMemory  bool // every hit reads the index and the store
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -78,6 +80,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	log := slog.New(slog.NewJSONHandler(t.Output(), &slog.HandlerOptions{Level: level}))
 	dir := t.TempDir()
+	e.storeDir = dir
 	var err error
 	if e.store, err = disk.New(dir); err != nil {
 		t.Fatal(err)
@@ -101,7 +104,8 @@ func newEnv(t testing.TB, o envOptions) *env {
 		freshness = time.Minute
 	}
 	e.content = mirror.New(e.store, e.index, e.fills, []*mirror.Upstream{{Name: "docker.io", Client: e.up}},
-		mirror.WithLogger(log), mirror.WithClock(e.clock.Now), mirror.WithFreshness(freshness), mirror.WithPrefetch(o.prefetch, 4))
+		mirror.WithLogger(log), mirror.WithClock(e.clock.Now), mirror.WithFreshness(freshness), mirror.WithPrefetch(o.prefetch, 4),
+		mirror.WithManifestMemory(memoryBytes(o.noMemory)))
 	e.srv = New(e.content, WithLogger(log))
 	e.ts = httptest.NewServer(e.srv.Handler())
 	t.Cleanup(func() {
@@ -199,3 +203,10 @@ func (e *env) storeHolds(t *testing.T, d digest.Digest) bool {
 }
 
 var _ = net.Dial
+
+func memoryBytes(off bool) int64 {
+	if off {
+		return 0
+	}
+	return 32 << 20
+}
