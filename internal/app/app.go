@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 	"github.com/regcache/regcache/internal/fill"
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
+	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/registry"
 	"github.com/regcache/regcache/internal/upstream"
 )
@@ -329,6 +331,10 @@ func (a *App) reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reconcile store: %w", err)
 	}
+	if a.index.Damaged != "" {
+		a.log.Error("the cache index was damaged; moved aside and rebuilt from the store (every file verified; tags are fetched again on demand)",
+			slog.String("moved_to", a.index.Damaged), slog.Any("damage", a.index.Damage), slog.Int("files", len(orphans)))
+	}
 	adopted := 0
 	for _, d := range orphans {
 		if err := a.store.Verify(ctx, d); err != nil {
@@ -339,7 +345,7 @@ func (a *App) reconcile(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		if err := a.index.PutBlob(d, size); err != nil {
+		if err := adopt(ctx, a.store, a.index, d, size); err != nil {
 			return err
 		}
 		adopted++
@@ -348,4 +354,22 @@ func (a *App) reconcile(ctx context.Context) error {
 		a.log.Info("reconciled cache after restart", slog.Int("dropped_entries", len(gone)), slog.Int("orphans_adopted", adopted), slog.Int("orphans_removed", len(orphans)-adopted))
 	}
 	return nil
+}
+
+// adopt records a verified file the index does not know: a manifest (its
+// media type and references restored; no repository holds it until an
+// upstream confirms one) or a blob.
+func adopt(ctx context.Context, store *disk.Store, index *cacheindex.Index, d digest.Digest, size int64) error {
+	if size <= oci.MaxManifestSize {
+		if b, err := store.Open(ctx, d); err == nil {
+			body, rerr := io.ReadAll(b)
+			b.Close()
+			if rerr == nil {
+				if e, ok := mirror.ManifestEntryOf(body); ok {
+					return index.PutManifestEntry(d, e)
+				}
+			}
+		}
+	}
+	return index.PutBlob(d, size)
 }

@@ -63,6 +63,22 @@ func OpenCache(dir string, log *slog.Logger) (*Cache, error) {
 		index.Close()
 		return nil, err
 	}
+	if index.Damaged != "" {
+		// As serve does: rebuild the index from the store.
+		log.Error("the cache index was damaged; moved aside and rebuilt from the store", slog.String("moved_to", index.Damaged), slog.Any("damage", index.Damage))
+		ctx := context.Background()
+		err := store.Walk(ctx, func(d digest.Digest, size int64) error {
+			if verr := store.Verify(ctx, d); verr != nil {
+				log.Warn("removed a cache file that failed verification", slog.String("digest", d.String()), slog.Any("error", verr))
+				return nil
+			}
+			return adopt(ctx, store, index, d, size)
+		})
+		if err != nil {
+			index.Close()
+			return nil, fmt.Errorf("rebuild index: %w", err)
+		}
+	}
 	return &Cache{dir: dir, store: store, index: index, log: log}, nil
 }
 

@@ -12,12 +12,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -64,6 +67,12 @@ type Index struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	// Damaged is where a damaged index file was moved at Open ("" if it
+	// was sound), and Damage what was wrong with it. The new index is
+	// empty: rebuild it from the store.
+	Damaged string
+	Damage  error
 }
 
 // Option configures an Index.
@@ -78,11 +87,24 @@ func WithClock(now func() time.Time) Option { return func(ix *Index) { ix.now = 
 // Open opens or creates the index file at path. Access times are flushed
 // every flushEvery (and on Close).
 func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("open index %s: %w (is another regcache using this data directory?)", path, err)
+	db, damage := openChecked(path)
+	moved := ""
+	if damage != nil {
+		if errors.Is(damage, bolterrors.ErrTimeout) || errors.Is(damage, fs.ErrPermission) {
+			return nil, fmt.Errorf("open index %s: %w (is another regcache using this data directory?)", path, damage)
+		}
+		// A damaged index never stops the mirror: it is moved aside and
+		// a new one started; the caller rebuilds it from the store.
+		moved = fmt.Sprintf("%s.damaged-%d", path, time.Now().UnixNano())
+		if err := os.Rename(path, moved); err != nil {
+			return nil, fmt.Errorf("index %s is damaged (%v) and cannot be moved aside: %w", path, damage, err)
+		}
+		var err error
+		if db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second}); err != nil {
+			return nil, fmt.Errorf("open new index %s: %w", path, err)
+		}
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	err := db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketTags, bucketManifests, bucketBlobs, bucketHolds, bucketOrigins} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -94,13 +116,50 @@ func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error)
 		db.Close()
 		return nil, fmt.Errorf("init index %s: %w", path, err)
 	}
-	ix := &Index{db: db, log: slog.New(slog.DiscardHandler), now: time.Now,
+	ix := &Index{db: db, log: slog.New(slog.DiscardHandler), now: time.Now, Damaged: moved, Damage: damage,
 		touched: map[digest.Digest]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
 	for _, o := range opts {
 		o(ix)
 	}
 	go ix.flushLoop(flushEvery)
 	return ix, nil
+}
+
+// openChecked opens the file and reads every entry of it. A file bbolt
+// refuses, a read that fails, or a panic on a bad page (bbolt panics on
+// some) is reported as the damage; the database is then closed.
+func openChecked(path string) (db *bolt.DB, damage error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if db != nil {
+				db.Close()
+			}
+			db, damage = nil, fmt.Errorf("bbolt panicked reading it: %v", p)
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	// Read every entry in this goroutine (bbolt's own Check runs in one of
+	// its own, where a panic cannot be recovered): a bad page panics or
+	// errs here, not in the middle of serving.
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(_, _ []byte) error { return nil })
+		})
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// PutManifestEntry records a stored manifest without any repository
+// holding it (a rebuild from the store knows no repositories).
+func (ix *Index) PutManifestEntry(d digest.Digest, e ManifestEntry) error {
+	return ix.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketManifests, []byte(d), e) })
 }
 
 // Close flushes pending access times and closes the file.

@@ -321,6 +321,35 @@ func (s *Service) rememberSizes(rt route, m *Manifest) {
 	}
 }
 
+// ManifestEntryOf is the index entry of a stored file that is a manifest
+// (a rebuild of the index from the store tells manifests from blobs with
+// it), or false.
+func ManifestEntryOf(body []byte) (cacheindex.ManifestEntry, bool) {
+	if len(body) > oci.MaxManifestSize {
+		return cacheindex.ManifestEntry{}, false
+	}
+	var shape struct {
+		SchemaVersion int             `json:"schemaVersion"`
+		MediaType     string          `json:"mediaType"`
+		Config        json.RawMessage `json:"config"`
+		Manifests     json.RawMessage `json:"manifests"`
+	}
+	if json.Unmarshal(body, &shape) != nil || shape.SchemaVersion != 2 {
+		return cacheindex.ManifestEntry{}, false
+	}
+	mt := shape.MediaType
+	switch {
+	case oci.IsManifestMediaType(mt):
+	case mt == "" && shape.Manifests != nil:
+		mt = oci.MediaTypeOCIIndex
+	case mt == "" && shape.Config != nil:
+		mt = oci.MediaTypeOCIManifest
+	default:
+		return cacheindex.ManifestEntry{}, false
+	}
+	return cacheindex.ManifestEntry{MediaType: mt, Size: int64(len(body)), Refs: refsOf(body)}, true
+}
+
 // descriptor is the part of an OCI descriptor regcache reads.
 type descriptor struct {
 	MediaType string        `json:"mediaType"`
