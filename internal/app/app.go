@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -47,6 +49,10 @@ type App struct {
 	upstreams []*mirror.Upstream
 	certs     *certReloader
 	metrics   *prometheus.Registry
+
+	evictMu  sync.Mutex    // one eviction at a time
+	evictNow chan struct{} // a commit took the store over storage.max_size
+	stored   atomic.Int64  // blob bytes in the store, as last counted plus commits since
 }
 
 // New opens the data directory and builds every part. Close releases them.
@@ -62,16 +68,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, store: store, index: index}
+	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1)}
 	if err := a.reconcile(ctx); err != nil {
 		index.Close()
 		return nil, err
 	}
+	a.recount()
 	a.fills = fill.New(store, fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(store.Available),
 		fill.WithOnCommit(func(d digest.Digest, size int64, _ string) {
 			if err := index.PutBlob(d, size); err != nil {
 				log.Error("index blob", slog.String("digest", d.String()), slog.Any("error", err))
 			}
+			a.committed(size)
 		}),
 		fill.WithOnVerified(func(d digest.Digest, origin string) {
 			// Before the commit shows the blob: a request under this

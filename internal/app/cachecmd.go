@@ -231,12 +231,12 @@ type PruneItem struct {
 // server's own eviction. Offline nothing is protected: whether an upstream
 // is reachable is not known here.
 func (c *Cache) PrunePlan(maxSize int64, maxAge time.Duration, now time.Time) ([]PruneItem, error) {
-	plan, err := c.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: maxAge}, now)
+	p, err := c.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, LowWater: maxSize, MaxAge: maxAge}, now)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]PruneItem, 0, len(plan))
-	for _, d := range plan {
+	out := make([]PruneItem, 0, len(p.Evict))
+	for _, d := range p.Evict {
 		e, _, err := c.index.Blob(d)
 		if err != nil {
 			return nil, err

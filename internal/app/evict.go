@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/regcache/regcache/internal/cacheindex"
 )
 
@@ -12,12 +14,18 @@ import (
 // storage.max_age.
 const evictEvery = time.Minute
 
-// Evict deletes least-recently-used blobs beyond storage.max_size and blobs
-// unused for storage.max_age. Content reachable from a fresh tag (checked
-// within the freshness window: in use right now) is kept, and so is
-// everything reachable from the tags of an upstream that is down: it may
-// be the only copy.
+// maxNamedTags bounds the tags an eviction names in its log line.
+const maxNamedTags = 100
+
+// Evict deletes least-recently-used blobs once the total is over
+// storage.max_size (down to 90 % of it), and blobs unused for
+// storage.max_age. Recently pulled content is a place in the LRU order, not
+// a shield. The content of tags whose upstream is down (perhaps the only
+// copy) is kept while the cap allows; when it does not, the cap wins and
+// the log names the tags that lost their offline copy.
 func (a *App) Evict(ctx context.Context) (int, int64, error) {
+	a.evictMu.Lock()
+	defer a.evictMu.Unlock()
 	if a.cfg.Storage.MaxSize <= 0 && a.cfg.Storage.MaxAge <= 0 {
 		return 0, 0, nil
 	}
@@ -28,15 +36,46 @@ func (a *App) Evict(ctx context.Context) (int, int64, error) {
 		}
 	}
 	now := time.Now()
-	protected, err := a.index.Reachable(func(up string, e cacheindex.TagEntry) bool {
-		return down[up] || now.Sub(e.Checked) < a.cfg.Freshness
-	})
+	protected, err := a.index.Reachable(func(up string, e cacheindex.TagEntry) bool { return down[up] })
 	if err != nil {
 		return 0, 0, err
 	}
-	plan, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: a.cfg.Storage.MaxSize, MaxAge: a.cfg.Storage.MaxAge, Protected: protected}, now)
+	p, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: a.cfg.Storage.MaxSize, MaxAge: a.cfg.Storage.MaxAge, Protected: protected}, now)
 	if err != nil {
 		return 0, 0, err
+	}
+	plan := p.Evict
+	if len(p.LostProtected) > 0 {
+		lost := map[digest.Digest]bool{}
+		for _, d := range p.LostProtected {
+			lost[d] = true
+		}
+		type downTag struct {
+			name, up string
+			d        digest.Digest
+		}
+		var candidates []downTag
+		_ = a.index.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
+			if down[up] && len(candidates) < maxNamedTags {
+				candidates = append(candidates, downTag{up + "/" + repo + ":" + tag, up, e.Digest})
+			}
+			return nil
+		})
+		var tags []string
+		for _, c := range candidates { // a tag lost its copy if anything it reaches goes
+			reach, err := a.index.Reachable(func(up string, e cacheindex.TagEntry) bool { return up == c.up && e.Digest == c.d })
+			if err != nil {
+				break
+			}
+			for d := range reach {
+				if lost[d] {
+					tags = append(tags, c.name)
+					break
+				}
+			}
+		}
+		a.log.Warn("storage.max_size evicts content of tags whose upstream is down: they lost their offline copy",
+			slog.Int("blobs", len(p.LostProtected)), slog.Any("tags", tags))
 	}
 	var freed int64
 	n := 0
@@ -59,6 +98,7 @@ func (a *App) Evict(ctx context.Context) (int, int64, error) {
 	if n > 0 {
 		a.log.Info("evicted cached blobs", slog.Int("blobs", n), slog.Int64("bytes", freed), slog.Int("protected", len(protected)))
 	}
+	a.recount()
 	return n, freed, nil
 }
 
@@ -73,6 +113,31 @@ func (a *App) evictLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.evictNow: // a commit took the store over the cap
 		}
 	}
+}
+
+// committed counts a commit against storage.max_size and asks the
+// eviction loop to run at once when the store went over it.
+func (a *App) committed(size int64) {
+	if a.cfg.Storage.MaxSize <= 0 {
+		return
+	}
+	if a.stored.Add(size) > a.cfg.Storage.MaxSize {
+		select {
+		case a.evictNow <- struct{}{}:
+		default: // one is pending already
+		}
+	}
+}
+
+// recount sets the running total of stored blob bytes from the index.
+func (a *App) recount() {
+	var total int64
+	_ = a.index.Blobs(func(_ digest.Digest, e cacheindex.BlobEntry) error {
+		total += e.Size
+		return nil
+	})
+	a.stored.Store(total)
 }

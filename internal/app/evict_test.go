@@ -1,41 +1,52 @@
 package app
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/regcache/regcache/internal/testenv"
 )
 
-// TestEvictBySize: over max_size, least recently used blobs go; with the
-// upstream down, the content of its tags is kept.
+// TestEvictBySize: the cap holds: pulling past storage.max_size with fresh
+// tags evicts at once (no waiting for the minute's pass), least recently
+// used first, down under the cap; the image pulled last is served from
+// cache; with the upstream down the cap still wins, and the log names the
+// tags that lost their offline copy.
 func TestEvictBySize(t *testing.T) {
 	hub := testenv.NewHub(t)
 	imgs := hub.Seed(t, testenv.WithTenLayerImage(10<<20))
-	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
-		"REGCACHE_MAX_SIZE": "4MiB", "REGCACHE_PREFETCH": "false", "REGCACHE_FRESHNESS": "1ns"})
+	m := startMirrorLogged(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
+		"REGCACHE_MAX_SIZE": "4MiB", "REGCACHE_PREFETCH": "false", "REGCACHE_FRESHNESS": "10m"})
 	img := *imgs.TenLayer
 	pullCrane(t, m.Host+"/"+img.Repo+":"+img.Tag)
-	// Just pulled (its tag is fresh): in use, kept whatever the size.
-	m.App.cfg.Freshness = time.Hour
-	if n, _, err := m.App.Evict(t.Context()); n != 0 || err != nil {
-		t.Fatalf("evicted %d blobs of a fresh tag (%v)", n, err)
-	}
-	m.App.cfg.Freshness = time.Nanosecond
-	n, freed, err := m.App.Evict(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var total int64
-	for _, b := range img.Blobs() {
-		if _, err := m.App.store.Stat(t.Context(), b.Digest); err == nil {
-			total += b.Size
+	single := imgs.Single
+	pullCrane(t, m.Host+"/"+single.Repo+":"+single.Tag)
+	stored := func() int64 {
+		var total int64
+		for _, im := range []testenv.Image{img, single} {
+			for _, b := range im.Blobs() {
+				if _, err := m.App.store.Stat(t.Context(), b.Digest); err == nil {
+					total += b.Size
+				}
+			}
 		}
+		return total
 	}
-	if n == 0 || total > 4<<20 {
-		t.Fatalf("evicted %d blobs (%d bytes); %d bytes left, want at most 4 MiB", n, freed, total)
+	deadline := time.Now().Add(5 * time.Second)
+	for stored() > 4<<20 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
 	}
-	// The upstream goes down: what is left of its tags is protected.
+	if total := stored(); total > 4<<20 {
+		t.Fatalf("%d bytes stored 5 s after pulling past a 4 MiB cap with fresh tags", total)
+	}
+	hub.ResetCounters()
+	pullCrane(t, m.Host+"/"+single.Repo+":"+single.Tag)
+	if n := hub.Count("GET", testenv.KindBlob) + hub.Count("GET", testenv.KindCDN); n != 0 {
+		t.Errorf("the image pulled last fetched %d blobs again", n)
+	}
+	// The upstream goes down: its tags' content is the only copy, but the
+	// cap wins, and the log says which tags lost it.
 	hub.Down()
 	for range 6 { // trip the breaker
 		m.App.upstreams[0].Client.Ping(t.Context())
@@ -44,7 +55,10 @@ func TestEvictBySize(t *testing.T) {
 		t.Fatal("upstream not marked down")
 	}
 	m.App.cfg.Storage.MaxSize = 1
-	if n, _, _ := m.App.Evict(t.Context()); n != 0 {
-		t.Fatalf("evicted %d blobs of a tag whose upstream is down", n)
+	if n, _, err := m.App.Evict(t.Context()); n == 0 || err != nil {
+		t.Fatalf("evicted %d blobs over a 1-byte cap (%v)", n, err)
+	}
+	if !strings.Contains(m.log(), "lost their offline copy") || !strings.Contains(m.log(), single.Repo+":"+single.Tag) {
+		t.Errorf("the log does not name the tags that lost their offline copy:\n%s", m.log())
 	}
 }

@@ -9,19 +9,34 @@ import (
 
 // EvictPolicy bounds the cache.
 type EvictPolicy struct {
-	MaxSize int64         // total blob bytes to keep; 0 is unlimited
-	MaxAge  time.Duration // drop blobs not accessed for this long; 0 is off
-	// Protected are digests that must stay whatever their age: the content
-	// of tags whose upstream is unreachable (the only copy).
+	MaxSize int64 // total blob bytes to keep; 0 is unlimited
+	// LowWater is what an eviction brings the total down to once it is over
+	// MaxSize (default 90 % of MaxSize), so one commit does not start an
+	// eviction per blob.
+	LowWater int64
+	MaxAge   time.Duration // drop blobs not accessed for this long; 0 is off
+	// Protected are digests kept while the cap allows it: the content of
+	// tags whose upstream is unreachable (perhaps the only copy). When
+	// evicting everything else does not bring the total within MaxSize,
+	// the cap wins and protected blobs go too, least recently used first.
 	Protected map[digest.Digest]bool
 }
 
+// Plan is what an eviction deletes.
+type Plan struct {
+	Evict []digest.Digest
+	// LostProtected are the protected digests the cap took.
+	LostProtected []digest.Digest
+}
+
 // EvictionPlan lists the blobs to delete under the policy, least recently
-// used first: every blob older than MaxAge, then more until the total is
-// within MaxSize. Protected blobs are never listed.
-func (ix *Index) EvictionPlan(p EvictPolicy, now time.Time) ([]digest.Digest, error) {
+// used first: every unprotected blob older than MaxAge, then, when the total
+// is over MaxSize, more down to LowWater (unprotected first; protected ones
+// only as far as MaxSize needs). Being recently pulled is a place in the
+// order, not a shield.
+func (ix *Index) EvictionPlan(p EvictPolicy, now time.Time) (Plan, error) {
 	if err := ix.Flush(); err != nil {
-		return nil, err
+		return Plan{}, err
 	}
 	type entry struct {
 		d digest.Digest
@@ -35,20 +50,37 @@ func (ix *Index) EvictionPlan(p EvictPolicy, now time.Time) ([]digest.Digest, er
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return Plan{}, err
 	}
 	slices.SortFunc(all, func(a, b entry) int { return a.e.LastAccess.Compare(b.e.LastAccess) })
-	var plan []digest.Digest
+	low := p.LowWater
+	if low <= 0 || low > p.MaxSize {
+		low = p.MaxSize * 9 / 10
+	}
+	over := p.MaxSize > 0 && total > p.MaxSize
+	var plan Plan
+	taken := map[digest.Digest]bool{}
 	for _, x := range all {
 		if p.Protected[x.d] {
 			continue
 		}
 		old := p.MaxAge > 0 && now.Sub(x.e.LastAccess) > p.MaxAge
-		over := p.MaxSize > 0 && total > p.MaxSize
-		if !old && !over {
+		if !old && !(over && total > low) {
 			continue
 		}
-		plan = append(plan, x.d)
+		plan.Evict = append(plan.Evict, x.d)
+		taken[x.d] = true
+		total -= x.e.Size
+	}
+	for _, x := range all { // the cap wins over the offline copy
+		if !(p.MaxSize > 0 && total > p.MaxSize) {
+			break
+		}
+		if taken[x.d] {
+			continue
+		}
+		plan.Evict = append(plan.Evict, x.d)
+		plan.LostProtected = append(plan.LostProtected, x.d)
 		total -= x.e.Size
 	}
 	return plan, nil

@@ -31,11 +31,16 @@ func TestEvictionPlan(t *testing.T) {
 		name string
 		p    EvictPolicy
 		want []digest.Digest
+		lost []digest.Digest
 	}{
-		{"unbounded", EvictPolicy{}, nil},
-		{"size: drop least recently used", EvictPolicy{MaxSize: 300}, []digest.Digest{ds[1], ds[2]}},
-		{"age", EvictPolicy{MaxAge: 7*time.Hour + 30*time.Minute}, []digest.Digest{ds[1], ds[2]}},
-		{"protected kept", EvictPolicy{MaxSize: 300, Protected: map[digest.Digest]bool{ds[1]: true}}, []digest.Digest{ds[2], ds[3]}},
+		{"unbounded", EvictPolicy{}, nil, nil},
+		{"size: drop least recently used", EvictPolicy{MaxSize: 300, LowWater: 300}, []digest.Digest{ds[1], ds[2]}, nil},
+		{"size: down to the low watermark (90 % by default)", EvictPolicy{MaxSize: 300}, []digest.Digest{ds[1], ds[2], ds[3]}, nil},
+		{"within the cap: nothing", EvictPolicy{MaxSize: 500}, nil, nil},
+		{"age", EvictPolicy{MaxAge: 7*time.Hour + 30*time.Minute}, []digest.Digest{ds[1], ds[2]}, nil},
+		{"protected kept while the cap allows", EvictPolicy{MaxSize: 300, LowWater: 300, Protected: map[digest.Digest]bool{ds[1]: true}}, []digest.Digest{ds[2], ds[3]}, nil},
+		{"the cap wins over protected", EvictPolicy{MaxSize: 200, LowWater: 200, Protected: map[digest.Digest]bool{ds[1]: true, ds[2]: true, ds[3]: true}},
+			[]digest.Digest{ds[4], ds[0], ds[1]}, []digest.Digest{ds[1]}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,8 +48,8 @@ func TestEvictionPlan(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(got, tt.want) {
-				t.Errorf("plan %v, want %v", got, tt.want)
+			if !slices.Equal(got.Evict, tt.want) || !slices.Equal(got.LostProtected, tt.lost) {
+				t.Errorf("plan %v (lost %v), want %v (lost %v)", got.Evict, got.LostProtected, tt.want, tt.lost)
 			}
 		})
 	}
