@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -67,6 +68,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	index, err := cacheindex.Open(filepath.Join(cfg.Data, "index.db"), 10*time.Second, cacheindex.WithLogger(log))
 	if err != nil {
 		return nil, err
+	}
+	if pct := cfg.Storage.MaxSizePercent; pct > 0 {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(cfg.Data, &st); err != nil {
+			index.Close()
+			return nil, fmt.Errorf("storage.max_size %g%%: size of the file system of %s: %w", pct, cfg.Data, err)
+		}
+		cfg.Storage.MaxSize = int64(float64(st.Blocks) * float64(st.Bsize) * pct / 100)
+		log.Info("storage.max_size set from a share of the file system", slog.Float64("percent", pct), slog.Int64("bytes", cfg.Storage.MaxSize))
 	}
 	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1)}
 	if err := a.reconcile(ctx); err != nil {

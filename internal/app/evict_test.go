@@ -62,3 +62,13 @@ func TestEvictBySize(t *testing.T) {
 		t.Errorf("the log does not name the tags that lost their offline copy:\n%s", m.log())
 	}
 }
+
+// TestMaxSizePercent: storage.max_size as a share of the data directory's
+// file system becomes a byte cap at start.
+func TestMaxSizePercent(t *testing.T) {
+	hub := testenv.NewHub(t)
+	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_MAX_SIZE": "50%"})
+	if m.App.cfg.Storage.MaxSize <= 0 {
+		t.Fatalf("storage.max_size 50%% gave a cap of %d bytes", m.App.cfg.Storage.MaxSize)
+	}
+}

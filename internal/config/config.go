@@ -83,8 +83,12 @@ type Upstream struct {
 // Storage bounds the cache.
 type Storage struct {
 	// MaxSize is the cache size limit in bytes; 0 means unlimited. In YAML,
-	// environment and flags it accepts "200GiB", "500MB" or a byte count.
+	// environment and flags it accepts "200GiB", "500MB", a byte count, or
+	// a percentage ("80%"), which sets MaxSizePercent instead.
 	MaxSize int64
+	// MaxSizePercent is the limit as a share of the data directory's file
+	// system (0 < p <= 100), turned into MaxSize when the mirror starts.
+	MaxSizePercent float64
 	// MaxAge evicts blobs not accessed for this long; 0 turns it off.
 	MaxAge time.Duration
 }

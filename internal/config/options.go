@@ -93,10 +93,18 @@ var options = []option{
 			return checkReadable(v)
 		}},
 	{flag: "max-size", key: "storage.max_size", defDoc: "0, unlimited",
-		usage: "cache size limit, e.g. 200GiB, 500MB or bytes; 0 is unlimited",
+		usage: "cache size limit, e.g. 200GiB, 500MB, bytes, or 80% of the data directory's file system; 0 is unlimited",
 		set: func(c *Config, v string) error {
+			if pct, ok := strings.CutSuffix(strings.TrimSpace(v), "%"); ok {
+				f, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)
+				if err != nil || f <= 0 || f > 100 {
+					return fmt.Errorf("invalid size %q: a percentage of the file system is more than 0 and at most 100, e.g. 80%%", v)
+				}
+				c.Storage.MaxSize, c.Storage.MaxSizePercent = 0, f
+				return nil
+			}
 			n, err := parseSize(v)
-			c.Storage.MaxSize = n
+			c.Storage.MaxSize, c.Storage.MaxSizePercent = n, 0
 			return err
 		}},
 	{flag: "max-age", key: "storage.max_age", kind: kindDuration, defDoc: "0, off",

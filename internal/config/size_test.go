@@ -2,6 +2,7 @@ package config
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -48,5 +49,31 @@ func TestParseSize(t *testing.T) {
 				t.Errorf("parseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestMaxSizePercent: storage.max_size takes a share of the file system.
+func TestMaxSizePercent(t *testing.T) {
+	for v, want := range map[string]float64{"80%": 80, " 12.5 %": 12.5, "100%": 100} {
+		c, err := Load(nil, func(k string) (string, bool) {
+			if k == "REGCACHE_MAX_SIZE" {
+				return v, true
+			}
+			return "", false
+		})
+		if err != nil || c.Storage.MaxSizePercent != want || c.Storage.MaxSize != 0 {
+			t.Errorf("%q: %v %v %v", v, c.Storage.MaxSizePercent, c.Storage.MaxSize, err)
+		}
+	}
+	for _, v := range []string{"0%", "101%", "x%", "-5%"} {
+		_, err := Load(nil, func(k string) (string, bool) {
+			if k == "REGCACHE_MAX_SIZE" {
+				return v, true
+			}
+			return "", false
+		})
+		if err == nil || !strings.Contains(err.Error(), "percentage") {
+			t.Errorf("%q: %v", v, err)
+		}
 	}
 }
