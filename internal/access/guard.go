@@ -36,24 +36,12 @@ type failures struct {
 	until time.Time
 }
 
-// guarded is the key an address is guarded under: IPv6 clients by their
-// /64 (one host can take a whole /64), IPv4 by the address.
-func guarded(addr netip.Addr) netip.Addr {
-	if addr.Is6() && !addr.Is4In6() {
-		if p, err := addr.Prefix(64); err == nil {
-			return p.Addr()
-		}
-	}
-	return addr
-}
-
 func newLoginGuard(now func() time.Time) *loginGuard {
 	return &loginGuard{now: now, m: map[netip.Addr]*failures{}, slots: map[netip.Addr]*addrSlot{}}
 }
 
 // wait is how long the address must wait before its next attempt (0: go).
 func (g *loginGuard) wait(addr netip.Addr) time.Duration {
-	addr = guarded(addr)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	f := g.m[addr]
@@ -80,7 +68,6 @@ type addrSlot struct {
 // acquire waits up to wait for the address's turn; false means it did not
 // come (the caller answers 429).
 func (g *loginGuard) acquire(addr netip.Addr, wait time.Duration) bool {
-	addr = guarded(addr)
 	g.mu.Lock()
 	s := g.slots[addr]
 	if s == nil {
@@ -103,7 +90,6 @@ func (g *loginGuard) acquire(addr netip.Addr, wait time.Duration) bool {
 
 // release ends the address's turn.
 func (g *loginGuard) release(addr netip.Addr) {
-	addr = guarded(addr)
 	g.mu.Lock()
 	s := g.slots[addr]
 	g.mu.Unlock()
@@ -120,7 +106,6 @@ func (g *loginGuard) leave(addr netip.Addr, s *addrSlot) {
 }
 
 func (g *loginGuard) fail(addr netip.Addr) {
-	addr = guarded(addr)
 	g.failed.Add(1)
 	now := g.now()
 	g.mu.Lock()
@@ -148,7 +133,6 @@ func (g *loginGuard) fail(addr netip.Addr) {
 }
 
 func (g *loginGuard) ok(addr netip.Addr) {
-	addr = guarded(addr)
 	g.mu.Lock()
 	delete(g.m, addr)
 	g.mu.Unlock()

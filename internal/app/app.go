@@ -75,7 +75,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			index.Close()
 			return nil, fmt.Errorf("storage.max_size %g%%: size of the file system of %s: %w", pct, cfg.Data, err)
 		}
-		cfg.Storage.MaxSize = int64(float64(st.Blocks) * float64(st.Bsize) * pct / 100)
+		cfg.Storage.MaxSize = int64(float64(st.Blocks) * float64(st.Frsize) * pct / 100)
 		log.Info("storage.max_size set from a share of the file system", slog.Float64("percent", pct), slog.Int64("bytes", cfg.Storage.MaxSize))
 	}
 	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1)}

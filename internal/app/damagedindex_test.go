@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/regcache/regcache/internal/testenv"
 )
 
@@ -37,6 +39,30 @@ func TestDamagedIndexRebuilt(t *testing.T) {
 		},
 		"truncated": func(t *testing.T, path string) {
 			if err := os.Truncate(path, 100); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"cut in half": func(t *testing.T, path string) { // meta pages intact: bbolt would fault past the end
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(path, fi.Size()/2+4096); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"a value that does not decode": func(t *testing.T, path string) {
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			err = db.Update(func(tx *bolt.Tx) error {
+				return tx.Bucket([]byte("blobs")).ForEach(func(k, _ []byte) error {
+					return tx.Bucket([]byte("blobs")).Put(k, []byte("{not json"))
+				})
+			})
+			if err != nil {
 				t.Fatal(err)
 			}
 		},

@@ -72,3 +72,31 @@ func TestMaxSizePercent(t *testing.T) {
 		t.Fatalf("storage.max_size 50%% gave a cap of %d bytes", m.App.cfg.Storage.MaxSize)
 	}
 }
+
+// TestManifestPullsKeepLayers: an image whose clients have its layers and
+// only pull its manifest stays in the LRU order as in use: over the cap,
+// an image not pulled since goes first.
+func TestManifestPullsKeepLayers(t *testing.T) {
+	hub := testenv.NewHub(t)
+	imgs := hub.Seed(t, testenv.WithTenLayerImage(2<<20))
+	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
+		"REGCACHE_MAX_SIZE": "1GiB", "REGCACHE_PREFETCH": "false"})
+	used, other := imgs.Single, *imgs.TenLayer
+	pullCrane(t, m.Host+"/"+used.Repo+":"+used.Tag)
+	time.Sleep(10 * time.Millisecond)
+	pullCrane(t, m.Host+"/"+other.Repo+":"+other.Tag)
+	time.Sleep(10 * time.Millisecond)
+	// Nodes that have the layers pull only the manifest.
+	if status, _, err := get(t, "http://"+m.Host+"/v2/"+used.Repo+"/manifests/"+used.Tag); status != 200 || err != nil {
+		t.Fatalf("manifest: %d %v", status, err)
+	}
+	m.App.cfg.Storage.MaxSize = 1 << 20 // the other image (2 MiB) cannot stay
+	if _, _, err := m.App.Evict(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range used.Blobs() {
+		if _, err := m.App.store.Stat(t.Context(), b.Digest); err != nil {
+			t.Errorf("a layer of the image in use was evicted: %s", b.Digest)
+		}
+	}
+}

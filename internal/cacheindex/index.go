@@ -9,12 +9,13 @@
 package cacheindex
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -87,24 +88,27 @@ func WithClock(now func() time.Time) Option { return func(ix *Index) { ix.now = 
 // Open opens or creates the index file at path. Access times are flushed
 // every flushEvery (and on Close).
 func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error) {
-	db, damage := openChecked(path)
+	db, err := openChecked(path)
 	moved := ""
-	if damage != nil {
-		if errors.Is(damage, bolterrors.ErrTimeout) || errors.Is(damage, fs.ErrPermission) {
-			return nil, fmt.Errorf("open index %s: %w (is another regcache using this data directory?)", path, damage)
+	var damage *Damage
+	if err != nil && !errors.As(err, &damage) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("open index %s: %w (is another regcache using this data directory?)", path, err)
 		}
+		return nil, fmt.Errorf("open index %s: %w", path, err)
+	}
+	if damage != nil {
 		// A damaged index never stops the mirror: it is moved aside and
 		// a new one started; the caller rebuilds it from the store.
 		moved = fmt.Sprintf("%s.damaged-%d", path, time.Now().UnixNano())
 		if err := os.Rename(path, moved); err != nil {
 			return nil, fmt.Errorf("index %s is damaged (%v) and cannot be moved aside: %w", path, damage, err)
 		}
-		var err error
 		if db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second}); err != nil {
 			return nil, fmt.Errorf("open new index %s: %w", path, err)
 		}
 	}
-	err := db.Update(func(tx *bolt.Tx) error {
+	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketTags, bucketManifests, bucketBlobs, bucketHolds, bucketOrigins} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -116,7 +120,11 @@ func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error)
 		db.Close()
 		return nil, fmt.Errorf("init index %s: %w", path, err)
 	}
-	ix := &Index{db: db, log: slog.New(slog.DiscardHandler), now: time.Now, Damaged: moved, Damage: damage,
+	var damageErr error
+	if damage != nil {
+		damageErr = damage
+	}
+	ix := &Index{db: db, log: slog.New(slog.DiscardHandler), now: time.Now, Damaged: moved, Damage: damageErr,
 		touched: map[digest.Digest]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
 	for _, o := range opts {
 		o(ix)
@@ -125,35 +133,106 @@ func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error)
 	return ix, nil
 }
 
-// openChecked opens the file and reads every entry of it. A file bbolt
-// refuses, a read that fails, or a panic on a bad page (bbolt panics on
-// some) is reported as the damage; the database is then closed.
-func openChecked(path string) (db *bolt.DB, damage error) {
+// openChecked opens the file and reads and decodes every entry of it. A
+// file bbolt refuses as not a database, one shorter than its meta pages say
+// (bbolt would fault reading past its end), a read or decode that fails, or
+// a panic or memory fault on a bad page is reported as damage (*Damage);
+// the database is then closed. Other errors (a lock held, no permission,
+// out of file descriptors) are returned as they are: they say nothing of
+// the file.
+func openChecked(path string) (db *bolt.DB, err error) {
+	if err := checkLength(path); err != nil {
+		return nil, &Damage{err}
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // a fault on a bad page panics, here
 	defer func() {
 		if p := recover(); p != nil {
 			if db != nil {
 				db.Close()
 			}
-			db, damage = nil, fmt.Errorf("bbolt panicked reading it: %v", p)
+			db, err = nil, &Damage{fmt.Errorf("bbolt panicked reading it: %v", p)}
 		}
 	}()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) || errors.Is(err, bolterrors.ErrVersionMismatch) {
+		return nil, &Damage{err}
+	}
 	if err != nil {
 		return nil, err
 	}
 	// Read every entry in this goroutine (bbolt's own Check runs in one of
-	// its own, where a panic cannot be recovered): a bad page panics or
-	// errs here, not in the middle of serving.
+	// its own, where a panic cannot be recovered) and decode the values: a
+	// bad page or value fails here, not in the middle of serving.
 	err = db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
-			return b.ForEach(func(_, _ []byte) error { return nil })
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(k, v []byte) error { return decodeCheck(string(name), v) })
 		})
 	})
 	if err != nil {
 		db.Close()
-		return nil, err
+		return nil, &Damage{err}
 	}
 	return db, nil
+}
+
+// Damage is what was wrong with a damaged index file.
+type Damage struct{ Err error }
+
+func (d *Damage) Error() string { return "damaged index: " + d.Err.Error() }
+func (d *Damage) Unwrap() error { return d.Err }
+
+// decodeCheck decodes a value of one of the index's buckets.
+func decodeCheck(bucket string, v []byte) error {
+	var err error
+	switch bucket {
+	case string(bucketTags):
+		err = json.Unmarshal(v, new(TagEntry))
+	case string(bucketManifests):
+		err = json.Unmarshal(v, new(ManifestEntry))
+	case string(bucketBlobs):
+		err = json.Unmarshal(v, new(BlobEntry))
+	}
+	if err != nil {
+		return fmt.Errorf("%s entry: %w", bucket, err)
+	}
+	return nil
+}
+
+// checkLength refuses a file shorter than the pages its meta pages say it
+// has. The two meta pages are at the start; each names the page size and
+// the high-water page id.
+func checkLength(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // missing: bbolt creates it; unreadable: bbolt says why
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return nil
+	}
+	var need int64
+	for _, off := range []int64{0, 4096} {
+		var m [64]byte
+		if _, err := f.ReadAt(m[:], off); err != nil {
+			continue
+		}
+		// page header: id u64, flags u16, count u16, overflow u32 (16 bytes);
+		// then magic u32, version u32, pageSize u32, flags u32, root bucket
+		// (16 bytes), freelist u64, high-water pgid u64.
+		if binary.LittleEndian.Uint32(m[16:]) != 0xED0CDAED {
+			continue
+		}
+		pageSize := int64(binary.LittleEndian.Uint32(m[24:]))
+		pgid := int64(binary.LittleEndian.Uint64(m[56:]))
+		if pageSize > 0 && pgid > 0 && pgid < 1<<40 {
+			need = max(need, pgid*pageSize)
+		}
+	}
+	if need > fi.Size() {
+		return fmt.Errorf("the file is %d bytes, its meta pages say %d: truncated", fi.Size(), need)
+	}
+	return nil
 }
 
 // PutManifestEntry records a stored manifest without any repository
@@ -312,6 +391,16 @@ func (ix *Index) DeleteBlob(d digest.Digest) error {
 func (ix *Index) Touch(d digest.Digest) {
 	ix.mu.Lock()
 	ix.touched[d] = ix.now()
+	ix.mu.Unlock()
+}
+
+// TouchAll is Touch of several digests, under one lock.
+func (ix *Index) TouchAll(ds []digest.Digest) {
+	now := ix.now()
+	ix.mu.Lock()
+	for _, d := range ds {
+		ix.touched[d] = now
+	}
 	ix.mu.Unlock()
 }
 

@@ -237,6 +237,9 @@ Manifests are small and are kept.`,
 			if err != nil {
 				return err
 			}
+			if cfg.Storage.MaxSizePercent > 0 {
+				return errors.New("--max-size: give prune a size (e.g. 50GiB), not a percentage of the file system")
+			}
 			c, err := app.OpenCache(*data, nil)
 			if err != nil {
 				return err

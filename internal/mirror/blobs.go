@@ -110,7 +110,7 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 	// with nothing cached.
 	size := headSize
 	if size < 0 {
-		if n, ok := s.mem.blobSize(rt.up.Name, d); ok {
+		if n, ok := s.mem.blobSize(rt.up.Name, rt.repo, d); ok {
 			size = n
 		}
 	}

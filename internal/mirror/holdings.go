@@ -91,9 +91,9 @@ func (s *Service) confirmOrigin(ctx context.Context, rt route, d digest.Digest, 
 		}
 		stored = n
 	}
-	// One verification per (upstream, digest) at a time, detached from the
+	// One verification per (upstream, repository, digest) at a time, detached from the
 	// client that asked (others wait on the same answer).
-	_, err, _ := s.flights.Do("verify\x00"+rt.up.Name+"\x00"+d.String(), func() (any, error) {
+	_, err, _ := s.flights.Do("verify\x00"+rt.up.Name+"\x00"+rt.repo+"\x00"+d.String(), func() (any, error) {
 		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), verifyTimeout)
 		defer cancel()
 		if manifest { // ManifestGet checks the body against the digest

@@ -116,7 +116,12 @@ func (s *Service) allTags(ctx context.Context, rt route) (*upstream.Listing, err
 			}
 		}
 		next := nextQuery(l.Link)
-		if next == "" || !grew || page+1 >= maxTagPages {
+		if next == "" || !grew {
+			break
+		}
+		if page+1 >= maxTagPages {
+			s.log.Warn("a tag list has more pages than the mirror follows; serving the first ones",
+				slog.String("upstream", rt.up.Name), slog.String("repository", rt.repo), slog.Int("pages", maxTagPages), slog.Int("tags", len(all.Tags)))
 			break
 		}
 		query = next

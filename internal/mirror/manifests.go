@@ -50,6 +50,7 @@ func (s *Service) Manifest(ctx context.Context, req Request, ref oci.Reference) 
 	if !req.Head && !oci.IsIndex(m.MediaType) && s.prefetch {
 		s.startPrefetch(rt, m)
 	}
+	s.touchRefs(m)
 	return m, out, nil
 }
 
@@ -307,6 +308,17 @@ func (s *Service) storedManifest(ctx context.Context, d digest.Digest) (*Manifes
 	return m, nil
 }
 
+// touchRefs marks what a served manifest references as used now: a client
+// that has an image's layers pulls only its manifests, and those layers
+// must not sink in the eviction order while the image is in use.
+func (s *Service) touchRefs(m *Manifest) {
+	if _, refs := s.mem.manifestRefs(m.Digest); refs != nil {
+		s.index.TouchAll(refs)
+		return
+	}
+	s.index.TouchAll(refsOf(m.Body))
+}
+
 // rememberSizes keeps the sizes an image manifest of the route's upstream
 // gives its config and layers, to bound their fills.
 func (s *Service) rememberSizes(rt route, m *Manifest) {
@@ -317,7 +329,7 @@ func (s *Service) rememberSizes(rt route, m *Manifest) {
 		}
 	}
 	if len(sizes) > 0 {
-		s.mem.putBlobSizes(rt.up.Name, sizes)
+		s.mem.putBlobSizes(rt.up.Name, rt.repo, sizes)
 	}
 }
 

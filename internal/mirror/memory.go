@@ -33,11 +33,12 @@ type memory struct {
 	// last looked at: a hit does not look again (prefetch has nothing to
 	// do). Cleared by forget, since eviction may have taken a blob.
 	complete map[digest.Digest]struct{}
-	sizes    map[holdKey]int64 // blob sizes from manifests, per upstream (repo "")
+	sizes    map[holdKey]int64 // blob sizes from manifests, per upstream and repository
 }
 
 type memManifest struct {
 	m    *Manifest
+	refs []digest.Digest // what it references, parsed once
 	used atomic.Bool
 }
 
@@ -62,14 +63,20 @@ func newMemory(maxBytes int64) *memory {
 }
 
 func (mem *memory) manifest(d digest.Digest) *Manifest {
+	m, _ := mem.manifestRefs(d)
+	return m
+}
+
+// manifestRefs is manifest with the digests it references.
+func (mem *memory) manifestRefs(d digest.Digest) (*Manifest, []digest.Digest) {
 	mem.mu.RLock()
 	e := mem.manifests[d]
 	mem.mu.RUnlock()
 	if e == nil {
-		return nil
+		return nil, nil
 	}
 	e.used.Store(true)
-	return e.m
+	return e.m, e.refs
 }
 
 func (mem *memory) putManifest(m *Manifest) {
@@ -85,7 +92,7 @@ func (mem *memory) putManifest(m *Manifest) {
 	for mem.bytes+size > mem.maxBytes {
 		mem.sweep()
 	}
-	mem.manifests[m.Digest] = &memManifest{m: m}
+	mem.manifests[m.Digest] = &memManifest{m: m, refs: refsOf(m.Body)}
 	mem.bytes += size
 }
 
@@ -195,21 +202,22 @@ func (mem *memory) putOrigin(upstream string, d digest.Digest) { mem.putHolds(up
 // Sizes a manifest of an upstream gave its blobs, so the fill of one is cut
 // at that size (an upstream's endless body is not taken on trust). Keyed by
 // upstream: another upstream's manifest cannot set the size of this one's
-// fills. The map is cleared when full.
-func (mem *memory) blobSize(upstream string, d digest.Digest) (int64, bool) {
+// fills, nor another repository's manifest this one's. The map is cleared
+// when full.
+func (mem *memory) blobSize(upstream, repo string, d digest.Digest) (int64, bool) {
 	mem.mu.RLock()
 	defer mem.mu.RUnlock()
-	n, ok := mem.sizes[holdKey{upstream, "", d}]
+	n, ok := mem.sizes[holdKey{upstream, repo, d}]
 	return n, ok
 }
 
-func (mem *memory) putBlobSizes(upstream string, sizes map[digest.Digest]int64) {
+func (mem *memory) putBlobSizes(upstream, repo string, sizes map[digest.Digest]int64) {
 	mem.mu.Lock()
 	defer mem.mu.Unlock()
 	if len(mem.sizes)+len(sizes) > maxMemoryHolds {
 		clear(mem.sizes)
 	}
 	for d, n := range sizes {
-		mem.sizes[holdKey{upstream, "", d}] = n
+		mem.sizes[holdKey{upstream, repo, d}] = n
 	}
 }
