@@ -54,6 +54,7 @@ type App struct {
 	evictMu  sync.Mutex    // one eviction at a time
 	evictNow chan struct{} // a commit took the store over storage.max_size
 	stored   atomic.Int64  // blob bytes in the store, as last counted plus commits since
+	maxSize  atomic.Int64  // storage.max_size in bytes, read by commits as they land
 }
 
 // New opens the data directory and builds every part. Close releases them.
@@ -79,6 +80,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		log.Info("storage.max_size set from a share of the file system", slog.Float64("percent", pct), slog.Int64("bytes", cfg.Storage.MaxSize))
 	}
 	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1)}
+	a.maxSize.Store(cfg.Storage.MaxSize)
 	if err := a.reconcile(ctx); err != nil {
 		index.Close()
 		return nil, err

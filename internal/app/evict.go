@@ -26,7 +26,8 @@ const maxNamedTags = 100
 func (a *App) Evict(ctx context.Context) (int, int64, error) {
 	a.evictMu.Lock()
 	defer a.evictMu.Unlock()
-	if a.cfg.Storage.MaxSize <= 0 && a.cfg.Storage.MaxAge <= 0 {
+	maxSize := a.maxSize.Load()
+	if maxSize <= 0 && a.cfg.Storage.MaxAge <= 0 {
 		return 0, 0, nil
 	}
 	down := map[string]bool{}
@@ -40,7 +41,7 @@ func (a *App) Evict(ctx context.Context) (int, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	p, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: a.cfg.Storage.MaxSize, MaxAge: a.cfg.Storage.MaxAge, Protected: protected}, now)
+	p, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: a.cfg.Storage.MaxAge, Protected: protected}, now)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -121,10 +122,11 @@ func (a *App) evictLoop(ctx context.Context) {
 // committed counts a commit against storage.max_size and asks the
 // eviction loop to run at once when the store went over it.
 func (a *App) committed(size int64) {
-	if a.cfg.Storage.MaxSize <= 0 {
+	maxSize := a.maxSize.Load()
+	if maxSize <= 0 {
 		return
 	}
-	if a.stored.Add(size) > a.cfg.Storage.MaxSize {
+	if a.stored.Add(size) > maxSize {
 		select {
 		case a.evictNow <- struct{}{}:
 		default: // one is pending already

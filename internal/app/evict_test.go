@@ -54,7 +54,7 @@ func TestEvictBySize(t *testing.T) {
 	if !m.App.upstreams[0].Client.Health().Down {
 		t.Fatal("upstream not marked down")
 	}
-	m.App.cfg.Storage.MaxSize = 1
+	m.App.maxSize.Store(1)
 	if n, _, err := m.App.Evict(t.Context()); n == 0 || err != nil {
 		t.Fatalf("evicted %d blobs over a 1-byte cap (%v)", n, err)
 	}
@@ -90,7 +90,7 @@ func TestManifestPullsKeepLayers(t *testing.T) {
 	if status, _, err := get(t, "http://"+m.Host+"/v2/"+used.Repo+"/manifests/"+used.Tag); status != 200 || err != nil {
 		t.Fatalf("manifest: %d %v", status, err)
 	}
-	m.App.cfg.Storage.MaxSize = 1 << 20 // the other image (2 MiB) cannot stay
+	m.App.maxSize.Store(1 << 20) // the other image (2 MiB) cannot stay
 	if _, _, err := m.App.Evict(t.Context()); err != nil {
 		t.Fatal(err)
 	}
