@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regcache/regcache/internal/testenv"
 )
@@ -89,6 +90,10 @@ func TestDiskFull(t *testing.T) {
 	}
 	if strings.Contains(string(body), data) {
 		t.Errorf("the answer shows the data directory: %s", body)
+	}
+	// The fill logs its failure just after its readers learn of it.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(m.log(), "cache disk is full") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if !strings.Contains(m.log(), "cache disk is full") {
 		t.Error("the log does not say the disk is full")
