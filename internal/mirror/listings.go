@@ -87,8 +87,12 @@ type tagList struct {
 }
 
 // maxTagPages bounds the upstream pages followed for one repository's list
-// (each page is itself bounded by the upstream client).
-const maxTagPages = 64
+// (each page is itself bounded by the upstream client), and maxTagListBytes
+// the list gathered from them.
+const (
+	maxTagPages     = 64
+	maxTagListBytes = 8 << 20
+)
 
 // allTags fetches every page of a repository's tag list and returns them
 // as one sorted list.
@@ -96,6 +100,7 @@ func (s *Service) allTags(ctx context.Context, rt route) (*upstream.Listing, err
 	var all tagList
 	seen := map[string]bool{}
 	query := ""
+	size := 0
 	for page := 0; ; page++ {
 		l, err := rt.up.Client.Tags(ctx, rt.repo, query)
 		if err != nil {
@@ -113,7 +118,13 @@ func (s *Service) allTags(ctx context.Context, rt route) (*upstream.Listing, err
 			if !seen[t] {
 				seen[t], grew = true, true
 				all.Tags = append(all.Tags, t)
+				size += len(t) + 3
 			}
+		}
+		if size > maxTagListBytes {
+			s.log.Warn("a tag list is larger than the mirror keeps; serving the first tags gathered",
+				slog.String("upstream", rt.up.Name), slog.String("repository", rt.repo), slog.Int("tags", len(all.Tags)))
+			break
 		}
 		next := nextQuery(l.Link)
 		if next == "" || !grew {
@@ -185,6 +196,8 @@ func (s *Service) listing(ctx context.Context, rt route, key string, fetch func(
 			return fetch(ctx)
 		})
 		switch {
+		case err == nil && len(v.(*upstream.Listing).Body) > maxListCacheBytes/8:
+			out.Cache, l = "miss", v.(*upstream.Listing) // too large to keep: served, not cached
 		case err == nil:
 			out.Cache, l = "miss", v.(*upstream.Listing)
 			s.listMu.Lock()
