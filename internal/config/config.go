@@ -91,6 +91,9 @@ type Storage struct {
 	MaxSizePercent float64
 	// MaxAge evicts blobs not accessed for this long; 0 turns it off.
 	MaxAge time.Duration
+	// MaxBlobSize bounds a blob whose size neither a manifest nor the
+	// upstream's headers give: a longer body fails its fill.
+	MaxBlobSize int64
 }
 
 // Access says who may pull what.
@@ -147,6 +150,7 @@ func defaults() Config {
 		Prefetch:    Prefetch{Enabled: true, Parallel: 16},
 		Upstreams:   []Upstream{{URL: dockerHubURL}},
 		Access:      Access{Private: PrivateDeny},
+		Storage:     Storage{MaxBlobSize: 64 << 30},
 		Log:         Log{Level: "info", Format: "json"},
 	}
 }

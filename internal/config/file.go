@@ -27,8 +27,9 @@ type fileConfig struct {
 	} `yaml:"prefetch"`
 	Upstreams *[]fileUpstream `yaml:"upstreams"`
 	Storage   struct {
-		MaxSize *string `yaml:"max_size"`
-		MaxAge  *string `yaml:"max_age"`
+		MaxSize     *string `yaml:"max_size"`
+		MaxAge      *string `yaml:"max_age"`
+		MaxBlobSize *string `yaml:"max_blob_size"`
 	} `yaml:"storage"`
 	Access struct {
 		Allow          *[]string            `yaml:"allow"`
@@ -65,7 +66,7 @@ func (f *fileConfig) values() map[string]string {
 		"addr": f.Addr, "admin_addr": f.AdminAddr, "data": f.Data,
 		"freshness": f.Freshness, "fill_timeout": f.FillTimeout,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
-		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge,
+		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,
 		"access.htpasswd": f.Access.Htpasswd, "access.private": f.Access.Private,
 		"tls.cert": f.TLS.Cert, "tls.key": f.TLS.Key,
 		"log.level": f.Log.Level, "log.format": f.Log.Format,

@@ -107,6 +107,16 @@ var options = []option{
 			c.Storage.MaxSize, c.Storage.MaxSizePercent = n, 0
 			return err
 		}},
+	{flag: "max-blob-size", key: "storage.max_blob_size", def: "64GiB",
+		usage: "largest blob of unknown size (no manifest or Content-Length says) a fill takes, e.g. 64GiB",
+		set: func(c *Config, v string) error {
+			n, err := parseSize(v)
+			if err == nil && n <= 0 {
+				err = fmt.Errorf("invalid size %q: must be more than 0", v)
+			}
+			c.Storage.MaxBlobSize = n
+			return err
+		}},
 	{flag: "max-age", key: "storage.max_age", kind: kindDuration, defDoc: "0, off",
 		usage: "evict blobs not pulled for this long; 0 is off",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.Storage.MaxAge }, false)},

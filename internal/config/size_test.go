@@ -77,3 +77,25 @@ func TestMaxSizePercent(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxBlobSize: storage.max_blob_size defaults to 64 GiB and takes
+// sizes with units; 0 is refused.
+func TestMaxBlobSize(t *testing.T) {
+	env := func(v string) func(string) (string, bool) {
+		return func(k string) (string, bool) {
+			if k == "REGCACHE_MAX_BLOB_SIZE" && v != "" {
+				return v, true
+			}
+			return "", false
+		}
+	}
+	if c, err := Load(nil, env("")); err != nil || c.Storage.MaxBlobSize != 64<<30 {
+		t.Errorf("default: %d %v", c.Storage.MaxBlobSize, err)
+	}
+	if c, err := Load(nil, env("1GiB")); err != nil || c.Storage.MaxBlobSize != 1<<30 {
+		t.Errorf("1GiB: %d %v", c.Storage.MaxBlobSize, err)
+	}
+	if _, err := Load(nil, env("0")); err == nil {
+		t.Error("0 accepted")
+	}
+}
