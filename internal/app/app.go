@@ -88,7 +88,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	a.recount()
 	a.fills = fill.New(store, fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(store.Available),
 		fill.WithMaxSize(cfg.Storage.MaxBlobSize),
-		fill.WithOnCommit(func(d digest.Digest, size int64, _ string) {
+		fill.WithOnCommit(func(d digest.Digest, size int64) {
 			if err := index.PutBlob(d, size); err != nil {
 				log.Error("index blob", slog.String("digest", d.String()), slog.Any("error", err))
 			}

@@ -46,7 +46,7 @@ type Manager struct {
 	timeout    time.Duration
 	attempts   int
 	backoff    time.Duration
-	onCommit   func(d digest.Digest, size int64, origin string)
+	onCommit   func(d digest.Digest, size int64)
 	onVerified func(d digest.Digest, origin string)
 	maxSize    int64
 	free       func() (int64, error)
@@ -89,9 +89,8 @@ func WithResume(attempts int, backoff time.Duration) Option {
 }
 
 // WithOnCommit sets a hook called after a blob is committed (the index
-// records it there), with the name of the upstream whose bytes were
-// verified and stored (upstream.Blob.Upstream).
-func WithOnCommit(fn func(d digest.Digest, size int64, origin string)) Option {
+// records it there). WithOnVerified says which upstream served it.
+func WithOnCommit(fn func(d digest.Digest, size int64)) Option {
 	return func(m *Manager) { m.onCommit = fn }
 }
 
@@ -298,10 +297,7 @@ func (f *Fill) run(src Source) {
 	}
 	f.m.log.Info("fill committed", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Duration("duration", time.Since(start)))
 	if f.m.onCommit != nil {
-		f.mu.Lock()
-		origin := f.origin
-		f.mu.Unlock()
-		f.m.onCommit(f.d, written, origin)
+		f.m.onCommit(f.d, written)
 	}
 }
 

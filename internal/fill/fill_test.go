@@ -165,7 +165,7 @@ func TestReadersLeave(t *testing.T) {
 	t.Parallel()
 	c := newContent(2, 4<<20)
 	commits := make(chan digest.Digest, 1)
-	e := newEnv(t, envConfig{opts: []fill.Option{fill.WithOnCommit(func(d digest.Digest, size int64, _ string) {
+	e := newEnv(t, envConfig{opts: []fill.Option{fill.WithOnCommit(func(d digest.Digest, size int64) {
 		if size != c.size {
 			t.Errorf("onCommit size %d, want %d", size, c.size)
 		}
@@ -223,7 +223,7 @@ func TestSlowReader(t *testing.T) {
 	t.Parallel()
 	c := newContent(3, 16<<20)
 	commits := make(chan struct{})
-	e := newEnv(t, envConfig{opts: []fill.Option{fill.WithOnCommit(func(digest.Digest, int64, string) { close(commits) })}})
+	e := newEnv(t, envConfig{opts: []fill.Option{fill.WithOnCommit(func(digest.Digest, int64) { close(commits) })}})
 	ctx := testCtx(t)
 	e.up.add(c, func(int) fault { return fault{rate: 64 << 20} }) // a 250ms fill
 

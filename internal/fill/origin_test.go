@@ -47,7 +47,7 @@ func TestFillsPerUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	commits := make(chan string, 4)
-	m := fill.New(store, fill.WithOnCommit(func(_ digest.Digest, _ int64, origin string) { commits <- origin }))
+	m := fill.New(store, fill.WithOnVerified(func(_ digest.Digest, origin string) { commits <- origin }))
 	defer m.Close()
 	slowStopped := make(chan struct{})
 	slow := func(ctx context.Context, off int64) (*upstream.Blob, error) {

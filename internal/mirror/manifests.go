@@ -340,23 +340,8 @@ func ManifestEntryOf(body []byte) (cacheindex.ManifestEntry, bool) {
 	if len(body) > oci.MaxManifestSize {
 		return cacheindex.ManifestEntry{}, false
 	}
-	var shape struct {
-		SchemaVersion int             `json:"schemaVersion"`
-		MediaType     string          `json:"mediaType"`
-		Config        json.RawMessage `json:"config"`
-		Manifests     json.RawMessage `json:"manifests"`
-	}
-	if json.Unmarshal(body, &shape) != nil || shape.SchemaVersion != 2 {
-		return cacheindex.ManifestEntry{}, false
-	}
-	mt := shape.MediaType
-	switch {
-	case oci.IsManifestMediaType(mt):
-	case mt == "" && shape.Manifests != nil:
-		mt = oci.MediaTypeOCIIndex
-	case mt == "" && shape.Config != nil:
-		mt = oci.MediaTypeOCIManifest
-	default:
+	mt, ok := oci.SniffManifest(body)
+	if !ok {
 		return cacheindex.ManifestEntry{}, false
 	}
 	return cacheindex.ManifestEntry{MediaType: mt, Size: int64(len(body)), Refs: refsOf(body)}, true

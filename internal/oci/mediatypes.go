@@ -1,5 +1,7 @@
 package oci
 
+import "encoding/json"
+
 // Manifest media types regcache asks upstreams for. Manifests are stored and
 // served byte for byte whatever their type; these only shape Accept.
 const (
@@ -34,6 +36,36 @@ var ManifestMediaTypes = []string{
 	MediaTypeDockerManifestList,
 	MediaTypeOCIManifest,
 	MediaTypeDockerManifest,
+}
+
+// SniffManifest reports the manifest media type of a body: its own
+// mediaType field when that is a manifest type, else what its shape says
+// (schema 2 with manifests: an index; with a config: an image manifest;
+// schema 1 with fsLayers: Docker's schema 1). ok is false for anything
+// else, a JSON body that is no manifest included.
+func SniffManifest(body []byte) (mediaType string, ok bool) {
+	var shape struct {
+		SchemaVersion int             `json:"schemaVersion"`
+		MediaType     string          `json:"mediaType"`
+		Config        json.RawMessage `json:"config"`
+		Manifests     json.RawMessage `json:"manifests"`
+		FSLayers      json.RawMessage `json:"fsLayers"`
+	}
+	if json.Unmarshal(body, &shape) != nil {
+		return "", false
+	}
+	switch {
+	case IsManifestMediaType(shape.MediaType):
+		return shape.MediaType, true
+	case shape.MediaType != "":
+	case shape.SchemaVersion == 2 && shape.Manifests != nil:
+		return MediaTypeOCIIndex, true
+	case shape.SchemaVersion == 2 && shape.Config != nil:
+		return MediaTypeOCIManifest, true
+	case shape.SchemaVersion == 1 && shape.FSLayers != nil:
+		return MediaTypeDockerSchema1Signed, true
+	}
+	return "", false
 }
 
 // IsIndex reports whether mediaType is a manifest list or an image index.

@@ -97,7 +97,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.fills = fill.New(e.store, fill.WithLogger(log), fill.WithResume(3, 10*time.Millisecond),
-		fill.WithOnCommit(func(d digest.Digest, n int64, _ string) { e.index.PutBlob(d, n) }),
+		fill.WithOnCommit(func(d digest.Digest, n int64) { e.index.PutBlob(d, n) }),
 		fill.WithOnVerified(func(d digest.Digest, origin string) { e.index.PutOrigin(origin, d) }))
 	freshness := o.freshness
 	if freshness == 0 {

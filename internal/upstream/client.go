@@ -7,7 +7,6 @@ package upstream
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -368,26 +367,8 @@ func manifestMediaType(header string, body []byte) (string, error) {
 	if oci.IsManifestMediaType(base) {
 		return base, nil
 	}
-	var shape struct {
-		SchemaVersion int               `json:"schemaVersion"`
-		MediaType     string            `json:"mediaType"`
-		Config        json.RawMessage   `json:"config"`
-		Layers        []json.RawMessage `json:"layers"`
-		Manifests     []json.RawMessage `json:"manifests"`
-		FSLayers      []json.RawMessage `json:"fsLayers"`
-	}
-	if json.Unmarshal(body, &shape) == nil {
-		switch {
-		case oci.IsManifestMediaType(shape.MediaType):
-			return shape.MediaType, nil
-		case shape.MediaType != "":
-		case shape.SchemaVersion == 2 && shape.Manifests != nil:
-			return oci.MediaTypeOCIIndex, nil
-		case shape.SchemaVersion == 2 && shape.Config != nil:
-			return oci.MediaTypeOCIManifest, nil
-		case shape.SchemaVersion == 1 && shape.FSLayers != nil:
-			return oci.MediaTypeDockerSchema1Signed, nil
-		}
+	if mt, ok := oci.SniffManifest(body); ok {
+		return mt, nil
 	}
 	return "", fmt.Errorf("the upstream sent Content-Type %q, which is not a manifest media type, and the body is not a manifest", truncate(header, 64))
 }
