@@ -28,6 +28,11 @@ type Config struct {
 	// AdminAddr is the listen address of metrics, health, dashboard and admin
 	// API (yaml admin_addr, default "127.0.0.1:5001"); "" disables it.
 	AdminAddr string
+	// AdminToken, when set, is the bearer token the admin listener asks of
+	// state-changing calls from other hosts and of views that name private
+	// repositories (yaml admin_token); unset, state-changing calls are taken
+	// from loopback only.
+	AdminToken string
 	// Data is the directory of the blob store and index (yaml data, default "./data").
 	Data string
 	// Freshness is how long a fetched tag is served without asking upstream
@@ -246,10 +251,13 @@ func (c Config) Password(i int) (string, error) {
 const redacted = "<redacted>"
 
 // Redacted returns a copy of c that is safe to log: every non-empty upstream
-// password is replaced with "<redacted>". Password file paths are kept. c is
+// password and the admin token are replaced with "<redacted>". Password file paths are kept. c is
 // not modified.
 func (c Config) Redacted() Config {
 	c.Upstreams = slices.Clone(c.Upstreams)
+	if c.AdminToken != "" {
+		c.AdminToken = redacted
+	}
 	for i := range c.Upstreams {
 		if c.Upstreams[i].Password != "" {
 			c.Upstreams[i].Password = redacted

@@ -81,7 +81,7 @@ func TestErrors(t *testing.T) {
 
 		// Typos in variable names.
 		{name: "unknown variable", env: map[string]string{"REGCACHE_FRESHNES": "1m", "REGCACHE_ADDR": ":1"},
-			want: `config: unknown environment variable REGCACHE_FRESHNES (known: REGCACHE_ADDR, REGCACHE_ADMIN_ADDR, REGCACHE_ALLOW, REGCACHE_CONFIG, …`},
+			want: `config: unknown environment variable REGCACHE_FRESHNES (known: REGCACHE_ADDR, REGCACHE_ADMIN_ADDR, REGCACHE_ADMIN_TOKEN, REGCACHE_ALLOW, …`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
