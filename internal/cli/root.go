@@ -18,6 +18,7 @@ registries, and the tool that points dockerd, containerd and podman at it.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetFlagErrorFunc(flagError) // inherited by every subcommand
 	root.AddCommand(newServeCmd(), newClientCmd(), newStatusCmd(), newWarmCmd(), newCacheCmd())
 	return root
 }

@@ -69,9 +69,10 @@ func knownEnv() []string {
 	return names
 }
 
-// checkUnknownEnv fails on a REGCACHE_* variable among names that lookupEnv
-// reports as set but that matches no option, catching typos such as
-// REGCACHE_FRESHNES that would otherwise be ignored silently.
+// checkUnknownEnv fails on every REGCACHE_* variable among names that
+// lookupEnv reports as set but that matches no option, catching typos such
+// as REGCACHE_FRESHNES that would otherwise be ignored silently. Each is
+// named with the likely intended variable, or the list of known ones.
 func checkUnknownEnv(names []string, lookupEnv func(string) (string, bool)) error {
 	known := knownEnv()
 	var unknown []string
@@ -83,10 +84,14 @@ func checkUnknownEnv(names []string, lookupEnv func(string) (string, bool)) erro
 			unknown = append(unknown, n)
 		}
 	}
-	if len(unknown) == 0 {
-		return nil
-	}
 	slices.Sort(unknown)
-	return fmt.Errorf("config: unknown environment variable %s (known: %s)",
-		strings.Join(unknown, ", "), strings.Join(known, ", "))
+	var errs []error
+	for _, n := range unknown {
+		if m := Suggest(n, known); m != "" {
+			errs = append(errs, fmt.Errorf("config: unknown environment variable %s; did you mean %s?", n, m))
+		} else {
+			errs = append(errs, fmt.Errorf("config: unknown environment variable %s (known: %s)", n, strings.Join(known, ", ")))
+		}
+	}
+	return errors.Join(errs...)
 }

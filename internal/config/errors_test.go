@@ -18,9 +18,9 @@ func TestErrors(t *testing.T) {
 		want string // the whole message, or its start when it ends in "…"
 	}{
 		// Unknown keys and wrong shapes in the file, with key path and line.
-		{name: "unknown key", yaml: "addr: \":5000\"\nfresness: 1m\n", want: `config: fresness: unknown key (line 2)`},
-		{name: "unknown nested key", yaml: "storage:\n  max_sise: 1GB\n", want: `config: storage.max_sise: unknown key (line 2)`},
-		{name: "unknown upstream key", yaml: "upstreams:\n  - url: https://ghcr.io\n    pasword: x\n", want: `config: upstreams[0].pasword: unknown key (line 3)`},
+		{name: "unknown key", yaml: "addr: \":5000\"\nfresness: 1m\n", want: `config: fresness: unknown key (line 2); did you mean freshness?`},
+		{name: "unknown nested key", yaml: "storage:\n  max_sise: 1GB\n", want: `config: storage.max_sise: unknown key (line 2); did you mean max_size?`},
+		{name: "unknown upstream key", yaml: "upstreams:\n  - url: https://ghcr.io\n    pasword: x\n", want: `config: upstreams[0].pasword: unknown key (line 3); did you mean password?`},
 		{name: "scalar for list", yaml: "access:\n  allow: 10.0.0.0/8\n", want: `config: access.allow: want a list, got a single value (line 2)`},
 		{name: "list for scalar", yaml: "addr: [a, b]\n", want: `config: addr: want a single value, got a list (line 1)`},
 		{name: "scalar for mapping", yaml: "prefetch: true\n", want: `config: prefetch: want a mapping, got a single value (line 1)`},
@@ -29,8 +29,9 @@ func TestErrors(t *testing.T) {
 		{name: "missing file", args: []string{"--config", missing}, want: `config: open ` + missing + `: no such file or directory`},
 
 		// Bad values, named by key, variable or flag.
-		{name: "file duration", yaml: `freshness: "abc"`, want: `config: freshness: invalid duration "abc"`},
-		{name: "env duration", env: map[string]string{"REGCACHE_FRESHNESS": "abc"}, want: `config: REGCACHE_FRESHNESS: invalid duration "abc"`},
+		{name: "file duration", yaml: `freshness: "abc"`, want: `config: freshness: invalid duration "abc" (want a number with a unit: s, m or h, e.g. 90s, 10m, 1h30m)`},
+		{name: "env duration", env: map[string]string{"REGCACHE_FRESHNESS": "abc"}, want: `config: REGCACHE_FRESHNESS: invalid duration "abc" (want a number with a unit: s, m or h, e.g. 90s, 10m, 1h30m)`},
+		{name: "env duration without unit", env: map[string]string{"REGCACHE_FRESHNESS": "10"}, want: `config: REGCACHE_FRESHNESS: invalid duration "10" (want a number with a unit: s, m or h, e.g. 90s, 10m, 1h30m)`},
 		{name: "file negative duration", yaml: "storage: {max_age: -1h}", want: `config: storage.max_age: must not be negative, got -1h0m0s`},
 		{name: "env negative duration", env: map[string]string{"REGCACHE_FRESHNESS": "-5s"}, want: `config: REGCACHE_FRESHNESS: must not be negative, got -5s`},
 		{name: "flag negative duration", args: []string{"--max-age=-1h"}, want: `config: --max-age: must not be negative, got -1h0m0s`},
@@ -54,7 +55,9 @@ func TestErrors(t *testing.T) {
 		{name: "htpasswd missing", env: map[string]string{"REGCACHE_HTPASSWD": missing}, want: `config: REGCACHE_HTPASSWD: open ` + missing + `: no such file or directory`},
 
 		// Upstreams.
-		{name: "url without scheme", yaml: "upstreams: [{url: ghcr.io}]", want: `config: upstreams[0].url: invalid URL "ghcr.io": scheme must be http or https`},
+		{name: "url without scheme", yaml: "upstreams: [{url: ghcr.io}]", want: `config: upstreams[0].url: invalid URL "ghcr.io": add http:// or https:// in front, e.g. https://ghcr.io`},
+		{name: "flag url host:port", args: []string{"--upstream-url", "127.0.0.1:5711"}, want: `config: --upstream-url: invalid URL "127.0.0.1:5711": add http:// or https:// in front, e.g. https://127.0.0.1:5711`},
+		{name: "url that does not parse", env: map[string]string{"REGCACHE_UPSTREAM_URL": "http://[::1"}, want: `config: REGCACHE_UPSTREAM_URL: invalid URL "http://[::1": want scheme://host[:port], e.g. https://registry-1.docker.io`},
 		{name: "url with other scheme", env: map[string]string{"REGCACHE_UPSTREAM_URL": "ftp://ghcr.io"}, want: `config: REGCACHE_UPSTREAM_URL: invalid URL "ftp://ghcr.io": scheme must be http or https`},
 		{name: "url with path", env: map[string]string{"REGISTRY_PROXY_REMOTEURL": "https://ghcr.io/v2/"}, want: `config: REGISTRY_PROXY_REMOTEURL: invalid URL "https://ghcr.io/v2/": must not have a path, query or fragment`},
 		{name: "url with credentials", args: []string{"--upstream-url", "https://me:pw@ghcr.io"}, want: `config: --upstream-url: invalid URL "https://me:xxxxx@ghcr.io": credentials belong in username and password`},
@@ -81,7 +84,9 @@ func TestErrors(t *testing.T) {
 
 		// Typos in variable names.
 		{name: "unknown variable", env: map[string]string{"REGCACHE_FRESHNES": "1m", "REGCACHE_ADDR": ":1"},
-			want: `config: unknown environment variable REGCACHE_FRESHNES (known: REGCACHE_ADDR, REGCACHE_ADMIN_ADDR, REGCACHE_ADMIN_TOKEN, REGCACHE_ALLOW, …`},
+			want: `config: unknown environment variable REGCACHE_FRESHNES; did you mean REGCACHE_FRESHNESS?`},
+		{name: "unknown variable far from any", env: map[string]string{"REGCACHE_COLOUR": "red"},
+			want: `config: unknown environment variable REGCACHE_COLOUR (known: REGCACHE_ADDR, REGCACHE_ADMIN_ADDR, REGCACHE_ADMIN_TOKEN, REGCACHE_ALLOW, …`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +111,27 @@ func TestErrors(t *testing.T) {
 func TestErrorsAreAllReported(t *testing.T) {
 	t.Parallel()
 	_, err := loadWith(t, "freshness: x\nlog: {level: loud}\n", nil)
-	want := "config: freshness: invalid duration \"x\"\nconfig: log.level: invalid log level \"loud\" (want debug, info, warn, error)"
+	want := "config: freshness: invalid duration \"x\" (want a number with a unit: s, m or h, e.g. 90s, 10m, 1h30m)\nconfig: log.level: invalid log level \"loud\" (want debug, info, warn, error)"
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v\nwant %s", err, want)
+	}
+}
+
+// TestTyposAreAllReported: a file with three misspelt keys (one nested in an
+// upstream) and two misspelt variables gets one did-you-mean for each.
+func TestTyposAreAllReported(t *testing.T) {
+	t.Parallel()
+	yaml := "fresnhess: 1m\nupstreams:\n  - url: https://ghcr.io\n    usrname: me\nstorage:\n  max_szie: 1GB\n"
+	_, err := loadWith(t, yaml, nil)
+	want := "config: fresnhess: unknown key (line 1); did you mean freshness?\n" +
+		"config: upstreams[0].usrname: unknown key (line 4); did you mean username?\n" +
+		"config: storage.max_szie: unknown key (line 6); did you mean max_size?"
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v\nwant %s", err, want)
+	}
+	_, err = loadWith(t, "", map[string]string{"REGCACHE_ADR": ":1", "REGCACHE_LOG_LEVL": "info"})
+	want = "config: unknown environment variable REGCACHE_ADR; did you mean REGCACHE_ADDR?\n" +
+		"config: unknown environment variable REGCACHE_LOG_LEVL; did you mean REGCACHE_LOG_LEVEL?"
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v\nwant %s", err, want)
 	}

@@ -100,8 +100,11 @@ func applyFile(c *Config, path string) error {
 	if len(doc.Content) == 0 {
 		return nil // empty file
 	}
-	if err := checkNode(doc.Content[0], reflect.TypeFor[fileConfig](), ""); err != nil {
-		return fmt.Errorf("config: %w", err)
+	if errs := checkNode(doc.Content[0], reflect.TypeFor[fileConfig](), ""); len(errs) > 0 {
+		for i, err := range errs {
+			errs[i] = fmt.Errorf("config: %w", err)
+		}
+		return errors.Join(errs...)
 	}
 	var f fileConfig
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -158,9 +161,10 @@ func (fu fileUpstream) upstream(key string) (Upstream, error) {
 }
 
 // checkNode walks a YAML node against the Go type it will be decoded into,
-// reporting the first unknown key or wrong shape (a list where a value is
-// wanted, …) with its dotted key path and line. Null nodes are always fine.
-func checkNode(n *yaml.Node, t reflect.Type, path string) error {
+// reporting every unknown key (with the likely intended key, if one is
+// close) and every wrong shape (a list where a value is wanted, …) with its
+// dotted key path and line. Null nodes are always fine.
+func checkNode(n *yaml.Node, t reflect.Type, path string) []error {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
@@ -174,10 +178,11 @@ func checkNode(n *yaml.Node, t reflect.Type, path string) error {
 	if where == "" {
 		where = "top level"
 	}
+	var errs []error
 	switch t.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			return fmt.Errorf("%s: want a mapping, got %s (line %d)", where, kindName(n), n.Line)
+			return []error{fmt.Errorf("%s: want a mapping, got %s (line %d)", where, kindName(n), n.Line)}
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
@@ -187,36 +192,42 @@ func checkNode(n *yaml.Node, t reflect.Type, path string) error {
 			}
 			f, ok := fieldByTag(t, k.Value)
 			if !ok {
-				return fmt.Errorf("%s: unknown key (line %d)", keyPath, k.Line)
+				errs = append(errs, fmt.Errorf("%s: unknown key (line %d)%s", keyPath, k.Line, didYouMean(k.Value, tagsOf(t))))
+				continue
 			}
-			if err := checkNode(v, f.Type, keyPath); err != nil {
-				return err
-			}
+			errs = append(errs, checkNode(v, f.Type, keyPath)...)
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			return fmt.Errorf("%s: want a mapping, got %s (line %d)", where, kindName(n), n.Line)
+			return []error{fmt.Errorf("%s: want a mapping, got %s (line %d)", where, kindName(n), n.Line)}
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			if err := checkNode(n.Content[i+1], t.Elem(), path+"."+n.Content[i].Value); err != nil {
-				return err
-			}
+			errs = append(errs, checkNode(n.Content[i+1], t.Elem(), path+"."+n.Content[i].Value)...)
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			return fmt.Errorf("%s: want a list, got %s (line %d)", where, kindName(n), n.Line)
+			return []error{fmt.Errorf("%s: want a list, got %s (line %d)", where, kindName(n), n.Line)}
 		}
 		for i, e := range n.Content {
-			if err := checkNode(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
+			errs = append(errs, checkNode(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
 		}
 	default:
 		if n.Kind != yaml.ScalarNode {
-			return fmt.Errorf("%s: want a single value, got %s (line %d)", where, kindName(n), n.Line)
+			return []error{fmt.Errorf("%s: want a single value, got %s (line %d)", where, kindName(n), n.Line)}
 		}
 	}
-	return nil
+	return errs
+}
+
+// tagsOf lists the yaml keys of struct type t.
+func tagsOf(t reflect.Type) []string {
+	var tags []string
+	for i := range t.NumField() {
+		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag != "" && tag != "-" {
+			tags = append(tags, tag)
+		}
+	}
+	return tags
 }
 
 // fieldByTag finds the struct field whose yaml tag is name.

@@ -183,7 +183,7 @@ func setDuration(field func(*Config) *time.Duration, positive bool) func(*Config
 	return func(c *Config, v string) error {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil {
-			return fmt.Errorf("invalid duration %q", v)
+			return invalidDuration(v)
 		}
 		if err := checkDuration(d, positive); err != nil {
 			return err
@@ -191,6 +191,12 @@ func setDuration(field func(*Config) *time.Duration, positive bool) func(*Config
 		*field(c) = d
 		return nil
 	}
+}
+
+// invalidDuration is the error for a duration that does not parse: the
+// commonest mistake is a bare number, so it shows the units.
+func invalidDuration(v string) error {
+	return fmt.Errorf("invalid duration %q (want a number with a unit: s, m or h, e.g. 90s, 10m, 1h30m)", v)
 }
 
 // checkDuration rejects negative durations, and zero ones when positive.
@@ -292,13 +298,17 @@ func checkNonEmpty(s string) (string, error) {
 }
 
 // checkUpstreamURL accepts an http(s) URL with a host and no path, query,
-// fragment or credentials, and returns it without a trailing slash.
+// fragment or credentials, and returns it without a trailing slash. Its
+// errors are one sentence naming the fix; Go's parser messages are not shown.
 func checkUpstreamURL(s string) (string, error) {
-	u, err := url.Parse(s)
 	shown := redact.URL(s) // never echo a password the operator put in the URL
+	if !strings.Contains(s, "://") {
+		return "", fmt.Errorf("invalid URL %q: add http:// or https:// in front, e.g. https://%s", shown, strings.TrimPrefix(shown, "//"))
+	}
+	u, err := url.Parse(s)
 	switch {
 	case err != nil:
-		return "", fmt.Errorf("invalid URL %q", shown)
+		return "", fmt.Errorf("invalid URL %q: want scheme://host[:port], e.g. https://registry-1.docker.io", shown)
 	case u.Scheme != "http" && u.Scheme != "https":
 		return "", fmt.Errorf("invalid URL %q: scheme must be http or https", shown)
 	case u.Host == "":
