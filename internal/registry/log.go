@@ -19,6 +19,7 @@ type reqInfo struct {
 	route    string
 	repo     string
 	errCode  string
+	errMsg   string // the message the client was sent, cut at maxLoggedReason
 	kind     string
 	stale    string // why a stale answer was served
 }
@@ -32,7 +33,17 @@ func info(r *http.Request) *reqInfo {
 	return &reqInfo{}
 }
 
-func noteError(r *http.Request, e *oci.Error) { info(r).errCode = string(e.Code) }
+func noteError(r *http.Request, e *oci.Error) {
+	ri := info(r)
+	ri.errCode, ri.errMsg = string(e.Code), e.Message
+	if len(ri.errMsg) > maxLoggedReason {
+		ri.errMsg = ri.errMsg[:maxLoggedReason] + "…"
+	}
+}
+
+// maxLoggedReason bounds the reason logged with a request: messages can
+// quote upstream answers.
+const maxLoggedReason = 512
 
 // logWriter records status and bytes for the access log.
 type logWriter struct {
@@ -76,7 +87,8 @@ func (w *logWriter) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // accessLog writes one JSON line per request: method, path, status, bytes,
-// duration, cache result and route. Query strings are not logged (a
+// duration (seconds), cache result and route, and for an error its code
+// and the reason the client was told. Query strings are not logged (a
 // redirect's query can carry a token); neither are headers.
 func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -127,7 +139,7 @@ func (s *Server) logRequest(r *http.Request, ri *reqInfo, status int, bytes int6
 	attrs := []slog.Attr{
 		slog.String("method", methodLabel(r.Method)), slog.String("path", r.URL.Path),
 		slog.Int("status", status), slog.Int64("bytes", bytes),
-		slog.Duration("duration", took), slog.String("remote", r.RemoteAddr),
+		slog.Float64("duration", took.Seconds()), slog.String("remote", r.RemoteAddr),
 	}
 	if ri.cache != "" {
 		attrs = append(attrs, slog.String("cache", ri.cache), slog.Bool("hit", ri.cache != "miss"))
@@ -136,7 +148,7 @@ func (s *Server) logRequest(r *http.Request, ri *reqInfo, status int, bytes int6
 		attrs = append(attrs, slog.String("upstream", ri.upstream), slog.String("route", ri.route), slog.String("repository", ri.repo))
 	}
 	if ri.errCode != "" {
-		attrs = append(attrs, slog.String("error", ri.errCode))
+		attrs = append(attrs, slog.String("error", ri.errCode), slog.String("reason", ri.errMsg))
 	}
 	if ri.stale != "" {
 		attrs = append(attrs, slog.String("stale_reason", ri.stale))

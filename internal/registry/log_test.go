@@ -1,0 +1,71 @@
+package registry
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/regcache/regcache/internal/oci"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestLogCarriesTheReason: an error's request log line has the code, the
+// same reason the client's envelope has, and the duration in seconds as a
+// JSON number.
+func TestLogCarriesTheReason(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	var buf syncBuffer
+	ts := httptest.NewServer(New(e.content, WithLogger(slog.New(slog.NewJSONHandler(&buf, nil)))).Handler())
+	defer ts.Close()
+	resp, err := http.Get(ts.URL + "/v2/library/nosuch/manifests/latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var env oci.Envelope
+	if err := json.Unmarshal(body, &env); err != nil || len(env.Errors) != 1 || env.Errors[0].Message == "" {
+		t.Fatalf("status %d, body %s: want one error with a message (%v)", resp.StatusCode, body, err)
+	}
+	ts.Close() // the log line is written when the handler returns
+	var line map[string]any
+	sc := bufio.NewScanner(bytes.NewReader([]byte(buf.String())))
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "request" {
+			line = m
+		}
+	}
+	if line == nil {
+		t.Fatalf("no request line in the log:\n%s", buf.String())
+	}
+	if line["error"] != string(env.Errors[0].Code) || line["reason"] != env.Errors[0].Message {
+		t.Errorf("log error %v reason %v, client got %s %q", line["error"], line["reason"], env.Errors[0].Code, env.Errors[0].Message)
+	}
+	if d, ok := line["duration"].(float64); !ok || d <= 0 || d > 60 {
+		t.Errorf("duration %#v: want seconds as a number", line["duration"])
+	}
+}
