@@ -12,10 +12,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -78,15 +81,11 @@ type Upstream struct {
 
 // Access is the mirror's access control. It is safe for concurrent use.
 type Access struct {
-	allow, trusted []netip.Prefix
-	private        string
-	log            *slog.Logger
-	now            func() time.Time
-
-	users    *htpasswd // nil: no logins
+	rules    atomic.Pointer[rules] // replaced whole by Reload
+	log      *slog.Logger
+	now      func() time.Time
 	guard    *loginGuard
-	patterns map[string][]string
-	signer   *signer
+	signer   *signer // made at start; kept across reloads, so tokens stay valid
 	tokenTTL time.Duration
 
 	upstreams  map[string]*upstreamState
@@ -98,6 +97,18 @@ type Access struct {
 	clientsMu    sync.Mutex
 	clientActive map[netip.Addr]int
 }
+
+// rules are the parts of the access control a reload replaces: who may
+// connect, who may log in, and what they may pull.
+type rules struct {
+	allow, trusted []netip.Prefix
+	private        string
+	users          *htpasswd // nil: no logins
+	patterns       map[string][]string
+}
+
+// cur is the rules in force.
+func (a *Access) cur() *rules { return a.rules.Load() }
 
 type upstreamState struct {
 	credentialed bool
@@ -145,44 +156,20 @@ func WithMaxRequestsPerClient(n int) Option { return func(a *Access) { a.perClie
 // New checks cfg and loads the htpasswd file. Users named in cfg.Users must
 // be in the htpasswd file.
 func New(cfg Config, opts ...Option) (*Access, error) {
-	a := &Access{allow: cfg.Allow, trusted: cfg.TrustedProxies, private: cfg.Private,
-		log: slog.New(slog.DiscardHandler), now: time.Now, tokenTTL: 5 * time.Minute,
+	a := &Access{log: slog.New(slog.DiscardHandler), now: time.Now, tokenTTL: 5 * time.Minute,
 		upstreams: map[string]*upstreamState{}, rememberOK: 5 * time.Minute, maxURL: 8 << 10,
-		patterns: cfg.Users, clientActive: map[netip.Addr]int{}}
+		clientActive: map[netip.Addr]int{}}
 	for _, o := range opts {
 		o(a)
 	}
 	a.guard = newLoginGuard(func() time.Time { return a.now() })
-	switch a.private {
-	case "":
-		a.private = PrivateDeny
-	case PrivateDeny, PrivateAuthenticated, PrivateAllow:
-	default:
-		return nil, fmt.Errorf("access: invalid private policy %q (want deny, authenticated or allow)", cfg.Private)
+	r, err := a.newRules(cfg)
+	if err != nil {
+		return nil, err
 	}
-	for user, pats := range cfg.Users {
-		for _, p := range pats {
-			if err := checkPattern(p); err != nil {
-				return nil, fmt.Errorf("access: users.%s: %w", user, err)
-			}
-		}
-	}
-	if cfg.Htpasswd != "" {
-		h, err := loadHtpasswd(cfg.Htpasswd, a.log, a.now)
-		if err != nil {
-			return nil, err
-		}
-		a.users = h
-		for user := range cfg.Users {
-			if !h.has(user) {
-				return nil, fmt.Errorf("access: users: %q is not in %s", user, cfg.Htpasswd)
-			}
-		}
-		if a.signer, err = newSigner(); err != nil {
-			return nil, err
-		}
-	} else if len(cfg.Users) > 0 {
-		return nil, fmt.Errorf("access: users are listed but no htpasswd file is configured")
+	a.rules.Store(r)
+	if a.signer, err = newSigner(); err != nil {
+		return nil, err
 	}
 	for i, u := range cfg.Upstreams {
 		if i == 0 {
@@ -208,7 +195,74 @@ func (a *Access) LoginFailures() (failed, throttled int64) {
 }
 
 // Logins reports whether client logins are configured.
-func (a *Access) Logins() bool { return a.users != nil }
+func (a *Access) Logins() bool { return a.cur().users != nil }
+
+// newRules checks cfg's rules and loads its htpasswd file.
+func (a *Access) newRules(cfg Config) (*rules, error) {
+	r := &rules{allow: cfg.Allow, trusted: cfg.TrustedProxies, private: cfg.Private, patterns: cfg.Users}
+	switch r.private {
+	case "":
+		r.private = PrivateDeny
+	case PrivateDeny, PrivateAuthenticated, PrivateAllow:
+	default:
+		return nil, fmt.Errorf("access: invalid private policy %q (want deny, authenticated or allow)", cfg.Private)
+	}
+	for user, pats := range cfg.Users {
+		for _, p := range pats {
+			if err := checkPattern(p); err != nil {
+				return nil, fmt.Errorf("access: users.%s: %w", user, err)
+			}
+		}
+	}
+	if cfg.Htpasswd != "" {
+		h, err := loadHtpasswd(cfg.Htpasswd, a.log, a.now)
+		if err != nil {
+			return nil, err
+		}
+		r.users = h
+		for user := range cfg.Users {
+			if !h.has(user) {
+				return nil, fmt.Errorf("access: users: %q is not in %s", user, cfg.Htpasswd)
+			}
+		}
+	} else if len(cfg.Users) > 0 {
+		return nil, fmt.Errorf("access: users are listed but no htpasswd file is configured")
+	}
+	return r, nil
+}
+
+// Reload replaces the allow-list, trusted proxies, private policy, htpasswd
+// file (read again now) and user patterns with cfg's, all at once, and says
+// what changed. On an error nothing is replaced. Upstreams are not
+// reloaded. Tokens issued before stay valid for users whose password did
+// not change.
+func (a *Access) Reload(cfg Config) ([]string, error) {
+	next, err := a.newRules(cfg)
+	if err != nil {
+		return nil, err
+	}
+	old := a.rules.Swap(next)
+	var changed []string
+	if !slices.Equal(old.allow, next.allow) {
+		changed = append(changed, fmt.Sprintf("access.allow (%d networks)", len(next.allow)))
+	}
+	if !slices.Equal(old.trusted, next.trusted) {
+		changed = append(changed, fmt.Sprintf("access.trusted_proxies (%d networks)", len(next.trusted)))
+	}
+	if old.private != next.private {
+		changed = append(changed, "access.private ("+next.private+")")
+	}
+	switch {
+	case next.users != nil:
+		changed = append(changed, fmt.Sprintf("access.htpasswd (%d users)", next.users.count()))
+	case old.users != nil:
+		changed = append(changed, "access.htpasswd (logins off)")
+	}
+	if !maps.EqualFunc(old.patterns, next.patterns, slices.Equal[[]string]) {
+		changed = append(changed, fmt.Sprintf("access.users (%d users with patterns)", len(next.patterns)))
+	}
+	return changed, nil
+}
 
 // Middleware runs before routing: the allow-list, the request limits, the
 // token endpoint and the /v2/ login probe.
@@ -238,7 +292,7 @@ func (a *Access) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
-		if a.users != nil {
+		if a.cur().users != nil {
 			if r.URL.Path == "/token" {
 				a.serveToken(w, r, client)
 				return
@@ -262,7 +316,7 @@ func (a *Access) clientAddr(r *http.Request) netip.Addr {
 		return netip.Addr{}
 	}
 	addr := ap.Addr().Unmap()
-	if !contains(a.trusted, addr) {
+	if !contains(a.cur().trusted, addr) {
 		return addr
 	}
 	var hops []string
@@ -275,7 +329,7 @@ func (a *Access) clientAddr(r *http.Request) netip.Addr {
 			return netip.Addr{}
 		}
 		addr = h.Unmap()
-		if !contains(a.trusted, addr) {
+		if !contains(a.cur().trusted, addr) {
 			return addr
 		}
 	}
@@ -286,11 +340,11 @@ func (a *Access) clientAddr(r *http.Request) netip.Addr {
 // X-Forwarded-* headers are believed.
 func (a *Access) fromTrustedProxy(r *http.Request) bool {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	return err == nil && contains(a.trusted, ap.Addr().Unmap())
+	return err == nil && contains(a.cur().trusted, ap.Addr().Unmap())
 }
 
 func (a *Access) allowed(addr netip.Addr) bool {
-	return len(a.allow) == 0 || contains(a.allow, addr)
+	return len(a.cur().allow) == 0 || contains(a.cur().allow, addr)
 }
 
 func contains(ps []netip.Prefix, addr netip.Addr) bool {

@@ -48,7 +48,8 @@ var errBadLogin = errors.New("incorrect username or password")
 // an htpasswd user, or a Bearer token from /token. Without logins
 // configured every request is anonymous.
 func (a *Access) identify(r *http.Request, client netip.Addr) identity {
-	if a.users == nil {
+	users := a.cur().users
+	if users == nil {
 		return identity{}
 	}
 	h := r.Header.Get("Authorization")
@@ -64,7 +65,7 @@ func (a *Access) identify(r *http.Request, client netip.Addr) identity {
 			return identity{presented: true, err: err}
 		}
 		if c.Sub != "" {
-			fp, ok := a.users.fingerprint(c.Sub)
+			fp, ok := users.fingerprint(c.Sub)
 			switch {
 			case !ok:
 				return identity{presented: true, err: errors.New("the token's user no longer exists")}
@@ -80,7 +81,8 @@ func (a *Access) identify(r *http.Request, client netip.Addr) identity {
 // login checks a user's password, unless the client's address failed too
 // often lately (then nothing is checked and the client is told to wait).
 func (a *Access) login(client netip.Addr, user, pw string) identity {
-	if a.users.remembered(user, pw) { // checked within the minute: no bcrypt, no limit
+	users := a.cur().users
+	if users.remembered(user, pw) { // checked within the minute: no bcrypt, no limit
 		return identity{user: user, presented: true}
 	}
 	if wait := a.guard.wait(client); wait > 0 {
@@ -93,10 +95,10 @@ func (a *Access) login(client netip.Addr, user, pw string) identity {
 	if wait := a.guard.wait(client); wait > 0 { // failures counted while this one waited
 		return identity{presented: true, throttled: wait}
 	}
-	if a.users.remembered(user, pw) { // the same credentials passed while this one waited
+	if users.remembered(user, pw) { // the same credentials passed while this one waited
 		return identity{user: user, presented: true}
 	}
-	ok, busy := a.users.check(user, pw)
+	ok, busy := users.check(user, pw)
 	if busy { // no bcrypt slot in time: nobody's fault, nothing counted
 		return identity{presented: true, throttled: time.Second}
 	}
@@ -201,7 +203,7 @@ func (a *Access) serveToken(w http.ResponseWriter, r *http.Request, client netip
 	} else {
 		user = ""
 	}
-	fp, _ := a.users.fingerprint(user)
+	fp, _ := a.cur().users.fingerprint(user)
 	now := a.now()
 	tok, err := a.signer.issue(claims{Sub: user, Pwd: fp, Aud: Service, Iat: now.Unix(), Exp: now.Add(a.tokenTTL).Unix()})
 	if err != nil {
@@ -434,6 +436,13 @@ func (h *htpasswd) refresh() {
 		return
 	}
 	h.log.Info("htpasswd reloaded", slog.Int("users", len(h.hashes)))
+}
+
+// count is the number of users in the file.
+func (h *htpasswd) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.hashes)
 }
 
 func (h *htpasswd) has(user string) bool {

@@ -80,17 +80,17 @@ func basic(user, pw string) string {
 // whether the user exists (by the hash's cost, and by time, many samples).
 func TestUnknownUserTakesAsLong(t *testing.T) {
 	e := newLoginEnv(t, 8)
-	if e.a.users.cost != 8 {
-		t.Fatalf("dummy cost %d for a file of cost-8 hashes", e.a.users.cost)
+	if e.a.cur().users.cost != 8 {
+		t.Fatalf("dummy cost %d for a file of cost-8 hashes", e.a.cur().users.cost)
 	}
-	if c, _ := bcrypt.Cost(dummyHash(e.a.users.cost)); c != 8 {
+	if c, _ := bcrypt.Cost(dummyHash(e.a.cur().users.cost)); c != 8 {
 		t.Fatalf("dummy hash of cost %d", c)
 	}
 	median := func(user string) time.Duration {
 		var ds []time.Duration
 		for range 9 {
 			start := time.Now()
-			e.a.users.verify(user, "wrong")
+			e.a.cur().users.verify(user, "wrong")
 			ds = append(ds, time.Since(start))
 		}
 		slices.Sort(ds)
@@ -139,11 +139,11 @@ func TestLoginBackoff(t *testing.T) {
 // one bcrypt comparison, not two.
 func TestTokenChecksPasswordOnce(t *testing.T) {
 	e := newLoginEnv(t, bcrypt.MinCost)
-	before := e.a.users.compares.Load()
+	before := e.a.cur().users.compares.Load()
 	if w := e.get("/token?service=regcache", "127.0.0.1", basic("alice", "secret-a")); w.Code != 200 {
 		t.Fatalf("token: %d %s", w.Code, w.Body)
 	}
-	if n := e.a.users.compares.Load() - before; n != 1 {
+	if n := e.a.cur().users.compares.Load() - before; n != 1 {
 		t.Errorf("%d password comparisons for one token request", n)
 	}
 }

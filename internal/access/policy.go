@@ -25,13 +25,14 @@ import (
 // credentials always get a 401. Errors are *oci.Error.
 func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, upName, repo string) error {
 	id := a.identityOf(r)
+	rl := a.cur()
 	if id.err != nil {
 		return a.challenge(w, r, clientName(r, repo), id.err)
 	}
-	if a.private == PrivateAllow {
+	if rl.private == PrivateAllow {
 		return nil
 	}
-	if id.user != "" && a.private == PrivateAuthenticated && a.userMay(id.user, upName, repo) {
+	if id.user != "" && rl.private == PrivateAuthenticated && a.userMay(id.user, upName, repo) {
 		return nil
 	}
 	req, _ := oci.ParsePath(r.URL.Path) // parsed before: the registry routed it
@@ -49,12 +50,12 @@ func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, upName, repo 
 		return oci.Errorf(oci.ErrNameUnknown, "repository %s not found at %s", name, upName)
 	}
 	switch {
-	case a.private == PrivateAuthenticated && id.user == "" && a.users != nil:
+	case rl.private == PrivateAuthenticated && id.user == "" && rl.users != nil:
 		return a.challenge(w, r, name, nil)
-	case a.private == PrivateAuthenticated && id.user != "":
+	case rl.private == PrivateAuthenticated && id.user != "":
 		return oci.Errorf(oci.ErrDenied, "user %q may not pull %s: it is not served anonymously by %s and matches none of the user's repository patterns", id.user, name, upName)
 	default:
-		return oci.Errorf(oci.ErrDenied, "%s is not served anonymously by %s, and this mirror serves only what the upstream serves anonymously (access.private: %s)", name, upName, a.private)
+		return oci.Errorf(oci.ErrDenied, "%s is not served anonymously by %s, and this mirror serves only what the upstream serves anonymously (access.private: %s)", name, upName, rl.private)
 	}
 }
 
@@ -73,7 +74,7 @@ func clientName(r *http.Request, repo string) string {
 // "library/alpine"), and those of other upstreams with the registry first
 // ("ghcr.io/myorg/*").
 func (a *Access) userMay(user, upName, repo string) bool {
-	pats, ok := a.patterns[user]
+	pats, ok := a.cur().patterns[user]
 	if !ok {
 		return true
 	}

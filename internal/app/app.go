@@ -49,6 +49,7 @@ type App struct {
 	registry  *registry.Server
 	upstreams []*mirror.Upstream
 	certs     *certReloader
+	access    *access.Access
 	metrics   *prometheus.Registry
 
 	evictMu  sync.Mutex    // one eviction at a time
@@ -150,6 +151,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		a.Close()
 		return nil, err
 	}
+	a.access = acc
 	a.metrics.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_login_failures_total", Help: "Client logins refused for wrong credentials."},
 			func() float64 { f, _ := acc.LoginFailures(); return float64(f) }),
@@ -174,6 +176,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 // newAccess builds the access control from the configuration; clients
 // are the mirror's own clients of the upstreams, in the same order.
 func newAccess(cfg config.Config, clients []*mirror.Upstream, log *slog.Logger) (*access.Access, error) {
+	return access.New(accessConfig(cfg, clients), access.WithLogger(log), access.WithMaxRequestsPerClient(maxRequestsPerClient))
+}
+
+// accessConfig is the access control's part of cfg.
+func accessConfig(cfg config.Config, clients []*mirror.Upstream) access.Config {
 	ac := access.Config{Allow: cfg.Access.Allow, TrustedProxies: cfg.Access.TrustedProxies,
 		Htpasswd: cfg.Access.Htpasswd, Users: cfg.Access.Users, Private: cfg.Access.Private}
 	for i, u := range cfg.Upstreams {
@@ -181,7 +188,7 @@ func newAccess(cfg config.Config, clients []*mirror.Upstream, log *slog.Logger) 
 			Credentialed: u.Username != "" || u.Password != "" || u.PasswordFile != "",
 			Client:       clients[i].Client})
 	}
-	return access.New(ac, access.WithLogger(log), access.WithMaxRequestsPerClient(maxRequestsPerClient))
+	return ac
 }
 
 // maxRequestsPerClient bounds one client address's requests in flight, and
@@ -284,18 +291,31 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	a.log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Drain: stop taking connections and background prefetches, let the
+	// responses in flight finish (the fills they stream go on) for up to
+	// shutdown_timeout, then stop the fills left and cut what remains.
+	drain := a.cfg.ShutdownTimeout
+	if drain <= 0 {
+		drain = 30 * time.Second
+	}
+	a.log.Info("shutting down: draining responses in flight", slog.Duration("timeout", drain), slog.Int("fills_running", a.fills.Active()))
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	// Stop prefetches and fills first: a client streaming a fill gets an
-	// aborted body (and retries) instead of holding Shutdown for the whole
-	// fill. Hits in flight are served to the end by Shutdown.
 	a.content.Close()
-	a.fills.Close()
 	serr := srv.Shutdown(sctx)
 	if admin != nil {
 		_ = admin.Shutdown(sctx)
 	}
+	if errors.Is(serr, context.DeadlineExceeded) {
+		a.log.Warn("shutdown_timeout reached: cutting the responses still in flight", slog.Duration("timeout", drain), slog.Int("fills_running", a.fills.Active()))
+		_ = srv.Close()
+		if admin != nil {
+			_ = admin.Close()
+		}
+	}
+	a.fills.Close()
+	a.log.Info("stopped", slog.Float64("drain_seconds", time.Since(start).Seconds()))
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

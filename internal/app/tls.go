@@ -49,6 +49,19 @@ func (r *certReloader) load() error {
 	return nil
 }
 
+// reload loads the pair now (SIGHUP); on an error the old one is kept.
+func (r *certReloader) reload() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checked = time.Now()
+	old := r.cert
+	if err := r.load(); err != nil {
+		r.cert = old
+		return err
+	}
+	return nil
+}
+
 func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -34,16 +36,22 @@ REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY work unchanged.`,
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg.Log)
-			return serve(cmd, cfg, log)
+			var level slog.LevelVar
+			log := newLogger(cfg.Log, &level)
+			return serve(cmd, cfg, log, &level)
 		},
 	}
 	config.RegisterFlags(cmd.Flags())
 	return cmd
 }
 
-func serve(cmd *cobra.Command, cfg config.Config, log *slog.Logger) error {
+func serve(cmd *cobra.Command, cfg config.Config, log *slog.Logger, level *slog.LevelVar) error {
 	ctx := cmd.Context()
+	// SIGHUP reloads (and must not end the process, its default) from the
+	// start; one that comes while the mirror starts is applied once it runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -67,7 +75,38 @@ func serve(cmd *cobra.Command, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("regcache listening", slog.String("addr", ln.Addr().String()), slog.String("admin_addr", cfg.AdminAddr),
 		slog.String("data", cfg.Data), slog.Any("upstreams", ups), slog.Bool("tls", cfg.TLS.Cert != ""))
+	go func() {
+		for range hup {
+			reload(cmd, a, level, log)
+		}
+	}()
 	return a.Serve(ctx, ln, adminLn)
+}
+
+// reload reads the configuration again (same flags, environment and file)
+// and applies what can change without a restart (SIGHUP). A configuration
+// that does not load changes nothing.
+func reload(cmd *cobra.Command, a *app.App, level *slog.LevelVar, log *slog.Logger) {
+	next, err := config.Load(cmd.Flags(), os.LookupEnv)
+	if err != nil {
+		log.Error("SIGHUP: the configuration does not load; keeping the running one", slog.Any("error", err))
+		return
+	}
+	reloaded, restart, err := a.Reload(next)
+	var l slog.Level
+	if l.UnmarshalText([]byte(next.Log.Level)) == nil && l != level.Level() {
+		level.Set(l)
+		reloaded = append(reloaded, "log.level ("+next.Log.Level+")")
+	}
+	attrs := []any{slog.Any("reloaded", reloaded)}
+	if len(restart) > 0 {
+		attrs = append(attrs, slog.Any("need_restart", restart))
+	}
+	if err != nil {
+		log.Error("SIGHUP: reloaded what loads; kept the old state of the rest", append(attrs, slog.Any("error", err))...)
+		return
+	}
+	log.Info("SIGHUP: configuration reloaded", attrs...)
 }
 
 // warnOpen explains the risk of a mirror that holds upstream credentials
@@ -91,9 +130,12 @@ func warnOpen(cfg config.Config, log *slog.Logger) {
 	}
 }
 
-func newLogger(c config.Log) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
+// newLogger is the logger of c; its level is held in level, so a reload
+// can change it.
+func newLogger(c config.Log, level *slog.LevelVar) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.Level))
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "text" {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))

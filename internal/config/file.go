@@ -21,6 +21,7 @@ type fileConfig struct {
 	Data        *string `yaml:"data"`
 	Freshness   *string `yaml:"freshness"`
 	FillTimeout *string `yaml:"fill_timeout"`
+	Shutdown    *string `yaml:"shutdown_timeout"`
 	Prefetch    struct {
 		Enabled  *string `yaml:"enabled"`
 		Parallel *string `yaml:"parallel"`
@@ -64,7 +65,7 @@ func (f *fileConfig) values() map[string]string {
 	m := map[string]string{}
 	for key, p := range map[string]*string{
 		"addr": f.Addr, "admin_addr": f.AdminAddr, "data": f.Data,
-		"freshness": f.Freshness, "fill_timeout": f.FillTimeout,
+		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
 		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,
 		"access.htpasswd": f.Access.Htpasswd, "access.private": f.Access.Private,

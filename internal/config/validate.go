@@ -27,6 +27,7 @@ func (c Config) Validate() error {
 	check("data", c.Data, checkNonEmpty)
 	add("freshness", checkDuration(c.Freshness, false))
 	add("fill_timeout", checkDuration(c.FillTimeout, true))
+	add("shutdown_timeout", checkDuration(c.ShutdownTimeout, true))
 	if c.Prefetch.Parallel < 1 {
 		add("prefetch.parallel", fmt.Errorf("must be at least 1, got %d", c.Prefetch.Parallel))
 	}
