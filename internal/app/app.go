@@ -298,7 +298,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	if drain <= 0 {
 		drain = 30 * time.Second
 	}
-	a.log.Info("shutting down: draining responses in flight", slog.Duration("timeout", drain), slog.Int("fills_running", a.fills.Active()))
+	a.log.Info("shutting down: draining responses in flight", slog.Float64("timeout_seconds", drain.Seconds()), slog.Int("fills_running", a.fills.Active()))
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
@@ -308,7 +308,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 		_ = admin.Shutdown(sctx)
 	}
 	if errors.Is(serr, context.DeadlineExceeded) {
-		a.log.Warn("shutdown_timeout reached: cutting the responses still in flight", slog.Duration("timeout", drain), slog.Int("fills_running", a.fills.Active()))
+		a.log.Warn("shutdown_timeout reached: cutting the responses still in flight", slog.Float64("timeout_seconds", drain.Seconds()), slog.Int("fills_running", a.fills.Active()))
 		_ = srv.Close()
 		if admin != nil {
 			_ = admin.Close()

@@ -69,12 +69,9 @@ func serve(cmd *cobra.Command, cfg config.Config, log *slog.Logger, level *slog.
 		}
 	}
 	warnOpen(cfg, log)
-	ups := make([]string, 0, len(cfg.Upstreams))
-	for _, u := range cfg.Upstreams {
-		ups = append(ups, u.Name+"="+u.URL)
-	}
-	log.Info("regcache listening", slog.String("addr", ln.Addr().String()), slog.String("admin_addr", cfg.AdminAddr),
-		slog.String("data", cfg.Data), slog.Any("upstreams", ups), slog.Bool("tls", cfg.TLS.Cert != ""))
+	sum := newStartup(cfg, ln.Addr().String())
+	sum.write(cmd.OutOrStdout())
+	sum.log(log)
 	go func() {
 		for range hup {
 			reload(cmd, a, level, log)
