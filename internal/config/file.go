@@ -18,6 +18,7 @@ import (
 type fileConfig struct {
 	Addr        *string `yaml:"addr"`
 	AdminAddr   *string `yaml:"admin_addr"`
+	AdminToken  *string `yaml:"admin_token"`
 	Data        *string `yaml:"data"`
 	Freshness   *string `yaml:"freshness"`
 	FillTimeout *string `yaml:"fill_timeout"`
@@ -64,7 +65,7 @@ type fileUpstream struct {
 func (f *fileConfig) values() map[string]string {
 	m := map[string]string{}
 	for key, p := range map[string]*string{
-		"addr": f.Addr, "admin_addr": f.AdminAddr, "data": f.Data,
+		"addr": f.Addr, "admin_addr": f.AdminAddr, "admin_token": f.AdminToken, "data": f.Data,
 		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
 		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,

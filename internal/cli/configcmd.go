@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/regcache/regcache/internal/config"
+)
+
+func newConfigCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Show the configuration serve would run with",
+	}
+	cmd.AddCommand(newConfigPrintCmd())
+	return cmd
+}
+
+func newConfigPrintCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "print",
+		Short: "Print the effective configuration and where each value came from",
+		Long: `Print the configuration serve would start with, given the same flags,
+REGCACHE_* (and Distribution's REGISTRY_*) variables and --config file:
+every option's value and its source (flag, env, file or default), and the
+upstreams. Passwords and the admin token are shown as <redacted>. The
+configuration is checked as serve checks it: an error here is the error
+serve would stop with.`,
+		Example: `  regcache config print --config /etc/regcache/regcache.yaml
+  REGCACHE_FRESHNESS=10m regcache config print --json | jq '.settings[] | select(.source != "default")'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			settings, cfg, err := config.Explain(cmd.Flags(), os.LookupEnv)
+			if err != nil {
+				return err
+			}
+			r := cfg.Redacted()
+			type upstream struct {
+				Name, URL, Auth string
+				Aliases         []string `json:",omitempty"`
+			}
+			var ups []upstream
+			for _, u := range r.Upstreams {
+				ups = append(ups, upstream{Name: u.Name, URL: u.URL, Auth: authMode(u), Aliases: u.Aliases})
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					Settings  []config.Setting `json:"settings"`
+					Upstreams []upstream       `json:"upstreams"`
+					Users     int              `json:"usersWithPatterns"`
+				}{settings, ups, len(r.Access.Users)})
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE")
+			for _, s := range settings {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Key, s.Value, s.Source)
+			}
+			tw.Flush()
+			fmt.Fprintln(out, "\nupstreams (the first is the default, served at the root):")
+			for _, u := range ups {
+				extra := ""
+				if len(u.Aliases) > 0 {
+					extra = ", aliases " + strings.Join(u.Aliases, ", ")
+				}
+				fmt.Fprintf(out, "  %s  %s  (%s%s)\n", u.Name, u.URL, u.Auth, extra)
+			}
+			if n := len(r.Access.Users); n > 0 {
+				fmt.Fprintf(out, "access.users: repository patterns for %d users\n", n)
+			}
+			return nil
+		},
+	}
+	config.RegisterFlags(cmd.Flags())
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
