@@ -143,26 +143,20 @@ const (
 	PrivateAllow         = "allow"
 )
 
-// dockerHubURL is the default upstream; its Name is "docker.io", not its host.
-const dockerHubURL = "https://registry-1.docker.io"
-
-// defaults returns the configuration used when nothing is set. The default
+// defaultConfig returns the configuration used when nothing is set: each
+// option's default in the option table, parsed by its own setter. The default
 // upstream's Name is left empty so it follows the URL if only the URL is
 // overridden; Load fills it in.
-func defaults() Config {
-	return Config{
-		Addr:            ":5000",
-		AdminAddr:       "127.0.0.1:5001",
-		Data:            "./data",
-		Freshness:       time.Minute,
-		FillTimeout:     30 * time.Minute,
-		ShutdownTimeout: 30 * time.Second,
-		Prefetch:        Prefetch{Enabled: true, Parallel: 16},
-		Upstreams:       []Upstream{{URL: dockerHubURL}},
-		Access:          Access{Private: PrivateDeny},
-		Storage:         Storage{MaxBlobSize: 64 << 30},
-		Log:             Log{Level: "info", Format: "json"},
+func defaultConfig() Config {
+	var c Config
+	for _, o := range options {
+		if o.def != "" && o.set != nil {
+			if err := o.set(&c, o.def); err != nil {
+				panic("config: the default of --" + o.flag + " does not parse: " + err.Error())
+			}
+		}
 	}
+	return c
 }
 
 // Load builds the Config: defaults < YAML file (path from the --config flag or
@@ -194,7 +188,7 @@ func load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), envNames []s
 	if err := checkUnknownEnv(envNames, lookupEnv); err != nil {
 		return Config{}, err
 	}
-	c := defaults()
+	c := defaultConfig()
 	if path := configPath(fs, lookupEnv); path != "" {
 		if err := applyFile(&c, path); err != nil {
 			return Config{}, err

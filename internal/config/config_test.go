@@ -374,7 +374,7 @@ func TestPasswordFileFromEnvAndFlag(t *testing.T) {
 
 func TestRedacted(t *testing.T) {
 	t.Parallel()
-	c := defaults()
+	c := defaultConfig()
 	c.Upstreams = []Upstream{
 		{Name: "a", URL: "https://a", Username: "u", Password: "hunter2"},
 		{Name: "b", URL: "https://b", Username: "u", PasswordFile: "/run/secrets/b"},

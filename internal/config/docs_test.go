@@ -7,6 +7,11 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/regcache/regcache/internal/defaults"
 )
 
 // readDoc returns docs/configuration.md.
@@ -106,4 +111,63 @@ func TestEveryOptionKeyIsReadFromTheFile(t *testing.T) {
 			t.Errorf("option --%s has YAML key %s, which the file does not read", o.flag, o.key)
 		}
 	}
+}
+
+// TestREADMEDefaults: the README's configuration table lists every option
+// with the default the option table gives it (the one --help shows and
+// Load applies).
+func TestREADMEDefaults(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{} // flag → the row's default column
+	for line := range strings.SplitSeq(string(b), "\n") {
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		if len(cells) < 4 || !strings.Contains(cells[0], "`--") {
+			continue
+		}
+		for _, m := range regexp.MustCompile("`--([a-z-]+)`").FindAllStringSubmatch(cells[0], -1) {
+			rows[m[1]] = cells[len(cells)-1]
+		}
+	}
+	for _, o := range options {
+		col, ok := rows[o.flag]
+		switch {
+		case !ok:
+			t.Errorf("README's configuration table has no row for --%s", o.flag)
+		case o.def != "" && !strings.Contains(col, "`"+o.def+"`"):
+			t.Errorf("README gives --%s the default %q; the option table says %q", o.flag, strings.TrimSpace(col), o.def)
+		}
+	}
+}
+
+// TestDefaultsAreTheTable: the Config of no settings is each option's
+// default as --help shows it.
+func TestDefaultsAreTheTable(t *testing.T) {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	RegisterFlags(fs)
+	for _, o := range options {
+		f := fs.Lookup(o.flag)
+		if o.def == "" || (f != nil && o.kind == kindDuration && sameDuration(f.DefValue, o.def)) {
+			continue
+		}
+		if f == nil || f.DefValue != o.def {
+			t.Errorf("--%s: --help default %v, table %q", o.flag, f, o.def)
+		}
+	}
+	c, err := loadWith(t, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Freshness != defaults.Freshness || c.FillTimeout != defaults.FillTimeout || c.Prefetch.Parallel != defaults.PrefetchParallel ||
+		c.Storage.MaxBlobSize != defaults.MaxBlobSize || c.Upstreams[0].URL != defaults.UpstreamURL || c.Addr != defaults.Addr {
+		t.Errorf("Load with nothing set is not the defaults package: %+v", c)
+	}
+}
+
+func sameDuration(a, b string) bool {
+	da, err1 := time.ParseDuration(a)
+	db, err2 := time.ParseDuration(b)
+	return err1 == nil && err2 == nil && da == db
 }

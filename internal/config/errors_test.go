@@ -139,7 +139,7 @@ func TestTyposAreAllReported(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	t.Parallel()
-	c := defaults()
+	c := defaultConfig()
 	c.fillNames()
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/regcache/regcache/internal/defaults"
 	"github.com/regcache/regcache/internal/redact"
 )
 
@@ -48,34 +49,34 @@ const flagConfig = "config"
 // options is every setting, in --help order.
 var options = []option{
 	{flag: flagConfig, usage: "YAML configuration file", defDoc: "none"},
-	{flag: "addr", key: "addr", aliases: []string{"REGISTRY_HTTP_ADDR"}, def: ":5000",
+	{flag: "addr", key: "addr", aliases: []string{"REGISTRY_HTTP_ADDR"}, def: defaults.Addr,
 		usage: "listen address of the registry API",
 		set:   setString(func(c *Config) *string { return &c.Addr }, checkAddr)},
-	{flag: "admin-addr", key: "admin_addr", def: "127.0.0.1:5001", emptyEnv: true,
+	{flag: "admin-addr", key: "admin_addr", def: defaults.AdminAddr, emptyEnv: true,
 		usage: `listen address of metrics, health, dashboard and admin API; "" disables it`,
 		set:   setString(func(c *Config) *string { return &c.AdminAddr }, checkAdminAddr)},
 	{flag: "admin-token", key: "admin_token", defDoc: "none: state-changing admin calls from loopback only",
 		usage: "bearer token of the admin API for state-changing calls and private views; prefer the environment or the file",
 		set:   setString(func(c *Config) *string { return &c.AdminToken }, nil)},
-	{flag: "data", key: "data", aliases: []string{"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"}, def: "./data",
+	{flag: "data", key: "data", aliases: []string{"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"}, def: defaults.Data,
 		usage: "directory of the cached content and index",
 		set:   setString(func(c *Config) *string { return &c.Data }, checkNonEmpty)},
-	{flag: "freshness", key: "freshness", kind: kindDuration, def: "1m",
+	{flag: "freshness", key: "freshness", kind: kindDuration, def: duration(defaults.Freshness),
 		usage: "a tag fetched less than this long ago is served without asking upstream",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.Freshness }, false)},
-	{flag: "fill-timeout", key: "fill_timeout", kind: kindDuration, def: "30m",
+	{flag: "fill-timeout", key: "fill_timeout", kind: kindDuration, def: duration(defaults.FillTimeout),
 		usage: "bound on an upstream blob fetch once all its clients left, and on one that receives no byte for that long",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.FillTimeout }, true)},
-	{flag: "shutdown-timeout", key: "shutdown_timeout", kind: kindDuration, def: "30s",
+	{flag: "shutdown-timeout", key: "shutdown_timeout", kind: kindDuration, def: duration(defaults.ShutdownTimeout),
 		usage: "on SIGTERM or SIGINT, how long responses in flight (and the fills they stream) get to finish",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.ShutdownTimeout }, true)},
-	{flag: "prefetch", key: "prefetch.enabled", kind: kindBool, def: "true",
+	{flag: "prefetch", key: "prefetch.enabled", kind: kindBool, def: strconv.FormatBool(defaults.Prefetch),
 		usage: "fetch the blobs of a pulled manifest in the background",
 		set:   setBool(func(c *Config) *bool { return &c.Prefetch.Enabled })},
-	{flag: "prefetch-parallel", key: "prefetch.parallel", kind: kindInt, def: "16",
+	{flag: "prefetch-parallel", key: "prefetch.parallel", kind: kindInt, def: strconv.Itoa(defaults.PrefetchParallel),
 		usage: "number of concurrent prefetch fetches",
 		set:   setPositiveInt(func(c *Config) *int { return &c.Prefetch.Parallel })},
-	{flag: "upstream-url", aliases: []string{"REGISTRY_PROXY_REMOTEURL"}, def: dockerHubURL,
+	{flag: "upstream-url", aliases: []string{"REGISTRY_PROXY_REMOTEURL"}, def: defaults.UpstreamURL,
 		usage: "URL of the default (first) upstream registry",
 		set:   setString(func(c *Config) *string { return &first(c).URL }, checkUpstreamURL)},
 	{flag: "upstream-name", defDoc: "host of the upstream URL, docker.io for Docker Hub",
@@ -113,7 +114,7 @@ var options = []option{
 			c.Storage.MaxSize, c.Storage.MaxSizePercent = n, 0
 			return err
 		}},
-	{flag: "max-blob-size", key: "storage.max_blob_size", def: "64GiB",
+	{flag: "max-blob-size", key: "storage.max_blob_size", def: size(defaults.MaxBlobSize),
 		usage: "largest blob of unknown size (no manifest or Content-Length says) a fill takes, e.g. 64GiB",
 		set: func(c *Config, v string) error {
 			n, err := parseSize(v)
@@ -135,7 +136,7 @@ var options = []option{
 	{flag: "htpasswd", key: "access.htpasswd", defDoc: "no client logins",
 		usage: "bcrypt htpasswd file of client logins",
 		set:   setString(func(c *Config) *string { return &c.Access.Htpasswd }, checkOptionalReadable)},
-	{flag: "private", key: "access.private", def: PrivateDeny,
+	{flag: "private", key: "access.private", def: defaults.Private,
 		usage: "private upstream repositories: deny, authenticated or allow",
 		set:   setString(func(c *Config) *string { return &c.Access.Private }, checkPrivate)},
 	{flag: "tls-cert", key: "tls.cert", defDoc: "none, plain HTTP",
@@ -144,12 +145,38 @@ var options = []option{
 	{flag: "tls-key", key: "tls.key", defDoc: "none",
 		usage: "TLS key file of the registry API (needs --tls-cert)",
 		set:   setString(func(c *Config) *string { return &c.TLS.Key }, nil)},
-	{flag: "log-level", key: "log.level", def: "info",
+	{flag: "log-level", key: "log.level", def: defaults.LogLevel,
 		usage: "log level: debug, info, warn or error",
 		set:   setString(func(c *Config) *string { return &c.Log.Level }, checkLogLevel)},
-	{flag: "log-format", key: "log.format", def: "json",
+	{flag: "log-format", key: "log.format", def: defaults.LogFormat,
 		usage: "log format: json or text",
 		set:   setString(func(c *Config) *string { return &c.Log.Format }, checkLogFormat)},
+}
+
+// duration writes d as a flag default: "1m", "30m", "1h30m", "30s".
+func duration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// size writes n bytes as a flag default in the largest IEC unit that
+// divides it ("64GiB"), or as a byte count.
+func size(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.mult && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // envName is the REGCACHE_ variable of a flag: "fill-timeout" → "REGCACHE_FILL_TIMEOUT".

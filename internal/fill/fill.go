@@ -24,6 +24,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/defaults"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
@@ -78,7 +79,7 @@ type Option func(*Manager)
 func WithLogger(l *slog.Logger) Option { return func(m *Manager) { m.log = l } }
 
 // WithTimeout bounds a fill once no client reads it any more, and a fill
-// that receives no byte for that long (default 30 minutes). A fill that
+// that receives no byte for that long (default defaults.FillTimeout). A fill that
 // moves while clients wait is never cut, however long the blob.
 func WithTimeout(d time.Duration) Option { return func(m *Manager) { m.timeout = d } }
 
@@ -102,7 +103,7 @@ func WithOnVerified(fn func(d digest.Digest, origin string)) Option {
 }
 
 // WithMaxSize bounds a blob whose size nobody said (no manifest, no
-// Content-Length): a longer body fails the fill (default 64 GiB).
+// Content-Length): a longer body fails the fill (default defaults.MaxBlobSize).
 func WithMaxSize(n int64) Option { return func(m *Manager) { m.maxSize = n } }
 
 // WithFreeSpace sets how the Manager learns the free space of the store's
@@ -113,8 +114,8 @@ func WithFreeSpace(fn func() (int64, error)) Option { return func(m *Manager) { 
 
 // New returns a Manager writing into store.
 func New(store blobstore.Store, opts ...Option) *Manager {
-	m := &Manager{store: store, log: slog.New(slog.DiscardHandler), timeout: 30 * time.Minute,
-		attempts: 5, backoff: 100 * time.Millisecond, fills: map[fillKey]*Fill{}, maxSize: 64 << 30}
+	m := &Manager{store: store, log: slog.New(slog.DiscardHandler), timeout: defaults.FillTimeout,
+		attempts: 5, backoff: 100 * time.Millisecond, fills: map[fillKey]*Fill{}, maxSize: defaults.MaxBlobSize}
 	for _, o := range opts {
 		o(m)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/regcache/regcache/internal/blobstore"
 	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/defaults"
 	"github.com/regcache/regcache/internal/fill"
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/upstream"
@@ -110,11 +111,11 @@ type Option func(*Service)
 func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }
 
 // WithFreshness sets how long a tag is served without asking upstream
-// (default 1 minute).
+// (default defaults.Freshness).
 func WithFreshness(d time.Duration) Option { return func(s *Service) { s.freshness = d } }
 
 // WithPrefetch turns prefetching of an image's blobs on, with at most
-// parallel upstream fetches at a time (default on, 16: config's default).
+// parallel upstream fetches at a time (default defaults.Prefetch, defaults.PrefetchParallel).
 func WithPrefetch(enabled bool, parallel int) Option {
 	return func(s *Service) { s.prefetch, s.prefetchSem = enabled, make(chan struct{}, max(parallel, 1)) }
 }
@@ -138,8 +139,8 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 // New returns a Service. The first upstream is the default one.
 func New(store blobstore.Store, index *cacheindex.Index, fills *fill.Manager, upstreams []*Upstream, opts ...Option) *Service {
 	s := &Service{upstreams: upstreams, byName: map[string]*Upstream{}, store: store, index: index, fills: fills,
-		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: time.Minute,
-		prefetch: true, prefetchSem: make(chan struct{}, 16), listCache: map[string]cachedListing{},
+		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: defaults.Freshness,
+		prefetch: defaults.Prefetch, prefetchSem: make(chan struct{}, defaults.PrefetchParallel), listCache: map[string]cachedListing{},
 		negativeTTL: 30 * time.Second, negative: map[string]time.Time{}, mem: newMemory(32 << 20)}
 	for _, u := range upstreams {
 		s.byName[u.Name] = u

@@ -1,0 +1,37 @@
+// Package defaults holds regcache's default settings, once. The option
+// table of internal/config writes them into --help and the Config it loads;
+// the constructors of the packages that take them (mirror, fill) fall back
+// to them, so a library default cannot drift from the command's. The README
+// table is checked against the option table by a test.
+package defaults
+
+import "time"
+
+const (
+	// Addr is the listen address of the registry API.
+	Addr = ":5000"
+	// AdminAddr is the listen address of the admin listener.
+	AdminAddr = "127.0.0.1:5001"
+	// Data is the data directory.
+	Data = "./data"
+	// UpstreamURL is the default upstream: Docker Hub.
+	UpstreamURL = "https://registry-1.docker.io"
+	// Freshness is how long a fetched tag is answered without asking upstream.
+	Freshness = time.Minute
+	// FillTimeout bounds a fill no client reads any more, and one that gets
+	// no byte for that long.
+	FillTimeout = 30 * time.Minute
+	// ShutdownTimeout bounds the drain on SIGTERM.
+	ShutdownTimeout = 30 * time.Second
+	// Prefetch turns background fetching of a pulled image's blobs on.
+	Prefetch = true
+	// PrefetchParallel is the number of concurrent prefetch fetches.
+	PrefetchParallel = 16
+	// MaxBlobSize bounds a blob whose size nothing gives.
+	MaxBlobSize int64 = 64 << 30
+	// Private is the private-repository policy.
+	Private = "deny"
+	// LogLevel and LogFormat select the log output.
+	LogLevel  = "info"
+	LogFormat = "json"
+)
