@@ -41,6 +41,9 @@ type Config struct {
 	// FillTimeout bounds one upstream blob fetch once every client has left
 	// (yaml fill_timeout, default 30m).
 	FillTimeout time.Duration
+	// ProbeInterval is how often an idle upstream is probed with a /v2/
+	// ping, first at start (yaml probe_interval, default 30s; 0 is off).
+	ProbeInterval time.Duration
 	// Prefetch controls background fetching of an image's blobs once its
 	// manifest was pulled (yaml prefetch).
 	Prefetch Prefetch
@@ -147,16 +150,17 @@ const dockerHubURL = "https://registry-1.docker.io"
 // overridden; Load fills it in.
 func defaults() Config {
 	return Config{
-		Addr:        ":5000",
-		AdminAddr:   "127.0.0.1:5001",
-		Data:        "./data",
-		Freshness:   time.Minute,
-		FillTimeout: 30 * time.Minute,
-		Prefetch:    Prefetch{Enabled: true, Parallel: 16},
-		Upstreams:   []Upstream{{URL: dockerHubURL}},
-		Access:      Access{Private: PrivateDeny},
-		Storage:     Storage{MaxBlobSize: 64 << 30},
-		Log:         Log{Level: "info", Format: "json"},
+		Addr:          ":5000",
+		AdminAddr:     "127.0.0.1:5001",
+		Data:          "./data",
+		Freshness:     time.Minute,
+		FillTimeout:   30 * time.Minute,
+		ProbeInterval: 30 * time.Second,
+		Prefetch:      Prefetch{Enabled: true, Parallel: 16},
+		Upstreams:     []Upstream{{URL: dockerHubURL}},
+		Access:        Access{Private: PrivateDeny},
+		Storage:       Storage{MaxBlobSize: 64 << 30},
+		Log:           Log{Level: "info", Format: "json"},
 	}
 }
 

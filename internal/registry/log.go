@@ -21,6 +21,8 @@ type reqInfo struct {
 	errCode  string
 	kind     string
 	stale    string // why a stale answer was served
+	joined   bool   // a miss that joined another request's fill
+	errMsg   string
 }
 
 type infoKey struct{}
@@ -32,7 +34,10 @@ func info(r *http.Request) *reqInfo {
 	return &reqInfo{}
 }
 
-func noteError(r *http.Request, e *oci.Error) { info(r).errCode = string(e.Code) }
+func noteError(r *http.Request, e *oci.Error) {
+	ri := info(r)
+	ri.errCode, ri.errMsg = string(e.Code), e.Message
+}
 
 // logWriter records status and bytes for the access log.
 type logWriter struct {
@@ -103,6 +108,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 				s.metrics.Requests.WithLabelValues(ri.kind, methodLabel(r.Method), cache, strconv.Itoa(status)).Inc()
 				s.metrics.Bytes.WithLabelValues(cache).Add(float64(lw.bytes))
 			}
+			s.observed(r, ri, status, lw.bytes)
 			if p != nil {
 				panic(p)
 			}
@@ -120,6 +126,7 @@ func noteOutcome(r *http.Request, out mirror.Outcome) {
 	if out.Stale != "" {
 		ri.stale = out.Stale
 	}
+	ri.joined = ri.joined || out.Joined
 }
 
 // logRequest writes the access log line of one request.
