@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -86,17 +85,20 @@ func TestUnknownUserTakesAsLong(t *testing.T) {
 	if c, _ := bcrypt.Cost(dummyHash(e.a.cur().users.cost)); c != 8 {
 		t.Fatalf("dummy hash of cost %d", c)
 	}
-	median := func(user string) time.Duration {
-		var ds []time.Duration
-		for range 9 {
-			start := time.Now()
-			e.a.cur().users.verify(user, "wrong")
-			ds = append(ds, time.Since(start))
+	// Interleaved samples, and the fastest of each: a loaded machine only
+	// ever adds time, so the minimum is the check's own cost.
+	fastest := func(user string, best *time.Duration) {
+		start := time.Now()
+		e.a.cur().users.verify(user, "wrong")
+		if d := time.Since(start); *best == 0 || d < *best {
+			*best = d
 		}
-		slices.Sort(ds)
-		return ds[len(ds)/2]
 	}
-	known, unknown := median("alice"), median("mallory")
+	var known, unknown time.Duration
+	for range 9 {
+		fastest("alice", &known)
+		fastest("mallory", &unknown)
+	}
 	if r := float64(unknown) / float64(known); r > 3 || r < 1.0/3 {
 		t.Errorf("wrong password for a known user: %v, for an unknown one: %v (ratio %.1f)", known, unknown, r)
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/registry"
+	"github.com/regcache/regcache/internal/ui"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
@@ -56,6 +57,10 @@ type App struct {
 	evictNow chan struct{} // a commit took the store over storage.max_size
 	stored   atomic.Int64  // blob bytes in the store, as last counted plus commits since
 	maxSize  atomic.Int64  // storage.max_size in bytes, read by commits as they land
+
+	started time.Time
+	stats   *stats   // requests served, for the dashboard and status
+	history *history // the dashboard's charts
 }
 
 // New opens the data directory and builds every part. Close releases them.
@@ -158,12 +163,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_login_throttled_total", Help: "Client login attempts refused unchecked: their address failed too many logins lately."},
 			func() float64 { _, th := acc.LoginFailures(); return float64(th) }))
 	m := metrics.New(a.metrics)
+	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics), credentialed(cfg)), newHistory(historySamples)
+	metrics.RegisterState(a.metrics, a.metricsState)
 	a.content = mirror.New(store, index, a.fills, a.upstreams,
 		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
 		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel))
 	a.registry = registry.New(a.content,
 		registry.WithAuthorizer(acc), registry.WithMiddleware(acc.Middleware),
-		registry.WithMetrics(m), registry.WithLogger(log))
+		registry.WithMetrics(m), registry.WithLogger(log), registry.WithObserver(a.stats.observe))
 	if cfg.TLS.Cert != "" {
 		if a.certs, err = newCertReloader(cfg.TLS.Cert, cfg.TLS.Key, log); err != nil {
 			a.Close()
@@ -204,20 +211,16 @@ func (a *App) Handler() http.Handler { return a.registry.Handler() }
 func (a *App) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		// Ready while the store can be served from; say what is degraded.
-		if err := a.writable(); err != nil {
-			fmt.Fprintf(w, "degraded: the cache directory is not writable, so nothing new is cached (hits and uncached pulls are still served): %v\n", err)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(a.Status())
 	})
-	mux.Handle("GET /{$}", a.dashboardHandler()) // the dashboard; other paths stay 404
+	dash := a.dashboardHandler()
+	mux.Handle("GET /{$}", dash) // the dashboard; other paths stay 404
+	mux.Handle("GET "+ui.PathData, dash)
+	mux.Handle("GET "+ui.PathAssets, dash)
 	return mux
 }
 
@@ -239,6 +242,15 @@ func (a *App) writable() error {
 type Status struct {
 	Upstreams   []UpstreamStatus `json:"upstreams"`
 	ActiveFills int              `json:"activeFills"`
+	// State is healthy or degraded; Degraded says what is, one sentence each.
+	State    string    `json:"state"`
+	Degraded []string  `json:"degraded,omitempty"`
+	Started  time.Time `json:"started"`
+	Time     time.Time `json:"time"`
+	// Requests are the counts since start.
+	Requests RequestTotals `json:"requests"`
+	Fills    []FillStatus  `json:"fills"`
+	Cache    CacheStatus   `json:"cache"`
 }
 
 // UpstreamStatus is one upstream's state, without credentials.
@@ -248,15 +260,38 @@ type UpstreamStatus struct {
 	RateLimit     upstream.RateLimit `json:"rateLimit"`
 	Health        upstream.Health    `json:"health"`
 	TokenRequests int64              `json:"tokenRequests"`
+	// State is up, unknown, rate-limited, breaker-open or stale-serving;
+	// StateText words it, Reason says why, Since since when, NextProbe
+	// when it is asked next.
+	State      string    `json:"state"`
+	StateText  string    `json:"stateText"`
+	Reason     string    `json:"reason,omitempty"`
+	Since      time.Time `json:"since,omitzero"`
+	NextProbe  time.Time `json:"nextProbe,omitzero"`
+	PullsSaved int64     `json:"pullsSaved"`
+	// Reserve is the headroom (ratelimit-remaining) under which the
+	// dashboard warns; Reset when the budget comes back (zero if unknown).
+	Reserve      int       `json:"reserve"`
+	Reset        time.Time `json:"reset,omitzero"`
+	FetchedBytes int64     `json:"fetchedBytes"`
 }
 
-// Status reports the upstreams' rate limits and the running fills.
+// Status reports the upstreams' health and rate limits, the requests
+// served, the running fills and the cache's use.
 func (a *App) Status() Status {
+	st := a.status()
+	a.judge(&st)
+	return st
+}
+
+// status is Status without the overall judgement (which tries a write).
+func (a *App) status() Status {
 	st := Status{ActiveFills: a.fills.Active()}
 	for _, u := range a.upstreams {
 		st.Upstreams = append(st.Upstreams, UpstreamStatus{Name: u.Name, URL: u.Client.URL(),
 			RateLimit: u.Client.RateLimit(), Health: u.Client.Health(), TokenRequests: u.Client.TokenRequests()})
 	}
+	a.completeStatus(&st)
 	return st
 }
 
@@ -281,6 +316,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	evicted := make(chan struct{})
 	go func() { defer close(evicted); a.evictLoop(evictCtx) }()
 	defer func() { stopEvict(); <-evicted }()
+	defer a.watch(ctx)() // health probes and the dashboard's history
 	var admin *http.Server
 	if adminLn != nil {
 		admin = &http.Server{Handler: a.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}

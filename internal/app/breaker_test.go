@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/regcache/regcache/internal/testenv"
+	"github.com/regcache/regcache/internal/ui"
 )
 
 // TestBreakerVisible: an open breaker's scope, last error, since and next
@@ -44,8 +45,12 @@ func TestBreakerVisible(t *testing.T) {
 	if metrics := get("/metrics"); !strings.Contains(metrics, `regcache_upstream_breaker_open{scope="manifests",upstream="docker.io"} 1`) {
 		t.Errorf("metrics lack the open breaker:\n%s", grepLines(metrics, "breaker"))
 	}
-	if page := get("/"); !strings.Contains(page, "manifests breaker is open since") {
-		t.Errorf("dashboard does not show the open breaker")
+	var dash ui.Snapshot
+	if err := json.Unmarshal([]byte(get("/dashboard.json")), &dash); err != nil {
+		t.Fatal(err)
+	}
+	if u := dash.Upstreams[0]; u.State != "stale-serving" || len(u.Breakers) != 1 || u.Breakers[0].Scope != "manifests" || u.Reason == "" || u.Since.IsZero() {
+		t.Errorf("dashboard does not show the open breaker: %+v", u)
 	}
 	if n := strings.Count(m.log(), "upstream breaker opened"); n != 1 {
 		t.Errorf("log says the breaker opened %d times, want once:\n%s", n, m.log())

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -18,33 +17,77 @@ import (
 // whole index at most this often.
 const dashboardCountEvery = 5 * time.Second
 
-// dashboardHandler is the admin listener's GET /.
+// dashboardHandler is the admin listener's dashboard: the page, its
+// assets and its data.
 func (a *App) dashboardHandler() http.Handler {
 	totals := &totalsCounter{count: a.cacheTotals, every: dashboardCountEvery, now: time.Now, log: a.log}
-	return ui.New(ui.SourceFunc(func(context.Context) ui.Snapshot { return a.dashboardSnapshot(totals.get()) }), ui.WithLogger(a.log))
+	return ui.New(ui.SourceFunc(func(r *http.Request, span time.Duration) ui.Snapshot {
+		return a.dashboardSnapshot(totals.get(), a.adminMaySeePrivate(r), span)
+	}), ui.WithLogger(a.log))
 }
 
-// dashboardSnapshot is Status plus the cache's size.
-func (a *App) dashboardSnapshot(c ui.Cache) ui.Snapshot {
+// dashboardSnapshot is Status, the cache's counts, the top repositories,
+// the last errors and the charts over span. Without private, repository
+// names of credentialed upstreams (and the reasons of their errors, which
+// may name them) are left out.
+func (a *App) dashboardSnapshot(c ui.Cache, private bool, span time.Duration) ui.Snapshot {
 	st := a.Status()
-	s := ui.Snapshot{ActiveFills: st.ActiveFills, Cache: c, Time: time.Now()}
-	s.Cache.MaxSize, s.Cache.MaxAge = a.cfg.Storage.MaxSize, a.cfg.Storage.MaxAge
+	s := ui.Snapshot{Time: st.Time, Started: st.Started, State: st.State, Degraded: st.Degraded,
+		ActiveFills: st.ActiveFills, Cache: c, Private: private, History: a.chart(span)}
+	if s.Degraded == nil {
+		s.Degraded = []string{}
+	}
+	s.Cache.Bytes, s.Cache.MaxSize, s.Cache.MaxAge = st.Cache.Bytes, st.Cache.MaxBytes, a.cfg.Storage.MaxAge
+	rq := st.Requests
+	s.Totals = ui.Totals{ByResult: rq.ByResult, HitRatio: rq.HitRatio, ByteHitRatio: rq.ByteHitRatio, PullsSaved: rq.PullsSaved,
+		BytesFromCache: rq.BytesFromCache, BytesFromUpstream: rq.BytesFromUpstream, BytesCoalesced: rq.BytesCoalesced,
+		BytesFetched: rq.BytesFetched, FillsCommitted: rq.FillsCommitted, FillsFailed: rq.FillsFailed}
 	for _, u := range st.Upstreams {
 		rl := u.RateLimit
-		h := ui.Health{Down: u.Health.Down, LimitedUntil: u.Health.LimitedUntil}
+		v := ui.Upstream{Name: u.Name, URL: u.URL, State: u.State, StateText: u.StateText, Reason: u.Reason,
+			Since: u.Since, NextProbe: u.NextProbe, TokenRequests: u.TokenRequests, PullsSaved: u.PullsSaved, FetchedBytes: u.FetchedBytes,
+			RateLimit: ui.RateLimit{Limit: rl.Limit, Remaining: rl.Remaining, Reserve: u.Reserve, Window: rl.Window, Source: rl.Source,
+				Updated: rl.Updated, Reset: u.Reset, ResetEstimated: rl.ResetEstimated && !u.Reset.Equal(u.Health.LimitedUntil)}}
 		for _, l := range u.Health.Limited {
-			h.LimitedKinds = append(h.LimitedKinds, l.Kind)
+			v.LimitedKinds = append(v.LimitedKinds, l.Kind)
 		}
 		for _, b := range u.Health.Breakers {
 			if b.Open {
-				h.Breakers = append(h.Breakers, ui.Breaker{Scope: b.Scope, LastError: b.LastError, Since: b.Since, NextProbe: b.NextProbe})
+				v.Breakers = append(v.Breakers, ui.Breaker{Scope: b.Scope, LastError: b.LastError, Since: b.Since, NextProbe: b.NextProbe})
 			}
 		}
-		s.Upstreams = append(s.Upstreams, ui.Upstream{Name: u.Name, URL: u.URL,
-			RateLimit: ui.RateLimit{Limit: rl.Limit, Remaining: rl.Remaining, Window: rl.Window, Source: rl.Source, Updated: rl.Updated},
-			Health:    h, TokenRequests: u.TokenRequests})
+		s.Upstreams = append(s.Upstreams, v)
+	}
+	s.Fills = []ui.Fill{}
+	for _, f := range st.Fills {
+		s.Fills = append(s.Fills, ui.Fill{Digest: f.Digest, Upstream: f.Upstream, Written: f.Written, Size: f.Size,
+			Readers: f.Readers, Rate: f.Rate, Started: f.Started})
+	}
+	pulls, bytes := a.stats.top()
+	s.TopPulls, s.TopBytes = repos(pulls, private), repos(bytes, private)
+	s.Errors = []ui.Event{}
+	for _, e := range a.stats.lastErrors() {
+		ev := ui.Event{Time: e.Time, Result: e.Result, Upstream: e.Upstream, Repo: e.Repo, Kind: e.Kind, Status: e.Status, Code: e.Code, Reason: e.Reason}
+		if !private && a.stats.credentialed[e.Upstream] {
+			ev.Repo, ev.Reason = "", ""
+		}
+		s.Errors = append(s.Errors, ev)
 	}
 	return s
+}
+
+// repos is a top list as the page shows it: private names left out
+// unless private.
+func repos(in []repoCount, private bool) []ui.Repo {
+	out := make([]ui.Repo, 0, len(in))
+	for _, r := range in {
+		name := r.Repo
+		if r.Private && !private {
+			name = ""
+		}
+		out = append(out, ui.Repo{Upstream: r.Upstream, Name: name, Count: r.Count})
+	}
+	return out
 }
 
 // cacheTotals counts the index's blobs, their bytes and the tags. It reads

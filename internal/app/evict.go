@@ -122,11 +122,12 @@ func (a *App) evictLoop(ctx context.Context) {
 // committed counts a commit against storage.max_size and asks the
 // eviction loop to run at once when the store went over it.
 func (a *App) committed(size int64) {
+	stored := a.stored.Add(size) // counted without a cap too: the dashboard shows it
 	maxSize := a.maxSize.Load()
 	if maxSize <= 0 {
 		return
 	}
-	if a.stored.Add(size) > maxSize {
+	if stored > maxSize {
 		select {
 		case a.evictNow <- struct{}{}:
 		default: // one is pending already

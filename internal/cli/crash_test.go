@@ -27,6 +27,12 @@ import (
 // TestMain lets the test binary act as `regcache serve` when started by
 // the crash test, so the child is the real program without a separate build.
 func TestMain(m *testing.M) {
+	if os.Getenv("REGCACHETEST_CHILD") == "cli" { // the real command line: regcache <args>
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := Run(ctx, strings.Fields(os.Getenv("REGCACHETEST_ARGS")), os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	if os.Getenv("REGCACHETEST_CHILD") == "serve" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		root := NewRoot()

@@ -1,10 +1,14 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -13,84 +17,219 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/regcache/regcache/internal/app"
+	"github.com/regcache/regcache/internal/redact"
 )
+
+// Exit codes of `regcache status`, for monitoring.
+const (
+	exitHealthy     = 0
+	exitDegraded    = 1 // an upstream stale-serving, a breaker open, rate-limited, or the cache read-only
+	exitUnreachable = 2 // the admin listener did not answer
+)
+
+// ExitError is an error that asks for a process exit code other than 1.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
 
 func newStatusCmd() *cobra.Command {
 	var admin string
-	var asJSON bool
+	var asJSON, watch bool
+	var every time.Duration
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show a running mirror's upstreams: rate limits, health, fills",
-		Long: `Ask a running regcache's admin listener for its state: each upstream's last
-reported Docker Hub rate limit (ratelimit-limit, ratelimit-remaining,
-docker-ratelimit-source), whether the circuit breaker holds it down or a 429
-keeps it from being asked, the tokens fetched, and the fills running.`,
+		Short: "Show a running mirror's health, savings, rate-limit headroom and fills",
+		Long: `Ask a running regcache's admin listener for its state: the hit ratio (by
+requests and by bytes), the pulls saved (manifest GETs answered from the
+cache, which Docker Hub does not count), bytes from cache against bytes
+fetched upstream, each upstream's state (up, rate-limited, breaker-open,
+stale-serving) with the reason, since when and the next probe, its
+rate-limit headroom with the time to the window's reset, the fills running
+and the cache's use against its cap.
+
+--admin takes host:port or a URL (http://127.0.0.1:5001).
+
+Exit codes: 0 healthy, 1 degraded (an upstream stale-serving, a breaker
+open or a 429 holding requests back, or the cache not writable), 2 the
+mirror did not answer.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, "http://"+admin+"/status", nil)
+			base, err := adminURL(admin)
 			if err != nil {
 				return err
 			}
-			resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-			if err != nil {
-				return fmt.Errorf("ask the mirror's admin listener at %s: %w (is regcache serve running, and does --admin match its admin_addr?)", admin, err)
+			if !watch {
+				return statusOnce(cmd.Context(), cmd.OutOrStdout(), base, asJSON)
 			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			if err != nil || resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("admin listener at %s answered %d: %v", admin, resp.StatusCode, err)
+			for {
+				var buf strings.Builder
+				err := statusOnce(cmd.Context(), &buf, base, asJSON)
+				if err != nil {
+					fmt.Fprintf(&buf, "\n%v\n", err)
+				}
+				// Home, clear, then the new screen in one write: no flicker.
+				fmt.Fprintf(cmd.OutOrStdout(), "\x1b[H\x1b[2J%s\n(every %s; Ctrl-C to stop)\n", buf.String(), every)
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(every):
+				}
 			}
-			if asJSON {
-				_, err := cmd.OutOrStdout().Write(body)
-				return err
-			}
-			var st app.Status
-			if err := json.Unmarshal(body, &st); err != nil {
-				return fmt.Errorf("decode status: %w", err)
-			}
-			return printStatus(cmd.OutOrStdout(), st)
 		},
 	}
 	def := os.Getenv("REGCACHE_ADMIN_ADDR")
 	if def == "" {
 		def = "127.0.0.1:5001"
 	}
-	cmd.Flags().StringVar(&admin, "admin", def, "admin listener of the mirror (env REGCACHE_ADMIN_ADDR)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON")
+	cmd.Flags().StringVar(&admin, "admin", def, "admin listener of the mirror, host:port or URL (env REGCACHE_ADMIN_ADDR)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "refresh in place until interrupted")
+	cmd.Flags().DurationVar(&every, "interval", 2*time.Second, "refresh interval of --watch")
 	return cmd
 }
 
+// adminURL turns --admin (host:port, :port or a URL) into the listener's
+// base URL.
+func adminURL(s string) (*url.URL, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New(`--admin is empty: give the admin listener as host:port (127.0.0.1:5001) or a URL (http://127.0.0.1:5001)`)
+	}
+	if !strings.Contains(s, "://") {
+		host, port, err := net.SplitHostPort(s)
+		if err != nil {
+			return nil, fmt.Errorf("--admin %q: want host:port (127.0.0.1:5001) or a URL (http://127.0.0.1:5001)", redact.URL(s))
+		}
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		s = "http://" + net.JoinHostPort(host, port)
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--admin %q: want http://host:port or https://host:port (or just host:port)", redact.URL(s))
+	}
+	u.Path, u.RawQuery, u.Fragment = strings.TrimSuffix(u.Path, "/"), "", ""
+	return u, nil
+}
+
+// statusOnce asks for /status, prints it, and returns an *ExitError for
+// a degraded or unreachable mirror.
+func statusOnce(ctx context.Context, w io.Writer, base *url.URL, asJSON bool) error {
+	where := base.Redacted()
+	st, body, err := fetchStatus(ctx, base)
+	if err != nil {
+		return &ExitError{Code: exitUnreachable, Err: fmt.Errorf("ask the mirror's admin listener at %s: %w (is regcache serve running, and does --admin match its admin_addr?)", where, err)}
+	}
+	if asJSON {
+		if _, err := w.Write(body); err != nil {
+			return err
+		}
+	} else if err := printStatus(w, st); err != nil {
+		return err
+	}
+	if st.State == "degraded" {
+		return &ExitError{Code: exitDegraded, Err: fmt.Errorf("the mirror at %s is degraded: %s", where, strings.Join(st.Degraded, "; "))}
+	}
+	return nil
+}
+
+func fetchStatus(ctx context.Context, base *url.URL) (app.Status, []byte, error) {
+	var st app.Status
+	u := *base
+	u.Path += "/status"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return st, nil, err
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return st, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return st, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return st, nil, fmt.Errorf("GET /status answered %s", resp.Status)
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, nil, fmt.Errorf("decode /status: %w", err)
+	}
+	return st, body, nil
+}
+
 func printStatus(w io.Writer, st app.Status) error {
+	r := st.Requests
+	state := st.State
+	if state == "" {
+		state = "unknown"
+	}
+	fmt.Fprintf(w, "mirror       %s", state)
+	if !st.Started.IsZero() && !st.Time.IsZero() {
+		fmt.Fprintf(w, " (up %s)", st.Time.Sub(st.Started).Round(time.Second))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "hit ratio    %s of requests, %s of bytes (%d hits, %d stale, %d misses, %d coalesced; %d denied, %d errors)\n",
+		ratio(r.HitRatio), ratio(r.ByteHitRatio), r.ByResult["hit"], r.ByResult["stale"], r.ByResult["miss"], r.ByResult["coalesced"],
+		r.ByResult["denied"], r.ByResult["error"])
+	fmt.Fprintf(w, "pulls saved  %d (manifest GETs answered from cache, not counted upstream)\n", r.PullsSaved)
+	fmt.Fprintf(w, "bytes        %s from cache, %s fetched upstream\n", humanBytes(r.BytesFromCache), humanBytes(r.BytesFetched))
+	if st.Cache.MaxBytes > 0 {
+		fmt.Fprintf(w, "cache        %s of %s (%.0f%%)\n", humanBytes(st.Cache.Bytes), humanBytes(st.Cache.MaxBytes), 100*float64(st.Cache.Bytes)/float64(st.Cache.MaxBytes))
+	} else {
+		fmt.Fprintf(w, "cache        %s (no cap)\n", humanBytes(st.Cache.Bytes))
+	}
+	fmt.Fprintf(w, "fills        %d running, %d committed, %d failed\n\n", st.ActiveFills, r.FillsCommitted, r.FillsFailed)
+
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "UPSTREAM\tURL\tRATE LIMIT\tREMAINING\tSOURCE\tSTATE\tTOKENS")
+	fmt.Fprintln(tw, "UPSTREAM\tSTATE\tRATE LIMIT\tREMAINING\tRESET\tSOURCE\tSAVED\tURL")
 	for _, u := range st.Upstreams {
-		limit, remaining, state, src := "-", "-", "up", "-"
+		limit, remaining, reset, src := "-", "-", "-", "-"
 		if !u.RateLimit.Updated.IsZero() {
 			limit = fmt.Sprintf("%d/%ss", u.RateLimit.Limit, u.RateLimit.Window)
 			remaining = fmt.Sprint(u.RateLimit.Remaining)
+			if u.Reserve > 0 && u.RateLimit.Remaining <= u.Reserve {
+				remaining += " (under reserve " + fmt.Sprint(u.Reserve) + ")"
+			}
+		}
+		if !u.Reset.IsZero() {
+			reset = "in " + u.Reset.Sub(st.Time).Round(time.Second).String()
+			if u.RateLimit.ResetEstimated && !u.Reset.Equal(u.Health.LimitedUntil) {
+				reset += " (est.)"
+			}
 		}
 		if u.RateLimit.Source != "" {
 			src = u.RateLimit.Source
 		}
-		switch {
-		case u.Health.Down:
-			state = "down (serving from cache)"
-		case !u.Health.LimitedUntil.IsZero():
-			state = "rate-limited until " + u.Health.LimitedUntil.Format(time.RFC3339)
-			var kinds []string
-			for _, l := range u.Health.Limited {
-				kinds = append(kinds, l.Kind)
-			}
-			if len(kinds) > 0 {
-				state += " for " + strings.Join(kinds, ", ")
-			}
+		state := u.StateText
+		if state == "" {
+			state = "up"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", u.Name, u.URL, limit, remaining, src, state, u.TokenRequests)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", u.Name, state, limit, remaining, reset, src, u.PullsSaved, u.URL)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for _, u := range st.Upstreams {
+		if u.Reason != "" || !u.NextProbe.IsZero() {
+			line := u.Name + ": " + u.State
+			if u.Reason != "" {
+				line += ", reason: " + u.Reason
+			}
+			if !u.Since.IsZero() {
+				line += ", since " + u.Since.Format(time.RFC3339)
+			}
+			if !u.NextProbe.IsZero() {
+				line += ", next probe " + u.NextProbe.Format(time.RFC3339)
+			}
+			fmt.Fprintln(w, line)
+		}
 		for _, b := range u.Health.Breakers {
 			if b.Open {
 				fmt.Fprintf(w, "%s: %s breaker open since %s (last error: %s); the first request after %s probes it\n",
@@ -98,6 +237,37 @@ func printStatus(w io.Writer, st app.Status) error {
 			}
 		}
 	}
-	_, err := fmt.Fprintf(w, "fills running: %d\n", st.ActiveFills)
-	return err
+	if len(st.Fills) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "FILL\tUPSTREAM\tPROGRESS\tRATE\tREADERS")
+		for _, f := range st.Fills {
+			prog := humanBytes(f.Written)
+			if f.Size > 0 {
+				prog += fmt.Sprintf(" of %s (%.0f%%)", humanBytes(f.Size), 100*float64(f.Written)/float64(f.Size))
+			}
+			d := f.Digest
+			if len(d) > 19 {
+				d = d[:19] + "…"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/s\t%d\n", d, f.Upstream, prog, humanBytes(int64(f.Rate)), f.Readers)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(st.Degraded) > 0 {
+		fmt.Fprintln(w, "\ndegraded:")
+		for _, d := range st.Degraded {
+			fmt.Fprintln(w, "- "+d)
+		}
+	}
+	return nil
+}
+
+func ratio(r float64) string {
+	if r < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*r)
 }

@@ -45,6 +45,9 @@ type Config struct {
 	// flight, and the fills they stream, get this long to finish (yaml
 	// shutdown_timeout, default 30s).
 	ShutdownTimeout time.Duration
+	// ProbeInterval is how often an idle upstream is probed with a /v2/
+	// ping, first at start (yaml probe_interval, default 30s; 0 is off).
+	ProbeInterval time.Duration
 	// Prefetch controls background fetching of an image's blobs once its
 	// manifest was pulled (yaml prefetch).
 	Prefetch Prefetch

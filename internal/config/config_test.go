@@ -60,6 +60,7 @@ func TestDefaults(t *testing.T) {
 		Freshness:       time.Minute,
 		FillTimeout:     30 * time.Minute,
 		ShutdownTimeout: 30 * time.Second,
+		ProbeInterval:   30 * time.Second,
 		Prefetch:        Prefetch{Enabled: true, Parallel: 16},
 		Upstreams:       []Upstream{{Name: "docker.io", URL: "https://registry-1.docker.io"}},
 		Access:          Access{Private: "deny"},
@@ -264,7 +265,7 @@ log: {level: error, format: text}
 	}
 	want := Config{
 		Addr: ":5000", AdminAddr: "127.0.0.1:5001", Data: "./data",
-		Freshness: time.Minute, FillTimeout: 10 * time.Minute, ShutdownTimeout: 30 * time.Second,
+		Freshness: time.Minute, FillTimeout: 10 * time.Minute, ShutdownTimeout: 30 * time.Second, ProbeInterval: 30 * time.Second,
 		Prefetch: Prefetch{Enabled: false, Parallel: 2},
 		Upstreams: []Upstream{
 			{Name: "docker.io", URL: "https://registry-1.docker.io", Username: "me", PasswordFile: token},

@@ -23,6 +23,7 @@ type fileConfig struct {
 	Freshness   *string `yaml:"freshness"`
 	FillTimeout *string `yaml:"fill_timeout"`
 	Shutdown    *string `yaml:"shutdown_timeout"`
+	Probe       *string `yaml:"probe_interval"`
 	Prefetch    struct {
 		Enabled  *string `yaml:"enabled"`
 		Parallel *string `yaml:"parallel"`
@@ -66,7 +67,7 @@ func (f *fileConfig) values() map[string]string {
 	m := map[string]string{}
 	for key, p := range map[string]*string{
 		"addr": f.Addr, "admin_addr": f.AdminAddr, "admin_token": f.AdminToken, "data": f.Data,
-		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown,
+		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
 		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,
 		"access.htpasswd": f.Access.Htpasswd, "access.private": f.Access.Private,

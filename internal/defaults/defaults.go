@@ -21,6 +21,8 @@ const (
 	// FillTimeout bounds a fill no client reads any more, and one that gets
 	// no byte for that long.
 	FillTimeout = 30 * time.Minute
+	// ProbeInterval is how often an idle upstream is pinged (/v2/).
+	ProbeInterval = 30 * time.Second
 	// ShutdownTimeout bounds the drain on SIGTERM.
 	ShutdownTimeout = 30 * time.Second
 	// Prefetch turns background fetching of a pulled image's blobs on.

@@ -58,6 +58,8 @@ type Manager struct {
 
 	mu    sync.Mutex
 	fills map[fillKey]*Fill
+
+	counts counters
 }
 
 // fillKey is one upstream's fetch of one digest: a reader joins only a
@@ -149,11 +151,11 @@ func (m *Manager) Open(d digest.Digest, size int64, src Source) (*Reader, error)
 // OpenFrom is Open for the upstream named origin: it joins only that
 // upstream's fill of d.
 func (m *Manager) OpenFrom(origin string, d digest.Digest, size int64, src Source) (*Reader, error) {
-	f, err := m.acquire(fillKey{origin, d}, size, src)
+	f, joined, err := m.acquire(fillKey{origin, d}, size, src)
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{f: f}, nil
+	return &Reader{f: f, joined: joined}, nil
 }
 
 // Start begins a fill for d if none runs and the store lacks it, without a
@@ -165,7 +167,7 @@ func (m *Manager) Start(d digest.Digest, size int64, src Source) <-chan struct{}
 
 // StartFrom is Start for the upstream named origin.
 func (m *Manager) StartFrom(origin string, d digest.Digest, size int64, src Source) <-chan struct{} {
-	f, err := m.acquire(fillKey{origin, d}, size, src)
+	f, _, err := m.acquire(fillKey{origin, d}, size, src)
 	if err != nil {
 		return nil
 	}
@@ -173,7 +175,8 @@ func (m *Manager) StartFrom(origin string, d digest.Digest, size int64, src Sour
 	return f.finished
 }
 
-func (m *Manager) acquire(k fillKey, size int64, src Source) (*Fill, error) {
+// acquire joins k's running fill (joined) or starts one.
+func (m *Manager) acquire(k fillKey, size int64, src Source) (f *Fill, joined bool, err error) {
 	d := k.d
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -185,26 +188,26 @@ func (m *Manager) acquire(k fillKey, size int64, src Source) (*Fill, error) {
 		}
 		f.mu.Unlock()
 		if !superseded {
-			return f, nil
+			return f, true, nil
 		}
 		// Another upstream's fill committed the digest: read the store.
 	}
 	if m.ctx.Err() != nil {
-		return nil, errors.New("shutting down")
+		return nil, false, errors.New("shutting down")
 	}
 	if _, err := m.store.Stat(m.ctx, d); err == nil {
-		return nil, ErrInStore
+		return nil, false, ErrInStore
 	}
 	w, err := m.store.Create(m.ctx, d)
 	if err != nil {
-		return nil, classify(fmt.Errorf("start fill of %s: %w", d, err))
+		return nil, false, classify(fmt.Errorf("start fill of %s: %w", d, err))
 	}
-	f := &Fill{m: m, key: k, d: d, w: w, size: size, expected: size, refs: 2, // the run goroutine and the caller
-		notify: make(chan struct{}), finished: make(chan struct{})}
+	f = &Fill{m: m, key: k, d: d, w: w, size: size, expected: size, refs: 2, // the run goroutine and the caller
+		notify: make(chan struct{}), finished: make(chan struct{}), started: time.Now()}
 	m.fills[k] = f
 	m.wg.Add(1)
 	go f.run(src)
-	return f, nil
+	return f, false, nil
 }
 
 // Fill is one upstream fetch of one blob.
@@ -215,6 +218,7 @@ type Fill struct {
 	w        blobstore.Writer
 	expected int64
 	finished chan struct{}
+	started  time.Time
 
 	mu       sync.Mutex
 	notify   chan struct{} // closed and replaced on every change
@@ -293,9 +297,11 @@ func (f *Fill) run(src Source) {
 		return
 	}
 	if err != nil {
+		f.m.counts.failed.Add(1)
 		f.m.log.Warn("fill failed; nothing cached", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Any("error", classify(err)))
 		return
 	}
+	f.m.counts.committed.Add(1)
 	f.m.log.Info("fill committed", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Duration("duration", time.Since(start)))
 	if f.m.onCommit != nil {
 		f.m.onCommit(f.d, written)
@@ -493,6 +499,7 @@ func (f *Fill) copyBody(ctx context.Context, b *upstream.Blob, written int64, bu
 				return progressed, fmt.Errorf("%w: write cache file: %w", errFatal, err)
 			}
 			progressed = true
+			f.m.counts.fetched.add(b.Upstream, int64(n))
 			f.mu.Lock()
 			f.written = f.w.Written()
 			f.changed()
@@ -537,7 +544,12 @@ type Reader struct {
 	f      *Fill
 	off    int64
 	closed bool
+	joined bool
 }
+
+// Joined reports whether the reader joined a fill another request had
+// started (a coalesced miss: the upstream was not asked again).
+func (r *Reader) Joined() bool { return r.joined }
 
 // Size waits until the blob's size is known (the upstream's headers have
 // arrived) and returns it, -1 if the upstream did not say. It returns the

@@ -140,6 +140,7 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 	if err != nil {
 		return nil, out, wire(err, oci.ErrBlobUnknown)
 	}
+	out.Joined = rd.Joined()
 	return &Blob{Digest: d, fill: rd}, out, nil
 }
 

@@ -68,6 +68,9 @@ type Outcome struct {
 	Cache string
 	// Stale is why a stale answer was served.
 	Stale string
+	// Joined is set on a miss that joined a fill another request started
+	// (a coalesced miss: the upstream was not asked again for it).
+	Joined bool
 }
 
 // Service is the content service.

@@ -22,6 +22,7 @@ type reqInfo struct {
 	errMsg   string // the message the client was sent, cut at maxLoggedReason
 	kind     string
 	stale    string // why a stale answer was served
+	joined   bool   // a miss that joined another request's fill
 }
 
 type infoKey struct{}
@@ -115,6 +116,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 				s.metrics.Requests.WithLabelValues(ri.kind, methodLabel(r.Method), cache, strconv.Itoa(status)).Inc()
 				s.metrics.Bytes.WithLabelValues(cache).Add(float64(lw.bytes))
 			}
+			s.observed(r, ri, status, lw.bytes)
 			if p != nil {
 				panic(p)
 			}
@@ -132,6 +134,7 @@ func noteOutcome(r *http.Request, out mirror.Outcome) {
 	if out.Stale != "" {
 		ri.stale = out.Stale
 	}
+	ri.joined = ri.joined || out.Joined
 }
 
 // logRequest writes the access log line of one request.

@@ -48,6 +48,7 @@ type Server struct {
 	authz      Authorizer
 	middleware func(http.Handler) http.Handler
 	metrics    *metrics.Metrics
+	observe    func(Served)
 }
 
 // Option configures a Server.

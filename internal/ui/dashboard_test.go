@@ -1,7 +1,7 @@
 package ui_test
 
 import (
-	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -14,9 +14,9 @@ import (
 	"github.com/regcache/regcache/internal/ui"
 )
 
-// TestDashboardApp renders the page from a real mirror whose upstream
-// answers 429 with Docker Hub's rate-limit headers, configured with a
-// username and password (config refuses credentials in the URL).
+// TestDashboardApp reads the dashboard's data from a real mirror whose
+// upstream answers 429 with Docker Hub's rate-limit headers, configured
+// with a username and password (config refuses credentials in the URL).
 func TestDashboardApp(t *testing.T) {
 	hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Ratelimit-Limit", "100;w=21600")
@@ -38,11 +38,15 @@ func TestDashboardApp(t *testing.T) {
 	admin := httptest.NewServer(m.App.AdminHandler())
 	defer admin.Close()
 
-	body := get(t, admin.URL+"/", http.StatusOK)
-	for _, want := range []string{"docker.io", ">up<", "2.0 GiB", "/metrics", "/status", "/healthz"} {
-		if !strings.Contains(body, want) {
-			t.Errorf("page before any pull lacks %q:\n%s", want, body)
+	page := get(t, admin.URL+"/", http.StatusOK, "text/html")
+	for _, want := range []string{"/dashboard/app.js", "/dashboard/app.css", "/metrics", "/status", "/healthz"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q:\n%s", want, page)
 		}
+	}
+	s := data(t, admin.URL)
+	if len(s.Upstreams) != 1 || s.Upstreams[0].Name != "docker.io" || s.Cache.MaxSize != 2<<30 {
+		t.Fatalf("data before any pull: %+v", s)
 	}
 
 	// One pull meets the 429: the upstream is held until Retry-After.
@@ -54,15 +58,19 @@ func TestDashboardApp(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("pull through the mirror: %d, want 429", resp.StatusCode)
 	}
-	body = get(t, admin.URL+"/", http.StatusOK)
-	for _, want := range []string{"docker.io", "rate-limited until", "100 per 21600s", "203.0.113.7"} {
-		if !strings.Contains(body, want) {
-			t.Errorf("page after a 429 lacks %q:\n%s", want, body)
-		}
+	raw := get(t, admin.URL+"/dashboard.json", http.StatusOK, "application/json")
+	s = data(t, admin.URL)
+	u := s.Upstreams[0]
+	if u.State != "rate-limited" || !strings.Contains(u.StateText, "rate-limited until") || u.RateLimit.Limit != 100 ||
+		u.RateLimit.Remaining != 0 || u.RateLimit.Source != "203.0.113.7" || u.RateLimit.Reset.IsZero() {
+		t.Errorf("upstream after a 429: %+v", u)
 	}
-	for _, s := range secrets {
-		if strings.Contains(body, s) {
-			t.Errorf("page shows credential %q:\n%s", s, body)
+	if s.Totals.ByResult["error"] != 1 || len(s.Errors) != 1 || s.Errors[0].Status != 429 {
+		t.Errorf("the 429 is not counted as an error: %+v %+v", s.Totals, s.Errors)
+	}
+	for _, sec := range secrets {
+		if strings.Contains(raw, sec) || strings.Contains(page, sec) {
+			t.Errorf("dashboard shows credential %q:\n%s", sec, raw)
 		}
 	}
 }
@@ -74,14 +82,21 @@ func TestDashboardHTTP(t *testing.T) {
 	tests := []struct {
 		name, method, path string
 		status             int
-		html               bool
+		ctype              string
 	}{
-		{"get", http.MethodGet, "/", http.StatusOK, true},
-		{"head", http.MethodHead, "/", http.StatusOK, true},
-		{"unknown path", http.MethodGet, "/nope", http.StatusNotFound, false},
-		{"under root", http.MethodGet, "/index.html", http.StatusNotFound, false},
-		{"post", http.MethodPost, "/", http.StatusMethodNotAllowed, false},
-		{"status still json", http.MethodGet, "/status", http.StatusOK, false},
+		{"get", http.MethodGet, "/", http.StatusOK, "text/html"},
+		{"head", http.MethodHead, "/", http.StatusOK, "text/html"},
+		{"data", http.MethodGet, "/dashboard.json", http.StatusOK, "application/json"},
+		{"data 24h", http.MethodGet, "/dashboard.json?span=24h", http.StatusOK, "application/json"},
+		{"data bad span", http.MethodGet, "/dashboard.json?span=7d", http.StatusBadRequest, "text/plain"},
+		{"script", http.MethodGet, "/dashboard/app.js", http.StatusOK, "text/javascript"},
+		{"style", http.MethodGet, "/dashboard/app.css", http.StatusOK, "text/css"},
+		{"unknown asset", http.MethodGet, "/dashboard/nope.js", http.StatusNotFound, "text/plain"},
+		{"no listing", http.MethodGet, "/dashboard/", http.StatusNotFound, "text/plain"},
+		{"unknown path", http.MethodGet, "/nope", http.StatusNotFound, "text/plain"},
+		{"under root", http.MethodGet, "/index.html", http.StatusNotFound, "text/plain"},
+		{"post", http.MethodPost, "/", http.StatusMethodNotAllowed, "text/plain"},
+		{"status still json", http.MethodGet, "/status", http.StatusOK, "application/json"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,61 +111,56 @@ func TestDashboardHTTP(t *testing.T) {
 			if resp.StatusCode != tt.status {
 				t.Fatalf("%s %s: %d, want %d", tt.method, tt.path, resp.StatusCode, tt.status)
 			}
-			ct := resp.Header.Get("Content-Type")
-			if isHTML := strings.HasPrefix(ct, "text/html"); isHTML != tt.html {
-				t.Errorf("Content-Type %q, want html %v", ct, tt.html)
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, tt.ctype) {
+				t.Errorf("Content-Type %q, want %s", ct, tt.ctype)
 			}
 			if tt.method == http.MethodHead && (len(b) != 0 || resp.ContentLength <= 0) {
 				t.Errorf("HEAD: %d body bytes, Content-Length %d", len(b), resp.ContentLength)
+			}
+			if tt.status == http.StatusOK && tt.path != "/status" && !strings.Contains(resp.Header.Get("Content-Security-Policy"), "script-src 'self'") {
+				t.Errorf("CSP %q", resp.Header.Get("Content-Security-Policy"))
 			}
 		})
 	}
 }
 
-// TestDashboardRender checks the states, escaping and missing counts
-// without a mirror.
-func TestDashboardRender(t *testing.T) {
+// TestDashboardData checks the data endpoint without a mirror: the span
+// reaches the source, markup stays inert text in the JSON, the cache's
+// error and max age are written out.
+func TestDashboardData(t *testing.T) {
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	snap := ui.Snapshot{Time: now, ActiveFills: 3, Upstreams: []ui.Upstream{
-		{Name: "<script>alert(1)</script>", URL: "https://evil.example/?a=<b>", Health: ui.Health{Down: true}},
-		{Name: "ghcr.io", URL: "https://ghcr.io", Health: ui.Health{LimitedUntil: now.Add(90 * time.Second)},
-			RateLimit: ui.RateLimit{Limit: 100, Remaining: 0, Window: "21600", Source: "198.51.100.1", Updated: now.Add(-time.Minute)}, TokenRequests: 7},
-	}, Cache: ui.Cache{Err: errors.New("index <closed>")}}
-	body := render(t, ui.New(ui.SourceFunc(func(context.Context) ui.Snapshot { return snap })))
-	for _, want := range []string{"&lt;script&gt;alert(1)&lt;/script&gt;", "down (serving from cache)",
-		"rate-limited until 2025-03-01 12:01:30 UTC (1m30s)", "100 per 21600s", "198.51.100.1", "1m0s ago",
-		">7<", "3 running", "cache totals unavailable: index &lt;closed&gt;", `http-equiv="refresh" content="10"`} {
-		if !strings.Contains(body, want) {
-			t.Errorf("page lacks %q:\n%s", want, body)
-		}
-	}
-	if strings.Contains(body, "<script>") || strings.Contains(body, "<b>") {
-		t.Errorf("page has unescaped markup:\n%s", body)
-	}
-
-	snap = ui.Snapshot{Time: now, Cache: ui.Cache{Blobs: 2, Bytes: 3 << 29, Tags: 5, Counted: now.Add(-2 * time.Second), MaxSize: 2 << 30, MaxAge: 720 * time.Hour}}
-	body = render(t, ui.New(ui.SourceFunc(func(context.Context) ui.Snapshot { return snap }), ui.WithRefresh(0)))
-	for _, want := range []string{"no upstreams configured", "1.5 GiB of 2.0 GiB (75%)", ">5<", "720h0m0s", "counted 2s ago"} {
-		if !strings.Contains(body, want) {
-			t.Errorf("page lacks %q:\n%s", want, body)
-		}
-	}
-	if strings.Contains(body, "http-equiv") {
-		t.Errorf("refresh is off but the page refreshes:\n%s", body)
-	}
-}
-
-func render(t *testing.T, h http.Handler) string {
-	t.Helper()
+	var asked time.Duration
+	d := ui.New(ui.SourceFunc(func(_ *http.Request, span time.Duration) ui.Snapshot {
+		asked = span
+		return ui.Snapshot{Time: now, Upstreams: []ui.Upstream{{Name: "<script>alert(1)</script>", URL: "https://evil.example/?a=<b>"}},
+			Cache: ui.Cache{Err: errors.New("index <closed>"), MaxAge: 720 * time.Hour}}
+	}))
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
-	if rec.Code != http.StatusOK {
-		t.Fatalf("status %d", rec.Code)
+	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/dashboard.json?span=24h", nil))
+	body := rec.Body.String()
+	if rec.Code != http.StatusOK || asked != 24*time.Hour {
+		t.Fatalf("status %d, span %v", rec.Code, asked)
 	}
-	return rec.Body.String()
+	if strings.Contains(body, "<") || !strings.Contains(body, `\u003cscript\u003e`) {
+		t.Errorf("markup not escaped in the JSON: %s", body)
+	}
+	for _, want := range []string{`"cacheError":"index \u003cclosed\u003e"`, `"maxAge":"720h0m0s"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("data lacks %s: %s", want, body)
+		}
+	}
 }
 
-func get(t *testing.T, url string, status int) string {
+func data(t *testing.T, admin string) ui.Snapshot {
+	t.Helper()
+	var s ui.Snapshot
+	if err := json.Unmarshal([]byte(get(t, admin+"/dashboard.json", http.StatusOK, "application/json")), &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func get(t *testing.T, url string, status int, ctype string) string {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -164,7 +174,7 @@ func get(t *testing.T, url string, status int) string {
 	if resp.StatusCode != status {
 		t.Fatalf("GET %s: %d, want %d", url, resp.StatusCode, status)
 	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, ctype) {
 		t.Fatalf("GET %s: Content-Type %q", url, ct)
 	}
 	return string(b)

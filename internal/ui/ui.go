@@ -1,108 +1,191 @@
-// Package ui serves regcache's dashboard: one server-rendered HTML page on
-// the admin listener showing each upstream's state and rate limit, the fills
-// running and the cache's size. It has no JavaScript and loads nothing from
-// elsewhere, so it works on an air-gapped host and behind a strict proxy; it
-// refreshes itself with a meta tag.
+// Package ui serves regcache's dashboard on the admin listener: one page
+// whose script asks GET /dashboard.json every two seconds and draws the
+// cards, the charts (plain SVG), the fills, the top repositories and the
+// last errors from it. Everything it needs is embedded in the binary and
+// it loads nothing from elsewhere, so it works on an air-gapped host and
+// behind a strict proxy; the Content-Security-Policy allows only its own
+// script, style and JSON.
 //
-// The page only renders a Snapshot; what goes into one (and how often the
-// index is read for it) is the caller's business. A Snapshot carries no
-// credentials, and html/template escapes everything in it.
+// The page only shows a Snapshot; what goes into one (and who may see
+// which repository names) is the Source's business. A Snapshot carries no
+// credentials, and the script writes every value as text, never as markup.
 package ui
 
 import (
 	"bytes"
-	"context"
 	"embed"
+	"encoding/json"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"net/http"
+	"path"
 	"strconv"
-	"strings"
 	"time"
 )
 
-//go:embed templates/*.html
-var templates embed.FS
-
-var page = template.Must(template.New("dashboard.html").Funcs(template.FuncMap{
-	"bytes": formatBytes,
-	"ago":   ago,
-}).ParseFS(templates, "templates/dashboard.html"))
+//go:embed assets
+var assets embed.FS
 
 // Snapshot is everything the page shows.
 type Snapshot struct {
-	Upstreams   []Upstream
-	ActiveFills int
-	Cache       Cache
-	Time        time.Time // when the snapshot was taken
+	Time     time.Time `json:"time"` // when the snapshot was taken
+	Started  time.Time `json:"started"`
+	State    string    `json:"state"` // healthy, degraded
+	Degraded []string  `json:"degraded"`
+	Totals   Totals    `json:"totals"`
+
+	Upstreams   []Upstream `json:"upstreams"`
+	ActiveFills int        `json:"activeFills"`
+	Fills       []Fill     `json:"fills"`
+	Cache       Cache      `json:"cache"`
+	TopPulls    []Repo     `json:"topPulls"`
+	TopBytes    []Repo     `json:"topBytes"`
+	Errors      []Event    `json:"errors"`
+	// Private is set when the asker may see the repository names of
+	// credentialed upstreams (the admin token, or loopback without one).
+	Private bool     `json:"private"`
+	History *History `json:"history,omitempty"`
+}
+
+// Totals are the requests served since start.
+type Totals struct {
+	ByResult          map[string]int64 `json:"byResult"`
+	HitRatio          float64          `json:"hitRatio"`     // -1 before any request
+	ByteHitRatio      float64          `json:"byteHitRatio"` // -1 before any byte
+	PullsSaved        int64            `json:"pullsSaved"`
+	BytesFromCache    int64            `json:"bytesFromCache"`
+	BytesFromUpstream int64            `json:"bytesFromUpstream"`
+	BytesCoalesced    int64            `json:"bytesCoalesced"`
+	BytesFetched      int64            `json:"bytesFetched"`
+	FillsCommitted    int64            `json:"fillsCommitted"`
+	FillsFailed       int64            `json:"fillsFailed"`
 }
 
 // Upstream is one upstream's state. URL must not carry userinfo.
 type Upstream struct {
-	Name          string
-	URL           string
-	RateLimit     RateLimit
-	Health        Health
-	TokenRequests int64
+	Name          string    `json:"name"`
+	URL           string    `json:"url"`
+	State         string    `json:"state"` // up, unknown, rate-limited, breaker-open, stale-serving
+	StateText     string    `json:"stateText"`
+	Reason        string    `json:"reason,omitempty"`
+	Since         time.Time `json:"since,omitzero"`
+	NextProbe     time.Time `json:"nextProbe,omitzero"`
+	RateLimit     RateLimit `json:"rateLimit"`
+	LimitedKinds  []string  `json:"limitedKinds,omitempty"`
+	Breakers      []Breaker `json:"breakers,omitempty"` // open ones
+	TokenRequests int64     `json:"tokenRequests"`
+	PullsSaved    int64     `json:"pullsSaved"`
+	FetchedBytes  int64     `json:"fetchedBytes"`
 }
 
 // RateLimit is the upstream's last reported pull limit.
 type RateLimit struct {
-	Limit     int
-	Remaining int
-	Window    string // seconds, as the upstream says it
-	Source    string // the address the upstream counts against
-	Updated   time.Time
-}
-
-// Health is whether the upstream is held down, and until when a 429
-// keeps it from being asked.
-type Health struct {
-	Down         bool
-	LimitedUntil time.Time
-	LimitedKinds []string  // the kinds of request a 429 holds back (manifest GET, blob, ...)
-	Breakers     []Breaker // open circuit breakers, by scope
+	Limit          int       `json:"limit"`
+	Remaining      int       `json:"remaining"`
+	Reserve        int       `json:"reserve"`          // headroom under which the card warns
+	Window         string    `json:"window,omitempty"` // seconds, as the upstream says it
+	Source         string    `json:"source,omitempty"` // the address the upstream counts against
+	Updated        time.Time `json:"updated,omitzero"` // zero: never reported
+	Reset          time.Time `json:"reset,omitzero"`
+	ResetEstimated bool      `json:"resetEstimated,omitempty"`
 }
 
 // Breaker is one open circuit breaker of an upstream: the endpoint family
 // (manifests, blobs, token, a CDN host) that fails fast until a probe
 // succeeds.
 type Breaker struct {
-	Scope     string
-	LastError string
-	Since     time.Time
-	NextProbe time.Time
+	Scope     string    `json:"scope"`
+	LastError string    `json:"lastError,omitempty"`
+	Since     time.Time `json:"since"`
+	NextProbe time.Time `json:"nextProbe"`
 }
 
-// Source gives the dashboard what it shows. The app hands one in; it must
-// be cheap to call (cache anything that reads the index).
+// Fill is one running upstream fetch.
+type Fill struct {
+	Digest   string    `json:"digest"`
+	Upstream string    `json:"upstream,omitempty"`
+	Written  int64     `json:"written"`
+	Size     int64     `json:"size"` // -1 until known
+	Readers  int       `json:"readers"`
+	Rate     float64   `json:"rate"` // bytes per second since it started
+	Started  time.Time `json:"started"`
+}
+
+// Cache is the cache's size: Bytes live, Blobs and Tags as of Counted.
+type Cache struct {
+	Blobs   int           `json:"blobs"`
+	Bytes   int64         `json:"bytes"`
+	Tags    int           `json:"tags"`
+	Counted time.Time     `json:"counted,omitzero"` // when the index was last counted; zero if never
+	Err     error         `json:"-"`                // why the counts are missing or old, if they are
+	MaxSize int64         `json:"maxSize"`          // storage.max_size; 0 is unlimited
+	MaxAge  time.Duration `json:"-"`                // storage.max_age; 0 is none
+}
+
+// Repo is one repository in a top list. Name is empty when the asker may
+// not see it (a credentialed upstream's repository, asked without the
+// admin token).
+type Repo struct {
+	Upstream string `json:"upstream"`
+	Name     string `json:"name"`
+	Count    int64  `json:"count"`
+}
+
+// Event is one failed, refused or stale answer. Repo and Reason are empty
+// when the asker may not see them.
+type Event struct {
+	Time     time.Time `json:"time"`
+	Result   string    `json:"result"` // error, denied, stale
+	Upstream string    `json:"upstream,omitempty"`
+	Repo     string    `json:"repo,omitempty"`
+	Kind     string    `json:"kind,omitempty"`
+	Status   int       `json:"status"`
+	Code     string    `json:"code,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+}
+
+// History is the charts' series over Span: Times in Unix milliseconds,
+// counters as rates per second between points, gauges as values.
+// Remaining is -1 where the upstream had not reported a limit.
+type History struct {
+	Span          string               `json:"span"`
+	Step          float64              `json:"step"` // seconds between samples
+	Times         []int64              `json:"times"`
+	Results       map[string][]float64 `json:"results"`
+	BytesCache    []float64            `json:"bytesCache"`
+	BytesUpstream []float64            `json:"bytesUpstream"`
+	CacheBytes    []float64            `json:"cacheBytes"`
+	MaxBytes      float64              `json:"maxBytes"`
+	Remaining     map[string][]float64 `json:"remaining"`
+}
+
+// Source gives the dashboard what it shows: r is the page's request (for
+// the Source to decide what the asker may see), span the charts' reach.
+// It must be cheap to call: the page asks every two seconds.
 type Source interface {
-	Snapshot(ctx context.Context) Snapshot
+	Snapshot(r *http.Request, span time.Duration) Snapshot
 }
 
 // SourceFunc adapts a function to Source.
-type SourceFunc func(ctx context.Context) Snapshot
+type SourceFunc func(r *http.Request, span time.Duration) Snapshot
 
 // Snapshot calls f.
-func (f SourceFunc) Snapshot(ctx context.Context) Snapshot { return f(ctx) }
+func (f SourceFunc) Snapshot(r *http.Request, span time.Duration) Snapshot { return f(r, span) }
 
-// Cache is the cache's size, as of Counted.
-type Cache struct {
-	Blobs   int
-	Bytes   int64
-	Tags    int
-	Counted time.Time     // when the index was last counted; zero if never
-	Err     error         // why the counts are missing or old, if they are
-	MaxSize int64         // storage.max_size; 0 is unlimited
-	MaxAge  time.Duration // storage.max_age; 0 is none
-}
+// Paths the dashboard answers; the caller routes them to it.
+const (
+	PathPage   = "/"
+	PathData   = "/dashboard.json"
+	PathAssets = "/dashboard/" // the script and the style sheet
+)
+
+// Spans the charts offer.
+var spans = map[string]time.Duration{"1h": time.Hour, "24h": 24 * time.Hour}
 
 // Dashboard is the dashboard's HTTP handler.
 type Dashboard struct {
-	src     Source
-	refresh time.Duration
-	log     *slog.Logger
+	src Source
+	log *slog.Logger
 }
 
 var _ http.Handler = (*Dashboard)(nil)
@@ -113,123 +196,97 @@ type Option func(*Dashboard)
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(d *Dashboard) { d.log = l } }
 
-// WithRefresh sets how often the browser reloads the page (default 10s; 0
-// turns it off).
-func WithRefresh(every time.Duration) Option { return func(d *Dashboard) { d.refresh = every } }
-
-// New returns the dashboard; src is asked once per request.
+// New returns the dashboard; src is asked once per data request.
 func New(src Source, opts ...Option) *Dashboard {
-	d := &Dashboard{src: src, refresh: 10 * time.Second, log: slog.New(slog.DiscardHandler)}
+	d := &Dashboard{src: src, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(d)
 	}
 	return d
 }
 
-// view is what the template executes on.
-type view struct {
-	Snapshot
-	Refresh   int // seconds; 0 for none
-	Upstreams []upstreamView
-}
-
-type upstreamView struct {
-	Upstream
-	State      string // up, down, limited
-	StateText  string
-	LimitText  string
-	Remaining  string
-	Source     string
-	LimitAsked time.Time
-}
-
-// ServeHTTP renders the page. The whole page is rendered before the first
-// byte is written, so a template error is a 500, not half a page.
+// ServeHTTP answers the page, its assets and its data.
 func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s := d.src.Snapshot(r.Context())
-	v := view{Snapshot: s, Refresh: int(d.refresh / time.Second)}
-	for _, u := range s.Upstreams {
-		v.Upstreams = append(v.Upstreams, describe(u, s.Time))
-	}
-	var buf bytes.Buffer
-	if err := page.Execute(&buf, v); err != nil {
-		d.log.Error("render dashboard", slog.Any("error", err))
-		http.Error(w, "dashboard failed to render", http.StatusInternalServerError)
-		return
-	}
 	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	// Inline styles only: no scripts, no frames, nothing fetched.
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+	switch p := r.URL.Path; {
+	case p == PathPage:
+		d.asset(w, r, "index.html")
+	case p == PathData:
+		d.data(w, r)
+	case len(p) > len(PathAssets) && p[:len(PathAssets)] == PathAssets:
+		d.asset(w, r, path.Base(p))
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+var contentTypes = map[string]string{
+	".html": "text/html; charset=utf-8",
+	".js":   "text/javascript; charset=utf-8",
+	".css":  "text/css; charset=utf-8",
+}
+
+func (d *Dashboard) asset(w http.ResponseWriter, r *http.Request, name string) {
+	ct, ok := contentTypes[path.Ext(name)]
+	b, err := assets.ReadFile("assets/" + name)
+	if !ok || err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	d.write(w, r, ct, b)
+}
+
+// data answers the snapshot as JSON; ?span=1h (default) or 24h.
+func (d *Dashboard) data(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("span")
+	if name == "" {
+		name = "1h"
+	}
+	span, ok := spans[name]
+	if !ok {
+		http.Error(w, fmt.Sprintf("span %q: use 1h or 24h", name), http.StatusBadRequest)
+		return
+	}
+	s := d.src.Snapshot(r, span)
+	b, err := json.Marshal(wire{Snapshot: s, CacheError: errText(s.Cache.Err), MaxAge: durText(s.Cache.MaxAge)})
+	if err != nil {
+		d.log.Error("encode dashboard data", slog.Any("error", err))
+		http.Error(w, "dashboard data failed to encode", http.StatusInternalServerError)
+		return
+	}
+	d.write(w, r, "application/json", b)
+}
+
+// wire is a Snapshot with what does not marshal by itself.
+type wire struct {
+	Snapshot
+	CacheError string `json:"cacheError,omitempty"`
+	MaxAge     string `json:"maxAge,omitempty"`
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func durText(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+func (d *Dashboard) write(w http.ResponseWriter, r *http.Request, ct string, b []byte) {
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	if r.Method == http.MethodHead {
 		return
 	}
-	_, _ = w.Write(buf.Bytes())
-}
-
-// describe words an upstream's state as `regcache status` does.
-func describe(u Upstream, now time.Time) upstreamView {
-	v := upstreamView{Upstream: u, State: "up", StateText: "up", LimitText: "-", Remaining: "-", Source: "-"}
-	switch {
-	case u.Health.Down:
-		v.State, v.StateText = "down", "down (serving from cache)"
-	case len(u.Health.Breakers) > 0:
-		v.State, v.StateText = "limited", "up, some endpoints failing fast"
-	case !u.Health.LimitedUntil.IsZero():
-		v.State = "limited"
-		v.StateText = "rate-limited until " + u.Health.LimitedUntil.UTC().Format("2006-01-02 15:04:05 UTC")
-		if left := u.Health.LimitedUntil.Sub(now); left > 0 {
-			v.StateText += " (" + left.Round(time.Second).String() + ")"
-		}
-		if len(u.Health.LimitedKinds) > 0 {
-			v.StateText += " for " + strings.Join(u.Health.LimitedKinds, ", ")
-		}
-	}
-	if rl := u.RateLimit; !rl.Updated.IsZero() {
-		v.LimitText = strconv.Itoa(rl.Limit)
-		if rl.Window != "" {
-			v.LimitText += " per " + rl.Window + "s"
-		}
-		v.Remaining = strconv.Itoa(rl.Remaining)
-		v.LimitAsked = rl.Updated
-	}
-	if u.RateLimit.Source != "" {
-		v.Source = u.RateLimit.Source
-	}
-	return v
-}
-
-// formatBytes is n in binary units, as storage.max_size is usually written.
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// ago is how long before now t was, to the second.
-func ago(now, t time.Time) string {
-	d := now.Sub(t).Round(time.Second)
-	if d < time.Second {
-		return "just now"
-	}
-	return d.String() + " ago"
-}
-
-// UsedPercent is Bytes as a share of MaxSize ("" without a limit).
-func (c Cache) UsedPercent() string {
-	if c.MaxSize <= 0 {
-		return ""
-	}
-	return fmt.Sprintf("%.0f%%", 100*float64(c.Bytes)/float64(c.MaxSize))
+	_, _ = bytes.NewReader(b).WriteTo(w)
 }

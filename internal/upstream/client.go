@@ -43,6 +43,9 @@ type Client struct {
 
 	mu        sync.Mutex
 	rateLimit RateLimit
+
+	baseTransport http.RoundTripper // under the breakers and auth: for probes
+	probe         prober
 }
 
 // Option configures a Client.
@@ -112,6 +115,7 @@ func New(name, rawURL string, creds auth.Credentials, opts ...Option) (*Client, 
 	for _, o := range opts {
 		o(c)
 	}
+	c.baseTransport = c.http.Transport
 	c.auth = auth.New(&scopedTransport{c: c, base: c.http.Transport}, u, creds, c.authOpts...)
 	c.http.Transport = c.auth
 	return c, nil
@@ -134,6 +138,12 @@ type RateLimit struct {
 	Window    string    `json:"window,omitempty"`
 	Source    string    `json:"source,omitempty"`
 	Updated   time.Time `json:"updated"`
+	// Reset is when the window's budget comes back: from a ratelimit-reset
+	// header (seconds) when the upstream sends one, else estimated
+	// (ResetEstimated) as the first reading of the current window plus
+	// the window (Docker Hub's window rolls, so it is the latest reset).
+	Reset          time.Time `json:"reset,omitzero"`
+	ResetEstimated bool      `json:"resetEstimated,omitempty"`
 }
 
 // RateLimit returns the last recorded rate-limit state (zero if the
@@ -160,6 +170,7 @@ func (c *Client) recordRateLimit(h http.Header) {
 	rl.Source = h.Get("Docker-Ratelimit-Source")
 	rl.Updated = time.Now()
 	c.mu.Lock()
+	rl.Reset, rl.ResetEstimated = resetOf(c.rateLimit, rl, h.Get("Ratelimit-Reset"))
 	c.rateLimit = rl
 	c.mu.Unlock()
 }
@@ -245,12 +256,16 @@ type Health struct {
 	Limited      []LimitState `json:"limited,omitempty"`
 	// Breakers are the scopes that saw requests, open or not.
 	Breakers []BreakerState `json:"breakers,omitempty"`
+	// Probe is what the /v2/ probes (and requests answered) last said;
+	// a failed probe sets Down too.
+	Probe ProbeState `json:"probe"`
 }
 
 // Health reports the breakers' states and until when a 429 keeps the
 // upstream from being asked.
 func (c *Client) Health() Health {
-	h := Health{Limited: c.limiter.state(c.now()), Breakers: c.breakers.states()}
+	h := Health{Limited: c.limiter.state(c.now()), Breakers: c.breakers.states(), Probe: c.probe.state()}
+	h.Down = h.Probe.State == ProbeDown
 	for _, l := range h.Limited {
 		if l.Until.After(h.LimitedUntil) {
 			h.LimitedUntil = l.Until

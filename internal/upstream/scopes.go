@@ -114,25 +114,7 @@ func (t *scopedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // ping asks the registry's /v2/ without credentials: any answer below 500
 // (a 401 challenge is the usual one) means it is up.
-func (t *scopedTransport) ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	u := *t.c.base
-	u.Path = "/v2/"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := t.base.RoundTrip(req)
-	if err != nil {
-		return cleanURLError(err)
-	}
-	drainBody(resp)
-	if resp.StatusCode >= 500 {
-		return fmt.Errorf("ping: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
-	}
-	return nil
-}
+func (t *scopedTransport) ping(ctx context.Context) error { return t.c.ping(ctx) }
 
 func (t *scopedTransport) failure(scope string, b *breaker, err error) {
 	if b.failure(t.c.now(), err.Error()) {
@@ -142,6 +124,9 @@ func (t *scopedTransport) failure(scope string, b *breaker, err error) {
 }
 
 func (t *scopedTransport) success(scope string, b *breaker) {
+	if scope != ScopeToken && !strings.HasPrefix(scope, scopeCDN) {
+		t.c.answered()
+	}
 	if closed, openFor := b.success(t.c.now()); closed {
 		t.c.log.Info("upstream breaker closed: the endpoint answered again",
 			slog.String("upstream", t.c.name), slog.String("scope", scope), slog.Duration("open_for", openFor))
