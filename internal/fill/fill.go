@@ -199,7 +199,7 @@ func (m *Manager) acquire(k fillKey, size int64, src Source) (*Fill, error) {
 		return nil, classify(fmt.Errorf("start fill of %s: %w", d, err))
 	}
 	f := &Fill{m: m, key: k, d: d, w: w, size: size, expected: size, refs: 2, // the run goroutine and the caller
-		notify: make(chan struct{}), finished: make(chan struct{})}
+		notify: make(chan struct{}), finished: make(chan struct{}), began: time.Now()}
 	m.fills[k] = f
 	m.wg.Add(1)
 	go f.run(src)
@@ -214,6 +214,7 @@ type Fill struct {
 	w        blobstore.Writer
 	expected int64
 	finished chan struct{}
+	began    time.Time // when the fill started, for its rate
 
 	mu       sync.Mutex
 	notify   chan struct{} // closed and replaced on every change
@@ -649,6 +650,59 @@ func (r *Reader) Available(ctx context.Context) (int64, error) {
 		case <-ch:
 		}
 	}
+}
+
+// Progress is how many bytes of the blob are in the temporary file and the
+// fill's mean rate since it began, in bytes per second (0 before the first
+// byte). A reader of a range uses it to decide between waiting for the fill
+// and asking the upstream for the range itself.
+func (r *Reader) Progress() (written int64, perSecond float64) {
+	r.f.mu.Lock()
+	written = r.f.written
+	r.f.mu.Unlock()
+	if secs := time.Since(r.f.began).Seconds(); secs > 0 && written > 0 {
+		perSecond = float64(written) / secs
+	}
+	return written, perSecond
+}
+
+// WaitWritten blocks until at least n bytes are in the temporary file and
+// reports true, or returns false when the fill ended (failed, or finished
+// shorter) or ctx is done first. It does not wait for verification.
+func (r *Reader) WaitWritten(ctx context.Context, n int64) bool {
+	for {
+		r.f.mu.Lock()
+		written, done, ch := r.f.written, r.f.done, r.f.notify
+		r.f.mu.Unlock()
+		switch {
+		case written >= n:
+			return true
+		case done:
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-ch:
+		}
+	}
+}
+
+// ReadAtWritten reads bytes of the temporary file at off that the fill has
+// written, without waiting for verification: for ranges the mirror cannot
+// verify (the client checks its chunks against digests of its own). It
+// fails if off+len(p) is beyond what has been written.
+func (r *Reader) ReadAtWritten(p []byte, off int64) (int, error) {
+	r.f.mu.Lock()
+	written, err := r.f.written, r.f.err
+	r.f.mu.Unlock()
+	if err != nil {
+		return 0, fmt.Errorf("fill of %s failed: %w", r.f.d, err)
+	}
+	if off+int64(len(p)) > written {
+		return 0, fmt.Errorf("fill of %s: bytes %d-%d not written yet", r.f.d, off, off+int64(len(p))-1)
+	}
+	return r.f.w.ReadAt(p, off)
 }
 
 // Advance moves the offset n bytes on.
