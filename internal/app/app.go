@@ -158,7 +158,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	m := metrics.New(a.metrics)
 	a.content = mirror.New(store, index, a.fills, a.upstreams,
 		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
-		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel))
+		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel),
+		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent))
 	a.registry = registry.New(a.content,
 		registry.WithAuthorizer(acc), registry.WithMiddleware(acc.Middleware),
 		registry.WithMetrics(m), registry.WithLogger(log))
@@ -241,6 +242,9 @@ type UpstreamStatus struct {
 	RateLimit     upstream.RateLimit `json:"rateLimit"`
 	Health        upstream.Health    `json:"health"`
 	TokenRequests int64              `json:"tokenRequests"`
+	// BudgetReserve is how many counted pulls background work (regcache
+	// warm) leaves to other clients, from budget_reserve.
+	BudgetReserve int `json:"budgetReserve"`
 }
 
 // Status reports the upstreams' rate limits and the running fills.
@@ -248,7 +252,8 @@ func (a *App) Status() Status {
 	st := Status{ActiveFills: a.fills.Active()}
 	for _, u := range a.upstreams {
 		st.Upstreams = append(st.Upstreams, UpstreamStatus{Name: u.Name, URL: u.Client.URL(),
-			RateLimit: u.Client.RateLimit(), Health: u.Client.Health(), TokenRequests: u.Client.TokenRequests()})
+			RateLimit: u.Client.RateLimit(), Health: u.Client.Health(), TokenRequests: u.Client.TokenRequests(),
+			BudgetReserve: a.content.Reserve(u)})
 	}
 	return st
 }

@@ -54,16 +54,17 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Addr:        ":5000",
-		AdminAddr:   "127.0.0.1:5001",
-		Data:        "./data",
-		Freshness:   time.Minute,
-		FillTimeout: 30 * time.Minute,
-		Prefetch:    Prefetch{Enabled: true, Parallel: 16},
-		Upstreams:   []Upstream{{Name: "docker.io", URL: "https://registry-1.docker.io"}},
-		Access:      Access{Private: "deny"},
-		Storage:     Storage{MaxBlobSize: 64 << 30},
-		Log:         Log{Level: "info", Format: "json"},
+		Addr:          ":5000",
+		AdminAddr:     "127.0.0.1:5001",
+		Data:          "./data",
+		Freshness:     time.Minute,
+		FillTimeout:   30 * time.Minute,
+		Prefetch:      Prefetch{Enabled: true, Parallel: 16},
+		BudgetReserve: BudgetReserve{Percent: 10},
+		Upstreams:     []Upstream{{Name: "docker.io", URL: "https://registry-1.docker.io"}},
+		Access:        Access{Private: "deny"},
+		Storage:       Storage{MaxBlobSize: 64 << 30},
+		Log:           Log{Level: "info", Format: "json"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -264,7 +265,8 @@ log: {level: error, format: text}
 	want := Config{
 		Addr: ":5000", AdminAddr: "127.0.0.1:5001", Data: "./data",
 		Freshness: time.Minute, FillTimeout: 10 * time.Minute,
-		Prefetch: Prefetch{Enabled: false, Parallel: 2},
+		Prefetch:      Prefetch{Enabled: false, Parallel: 2},
+		BudgetReserve: BudgetReserve{Percent: 10},
 		Upstreams: []Upstream{
 			{Name: "docker.io", URL: "https://registry-1.docker.io", Username: "me", PasswordFile: token},
 			{Name: "ghcr.io", URL: "https://ghcr.io", Aliases: []string{"ghcr.example"}},

@@ -21,7 +21,9 @@ type fileConfig struct {
 	Data        *string `yaml:"data"`
 	Freshness   *string `yaml:"freshness"`
 	FillTimeout *string `yaml:"fill_timeout"`
-	Prefetch    struct {
+	// BudgetReserve is budget_reserve: a count or a percentage.
+	BudgetReserve *string `yaml:"budget_reserve"`
+	Prefetch      struct {
 		Enabled  *string `yaml:"enabled"`
 		Parallel *string `yaml:"parallel"`
 	} `yaml:"prefetch"`
@@ -56,6 +58,8 @@ type fileUpstream struct {
 	Password     string   `yaml:"password"`
 	PasswordFile string   `yaml:"password_file"`
 	Aliases      []string `yaml:"aliases"`
+	Fallback     []string `yaml:"fallback"`
+	TrustedTags  bool     `yaml:"trusted_tags"`
 }
 
 // values returns the file's top-level settings by option key; absent and
@@ -64,7 +68,7 @@ func (f *fileConfig) values() map[string]string {
 	m := map[string]string{}
 	for key, p := range map[string]*string{
 		"addr": f.Addr, "admin_addr": f.AdminAddr, "data": f.Data,
-		"freshness": f.Freshness, "fill_timeout": f.FillTimeout,
+		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "budget_reserve": f.BudgetReserve,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
 		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,
 		"access.htpasswd": f.Access.Htpasswd, "access.private": f.Access.Private,

@@ -38,6 +38,9 @@ func (s *Service) Manifest(ctx context.Context, req Request, ref oci.Reference) 
 		return nil, out, err
 	}
 	accept := func() []string { return accepts(req.Accept) } // for the upstream only
+	if req.Background {
+		ctx = background(ctx)
+	}
 	var m *Manifest
 	if ref.IsDigest() {
 		m, err = s.manifestByDigest(ctx, rt, ref.Digest, accept, &out)
@@ -217,6 +220,9 @@ func (s *Service) fetchTag(ctx context.Context, rt route, tag string, accept []s
 // fetchManifest GETs a manifest from upstream (once for concurrent
 // identical requests), verifies and stores it.
 func (s *Service) fetchManifest(ctx context.Context, rt route, ref oci.Reference, accept []string) (*Manifest, error) {
+	if err := s.keepReserve(ctx, rt); err != nil { // before joining: a flight is not the caller's
+		return nil, err
+	}
 	key := "get\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + ref.String()
 	v, err, _ := s.flights.Do(key, func() (any, error) {
 		ctx, cancel := detached(ctx)

@@ -57,6 +57,10 @@ type Request struct {
 	// Head is set when the client wants headers only: no body is read and
 	// nothing is prefetched.
 	Head bool
+	// Background marks background work (`regcache warm`, by the
+	// BackgroundHeader): it never spends the upstream's last
+	// budget_reserve counted pulls.
+	Background bool
 }
 
 // Outcome says how a request was answered, for the access log and the
@@ -87,6 +91,9 @@ type Service struct {
 
 	prefetch    bool
 	prefetchSem chan struct{}
+
+	reserveCount   int     // counted pulls background work leaves to others, or
+	reservePercent float64 // that share of the upstream's ratelimit-limit
 
 	flights singleflight.Group // manifest fetches, tag revalidations, listings
 
@@ -139,7 +146,7 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 func New(store blobstore.Store, index *cacheindex.Index, fills *fill.Manager, upstreams []*Upstream, opts ...Option) *Service {
 	s := &Service{upstreams: upstreams, byName: map[string]*Upstream{}, store: store, index: index, fills: fills,
 		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: time.Minute,
-		prefetch: true, prefetchSem: make(chan struct{}, 16), listCache: map[string]cachedListing{},
+		prefetch: true, prefetchSem: make(chan struct{}, 16), listCache: map[string]cachedListing{}, reservePercent: 10,
 		negativeTTL: 30 * time.Second, negative: map[string]time.Time{}, mem: newMemory(32 << 20)}
 	for _, u := range upstreams {
 		s.byName[u.Name] = u
