@@ -120,7 +120,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			a.Close()
 			return nil, err
 		}
-		a.upstreams = append(a.upstreams, &mirror.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c})
+		a.upstreams = append(a.upstreams, &mirror.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c,
+			Fallback: u.Fallback, TrustedTags: u.TrustedTags})
 	}
 	a.metrics = prometheus.NewRegistry()
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -245,15 +246,23 @@ type UpstreamStatus struct {
 	// BudgetReserve is how many counted pulls background work (regcache
 	// warm) leaves to other clients, from budget_reserve.
 	BudgetReserve int `json:"budgetReserve"`
+	// Fallback is the upstream's fallback chain and what its members
+	// answered, when it has one.
+	Fallback *mirror.FallbackState `json:"fallback,omitempty"`
 }
 
 // Status reports the upstreams' rate limits and the running fills.
 func (a *App) Status() Status {
 	st := Status{ActiveFills: a.fills.Active()}
 	for _, u := range a.upstreams {
-		st.Upstreams = append(st.Upstreams, UpstreamStatus{Name: u.Name, URL: u.Client.URL(),
+		us := UpstreamStatus{Name: u.Name, URL: u.Client.URL(),
 			RateLimit: u.Client.RateLimit(), Health: u.Client.Health(), TokenRequests: u.Client.TokenRequests(),
-			BudgetReserve: a.content.Reserve(u)})
+			BudgetReserve: a.content.Reserve(u)}
+		if len(u.Fallback) > 0 {
+			fb := a.content.Fallback(u)
+			us.Fallback = &fb
+		}
+		st.Upstreams = append(st.Upstreams, us)
 	}
 	return st
 }

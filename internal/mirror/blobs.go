@@ -107,7 +107,11 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 	if req.Head {
 		size := headSize
 		if size < 0 { // held, but not asked yet
-			if size, err = rt.up.Client.BlobHead(ctx, rt.repo, d); err != nil {
+			if _, err := s.onChain(ctx, rt, fallbackBlob, func(r route) error {
+				var err error
+				size, err = r.up.Client.BlobHead(ctx, r.repo, d)
+				return err
+			}); err != nil {
 				return nil, out, wire(err, oci.ErrBlobUnknown)
 			}
 		}
@@ -148,8 +152,12 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 	if err != nil {
 		return nil, out, wire(err, oci.ErrBlobUnknown)
 	}
-	return &Blob{Digest: d, fill: rd, upstreamRange: func(ctx context.Context, start, length int64) (io.ReadCloser, error) {
-		return rt.up.Client.BlobRange(ctx, rt.repo, d, start, length)
+	return &Blob{Digest: d, fill: rd, upstreamRange: func(ctx context.Context, start, length int64) (body io.ReadCloser, err error) {
+		_, err = s.onChain(ctx, rt, fallbackBlob, func(r route) error {
+			body, err = r.up.Client.BlobRange(ctx, r.repo, d, start, length)
+			return err
+		})
+		return body, err
 	}}, out, nil
 }
 
@@ -255,10 +263,16 @@ func (s *Service) dropDamaged(ctx context.Context, d digest.Digest, why string) 
 	s.mem.forget(d)
 }
 
-// blobSource fetches the blob from the route's upstream.
+// blobSource fetches the blob from the route's upstream, or from a member
+// of its fallback chain when it is down, 5xx or rate limited (the fill
+// checks the bytes against the digest, and records who served them).
 func (s *Service) blobSource(rt route, d digest.Digest) fill.Source {
-	return func(ctx context.Context, offset int64) (*upstream.Blob, error) {
-		return rt.up.Client.BlobGet(ctx, rt.repo, d, offset)
+	return func(ctx context.Context, offset int64) (b *upstream.Blob, err error) {
+		_, err = s.onChain(ctx, rt, fallbackBlob, func(r route) error {
+			b, err = r.up.Client.BlobGet(ctx, r.repo, d, offset)
+			return err
+		})
+		return b, err
 	}
 }
 

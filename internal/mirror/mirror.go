@@ -35,6 +35,13 @@ type Upstream struct {
 	// Aliases are other host names clients use for it (Host header).
 	Aliases []string
 	Client  *upstream.Client
+	// Fallback names the upstreams tried in turn, for the same repository,
+	// when this one is down, answers 5xx or is rate limited.
+	Fallback []string
+	// TrustedTags lets this upstream's tags stand in, as a fallback member,
+	// for the upstream it backs (content by digest is taken from any
+	// member, since it is checked).
+	TrustedTags bool
 }
 
 // Registry is how clients name a mirrored upstream, for routing.
@@ -99,6 +106,8 @@ type Service struct {
 
 	mem *memory // the warm hit path: manifests, tags, holdings
 
+	fbState // what the fallback chains answered
+
 	listMu    sync.Mutex
 	listCache map[string]cachedListing
 	listBytes int64
@@ -147,6 +156,7 @@ func New(store blobstore.Store, index *cacheindex.Index, fills *fill.Manager, up
 	s := &Service{upstreams: upstreams, byName: map[string]*Upstream{}, store: store, index: index, fills: fills,
 		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: time.Minute,
 		prefetch: true, prefetchSem: make(chan struct{}, 16), listCache: map[string]cachedListing{}, reservePercent: 10,
+		fbState:     fbState{fbStats: map[string]*FallbackState{}},
 		negativeTTL: 30 * time.Second, negative: map[string]time.Time{}, mem: newMemory(32 << 20)}
 	for _, u := range upstreams {
 		s.byName[u.Name] = u
