@@ -688,23 +688,6 @@ func (r *Reader) WaitWritten(ctx context.Context, n int64) bool {
 	}
 }
 
-// ReadAtWritten reads bytes of the temporary file at off that the fill has
-// written, without waiting for verification: for ranges the mirror cannot
-// verify (the client checks its chunks against digests of its own). It
-// fails if off+len(p) is beyond what has been written.
-func (r *Reader) ReadAtWritten(p []byte, off int64) (int, error) {
-	r.f.mu.Lock()
-	written, err := r.f.written, r.f.err
-	r.f.mu.Unlock()
-	if err != nil {
-		return 0, fmt.Errorf("fill of %s failed: %w", r.f.d, err)
-	}
-	if off+int64(len(p)) > written {
-		return 0, fmt.Errorf("fill of %s: bytes %d-%d not written yet", r.f.d, off, off+int64(len(p))-1)
-	}
-	return r.f.w.ReadAt(p, off)
-}
-
 // Advance moves the offset n bytes on.
 func (r *Reader) Advance(n int64) { r.off += n }
 

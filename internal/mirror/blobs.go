@@ -50,8 +50,8 @@ func (b *Blob) Size(ctx context.Context) (int64, error) {
 // Of a growing blob, the whole blob's last byte waits for the blob's
 // verification, so a full response never completes with bytes no one has
 // checked; a partial range is sent as its bytes arrive, or fetched from
-// the upstream as a range when the fill will not reach it soon (a part of
-// a blob cannot be verified: the client checks its chunks). An error
+// the upstream as a range when the fill will not reach its start soon (a
+// part of a blob cannot be verified: the client checks its chunks). An error
 // means w got less than asked: the response must be cut, not completed.
 func (b *Blob) Send(ctx context.Context, w io.Writer, start, length int64) error {
 	switch {

@@ -15,15 +15,17 @@ import (
 const rangeWait = time.Second
 
 // sendFillRange answers a partial range of a blob being filled. Its bytes
-// are sent as soon as they are in the temporary file, without waiting for
+// are sent from the temporary file as they arrive, without waiting for
 // the blob's verification: a part of a blob cannot be verified by the
 // mirror (a lazy-pulling client checks its chunks against the digests of
-// the layer's table of contents). A range the fill will not reach soon is
+// the layer's table of contents). Only a range that ends with the blob
+// waits, for its last byte, until the blob is verified, like a whole blob.
+// A range that starts where the fill will not be within rangeWait is
 // fetched from the upstream as that range alone, passed through and not
-// stored.
+// stored, while the fill goes on.
 func (b *Blob) sendFillRange(ctx context.Context, w io.Writer, start, length int64) error {
-	if fillReaches(ctx, b.fill, start+length) || b.upstreamRange == nil {
-		return sendWritten(ctx, w, b.fill, start, length)
+	if b.upstreamRange == nil || fillReaches(ctx, b.fill, start+1) {
+		return sendArriving(ctx, w, b.fill, start, length)
 	}
 	body, err := b.upstreamRange(ctx, start, length)
 	if err != nil {
@@ -53,43 +55,46 @@ func fillReaches(ctx context.Context, rd *fill.Reader, end int64) bool {
 	return rd.WaitWritten(wctx, end)
 }
 
-// sendWritten copies bytes [start, start+length) of a fill's temporary
-// file as they are written (by sendfile(2) when the store gives a file),
-// without holding back the last one for verification.
-func sendWritten(ctx context.Context, w io.Writer, rd *fill.Reader, start, length int64) error {
-	if !rd.WaitWritten(ctx, start+length) {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return rd.Wait(ctx) // the fill failed (its error), or ended short
+// sendArriving copies bytes [start, start+length) of a fill to w as the
+// fill writes them (by sendfile(2) when the store gives a file). It does
+// not hold the range's last byte for verification; the blob's own last
+// byte still waits for it (the fill reader keeps it back).
+func sendArriving(ctx context.Context, w io.Writer, rd *fill.Reader, start, length int64) error {
+	if _, err := rd.Seek(start, io.SeekStart); err != nil {
+		return err
 	}
-	if f, err := rd.OpenFile(); err == nil {
-		defer f.Close()
-		if _, err := f.Seek(start, io.SeekStart); err != nil {
-			return err
-		}
-		n, err := io.Copy(w, &io.LimitedReader{R: f, N: length})
+	f, err := rd.OpenFile()
+	if err != nil { // no file to send from: copy through the reader
+		bp := copyBuffers.Get().(*[]byte)
+		defer copyBuffers.Put(bp)
+		n, err := io.CopyBuffer(struct{ io.Writer }{w}, io.LimitReader(rd.WithContext(ctx), length), *bp)
 		if err == nil && n != length {
 			err = io.ErrUnexpectedEOF
 		}
 		return err
 	}
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
-	for off, end := start, start+length; off < end; {
-		n, err := rd.ReadAtWritten((*bp)[:min(int64(len(*bp)), end-off)], off)
-		if n > 0 {
-			if _, werr := w.Write((*bp)[:n]); werr != nil {
-				return werr
-			}
-			off += int64(n)
-		}
-		if err != nil && err != io.EOF {
-			return err
-		}
-		if n == 0 {
+	defer f.Close()
+	for left := length; left > 0; {
+		n, err := rd.Available(ctx)
+		if err == io.EOF {
 			return io.ErrUnexpectedEOF
 		}
+		if err != nil {
+			return err
+		}
+		n = min(n, left)
+		if _, err := f.Seek(rd.Offset(), io.SeekStart); err != nil {
+			return err
+		}
+		m, err := io.Copy(w, &io.LimitedReader{R: f, N: n})
+		rd.Advance(m)
+		if err == nil && m != n {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return err
+		}
+		left -= n
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +62,18 @@ func TestLazyPullRanges(t *testing.T) {
 	suffix := e.do(t, "GET", path, "Range", "bytes=-5")
 	if suffix.err != nil || suffix.status != 206 || !bytes.Equal(suffix.body, full[n-5:]) {
 		t.Fatalf("suffix range: %d %v", suffix.status, suffix.err)
+	}
+	// A resumed download (a range from early on to the end) streams from
+	// the fill, not from a second upstream transfer, and completes only
+	// once the blob is verified.
+	resume := e.do(t, "GET", path, "Range", "bytes=100-")
+	if resume.err != nil || resume.status != 206 || !bytes.Equal(resume.body, full[100:]) {
+		t.Fatalf("resumed download: %d %v, %d bytes", resume.status, resume.err, len(resume.body))
+	}
+	for _, r := range e.hub.Requests() {
+		if r.Kind == testenv.KindBlob && r.Range == "bytes=100-" || strings.HasPrefix(r.Range, "bytes=100-") {
+			t.Errorf("the resumed download went upstream as a range of its own: %+v", r)
+		}
 	}
 	// The full fill went on and commits the verified blob.
 	whole := e.do(t, "GET", path)
