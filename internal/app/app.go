@@ -126,7 +126,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			a.Close()
 			return nil, err
 		}
-		a.upstreams = append(a.upstreams, &mirror.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c})
+		a.upstreams = append(a.upstreams, &mirror.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c,
+			Fallback: u.Fallback, TrustedTags: u.TrustedTags})
 	}
 	a.metrics = prometheus.NewRegistry()
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -167,7 +168,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	metrics.RegisterState(a.metrics, a.metricsState)
 	a.content = mirror.New(store, index, a.fills, a.upstreams,
 		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
-		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel))
+		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel),
+		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent))
 	a.registry = registry.New(a.content,
 		registry.WithAuthorizer(acc), registry.WithMiddleware(acc.Middleware),
 		registry.WithMetrics(m), registry.WithLogger(log), registry.WithObserver(a.stats.observe))
@@ -274,6 +276,12 @@ type UpstreamStatus struct {
 	Reserve      int       `json:"reserve"`
 	Reset        time.Time `json:"reset,omitzero"`
 	FetchedBytes int64     `json:"fetchedBytes"`
+	// BudgetReserve is how many counted pulls background work (regcache
+	// warm) leaves to other clients, from budget_reserve.
+	BudgetReserve int `json:"budgetReserve"`
+	// Fallback is the upstream's fallback chain and what its members
+	// answered, when it has one.
+	Fallback *mirror.FallbackState `json:"fallback,omitempty"`
 }
 
 // Status reports the upstreams' health and rate limits, the requests
@@ -288,8 +296,14 @@ func (a *App) Status() Status {
 func (a *App) status() Status {
 	st := Status{ActiveFills: a.fills.Active()}
 	for _, u := range a.upstreams {
-		st.Upstreams = append(st.Upstreams, UpstreamStatus{Name: u.Name, URL: u.Client.URL(),
-			RateLimit: u.Client.RateLimit(), Health: u.Client.Health(), TokenRequests: u.Client.TokenRequests()})
+		us := UpstreamStatus{Name: u.Name, URL: u.Client.URL(),
+			RateLimit: u.Client.RateLimit(), Health: u.Client.Health(), TokenRequests: u.Client.TokenRequests(),
+			BudgetReserve: a.content.Reserve(u)}
+		if len(u.Fallback) > 0 {
+			fb := a.content.Fallback(u)
+			us.Fallback = &fb
+		}
+		st.Upstreams = append(st.Upstreams, us)
 	}
 	a.completeStatus(&st)
 	return st

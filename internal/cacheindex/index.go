@@ -41,6 +41,10 @@ type TagEntry struct {
 	Size      int64         `json:"size"`
 	Fetched   time.Time     `json:"fetched"` // when the digest was first seen for the tag
 	Checked   time.Time     `json:"checked"` // when upstream last confirmed it
+	// Source is the fallback member whose answer this is, when the
+	// upstream itself did not answer; "" when it did. The upstream's own
+	// answer replaces it as soon as it gives one.
+	Source string `json:"source,omitempty"`
 }
 
 // ManifestEntry is what the index knows of a stored manifest.

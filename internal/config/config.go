@@ -51,6 +51,10 @@ type Config struct {
 	// Prefetch controls background fetching of an image's blobs once its
 	// manifest was pulled (yaml prefetch).
 	Prefetch Prefetch
+	// BudgetReserve is how many counted pulls (manifest GETs) of an
+	// upstream's rate limit prefetch and `regcache warm` leave to other
+	// clients (yaml budget_reserve, default 10% of the last ratelimit-limit).
+	BudgetReserve BudgetReserve
 	// Upstreams are the registries mirrored; the first one is the default,
 	// served at the root path (yaml upstreams, default Docker Hub).
 	Upstreams []Upstream
@@ -73,6 +77,13 @@ type Prefetch struct {
 	Parallel int
 }
 
+// BudgetReserve is a count of pulls, or (Count 0) a percentage of the
+// upstream's last reported ratelimit-limit.
+type BudgetReserve struct {
+	Count   int
+	Percent float64
+}
+
 // Upstream is one mirrored registry.
 type Upstream struct {
 	// Name is the registry host clients know, e.g. "docker.io" or "ghcr.io".
@@ -90,6 +101,15 @@ type Upstream struct {
 	PasswordFile string
 	// Aliases are extra Host names that route to this upstream.
 	Aliases []string
+	// Fallback names other upstreams of the list, tried in order, under the
+	// same repository name, when this one is down, answers 5xx or is rate
+	// limited for a counted request (yaml upstreams[].fallback). Content
+	// by digest is taken from any of them (the digest is checked).
+	Fallback []string
+	// TrustedTags lets this upstream's answer for a tag stand in for the
+	// upstream it is a fallback of (yaml upstreams[].trusted_tags): a
+	// public mirror of Docker Hub is, an arbitrary registry is not.
+	TrustedTags bool
 }
 
 // Storage bounds the cache.

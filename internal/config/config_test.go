@@ -62,6 +62,7 @@ func TestDefaults(t *testing.T) {
 		ShutdownTimeout: 30 * time.Second,
 		ProbeInterval:   30 * time.Second,
 		Prefetch:        Prefetch{Enabled: true, Parallel: 16},
+		BudgetReserve:   BudgetReserve{Percent: 10},
 		Upstreams:       []Upstream{{Name: "docker.io", URL: "https://registry-1.docker.io"}},
 		Access:          Access{Private: "deny"},
 		Storage:         Storage{MaxBlobSize: 64 << 30},
@@ -266,7 +267,8 @@ log: {level: error, format: text}
 	want := Config{
 		Addr: ":5000", AdminAddr: "127.0.0.1:5001", Data: "./data",
 		Freshness: time.Minute, FillTimeout: 10 * time.Minute, ShutdownTimeout: 30 * time.Second, ProbeInterval: 30 * time.Second,
-		Prefetch: Prefetch{Enabled: false, Parallel: 2},
+		Prefetch:      Prefetch{Enabled: false, Parallel: 2},
+		BudgetReserve: BudgetReserve{Percent: 10},
 		Upstreams: []Upstream{
 			{Name: "docker.io", URL: "https://registry-1.docker.io", Username: "me", PasswordFile: token},
 			{Name: "ghcr.io", URL: "https://ghcr.io", Aliases: []string{"ghcr.example"}},

@@ -24,7 +24,9 @@ type fileConfig struct {
 	FillTimeout *string `yaml:"fill_timeout"`
 	Shutdown    *string `yaml:"shutdown_timeout"`
 	Probe       *string `yaml:"probe_interval"`
-	Prefetch    struct {
+	// BudgetReserve is budget_reserve: a count or a percentage.
+	BudgetReserve *string `yaml:"budget_reserve"`
+	Prefetch      struct {
 		Enabled  *string `yaml:"enabled"`
 		Parallel *string `yaml:"parallel"`
 	} `yaml:"prefetch"`
@@ -59,6 +61,8 @@ type fileUpstream struct {
 	Password     string   `yaml:"password"`
 	PasswordFile string   `yaml:"password_file"`
 	Aliases      []string `yaml:"aliases"`
+	Fallback     []string `yaml:"fallback"`
+	TrustedTags  bool     `yaml:"trusted_tags"`
 }
 
 // values returns the file's top-level settings by option key; absent and
@@ -67,7 +71,7 @@ func (f *fileConfig) values() map[string]string {
 	m := map[string]string{}
 	for key, p := range map[string]*string{
 		"addr": f.Addr, "admin_addr": f.AdminAddr, "admin_token": f.AdminToken, "data": f.Data,
-		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe,
+		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe, "budget_reserve": f.BudgetReserve,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
 		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,
 		"access.htpasswd": f.Access.Htpasswd, "access.private": f.Access.Private,

@@ -50,7 +50,7 @@ func TestFlagUsage(t *testing.T) {
 func TestFlagNames(t *testing.T) {
 	t.Parallel()
 	want := []string{"config", "addr", "admin-addr", "data", "freshness", "fill-timeout", "prefetch",
-		"prefetch-parallel", "upstream-url", "upstream-name", "username", "password", "password-file",
+		"prefetch-parallel", "budget-reserve", "upstream-url", "upstream-name", "username", "password", "password-file",
 		"max-size", "max-age", "allow", "trusted-proxies", "htpasswd", "private", "tls-cert", "tls-key",
 		"log-level", "log-format"}
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)

@@ -79,6 +79,25 @@ var options = []option{
 	{flag: "prefetch-parallel", key: "prefetch.parallel", kind: kindInt, def: strconv.Itoa(defaults.PrefetchParallel),
 		usage: "number of concurrent prefetch fetches",
 		set:   setPositiveInt(func(c *Config) *int { return &c.Prefetch.Parallel })},
+	{flag: "budget-reserve", key: "budget_reserve", def: strconv.Itoa(defaults.BudgetReservePercent) + "%",
+		usage: "counted pulls (manifest GETs) prefetch and regcache warm leave to other clients: a count, or a percentage of the upstream's last ratelimit-limit",
+		set: func(c *Config, v string) error {
+			v = strings.TrimSpace(v)
+			if pct, ok := strings.CutSuffix(v, "%"); ok {
+				f, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)
+				if err != nil || f < 0 || f > 100 {
+					return fmt.Errorf("invalid reserve %q: a percentage from 0 to 100 of the upstream's ratelimit-limit, e.g. 10%%, or a count of pulls, e.g. 20", v)
+				}
+				c.BudgetReserve = BudgetReserve{Percent: f}
+				return nil
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("invalid reserve %q: a count of pulls, e.g. 20, or a percentage of the upstream's ratelimit-limit, e.g. 10%%", v)
+			}
+			c.BudgetReserve = BudgetReserve{Count: n}
+			return nil
+		}},
 	{flag: "upstream-url", aliases: []string{"REGISTRY_PROXY_REMOTEURL"}, def: defaults.UpstreamURL,
 		usage: "URL of the default (first) upstream registry",
 		set:   setString(func(c *Config) *string { return &first(c).URL }, checkUpstreamURL)},

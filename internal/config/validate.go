@@ -109,6 +109,33 @@ func (c Config) validateUpstreams() []error {
 			}
 		}
 	}
+	return append(errs, c.validateFallbacks()...)
+}
+
+// validateFallbacks checks that each upstream's fallback chain names other
+// configured upstreams, each once.
+func (c Config) validateFallbacks() []error {
+	names := map[string]bool{}
+	for _, u := range c.Upstreams {
+		names[strings.ToLower(u.Name)] = true
+	}
+	var errs []error
+	for i, u := range c.Upstreams {
+		seen := map[string]bool{}
+		for j, f := range u.Fallback {
+			key := fmt.Sprintf("config: upstreams[%d].fallback[%d]", i, j)
+			n := strings.ToLower(f)
+			switch {
+			case n == strings.ToLower(u.Name):
+				errs = append(errs, fmt.Errorf("%s: %q is the upstream itself; name other upstreams of the list", key, f))
+			case !names[n]:
+				errs = append(errs, fmt.Errorf("%s: no upstream is named %q; add it to upstreams (with its url) or fix the name", key, f))
+			case seen[n]:
+				errs = append(errs, fmt.Errorf("%s: %q is named twice in the chain", key, f))
+			}
+			seen[n] = true
+		}
+	}
 	return errs
 }
 

@@ -29,6 +29,10 @@ const (
 	Prefetch = true
 	// PrefetchParallel is the number of concurrent prefetch fetches.
 	PrefetchParallel = 16
+	// BudgetReservePercent is the share of an upstream's last
+	// ratelimit-limit that background work (prefetch, regcache warm) leaves
+	// to other clients.
+	BudgetReservePercent = 10
 	// MaxBlobSize bounds a blob whose size nothing gives.
 	MaxBlobSize int64 = 64 << 30
 	// Private is the private-repository policy.

@@ -664,6 +664,42 @@ func (r *Reader) Available(ctx context.Context) (int64, error) {
 	}
 }
 
+// Progress is how many bytes of the blob are in the temporary file and the
+// fill's mean rate since it began, in bytes per second (0 before the first
+// byte). A reader of a range uses it to decide between waiting for the fill
+// and asking the upstream for the range itself.
+func (r *Reader) Progress() (written int64, perSecond float64) {
+	r.f.mu.Lock()
+	written = r.f.written
+	r.f.mu.Unlock()
+	if secs := time.Since(r.f.started).Seconds(); secs > 0 && written > 0 {
+		perSecond = float64(written) / secs
+	}
+	return written, perSecond
+}
+
+// WaitWritten blocks until at least n bytes are in the temporary file and
+// reports true, or returns false when the fill ended (failed, or finished
+// shorter) or ctx is done first. It does not wait for verification.
+func (r *Reader) WaitWritten(ctx context.Context, n int64) bool {
+	for {
+		r.f.mu.Lock()
+		written, done, ch := r.f.written, r.f.done, r.f.notify
+		r.f.mu.Unlock()
+		switch {
+		case written >= n:
+			return true
+		case done:
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-ch:
+		}
+	}
+}
+
 // Advance moves the offset n bytes on.
 func (r *Reader) Advance(n int64) { r.off += n }
 

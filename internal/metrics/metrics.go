@@ -10,6 +10,13 @@ type Metrics struct {
 	Requests *prometheus.CounterVec // by kind, method, cache result, status class
 	Stale    *prometheus.CounterVec // stale answers by upstream
 	Bytes    *prometheus.CounterVec // response bytes by cache result
+	// ReserveRefusals counts background pulls refused to keep the
+	// budget_reserve, by upstream.
+	ReserveRefusals *prometheus.CounterVec
+	// Fallbacks counts requests answered (or not) by a fallback member,
+	// by upstream, member, kind (manifest, tag, blob) and result (served,
+	// failed).
+	Fallbacks *prometheus.CounterVec
 }
 
 // New creates the collectors and registers them on reg.
@@ -25,7 +32,13 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "regcache_response_bytes_total", Help: "Bytes sent to clients by cache result.",
 		}, []string{"cache"}),
 	}
-	reg.MustRegister(m.Requests, m.Stale, m.Bytes)
+	m.ReserveRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "regcache_budget_reserve_refusals_total", Help: "Background pulls (regcache warm) refused with 429 to keep the upstream's last budget_reserve counted pulls for other clients.",
+	}, []string{"upstream"})
+	m.Fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "regcache_fallback_requests_total", Help: "Requests tried on a fallback member because the upstream was down, 5xx or rate limited; kind is manifest, tag or blob, result served or failed.",
+	}, []string{"upstream", "member", "kind", "result"})
+	reg.MustRegister(m.Requests, m.Stale, m.Bytes, m.ReserveRefusals, m.Fallbacks)
 	return m
 }
 

@@ -25,6 +25,9 @@ type Blob struct {
 	stored blobstore.Blob
 	fill   *fill.Reader
 	pass   *upstream.Blob // streamed from upstream, not cached (unwritable store)
+	// upstreamRange fetches a range of a blob being filled from the
+	// upstream, for a range the fill will not reach soon.
+	upstreamRange func(ctx context.Context, start, length int64) (io.ReadCloser, error)
 }
 
 // Size is the blob's size, waiting for a fill to learn it from the
@@ -44,15 +47,20 @@ func (b *Blob) Size(ctx context.Context) (int64, error) {
 
 // Send writes length bytes of the blob from start to w (all from start if
 // length is -1). A stored blob goes by sendfile(2) when w can take a file.
-// Of a growing blob, the last byte written waits for the blob's
-// verification, so a range that ends early never completes with bytes no
-// one has checked. An error means w got less than asked: the response
-// must be cut, not completed.
+// Of a growing blob, the whole blob's last byte waits for the blob's
+// verification, so a full response never completes with bytes no one has
+// checked; a partial range is sent as its bytes arrive, or fetched from
+// the upstream as a range when the fill will not reach its start soon (a
+// part of a blob cannot be verified: the client checks its chunks). An error
+// means w got less than asked: the response must be cut, not completed.
 func (b *Blob) Send(ctx context.Context, w io.Writer, start, length int64) error {
 	switch {
 	case b.stored != nil:
 		return sendStored(b.stored, w, start, length)
 	case b.fill != nil:
+		if size, err := b.fill.Size(ctx); err == nil && size >= 0 && length >= 0 && (start > 0 || length < size) {
+			return b.sendFillRange(ctx, w, start, length)
+		}
 		if _, err := b.fill.Seek(start, io.SeekStart); err != nil {
 			return err
 		}
@@ -99,7 +107,11 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 	if req.Head {
 		size := headSize
 		if size < 0 { // held, but not asked yet
-			if size, err = rt.up.Client.BlobHead(ctx, rt.repo, d); err != nil {
+			if _, err := s.onChain(ctx, rt, fallbackBlob, func(r route) error {
+				var err error
+				size, err = r.up.Client.BlobHead(ctx, r.repo, d)
+				return err
+			}); err != nil {
 				return nil, out, wire(err, oci.ErrBlobUnknown)
 			}
 		}
@@ -141,7 +153,13 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 		return nil, out, wire(err, oci.ErrBlobUnknown)
 	}
 	out.Joined = rd.Joined()
-	return &Blob{Digest: d, fill: rd}, out, nil
+	return &Blob{Digest: d, fill: rd, upstreamRange: func(ctx context.Context, start, length int64) (body io.ReadCloser, err error) {
+		_, err = s.onChain(ctx, rt, fallbackBlob, func(r route) error {
+			body, err = r.up.Client.BlobRange(ctx, r.repo, d, start, length)
+			return err
+		})
+		return body, err
+	}}, out, nil
 }
 
 // sendPassthrough streams bytes [start, start+length) of an upstream body
@@ -246,10 +264,16 @@ func (s *Service) dropDamaged(ctx context.Context, d digest.Digest, why string) 
 	s.mem.forget(d)
 }
 
-// blobSource fetches the blob from the route's upstream.
+// blobSource fetches the blob from the route's upstream, or from a member
+// of its fallback chain when it is down, 5xx or rate limited (the fill
+// checks the bytes against the digest, and records who served them).
 func (s *Service) blobSource(rt route, d digest.Digest) fill.Source {
-	return func(ctx context.Context, offset int64) (*upstream.Blob, error) {
-		return rt.up.Client.BlobGet(ctx, rt.repo, d, offset)
+	return func(ctx context.Context, offset int64) (b *upstream.Blob, err error) {
+		_, err = s.onChain(ctx, rt, fallbackBlob, func(r route) error {
+			b, err = r.up.Client.BlobGet(ctx, r.repo, d, offset)
+			return err
+		})
+		return b, err
 	}
 }
 

@@ -30,12 +30,19 @@ func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, ma
 	}
 	size := int64(-1)
 	if !held {
-		var err error
+		kind := fallbackBlob
 		if manifest {
-			_, err = rt.up.Client.ManifestHead(ctx, rt.repo, oci.Reference{Digest: d}, oci.ManifestMediaTypes)
-		} else {
-			size, err = rt.up.Client.BlobHead(ctx, rt.repo, d)
+			kind = fallbackManifest
 		}
+		_, err := s.onChain(ctx, rt, kind, func(r route) error {
+			var err error
+			if manifest {
+				_, err = r.up.Client.ManifestHead(ctx, r.repo, oci.Reference{Digest: d}, oci.ManifestMediaTypes)
+			} else {
+				size, err = r.up.Client.BlobHead(ctx, r.repo, d)
+			}
+			return err
+		})
 		if err != nil {
 			return -1, err
 		}
@@ -71,13 +78,12 @@ func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, ma
 // upstream), there is nothing to check. Otherwise the content is fetched from this upstream by digest
 // and verified, and the upstream is recorded as one of its origins.
 func (s *Service) confirmOrigin(ctx context.Context, rt route, d digest.Digest, manifest bool) error {
-	if len(s.upstreams) < 2 || s.mem.isOrigin(rt.up.Name, d) {
+	if len(s.upstreams) < 2 {
 		return nil
 	}
-	if ok, err := s.index.HasOrigin(rt.up.Name, d); err != nil || ok {
-		if ok {
-			s.mem.putOrigin(rt.up.Name, d)
-		}
+	// A member of the upstream's fallback chain serving the bytes is as
+	// good: the operator made it stand in for the upstream.
+	if ok, err := s.originOnChain(rt, d); err != nil || ok {
 		return err
 	}
 	stored := int64(-1)

@@ -38,6 +38,9 @@ func (s *Service) Manifest(ctx context.Context, req Request, ref oci.Reference) 
 		return nil, out, err
 	}
 	accept := func() []string { return accepts(req.Accept) } // for the upstream only
+	if req.Background {
+		ctx = background(ctx)
+	}
 	var m *Manifest
 	if ref.IsDigest() {
 		m, err = s.manifestByDigest(ctx, rt, ref.Digest, accept, &out)
@@ -63,7 +66,8 @@ func (s *Service) manifestByDigest(ctx context.Context, rt route, d digest.Diges
 		return m, nil
 	}
 	out.Cache = "miss"
-	return s.fetchManifest(ctx, rt, oci.Reference{Digest: d}, accept())
+	m, _, err := s.fetchManifest(ctx, rt, oci.Reference{Digest: d}, accept())
+	return m, err
 }
 
 func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accept func() []string, out *Outcome) (*Manifest, error) {
@@ -88,7 +92,10 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 		}
 		return m, err
 	}
-	if s.now().Sub(e.Checked) < s.freshness {
+	// A tag a fallback member gave is asked of the upstream each time (a
+	// HEAD, not counted; free while its breaker is open), so its own
+	// answer wins as soon as it is back.
+	if s.now().Sub(e.Checked) < s.freshness && e.Source == "" {
 		out.Cache = "hit"
 		return cached, nil
 	}
@@ -122,7 +129,7 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 			return nil, fmt.Errorf("record manifest: %w", err)
 		}
 	} else {
-		if m, err = s.fetchManifest(ctx, rt, oci.Reference{Digest: desc.Digest}, accept()); err != nil {
+		if m, _, err = s.fetchManifest(ctx, rt, oci.Reference{Digest: desc.Digest}, accept()); err != nil {
 			out.Cache, out.Stale = "stale", err.Error()
 			s.countStale(rt)
 			return cached, nil
@@ -165,7 +172,7 @@ func (s *Service) revalidate(ctx context.Context, rt route, tag string, accept [
 	v, err, _ := s.flights.Do(key, func() (any, error) {
 		// A revalidation that finished just before this one was asked
 		// for already answered it.
-		if e, ok, _ := s.tag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness {
+		if e, ok, _ := s.tag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness && e.Source == "" {
 			return upstream.Descriptor{Digest: e.Digest, MediaType: e.MediaType, Size: e.Size}, nil
 		}
 		ctx, cancel := detached(ctx)
@@ -175,7 +182,7 @@ func (s *Service) revalidate(ctx context.Context, rt route, tag string, accept [
 			return desc, err
 		}
 		if e, ok, _ := s.tag(rt, tag); ok && e.Digest == desc.Digest {
-			e.Checked = s.now()
+			e.Checked, e.Source = s.now(), "" // the upstream's own answer now
 			_ = s.putTag(rt, tag, e)
 		}
 		return desc, nil
@@ -194,12 +201,12 @@ func (s *Service) fetchTag(ctx context.Context, rt route, tag string, accept []s
 				return m, nil
 			}
 		}
-		m, err := s.fetchManifest(ctx, rt, oci.Reference{Tag: tag}, accept)
+		m, source, err := s.fetchManifest(ctx, rt, oci.Reference{Tag: tag}, accept)
 		if err != nil {
 			return nil, err
 		}
 		now := s.now()
-		e := cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now}
+		e := cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now, Source: source}
 		if err := s.putTag(rt, tag, e); err != nil {
 			if !cannotCache(err) {
 				return nil, fmt.Errorf("record tag: %w", err)
@@ -214,9 +221,40 @@ func (s *Service) fetchTag(ctx context.Context, rt route, tag string, accept []s
 	return v.(*Manifest), nil
 }
 
-// fetchManifest GETs a manifest from upstream (once for concurrent
-// identical requests), verifies and stores it.
-func (s *Service) fetchManifest(ctx context.Context, rt route, ref oci.Reference, accept []string) (*Manifest, error) {
+// fetchManifest GETs a manifest from the route's upstream or, when that
+// fails as down, 5xx or rate limited, from the members of its fallback
+// chain in turn (for a tag, members trusted for tags only; by digest, any
+// member, since the bytes are checked against the digest). source is the
+// member that answered, "" for the upstream itself; the repository then
+// holds under the upstream's name what the member served.
+func (s *Service) fetchManifest(ctx context.Context, rt route, ref oci.Reference, accept []string) (m *Manifest, source string, err error) {
+	kind := fallbackManifest
+	if !ref.IsDigest() {
+		kind = fallbackTag
+	}
+	got, err := s.onChain(ctx, rt, kind, func(r route) error {
+		var err error
+		m, err = s.fetchManifestAt(ctx, r, ref, accept)
+		return err
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if got.up != rt.up {
+		if err := s.recordManifestHeld(rt, m.Digest); err != nil {
+			return nil, "", fmt.Errorf("record manifest: %w", err)
+		}
+		source = got.up.Name
+	}
+	return m, source, nil
+}
+
+// fetchManifestAt GETs a manifest from the route's upstream (once for
+// concurrent identical requests), verifies and stores it.
+func (s *Service) fetchManifestAt(ctx context.Context, rt route, ref oci.Reference, accept []string) (*Manifest, error) {
+	if err := s.keepReserve(ctx, rt); err != nil { // before joining: a flight is not the caller's
+		return nil, err
+	}
 	key := "get\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + ref.String()
 	v, err, _ := s.flights.Do(key, func() (any, error) {
 		ctx, cancel := detached(ctx)

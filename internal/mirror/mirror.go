@@ -36,6 +36,13 @@ type Upstream struct {
 	// Aliases are other host names clients use for it (Host header).
 	Aliases []string
 	Client  *upstream.Client
+	// Fallback names the upstreams tried in turn, for the same repository,
+	// when this one is down, answers 5xx or is rate limited.
+	Fallback []string
+	// TrustedTags lets this upstream's tags stand in, as a fallback member,
+	// for the upstream it backs (content by digest is taken from any
+	// member, since it is checked).
+	TrustedTags bool
 }
 
 // Registry is how clients name a mirrored upstream, for routing.
@@ -58,6 +65,10 @@ type Request struct {
 	// Head is set when the client wants headers only: no body is read and
 	// nothing is prefetched.
 	Head bool
+	// Background marks background work (`regcache warm`, by the
+	// BackgroundHeader): it never spends the upstream's last
+	// budget_reserve counted pulls.
+	Background bool
 }
 
 // Outcome says how a request was answered, for the access log and the
@@ -92,9 +103,14 @@ type Service struct {
 	prefetch    bool
 	prefetchSem chan struct{}
 
+	reserveCount   int     // counted pulls background work leaves to others, or
+	reservePercent float64 // that share of the upstream's ratelimit-limit
+
 	flights singleflight.Group // manifest fetches, tag revalidations, listings
 
 	mem *memory // the warm hit path: manifests, tags, holdings
+
+	fbState // what the fallback chains answered
 
 	listMu    sync.Mutex
 	listCache map[string]cachedListing
@@ -143,7 +159,8 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 func New(store blobstore.Store, index *cacheindex.Index, fills *fill.Manager, upstreams []*Upstream, opts ...Option) *Service {
 	s := &Service{upstreams: upstreams, byName: map[string]*Upstream{}, store: store, index: index, fills: fills,
 		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: defaults.Freshness,
-		prefetch: defaults.Prefetch, prefetchSem: make(chan struct{}, defaults.PrefetchParallel), listCache: map[string]cachedListing{},
+		prefetch: defaults.Prefetch, prefetchSem: make(chan struct{}, defaults.PrefetchParallel), listCache: map[string]cachedListing{}, reservePercent: defaults.BudgetReservePercent,
+		fbState:     fbState{fbStats: map[string]*FallbackState{}},
 		negativeTTL: 30 * time.Second, negative: map[string]time.Time{}, mem: newMemory(32 << 20)}
 	for _, u := range upstreams {
 		s.byName[u.Name] = u

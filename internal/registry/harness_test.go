@@ -67,6 +67,7 @@ type envOptions struct {
 	prefetch  bool
 	quiet     bool // log warnings only (benchmarks)
 	noMemory  bool // every hit reads the index and the store
+	reserve   int  // budget_reserve as a count (0: the default 10%)
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -105,7 +106,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	e.content = mirror.New(e.store, e.index, e.fills, []*mirror.Upstream{{Name: "docker.io", Client: e.up}},
 		mirror.WithLogger(log), mirror.WithClock(e.clock.Now), mirror.WithFreshness(freshness), mirror.WithPrefetch(o.prefetch, 4),
-		mirror.WithManifestMemory(memoryBytes(o.noMemory)))
+		mirror.WithManifestMemory(memoryBytes(o.noMemory)), mirror.WithBudgetReserve(o.reserve, 10))
 	e.srv = New(e.content, WithLogger(log))
 	e.ts = httptest.NewServer(e.srv.Handler())
 	t.Cleanup(func() {

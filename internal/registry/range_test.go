@@ -3,6 +3,10 @@ package registry
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"strings"
 	"testing"
 )
 
@@ -37,7 +41,9 @@ func TestOneRangeRule(t *testing.T) {
 		{"open-ended", []string{"Range", "bytes=10-"}, want{206, 10, n, fmt.Sprintf("bytes 10-%d/%d", n-1, n)}},
 		{"end past the blob", []string{"Range", fmt.Sprintf("bytes=1-%d", n+100)}, want{206, 1, n, fmt.Sprintf("bytes 1-%d/%d", n-1, n)}},
 		{"suffix of zero bytes", []string{"Range", "bytes=-0"}, want{416, 0, 0, fmt.Sprintf("bytes */%d", n)}},
-		{"multi-range", []string{"Range", "bytes=0-1,5-6"}, want{200, 0, n, ""}},
+		{"multi-range, one left in the blob", []string{"Range", fmt.Sprintf("bytes=0-9,%d-", n+5)}, want{206, 0, 10, fmt.Sprintf("bytes 0-9/%d", n)}},
+		{"multi-range, none in the blob", []string{"Range", fmt.Sprintf("bytes=%d-,%d-", n, n+5)}, want{416, 0, 0, fmt.Sprintf("bytes */%d", n)}},
+		{"too many ranges", []string{"Range", "bytes=" + strings.Repeat("0-1,", 16) + "0-1"}, want{416, 0, 0, fmt.Sprintf("bytes */%d", n)}},
 		{"malformed", []string{"Range", "bytes=x-y"}, want{416, 0, 0, fmt.Sprintf("bytes */%d", n)}},
 		{"other unit", []string{"Range", "items=0-1"}, want{416, 0, 0, fmt.Sprintf("bytes */%d", n)}},
 		{"beyond the end", []string{"Range", fmt.Sprintf("bytes=%d-", n)}, want{416, 0, 0, fmt.Sprintf("bytes */%d", n)}},
@@ -89,21 +95,73 @@ func FuzzParseRange(f *testing.F) {
 		if size < 0 {
 			size = -size
 		}
-		start, length, partial, err := parseRange(h, size)
+		ranges, err := parseRange(h, size)
 		if err != nil {
 			if code := toWire(err).Code; code != "RANGE_INVALID" {
 				t.Fatalf("parseRange(%q, %d): error code %s", h, size, code)
 			}
 			return
 		}
-		if !partial {
-			if start != 0 || length != size {
-				t.Fatalf("parseRange(%q, %d): whole blob as %d+%d", h, size, start, length)
-			}
-			return
+		if h != "" && len(ranges) == 0 {
+			t.Fatalf("parseRange(%q, %d): a Range header answered with the whole blob", h, size)
 		}
-		if start < 0 || length <= 0 || start+length > size || start+length < start {
-			t.Fatalf("parseRange(%q, %d) = %d+%d, outside the blob", h, size, start, length)
+		if len(ranges) > maxRanges {
+			t.Fatalf("parseRange(%q, %d): %d ranges", h, size, len(ranges))
+		}
+		for _, rg := range ranges {
+			if rg.start < 0 || rg.length <= 0 || rg.start+rg.length > size || rg.start+rg.length < rg.start {
+				t.Fatalf("parseRange(%q, %d) = %d+%d, outside the blob", h, size, rg.start, rg.length)
+			}
 		}
 	})
+}
+
+// TestMultiRange: several ranges get a multipart/byteranges answer whose
+// parts are the asked bytes in the asked order, from a stored blob and
+// from one being filled alike; never the whole blob as 200.
+func TestMultiRange(t *testing.T) {
+	ref := newEnv(t, envOptions{})
+	blob := ref.imgs.Single.Layers[0]
+	path := "/v2/" + ref.imgs.Single.Repo + "/blobs/" + string(blob.Digest)
+	whole := ref.do(t, "GET", path)
+	if whole.status != 200 || whole.err != nil {
+		t.Fatalf("whole blob: %d %v", whole.status, whole.err)
+	}
+	full := whole.body
+	n := int64(len(full))
+	want := []struct{ from, to int64 }{{0, 2}, {n - 4, n}, {5, 7}} // bytes=0-1,-4,5-6
+	cold := newEnv(t, envOptions{})
+	for _, side := range []struct {
+		name string
+		e    *env
+	}{{"hit", ref}, {"miss", cold}} {
+		r := side.e.do(t, "GET", path, "Range", "bytes=0-1, -4, 5-6")
+		if r.err != nil || r.status != 206 {
+			t.Fatalf("%s: %d %v %s", side.name, r.status, r.err, truncate(r.body))
+		}
+		mt, params, err := mime.ParseMediaType(r.header.Get("Content-Type"))
+		if err != nil || mt != "multipart/byteranges" {
+			t.Fatalf("%s: Content-Type %q", side.name, r.header.Get("Content-Type"))
+		}
+		if cl := r.header.Get("Content-Length"); cl != fmt.Sprint(len(r.body)) {
+			t.Errorf("%s: Content-Length %s for a body of %d bytes", side.name, cl, len(r.body))
+		}
+		mr := multipart.NewReader(bytes.NewReader(r.body), params["boundary"])
+		for i, w := range want {
+			p, err := mr.NextPart()
+			if err != nil {
+				t.Fatalf("%s: part %d: %v", side.name, i, err)
+			}
+			if cr, wcr := p.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-%d/%d", w.from, w.to-1, n); cr != wcr {
+				t.Errorf("%s: part %d Content-Range %q, want %q", side.name, i, cr, wcr)
+			}
+			got, _ := io.ReadAll(p)
+			if !bytes.Equal(got, full[w.from:w.to]) {
+				t.Errorf("%s: part %d is not bytes %d-%d", side.name, i, w.from, w.to-1)
+			}
+		}
+		if _, err := mr.NextPart(); err != io.EOF {
+			t.Errorf("%s: more parts than ranges (%v)", side.name, err)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"testing"
@@ -9,25 +10,32 @@ import (
 	"github.com/regcache/regcache/internal/testenv"
 )
 
-// TestRangeOfBadFillIsNeverComplete: a Range that ends before the blob
-// does, asked while a corrupt fill is running, must not complete: its last
-// byte waits for the blob's verification, which fails.
-func TestRangeOfBadFillIsNeverComplete(t *testing.T) {
+// TestRangeOfBadFill: a partial range of a blob being filled is sent as
+// its bytes arrive (a part of a blob cannot be verified by the mirror; the
+// lazy-pulling client checks its chunks), so a range before the upstream's
+// corruption completes with the upstream's bytes; but a whole-blob answer
+// of the same corrupt fill never completes, and nothing is cached.
+func TestRangeOfBadFill(t *testing.T) {
 	e := newEnv(t, envOptions{seed: []testenv.SeedOption{testenv.WithTenLayerImage(40 << 20)}})
 	img := *e.imgs.TenLayer
 	layer := img.Layers[0]
+	good := e.hubBlobOf(t, img.Repo, string(layer.Digest))
 	if r := e.do(t, "GET", "/v2/"+img.Repo+"/manifests/"+img.Tag); r.status != 200 {
 		t.Fatal(r.status)
 	}
 	e.hub.SetFault(string(layer.Digest), testenv.Corrupt(), testenv.Throttle(8<<20))
-	req, _ := http.NewRequest("GET", e.ts.URL+"/v2/"+img.Repo+"/blobs/"+string(layer.Digest), nil)
-	req.Header.Set("Range", "bytes=0-20")
+	path := "/v2/" + img.Repo + "/blobs/" + string(layer.Digest)
+	r := e.do(t, "GET", path, "Range", "bytes=0-20")
+	if r.err != nil || r.status != 206 || !bytes.Equal(r.body, good[:21]) {
+		t.Fatalf("range before the corruption: %d %v, %d bytes", r.status, r.err, len(r.body))
+	}
+	req, _ := http.NewRequest("GET", e.ts.URL+path, nil)
 	resp, err := e.ts.Client().Do(req)
 	if err == nil { // else the connection was cut before the headers left the buffer: a failed transfer too
 		body, rerr := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if rerr == nil {
-			t.Fatalf("a range of a blob that fails verification completed: %d, %d bytes", resp.StatusCode, len(body))
+			t.Fatalf("the whole of a blob that fails verification completed: %d, %d bytes", resp.StatusCode, len(body))
 		}
 	}
 	if e.storeHolds(t, layer.Digest) {

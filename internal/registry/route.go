@@ -101,5 +101,6 @@ func notConfigured(registry string) *oci.Error {
 
 // request is the content service's request for a route.
 func (rt route) request(r *http.Request) mirror.Request {
-	return mirror.Request{Upstream: rt.up, Repo: rt.repo, Accept: r.Header.Values("Accept"), Head: r.Method == http.MethodHead}
+	return mirror.Request{Upstream: rt.up, Repo: rt.repo, Accept: r.Header.Values("Accept"), Head: r.Method == http.MethodHead,
+		Background: r.Header.Get(mirror.BackgroundHeader) == "1"}
 }

@@ -454,6 +454,47 @@ func (c *Client) BlobGet(ctx context.Context, repo string, d digest.Digest, offs
 	return b, nil
 }
 
+// BlobRange fetches length bytes of a blob from start, as a range of its
+// own (a lazy-pulling client's chunk, passed through, not stored). The
+// body is cut at length bytes; an upstream that ignores Range answers from
+// byte 0, and the bytes before start are skipped. Nothing here can verify
+// a part of a blob: the client checks its chunks against digests of its
+// own (eStargz, SOCI and zstd:chunked tables of contents).
+func (c *Client) BlobRange(ctx context.Context, repo string, d digest.Digest, start, length int64) (io.ReadCloser, error) {
+	op := fmt.Sprintf("GET blob %s@%s bytes %d-%d", repo, d, start, start+length-1)
+	resp, err := c.do(ctx, KindBlob, op, func() (*http.Request, error) {
+		req, err := newRequest(ctx, http.MethodGet, c.endpoint(repo, "blobs", d.String()), nil)
+		if err == nil {
+			req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", start, start+length-1))
+		}
+		return req, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var skip int64
+	if resp.StatusCode == http.StatusPartialContent {
+		got, _, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || got > start {
+			resp.Body.Close()
+			return nil, &Error{Upstream: c.name, Op: op, Err: fmt.Errorf("unexpected Content-Range %q for a range from %d", resp.Header.Get("Content-Range"), start)}
+		}
+		skip = start - got
+	} else {
+		skip = start
+	}
+	if skip > 0 {
+		if _, err := io.CopyN(io.Discard, resp.Body, skip); err != nil {
+			resp.Body.Close()
+			return nil, &Error{Upstream: c.name, Op: op, Err: fmt.Errorf("skip to byte %d: %w", start, err)}
+		}
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(resp.Body, length), resp.Body}, nil
+}
+
 // parseContentRange parses "bytes start-end/total"; total may be "*" (-1).
 func parseContentRange(s string) (start, total int64, ok bool) {
 	rest, found := strings.CutPrefix(s, "bytes ")
