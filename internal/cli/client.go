@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"time"
@@ -84,7 +83,7 @@ func (o *commonOptions) path(cmd *cobra.Command, name, p, def string) string {
 // parseMirror validates --mirror and, unless --no-check or --dry-run, makes
 // sure the mirror answers before anything is written.
 func (o *commonOptions) parseMirror(ctx context.Context, w io.Writer) (clientconfig.Mirror, error) {
-	m, err := clientconfig.ParseMirror(o.mirror)
+	m, err := parseMirrorFlag(o.mirror)
 	if err != nil {
 		return m, err
 	}
@@ -98,25 +97,15 @@ func (o *commonOptions) parseMirror(ctx context.Context, w io.Writer) (clientcon
 	return m, nil
 }
 
-// probeMirror asks the mirror's /v2/ endpoint, which answers 200, or 401
-// when it wants clients to log in; anything else is not a registry.
+// probeMirror asks the mirror's /v2/ endpoint (pingMirror) over the
+// client commands' transport: the system's roots, as the engines use.
 func probeMirror(ctx context.Context, m clientconfig.Mirror, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.URL+"/v2/", nil)
+	t, err := mirrorTransport("", false)
 	if err != nil {
-		return fmt.Errorf("probe mirror: %w", err)
+		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("mirror %s does not answer: %w", m.URL, err)
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
-		return fmt.Errorf("mirror %s: GET /v2/ answered %s, want 200 or 401", m.URL, resp.Status)
-	}
-	return nil
+	defer t.CloseIdleConnections()
+	return pingMirror(ctx, t, m.URL, timeout)
 }
 
 // change is one file an engine command wants to write or remove.

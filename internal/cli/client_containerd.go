@@ -129,7 +129,7 @@ func (o *containerdOptions) enable(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := clientconfig.ParseMirror(o.mirror)
+	m, err := parseMirrorFlag(o.mirror)
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,7 @@ func (o *containerdOptions) enable(ctx context.Context, w io.Writer) error {
 }
 
 func (o *containerdOptions) disable(w io.Writer) error {
-	m, err := clientconfig.ParseMirror(o.mirror)
+	m, err := parseMirrorFlag(o.mirror)
 	if err != nil {
 		return err
 	}
@@ -221,7 +221,7 @@ func (o *containerdOptions) apply(ctx context.Context, w io.Writer, changes []ch
 }
 
 func (o *containerdOptions) status(ctx context.Context, w io.Writer) error {
-	m, err := clientconfig.ParseMirror(o.mirror)
+	m, err := parseMirrorFlag(o.mirror)
 	if err != nil {
 		return err
 	}

@@ -184,7 +184,7 @@ func (o *dockerOptions) enable(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := clientconfig.ParseMirror(o.mirror)
+	m, err := parseMirrorFlag(o.mirror)
 	if err != nil {
 		return err
 	}
@@ -247,7 +247,7 @@ func (o *dockerOptions) enable(ctx context.Context, w io.Writer) error {
 }
 
 func (o *dockerOptions) disable(ctx context.Context, w io.Writer) error {
-	m, err := clientconfig.ParseMirror(o.mirror)
+	m, err := parseMirrorFlag(o.mirror)
 	if err != nil {
 		return err
 	}
@@ -357,7 +357,7 @@ func (o *dockerOptions) status(ctx context.Context, w io.Writer) error {
 	}
 	want := settings.Mirrors
 	if o.mirror != "" {
-		m, err := clientconfig.ParseMirror(o.mirror)
+		m, err := parseMirrorFlag(o.mirror)
 		if err != nil {
 			return err
 		}

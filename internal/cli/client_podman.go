@@ -115,7 +115,7 @@ func (o *podmanOptions) run(ctx context.Context, w io.Writer, action string) err
 				return fmt.Errorf("%s: %w", o.config, err)
 			}
 		}
-		m, err := clientconfig.ParseMirror(o.mirror)
+		m, err := parseMirrorFlag(o.mirror)
 		if err != nil {
 			return err
 		}
@@ -146,7 +146,7 @@ func (o *podmanOptions) run(ctx context.Context, w io.Writer, action string) err
 // checkDisable refuses to remove a drop-in that points at another mirror
 // than --mirror, unless --force.
 func (o *podmanOptions) checkDisable(c change) error {
-	m, err := clientconfig.ParseMirror(o.mirror)
+	m, err := parseMirrorFlag(o.mirror)
 	if err != nil || !c.exists || o.force {
 		return err
 	}
@@ -232,7 +232,7 @@ func (o *podmanOptions) status(ctx context.Context, w io.Writer, c change) error
 	fmt.Fprintf(w, "%s: %q\n", c.path, mirrors)
 	ok := len(urls) > 0
 	if o.mirror != "" {
-		m, err := clientconfig.ParseMirror(o.mirror)
+		m, err := parseMirrorFlag(o.mirror)
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/redact"
 )
 
@@ -319,12 +320,7 @@ func defaultName(rawURL string) string {
 	if err != nil {
 		return ""
 	}
-	switch h := strings.ToLower(u.Host); h {
-	case "registry-1.docker.io", "index.docker.io":
-		return "docker.io"
-	default:
-		return h
-	}
+	return oci.CanonicalRegistry(u.Host)
 }
 
 // checkName accepts a registry host name such as "ghcr.io" or
