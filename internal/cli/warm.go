@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -138,7 +139,11 @@ REGCACHE_* variables it does not know, so set these only where warm runs.`,
 			rt := headerTransport{base: base, header: http.Header{BackgroundHeader: {"1"}}}
 			o.mirror = mirror.String()
 			o.client, err = upstream.New("mirror", o.mirror, auth.Credentials{Username: username, Password: password},
-				upstream.WithTransport(rt), upstream.WithRetry(3, 500*time.Millisecond))
+				upstream.WithTransport(rt), upstream.WithRetry(3, 500*time.Millisecond),
+				// Each image reports the mirror's own answer: a mirror that
+				// answers 503 for images its upstream lacks must not make
+				// warm fail the next images unasked.
+				upstream.WithBreaker(math.MaxInt32, time.Second))
 			if err != nil {
 				return err
 			}

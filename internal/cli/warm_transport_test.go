@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -14,6 +15,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/semaphore"
 )
 
 // recordingProxy is a reverse proxy (net/http/httputil) in front of the
@@ -169,5 +174,32 @@ func TestWarmResumesBrokenBlob(t *testing.T) {
 		if !strings.HasPrefix(rg, "bytes=") || strings.HasPrefix(rg, "bytes=0-") {
 			t.Errorf("resume asked for %q, want bytes=<where it stopped>-", rg)
 		}
+	}
+}
+
+// TestWarmBlobCancelledWaitNotCounted: when the context ends while a blob
+// waits for its turn, neither the image that started the fetch nor one
+// that shares the blob takes it as fetched (blobFlight did, for the
+// sharer).
+func TestWarmBlobCancelledWaitNotCounted(t *testing.T) {
+	t.Parallel()
+	w := &warmer{blobSem: semaphore.NewWeighted(1), fetched: map[digest.Digest]bool{}}
+	if err := w.blobSem.Acquire(t.Context(), 1); err != nil { // every fetch slot busy
+		t.Fatal(err)
+	}
+	d := ocispec.Descriptor{Digest: digest.FromString("never fetched"), Size: 13}
+	ctx, cancel := context.WithCancel(t.Context())
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- w.blob(ctx, &imageRun{}, d) }()
+	}
+	cancel()
+	for range 2 {
+		if err := <-errs; !errors.Is(err, context.Canceled) {
+			t.Errorf("blob with the context cancelled while waiting: %v, want context.Canceled", err)
+		}
+	}
+	if w.fetched[d.Digest] {
+		t.Error("a blob never fetched is recorded as fetched")
 	}
 }
