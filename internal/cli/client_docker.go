@@ -464,6 +464,9 @@ func (o *dockerOptions) noteLeft(w io.Writer, before clientconfig.DockerSettings
 		fmt.Fprintf(w, "%s %s in %s on purpose: on a reload (SIGHUP) dockerd applies only the keys present in the file, so deleting them would keep the old values active until dockerd restarts; after a restart they may be deleted by hand\n",
 			verb, strings.Join(emptied, " and "), o.config)
 	}
+	if dryRun {
+		return
+	}
 	target, err := clientconfig.ResolvePath(o.config)
 	if err != nil {
 		return
