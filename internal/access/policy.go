@@ -82,7 +82,7 @@ func (a *Access) userMay(user, upName, repo string) bool {
 	for _, p := range pats {
 		first, _, _ := strings.Cut(p, "/")
 		switch {
-		case strings.ContainsAny(first, ".:") || first == "localhost":
+		case oci.IsRegistryHost(first):
 			if match(p, full) {
 				return true
 			}

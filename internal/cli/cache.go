@@ -315,7 +315,7 @@ entries; the next pull that needs it fetches it again.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			type target struct {
 				digest digest.Digest
-				image  imageRef
+				image  oci.Image
 			}
 			var targets []target
 			for _, a := range args {
@@ -327,7 +327,7 @@ entries; the next pull that needs it fetches it again.`,
 					targets = append(targets, target{digest: d})
 					continue
 				}
-				ref, err := parseImage(a)
+				ref, err := oci.ParseImage(a)
 				if err != nil {
 					return err
 				}
@@ -409,18 +409,15 @@ func rmDigest(cmd *cobra.Command, c *app.Cache, d digest.Digest, dryRun bool) er
 }
 
 // matchTags finds the index's tags for an image as a user names it.
-func matchTags(ix *cacheindex.Index, ref imageRef) ([]app.TagRef, []cacheindex.TagEntry, error) {
-	reg := ref.Registry
-	if reg == "index.docker.io" || reg == "registry-1.docker.io" {
-		reg = "docker.io"
-	}
+func matchTags(ix *cacheindex.Index, ref oci.Image) ([]app.TagRef, []cacheindex.TagEntry, error) {
+	reg := ref.Registry // canonical: Docker Hub's aliases are docker.io
 	var refs []app.TagRef
 	var entries []cacheindex.TagEntry
 	err := ix.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
 		if tag != ref.Tag || (reg != "" && up != reg) {
 			return nil
 		}
-		if repo == ref.Repo || (!strings.Contains(ref.Repo, "/") && repo == "library/"+ref.Repo) {
+		if repo == ref.Repo || repo == oci.HubRepository(up, ref.Repo) {
 			refs = append(refs, app.TagRef{Upstream: up, Repository: repo, Tag: tag})
 			entries = append(entries, e)
 		}

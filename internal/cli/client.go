@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"time"
@@ -18,12 +17,14 @@ import (
 // errNotActive makes `status` exit non-zero after it printed its report.
 var errNotActive = errors.New("mirror not configured or not active")
 
-// backupSuffix names the copy of a file's previous content kept beside it;
-// origSuffix the copy of its content before regcache first changed it,
-// which is never replaced (empty when there was no file).
+// backupSuffix names the copy of a file's previous content, origSuffix the
+// copy of its content before regcache first changed it (never replaced;
+// empty when there was no file). Both are in the file's one side
+// directory, <file>.regcache/, with the state of the engines that have
+// one.
 const (
-	backupSuffix = ".regcache-backup"
-	origSuffix   = ".regcache-orig"
+	backupSuffix = clientconfig.SideDirSuffix + "/backup"
+	origSuffix   = clientconfig.SideDirSuffix + "/orig"
 )
 
 func newClientCmd() *cobra.Command {
@@ -33,12 +34,19 @@ func newClientCmd() *cobra.Command {
 		Long: `Configure this node's container engines to pull through a regcache mirror.
 
 Every command is safe to run again and on every node of a fleet: files are
-edited in place (other settings, order and comments kept), written atomically
-with their mode and owner, and a backup of the previous content is kept beside
-them (<file>` + backupSuffix + `), as is the content from before regcache first
-changed the file (<file>` + origSuffix + `, never replaced; empty when there was no
-file). Runs on the same file wait for each other (<file>` + clientconfig.LockSuffix + `).
-"disable" removes exactly what "enable" added.
+edited in place (other settings, order and comments kept) and written
+atomically with their mode and owner. What regcache keeps about a file is in
+one directory beside it, <file>` + clientconfig.SideDirSuffix + `/: the backup of the previous
+content (backup), the content from before regcache first changed the file
+(orig, never replaced; empty when there was no file) and, for dockerd, the
+record of what enable added (state). Runs on the same file wait for each
+other on a lock file (<file>` + clientconfig.LockSuffix + `), removed when the command ends.
+"disable" removes exactly what "enable" added; a file regcache created, it
+removes with its directory.
+
+--mirror takes host:port (plain HTTP, as regcache serve listens by default)
+or a URL (http://host[:port], https://host[:port]). disable finds the mirror
+in what enable left when --mirror is not given.
 
   regcache client docker enable  --mirror http://192.0.2.1:5000
   regcache client docker status
@@ -52,7 +60,7 @@ Use --dry-run to see the diff and the action without changing anything, and
 	return cmd
 }
 
-// commonOptions are the flags every enable/disable/status command has.
+// commonOptions are the flags the enable/disable/status commands share.
 type commonOptions struct {
 	mirror  string
 	dryRun  bool
@@ -61,14 +69,26 @@ type commonOptions struct {
 	timeout time.Duration
 }
 
-func (o *commonOptions) register(cmd *cobra.Command, mirrorRequired bool) {
+// Which of the common flags a command has.
+const (
+	mirrorRequired = 1 << iota // enable: --mirror must be given
+	writes                     // enable, disable: --dry-run and --no-check
+)
+
+func (o *commonOptions) register(cmd *cobra.Command, flags int) {
 	f := cmd.Flags()
-	f.StringVar(&o.mirror, "mirror", "", "mirror URL, http://host[:port] or https://host[:port]")
-	f.BoolVar(&o.dryRun, "dry-run", false, "print the diff of every file and the action, change nothing")
-	f.BoolVar(&o.noCheck, "no-check", false, "do not ask the mirror's /v2/ endpoint before writing")
+	mirrorHelp := "the mirror: host:port (plain HTTP) or URL, http://host[:port] or https://host[:port]"
+	if flags&mirrorRequired == 0 && flags&writes != 0 {
+		mirrorHelp += " (default: the one enable configured)"
+	}
+	f.StringVar(&o.mirror, "mirror", "", mirrorHelp)
+	if flags&writes != 0 {
+		f.BoolVar(&o.dryRun, "dry-run", false, "print the diff of every file and the action, change nothing")
+		f.BoolVar(&o.noCheck, "no-check", false, "do not ask the mirror's /v2/ endpoint before writing")
+	}
 	f.StringVar(&o.root, "root", "/", "directory the default paths are relative to (a mounted image, a test directory)")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the mirror and the engine to answer")
-	if mirrorRequired {
+	if flags&mirrorRequired != 0 {
 		_ = cmd.MarkFlagRequired("mirror")
 	}
 }
@@ -84,7 +104,7 @@ func (o *commonOptions) path(cmd *cobra.Command, name, p, def string) string {
 // parseMirror validates --mirror and, unless --no-check or --dry-run, makes
 // sure the mirror answers before anything is written.
 func (o *commonOptions) parseMirror(ctx context.Context, w io.Writer) (clientconfig.Mirror, error) {
-	m, err := clientconfig.ParseMirror(o.mirror)
+	m, err := parseMirrorFlag(o.mirror)
 	if err != nil {
 		return m, err
 	}
@@ -98,25 +118,15 @@ func (o *commonOptions) parseMirror(ctx context.Context, w io.Writer) (clientcon
 	return m, nil
 }
 
-// probeMirror asks the mirror's /v2/ endpoint, which answers 200, or 401
-// when it wants clients to log in; anything else is not a registry.
+// probeMirror asks the mirror's /v2/ endpoint (pingMirror) over the
+// client commands' transport: the system's roots, as the engines use.
 func probeMirror(ctx context.Context, m clientconfig.Mirror, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.URL+"/v2/", nil)
+	t, err := mirrorTransport("", false)
 	if err != nil {
-		return fmt.Errorf("probe mirror: %w", err)
+		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("mirror %s does not answer: %w", m.URL, err)
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
-		return fmt.Errorf("mirror %s: GET /v2/ answered %s, want 200 or 401", m.URL, resp.Status)
-	}
-	return nil
+	defer t.CloseIdleConnections()
+	return pingMirror(ctx, t, m.URL, timeout)
 }
 
 // change is one file an engine command wants to write or remove.
@@ -134,6 +144,9 @@ type change struct {
 	// side marks regcache's own file beside a configuration (its state):
 	// it must be a regular file in that directory.
 	side bool
+	// dropSide removes the file's side directory with the file (a file
+	// regcache created or owns, removed by disable).
+	dropSide bool
 }
 
 func (c change) changed() bool {
@@ -181,6 +194,13 @@ func (c change) apply(w io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(w, "removed %s\n", c.path)
+		if c.dropSide {
+			target, err := clientconfig.ResolvePath(c.path)
+			if err != nil {
+				return err
+			}
+			return clientconfig.RemoveSideDir(target)
+		}
 		return nil
 	}
 	if err := clientconfig.WriteFile(c.path, c.new, opts); err != nil {
@@ -233,6 +253,10 @@ func lockFiles(paths ...string) (unlock func(), err error) {
 			return nil, err
 		}
 		unlocks = append(unlocks, u)
+		if err := clientconfig.MoveLegacySideFiles(t); err != nil {
+			unlock()
+			return nil, err
+		}
 	}
 	return unlock, nil
 }

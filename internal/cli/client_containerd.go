@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -37,7 +39,9 @@ For a registry other than Docker Hub, containerd adds ?ns=<registry> to each
 request, which regcache routes on.
 
 Other host tables and comments in hosts.toml are kept; disable removes only
-the table regcache wrote (it carries a marker comment).`,
+the table regcache wrote (it carries a marker comment), and a hosts.toml it
+created, with its directory of copies (hosts.toml` + clientconfig.SideDirSuffix + `/). Without
+--mirror, disable and status take the mirror of regcache's table.`,
 	}
 	cmd.AddCommand(newContainerdSubCmd("enable"), newContainerdSubCmd("disable"), newContainerdSubCmd("status"))
 	return cmd
@@ -50,8 +54,12 @@ func newContainerdSubCmd(action string) *cobra.Command {
 		"disable": "Remove regcache's mirror entry from hosts.toml of each --registry",
 		"status":  "Show whether each --registry uses the mirror; exit 0 only if all do and it answers",
 	}[action]
+	use := action + " [--mirror URL] [--registry docker.io ...]"
+	if action == "enable" {
+		use = action + " --mirror URL [--registry docker.io ...]"
+	}
 	cmd := &cobra.Command{
-		Use:   action + " --mirror URL [--registry docker.io ...]",
+		Use:   use,
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -62,7 +70,14 @@ func newContainerdSubCmd(action string) *cobra.Command {
 			return o.run(cmd.Context(), cmd.OutOrStdout(), action)
 		},
 	}
-	o.register(cmd, true)
+	switch action {
+	case "enable":
+		o.register(cmd, mirrorRequired|writes)
+	case "disable":
+		o.register(cmd, writes) // the mirror defaults to the one regcache wrote
+	default:
+		o.register(cmd, 0) // read-only: no --dry-run, no --no-check
+	}
 	f := cmd.Flags()
 	f.StringVar(&o.config, "config", "/etc/containerd/config.toml", "containerd's configuration file, read for config_path (default under --root)")
 	f.StringVar(&o.hostsDir, "hosts-dir", "", "registry hosts directory (default: config_path from --config, else "+defaultHostsDir+")")
@@ -129,7 +144,7 @@ func (o *containerdOptions) enable(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := clientconfig.ParseMirror(o.mirror)
+	m, err := parseMirrorFlag(o.mirror)
 	if err != nil {
 		return err
 	}
@@ -158,15 +173,21 @@ func (o *containerdOptions) enable(ctx context.Context, w io.Writer) error {
 }
 
 func (o *containerdOptions) disable(w io.Writer) error {
-	m, err := clientconfig.ParseMirror(o.mirror)
-	if err != nil {
-		return err
+	if o.mirror != "" {
+		if _, err := parseMirrorFlag(o.mirror); err != nil {
+			return err
+		}
 	}
 	unlock, err := o.lock()
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	m, err := o.ourMirror()
+	if err != nil {
+		return err
+	}
+	o.mirror = m.URL
 	var changes []change
 	for _, r := range o.registries {
 		c, err := readChange(clientconfig.ContainerdHostsPath(o.hostsDir, r))
@@ -181,10 +202,40 @@ func (o *containerdOptions) disable(w io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w; nothing written", c.path, err)
 		}
+		c.dropSide = c.remove // a file regcache created: its copies go with it
 		changes = append(changes, c)
 	}
 	o.noCheck = true
 	return o.apply(context.Background(), w, changes, "containerd stops using the mirror on the next pull")
+}
+
+// ourMirror is --mirror, else the one mirror of the host tables regcache
+// wrote in the --registry files.
+func (o *containerdOptions) ourMirror() (clientconfig.Mirror, error) {
+	if o.mirror != "" {
+		return parseMirrorFlag(o.mirror)
+	}
+	var found, files []string
+	for _, r := range o.registries {
+		p := clientconfig.ContainerdHostsPath(o.hostsDir, r)
+		files = append(files, p)
+		src, _, err := clientconfig.ReadFile(p)
+		if err != nil {
+			return clientconfig.Mirror{}, err
+		}
+		for _, u := range clientconfig.ContainerdOurMirrors(src) {
+			if !slices.Contains(found, u) {
+				found = append(found, u)
+			}
+		}
+	}
+	switch len(found) {
+	case 1:
+		return clientconfig.ParseMirror(found[0])
+	case 0:
+		return clientconfig.Mirror{}, fmt.Errorf("no host table written by regcache in %s: nothing to disable (name the registries with --registry, or the mirror with --mirror)", strings.Join(files, ", "))
+	}
+	return clientconfig.Mirror{}, fmt.Errorf("regcache wrote host tables for several mirrors (%s) in %s: name the one with --mirror", strings.Join(found, ", "), strings.Join(files, ", "))
 }
 
 // lock takes regcache's lock beside each hosts.toml, so that parallel runs
@@ -221,9 +272,9 @@ func (o *containerdOptions) apply(ctx context.Context, w io.Writer, changes []ch
 }
 
 func (o *containerdOptions) status(ctx context.Context, w io.Writer) error {
-	m, err := clientconfig.ParseMirror(o.mirror)
+	m, err := o.ourMirror()
 	if err != nil {
-		return err
+		return notActive("%v", err)
 	}
 	ok := true
 	for _, r := range o.registries {

@@ -24,9 +24,14 @@ import (
 	"github.com/regcache/regcache/internal/redact"
 )
 
-// stateSuffix names the file beside daemon.json that records what enable
-// added, so disable can remove exactly that.
-const stateSuffix = ".regcache-state"
+// stateSuffix names the file in daemon.json's side directory that records
+// what enable added, so disable can remove exactly that;
+// legacyStateSuffix is where it was before (beside daemon.json), read when
+// the new one is missing until a run under the lock moves it.
+const (
+	stateSuffix       = clientconfig.SideDirSuffix + "/state"
+	legacyStateSuffix = ".regcache-state"
+)
 
 type dockerOptions struct {
 	commonOptions
@@ -80,15 +85,16 @@ also added to "insecure-registries" as host:port. The file keeps every other
 key, its order and its indentation; a missing file is created (0644).
 
 What enable added is recorded in <daemon.json>` + stateSuffix + `; disable removes
-only that, so a mirror the operator had configured before stays. disable
-empties the lists rather than deleting the keys: on SIGHUP dockerd applies
-only the keys present in the file, and a deleted key would leave the old
-mirror active until the next restart.
+only that, so a mirror the operator had configured before stays; without
+--mirror, disable takes the mirror recorded there. disable empties the lists
+rather than deleting the keys, and says so: on SIGHUP dockerd applies only the
+keys present in the file, and a deleted key would leave the old mirror active
+until the next restart.
 
 What enable adds is recorded before daemon.json is written, and disable drops
 the record only after; disable exits non-zero when the mirror stays listed
 because regcache did not add it (--force removes it anyway). Parallel runs
-wait for each other (lock file <daemon.json>` + clientconfig.LockSuffix + `). enable refuses when
+wait for each other (lock file <daemon.json>` + clientconfig.LockSuffix + `, removed at the end). enable refuses when
 dockerd was started with --registry-mirror or --insecure-registry flags:
 dockerd will not start with a setting both as a flag and in daemon.json.
 
@@ -106,8 +112,8 @@ written and the change applies when it starts.`,
 	return cmd
 }
 
-func (o *dockerOptions) register(cmd *cobra.Command, mirrorRequired bool) {
-	o.commonOptions.register(cmd, mirrorRequired)
+func (o *dockerOptions) register(cmd *cobra.Command, flags int) {
+	o.commonOptions.register(cmd, flags)
 	f := cmd.Flags()
 	f.StringVar(&o.config, "config", "/etc/docker/daemon.json", "dockerd's configuration file (default under --root)")
 	f.StringVar(&o.pidfile, "pidfile", "/var/run/docker.pid", "dockerd's PID file, used when systemd does not run dockerd")
@@ -140,7 +146,7 @@ func newDockerEnableCmd() *cobra.Command {
 			return o.enable(cmd.Context(), cmd.OutOrStdout())
 		},
 	}
-	o.register(cmd, true)
+	o.register(cmd, mirrorRequired|writes)
 	cmd.Flags().StringVar(&o.position, "position", "first", "where the mirror goes among existing mirrors: first or last")
 	cmd.Flags().BoolVar(&o.restart, "restart", false, "restart dockerd (systemd) instead of reloading it")
 	return cmd
@@ -149,16 +155,18 @@ func newDockerEnableCmd() *cobra.Command {
 func newDockerDisableCmd() *cobra.Command {
 	var o dockerOptions
 	cmd := &cobra.Command{
-		Use:   "disable --mirror URL",
+		Use:   "disable [--mirror URL]",
 		Short: "Remove what enable added from daemon.json, reload dockerd and verify",
-		Args:  cobra.NoArgs,
+		Example: `  regcache client docker disable
+  regcache client docker disable --mirror 192.0.2.1:5000 --dry-run`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.resolve(cmd)
 			o.noCheck = true // the mirror may be gone already
 			return o.disable(cmd.Context(), cmd.OutOrStdout())
 		},
 	}
-	o.register(cmd, true)
+	o.register(cmd, writes)
 	cmd.Flags().BoolVar(&o.restart, "restart", false, "restart dockerd (systemd) instead of reloading it")
 	cmd.Flags().BoolVar(&o.force, "force", false, "remove the mirror even if regcache did not add it")
 	return cmd
@@ -175,7 +183,7 @@ func newDockerStatusCmd() *cobra.Command {
 			return o.status(cmd.Context(), cmd.OutOrStdout())
 		},
 	}
-	o.register(cmd, false)
+	o.register(cmd, 0) // read-only: no --dry-run, no --no-check
 	return cmd
 }
 
@@ -184,7 +192,7 @@ func (o *dockerOptions) enable(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := clientconfig.ParseMirror(o.mirror)
+	m, err := parseMirrorFlag(o.mirror)
 	if err != nil {
 		return err
 	}
@@ -219,7 +227,7 @@ func (o *dockerOptions) enable(ctx context.Context, w io.Writer) error {
 	}
 	if o.dryRun {
 		cfg.show(w)
-		fmt.Fprintf(w, "would %s and check that dockerd lists %s\n", o.describeReload(ctx), m.URL)
+		fmt.Fprintln(w, o.describeReload(ctx, m, true))
 		return nil
 	}
 	if _, err := o.parseMirror(ctx, w); err != nil {
@@ -247,9 +255,10 @@ func (o *dockerOptions) enable(ctx context.Context, w io.Writer) error {
 }
 
 func (o *dockerOptions) disable(ctx context.Context, w io.Writer) error {
-	m, err := clientconfig.ParseMirror(o.mirror)
-	if err != nil {
-		return err
+	if o.mirror != "" {
+		if _, err := parseMirrorFlag(o.mirror); err != nil {
+			return err
+		}
 	}
 	if !o.dryRun {
 		unlock, err := lockFiles(o.config)
@@ -267,6 +276,10 @@ func (o *dockerOptions) disable(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("%s: %w; nothing written", o.config, err)
 	}
 	state, st, err := o.readState()
+	if err != nil {
+		return err
+	}
+	m, err := o.disableMirror(st, state.path)
 	if err != nil {
 		return err
 	}
@@ -294,7 +307,8 @@ func (o *dockerOptions) disable(ctx context.Context, w io.Writer) error {
 	}
 	if o.dryRun {
 		cfg.show(w)
-		fmt.Fprintf(w, "would %s and check that dockerd no longer lists %s\n", o.describeReload(ctx), m.URL)
+		fmt.Fprintln(w, o.describeReload(ctx, m, false))
+		o.noteLeft(w, settings, cfg.new, true)
 		return left
 	}
 	d, err := o.findDockerd(ctx)
@@ -309,6 +323,7 @@ func (o *dockerOptions) disable(ctx context.Context, w io.Writer) error {
 	if err := o.write(io.Discard, state); err != nil {
 		return err
 	}
+	o.noteLeft(w, settings, cfg.new, false)
 	switch {
 	case !cfg.changed() && !o.force:
 		return left
@@ -334,6 +349,16 @@ func (o *dockerOptions) readState() (change, clientconfig.DockerState, error) {
 	if err != nil {
 		return c, clientconfig.DockerState{}, err
 	}
+	if !c.exists { // a run under the lock moves a legacy state; until then, read it there
+		if err := clientconfig.CheckSideFile(target + legacyStateSuffix); err != nil {
+			return change{}, clientconfig.DockerState{}, err
+		}
+		legacy, err := readChange(target + legacyStateSuffix)
+		if err != nil {
+			return c, clientconfig.DockerState{}, err
+		}
+		c.old = legacy.old
+	}
 	c.noBackup, c.side = true, true
 	st, err := clientconfig.ParseDockerState(c.old)
 	if err != nil {
@@ -357,7 +382,7 @@ func (o *dockerOptions) status(ctx context.Context, w io.Writer) error {
 	}
 	want := settings.Mirrors
 	if o.mirror != "" {
-		m, err := clientconfig.ParseMirror(o.mirror)
+		m, err := parseMirrorFlag(o.mirror)
 		if err != nil {
 			return err
 		}
@@ -365,9 +390,18 @@ func (o *dockerOptions) status(ctx context.Context, w io.Writer) error {
 	}
 	active, apiErr := dockerMirrors(ctx, o.host)
 	fmt.Fprintf(w, "config %s: registry-mirrors %q, insecure-registries %q\n", o.config, settings.Mirrors, settings.Insecure)
-	if apiErr != nil {
+	var down error // dockerd is not running: the one thing to say
+	if apiErr != nil && !o.rootSet() {
+		if d, err := o.findDockerd(ctx); err == nil && !d.running() {
+			down = notActive("dockerd is not running (no live PID in %s, nothing answers on %s): the mirrors in %s apply when it starts", o.pidfile, o.host, o.config)
+		}
+	}
+	switch {
+	case down != nil:
+		fmt.Fprintln(w, down)
+	case apiErr != nil:
 		fmt.Fprintf(w, "dockerd at %s: not reachable: %v\n", o.host, apiErr)
-	} else {
+	default:
 		fmt.Fprintf(w, "dockerd at %s: active mirrors %q\n", o.host, active)
 	}
 	ok := len(want) > 0 && apiErr == nil
@@ -379,11 +413,79 @@ func (o *dockerOptions) status(ctx context.Context, w io.Writer) error {
 		ok = ok && good
 		fmt.Fprintln(w, line)
 	}
-	if !ok {
+	switch {
+	case down != nil:
+		return down
+	case !ok:
 		return errNotActive
 	}
 	return nil
 }
+
+// disableMirror is the mirror disable removes: --mirror, else the one
+// mirror enable recorded in the state file at statePath.
+func (o *dockerOptions) disableMirror(st clientconfig.DockerState, statePath string) (clientconfig.Mirror, error) {
+	if o.mirror != "" {
+		return parseMirrorFlag(o.mirror)
+	}
+	var recorded []string
+	for _, c := range st.Changes {
+		recorded = append(recorded, c.Mirror)
+	}
+	switch len(recorded) {
+	case 1:
+		return clientconfig.ParseMirror(recorded[0])
+	case 0:
+		return clientconfig.Mirror{}, fmt.Errorf("%s records no mirror that regcache enabled (no %s), so there is nothing of regcache's to disable; to remove a mirror anyway, name it: --mirror URL --force", o.config, statePath)
+	}
+	return clientconfig.Mirror{}, fmt.Errorf("%s records several mirrors regcache enabled (%s): name the one to disable with --mirror", statePath, strings.Join(recorded, ", "))
+}
+
+// noteLeft says what disable leaves in daemon.json on purpose: the lists
+// it emptied rather than deleting (dockerd applies on SIGHUP only the keys
+// present in the file), and the side directory regcache keeps.
+func (o *dockerOptions) noteLeft(w io.Writer, before clientconfig.DockerSettings, newCfg []byte, dryRun bool) {
+	after, err := clientconfig.DockerRead(newCfg)
+	if err != nil {
+		return
+	}
+	var emptied []string
+	if len(before.Mirrors) > 0 && len(after.Mirrors) == 0 {
+		emptied = append(emptied, `"registry-mirrors": []`)
+	}
+	if len(before.Insecure) > 0 && len(after.Insecure) == 0 {
+		emptied = append(emptied, `"insecure-registries": []`)
+	}
+	verb := "left"
+	if dryRun {
+		verb = "would leave"
+	}
+	if len(emptied) > 0 {
+		fmt.Fprintf(w, "%s %s in %s on purpose: on a reload (SIGHUP) dockerd applies only the keys present in the file, so deleting them would keep the old values active until dockerd restarts; after a restart they may be deleted by hand\n",
+			verb, strings.Join(emptied, " and "), o.config)
+	}
+	if dryRun {
+		return
+	}
+	target, err := clientconfig.ResolvePath(o.config)
+	if err != nil {
+		return
+	}
+	if fi, err := os.Stat(clientconfig.SideDir(target)); err == nil && fi.IsDir() {
+		fmt.Fprintf(w, "kept %s: %s before regcache first changed it (orig) and before this run (backup)\n", clientconfig.SideDir(target), o.config)
+	}
+}
+
+// notActive is a status failure with its own words; errors.Is(err,
+// errNotActive) holds.
+func notActive(format string, args ...any) error {
+	return &statusError{msg: fmt.Sprintf(format, args...)}
+}
+
+type statusError struct{ msg string }
+
+func (e *statusError) Error() string        { return e.msg }
+func (e *statusError) Is(target error) bool { return target == errNotActive }
 
 func dockerMirrorStatus(ctx context.Context, raw string, s clientconfig.DockerSettings, active []string, st clientconfig.DockerState, timeout time.Duration) (string, bool) {
 	m, err := clientconfig.ParseMirror(raw)

@@ -138,24 +138,31 @@ func (o *dockerOptions) checkFlags(d dockerd, m clientconfig.Mirror) error {
 		d.how, strings.Join(flags, " and "), strings.Join(conflicts, " and "), o.config, o.config)
 }
 
-func (o *dockerOptions) describeReload(ctx context.Context) string {
+// describeReload is the sentence --dry-run ends with: how dockerd would be
+// made to read the file, and the check that the mirror is (want) or is no
+// longer listed.
+func (o *dockerOptions) describeReload(ctx context.Context, m clientconfig.Mirror, want bool) string {
+	check := "and check that dockerd lists " + m.URL
+	if !want {
+		check = "and check that dockerd no longer lists " + m.URL
+	}
 	if o.rootSet() {
-		return "not reload dockerd (--root is set)"
+		return "would not reload dockerd (--root is set)"
 	}
 	d, err := o.findDockerd(ctx)
 	switch {
 	case err != nil:
-		return "fail: " + err.Error()
+		return "would fail: " + err.Error()
 	case d.systemd && o.restart:
-		return "run 'systemctl restart docker'"
+		return "would run 'systemctl restart docker' " + check
 	case d.systemd:
-		return "run 'systemctl reload docker' (SIGHUP)"
+		return "would run 'systemctl reload docker' (SIGHUP) " + check
 	case d.pid > 0 && o.restart:
-		return fmt.Sprintf("fail: --restart needs systemd (dockerd %s is not run by systemd)", d.how)
+		return fmt.Sprintf("would fail: --restart needs systemd (dockerd %s is not run by systemd)", d.how)
 	case d.pid > 0:
-		return fmt.Sprintf("send SIGHUP to dockerd (%s)", d.how)
+		return fmt.Sprintf("would send SIGHUP to dockerd (%s) %s", d.how, check)
 	}
-	return "not reload: dockerd is not running (the change applies when it starts)"
+	return fmt.Sprintf("would not reload dockerd: it is not running (no live PID in %s, nothing answers on %s); the change applies when it starts", o.pidfile, o.host)
 }
 
 // reloadAndVerify makes dockerd read daemon.json again and checks through

@@ -238,3 +238,53 @@ func TestDockerEngineWrongPidfile(t *testing.T) {
 		t.Fatal("dockerd exited")
 	}
 }
+
+// TestDockerEngineDisableWithoutMirror: against a real dockerd, enable with
+// --mirror as host:port, disable without --mirror (from the state), and
+// nothing of regcache's is left beside daemon.json but its one directory;
+// with dockerd stopped, status and the dry-run say that dockerd is not
+// running.
+func TestDockerEngineDisableWithoutMirror(t *testing.T) {
+	t.Parallel()
+	mirror := newTestMirror(t)
+	d := testenv.StartDockerd(t, testenv.DockerdOptions{})
+	hostPort := strings.TrimPrefix(mirror.URL, "http://")
+	common := []string{"--config", d.ConfigFile, "--pidfile", d.PIDFile, "--host", d.Host}
+	if out, err := runCLI(t, append([]string{"client", "docker", "enable", "--mirror", hostPort}, common...)...); err != nil {
+		t.Fatalf("enable --mirror %s: %v\n%s\n%s", hostPort, err, out, d.Log())
+	}
+	waitMirrors(t, d, func(m []string) bool { return slices.Contains(m, mirror.URL+"/") })
+	out, err := runCLI(t, append([]string{"client", "docker", "disable"}, common...)...)
+	if err != nil {
+		t.Fatalf("disable without --mirror: %v\n%s\n%s", err, out, d.Log())
+	}
+	if !strings.Contains(out, "dockerd no longer uses "+mirror.URL) || !strings.Contains(out, `left "registry-mirrors": []`) {
+		t.Errorf("disable output:\n%s", out)
+	}
+	waitMirrors(t, d, func(m []string) bool { return len(m) == 0 })
+	var ours []string
+	for _, e := range entries(t, d.Dir) {
+		if strings.HasPrefix(e, "daemon.json") {
+			ours = append(ours, e)
+		}
+	}
+	if want := []string{"daemon.json", "daemon.json.regcache"}; !slices.Equal(ours, want) {
+		t.Errorf("beside daemon.json after enable+disable: %q, want %q", ours, want)
+	}
+	if got, want := entries(t, d.ConfigFile+".regcache"), []string{"backup", "orig"}; !slices.Equal(got, want) {
+		t.Errorf("in daemon.json.regcache: %q, want %q", got, want)
+	}
+
+	if _, err := runCLI(t, append([]string{"client", "docker", "enable", "--mirror", hostPort}, common...)...); err != nil {
+		t.Fatal(err)
+	}
+	d.Stop(t)
+	out, err = runCLI(t, append([]string{"client", "docker", "status"}, common...)...)
+	if err == nil || !strings.Contains(err.Error(), "dockerd is not running") || !strings.Contains(out, "dockerd is not running") {
+		t.Errorf("status with dockerd stopped: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, append([]string{"client", "docker", "disable", "--dry-run"}, common...)...)
+	if err != nil || !strings.Contains(out, "would not reload dockerd: it is not running") || strings.Contains(out, "and check that") {
+		t.Errorf("dry-run with dockerd stopped: %v\n%s", err, out)
+	}
+}

@@ -31,8 +31,8 @@ func newClientPodmanCmd() *cobra.Command {
 		Long: `Write a drop-in file, ` + clientconfig.PodmanDropInName + `, under registries.conf.d with a
 [[registry]] for each --registry and a [[registry.mirror]] for the mirror
 (insecure = true for an http:// mirror). The operator's registries.conf and its
-comments are never rewritten; disable removes the drop-in (only when it points
-at --mirror, unless --force).
+comments are never rewritten; disable removes the drop-in and its directory of
+copies (only when it points at --mirror if that is given, unless --force).
 
 podman keeps only the last [[registry]] table for a prefix, so enable refuses
 when registries.conf or another drop-in already has a table for one of the
@@ -55,8 +55,12 @@ func newPodmanSubCmd(action string) *cobra.Command {
 		"disable": "Remove regcache's registries.conf.d drop-in",
 		"status":  "Show the drop-in; exit 0 only if it is in place and the mirror answers",
 	}[action]
+	use := action + " [--mirror URL]"
+	if action == "enable" {
+		use = action + " --mirror URL [--registry docker.io ...]"
+	}
 	cmd := &cobra.Command{
-		Use:   action + " --mirror URL [--registry docker.io ...]",
+		Use:   use,
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -65,7 +69,14 @@ func newPodmanSubCmd(action string) *cobra.Command {
 			return o.run(cmd.Context(), cmd.OutOrStdout(), action)
 		},
 	}
-	o.register(cmd, action != "status")
+	switch action {
+	case "enable":
+		o.register(cmd, mirrorRequired|writes)
+	case "disable":
+		o.register(cmd, writes) // the drop-in is regcache's: it names the mirror
+	default:
+		o.register(cmd, 0) // read-only: no --dry-run, no --no-check
+	}
 	f := cmd.Flags()
 	f.StringVar(&o.config, "config", "/etc/containers/registries.conf", "the operator's registries.conf, checked for the v1 format (default under --root)")
 	f.StringVar(&o.dir, "dir", "/etc/containers/registries.conf.d", "drop-in directory (default under --root)")
@@ -101,6 +112,7 @@ func (o *podmanOptions) run(ctx context.Context, w io.Writer, action string) err
 			return err
 		}
 		c.remove = true
+		c.dropSide = true // regcache's own file: its backup goes with it
 		o.noCheck = true
 	default:
 		for _, r := range o.registries {
@@ -115,7 +127,7 @@ func (o *podmanOptions) run(ctx context.Context, w io.Writer, action string) err
 				return fmt.Errorf("%s: %w", o.config, err)
 			}
 		}
-		m, err := clientconfig.ParseMirror(o.mirror)
+		m, err := parseMirrorFlag(o.mirror)
 		if err != nil {
 			return err
 		}
@@ -146,7 +158,10 @@ func (o *podmanOptions) run(ctx context.Context, w io.Writer, action string) err
 // checkDisable refuses to remove a drop-in that points at another mirror
 // than --mirror, unless --force.
 func (o *podmanOptions) checkDisable(c change) error {
-	m, err := clientconfig.ParseMirror(o.mirror)
+	if o.mirror == "" {
+		return nil // the drop-in is regcache's, whichever mirror it names
+	}
+	m, err := parseMirrorFlag(o.mirror)
 	if err != nil || !c.exists || o.force {
 		return err
 	}
@@ -232,7 +247,7 @@ func (o *podmanOptions) status(ctx context.Context, w io.Writer, c change) error
 	fmt.Fprintf(w, "%s: %q\n", c.path, mirrors)
 	ok := len(urls) > 0
 	if o.mirror != "" {
-		m, err := clientconfig.ParseMirror(o.mirror)
+		m, err := parseMirrorFlag(o.mirror)
 		if err != nil {
 			return err
 		}

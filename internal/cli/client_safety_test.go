@@ -172,7 +172,11 @@ func TestDockerStateOrder(t *testing.T) {
 	var order []string
 	o := dockerOptions{config: cfg, pidfile: filepath.Join(dir, "none.pid"), host: noSocket(t)}
 	o.mirror, o.noCheck, o.timeout = "http://192.0.2.1:5000", true, time.Second
-	o.beforeWrite = func(p string) error { order = append(order, filepath.Base(p)); return nil }
+	o.beforeWrite = func(p string) error {
+		rel, err := filepath.Rel(dir, p)
+		order = append(order, rel)
+		return err
+	}
 	if err := o.enable(t.Context(), io.Discard); err != nil {
 		t.Fatal(err)
 	}

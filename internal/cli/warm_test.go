@@ -12,9 +12,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/regcache/regcache/internal/app/apptest"
+	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/testenv"
 )
 
@@ -183,7 +185,7 @@ func TestWarmErrors(t *testing.T) {
 		{"bad platform", []string{"--platform", "amd64", "multi"}, []string{`--platform "amd64": want os/arch`}, ""},
 		{"no image", nil, []string{"name at least one image"}, ""},
 		{"mirror down", []string{"--mirror", "http://127.0.0.1:1", "single"}, []string{"reach the mirror at http://127.0.0.1:1", "is regcache serve running"}, ""},
-		{"bad mirror", []string{"--mirror", "127.0.0.1:5000", "single"}, []string{"want the mirror's base URL"}, ""},
+		{"bad mirror", []string{"--mirror", "ftp://127.0.0.1:5000", "single"}, []string{`--mirror "ftp://127.0.0.1:5000"`, "http:// or https://", "host:port"}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -266,17 +268,17 @@ func TestParseImage(t *testing.T) {
 		{"alpine:3.20@sha256:" + strings.Repeat("a", 64), "alpine", "sha256:" + strings.Repeat("a", 64), ""},
 	}
 	for _, tc := range tests {
-		r, err := parseImage(tc.in)
+		r, err := oci.ParseImage(tc.in)
 		if err != nil {
 			t.Errorf("%s: %v", tc.in, err)
 			continue
 		}
-		if r.mirrorName() != tc.name || r.reference() != tc.ref || r.Registry != tc.registry {
-			t.Errorf("%s: name %q ref %q registry %q, want %q %q %q", tc.in, r.mirrorName(), r.reference(), r.Registry, tc.name, tc.ref, tc.registry)
+		if r.MirrorName() != tc.name || r.Reference().String() != tc.ref || r.Registry != tc.registry {
+			t.Errorf("%s: name %q ref %q registry %q, want %q %q %q", tc.in, r.MirrorName(), r.Reference(), r.Registry, tc.name, tc.ref, tc.registry)
 		}
 	}
 	for _, bad := range []string{"", "Alpine", "alpine@sha256:abc", "a//b", "alpine:", "ghcr.io/", "-x"} {
-		if _, err := parseImage(bad); err == nil {
+		if _, err := oci.ParseImage(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
 	}
@@ -299,7 +301,7 @@ func TestPlatformMatches(t *testing.T) {
 		{"linux/amd64", "windows", "amd64", "", false},
 	}
 	for _, tc := range tests {
-		if got := p(tc.want).matches(&wirePlatform{OS: tc.os, Architecture: tc.arch, Variant: tc.variant}); got != tc.ok {
+		if got := p(tc.want).matches(&ocispec.Platform{OS: tc.os, Architecture: tc.arch, Variant: tc.variant}); got != tc.ok {
 			t.Errorf("%s vs %s/%s/%s: %v", tc.want, tc.os, tc.arch, tc.variant, got)
 		}
 	}

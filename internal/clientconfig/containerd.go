@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -149,6 +150,27 @@ func ContainerdDisable(src []byte, registry string, m Mirror) (out []byte, remov
 func ContainerdHasMirror(src []byte, m Mirror) (present, ours bool) {
 	s, _, ours := findHostTable(splitLines(string(src)), m)
 	return s >= 0, ours
+}
+
+// ContainerdOurMirrors lists the mirrors of the host tables regcache wrote
+// in a hosts.toml (those with its marker), in file order.
+func ContainerdOurMirrors(src []byte) []string {
+	lines := splitLines(string(src))
+	var out []string
+	for _, l := range lines {
+		h := hostHeader.FindStringSubmatch(l)
+		if h == nil || h[2] != "]" {
+			continue
+		}
+		m, err := ParseMirror(h[1])
+		if err != nil {
+			continue
+		}
+		if _, _, ours := findHostTable(lines, m); ours && !slices.ContainsFunc(out, func(u string) bool { return sameMirror(u, m.URL) }) {
+			out = append(out, m.URL)
+		}
+	}
+	return out
 }
 
 var hostHeader = regexp.MustCompile(`^\s*\[\s*host\s*\.\s*"([^"]*)"\s*(\.|\])`)

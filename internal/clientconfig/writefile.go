@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -28,6 +29,98 @@ type WriteOptions struct {
 	Side bool
 }
 
+// SideDirSuffix names the one directory beside a configuration file that
+// holds regcache's own files about it: <file>.regcache/ (its record of what
+// enable added, the backup of the previous content and the content from
+// before regcache first changed it). Nothing else of regcache's stays beside
+// the file.
+const SideDirSuffix = ".regcache"
+
+// SideDir is the directory of regcache's files about target.
+func SideDir(target string) string { return target + SideDirSuffix }
+
+// ensureParent creates the directory path is in when that is a side
+// directory (<file>.regcache), refusing one that is a symlink or not a
+// directory: regcache's files about a configuration stay beside it.
+func ensureParent(path string) error {
+	dir := filepath.Dir(path)
+	if !strings.HasSuffix(dir, SideDirSuffix) {
+		return nil
+	}
+	fi, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		return ensureParent(path) // made by a parallel run, or by us: check it
+	case err != nil:
+		return fmt.Errorf("stat %s: %w", dir, err)
+	case !fi.IsDir():
+		return fmt.Errorf("refusing %s: regcache keeps its files about %s in this directory, but it is a %s; remove it", dir, strings.TrimSuffix(dir, SideDirSuffix), fileKind(fi))
+	}
+	return nil
+}
+
+func fileKind(fi fs.FileInfo) string {
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return "symlink"
+	}
+	if fi.Mode().IsRegular() {
+		return "file"
+	}
+	return fi.Mode().Type().String()
+}
+
+// RemoveSideDir removes target's side directory and what is in it (after
+// disable removed a file regcache had created: its copies tell nothing
+// more). A symlink there is removed, not followed.
+func RemoveSideDir(target string) error {
+	dir := SideDir(target)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	return nil
+}
+
+// legacySideSuffixes are where regcache kept its files beside a
+// configuration before they moved into the side directory, with the names
+// they have there.
+var legacySideSuffixes = [][2]string{
+	{".regcache-state", "state"},
+	{".regcache-backup", "backup"},
+	{".regcache-orig", "orig"},
+}
+
+// MoveLegacySideFiles moves regcache's files of an earlier layout
+// (<target>.regcache-state, -backup, -orig) into the side directory, where
+// none of that name is yet; call it with the lock held.
+func MoveLegacySideFiles(target string) error {
+	for _, l := range legacySideSuffixes {
+		old, dst := target+l[0], filepath.Join(SideDir(target), l[1])
+		fi, err := os.Lstat(old)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", old, err)
+		}
+		if !fi.Mode().IsRegular() {
+			continue // not one regcache wrote; CheckSideFile refuses it where it matters
+		}
+		if _, err := os.Lstat(dst); err == nil {
+			continue
+		}
+		if err := ensureParent(dst); err != nil {
+			return err
+		}
+		if err := os.Rename(old, dst); err != nil {
+			return fmt.Errorf("move %s into %s: %w", old, SideDir(target), err)
+		}
+	}
+	return nil
+}
+
 // MaxFileSize bounds the configuration and state files regcache reads.
 const MaxFileSize = 1 << 20
 
@@ -36,6 +129,11 @@ const MaxFileSize = 1 << 20
 // dangling one would have regcache create the link's target, as root), or
 // that is not a regular file (a FIFO would hang the command).
 func CheckSideFile(path string) error {
+	if dir := filepath.Dir(path); strings.HasSuffix(dir, SideDirSuffix) {
+		if fi, err := os.Lstat(dir); err == nil && !fi.IsDir() {
+			return fmt.Errorf("refusing %s: regcache keeps its files about %s in this directory, but it is a %s; remove it", dir, strings.TrimSuffix(dir, SideDirSuffix), fileKind(fi))
+		}
+	}
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -143,6 +241,9 @@ func ReadFile(path string) (data []byte, exists bool, err error) {
 // created (0755).
 func WriteFile(path string, data []byte, opts WriteOptions) error {
 	if opts.Side {
+		if err := ensureParent(path); err != nil {
+			return err
+		}
 		if err := CheckSideFile(path); err != nil {
 			return err
 		}
@@ -199,6 +300,9 @@ func keepCopies(target string, opts WriteOptions) error {
 	}
 	for _, suffix := range []string{opts.OrigSuffix, opts.BackupSuffix} {
 		if suffix != "" {
+			if err := ensureParent(target + suffix); err != nil {
+				return err
+			}
 			if err := CheckSideFile(target + suffix); err != nil {
 				return err
 			}

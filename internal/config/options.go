@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/regcache/regcache/internal/defaults"
+	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/redact"
 )
 
@@ -381,12 +382,7 @@ func defaultName(rawURL string) string {
 	if err != nil {
 		return ""
 	}
-	switch h := strings.ToLower(u.Host); h {
-	case "registry-1.docker.io", "index.docker.io":
-		return "docker.io"
-	default:
-		return h
-	}
+	return oci.CanonicalRegistry(u.Host)
 }
 
 // checkName accepts a registry host name such as "ghcr.io" or

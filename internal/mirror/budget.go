@@ -11,11 +11,9 @@ import (
 	"github.com/regcache/regcache/internal/oci"
 )
 
-// BackgroundHeader marks a request from background work (`regcache warm`):
-// set to "1", the request never spends the last budget_reserve counted
-// pulls of the upstream's rate limit. Clients that pull for real leave it
-// unset.
-const BackgroundHeader = "X-Regcache-Background"
+// BackgroundHeader is oci.BackgroundHeader, under the name the mirror's
+// messages use.
+const BackgroundHeader = oci.BackgroundHeader
 
 // WithBudgetReserve sets how many counted pulls (manifest GETs) background
 // work leaves to other clients: count when more than 0, else percent of

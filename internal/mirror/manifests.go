@@ -2,7 +2,6 @@ package mirror
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/regcache/regcache/internal/blobstore"
 	"github.com/regcache/regcache/internal/cacheindex"
@@ -385,34 +385,19 @@ func ManifestEntryOf(body []byte) (cacheindex.ManifestEntry, bool) {
 	return cacheindex.ManifestEntry{MediaType: mt, Size: int64(len(body)), Refs: refsOf(body)}, true
 }
 
-// descriptor is the part of an OCI descriptor regcache reads.
-type descriptor struct {
-	MediaType string        `json:"mediaType"`
-	Digest    digest.Digest `json:"digest"`
-	Size      int64         `json:"size"`
-	URLs      []string      `json:"urls,omitempty"`
-}
-
-type manifestRefs struct {
-	Config    *descriptor  `json:"config"`
-	Layers    []descriptor `json:"layers"`
-	Manifests []descriptor `json:"manifests"`
-	Subject   *descriptor  `json:"subject"`
-}
-
 // blobsOf lists the config and layers of an image manifest (not of an
 // index), skipping foreign layers that live at other URLs.
-func blobsOf(body []byte) []descriptor {
-	var mr manifestRefs
-	if json.Unmarshal(body, &mr) != nil {
+func blobsOf(body []byte) []v1.Descriptor {
+	mc, err := oci.DecodeContent(body)
+	if err != nil {
 		return nil
 	}
-	var out []descriptor
-	if mr.Config != nil && mr.Config.Digest.Validate() == nil {
-		out = append(out, *mr.Config)
+	var out []v1.Descriptor
+	if mc.Config.Digest.Validate() == nil {
+		out = append(out, mc.Config)
 	}
-	for _, l := range mr.Layers {
-		if l.Digest.Validate() == nil && len(l.URLs) == 0 {
+	for _, l := range mc.Layers {
+		if l.Digest.Validate() == nil && !oci.IsForeign(l) {
 			out = append(out, l)
 		}
 	}
@@ -421,28 +406,26 @@ func blobsOf(body []byte) []descriptor {
 
 // refsOf lists every digest a manifest references.
 func refsOf(body []byte) []digest.Digest {
-	var mr manifestRefs
-	if json.Unmarshal(body, &mr) != nil {
+	mc, err := oci.DecodeContent(body)
+	if err != nil {
 		return nil
 	}
 	var out []digest.Digest
-	add := func(d descriptor) {
+	add := func(d v1.Descriptor) {
 		if d.Digest.Validate() == nil && !slices.Contains(out, d.Digest) {
 			out = append(out, d.Digest)
 		}
 	}
-	if mr.Config != nil {
-		add(*mr.Config)
-	}
-	for _, l := range mr.Layers {
+	add(mc.Config)
+	for _, l := range mc.Layers {
 		// A foreign layer lives at its URLs; registries do not check that
 		// its digest exists, so naming one must not make a repository
 		// "hold" a cached blob of that digest.
-		if len(l.URLs) == 0 {
+		if !oci.IsForeign(l) {
 			add(l)
 		}
 	}
-	for _, m := range mr.Manifests {
+	for _, m := range mc.Manifests {
 		add(m)
 	}
 	return out

@@ -1,5 +1,9 @@
 package mirror
 
+import (
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
 // startPrefetch starts fills for the config and layers of an image
 // manifest that the store lacks, at most s.prefetchSem at a time, so the
 // upstream link is busy while the client asks for layers a few at a time.
@@ -8,7 +12,7 @@ func (s *Service) startPrefetch(rt route, m *Manifest) {
 		return // every blob was stored when last looked at
 	}
 	s.rememberSizes(rt, m)
-	var todo []descriptor
+	var todo []v1.Descriptor
 	for _, b := range blobsOf(m.Body) {
 		if _, err := s.store.Stat(s.ctx, b.Digest); err != nil {
 			todo = append(todo, b)

@@ -29,14 +29,14 @@ func (s *Server) resolve(r *http.Request, name string) (route, error) {
 		if up == nil {
 			return route{}, notConfigured(ns)
 		}
-		return route{up: up.Name, repo: hubName(up.Name, name), how: "ns"}, nil
+		return route{up: up.Name, repo: oci.HubRepository(up.Name, name), how: "ns"}, nil
 	}
-	if first, rest, ok := strings.Cut(name, "/"); ok && looksLikeRegistry(first) {
+	if first, rest, ok := strings.Cut(name, "/"); ok && oci.IsRegistryHost(first) {
 		up := s.byName(first)
 		if up == nil {
 			return route{}, notConfigured(first)
 		}
-		return route{up: up.Name, repo: hubName(up.Name, rest), how: "prefix", prefix: first}, nil
+		return route{up: up.Name, repo: oci.HubRepository(up.Name, rest), how: "prefix", prefix: first}, nil
 	}
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -44,11 +44,11 @@ func (s *Server) resolve(r *http.Request, name string) (route, error) {
 	}
 	for _, up := range s.registries {
 		if answersTo(up, host) || answersTo(up, r.Host) {
-			return route{up: up.Name, repo: hubName(up.Name, name), how: "host"}, nil
+			return route{up: up.Name, repo: oci.HubRepository(up.Name, name), how: "host"}, nil
 		}
 	}
 	up := s.registries[0]
-	return route{up: up.Name, repo: hubName(up.Name, name), how: "default"}, nil
+	return route{up: up.Name, repo: oci.HubRepository(up.Name, name), how: "default"}, nil
 }
 
 // answersTo reports whether host (from the Host header, with or without
@@ -68,31 +68,13 @@ func answersTo(u mirror.Registry, host string) bool {
 }
 
 func (s *Server) byName(name string) *mirror.Registry {
-	name = strings.ToLower(name)
-	if name == "index.docker.io" || name == "registry-1.docker.io" {
-		name = "docker.io"
-	}
+	name = oci.CanonicalRegistry(name)
 	for i := range s.registries {
 		if s.registries[i].Name == name {
 			return &s.registries[i]
 		}
 	}
 	return nil
-}
-
-// looksLikeRegistry tells a registry host from a repository's first path
-// component, the way the docker reference grammar does: it has a dot or a
-// port, or is localhost.
-func looksLikeRegistry(s string) bool {
-	return strings.ContainsAny(s, ".:") || s == "localhost"
-}
-
-// hubName adds Docker Hub's implicit library/ to one-component names.
-func hubName(upstream, name string) string {
-	if upstream == "docker.io" && !strings.Contains(name, "/") {
-		return "library/" + name
-	}
-	return name
 }
 
 func notConfigured(registry string) *oci.Error {

@@ -295,6 +295,10 @@ func StartDockerd(t testing.TB, opts DockerdOptions) *Dockerd {
 // Running reports whether the dockerd process started here is still alive.
 func (d *Dockerd) Running() bool { return d.proc.running() }
 
+// Stop stops the dockerd started here (SIGTERM to its PID, then SIGKILL
+// after 20s), for tests of what happens while it is not running.
+func (d *Dockerd) Stop(t testing.TB) { d.proc.stop(t, 20*time.Second) }
+
 // Log returns the end of dockerd's log.
 func (d *Dockerd) Log() string { return d.proc.tail(16000) }
 
