@@ -53,8 +53,9 @@ type App struct {
 
 	evictMu  sync.Mutex    // one eviction at a time
 	evictNow chan struct{} // a commit took the store over storage.max_size
-	stored   atomic.Int64  // blob bytes in the store, as last counted plus commits since
 	maxSize  atomic.Int64  // storage.max_size in bytes, read by commits as they land
+	now      func() time.Time
+	scrub    scrubState
 }
 
 // New opens the data directory and builds every part. Close releases them.
@@ -79,13 +80,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		cfg.Storage.MaxSize = int64(float64(st.Blocks) * float64(st.Frsize) * pct / 100)
 		log.Info("storage.max_size set from a share of the file system", slog.Float64("percent", pct), slog.Int64("bytes", cfg.Storage.MaxSize))
 	}
-	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1)}
+	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1), now: time.Now}
 	a.maxSize.Store(cfg.Storage.MaxSize)
-	if err := a.reconcile(ctx); err != nil {
-		index.Close()
-		return nil, err
+	// After a clean stop the index and the store agreed; after a crash (or
+	// with a new or rebuilt index) every entry and file is checked.
+	if !index.Clean {
+		if err := a.reconcile(ctx); err != nil {
+			index.Close()
+			return nil, err
+		}
 	}
-	a.recount()
 	a.fills = fill.New(store, fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(store.Available),
 		fill.WithMaxSize(cfg.Storage.MaxBlobSize),
 		fill.WithOnCommit(func(d digest.Digest, size int64) {
@@ -210,6 +214,7 @@ func (a *App) AdminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(a.Status())
 	})
+	a.cacheRoutes(mux)                           // regcache cache --admin
 	mux.Handle("GET /{$}", a.dashboardHandler()) // the dashboard; other paths stay 404
 	return mux
 }
@@ -273,7 +278,9 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	evictCtx, stopEvict := context.WithCancel(ctx)
 	evicted := make(chan struct{})
 	go func() { defer close(evicted); a.evictLoop(evictCtx) }()
-	defer func() { stopEvict(); <-evicted }()
+	scrubbed := make(chan struct{})
+	go func() { defer close(scrubbed); a.scrubLoop(evictCtx) }()
+	defer func() { stopEvict(); <-evicted; <-scrubbed }()
 	var admin *http.Server
 	if adminLn != nil {
 		admin = &http.Server{Handler: a.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}

@@ -18,6 +18,7 @@ import (
 type fileConfig struct {
 	Addr        *string `yaml:"addr"`
 	AdminAddr   *string `yaml:"admin_addr"`
+	AdminToken  *string `yaml:"admin_token"`
 	Data        *string `yaml:"data"`
 	Freshness   *string `yaml:"freshness"`
 	FillTimeout *string `yaml:"fill_timeout"`
@@ -27,9 +28,11 @@ type fileConfig struct {
 	} `yaml:"prefetch"`
 	Upstreams *[]fileUpstream `yaml:"upstreams"`
 	Storage   struct {
-		MaxSize     *string `yaml:"max_size"`
-		MaxAge      *string `yaml:"max_age"`
-		MaxBlobSize *string `yaml:"max_blob_size"`
+		MaxSize       *string `yaml:"max_size"`
+		MaxAge        *string `yaml:"max_age"`
+		MaxBlobSize   *string `yaml:"max_blob_size"`
+		ScrubInterval *string `yaml:"scrub_interval"`
+		ScrubRate     *string `yaml:"scrub_rate"`
 	} `yaml:"storage"`
 	Access struct {
 		Allow          *[]string            `yaml:"allow"`
@@ -63,10 +66,11 @@ type fileUpstream struct {
 func (f *fileConfig) values() map[string]string {
 	m := map[string]string{}
 	for key, p := range map[string]*string{
-		"addr": f.Addr, "admin_addr": f.AdminAddr, "data": f.Data,
+		"addr": f.Addr, "admin_addr": f.AdminAddr, "admin_token": f.AdminToken, "data": f.Data,
 		"freshness": f.Freshness, "fill_timeout": f.FillTimeout,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
 		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,
+		"storage.scrub_interval": f.Storage.ScrubInterval, "storage.scrub_rate": f.Storage.ScrubRate,
 		"access.htpasswd": f.Access.Htpasswd, "access.private": f.Access.Private,
 		"tls.cert": f.TLS.Cert, "tls.key": f.TLS.Key,
 		"log.level": f.Log.Level, "log.format": f.Log.Format,
