@@ -54,7 +54,7 @@ type App struct {
 	evictMu  sync.Mutex    // one eviction at a time
 	evictNow chan struct{} // a commit took the store over storage.max_size
 	maxSize  atomic.Int64  // storage.max_size in bytes, read by commits as they land
-	now      func() time.Time
+	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
 	scrub    scrubState
 }
 
@@ -80,7 +80,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		cfg.Storage.MaxSize = int64(float64(st.Blocks) * float64(st.Frsize) * pct / 100)
 		log.Info("storage.max_size set from a share of the file system", slog.Float64("percent", pct), slog.Int64("bytes", cfg.Storage.MaxSize))
 	}
-	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1), now: time.Now}
+	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1)}
 	a.maxSize.Store(cfg.Storage.MaxSize)
 	// After a clean stop the index and the store agreed; after a crash (or
 	// with a new or rebuilt index) every entry and file is checked.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -218,14 +219,15 @@ func TestScrub(t *testing.T) {
 		t.Fatal("scrub_interval 0 did not turn the scrub off")
 	}
 
-	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var clock atomic.Int64 // read by the eviction loop too
+	clock.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	var slept time.Duration
-	a.now = func() time.Time { return clock }
-	a.scrub.sleepFn = func(_ context.Context, d time.Duration) bool {
+	a.setClock(func() time.Time { return time.Unix(0, clock.Load()) })
+	a.setSleep(func(_ context.Context, d time.Duration) bool {
 		slept += d
-		clock = clock.Add(d)
+		clock.Add(int64(d))
 		return true
-	}
+	})
 	tests := []struct {
 		name     string
 		interval time.Duration
@@ -289,8 +291,9 @@ func TestMaxAge(t *testing.T) {
 	single := imgs.Single
 	pullCrane(t, m.Host+"/"+single.Repo+":"+single.Tag)
 	waitBlobs(t, m.App, int64(len(single.Blobs())))
-	later := time.Now().Add(30 * time.Minute)
-	m.App.now = func() time.Time { return later }
+	var later atomic.Int64
+	later.Store(time.Now().Add(30 * time.Minute).UnixNano())
+	m.App.setClock(func() time.Time { return time.Unix(0, later.Load()) })
 	if n, _, err := m.App.Evict(t.Context()); n != 0 || err != nil {
 		t.Fatalf("evicted %d files 30 minutes in with max_age 1h (%v)", n, err)
 	}
@@ -299,7 +302,7 @@ func TestMaxAge(t *testing.T) {
 	for range 6 {
 		m.App.upstreams[0].Client.Ping(t.Context())
 	}
-	later = time.Now().Add(2 * time.Hour)
+	later.Store(time.Now().Add(2 * time.Hour).UnixNano())
 	if n, _, err := m.App.Evict(t.Context()); n != 0 || err != nil {
 		t.Fatalf("max_age evicted %d files of a tag whose upstream is down (%v)", n, err)
 	}

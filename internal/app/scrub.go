@@ -64,6 +64,24 @@ func (a *App) ScrubStatus() ScrubStatus {
 	return st
 }
 
+// now is the app's clock: time.Now unless a test set another.
+func (a *App) now() time.Time {
+	if fn := a.clock.Load(); fn != nil {
+		return (*fn)()
+	}
+	return time.Now()
+}
+
+// setClock sets the app's clock (tests).
+func (a *App) setClock(fn func() time.Time) { a.clock.Store(&fn) }
+
+// setSleep sets how the scrub waits (tests).
+func (a *App) setSleep(fn func(context.Context, time.Duration) bool) {
+	a.scrub.mu.Lock()
+	a.scrub.sleepFn = fn
+	a.scrub.mu.Unlock()
+}
+
 func (a *App) sleep(ctx context.Context, d time.Duration) bool {
 	a.scrub.mu.Lock()
 	fn := a.scrub.sleepFn
