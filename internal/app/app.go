@@ -51,9 +51,9 @@ type App struct {
 	certs     *certReloader
 	metrics   *prometheus.Registry
 
-	evictMu  sync.Mutex    // one eviction at a time
-	evictNow chan struct{} // a commit took the store over storage.max_size
-	maxSize  atomic.Int64  // storage.max_size in bytes, read by commits as they land
+	evictMu  sync.Mutex                       // one eviction at a time
+	evictNow chan struct{}                    // a commit took the store over storage.max_size
+	maxSize  atomic.Int64                     // storage.max_size in bytes, read by commits as they land
 	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
 	scrub    scrubState
 }
