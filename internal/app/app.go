@@ -53,10 +53,11 @@ type App struct {
 	access    *access.Access
 	metrics   *prometheus.Registry
 
-	evictMu  sync.Mutex    // one eviction at a time
-	evictNow chan struct{} // a commit took the store over storage.max_size
-	stored   atomic.Int64  // blob bytes in the store, as last counted plus commits since
-	maxSize  atomic.Int64  // storage.max_size in bytes, read by commits as they land
+	evictMu  sync.Mutex                       // one eviction at a time
+	evictNow chan struct{}                    // a commit took the store over storage.max_size
+	maxSize  atomic.Int64                     // storage.max_size in bytes, read by commits as they land
+	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
+	scrub    scrubState
 
 	started time.Time
 	stats   *stats   // requests served, for the dashboard and status
@@ -87,11 +88,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1)}
 	a.maxSize.Store(cfg.Storage.MaxSize)
-	if err := a.reconcile(ctx); err != nil {
-		index.Close()
-		return nil, err
+	// After a clean stop the index and the store agreed; after a crash (or
+	// with a new or rebuilt index) every entry and file is checked.
+	if !index.Clean {
+		if err := a.reconcile(ctx); err != nil {
+			index.Close()
+			return nil, err
+		}
 	}
-	a.recount()
 	a.fills = fill.New(store, fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(store.Available),
 		fill.WithMaxSize(cfg.Storage.MaxBlobSize),
 		fill.WithOnCommit(func(d digest.Digest, size int64) {
@@ -219,6 +223,7 @@ func (a *App) AdminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(a.Status())
 	})
+	a.cacheRoutes(mux) // regcache cache --admin
 	dash := a.dashboardHandler()
 	mux.Handle("GET /{$}", dash) // the dashboard; other paths stay 404
 	mux.Handle("GET "+ui.PathData, dash)
@@ -329,7 +334,9 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	evictCtx, stopEvict := context.WithCancel(ctx)
 	evicted := make(chan struct{})
 	go func() { defer close(evicted); a.evictLoop(evictCtx) }()
-	defer func() { stopEvict(); <-evicted }()
+	scrubbed := make(chan struct{})
+	go func() { defer close(scrubbed); a.scrubLoop(evictCtx) }()
+	defer func() { stopEvict(); <-evicted; <-scrubbed }()
 	defer a.watch(ctx)() // health probes and the dashboard's history
 	var admin *http.Server
 	if adminLn != nil {

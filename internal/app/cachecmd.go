@@ -9,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/regcache/regcache/internal/blobstore"
 	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/cacheindex"
 )
@@ -33,6 +33,7 @@ type Cache struct {
 	store *disk.Store
 	index *cacheindex.Index
 	log   *slog.Logger
+	ops   *cacheOps
 }
 
 // indexFile is the index inside a data directory, as New opens it.
@@ -79,7 +80,9 @@ func OpenCache(dir string, log *slog.Logger) (*Cache, error) {
 			return nil, fmt.Errorf("rebuild index: %w", err)
 		}
 	}
-	return &Cache{dir: dir, store: store, index: index, log: log}, nil
+	c := &Cache{dir: dir, store: store, index: index, log: log}
+	c.ops = &cacheOps{store: store, index: index, log: log, now: time.Now, lock: new(sync.Mutex)}
+	return c, nil
 }
 
 // checkUnlocked fails fast if path is missing or locked. bbolt would wait
@@ -128,8 +131,8 @@ func (c *Cache) Files(ctx context.Context) (n int, size int64, err error) {
 type VerifyReport struct {
 	Files int   // committed files hashed
 	Bytes int64 // their total size
-	// Corrupt files did not hash to their digest; they were removed, with
-	// their index entries.
+	// Corrupt files did not hash to their digest; they were quarantined
+	// and their index entries dropped.
 	Corrupt []digest.Digest
 	// Dropped are index entries whose file was missing.
 	Dropped []digest.Digest
@@ -142,50 +145,19 @@ type VerifyReport struct {
 // normal leftover of a crash, not damage.
 func (r VerifyReport) OK() bool { return len(r.Corrupt) == 0 && len(r.Dropped) == 0 }
 
-// Verify hashes every committed file and removes those whose content does
-// not match their digest (a server would otherwise keep serving wrong
-// bytes), then reconciles the index with the store as a server does at
-// start-up. onCorrupt, if not nil, is called for each removed file as it
-// is found.
-func (c *Cache) Verify(ctx context.Context, onCorrupt func(digest.Digest, int64)) (VerifyReport, error) {
-	var r VerifyReport
+// Verify hashes every committed file; a damaged one is quarantined and
+// dropped from the index, so the mirror fetches it again instead of
+// serving wrong bytes. Then the index is reconciled with the store as a
+// server does at start-up after a crash. progress, if not nil, is told of
+// each file hashed and each damage as it is found.
+func (c *Cache) Verify(ctx context.Context, progress func(VerifyEvent)) (VerifyReport, error) {
 	before, err := c.blobSet()
 	if err != nil {
+		return VerifyReport{}, err
+	}
+	r, err := c.ops.Verify(ctx, progress)
+	if err != nil {
 		return r, err
-	}
-	type file struct {
-		d    digest.Digest
-		size int64
-	}
-	var files []file
-	if err := c.store.Walk(ctx, func(d digest.Digest, size int64) error {
-		files = append(files, file{d, size})
-		return nil
-	}); err != nil {
-		return r, fmt.Errorf("list cache files: %w", err)
-	}
-	for _, f := range files {
-		err := c.store.Verify(ctx, f.d)
-		switch {
-		case err == nil:
-			r.Files++
-			r.Bytes += f.size
-		case errors.Is(err, blobstore.ErrDigestMismatch):
-			r.Files++
-			r.Bytes += f.size
-			r.Corrupt = append(r.Corrupt, f.d)
-			// DeleteBlob drops a manifest's entry too, which reconcile
-			// (blob entries only) would leave behind.
-			if err := c.index.DeleteBlob(f.d); err != nil {
-				return r, err
-			}
-			if onCorrupt != nil {
-				onCorrupt(f.d, f.size)
-			}
-		case errors.Is(err, blobstore.ErrNotFound): // removed since the walk
-		default:
-			return r, err
-		}
 	}
 	a := &App{log: c.log, store: c.store, index: c.index}
 	if err := a.reconcile(ctx); err != nil {
@@ -195,90 +167,50 @@ func (c *Cache) Verify(ctx context.Context, onCorrupt func(digest.Digest, int64)
 	if err != nil {
 		return r, err
 	}
-	for d := range before {
-		if !after[d] && !slices.Contains(r.Corrupt, d) {
-			r.Dropped = append(r.Dropped, d)
-		}
-	}
 	for d := range after {
 		if !before[d] {
 			r.Adopted = append(r.Adopted, d)
 		}
 	}
-	slices.Sort(r.Dropped)
 	slices.Sort(r.Adopted)
 	return r, nil
 }
 
+// blobSet is every blob and manifest the index holds.
 func (c *Cache) blobSet() (map[digest.Digest]bool, error) {
 	out := map[digest.Digest]bool{}
 	err := c.index.Blobs(func(d digest.Digest, _ cacheindex.BlobEntry) error {
 		out[d] = true
 		return nil
 	})
-	return out, err
-}
-
-// PruneItem is a blob a prune removes.
-type PruneItem struct {
-	Digest     digest.Digest
-	Size       int64
-	LastAccess time.Time
-}
-
-// PrunePlan lists the blobs a prune to maxSize bytes (0: no limit) and
-// maxAge (0: off) removes, least recently used first, by the rules of the
-// server's own eviction. Offline nothing is protected: whether an upstream
-// is reachable is not known here.
-func (c *Cache) PrunePlan(maxSize int64, maxAge time.Duration, now time.Time) ([]PruneItem, error) {
-	p, err := c.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, LowWater: maxSize, MaxAge: maxAge}, now)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]PruneItem, 0, len(p.Evict))
-	for _, d := range p.Evict {
-		e, _, err := c.index.Blob(d)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, PruneItem{Digest: d, Size: e.Size, LastAccess: e.LastAccess})
-	}
-	return out, nil
+	err = c.index.Manifests(func(d digest.Digest, _ cacheindex.ManifestEntry) error {
+		out[d] = true
+		return nil
+	})
+	return out, err
 }
 
-// DeleteBlob removes a blob or manifest file and its index entries. It
-// reports the size removed and whether there was anything to remove.
-func (c *Cache) DeleteBlob(ctx context.Context, d digest.Digest) (int64, bool, error) {
-	size, err := c.store.Stat(ctx, d)
-	found := err == nil
-	if err != nil && !errors.Is(err, blobstore.ErrNotFound) {
-		return 0, false, err
-	}
-	_, inBlobs, err := c.index.Blob(d)
-	if err != nil {
-		return 0, false, err
-	}
-	_, inManifests, err := c.index.Manifest(d)
-	if err != nil {
-		return 0, false, err
-	}
-	if !found && !inBlobs && !inManifests {
-		return 0, false, nil
-	}
-	if err := c.store.Delete(ctx, d); err != nil {
-		return 0, false, err
-	}
-	return size, true, c.index.DeleteBlob(d)
+// List answers `cache ls` (see ListOptions).
+func (c *Cache) List(ctx context.Context, opt ListOptions) (Listing, error) {
+	return c.ops.List(ctx, opt)
 }
 
-// Has reports whether the store holds a file for d, and its size.
-func (c *Cache) Has(ctx context.Context, d digest.Digest) (int64, bool, error) {
-	size, err := c.store.Stat(ctx, d)
-	if errors.Is(err, blobstore.ErrNotFound) {
-		return 0, false, nil
-	}
-	return size, err == nil, err
+// Remove answers `cache rm`.
+func (c *Cache) Remove(ctx context.Context, req RemoveRequest) (RemoveResult, error) {
+	return c.ops.Remove(ctx, req)
 }
+
+// Prune answers `cache prune`. Offline nothing is protected: whether an
+// upstream is reachable is not known here.
+func (c *Cache) Prune(ctx context.Context, req PruneRequest) (PruneResult, error) {
+	return c.ops.Prune(ctx, req)
+}
+
+// Stats answers `cache stats`.
+func (c *Cache) Stats(ctx context.Context) (CacheStats, error) { return c.ops.Stats(ctx) }
 
 // TagRef names one tag entry of the index.
 type TagRef struct {

@@ -32,7 +32,13 @@ func TestDamagedIndexRebuilt(t *testing.T) {
 			defer f.Close()
 			fi, _ := f.Stat()
 			page := make([]byte, 4096)
-			for off := int64(0); off < fi.Size(); off += 2 * 4096 { // every other page, the meta pages too
+			// Every page but the second meta page (so bbolt takes the file
+			// for a database): which pages hold live data depends on the
+			// writes' history, so every other page may miss them all.
+			for off := int64(0); off < fi.Size(); off += 4096 {
+				if off == 4096 {
+					continue
+				}
 				rand.Read(page)
 				f.WriteAt(page, off)
 			}

@@ -17,10 +17,11 @@ const evictEvery = time.Minute
 // maxNamedTags bounds the tags an eviction names in its log line.
 const maxNamedTags = 100
 
-// Evict deletes least-recently-used blobs once the total is over
-// storage.max_size (down to 90 % of it), and blobs unused for
-// storage.max_age. Recently pulled content is a place in the LRU order, not
-// a shield. The content of tags whose upstream is down (perhaps the only
+// Evict deletes least-recently-used images once the total is over
+// storage.max_size (down to 90 % of it), and images unused for
+// storage.max_age: a manifest (an index with its platform manifests) and
+// the blobs no kept image shares (cacheindex.EvictionPlan). Recently pulled
+// content is a place in the LRU order, not a shield. The content of tags whose upstream is down (perhaps the only
 // copy) is kept while the cap allows; when it does not, the cap wins and
 // the log names the tags that lost their offline copy.
 func (a *App) Evict(ctx context.Context) (int, int64, error) {
@@ -30,14 +31,8 @@ func (a *App) Evict(ctx context.Context) (int, int64, error) {
 	if maxSize <= 0 && a.cfg.Storage.MaxAge <= 0 {
 		return 0, 0, nil
 	}
-	down := map[string]bool{}
-	for _, u := range a.upstreams {
-		if h := u.Client.Health(); h.Down || !h.LimitedUntil.IsZero() {
-			down[u.Name] = true
-		}
-	}
-	now := time.Now()
-	protected, err := a.index.Reachable(func(up string, e cacheindex.TagEntry) bool { return down[up] })
+	now := a.now()
+	down, protected, err := a.downProtected()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -78,29 +73,39 @@ func (a *App) Evict(ctx context.Context) (int, int64, error) {
 		a.log.Warn("storage.max_size evicts content of tags whose upstream is down: they lost their offline copy",
 			slog.Int("blobs", len(p.LostProtected)), slog.Any("tags", tags))
 	}
-	var freed int64
-	n := 0
-	for _, d := range plan {
-		if ctx.Err() != nil {
-			break
-		}
-		e, _, _ := a.index.Blob(d)
-		if err := a.store.Delete(ctx, d); err != nil {
-			a.log.Warn("evict blob", slog.String("digest", d.String()), slog.Any("error", err))
-			continue
-		}
-		if err := a.index.DeleteBlob(d); err != nil {
-			return n, freed, err
-		}
-		a.content.Forget(d) // a manifest kept in memory goes with its file
-		freed += e.Size
-		n++
-	}
+	n, freed, err := a.cacheOps().deleteFiles(ctx, plan)
 	if n > 0 {
-		a.log.Info("evicted cached blobs", slog.Int("blobs", n), slog.Int64("bytes", freed), slog.Int("protected", len(protected)))
+		a.log.Info("evicted cached images", slog.Int("images", len(p.Images)), slog.Int("files", n), slog.Int64("bytes", freed),
+			slog.Int("protected", len(protected)), slog.Int64("stored_bytes", a.index.Totals().Bytes()))
 	}
-	a.recount()
-	return n, freed, nil
+	return n, freed, err
+}
+
+// cacheOps is the cache commands' work on the running mirror's store and
+// index, serialised with its eviction.
+func (a *App) cacheOps() *cacheOps {
+	return &cacheOps{store: a.store, index: a.index, log: a.log, now: a.now, lock: &a.evictMu,
+		forget: a.content.Forget,
+		protected: func() (map[digest.Digest]bool, error) {
+			_, p, err := a.downProtected()
+			return p, err
+		}}
+}
+
+// downProtected returns the upstreams that are down (or rate limited) and
+// everything their tags reach: perhaps the only copy of it.
+func (a *App) downProtected() (map[string]bool, map[digest.Digest]bool, error) {
+	down := map[string]bool{}
+	for _, u := range a.upstreams {
+		if h := u.Client.Health(); h.Down || !h.LimitedUntil.IsZero() {
+			down[u.Name] = true
+		}
+	}
+	if len(down) == 0 {
+		return down, nil, nil
+	}
+	protected, err := a.index.Reachable(func(up string, e cacheindex.TagEntry) bool { return down[up] })
+	return down, protected, err
 }
 
 func (a *App) evictLoop(ctx context.Context) {
@@ -119,28 +124,15 @@ func (a *App) evictLoop(ctx context.Context) {
 	}
 }
 
-// committed counts a commit against storage.max_size and asks the
-// eviction loop to run at once when the store went over it.
-func (a *App) committed(size int64) {
-	stored := a.stored.Add(size) // counted without a cap too: the dashboard shows it
+// committed asks the eviction loop to run at once when a commit took the
+// store over storage.max_size (the index keeps the running total).
+func (a *App) committed(int64) {
 	maxSize := a.maxSize.Load()
-	if maxSize <= 0 {
+	if maxSize <= 0 || a.index.Totals().Bytes() <= maxSize {
 		return
 	}
-	if stored > maxSize {
-		select {
-		case a.evictNow <- struct{}{}:
-		default: // one is pending already
-		}
+	select {
+	case a.evictNow <- struct{}{}:
+	default: // one is pending already
 	}
-}
-
-// recount sets the running total of stored blob bytes from the index.
-func (a *App) recount() {
-	var total int64
-	_ = a.index.Blobs(func(_ digest.Digest, e cacheindex.BlobEntry) error {
-		total += e.Size
-		return nil
-	})
-	a.stored.Store(total)
 }

@@ -32,6 +32,10 @@ var (
 	// bucketOrigins records which upstreams served a digest's bytes (and
 	// so could serve them again): upstream \x00 digest.
 	bucketOrigins = []byte("origins")
+	// bucketMeta holds the index's own state: keyClean is there while no
+	// process has the index open after a clean Close.
+	bucketMeta = []byte("meta")
+	keyClean   = []byte("clean")
 )
 
 // TagEntry is what the index knows of a tag.
@@ -52,6 +56,9 @@ type ManifestEntry struct {
 	MediaType string          `json:"mediaType"`
 	Size      int64           `json:"size"`
 	Refs      []digest.Digest `json:"refs,omitempty"` // blobs and manifests it references
+	// LastAccess is when it was last served (zero in indexes written
+	// before it was recorded).
+	LastAccess time.Time `json:"lastAccess,omitzero"`
 }
 
 // BlobEntry is what the index knows of a stored blob.
@@ -73,6 +80,14 @@ type Index struct {
 	stop chan struct{}
 	done chan struct{}
 
+	totals counters
+
+	// Clean reports whether the index was closed cleanly by the last
+	// process that had it open: the store and the index agreed then, so
+	// a reconciliation of the two can be skipped. It is false after a
+	// crash, for a new index and for a rebuilt one.
+	Clean bool
+
 	// Damaged is where a damaged index file was moved at Open ("" if it
 	// was sound), and Damage what was wrong with it. The new index is
 	// empty: rebuild it from the store.
@@ -92,7 +107,7 @@ func WithClock(now func() time.Time) Option { return func(ix *Index) { ix.now = 
 // Open opens or creates the index file at path. Access times are flushed
 // every flushEvery (and on Close).
 func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error) {
-	db, err := openChecked(path)
+	db, tot, err := openChecked(path)
 	moved := ""
 	var damage *Damage
 	if err != nil && !errors.As(err, &damage) {
@@ -111,14 +126,19 @@ func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error)
 		if db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second}); err != nil {
 			return nil, fmt.Errorf("open new index %s: %w", path, err)
 		}
+		tot = totals{}
 	}
+	clean := false
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketTags, bucketManifests, bucketBlobs, bucketHolds, bucketOrigins} {
+		for _, b := range [][]byte{bucketTags, bucketManifests, bucketBlobs, bucketHolds, bucketOrigins, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		// The marker goes while the index is open: a crash leaves none.
+		meta := tx.Bucket(bucketMeta)
+		clean = meta.Get(keyClean) != nil
+		return meta.Delete(keyClean)
 	})
 	if err != nil {
 		db.Close()
@@ -128,8 +148,9 @@ func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error)
 	if damage != nil {
 		damageErr = damage
 	}
-	ix := &Index{db: db, log: slog.New(slog.DiscardHandler), now: time.Now, Damaged: moved, Damage: damageErr,
+	ix := &Index{db: db, log: slog.New(slog.DiscardHandler), now: time.Now, Damaged: moved, Damage: damageErr, Clean: clean,
 		touched: map[digest.Digest]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	ix.totals.set(tot)
 	for _, o := range opts {
 		o(ix)
 	}
@@ -144,9 +165,9 @@ func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error)
 // the database is then closed. Other errors (a lock held, no permission,
 // out of file descriptors) are returned as they are: they say nothing of
 // the file.
-func openChecked(path string) (db *bolt.DB, err error) {
+func openChecked(path string) (db *bolt.DB, tot totals, err error) {
 	if err := checkLength(path); err != nil {
-		return nil, &Damage{err}
+		return nil, tot, &Damage{err}
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // a fault on a bad page panics, here
 	defer func() {
@@ -159,24 +180,32 @@ func openChecked(path string) (db *bolt.DB, err error) {
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) || errors.Is(err, bolterrors.ErrVersionMismatch) {
-		return nil, &Damage{err}
+		return nil, tot, &Damage{err}
 	}
 	if err != nil {
-		return nil, err
+		return nil, tot, err
 	}
 	// Read every entry in this goroutine (bbolt's own Check runs in one of
 	// its own, where a panic cannot be recovered) and decode the values: a
-	// bad page or value fails here, not in the middle of serving.
+	// bad page or value fails here, not in the middle of serving. The
+	// running totals come from the same pass.
 	err = db.View(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			return b.ForEach(func(k, v []byte) error { return decodeCheck(string(name), v) })
+			return b.ForEach(func(k, v []byte) error { return decodeCheck(string(name), v, &tot) })
 		})
 	})
 	if err != nil {
 		db.Close()
-		return nil, &Damage{err}
+		return nil, tot, &Damage{err}
 	}
-	return db, nil
+	// The pass touched every page of the file's mapping; a fresh mapping
+	// starts with none resident, so the server's memory holds only the
+	// pages it uses from here on (the page cache keeps the rest).
+	if err := db.Close(); err != nil {
+		return nil, tot, err
+	}
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	return db, tot, err
 }
 
 // Damage is what was wrong with a damaged index file.
@@ -185,16 +214,24 @@ type Damage struct{ Err error }
 func (d *Damage) Error() string { return "damaged index: " + d.Err.Error() }
 func (d *Damage) Unwrap() error { return d.Err }
 
-// decodeCheck decodes a value of one of the index's buckets.
-func decodeCheck(bucket string, v []byte) error {
+// decodeCheck decodes a value of one of the index's buckets and counts it
+// in tot.
+func decodeCheck(bucket string, v []byte, tot *totals) error {
 	var err error
 	switch bucket {
 	case string(bucketTags):
 		err = json.Unmarshal(v, new(TagEntry))
+		tot.Tags++
 	case string(bucketManifests):
-		err = json.Unmarshal(v, new(ManifestEntry))
+		var e ManifestEntry
+		err = json.Unmarshal(v, &e)
+		tot.Manifests++
+		tot.ManifestBytes += e.Size
 	case string(bucketBlobs):
-		err = json.Unmarshal(v, new(BlobEntry))
+		var e BlobEntry
+		e, err = decodeBlob(v)
+		tot.Blobs++
+		tot.BlobBytes += e.Size
 	}
 	if err != nil {
 		return fmt.Errorf("%s entry: %w", bucket, err)
@@ -242,15 +279,25 @@ func checkLength(path string) error {
 // PutManifestEntry records a stored manifest without any repository
 // holding it (a rebuild from the store knows no repositories).
 func (ix *Index) PutManifestEntry(d digest.Digest, e ManifestEntry) error {
-	return ix.db.Update(func(tx *bolt.Tx) error { return put(tx, bucketManifests, []byte(d), e) })
+	var delta totals
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		delta = manifestDelta(tx, d, e.Size)
+		return put(tx, bucketManifests, []byte(d), e)
+	})
+	return ix.totals.apply(delta, err)
 }
 
-// Close flushes pending access times and closes the file.
+// Close flushes pending access times, marks the index closed cleanly and
+// closes the file.
 func (ix *Index) Close() error {
 	close(ix.stop)
 	<-ix.done
 	ferr := ix.Flush()
-	return errors.Join(ferr, ix.db.Close())
+	var merr error
+	if ferr == nil {
+		merr = ix.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyClean, []byte{1}) })
+	}
+	return errors.Join(ferr, merr, ix.db.Close())
 }
 
 func (ix *Index) flushLoop(every time.Duration) {
@@ -306,9 +353,16 @@ func (ix *Index) Tag(upstream, repo, tag string) (TagEntry, bool, error) {
 
 // PutTag records a tag's entry.
 func (ix *Index) PutTag(upstream, repo, tag string, e TagEntry) error {
-	return ix.db.Update(func(tx *bolt.Tx) error {
-		return put(tx, bucketTags, tagKey(upstream, repo, tag), e)
+	var delta totals
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		k := tagKey(upstream, repo, tag)
+		delta = totals{}
+		if tx.Bucket(bucketTags).Get(k) == nil {
+			delta.Tags = 1
+		}
+		return put(tx, bucketTags, k, e)
 	})
+	return ix.totals.apply(delta, err)
 }
 
 // Manifest returns the entry of a stored manifest.
@@ -319,7 +373,9 @@ func (ix *Index) Manifest(d digest.Digest) (ManifestEntry, bool, error) {
 // PutManifest records a stored manifest, and that the repository holds it
 // and every digest it references.
 func (ix *Index) PutManifest(upstream, repo string, d digest.Digest, e ManifestEntry) error {
-	return ix.db.Update(func(tx *bolt.Tx) error {
+	var delta totals
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		delta = manifestDelta(tx, d, e.Size)
 		if err := put(tx, bucketManifests, []byte(d), e); err != nil {
 			return err
 		}
@@ -330,6 +386,7 @@ func (ix *Index) PutManifest(upstream, repo string, d digest.Digest, e ManifestE
 		}
 		return nil
 	})
+	return ix.totals.apply(delta, err)
 }
 
 // Holds reports whether the repository is known to hold the digest: one of
@@ -370,25 +427,68 @@ func (ix *Index) HasOrigin(upstream string, d digest.Digest) (bool, error) {
 
 // Blob returns a blob's entry.
 func (ix *Index) Blob(d digest.Digest) (BlobEntry, bool, error) {
-	return get[BlobEntry](ix, bucketBlobs, []byte(d))
+	var e BlobEntry
+	var found bool
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketBlobs).Get([]byte(d))
+		if raw == nil {
+			return nil
+		}
+		found = true
+		var err error
+		e, err = decodeBlob(raw)
+		return err
+	})
+	return e, found, err
 }
 
 // PutBlob records a committed blob of the given size.
 func (ix *Index) PutBlob(d digest.Digest, size int64) error {
 	now := ix.now()
-	return ix.db.Update(func(tx *bolt.Tx) error {
-		return put(tx, bucketBlobs, []byte(d), BlobEntry{Size: size, Created: now, LastAccess: now})
+	var delta totals
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketBlobs)
+		delta = totals{Blobs: 1, BlobBytes: size}
+		if old := b.Get([]byte(d)); old != nil {
+			e, _ := decodeBlob(old)
+			delta = totals{BlobBytes: size - e.Size}
+		}
+		return b.Put([]byte(d), encodeBlob(BlobEntry{Size: size, Created: now, LastAccess: now}))
 	})
+	return ix.totals.apply(delta, err)
 }
 
-// DeleteBlob forgets a blob.
-func (ix *Index) DeleteBlob(d digest.Digest) error {
-	return ix.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketBlobs).Delete([]byte(d)); err != nil {
-			return err
+// DeleteBlob forgets a blob or a manifest.
+func (ix *Index) DeleteBlob(d digest.Digest) error { return ix.DeleteBlobs([]digest.Digest{d}) }
+
+// DeleteBlobs forgets blobs and manifests, in one transaction.
+func (ix *Index) DeleteBlobs(ds []digest.Digest) error {
+	var delta totals
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		delta = totals{}
+		blobs, manifests := tx.Bucket(bucketBlobs), tx.Bucket(bucketManifests)
+		for _, d := range ds {
+			if raw := blobs.Get([]byte(d)); raw != nil {
+				e, _ := decodeBlob(raw)
+				delta.Blobs--
+				delta.BlobBytes -= e.Size
+				if err := blobs.Delete([]byte(d)); err != nil {
+					return err
+				}
+			}
+			if raw := manifests.Get([]byte(d)); raw != nil {
+				var e ManifestEntry
+				_ = json.Unmarshal(raw, &e)
+				delta.Manifests--
+				delta.ManifestBytes -= e.Size
+				if err := manifests.Delete([]byte(d)); err != nil {
+					return err
+				}
+			}
 		}
-		return tx.Bucket(bucketManifests).Delete([]byte(d))
+		return nil
 	})
+	return ix.totals.apply(delta, err)
 }
 
 // Touch records an access to d. It is held in memory until the next flush.
@@ -418,20 +518,24 @@ func (ix *Index) Flush() error {
 		return nil
 	}
 	return ix.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketBlobs)
+		b, mb := tx.Bucket(bucketBlobs), tx.Bucket(bucketManifests)
 		for d, at := range batch {
-			var e BlobEntry
 			raw := b.Get([]byte(d))
 			if raw == nil {
-				continue // a manifest, or a blob evicted since it was read
+				if err := touchManifest(tx, mb, d, at); err != nil {
+					return err
+				}
+				continue
 			}
-			if err := json.Unmarshal(raw, &e); err != nil {
+			e, err := decodeBlob(raw)
+			if err != nil {
 				return err
 			}
-			if at.After(e.LastAccess) {
-				e.LastAccess = at
+			if !at.After(e.LastAccess) {
+				continue
 			}
-			if err := put(tx, bucketBlobs, []byte(d), e); err != nil {
+			e.LastAccess = at
+			if err := b.Put([]byte(d), encodeBlob(e)); err != nil {
 				return err
 			}
 		}
@@ -439,12 +543,30 @@ func (ix *Index) Flush() error {
 	})
 }
 
+// touchManifest records an access to a manifest, if d is one (else it
+// was evicted since it was read).
+func touchManifest(tx *bolt.Tx, mb *bolt.Bucket, d digest.Digest, at time.Time) error {
+	raw := mb.Get([]byte(d))
+	if raw == nil {
+		return nil
+	}
+	var e ManifestEntry
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return err
+	}
+	if !at.After(e.LastAccess) {
+		return nil
+	}
+	e.LastAccess = at
+	return put(tx, bucketManifests, []byte(d), e)
+}
+
 // Blobs calls fn for every blob entry.
 func (ix *Index) Blobs(fn func(digest.Digest, BlobEntry) error) error {
 	return ix.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
-			var e BlobEntry
-			if err := json.Unmarshal(v, &e); err != nil {
+			e, err := decodeBlob(v)
+			if err != nil {
 				return err
 			}
 			return fn(digest.Digest(k), e)
@@ -483,7 +605,14 @@ func splitKey(k []byte) [3]string {
 
 // DeleteTag forgets a tag; the next pull asks the upstream again.
 func (ix *Index) DeleteTag(upstream, repo, tag string) error {
-	return ix.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketTags).Delete(tagKey(upstream, repo, tag))
+	var delta totals
+	err := ix.db.Update(func(tx *bolt.Tx) error {
+		k := tagKey(upstream, repo, tag)
+		delta = totals{}
+		if tx.Bucket(bucketTags).Get(k) != nil {
+			delta.Tags = -1
+		}
+		return tx.Bucket(bucketTags).Delete(k)
 	})
+	return ix.totals.apply(delta, err)
 }

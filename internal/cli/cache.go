@@ -1,159 +1,212 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
 	"github.com/regcache/regcache/internal/app"
-	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/oci"
 )
 
+// cacheFlags are the flags every cache command shares.
+type cacheFlags struct {
+	admin string
+}
+
 func newCacheCmd() *cobra.Command {
-	var data string
+	f := &cacheFlags{}
 	cmd := &cobra.Command{
 		Use:   "cache",
-		Short: "List, verify, prune and remove cached content, offline",
-		Long: `Work on a cache directory (the mirror's data setting) directly: list what it
-holds, check every file against its digest, shrink it, forget a tag or
-delete a blob.
+		Short: "List, verify, prune and remove cached content, on a running mirror or offline",
+		Long: `Work on the cache: list what it holds, check every file against its digest,
+shrink it, remove an image or a blob, show its totals.
 
-These commands need the directory to themselves: the index allows one
-process at a time, so while regcache serve runs on the directory they stop
-at once with an error saying so. Stop the server first, or leave the work
-to it: it evicts by storage.max_size and storage.max_age on its own, and
-regcache status shows its state.`,
-		Example: `  regcache cache ls --data /var/lib/regcache
-  regcache cache ls --blobs
-  regcache cache verify
-  regcache cache prune --max-size 50GiB --dry-run
+On a running mirror the commands go through its admin listener (--admin,
+or admin_addr of --config): the server does the work, with the same output.
+On a stopped mirror they open its data directory (--data, or data of
+--config) directly. With neither --admin nor a free data directory, they
+try the admin address of the configuration and say so.
+
+Changes (rm, prune, verify) are taken from loopback only, or with the admin
+token when the server has one (--admin-token, REGCACHE_ADMIN_TOKEN).`,
+		Example: `  regcache cache ls --config /etc/regcache/regcache.yaml
+  regcache cache ls --upstream docker.io --repository library/alpine --sort size
+  regcache cache stats --admin 127.0.0.1:5001
+  regcache cache verify --data /var/lib/regcache
+  regcache cache prune --to-size 50GiB --dry-run
   regcache cache rm alpine:3.20`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.PersistentFlags().StringVar(&data, "data", defaultDataDir(), "cache directory, as the mirror's data setting (env REGCACHE_DATA, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY)")
-	cmd.AddCommand(newCacheLsCmd(&data), newCacheVerifyCmd(&data), newCachePruneCmd(&data), newCacheRmCmd(&data))
+	pf := cmd.PersistentFlags()
+	pf.String("config", "", "the mirror's YAML configuration: its data and admin_addr (env REGCACHE_CONFIG)")
+	pf.String("data", "", "cache directory, as the mirror's data setting (env REGCACHE_DATA, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY) (default ./data)")
+	pf.StringVar(&f.admin, "admin", "", "a running mirror's admin listener, host:port or URL (e.g. 127.0.0.1:5001); the commands then run there")
+	pf.String("admin-token", "", "the mirror's admin_token, for changes from another host (env REGCACHE_ADMIN_TOKEN)")
+	cmd.AddCommand(newCacheLsCmd(f), newCacheVerifyCmd(f), newCachePruneCmd(f), newCacheRmCmd(f), newCacheStatsCmd(f))
 	return cmd
 }
 
-// defaultDataDir follows the server's precedence for its data directory.
-func defaultDataDir() string {
-	for _, name := range []string{"REGCACHE_DATA", "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"} {
-		if v := os.Getenv(name); v != "" {
-			return v
-		}
+// openCache finds where the commands run: --admin; else the data
+// directory; else, when a server holds it, that server's admin listener
+// from the configuration.
+func openCache(cmd *cobra.Command, f *cacheFlags) (cacheBackend, error) {
+	cfg, err := config.Load(cacheConfigFlags(cmd), os.LookupEnv)
+	if err != nil {
+		return nil, err
 	}
-	return "./data"
+	if f.admin != "" {
+		return newRemoteCache(f.admin, cfg.AdminToken)
+	}
+	c, err := app.OpenCache(cfg.Data, nil)
+	if err == nil {
+		return c, nil
+	}
+	if !errors.Is(err, app.ErrLocked) {
+		return nil, err
+	}
+	if cfg.AdminAddr == "" {
+		return nil, fmt.Errorf("%w; the configuration has no admin_addr to reach that server through: pass --admin HOST:PORT of its admin listener", err)
+	}
+	rc, rerr := newRemoteCache(cfg.AdminAddr, cfg.AdminToken)
+	if rerr != nil {
+		return nil, rerr
+	}
+	st, serr := rc.Stats(cmd.Context())
+	if serr != nil {
+		return nil, fmt.Errorf("%s is in use by a running regcache, and its admin listener is not at %s, the admin_addr of the configuration (%v): pass --admin HOST:PORT of that server, or stop it to work on the directory offline", cfg.Data, cfg.AdminAddr, serr)
+	}
+	if !sameDir(st.Data, cfg.Data) {
+		where := st.Data
+		if where == "" {
+			where = "a directory it does not name to this caller"
+		}
+		return nil, fmt.Errorf("%s is in use by a running regcache, but the one at %s (admin_addr of the configuration) serves %s: pass --admin HOST:PORT of the server using %s", cfg.Data, cfg.AdminAddr, where, cfg.Data)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s is in use by a running regcache: asking it through its admin listener at %s (--admin)\n", cfg.Data, cfg.AdminAddr)
+	return rc, nil
 }
 
-func newCacheLsCmd(data *string) *cobra.Command {
-	var blobs bool
+// cacheConfigFlags is the flag set config.Load reads for the cache
+// commands: --config, --data and --admin-token (prune's --max-size and
+// --max-age are its own, not storage settings).
+func cacheConfigFlags(cmd *cobra.Command) *pflagSet {
+	fs := newPflagSet()
+	for _, name := range []string{"config", "data", "admin-token"} {
+		if fl := cmd.Flags().Lookup(name); fl != nil {
+			fs.AddFlag(fl)
+		}
+	}
+	return fs
+}
+
+func sameDir(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	ra, err1 := filepath.EvalSymlinks(a)
+	rb, err2 := filepath.EvalSymlinks(b)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	aa, _ := filepath.Abs(ra)
+	ab, _ := filepath.Abs(rb)
+	return aa == ab
+}
+
+func newCacheLsCmd(f *cacheFlags) *cobra.Command {
+	var opt app.ListOptions
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "ls",
-		Short: "List cached tags, or blobs with --blobs",
+		Short: "List cached tags with their images' size and last use, or blobs with --blobs",
 		Long: `List the tags the cache knows: upstream, repository, tag, the digest it
-points to, when that digest was first fetched and when the upstream last
+points to, the bytes its image holds in the store (manifests and the blobs
+stored; a layer shared by two images counts in both), when it was last
+pulled, when the digest was first fetched and when the upstream last
 confirmed it. With --blobs, list the blobs instead with their size and last
 access, least recently used (the first to be evicted) first. Both end with
-totals.`,
+the cache's totals.`,
 		Example: `  regcache cache ls
+  regcache cache ls --upstream docker.io --repository library/alpine
+  regcache cache ls --sort last-use --json
   regcache cache ls --blobs --data /var/lib/regcache`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := app.OpenCache(*data, nil)
+			if opt.Repository != "" && opt.Upstream == "docker.io" && !strings.Contains(opt.Repository, "/") {
+				opt.Repository = "library/" + opt.Repository
+			}
+			c, err := openCache(cmd, f)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			w := cmd.OutOrStdout()
-			ntags, err := countTags(c.Index())
+			l, err := c.List(cmd.Context(), opt)
 			if err != nil {
 				return err
 			}
-			nblobs, blobBytes, err := listBlobs(c.Index(), w, blobs)
-			if err != nil {
-				return err
+			if asJSON {
+				return writeJSONOut(cmd.OutOrStdout(), l)
 			}
-			if !blobs {
-				if err := listTags(c.Index(), w); err != nil {
-					return err
-				}
-			}
-			files, fileBytes, err := c.Files(cmd.Context())
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(w, "%d tags; %d blobs, %s; %d files on disk (blobs and manifests), %s\n",
-				ntags, nblobs, humanBytes(blobBytes), files, humanBytes(fileBytes))
-			return err
+			return printListing(cmd.OutOrStdout(), l, opt)
 		},
 	}
-	cmd.Flags().BoolVar(&blobs, "blobs", false, "list blobs (digest, size, last access) instead of tags")
+	cmd.Flags().StringVar(&opt.Upstream, "upstream", "", "only tags of this upstream (docker.io, ghcr.io, ...)")
+	cmd.Flags().StringVar(&opt.Repository, "repository", "", "only tags of this repository (with --upstream), e.g. library/alpine")
+	cmd.Flags().StringVar(&opt.Sort, "sort", "", "order: name (default), size (largest first) or last-use (least recently used first); blobs: last-use (default), size or name")
+	cmd.Flags().BoolVar(&opt.Blobs, "blobs", false, "list blobs (digest, size, last access) instead of tags")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
-func countTags(ix *cacheindex.Index) (int, error) {
-	n := 0
-	err := ix.Tags(func(_, _, _ string, _ cacheindex.TagEntry) error { n++; return nil })
-	return n, err
+func writeJSONOut(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
-func listTags(ix *cacheindex.Index, w io.Writer) error {
-	type row struct {
-		ref app.TagRef
-		e   cacheindex.TagEntry
+func printListing(w io.Writer, l app.Listing, opt app.ListOptions) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if opt.Blobs {
+		fmt.Fprintln(tw, "DIGEST\tSIZE\tLAST ACCESS\tCREATED")
+		for _, b := range l.Blobs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", b.Digest, humanBytes(b.Size), fmtTime(b.LastAccess), fmtTime(b.Created))
+		}
+	} else {
+		fmt.Fprintln(tw, "UPSTREAM\tREPOSITORY\tTAG\tDIGEST\tSIZE\tLAST USE\tFETCHED\tCHECKED")
+		for _, im := range l.Images {
+			size := humanBytes(im.Size)
+			switch {
+			case !im.Stored:
+				size = "- (manifest not stored)"
+			case im.Missing > 0:
+				size += fmt.Sprintf(" (%d blobs not stored)", im.Missing)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Upstream, im.Repository, im.Tag, im.Digest, size,
+				fmtTime(im.LastUse), fmtTime(im.Fetched), fmtTime(im.Checked))
+		}
 	}
-	var rows []row
-	err := ix.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
-		rows = append(rows, row{app.TagRef{Upstream: up, Repository: repo, Tag: tag}, e})
-		return nil
-	})
-	if err != nil {
+	if err := tw.Flush(); err != nil {
 		return err
 	}
-	slices.SortFunc(rows, func(a, b row) int { return strings.Compare(a.ref.String(), b.ref.String()) })
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "UPSTREAM\tREPOSITORY\tTAG\tDIGEST\tFETCHED\tCHECKED")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ref.Upstream, r.ref.Repository, r.ref.Tag, r.e.Digest, fmtTime(r.e.Fetched), fmtTime(r.e.Checked))
+	t := l.Totals
+	tags := fmt.Sprintf("%d tags", t.Tags)
+	if !opt.Blobs && (opt.Upstream != "" || opt.Repository != "") {
+		tags = fmt.Sprintf("%d of %d tags", len(l.Images), t.Tags)
 	}
-	return tw.Flush()
-}
-
-// listBlobs totals the blob entries and, when print is set, lists them
-// least recently used first.
-func listBlobs(ix *cacheindex.Index, w io.Writer, print bool) (int, int64, error) {
-	type row struct {
-		d digest.Digest
-		e cacheindex.BlobEntry
-	}
-	var rows []row
-	var total int64
-	err := ix.Blobs(func(d digest.Digest, e cacheindex.BlobEntry) error {
-		rows = append(rows, row{d, e})
-		total += e.Size
-		return nil
-	})
-	if err != nil || !print {
-		return len(rows), total, err
-	}
-	slices.SortFunc(rows, func(a, b row) int { return a.e.LastAccess.Compare(b.e.LastAccess) })
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DIGEST\tSIZE\tLAST ACCESS\tCREATED")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.d, humanBytes(r.e.Size), fmtTime(r.e.LastAccess), fmtTime(r.e.Created))
-	}
-	return len(rows), total, tw.Flush()
+	_, err := fmt.Fprintf(w, "%s; %d blobs, %s; %d manifests, %s\n", tags, t.Blobs, humanBytes(t.BlobBytes), t.Manifests, humanBytes(t.ManifestBytes))
+	return err
 }
 
 func fmtTime(t time.Time) string {
@@ -163,34 +216,41 @@ func fmtTime(t time.Time) string {
 	return t.Local().Format("2006-01-02 15:04:05")
 }
 
-func newCacheVerifyCmd(data *string) *cobra.Command {
+func newCacheVerifyCmd(f *cacheFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "verify",
-		Short: "Hash every cached file; remove corrupt ones and repair the index",
-		Long: `Read every committed file of the cache and check it hashes to its digest.
-A file that does not (disk or filesystem damage, a hand edit) is removed with
-its index entries, so the mirror fetches it again instead of serving wrong
-bytes. Then the index is reconciled with the files as the server does at
-start-up: entries whose file is gone are dropped, and files the index does
-not know (committed just before a crash) are adopted.
+		Short: "Hash every cached file; quarantine damaged ones and repair the index",
+		Long: `Read every committed file of the cache and check it hashes to its digest,
+with a progress bar on stderr. A file that does not (disk or filesystem
+damage, a hand edit, a truncation) is moved to the quarantine directory
+(<data>/quarantine) and dropped from the index, so the mirror fetches it
+again on the next request instead of serving wrong bytes. Index entries
+whose file is gone are dropped. Offline, files the index does not know
+(committed just before a crash) are verified and adopted.
 
-Each problem is printed as it is found. The exit status is non-zero if any
-file was corrupt or any index entry had lost its file; the cache is repaired
-either way.`,
-		Example: `  regcache cache verify --data /var/lib/regcache
-  systemctl stop regcache && regcache cache verify; systemctl start regcache`,
+Each problem is printed by digest as it is found. The exit status is
+non-zero if any file was damaged or lost; the cache is repaired either way.`,
+		Example: `  regcache cache verify                      # the running mirror, or ./data
+  regcache cache verify --data /var/lib/regcache
+  regcache cache verify --admin 127.0.0.1:5001`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := app.OpenCache(*data, nil)
+			c, err := openCache(cmd, f)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
 			w := cmd.OutOrStdout()
+			bar := newProgressBar(cmd.ErrOrStderr())
 			start := time.Now()
-			r, err := c.Verify(cmd.Context(), func(d digest.Digest, size int64) {
-				fmt.Fprintf(w, "corrupt: %s (%s) does not hash to its digest: removed\n", d, humanBytes(size))
+			r, err := c.Verify(cmd.Context(), func(ev app.VerifyEvent) {
+				if ev.Damaged != "" {
+					bar.clear()
+					fmt.Fprintf(w, "damaged: %s (%s) %s: quarantined and dropped; the next pull fetches it again\n", ev.Damaged, humanBytes(ev.Size), ev.Why)
+				}
+				bar.show(ev)
 			})
+			bar.done()
 			if err != nil {
 				return fmt.Errorf("verify: %w", err)
 			}
@@ -200,106 +260,126 @@ either way.`,
 			for _, d := range r.Adopted {
 				fmt.Fprintf(w, "adopted: %s was on disk but not indexed: verified and indexed\n", d)
 			}
-			fmt.Fprintf(w, "verified %d files, %s, in %s: %d corrupt (removed), %d index entries without a file (dropped), %d files adopted\n",
+			fmt.Fprintf(w, "verified %d files, %s, in %s: %d damaged (quarantined), %d index entries without a file (dropped), %d files adopted\n",
 				r.Files, humanBytes(r.Bytes), time.Since(start).Round(time.Millisecond), len(r.Corrupt), len(r.Dropped), len(r.Adopted))
 			if !r.OK() {
-				return fmt.Errorf("the cache in %s was damaged (%d corrupt files, %d lost files); it is repaired now, and the mirror fetches that content again on the next pull", *data, len(r.Corrupt), len(r.Dropped))
+				names := make([]string, 0, len(r.Corrupt)+len(r.Dropped))
+				for _, d := range append(slices.Clone(r.Corrupt), r.Dropped...) {
+					names = append(names, d.String())
+				}
+				return fmt.Errorf("the cache was damaged (%d damaged files, %d lost: %s); it is repaired now, and the mirror fetches that content again on the next pull",
+					len(r.Corrupt), len(r.Dropped), strings.Join(names, ", "))
 			}
 			return nil
 		},
 	}
 }
 
-func newCachePruneCmd(data *string) *cobra.Command {
+func newCachePruneCmd(f *cacheFlags) *cobra.Command {
 	var dryRun bool
+	var toSize string
+	var olderThan time.Duration
 	cmd := &cobra.Command{
-		Use:   "prune --max-size SIZE | --max-age DURATION [--dry-run]",
-		Short: "Remove least recently used blobs down to a size or age",
-		Long: `Remove blobs the way the server's eviction does: every blob not pulled for
---max-age, then least recently used blobs until the cache is within
---max-size. Each blob removed (or, with --dry-run, that would be) is
-printed, oldest access first.
+		Use:   "prune --to-size SIZE | --older-than DURATION [--dry-run]",
+		Short: "Remove least recently used images down to a size or age",
+		Long: `Remove images the way the server's eviction does, least recently used
+first: every image not pulled for --older-than, then more until the cache
+holds at most --to-size. An image is a manifest (an index with its platform
+manifests) and the blobs it references; layers another kept image shares
+stay. Each image removed (or, with --dry-run, that would be) is printed.
 
-Unlike the running server, prune does not know whether an upstream is
-reachable, so it does not hold back the content of tags whose upstream is
-down: after a prune, such images come back only when the upstream does.
-Manifests are small and are kept.`,
-		Example: `  regcache cache prune --max-size 50GiB --dry-run
-  regcache cache prune --max-age 720h
-  regcache cache prune --data /var/lib/regcache --max-size 200GB --max-age 2160h`,
+On a running mirror, the content of tags whose upstream is down is taken
+last (it may be the only copy); offline, whether an upstream is reachable
+is not known, so nothing is held back.`,
+		Example: `  regcache cache prune --to-size 50GiB --dry-run
+  regcache cache prune --older-than 720h
+  regcache cache prune --data /var/lib/regcache --to-size 200GB --older-than 2160h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !cmd.Flags().Changed("max-size") && !cmd.Flags().Changed("max-age") {
-				return errors.New("say how far to prune: --max-size (e.g. 50GiB) and/or --max-age (e.g. 720h)")
+			var req app.PruneRequest
+			if toSize != "" {
+				if strings.HasSuffix(strings.TrimSpace(toSize), "%") {
+					return errors.New("--to-size: give prune a size (e.g. 50GiB), not a percentage of the file system")
+				}
+				n, err := config.ParseSize(toSize)
+				if err != nil || n <= 0 {
+					return fmt.Errorf("--to-size %q: want a size such as 50GiB, 500MB or a byte count above 0", toSize)
+				}
+				req.ToSize = n
 			}
-			// The server's own parsing, so sizes and durations read the same.
-			cfg, err := config.Load(cmd.Flags(), nil)
-			if err != nil {
-				return err
+			if olderThan < 0 {
+				return errors.New("--older-than must not be negative")
 			}
-			if cfg.Storage.MaxSizePercent > 0 {
-				return errors.New("--max-size: give prune a size (e.g. 50GiB), not a percentage of the file system")
+			req.OlderThan, req.DryRun = olderThan, dryRun
+			if req.ToSize == 0 && req.OlderThan == 0 {
+				return errors.New("say how far to prune: --to-size (e.g. 50GiB) and/or --older-than (e.g. 720h)")
 			}
-			c, err := app.OpenCache(*data, nil)
+			c, err := openCache(cmd, f)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			plan, err := c.PrunePlan(cfg.Storage.MaxSize, cfg.Storage.MaxAge, time.Now())
+			res, err := c.Prune(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
-			return prune(cmd, c, plan, dryRun)
+			return printPrune(cmd.OutOrStdout(), res)
 		},
 	}
-	cmd.Flags().String("max-size", "", "keep at most this many blob bytes, e.g. 50GiB, 500MB or a byte count")
-	cmd.Flags().Duration("max-age", 0, "remove blobs not pulled for this long, e.g. 720h")
+	cmd.Flags().StringVar(&toSize, "to-size", "", "keep at most this many bytes, e.g. 50GiB, 500MB or a byte count")
+	cmd.Flags().DurationVar(&olderThan, "older-than", 0, "remove images not pulled for this long, e.g. 720h")
+	cmd.Flags().StringVar(&toSize, "max-size", "", "the same as --to-size")
+	cmd.Flags().DurationVar(&olderThan, "max-age", 0, "the same as --older-than")
+	_ = cmd.Flags().MarkHidden("max-size")
+	_ = cmd.Flags().MarkHidden("max-age")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be removed, remove nothing")
 	return cmd
 }
 
-func prune(cmd *cobra.Command, c *app.Cache, plan []app.PruneItem, dryRun bool) error {
-	w := cmd.OutOrStdout()
+func printPrune(w io.Writer, res app.PruneResult) error {
 	verb := "removed"
-	if dryRun {
+	if res.DryRun {
 		verb = "would remove"
 	}
-	var n int
-	var freed int64
-	for _, it := range plan {
-		if !dryRun {
-			if _, _, err := c.DeleteBlob(cmd.Context(), it.Digest); err != nil {
-				return fmt.Errorf("prune after %d blobs: %w", n, err)
-			}
+	for _, im := range res.Images {
+		what := "image " + im.Digest.String()
+		if !im.Manifest {
+			what = "blob " + im.Digest.String() + " (no manifest references it)"
 		}
-		n++
-		freed += it.Size
-		fmt.Fprintf(w, "%s %s  %s  last access %s\n", verb, it.Digest, humanBytes(it.Size), fmtTime(it.LastAccess))
+		if len(im.Tags) > 0 {
+			what += " (" + strings.Join(im.Tags, ", ") + ")"
+		}
+		note := ""
+		if im.Offline {
+			note = "; it was the offline copy of a tag whose upstream is down"
+		}
+		fmt.Fprintf(w, "%s %s  %s  last use %s%s\n", verb, what, humanBytes(im.Bytes), fmtTime(im.LastUse), note)
 	}
-	left, size, err := listBlobs(c.Index(), io.Discard, false)
-	if err != nil {
+	t := res.Totals
+	if res.DryRun {
+		_, err := fmt.Fprintf(w, "%s %d images, %d files, %s; %s would be left\n",
+			verb, len(res.Images), res.Files, humanBytes(res.Bytes), humanBytes(t.Bytes()-res.Bytes))
 		return err
 	}
-	if dryRun {
-		left, size = left-n, size-freed
-	}
-	_, err = fmt.Fprintf(w, "%s %d blobs, %s; %d blobs, %s left\n", verb, n, humanBytes(freed), left, humanBytes(size))
+	_, err := fmt.Fprintf(w, "%s %d images, %d files, %s; %s left (%d blobs, %d manifests)\n",
+		verb, len(res.Images), res.Files, humanBytes(res.Bytes), humanBytes(t.Bytes()), t.Blobs, t.Manifests)
 	return err
 }
 
-func newCacheRmCmd(data *string) *cobra.Command {
+func newCacheRmCmd(f *cacheFlags) *cobra.Command {
 	var dryRun bool
 	cmd := &cobra.Command{
 		Use:   "rm IMAGE|DIGEST...",
-		Short: "Forget a cached tag, or delete a blob or manifest by digest",
-		Long: `Forget tags or delete content.
+		Short: "Remove a cached image by tag, or a blob or manifest by digest",
+		Long: `Remove content.
 
-An image (alpine:3.20, ghcr.io/owner/app:1) forgets that tag: the next pull
-asks the upstream for it again, as for a tag never pulled. Its manifest and
-blobs stay until pruned or evicted (other tags may share them). A name
-without a registry matches the tag under any upstream, with Docker Hub's
-library/ added to one-word names; if it matches tags of several upstreams,
-name the registry.
+An image (alpine:3.20, ghcr.io/owner/app:1) forgets that tag and deletes its
+image: its manifests and the blobs no other image references (shared layers
+stay). If another tag points to the same image, or the manifest belongs to
+an index still cached, only the tag is forgotten. The next pull of the tag
+asks the upstream again. A name without a registry matches the tag under
+any upstream, with Docker Hub's library/ added to one-word names; if it
+matches tags of several upstreams, name the registry.
 
 A digest (sha256:...) deletes that blob or manifest file and its index
 entries; the next pull that needs it fetches it again.`,
@@ -313,128 +393,146 @@ entries; the next pull that needs it fetches it again.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			type target struct {
-				digest digest.Digest
-				image  oci.Image
-			}
-			var targets []target
+			req := app.RemoveRequest{DryRun: dryRun}
 			for _, a := range args {
 				if strings.HasPrefix(a, "sha256:") || strings.HasPrefix(a, "sha512:") {
 					d, err := oci.ParseDigest(a)
 					if err != nil {
 						return fmt.Errorf("invalid digest %q", a)
 					}
-					targets = append(targets, target{digest: d})
+					req.Targets = append(req.Targets, app.RemoveTarget{Raw: a, Digest: d})
 					continue
 				}
 				ref, err := oci.ParseImage(a)
 				if err != nil {
 					return err
 				}
-				if ref.Digest != "" {
-					targets = append(targets, target{digest: ref.Digest})
-					continue
+				t := app.RemoveTarget{Raw: a, Digest: ref.Digest}
+				if ref.Digest == "" {
+					t.Registry, t.Repo, t.Tag = ref.Registry, ref.Repo, ref.Tag
 				}
-				targets = append(targets, target{image: ref})
+				req.Targets = append(req.Targets, t)
 			}
-			c, err := app.OpenCache(*data, nil)
+			c, err := openCache(cmd, f)
 			if err != nil {
 				return err
 			}
-			defer func() {
-				if c != nil {
-					c.Close()
-				}
-			}()
-			w := cmd.OutOrStdout()
-			var forget []app.TagRef
-			for _, t := range targets {
-				if t.digest != "" {
-					if err := rmDigest(cmd, c, t.digest, dryRun); err != nil {
-						return err
-					}
-					continue
-				}
-				refs, entries, err := matchTags(c.Index(), t.image)
-				if err != nil {
-					return err
-				}
-				for i, r := range refs {
-					verb := "forgot"
-					if dryRun {
-						verb = "would forget"
-					}
-					fmt.Fprintf(w, "%s %s (%s); its content stays until pruned\n", verb, r, entries[i].Digest)
-				}
-				forget = append(forget, refs...)
-			}
-			if dryRun || len(forget) == 0 {
-				return nil
-			}
-			// The tag bucket is written with the index closed.
-			err = c.Close()
-			c = nil
+			defer c.Close()
+			res, err := c.Remove(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
-			return app.ForgetTags(*data, forget)
+			return printRemove(cmd.OutOrStdout(), res)
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be removed, remove nothing")
 	return cmd
 }
 
-func rmDigest(cmd *cobra.Command, c *app.Cache, d digest.Digest, dryRun bool) error {
-	w := cmd.OutOrStdout()
-	if dryRun {
-		size, onDisk, err := c.Has(cmd.Context(), d)
-		if err != nil {
-			return err
+func printRemove(w io.Writer, res app.RemoveResult) error {
+	for _, r := range res.Removed {
+		switch {
+		case r.Tag == "" && res.DryRun:
+			fmt.Fprintf(w, "would delete %s (%s)\n", r.Digest, humanBytes(r.Bytes))
+		case r.Tag == "":
+			fmt.Fprintf(w, "deleted %s (%s)\n", r.Digest, humanBytes(r.Bytes))
+		case r.KeptBy != "":
+			verb := "forgot"
+			if res.DryRun {
+				verb = "would forget"
+			}
+			fmt.Fprintf(w, "%s %s (%s); its content stays: %s\n", verb, r.Tag, r.Digest, r.KeptBy)
+		default:
+			verb := "removed"
+			if res.DryRun {
+				verb = "would remove"
+			}
+			fmt.Fprintf(w, "%s %s (%s): %d files, %s\n", verb, r.Tag, r.Digest, r.Files, humanBytes(r.Bytes))
 		}
-		if _, indexed, _ := c.Index().Blob(d); !onDisk && !indexed {
-			return fmt.Errorf("%s is not in the cache (regcache cache ls --blobs lists blobs)", d)
-		}
-		fmt.Fprintf(w, "would delete %s (%s)\n", d, humanBytes(size))
-		return nil
 	}
-	size, found, err := c.DeleteBlob(cmd.Context(), d)
-	if err != nil {
-		return err
-	}
-	if !found {
-		return fmt.Errorf("%s is not in the cache (regcache cache ls --blobs lists blobs)", d)
-	}
-	fmt.Fprintf(w, "deleted %s (%s)\n", d, humanBytes(size))
 	return nil
 }
 
-// matchTags finds the index's tags for an image as a user names it.
-func matchTags(ix *cacheindex.Index, ref oci.Image) ([]app.TagRef, []cacheindex.TagEntry, error) {
-	reg := ref.Registry // canonical: Docker Hub's aliases are docker.io
-	var refs []app.TagRef
-	var entries []cacheindex.TagEntry
-	err := ix.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
-		if tag != ref.Tag || (reg != "" && up != reg) {
-			return nil
-		}
-		if repo == ref.Repo || repo == oci.HubRepository(up, ref.Repo) {
-			refs = append(refs, app.TagRef{Upstream: up, Repository: repo, Tag: tag})
-			entries = append(entries, e)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, err
+func newCacheStatsCmd(f *cacheFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "stats",
+		Short: "Show the cache's totals, its cap and the background scrub",
+		Long: `Show what the cache holds (blobs, manifests, tags and their bytes, from the
+index's running totals), storage.max_size and storage.max_age, and on a
+running mirror the background scrub's progress and the damage it found.`,
+		Example: `  regcache cache stats
+  regcache cache stats --admin http://mirror:5001 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := openCache(cmd, f)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := c.Stats(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSONOut(cmd.OutOrStdout(), st)
+			}
+			return printStats(cmd.OutOrStdout(), st)
+		},
 	}
-	if len(refs) == 0 {
-		return nil, nil, fmt.Errorf("no cached tag matches %s (regcache cache ls lists the tags)", ref.Raw)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStats(w io.Writer, st app.CacheStats) error {
+	t := st.Totals
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "blobs\t%d\t%s\n", t.Blobs, humanBytes(t.BlobBytes))
+	fmt.Fprintf(tw, "manifests\t%d\t%s\n", t.Manifests, humanBytes(t.ManifestBytes))
+	fmt.Fprintf(tw, "tags\t%d\t\n", t.Tags)
+	switch {
+	case st.MaxSize > 0:
+		fmt.Fprintf(tw, "total\t%s\tof %s (storage.max_size), %.0f%%\n", humanBytes(t.Bytes()), humanBytes(st.MaxSize), 100*float64(t.Bytes())/float64(st.MaxSize))
+	case st.Running:
+		fmt.Fprintf(tw, "total\t%s\tno storage.max_size\n", humanBytes(t.Bytes()))
+	default:
+		fmt.Fprintf(tw, "total\t%s\t\n", humanBytes(t.Bytes()))
 	}
-	if len(refs) > 1 {
-		names := make([]string, len(refs))
-		for i, r := range refs {
-			names[i] = r.String()
+	if st.MaxAge > 0 {
+		fmt.Fprintf(tw, "max_age\t%s\t\n", st.MaxAge)
+	}
+	if s := st.Scrub; s != nil {
+		switch {
+		case !s.Enabled:
+			fmt.Fprintf(tw, "scrub\toff\t(storage.scrub_interval 0)\n")
+		default:
+			fmt.Fprintf(tw, "scrub\tpass %d\t%d blobs, %s re-hashed since %s; a pass every %s, at most %s/s\n",
+				s.Pass, s.Checked, humanBytes(s.Bytes), fmtTime(s.PassStarted), s.Interval, humanBytes(s.Rate))
+			if !s.LastPassEnd.IsZero() {
+				fmt.Fprintf(tw, "\t\tlast pass ended %s\n", fmtTime(s.LastPassEnd))
+			}
+			if len(s.Damaged) > 0 || s.Missing > 0 {
+				fmt.Fprintf(tw, "\t\tfound %d damaged (quarantined, fetched again on demand), %d lost\n", len(s.Damaged), s.Missing)
+			}
 		}
-		return nil, nil, fmt.Errorf("%s matches %s: name the registry, e.g. %s", ref.Raw, strings.Join(names, ", "), refs[0].String())
 	}
-	return refs, entries, nil
+	q := st.Quarantine
+	if q == "" {
+		q = "the quarantine directory"
+	}
+	fmt.Fprintf(tw, "quarantine\t%d files\tin %s\n", st.Quarantined, q)
+	mode := "offline (data directory opened directly)"
+	if st.Running {
+		mode = "running (answered by its admin listener)"
+	}
+	fmt.Fprintf(tw, "mirror\t%s\t\n", mode)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if s := st.Scrub; s != nil {
+		for _, d := range s.Damaged {
+			fmt.Fprintf(w, "damaged (scrub): %s\n", d)
+		}
+	}
+	return nil
 }

@@ -1,7 +1,9 @@
 package cli
 
 import (
-	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regcache/regcache/internal/app"
 	"github.com/regcache/regcache/internal/app/apptest"
 	"github.com/regcache/regcache/internal/testenv"
 )
@@ -28,8 +31,8 @@ func exists(t *testing.T, p string) bool {
 }
 
 // TestCacheCommands populates a data directory with a real mirror, stops
-// it, and runs ls, verify, rm and prune on it; a mirror started on the
-// result afterwards still serves every image.
+// it, and runs ls, stats, verify, rm and prune on it; a mirror started on
+// the result afterwards still serves every image.
 func TestCacheCommands(t *testing.T) {
 	t.Parallel()
 	hub := testenv.NewHub(t)
@@ -37,15 +40,16 @@ func TestCacheCommands(t *testing.T) {
 	data := t.TempDir()
 	env := map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_DATA": data}
 
-	t.Run("populate, and locked while the mirror runs", func(t *testing.T) {
+	t.Run("populate, and locked while the mirror runs with no admin listener", func(t *testing.T) {
 		m := apptest.Start(t, env)
 		if out, err := runCLI(t, "warm", "--mirror", m.URL, "--all-platforms", "single", "multi"); err != nil {
 			t.Fatalf("warm: %v\n%s", err, out)
 		}
-		for _, args := range [][]string{{"ls"}, {"verify"}, {"prune", "--max-size", "1"}, {"rm", "single"}} {
+		cfg := writeConfig(t, "data: "+data+"\nadmin_addr: \"\"\n")
+		for _, args := range [][]string{{"ls"}, {"verify"}, {"prune", "--to-size", "1"}, {"rm", "single"}} {
 			start := time.Now()
-			_, err := runCLI(t, append(append([]string{"cache"}, args...), "--data", data)...)
-			if err == nil || !strings.Contains(err.Error(), "regcache serve using this data directory") || !strings.Contains(err.Error(), "stop it first") {
+			_, err := runCLI(t, append(append([]string{"cache"}, args...), "--config", cfg)...)
+			if err == nil || !strings.Contains(err.Error(), "regcache serve using this data directory") || !strings.Contains(err.Error(), "pass --admin") {
 				t.Errorf("cache %s while the mirror runs: %v", args[0], err)
 			}
 			if el := time.Since(start); el > 2*time.Second {
@@ -58,17 +62,118 @@ func TestCacheCommands(t *testing.T) {
 		t.Helper()
 		return runCLI(t, append(append([]string{"cache"}, args...), "--data", data)...)
 	}
+	exerciseCache(t, hub, imgs, data, "", cache)
+
+	// The mirror serves everything again from what the commands left.
+	m := apptest.Start(t, env)
+	hub.ResetCounters()
+	pullImage(t, m.Host+"/single:latest", amd64)
+	pullImage(t, m.Host+"/multi:latest", arm64)
+	if hubBlobGets(hub) == 0 {
+		t.Error("the pulls after prune fetched nothing upstream: what did prune remove?")
+	}
+}
+
+// TestCacheCommandsRunning runs the same commands on a running mirror
+// through its admin listener (which has an admin token): by --admin as
+// host:port and as a URL, and by the admin address of --config when the
+// data directory is locked; a change without the token is refused.
+func TestCacheCommandsRunning(t *testing.T) {
+	t.Parallel()
+	hub := testenv.NewHub(t)
+	imgs := hub.Seed(t)
+	data := t.TempDir()
+	m := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_DATA": data,
+		"REGCACHE_ADMIN_ADDR": "127.0.0.1:0", "REGCACHE_ADMIN_TOKEN": "s3cret", "REGCACHE_SCRUB_INTERVAL": "0"})
+	if out, err := runCLI(t, "warm", "--mirror", m.URL, "--all-platforms", "single", "multi"); err != nil {
+		t.Fatalf("warm: %v\n%s", err, out)
+	}
+	waitIndexed(t, m.App, len(imgs.Single.Blobs())+len(imgs.ManifestList.Blobs()))
+	cfg := writeConfig(t, "data: "+data+"\nadmin_addr: "+m.Admin+"\nadmin_token: s3cret\n")
+	out, err := runCLI(t, "cache", "ls", "--config", cfg)
+	if err != nil || !strings.Contains(out, "asking it through its admin listener at "+m.Admin) || !strings.Contains(out, "library/single") {
+		t.Errorf("ls by --config on a running mirror: %v\n%s", err, out)
+	}
+	wrong := writeConfig(t, "data: "+data+"\nadmin_addr: 127.0.0.1:9\n")
+	if _, err := runCLI(t, "cache", "ls", "--config", wrong); err == nil || !strings.Contains(err.Error(), "pass --admin HOST:PORT") {
+		t.Errorf("ls with a wrong admin_addr: %v", err)
+	}
+	if _, err := runCLI(t, "cache", "prune", "--to-size", "1", "--admin", m.Admin); err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "--admin-token") {
+		t.Errorf("prune without the admin token: %v", err)
+	}
+	if out, err := runCLI(t, "cache", "stats", "--admin", "http://"+m.Admin+"/"); err != nil || !strings.Contains(out, "running (answered by its admin listener)") {
+		t.Errorf("stats by URL: %v\n%s", err, out)
+	}
+	i := 0
+	cache := func(t *testing.T, args ...string) (string, error) {
+		t.Helper()
+		i++
+		if i%2 == 0 { // both ways of reaching it, in turn
+			return runCLI(t, append(append([]string{"cache"}, args...), "--admin", m.Admin, "--admin-token", "s3cret")...)
+		}
+		out, err := runCLI(t, append(append([]string{"cache"}, args...), "--config", cfg)...)
+		out = strings.Replace(out, data+" is in use by a running regcache: asking it through its admin listener at "+m.Admin+" (--admin)\n", "", 1)
+		return out, err
+	}
+	exerciseCache(t, hub, imgs, data, m.Host, cache)
+	// The running mirror fetches what the commands removed.
+	hub.ResetCounters()
+	pullImage(t, m.Host+"/single:latest", amd64)
+	pullImage(t, m.Host+"/multi:latest", arm64)
+	if hubBlobGets(hub) == 0 {
+		t.Error("the pulls after prune fetched nothing upstream: what did prune remove?")
+	}
+}
+
+// waitIndexed waits until the mirror's index holds n blobs: commits land
+// after the last byte is served.
+func waitIndexed(t *testing.T, a *app.App, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for a.Stats().Totals.Blobs < int64(n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the index holds %d blobs 20 s after the pulls, want %d", a.Stats().Totals.Blobs, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "regcache.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// exerciseCache runs every cache command on a cache holding single and
+// multi (all platforms), through cache.
+func exerciseCache(t *testing.T, hub *testenv.Hub, imgs testenv.Images, data string, mirrorHost string, cache func(t *testing.T, args ...string) (string, error)) {
+	t.Helper()
 	all := append(imgs.Single.Blobs(), imgs.ManifestList.Blobs()...)
 
 	out, err := cache(t, "ls")
 	if err != nil {
 		t.Fatalf("ls: %v", err)
 	}
-	for _, want := range []string{"UPSTREAM", "docker.io", "library/single", "latest", string(imgs.Single.Digest),
+	for _, want := range []string{"UPSTREAM", "SIZE", "LAST USE", "docker.io", "library/single", "latest", string(imgs.Single.Digest),
 		string(imgs.ManifestList.Digest), "2 tags; " + itoa(len(all)) + " blobs"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("ls lacks %q:\n%s", want, out)
 		}
+	}
+	out, err = cache(t, "ls", "--upstream", "docker.io", "--repository", "multi")
+	if err != nil || strings.Contains(out, "library/single") || !strings.Contains(out, "library/multi") || !strings.Contains(out, "1 of 2 tags") {
+		t.Errorf("ls of one repository: %v\n%s", err, out)
+	}
+	out, err = cache(t, "ls", "--sort", "size", "--json")
+	if err != nil {
+		t.Fatalf("ls --json: %v", err)
+	}
+	var l app.Listing
+	if err := json.Unmarshal([]byte(out), &l); err != nil || len(l.Images) != 2 || l.Images[0].Size < l.Images[1].Size || l.Images[0].Size == 0 {
+		t.Errorf("ls --sort size --json: %v\n%s", err, out)
 	}
 	out, err = cache(t, "ls", "--blobs")
 	if err != nil {
@@ -79,43 +184,94 @@ func TestCacheCommands(t *testing.T) {
 			t.Errorf("ls --blobs lacks %s:\n%s", b.Digest, out)
 		}
 	}
+	if out, err := cache(t, "stats"); err != nil || !strings.Contains(out, "blobs") || !strings.Contains(out, itoa(len(all))) {
+		t.Errorf("stats: %v\n%s", err, out)
+	}
 
-	// One layer rots on disk; one config file disappears.
-	corrupt, lost := imgs.Single.Layers[0], imgs.Single.Config
-	if err := os.WriteFile(blobPath(data, corrupt.Digest), bytes.Repeat([]byte("x"), int(corrupt.Size)), 0o644); err != nil {
+	// Damage on disk: a flipped byte, a truncated blob, an overwritten
+	// manifest, and a file that disappears.
+	flipped, truncated, lost := imgs.Single.Layers[0], imgs.ManifestList.Platforms[0].Layers[0], imgs.Single.Config
+	manifest := imgs.ManifestList.Platforms[1].Digest
+	b, err := os.ReadFile(blobPath(data, flipped.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(blobPath(data, flipped.Digest), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(blobPath(data, truncated.Digest), truncated.Size/2); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(blobPath(data, manifest), []byte(`{"schemaVersion":2,"layers":[]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(blobPath(data, lost.Digest)); err != nil {
 		t.Fatal(err)
 	}
 	out, err = cache(t, "verify")
-	if err == nil || !strings.Contains(err.Error(), "damaged (1 corrupt files, 1 lost files)") {
+	if err == nil || !strings.Contains(err.Error(), "damaged (3 damaged files, 1 lost") {
 		t.Errorf("verify of a damaged cache: %v", err)
 	}
-	for _, want := range []string{"corrupt: " + string(corrupt.Digest), "missing: " + string(lost.Digest), "1 corrupt (removed)"} {
+	for _, d := range []digest.Digest{flipped.Digest, truncated.Digest, manifest} {
+		if !strings.Contains(out, "damaged: "+string(d)) || !strings.Contains(err.Error(), string(d)) {
+			t.Errorf("verify does not name %s:\n%s", d, out)
+		}
+		if exists(t, blobPath(data, d)) {
+			t.Errorf("verify left the damaged file %s in the store", d)
+		}
+		if !exists(t, filepath.Join(data, "quarantine", "sha256-"+d.Encoded())) {
+			t.Errorf("verify did not quarantine %s", d)
+		}
+	}
+	for _, want := range []string{"missing: " + string(lost.Digest), "3 damaged (quarantined)", "verifying 100%"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("verify output lacks %q:\n%s", want, out)
 		}
 	}
-	if exists(t, blobPath(data, corrupt.Digest)) {
-		t.Error("verify left the corrupt file")
+	if mirrorHost != "" { // the running mirror fetches good copies of what verify dropped
+		for _, f := range []struct {
+			repo, kind string
+			d          digest.Digest
+		}{{"single", "blobs", flipped.Digest}, {"multi", "blobs", truncated.Digest}, {"multi", "manifests", manifest}} {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+mirrorHost+"/v2/"+f.repo+"/"+f.kind+"/"+string(f.d), nil)
+			req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || digest.FromBytes(body) != f.d {
+				t.Errorf("GET %s after verify: %d, %v, body hashes to %s", f.d, resp.StatusCode, err, digest.FromBytes(body))
+			}
+		}
 	}
-	if out, err := cache(t, "verify"); err != nil || !strings.Contains(out, "0 corrupt") {
+	if out, err := cache(t, "verify"); err != nil || !strings.Contains(out, "0 damaged") {
 		t.Errorf("second verify: %v\n%s", err, out)
 	}
-	if out, _ := cache(t, "ls", "--blobs"); strings.Contains(out, string(corrupt.Digest)) || strings.Contains(out, string(lost.Digest)) {
+	if out, _ := cache(t, "ls", "--blobs"); mirrorHost == "" && (strings.Contains(out, string(flipped.Digest)) || strings.Contains(out, string(lost.Digest)) || strings.Contains(out, string(truncated.Digest))) {
 		t.Errorf("ls --blobs still lists removed blobs:\n%s", out)
 	}
+	if out, err := cache(t, "stats"); err != nil || !strings.Contains(out, "3 files") {
+		t.Errorf("stats does not count the quarantine: %v\n%s", err, out)
+	}
 
-	// rm: a tag, dry and for real; a digest; things that are not there.
-	if out, err := cache(t, "rm", "--dry-run", "single"); err != nil || !strings.Contains(out, "would forget docker.io/library/single:latest") {
+	// rm: a tag, dry and for real (its image goes with it); a digest;
+	// things that are not there.
+	if out, err := cache(t, "rm", "--dry-run", "single"); err != nil || !strings.Contains(out, "would remove docker.io/library/single:latest") {
 		t.Errorf("rm --dry-run: %v\n%s", err, out)
 	}
-	if out, _ := cache(t, "ls"); !strings.Contains(out, "library/single") {
-		t.Error("rm --dry-run forgot the tag")
+	if out, _ := cache(t, "ls"); !strings.Contains(out, "library/single") || !exists(t, blobPath(data, imgs.Single.Digest)) {
+		t.Error("rm --dry-run removed the tag or its manifest")
 	}
-	if out, err := cache(t, "rm", "docker.io/single:latest"); err != nil || !strings.Contains(out, "forgot docker.io/library/single:latest") {
+	if out, err := cache(t, "rm", "docker.io/single:latest"); err != nil || !strings.Contains(out, "removed docker.io/library/single:latest") {
 		t.Errorf("rm tag: %v\n%s", err, out)
+	}
+	for _, b := range imgs.Single.Blobs() {
+		if exists(t, blobPath(data, b.Digest)) {
+			t.Errorf("rm of the tag left %s of its image", b.Digest)
+		}
 	}
 	if out, _ := cache(t, "ls"); strings.Contains(out, "library/single") || !strings.Contains(out, "1 tags") {
 		t.Errorf("ls after rm:\n%s", out)
@@ -138,22 +294,21 @@ func TestCacheCommands(t *testing.T) {
 	}
 
 	// prune: nothing without a bound; dry run; then for real.
-	if _, err := cache(t, "prune"); err == nil || !strings.Contains(err.Error(), "--max-size") {
+	if _, err := cache(t, "prune"); err == nil || !strings.Contains(err.Error(), "--to-size") {
 		t.Errorf("prune without a bound: %v", err)
 	}
-	if _, err := cache(t, "prune", "--max-size", "lots"); err == nil || !strings.Contains(err.Error(), `invalid size "lots"`) {
+	if _, err := cache(t, "prune", "--to-size", "lots"); err == nil || !strings.Contains(err.Error(), `--to-size "lots"`) {
 		t.Errorf("prune with a bad size: %v", err)
 	}
-	left := len(all) - 3 // corrupt, lost, rm
-	out, err = cache(t, "prune", "--max-size", "1", "--dry-run")
-	if err != nil || !strings.Contains(out, "would remove "+itoa(left)+" blobs") || !strings.Contains(out, "0 blobs, 0 B left") {
+	out, err = cache(t, "prune", "--to-size", "1", "--dry-run")
+	if err != nil || !strings.Contains(out, "would remove image "+string(imgs.ManifestList.Digest)+" (docker.io/library/multi:latest)") || !strings.Contains(out, "0 B would be left") {
 		t.Errorf("prune --dry-run: %v\n%s", err, out)
 	}
-	if !exists(t, blobPath(data, imgs.ManifestList.Platforms[0].Layers[0].Digest)) {
+	if !exists(t, blobPath(data, imgs.ManifestList.Platforms[1].Config.Digest)) {
 		t.Error("prune --dry-run removed a file")
 	}
-	out, err = cache(t, "prune", "--max-size", "1")
-	if err != nil || !strings.Contains(out, "removed "+itoa(left)+" blobs") {
+	out, err = cache(t, "prune", "--to-size", "1")
+	if err != nil || !strings.Contains(out, "removed image "+string(imgs.ManifestList.Digest)) || !strings.Contains(out, "0 B left (0 blobs, 0 manifests)") {
 		t.Errorf("prune: %v\n%s", err, out)
 	}
 	for _, b := range all {
@@ -161,17 +316,8 @@ func TestCacheCommands(t *testing.T) {
 			t.Errorf("prune left %s", b.Digest)
 		}
 	}
-	if out, err := cache(t, "prune", "--max-age", "1h"); err != nil || !strings.Contains(out, "removed 0 blobs") {
+	if out, err := cache(t, "prune", "--older-than", "1h"); err != nil || !strings.Contains(out, "removed 0 images") {
 		t.Errorf("prune of an empty cache: %v\n%s", err, out)
-	}
-
-	// The mirror serves everything again from what the commands left.
-	m := apptest.Start(t, env)
-	hub.ResetCounters()
-	pullImage(t, m.Host+"/single:latest", amd64)
-	pullImage(t, m.Host+"/multi:latest", arm64)
-	if hubBlobGets(hub) == 0 {
-		t.Error("the pulls after prune fetched nothing upstream: what did prune remove?")
 	}
 }
 
@@ -189,7 +335,7 @@ func TestCacheMissingDirectory(t *testing.T) {
 
 func TestCacheHelp(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"warm"}, {"cache"}, {"cache", "ls"}, {"cache", "verify"}, {"cache", "prune"}, {"cache", "rm"}} {
+	for _, args := range [][]string{{"warm"}, {"cache"}, {"cache", "ls"}, {"cache", "verify"}, {"cache", "prune"}, {"cache", "rm"}, {"cache", "stats"}} {
 		out, err := runCLI(t, append(args, "--help")...)
 		if err != nil || !strings.Contains(out, "Examples:") || !strings.Contains(out, "regcache "+args[0]) {
 			t.Errorf("%v --help: %v\n%s", args, err, out)

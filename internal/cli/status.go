@@ -3,10 +3,8 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/regcache/regcache/internal/app"
-	"github.com/regcache/regcache/internal/redact"
 )
 
 // Exit codes of `regcache status`, for monitoring.
@@ -90,31 +87,6 @@ mirror did not answer.`,
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "refresh in place until interrupted")
 	cmd.Flags().DurationVar(&every, "interval", 2*time.Second, "refresh interval of --watch")
 	return cmd
-}
-
-// adminURL turns --admin (host:port, :port or a URL) into the listener's
-// base URL.
-func adminURL(s string) (*url.URL, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return nil, errors.New(`--admin is empty: give the admin listener as host:port (127.0.0.1:5001) or a URL (http://127.0.0.1:5001)`)
-	}
-	if !strings.Contains(s, "://") {
-		host, port, err := net.SplitHostPort(s)
-		if err != nil {
-			return nil, fmt.Errorf("--admin %q: want host:port (127.0.0.1:5001) or a URL (http://127.0.0.1:5001)", redact.URL(s))
-		}
-		if host == "" {
-			host = "127.0.0.1"
-		}
-		s = "http://" + net.JoinHostPort(host, port)
-	}
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("--admin %q: want http://host:port or https://host:port (or just host:port)", redact.URL(s))
-	}
-	u.Path, u.RawQuery, u.Fragment = strings.TrimSuffix(u.Path, "/"), "", ""
-	return u, nil
 }
 
 // statusOnce asks for /status, prints it, and returns an *ExitError for

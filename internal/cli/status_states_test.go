@@ -164,7 +164,7 @@ func TestAdminURL(t *testing.T) {
 		{"http://127.0.0.1:5301/", "http://127.0.0.1:5301", ""},
 		{"https://mirror.example:5001/admin/", "https://mirror.example:5001/admin", ""},
 		{"127.0.0.1", "", "want host:port"},
-		{"ftp://x:1", "", "want http://host:port"},
+		{"ftp://x:1", "", "the scheme must be http:// or https://"},
 		{"", "", "--admin is empty"},
 	}
 	for _, tt := range tests {

@@ -126,6 +126,12 @@ type Storage struct {
 	// MaxBlobSize bounds a blob whose size neither a manifest nor the
 	// upstream's headers give: a longer body fails its fill.
 	MaxBlobSize int64
+	// ScrubInterval is how long the background scrub takes to re-hash the
+	// whole store once (default a week); 0 turns the scrub off.
+	ScrubInterval time.Duration
+	// ScrubRate is the most bytes per second the scrub reads (default
+	// 4 MiB/s), whatever ScrubInterval asks.
+	ScrubRate int64
 }
 
 // Access says who may pull what.

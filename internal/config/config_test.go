@@ -65,7 +65,7 @@ func TestDefaults(t *testing.T) {
 		BudgetReserve:   BudgetReserve{Percent: 10},
 		Upstreams:       []Upstream{{Name: "docker.io", URL: "https://registry-1.docker.io"}},
 		Access:          Access{Private: "deny"},
-		Storage:         Storage{MaxBlobSize: 64 << 30},
+		Storage:         Storage{MaxBlobSize: 64 << 30, ScrubInterval: 7 * 24 * time.Hour, ScrubRate: 4 << 20},
 		Log:             Log{Level: "info", Format: "json"},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -273,7 +273,7 @@ log: {level: error, format: text}
 			{Name: "docker.io", URL: "https://registry-1.docker.io", Username: "me", PasswordFile: token},
 			{Name: "ghcr.io", URL: "https://ghcr.io", Aliases: []string{"ghcr.example"}},
 		},
-		Storage: Storage{MaxSize: 200 << 30, MaxAge: 720 * time.Hour, MaxBlobSize: 64 << 30},
+		Storage: Storage{MaxSize: 200 << 30, MaxAge: 720 * time.Hour, MaxBlobSize: 64 << 30, ScrubInterval: 7 * 24 * time.Hour, ScrubRate: 4 << 20},
 		Access: Access{
 			Allow:    []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.0/24")},
 			Htpasswd: htpasswd, Private: "deny",

@@ -32,9 +32,11 @@ type fileConfig struct {
 	} `yaml:"prefetch"`
 	Upstreams *[]fileUpstream `yaml:"upstreams"`
 	Storage   struct {
-		MaxSize     *string `yaml:"max_size"`
-		MaxAge      *string `yaml:"max_age"`
-		MaxBlobSize *string `yaml:"max_blob_size"`
+		MaxSize       *string `yaml:"max_size"`
+		MaxAge        *string `yaml:"max_age"`
+		MaxBlobSize   *string `yaml:"max_blob_size"`
+		ScrubInterval *string `yaml:"scrub_interval"`
+		ScrubRate     *string `yaml:"scrub_rate"`
 	} `yaml:"storage"`
 	Access struct {
 		Allow          *[]string            `yaml:"allow"`
@@ -74,6 +76,7 @@ func (f *fileConfig) values() map[string]string {
 		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe, "budget_reserve": f.BudgetReserve,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
 		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,
+		"storage.scrub_interval": f.Storage.ScrubInterval, "storage.scrub_rate": f.Storage.ScrubRate,
 		"access.htpasswd": f.Access.Htpasswd, "access.private": f.Access.Private,
 		"tls.cert": f.TLS.Cert, "tls.key": f.TLS.Key,
 		"log.level": f.Log.Level, "log.format": f.Log.Format,

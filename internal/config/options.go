@@ -150,6 +150,19 @@ var options = []option{
 	{flag: "max-age", key: "storage.max_age", kind: kindDuration, defDoc: "0, off",
 		usage: "evict blobs not pulled for this long; 0 is off",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.Storage.MaxAge }, false)},
+	{flag: "scrub-interval", key: "storage.scrub_interval", kind: kindDuration, def: duration(defaults.ScrubInterval),
+		usage: "the background scrub re-hashes the whole store once in this long (bounded by --scrub-rate); 0 turns it off",
+		set:   setDuration(func(c *Config) *time.Duration { return &c.Storage.ScrubInterval }, false)},
+	{flag: "scrub-rate", key: "storage.scrub_rate", def: size(defaults.ScrubRate),
+		usage: "most bytes per second the background scrub reads, e.g. 4MiB",
+		set: func(c *Config, v string) error {
+			n, err := parseSize(v)
+			if err == nil && n <= 0 {
+				err = fmt.Errorf("invalid size %q: must be more than 0 (turn the scrub off with --scrub-interval 0)", v)
+			}
+			c.Storage.ScrubRate = n
+			return err
+		}},
 	{flag: "allow", key: "access.allow", kind: kindList, defDoc: "every client",
 		usage: "comma-separated client networks (CIDR) allowed to pull",
 		set:   setPrefixes(func(c *Config) *[]netip.Prefix { return &c.Access.Allow })},

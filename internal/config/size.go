@@ -19,6 +19,10 @@ var sizeUnits = map[string]int64{
 	"p": 1e15, "pb": 1e15, "pi": 1 << 50, "pib": 1 << 50,
 }
 
+// ParseSize parses a byte size as the options do ("50GiB", "500MB", a
+// byte count).
+func ParseSize(s string) (int64, error) { return parseSize(s) }
+
 // parseSize parses a byte size: a plain byte count ("1048576") or a number
 // with a unit, SI or IEC, case-insensitive, optionally spaced and fractional
 // ("500MB", "200GiB", "1.5 tb"). The result is rounded down to whole bytes.

@@ -2,8 +2,11 @@ package config
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseSize(t *testing.T) {
@@ -97,5 +100,32 @@ func TestMaxBlobSize(t *testing.T) {
 	}
 	if _, err := Load(nil, env("0")); err == nil {
 		t.Error("0 accepted")
+	}
+}
+
+// TestScrubOptions: the scrub's pace and off switch, from each source, and
+// admin_token from the file.
+func TestScrubOptions(t *testing.T) {
+	env := func(kv ...string) func(string) (string, bool) {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+	}
+	c, err := Load(nil, env("REGCACHE_SCRUB_INTERVAL", "0", "REGCACHE_SCRUB_RATE", "1MiB"))
+	if err != nil || c.Storage.ScrubInterval != 0 || c.Storage.ScrubRate != 1<<20 {
+		t.Errorf("env: %+v %v", c.Storage, err)
+	}
+	if _, err := Load(nil, env("REGCACHE_SCRUB_RATE", "0")); err == nil || !strings.Contains(err.Error(), "scrub-interval 0") {
+		t.Errorf("a zero rate: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("admin_token: s3cret\nstorage:\n  scrub_interval: 24h\n  scrub_rate: 10MB\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err = Load(nil, env("REGCACHE_CONFIG", path))
+	if err != nil || c.Storage.ScrubInterval != 24*time.Hour || c.Storage.ScrubRate != 10e6 || c.AdminToken != "s3cret" {
+		t.Errorf("file: %+v %q %v", c.Storage, c.AdminToken, err)
 	}
 }

@@ -35,6 +35,10 @@ const (
 	BudgetReservePercent = 10
 	// MaxBlobSize bounds a blob whose size nothing gives.
 	MaxBlobSize int64 = 64 << 30
+	// ScrubInterval is how long one background scrub pass over the whole
+	// store takes at most; ScrubRate bounds its reads, in bytes per second.
+	ScrubInterval       = 7 * 24 * time.Hour
+	ScrubRate     int64 = 4 << 20
 	// Private is the private-repository policy.
 	Private = "deny"
 	// LogLevel and LogFormat select the log output.

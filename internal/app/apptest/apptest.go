@@ -25,7 +25,10 @@ type Mirror struct {
 	URL string
 	// Data is the data directory.
 	Data string
-	App  *app.App
+	// Admin is 127.0.0.1:port of the admin listener, when the test asked
+	// for one (REGCACHE_ADMIN_ADDR set, e.g. to 127.0.0.1:0).
+	Admin string
+	App   *app.App
 
 	logMu sync.Mutex
 	log   bytes.Buffer
@@ -48,7 +51,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 
 // Start runs a mirror configured by env (REGCACHE_* names, as in
 // production; REGCACHE_DATA defaults to a temporary directory and the admin
-// listener is off unless set). The log is kept in memory and printed if the
+// listener is off unless set: 127.0.0.1:0 picks a port, see Admin). The log is kept in memory and printed if the
 // test fails.
 func Start(t testing.TB, env map[string]string) *Mirror {
 	t.Helper()
@@ -71,9 +74,16 @@ func Start(t testing.TB, env map[string]string) *Mirror {
 		t.Fatal(err)
 	}
 	m.App, m.Host, m.URL = a, ln.Addr().String(), "http://"+ln.Addr().String()
+	var adminLn net.Listener
+	if cfg.AdminAddr != "" {
+		if adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			t.Fatal(err)
+		}
+		m.Admin = adminLn.Addr().String()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln, nil) }()
+	go func() { done <- a.Serve(ctx, ln, adminLn) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

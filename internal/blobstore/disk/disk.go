@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -151,25 +152,74 @@ func (s *Store) Walk(ctx context.Context, fn func(digest.Digest, int64) error) e
 }
 
 // Verify re-reads committed content and checks it hashes to its digest. A
-// file that does not is removed and reported as blobstore.ErrDigestMismatch.
-func (s *Store) Verify(ctx context.Context, d digest.Digest) error {
+// file that does not is moved to the quarantine directory (Quarantine) and
+// reported as blobstore.ErrDigestMismatch.
+func (s *Store) Verify(ctx context.Context, d digest.Digest) error { return s.VerifyPaced(ctx, d, nil) }
+
+// VerifyPaced is Verify calling pace, if not nil, after each chunk read
+// with the chunk's size: a background scrub waits there to bound its rate.
+// An error from pace stops the verification and is returned.
+func (s *Store) VerifyPaced(ctx context.Context, d digest.Digest, pace func(ctx context.Context, n int) error) error {
 	b, err := s.Open(ctx, d)
 	if err != nil {
 		return err
 	}
 	v := d.Verifier()
-	_, err = copyCtx(ctx, v, b)
+	var dst io.Writer = v
+	if pace != nil {
+		dst = pacedWriter{ctx: ctx, w: v, pace: pace}
+	}
+	_, err = copyCtx(ctx, dst, b)
 	b.Close()
 	if err != nil {
 		return fmt.Errorf("verify blob %s: %w", d, err)
 	}
 	if !v.Verified() {
-		if err := s.Delete(ctx, d); err != nil {
+		if _, err := s.Quarantine(ctx, d); err != nil {
 			return err
 		}
 		return fmt.Errorf("verify blob %s: %w", d, blobstore.ErrDigestMismatch)
 	}
 	return nil
+}
+
+type pacedWriter struct {
+	ctx  context.Context
+	w    io.Writer
+	pace func(context.Context, int) error
+}
+
+func (p pacedWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	if err != nil {
+		return n, err
+	}
+	return n, p.pace(p.ctx, n)
+}
+
+// QuarantineDir is where damaged files go: out of the store (no request
+// finds them), kept for a look. Nothing reads them; delete them at will.
+func (s *Store) QuarantineDir() string { return filepath.Join(s.root, "quarantine") }
+
+// Quarantine moves d's committed file out of the store into QuarantineDir,
+// named <algorithm>-<hex>, and returns its new path. A file already gone
+// is no error (path "").
+func (s *Store) Quarantine(_ context.Context, d digest.Digest) (string, error) {
+	p, err := s.path(d)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(s.QuarantineDir(), 0o755); err != nil {
+		return "", fmt.Errorf("quarantine blob %s: %w", d, err)
+	}
+	to := filepath.Join(s.QuarantineDir(), string(d.Algorithm())+"-"+d.Encoded())
+	if err := os.Rename(p, to); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", nil
+		}
+		return "", fmt.Errorf("quarantine blob %s: %w", d, err)
+	}
+	return to, nil
 }
 
 // Create implements blobstore.Store.

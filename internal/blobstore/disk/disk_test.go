@@ -65,4 +65,7 @@ func TestVerifyRemovesCorruptFile(t *testing.T) {
 	if _, err := s.Stat(t.Context(), d); !errors.Is(err, blobstore.ErrNotFound) {
 		t.Fatal("corrupt file kept")
 	}
+	if b, err := os.ReadFile(filepath.Join(s.QuarantineDir(), "sha256-"+d.Encoded())); err != nil || string(b) != "jello" {
+		t.Fatalf("corrupt file not in quarantine: %q %v", b, err)
+	}
 }

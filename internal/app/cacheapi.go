@@ -1,0 +1,183 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// The admin listener's cache API, which `regcache cache --admin` calls:
+//
+//	GET  /cache/ls?upstream=&repository=&sort=&blobs=1   Listing (names repositories: loopback or token)
+//	GET  /cache/stats                                     CacheStats
+//	POST /cache/rm      RemoveRequest                     RemoveResult
+//	POST /cache/prune   PruneRequest                      PruneResult
+//	POST /cache/verify                                    VerifyEvent lines (NDJSON), then {"report": VerifyReport}
+//
+// Calls that change the cache are POSTs, and are refused unless
+// adminMayChange (loopback, or the admin token when one is configured).
+// Errors are plain text with a status code.
+
+// maxCacheRequest bounds the body of a cache API call.
+const maxCacheRequest = 1 << 20
+
+func (a *App) cacheRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /cache/ls", a.serveCacheList)
+	mux.HandleFunc("GET /cache/stats", a.serveCacheStats)
+	mux.HandleFunc("POST /cache/rm", a.serveCacheRemove)
+	mux.HandleFunc("POST /cache/prune", a.serveCachePrune)
+	mux.HandleFunc("POST /cache/verify", a.serveCacheVerify)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// cacheError answers a failed cache call: a bad request (the caller's
+// fault, its message names the fix) or an internal error.
+func (a *App) cacheError(w http.ResponseWriter, err error, bad bool) {
+	if bad {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	a.log.Error("admin cache call", slog.Any("error", err))
+	http.Error(w, "the cache call failed: "+err.Error(), http.StatusInternalServerError)
+}
+
+func (a *App) serveCacheList(w http.ResponseWriter, r *http.Request) {
+	if !a.adminMaySeePrivate(r) {
+		a.refuseAdmin(w)
+		return
+	}
+	q := r.URL.Query()
+	blobs, _ := strconv.ParseBool(q.Get("blobs"))
+	opt := ListOptions{Upstream: q.Get("upstream"), Repository: q.Get("repository"), Sort: q.Get("sort"), Blobs: blobs}
+	l, err := a.cacheOps().List(r.Context(), opt)
+	if err != nil {
+		a.cacheError(w, err, true)
+		return
+	}
+	writeJSON(w, l)
+}
+
+// Stats answers `cache stats` on the running mirror.
+func (a *App) Stats() CacheStats {
+	st, err := a.cacheOps().Stats(context.Background())
+	if err != nil {
+		a.log.Warn("count the quarantine", slog.Any("error", err))
+	}
+	if abs, err := filepath.Abs(a.cfg.Data); err == nil {
+		st.Data = abs
+	}
+	scrub := a.ScrubStatus()
+	st.Running, st.Scrub = true, &scrub
+	st.MaxSize, st.MaxAge = a.maxSize.Load(), a.cfg.Storage.MaxAge
+	return st
+}
+
+func (a *App) serveCacheStats(w http.ResponseWriter, r *http.Request) {
+	st := a.Stats()
+	if !a.adminMaySeePrivate(r) {
+		st.Data, st.Quarantine = "", ""
+	}
+	writeJSON(w, st)
+}
+
+// decodeCacheRequest reads a bounded JSON body into v.
+func decodeCacheRequest(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxCacheRequest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("the request body is not a cache call this mirror knows (%v): is regcache the same version on both sides?", err)
+	}
+	return nil
+}
+
+func (a *App) serveCacheRemove(w http.ResponseWriter, r *http.Request) {
+	if !a.adminMayChange(r) {
+		a.refuseAdmin(w)
+		return
+	}
+	var req RemoveRequest
+	if err := decodeCacheRequest(r, &req); err != nil {
+		a.cacheError(w, err, true)
+		return
+	}
+	res, err := a.cacheOps().Remove(r.Context(), req)
+	if err != nil {
+		// A name that matches nothing (or too much) is the caller's to fix.
+		a.cacheError(w, err, true)
+		return
+	}
+	writeJSON(w, res)
+}
+
+func (a *App) serveCachePrune(w http.ResponseWriter, r *http.Request) {
+	if !a.adminMayChange(r) {
+		a.refuseAdmin(w)
+		return
+	}
+	var req PruneRequest
+	if err := decodeCacheRequest(r, &req); err != nil {
+		a.cacheError(w, err, true)
+		return
+	}
+	if req.ToSize <= 0 && req.OlderThan <= 0 {
+		a.cacheError(w, errors.New("say how far to prune: --to-size (e.g. 50GiB) and/or --older-than (e.g. 720h)"), true)
+		return
+	}
+	res, err := a.cacheOps().Prune(r.Context(), req)
+	if err != nil {
+		a.cacheError(w, err, false)
+		return
+	}
+	writeJSON(w, res)
+}
+
+// verifyProgressEvery is the least time between two progress lines of a
+// verification (damage is sent at once).
+const verifyProgressEvery = 200 * time.Millisecond
+
+// verifyLine is one line of POST /cache/verify's answer.
+type verifyLine struct {
+	Event  *VerifyEvent  `json:"event,omitempty"`
+	Report *VerifyReport `json:"report,omitempty"`
+	Error  string        `json:"error,omitempty"`
+}
+
+func (a *App) serveCacheVerify(w http.ResponseWriter, r *http.Request) {
+	if !a.adminMayChange(r) {
+		a.refuseAdmin(w)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	var last time.Time
+	send := func(l verifyLine) {
+		_ = enc.Encode(l)
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	rep, err := a.cacheOps().Verify(r.Context(), func(ev VerifyEvent) {
+		if ev.Damaged == "" && ev.Done < ev.Total && time.Since(last) < verifyProgressEvery {
+			return
+		}
+		last = time.Now()
+		send(verifyLine{Event: &ev})
+	})
+	if err != nil {
+		send(verifyLine{Error: err.Error()})
+		return
+	}
+	send(verifyLine{Report: &rep})
+}

@@ -1,0 +1,637 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/blobstore/disk"
+	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/oci"
+)
+
+// The `regcache cache` commands do the same work on a stopped mirror's
+// data directory (Cache) and on a running mirror through its admin
+// listener (App): both call cacheOps, so the answers are the same.
+
+// ListOptions selects and orders what `cache ls` lists.
+type ListOptions struct {
+	Upstream   string `json:"upstream,omitempty"`
+	Repository string `json:"repository,omitempty"` // needs Upstream
+	// Sort is "name" (default), "size" (largest first) or "last-use"
+	// (least recently used, the first to be evicted, first).
+	Sort string `json:"sort,omitempty"`
+	// Blobs lists blobs instead of tags.
+	Blobs bool `json:"blobs,omitempty"`
+}
+
+// ImageEntry is one tag of `cache ls` with its image.
+type ImageEntry struct {
+	Upstream   string        `json:"upstream"`
+	Repository string        `json:"repository"`
+	Tag        string        `json:"tag"`
+	Digest     digest.Digest `json:"digest"`
+	MediaType  string        `json:"mediaType,omitempty"`
+	// Size is the bytes stored for the image: its manifests and the blobs
+	// they reference that the store holds (shared ones count in each
+	// image holding them); Blobs counts those blobs, Missing the ones
+	// referenced but not stored (never pulled, or evicted).
+	Size    int64     `json:"size"`
+	Blobs   int       `json:"blobs"`
+	Missing int       `json:"missing"`
+	LastUse time.Time `json:"lastUse,omitzero"`
+	Fetched time.Time `json:"fetched,omitzero"`
+	Checked time.Time `json:"checked,omitzero"`
+	// Stored is false when the tag's manifest is not in the store (the
+	// next pull fetches it).
+	Stored bool `json:"stored"`
+}
+
+// BlobRow is one blob of `cache ls --blobs`.
+type BlobRow struct {
+	Digest     digest.Digest `json:"digest"`
+	Size       int64         `json:"size"`
+	LastAccess time.Time     `json:"lastAccess,omitzero"`
+	Created    time.Time     `json:"created,omitzero"`
+}
+
+// Listing is what `cache ls` shows.
+type Listing struct {
+	Images []ImageEntry      `json:"images,omitempty"`
+	Blobs  []BlobRow         `json:"blobs,omitempty"`
+	Totals cacheindex.Totals `json:"totals"`
+}
+
+// RemoveTarget is one argument of `cache rm`: a digest, or a tag as a
+// user names it (Registry "" matches any upstream; a one-word Repo also
+// matches Docker Hub's library/ repository).
+type RemoveTarget struct {
+	Raw      string        `json:"raw"`
+	Digest   digest.Digest `json:"digest,omitempty"`
+	Registry string        `json:"registry,omitempty"`
+	Repo     string        `json:"repo,omitempty"`
+	Tag      string        `json:"tag,omitempty"`
+}
+
+// RemoveRequest is what `cache rm` asks.
+type RemoveRequest struct {
+	Targets []RemoveTarget `json:"targets"`
+	DryRun  bool           `json:"dryRun,omitempty"`
+}
+
+// Removed is one thing `cache rm` removed (or would remove).
+type Removed struct {
+	// Tag is set for a tag forgotten ("" for a digest removed).
+	Tag    string        `json:"tag,omitempty"`
+	Digest digest.Digest `json:"digest"`
+	// Files are the files deleted with it, Bytes their size. A tag's
+	// image goes with it except what another image still references;
+	// KeptBy says why its content stays, when it does.
+	Files  int    `json:"files"`
+	Bytes  int64  `json:"bytes"`
+	KeptBy string `json:"keptBy,omitempty"`
+}
+
+// RemoveResult is what `cache rm` did.
+type RemoveResult struct {
+	Removed []Removed         `json:"removed"`
+	Totals  cacheindex.Totals `json:"totals"`
+	DryRun  bool              `json:"dryRun,omitempty"`
+}
+
+// PruneRequest is what `cache prune` asks.
+type PruneRequest struct {
+	ToSize    int64         `json:"toSize,omitempty"`    // bytes to keep at most; 0: no bound
+	OlderThan time.Duration `json:"olderThan,omitempty"` // remove images unused this long; 0: off
+	DryRun    bool          `json:"dryRun,omitempty"`
+}
+
+// PrunedImage is one image a prune removes.
+type PrunedImage struct {
+	Digest  digest.Digest `json:"digest"`
+	Tags    []string      `json:"tags,omitempty"`
+	Bytes   int64         `json:"bytes"`
+	LastUse time.Time     `json:"lastUse,omitzero"`
+	// Manifest is false for a blob no manifest references.
+	Manifest bool `json:"manifest"`
+	// Offline is set when the image was the offline copy of a tag whose
+	// upstream is down (running mirror only): the size asked for won.
+	Offline bool `json:"offline,omitempty"`
+}
+
+// PruneResult is what `cache prune` did.
+type PruneResult struct {
+	Images []PrunedImage     `json:"images"`
+	Files  int               `json:"files"`
+	Bytes  int64             `json:"bytes"`
+	Totals cacheindex.Totals `json:"totals"`
+	DryRun bool              `json:"dryRun,omitempty"`
+}
+
+// VerifyEvent is one line of a verification's progress: Done of Total
+// bytes hashed, or a damaged file found.
+type VerifyEvent struct {
+	Done    int64         `json:"done"`
+	Total   int64         `json:"total"`
+	Files   int           `json:"files"`
+	Damaged digest.Digest `json:"damaged,omitempty"`
+	Size    int64         `json:"size,omitempty"`
+	Why     string        `json:"why,omitempty"`
+}
+
+// CacheStats is what `cache stats` shows.
+type CacheStats struct {
+	Totals  cacheindex.Totals `json:"totals"`
+	MaxSize int64             `json:"maxSize"` // 0: unlimited (or not known offline)
+	MaxAge  time.Duration     `json:"maxAge"`
+	// Running is set when a running mirror answered; Scrub is its
+	// background scrub.
+	Running bool         `json:"running"`
+	Scrub   *ScrubStatus `json:"scrub,omitempty"`
+	// Quarantined counts the files in the quarantine directory.
+	Quarantined int    `json:"quarantined"`
+	Quarantine  string `json:"quarantine,omitempty"`
+	// Data is the mirror's data directory, absolute (for callers allowed
+	// private views).
+	Data string `json:"data,omitempty"`
+}
+
+// cacheOps is the work of the cache commands on a store and its index.
+type cacheOps struct {
+	store  *disk.Store
+	index  *cacheindex.Index
+	log    *slog.Logger
+	now    func() time.Time
+	forget func(...digest.Digest) // drops content the server holds in memory
+	// lock serialises changes with the server's eviction.
+	lock *sync.Mutex
+	// protected is the content of tags whose upstream is down (nil
+	// offline, where that is not known).
+	protected func() (map[digest.Digest]bool, error)
+	// deleted is told of files deleted, so the server can run its
+	// bookkeeping; nil offline.
+	deleted func()
+}
+
+// List answers `cache ls`.
+func (o *cacheOps) List(_ context.Context, opt ListOptions) (Listing, error) {
+	if err := o.index.Flush(); err != nil { // last uses held in memory
+		return Listing{}, err
+	}
+	l := Listing{Totals: o.index.Totals()}
+	if opt.Repository != "" && opt.Upstream == "" {
+		return l, errors.New("a repository filter needs its upstream too (--upstream docker.io --repository library/alpine)")
+	}
+	if opt.Blobs {
+		err := o.index.Blobs(func(d digest.Digest, e cacheindex.BlobEntry) error {
+			l.Blobs = append(l.Blobs, BlobRow{Digest: d, Size: e.Size, LastAccess: e.LastAccess, Created: e.Created})
+			return nil
+		})
+		if err != nil {
+			return l, err
+		}
+		switch opt.Sort {
+		case "size":
+			slices.SortStableFunc(l.Blobs, func(a, b BlobRow) int { return compareInt64(b.Size, a.Size) })
+		case "name":
+			slices.SortFunc(l.Blobs, func(a, b BlobRow) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
+		default:
+			slices.SortStableFunc(l.Blobs, func(a, b BlobRow) int { return a.LastAccess.Compare(b.LastAccess) })
+		}
+		return l, nil
+	}
+	err := o.index.RepoTags(opt.Upstream, opt.Repository, func(up, repo, tag string, e cacheindex.TagEntry) error {
+		im := ImageEntry{Upstream: up, Repository: repo, Tag: tag, Digest: e.Digest, MediaType: e.MediaType, Fetched: e.Fetched, Checked: e.Checked}
+		if err := o.measure(&im); err != nil {
+			return err
+		}
+		l.Images = append(l.Images, im)
+		return nil
+	})
+	if err != nil {
+		return l, err
+	}
+	switch opt.Sort {
+	case "size":
+		slices.SortStableFunc(l.Images, func(a, b ImageEntry) int { return compareInt64(b.Size, a.Size) })
+	case "last-use":
+		slices.SortStableFunc(l.Images, func(a, b ImageEntry) int { return a.LastUse.Compare(b.LastUse) })
+	case "", "name": // the index's order: upstream, repository, tag
+	default:
+		return l, fmt.Errorf("sort by name, size or last-use, not %q", opt.Sort)
+	}
+	return l, nil
+}
+
+// measure fills in an image's stored size and last use from the index.
+func (o *cacheOps) measure(im *ImageEntry) error {
+	seen := map[digest.Digest]bool{}
+	stack := []digest.Digest{im.Digest}
+	for len(stack) > 0 {
+		d := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		if m, ok, err := o.index.Manifest(d); err != nil {
+			return err
+		} else if ok {
+			if d == im.Digest {
+				im.Stored = true
+			}
+			im.Size += m.Size
+			if m.LastAccess.After(im.LastUse) {
+				im.LastUse = m.LastAccess
+			}
+			stack = append(stack, m.Refs...)
+			continue
+		}
+		if d == im.Digest {
+			continue
+		}
+		b, ok, err := o.index.Blob(d)
+		switch {
+		case err != nil:
+			return err
+		case ok:
+			im.Size += b.Size
+			im.Blobs++
+		default:
+			im.Missing++
+		}
+	}
+	return nil
+}
+
+// Remove answers `cache rm`: a digest deletes that file; a tag is
+// forgotten and its image deleted but for what another image references.
+func (o *cacheOps) Remove(ctx context.Context, req RemoveRequest) (RemoveResult, error) {
+	o.lock.Lock()
+	defer o.lock.Unlock()
+	res := RemoveResult{DryRun: req.DryRun}
+	for _, t := range req.Targets {
+		if t.Digest != "" {
+			r, err := o.removeDigest(ctx, t, req.DryRun)
+			if err != nil {
+				return res, err
+			}
+			res.Removed = append(res.Removed, r)
+			continue
+		}
+		ref, e, err := o.matchTag(t)
+		if err != nil {
+			return res, err
+		}
+		r := Removed{Tag: ref.String(), Digest: e.Digest}
+		if !req.DryRun {
+			if err := o.index.DeleteTag(ref.Upstream, ref.Repository, ref.Tag); err != nil {
+				return res, fmt.Errorf("forget tag %s: %w", ref, err)
+			}
+		}
+		if other, err := o.otherTag(ref, e.Digest); err != nil {
+			return res, err
+		} else if other != "" {
+			r.KeptBy = "tag " + other + " points to the same image"
+			res.Removed = append(res.Removed, r)
+			continue
+		}
+		plan, top, err := o.index.ImagePlan(e.Digest)
+		if err != nil {
+			return res, err
+		}
+		if !top {
+			r.KeptBy = "an index stored in the cache references it"
+			if _, ok, _ := o.index.Manifest(e.Digest); !ok {
+				r.KeptBy = "its manifest is not stored"
+			}
+		}
+		r.Files, r.Bytes = len(plan.Evict), sumBytes(plan.Images)
+		if !req.DryRun {
+			if _, _, err := o.deleteFiles(ctx, plan.Evict); err != nil {
+				return res, err
+			}
+		}
+		res.Removed = append(res.Removed, r)
+	}
+	res.Totals = o.index.Totals()
+	return res, nil
+}
+
+func sumBytes(imgs []cacheindex.EvictedImage) int64 {
+	var n int64
+	for _, im := range imgs {
+		n += im.Bytes
+	}
+	return n
+}
+
+func (o *cacheOps) removeDigest(ctx context.Context, t RemoveTarget, dryRun bool) (Removed, error) {
+	d := t.Digest
+	size, err := o.store.Stat(ctx, d)
+	onDisk := err == nil
+	if err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+		return Removed{}, err
+	}
+	_, inBlobs, err := o.index.Blob(d)
+	if err != nil {
+		return Removed{}, err
+	}
+	_, inManifests, err := o.index.Manifest(d)
+	if err != nil {
+		return Removed{}, err
+	}
+	if !onDisk && !inBlobs && !inManifests {
+		return Removed{}, fmt.Errorf("%s is not in the cache (regcache cache ls --blobs lists blobs)", d)
+	}
+	r := Removed{Digest: d, Files: 1, Bytes: size}
+	if dryRun {
+		return r, nil
+	}
+	if _, _, err := o.deleteFiles(ctx, []digest.Digest{d}); err != nil {
+		return Removed{}, err
+	}
+	return r, nil
+}
+
+// deleteFiles deletes files and their index entries, in batches.
+func (o *cacheOps) deleteFiles(ctx context.Context, ds []digest.Digest) (int, int64, error) {
+	const batch = 4096
+	var freed int64
+	n := 0
+	for len(ds) > 0 {
+		chunk := ds[:min(batch, len(ds))]
+		ds = ds[len(chunk):]
+		done := make([]digest.Digest, 0, len(chunk))
+		for _, d := range chunk {
+			if ctx.Err() != nil {
+				break
+			}
+			size := indexedSize(o.index, d)
+			if err := o.store.Delete(ctx, d); err != nil {
+				o.log.Warn("delete cache file", slog.String("digest", d.String()), slog.Any("error", err))
+				continue
+			}
+			done = append(done, d)
+			freed += size
+		}
+		if err := o.index.DeleteBlobs(done); err != nil {
+			return n, freed, err
+		}
+		if o.forget != nil {
+			o.forget(done...) // a manifest kept in memory goes with its file
+		}
+		n += len(done)
+		if err := ctx.Err(); err != nil {
+			return n, freed, err
+		}
+	}
+	if o.deleted != nil {
+		o.deleted()
+	}
+	return n, freed, nil
+}
+
+// indexedSize is the size the index records for a blob or manifest.
+func indexedSize(ix *cacheindex.Index, d digest.Digest) int64 {
+	if e, ok, _ := ix.Blob(d); ok {
+		return e.Size
+	}
+	if e, ok, _ := ix.Manifest(d); ok {
+		return e.Size
+	}
+	return 0
+}
+
+// matchTag finds the index's one tag for a target as a user names it.
+func (o *cacheOps) matchTag(t RemoveTarget) (TagRef, cacheindex.TagEntry, error) {
+	reg := oci.CanonicalRegistry(t.Registry)
+	var refs []TagRef
+	var entries []cacheindex.TagEntry
+	err := o.index.RepoTags(reg, "", func(up, repo, tag string, e cacheindex.TagEntry) error {
+		if tag != t.Tag {
+			return nil
+		}
+		if repo == t.Repo || repo == oci.HubRepository(up, t.Repo) {
+			refs = append(refs, TagRef{Upstream: up, Repository: repo, Tag: tag})
+			entries = append(entries, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return TagRef{}, cacheindex.TagEntry{}, err
+	}
+	if len(refs) == 0 {
+		return TagRef{}, cacheindex.TagEntry{}, fmt.Errorf("no cached tag matches %s (regcache cache ls lists the tags)", t.Raw)
+	}
+	if len(refs) > 1 {
+		names := make([]string, len(refs))
+		for i, r := range refs {
+			names[i] = r.String()
+		}
+		return TagRef{}, cacheindex.TagEntry{}, fmt.Errorf("%s matches %s: name the registry, e.g. %s", t.Raw, strings.Join(names, ", "), refs[0].String())
+	}
+	return refs[0], entries[0], nil
+}
+
+// otherTag names another tag pointing to d, or "".
+func (o *cacheOps) otherTag(not TagRef, d digest.Digest) (string, error) {
+	other := ""
+	err := o.index.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
+		if e.Digest == d && (TagRef{up, repo, tag}) != not && other == "" {
+			other = TagRef{up, repo, tag}.String()
+		}
+		return nil
+	})
+	return other, err
+}
+
+// Prune answers `cache prune`: images least recently used first, by the
+// rules of the server's eviction.
+func (o *cacheOps) Prune(ctx context.Context, req PruneRequest) (PruneResult, error) {
+	if req.ToSize <= 0 && req.OlderThan <= 0 {
+		return PruneResult{}, errors.New("say how far to prune: --to-size (e.g. 50GiB) and/or --older-than (e.g. 720h)")
+	}
+	o.lock.Lock()
+	defer o.lock.Unlock()
+	var protected map[digest.Digest]bool
+	if o.protected != nil {
+		var err error
+		if protected, err = o.protected(); err != nil {
+			return PruneResult{}, err
+		}
+	}
+	plan, err := o.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: req.ToSize, LowWater: req.ToSize, MaxAge: req.OlderThan, Protected: protected}, o.now())
+	if err != nil {
+		return PruneResult{}, err
+	}
+	res := PruneResult{DryRun: req.DryRun, Files: len(plan.Evict)}
+	names, err := o.tagNames(plan.Images)
+	if err != nil {
+		return res, err
+	}
+	for _, im := range plan.Images {
+		res.Images = append(res.Images, PrunedImage{Digest: im.Root, Tags: names[im.Root], Bytes: im.Bytes, LastUse: im.LastUse, Manifest: im.Manifest, Offline: im.Protected})
+		res.Bytes += im.Bytes
+	}
+	if !req.DryRun {
+		if _, _, err := o.deleteFiles(ctx, plan.Evict); err != nil {
+			return res, err
+		}
+	}
+	res.Totals = o.index.Totals()
+	return res, nil
+}
+
+// tagNames names the tags pointing to each image root.
+func (o *cacheOps) tagNames(imgs []cacheindex.EvictedImage) (map[digest.Digest][]string, error) {
+	out := map[digest.Digest][]string{}
+	roots := map[digest.Digest]bool{}
+	for _, im := range imgs {
+		if im.Manifest {
+			roots[im.Root] = true
+		}
+	}
+	if len(roots) == 0 {
+		return out, nil
+	}
+	err := o.index.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
+		if roots[e.Digest] && len(out[e.Digest]) < 10 {
+			out[e.Digest] = append(out[e.Digest], TagRef{up, repo, tag}.String())
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Verify answers `cache verify`: every file of the store is hashed; a
+// damaged one is quarantined and dropped from the index, so the next
+// request fetches it again; index entries whose file is gone are dropped.
+// progress, if not nil, is told of every file hashed and every damage.
+func (o *cacheOps) Verify(ctx context.Context, progress func(VerifyEvent)) (VerifyReport, error) {
+	var r VerifyReport
+	type file struct {
+		d    digest.Digest
+		size int64
+	}
+	var files []file
+	var total int64
+	if err := o.store.Walk(ctx, func(d digest.Digest, size int64) error {
+		files = append(files, file{d, size})
+		total += size
+		return nil
+	}); err != nil {
+		return r, fmt.Errorf("list cache files: %w", err)
+	}
+	ev := VerifyEvent{Total: total}
+	tell := func() {
+		if progress != nil {
+			progress(ev)
+		}
+	}
+	tell()
+	for _, f := range files {
+		err := o.store.Verify(ctx, f.d)
+		switch {
+		case err == nil:
+		case errors.Is(err, blobstore.ErrDigestMismatch):
+			r.Corrupt = append(r.Corrupt, f.d)
+			o.log.Error("a cache file does not hash to its digest: quarantined and dropped, the next request fetches it again",
+				slog.String("digest", f.d.String()), slog.String("quarantine", o.store.QuarantineDir()))
+			if err := o.index.DeleteBlob(f.d); err != nil {
+				return r, err
+			}
+			if o.forget != nil {
+				o.forget(f.d)
+			}
+			why := "does not hash to its digest"
+			if e, ok, _ := o.index.Blob(f.d); ok && e.Size != f.size {
+				why = fmt.Sprintf("%d bytes, %d when committed", f.size, e.Size)
+			}
+			ev.Damaged, ev.Size, ev.Why = f.d, f.size, why
+			tell()
+			ev.Damaged, ev.Size, ev.Why = "", 0, ""
+		case errors.Is(err, blobstore.ErrNotFound): // removed since the walk
+			continue
+		default:
+			return r, err
+		}
+		r.Files++
+		r.Bytes += f.size
+		ev.Done += f.size
+		ev.Files++
+		tell()
+	}
+	if err := o.dropLost(ctx, &r); err != nil {
+		return r, err
+	}
+	if o.deleted != nil {
+		o.deleted()
+	}
+	return r, nil
+}
+
+// dropLost drops index entries whose file is gone.
+func (o *cacheOps) dropLost(ctx context.Context, r *VerifyReport) error {
+	var gone []digest.Digest
+	check := func(d digest.Digest) {
+		if _, err := o.store.Stat(ctx, d); errors.Is(err, blobstore.ErrNotFound) && !slices.Contains(r.Corrupt, d) {
+			gone = append(gone, d)
+		}
+	}
+	if err := o.index.Blobs(func(d digest.Digest, _ cacheindex.BlobEntry) error { check(d); return nil }); err != nil {
+		return err
+	}
+	if err := o.index.Manifests(func(d digest.Digest, _ cacheindex.ManifestEntry) error { check(d); return nil }); err != nil {
+		return err
+	}
+	if err := o.index.DeleteBlobs(gone); err != nil {
+		return err
+	}
+	if o.forget != nil {
+		o.forget(gone...)
+	}
+	r.Dropped = append(r.Dropped, gone...)
+	slices.Sort(r.Dropped)
+	return nil
+}
+
+// Stats answers `cache stats`.
+func (o *cacheOps) Stats(context.Context) (CacheStats, error) {
+	st := CacheStats{Totals: o.index.Totals(), Quarantine: o.store.QuarantineDir()}
+	n, err := countDir(o.store.QuarantineDir())
+	if err != nil {
+		return st, err
+	}
+	st.Quarantined = n
+	return st, nil
+}
+
+func compareInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// countDir counts the entries of a directory (0 if it does not exist).
+func countDir(dir string) (int, error) {
+	es, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	return len(es), err
+}
