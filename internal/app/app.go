@@ -161,7 +161,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_login_throttled_total", Help: "Client login attempts refused unchecked: their address failed too many logins lately."},
 			func() float64 { _, th := acc.LoginFailures(); return float64(th) }))
 	m := metrics.New(a.metrics)
-	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics), credentialed(cfg)), newHistory(historySamples)
+	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics, results, sources, a.upstreamNames()), credentialed(cfg)), newHistory(historySamples)
 	metrics.RegisterState(a.metrics, a.metricsState)
 	a.content = mirror.New(store, index, a.fills, a.upstreams,
 		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),

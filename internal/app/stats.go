@@ -31,6 +31,9 @@ const (
 	sourceCoalesced = "coalesced" // misses that joined another request's fill
 )
 
+// sources is the closed set of regcache_served_bytes_total's source.
+var sources = []string{sourceCache, sourceUpstream, sourceCoalesced}
+
 // resultOf classifies an answered content request; "" for requests that
 // are not about content (the /v2/ ping, the token endpoint).
 func resultOf(s registry.Served) string {
