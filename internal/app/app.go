@@ -58,6 +58,8 @@ type App struct {
 	maxSize  atomic.Int64                     // storage.max_size in bytes, read by commits as they land
 	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
 	scrub    scrubState
+	// scrubInterval and scrubRate are the scrub's pace (scrubPace).
+	scrubInterval, scrubRate atomic.Int64
 
 	started time.Time
 	stats   *stats   // requests served, for the dashboard and status
@@ -88,6 +90,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1)}
 	a.maxSize.Store(cfg.Storage.MaxSize)
+	a.setScrubPace(cfg.Storage.ScrubInterval, cfg.Storage.ScrubRate)
 	// After a clean stop the index and the store agreed; after a crash (or
 	// with a new or rebuilt index) every entry and file is checked.
 	if !index.Clean {
@@ -168,7 +171,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_login_throttled_total", Help: "Client login attempts refused unchecked: their address failed too many logins lately."},
 			func() float64 { _, th := acc.LoginFailures(); return float64(th) }))
 	m := metrics.New(a.metrics)
-	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics), credentialed(cfg)), newHistory(historySamples)
+	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics, results, sources, a.upstreamNames()), credentialed(cfg)), newHistory(historySamples)
 	metrics.RegisterState(a.metrics, a.metricsState)
 	a.content = mirror.New(store, index, a.fills, a.upstreams,
 		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),

@@ -2,6 +2,9 @@ package app
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -128,6 +131,30 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Errorf("the hit series is not a line: %q %v", hits, err)
 	}
 
+	// A slow fill: its row has a progress bar, bytes, a rate and its reader.
+	layer := imgs.ManifestList.Platforms[0].Layers[0]
+	hub.SetFault(layer.Digest.String(), testenv.Throttle(max(layer.Size/4, 256)))
+	slow := make(chan error, 1)
+	go func() {
+		code, _ := fetchQuiet(m.Host, "/v2/"+imgs.ManifestList.Repo+"/blobs/"+layer.Digest.String())
+		if code != 200 {
+			slow <- fmt.Errorf("slow blob: %d", code)
+			return
+		}
+		slow <- nil
+	}()
+	row, err := chromedp.Run(ctx, chromedp.Poll[string](`(() => {
+		const tr = document.querySelector("#fills tbody tr");
+		return tr && tr.querySelector(".bar > span") && tr.textContent;
+	})()`, chromedp.WithPollingTimeout(20*time.Second)))
+	if err != nil {
+		t.Fatalf("no fill row with a progress bar: %v", err)
+	}
+	if !strings.Contains(row, "docker.io") || !strings.Contains(row, "/s") || !strings.Contains(row, " of ") {
+		t.Errorf("fill row: %q", row)
+	}
+	t.Logf("fill row: %s", row)
+
 	dir := os.Getenv("REGCACHE_TEST_ARTIFACTS")
 	if dir == "" {
 		dir = t.TempDir()
@@ -163,10 +190,24 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 	t.Logf("phone width client/scroll: %s", width)
 	shot("dashboard-phone.png")
+	if err := <-slow; err != nil {
+		t.Error(err)
+	}
 
 	mu.Lock()
 	defer mu.Unlock()
 	if len(problems) > 0 {
 		t.Errorf("console errors:\n%s", strings.Join(problems, "\n"))
 	}
+}
+
+// fetchQuiet GETs a path of the mirror off the test's goroutine.
+func fetchQuiet(host, path string) (int, error) {
+	resp, err := http.Get("http://" + host + path)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, err
 }

@@ -238,7 +238,7 @@ func TestScrub(t *testing.T) {
 		{"paced by the interval", 30 * time.Second, 1 << 30, 30 * time.Second},
 	}
 	for _, tt := range tests {
-		a.cfg.Storage.ScrubInterval, a.cfg.Storage.ScrubRate = tt.interval, tt.rate
+		a.setScrubPace(tt.interval, tt.rate)
 		slept = 0
 		n, err := a.scrubPass(t.Context())
 		if err != nil || n != 4 {

@@ -59,7 +59,8 @@ func (a *App) ScrubStatus() ScrubStatus {
 	a.scrub.mu.Lock()
 	defer a.scrub.mu.Unlock()
 	st := a.scrub.st
-	st.Enabled, st.Interval, st.Rate = a.cfg.Storage.ScrubInterval > 0, a.cfg.Storage.ScrubInterval, a.cfg.Storage.ScrubRate
+	interval, rate := a.scrubPace()
+	st.Enabled, st.Interval, st.Rate = interval > 0, interval, rate
 	st.Damaged = append([]digest.Digest(nil), st.Damaged...)
 	return st
 }
@@ -107,7 +108,7 @@ func (a *App) sleep(ctx context.Context, d time.Duration) bool {
 // A blob that fails is quarantined and dropped from the index, so the
 // next request fetches it again. Off when the interval is 0.
 func (a *App) scrubLoop(ctx context.Context) {
-	interval := a.cfg.Storage.ScrubInterval
+	interval, _ := a.scrubPace()
 	if interval <= 0 {
 		return
 	}
@@ -137,8 +138,9 @@ func (a *App) scrubLoop(ctx context.Context) {
 // last one checked if a pass was cut short, and returns how many it checked.
 func (a *App) scrubPass(ctx context.Context) (int64, error) {
 	total := a.index.Totals().BlobBytes
-	perSecond := float64(a.cfg.Storage.ScrubRate)
-	if iv := a.cfg.Storage.ScrubInterval.Seconds(); iv > 0 && total > 0 {
+	interval, maxRate := a.scrubPace()
+	perSecond := float64(maxRate)
+	if iv := interval.Seconds(); iv > 0 && total > 0 {
 		perSecond = min(perSecond, max(float64(total)/iv, 1))
 	}
 	lim := rate.NewLimiter(rate.Limit(perSecond), scrubChunk)
@@ -236,4 +238,15 @@ func (a *App) forgetDamaged(d digest.Digest) {
 	if a.content != nil {
 		a.content.Forget(d)
 	}
+}
+
+// scrubPace is storage.scrub_interval and storage.scrub_rate, as set at
+// start (tests change them with setScrubPace while the loop runs).
+func (a *App) scrubPace() (time.Duration, int64) {
+	return time.Duration(a.scrubInterval.Load()), a.scrubRate.Load()
+}
+
+func (a *App) setScrubPace(interval time.Duration, rate int64) {
+	a.scrubInterval.Store(int64(interval))
+	a.scrubRate.Store(rate)
 }

@@ -31,6 +31,9 @@ const (
 	sourceCoalesced = "coalesced" // misses that joined another request's fill
 )
 
+// sources is the closed set of regcache_served_bytes_total's source.
+var sources = []string{sourceCache, sourceUpstream, sourceCoalesced}
+
 // resultOf classifies an answered content request; "" for requests that
 // are not about content (the /v2/ ping, the token endpoint).
 func resultOf(s registry.Served) string {
@@ -125,7 +128,10 @@ func (s *stats) observe(sv registry.Served) {
 	// HEAD, which Docker Hub does not count).
 	saved := sv.Kind == "manifest" && sv.Method == "GET" && sv.Status == 200 && (res == resultHit || res == resultStale)
 	if saved {
-		v, _ := s.saved.LoadOrStore(sv.Upstream, new(atomic.Int64))
+		v, ok := s.saved.Load(sv.Upstream)
+		if !ok {
+			v, _ = s.saved.LoadOrStore(sv.Upstream, new(atomic.Int64))
+		}
 		v.(*atomic.Int64).Add(1)
 	}
 	if s.prom != nil {

@@ -48,15 +48,6 @@ type CacheStatus struct {
 	MaxBytes int64 `json:"maxBytes"` // 0: unlimited
 }
 
-// reserveOf is the headroom under which an upstream's budget is called
-// low: a tenth of the limit, at least one pull.
-func reserveOf(limit int) int {
-	if limit <= 0 {
-		return 0
-	}
-	return max(limit/10, 1)
-}
-
 // completeStatus adds what Status shows beyond the upstream clients' own
 // reports: states, savings, fills, cache use and the overall state.
 func (a *App) completeStatus(st *Status) {
@@ -77,7 +68,7 @@ func (a *App) completeStatus(st *Status) {
 		u := &st.Upstreams[i]
 		u.State, u.StateText, u.Reason, u.Since, u.NextProbe = upstreamState(u.Health, now)
 		u.PullsSaved = t.Saved[u.Name]
-		u.Reserve = reserveOf(u.RateLimit.Limit)
+		u.Reserve = u.BudgetReserve // the headroom background work leaves; the dashboard warns under it
 		u.Reset = resetOf(u.RateLimit, u.Health, now)
 		u.FetchedBytes = ft.Fetched[u.Name]
 	}

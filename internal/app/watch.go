@@ -30,3 +30,13 @@ func (a *App) watch(ctx context.Context) (stop func()) {
 	wg.Go(func() { a.history.run(ctx, historyEvery, a.sample) })
 	return func() { cancel(); wg.Wait() }
 }
+
+// upstreamNames are the configured upstreams' names: the closed set of
+// the upstream label.
+func (a *App) upstreamNames() []string {
+	out := make([]string, 0, len(a.upstreams))
+	for _, u := range a.upstreams {
+		out = append(out, u.Name)
+	}
+	return out
+}

@@ -2,10 +2,12 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/regcache/regcache/internal/app"
+	"github.com/regcache/regcache/internal/app/apptest"
 	"github.com/regcache/regcache/internal/testenv"
 )
 
@@ -175,5 +178,28 @@ func TestAdminURL(t *testing.T) {
 		case tt.err == "" && (err != nil || u.String() != tt.want):
 			t.Errorf("adminURL(%q) = %v, %v; want %s", tt.in, u, err, tt.want)
 		}
+	}
+}
+
+// TestStatusWatch: --watch redraws in place (home and clear before each
+// screen) until interrupted, and ends without an error.
+func TestStatusWatch(t *testing.T) {
+	hub := testenv.NewHub(t)
+	m := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io"})
+	admin := httptest.NewServer(m.App.AdminHandler())
+	defer admin.Close()
+	var out bytes.Buffer
+	root := NewRoot()
+	root.SetOut(&out)
+	root.SetArgs([]string{"status", "--watch", "--interval", "100ms", "--admin", admin.URL})
+	ctx, cancel := context.WithTimeout(t.Context(), 450*time.Millisecond)
+	defer cancel()
+	if err := root.ExecuteContext(ctx); err != nil {
+		t.Fatalf("status --watch: %v", err)
+	}
+	screens := strings.Count(out.String(), "\x1b[H\x1b[2J")
+	// The last screen may be cut by the test's own deadline mid-request.
+	if good := strings.Count(out.String(), "hit ratio"); screens < 3 || good < 3 || good < screens-1 {
+		t.Errorf("%d screens in 450ms at 100ms:\n%q", screens, out.String())
 	}
 }

@@ -301,11 +301,11 @@ func (f *Fill) run(src Source) {
 		f.m.log.Warn("fill failed; nothing cached", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Any("error", classify(err)))
 		return
 	}
-	f.m.counts.committed.Add(1)
 	f.m.log.Info("fill committed", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Duration("duration", time.Since(start)))
 	if f.m.onCommit != nil {
 		f.m.onCommit(f.d, written)
 	}
+	f.m.counts.committed.Add(1) // after onCommit: a count seen means the index has it
 }
 
 // finish removes the fill from the manager and marks it done with err;

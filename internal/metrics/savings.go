@@ -11,9 +11,10 @@ type Savings struct {
 }
 
 // NewSavings creates the counters and registers them on reg. Every label
-// value comes from a closed set: the results, the sources and the
-// configured upstreams' names.
-func NewSavings(reg prometheus.Registerer) *Savings {
+// value comes from a closed set: results, sources and upstreams (the
+// configured upstreams' names), each series created at zero so rates and
+// alerts see it from the first scrape.
+func NewSavings(reg prometheus.Registerer, results, sources, upstreams []string) *Savings {
 	s := &Savings{
 		Results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regcache_request_results_total",
@@ -27,6 +28,15 @@ func NewSavings(reg prometheus.Registerer) *Savings {
 			Name: "regcache_pulls_saved_total",
 			Help: "Manifest GETs (the requests Docker Hub counts as pulls) answered from the cache without a GET upstream.",
 		}, []string{"upstream"}),
+	}
+	for _, r := range results {
+		s.Results.WithLabelValues(r)
+	}
+	for _, src := range sources {
+		s.ServedBytes.WithLabelValues(src)
+	}
+	for _, u := range upstreams {
+		s.PullsSaved.WithLabelValues(u)
 	}
 	reg.MustRegister(s.Results, s.ServedBytes, s.PullsSaved)
 	return s

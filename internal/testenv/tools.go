@@ -29,6 +29,8 @@ var debianPackages = map[string]string{
 	"docker":          "docker.io",
 	"nginx":           "nginx",
 	"htpasswd":        "apache2-utils",
+	"chromium":        "chromium",
+	"promtool":        "prometheus",
 }
 
 // RequireTool returns the path of the executable name. When it is not

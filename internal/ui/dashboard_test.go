@@ -58,8 +58,13 @@ func TestDashboardApp(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("pull through the mirror: %d, want 429", resp.StatusCode)
 	}
+	// A request is counted when its handler returns, which may be just
+	// after the client read the answer.
+	for deadline := time.Now().Add(10 * time.Second); s.Totals.ByResult["error"] == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		s = data(t, admin.URL)
+	}
 	raw := get(t, admin.URL+"/dashboard.json", http.StatusOK, "application/json")
-	s = data(t, admin.URL)
 	u := s.Upstreams[0]
 	if u.State != "rate-limited" || !strings.Contains(u.StateText, "rate-limited until") || u.RateLimit.Limit != 100 ||
 		u.RateLimit.Remaining != 0 || u.RateLimit.Source != "203.0.113.7" || u.RateLimit.Reset.IsZero() {

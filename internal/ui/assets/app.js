@@ -164,13 +164,14 @@ function renderTables(s) {
 }
 
 // lineChart draws series over times into svg: one path per series with
-// its points (negative values are gaps), a zero line and the top value.
-function lineChart(id, times, series, fmt, cap) {
+// its points (negative values are gaps), a zero line and the top value
+// (at least cap, drawn dashed, and least).
+function lineChart(id, times, series, fmt, cap, least) {
   const svg = document.getElementById(id);
   const w = Math.max(svg.clientWidth, 200), h = Math.max(svg.clientHeight, 100);
   svg.setAttribute("viewBox", "0 0 " + w + " " + h);
   const pad = { l: 4, r: 4, t: 16, b: 14 };
-  let top = cap || 0;
+  let top = Math.max(cap || 0, least || 0);
   for (const s of series) for (const v of s.values) if (v > top) top = v;
   if (top <= 0) top = 1;
   const t0 = times[0], t1 = times[times.length - 1];
@@ -217,7 +218,8 @@ function renderCharts(s) {
   lineChart("chart-requests", h.times, Object.keys(RESULT_COLORS).map((k) => ({ name: k, color: RESULT_COLORS[k], values: h.results[k] || [] })), rate);
   lineChart("chart-bandwidth", h.times, [{ name: "from cache", color: "#2e9b4f", values: h.bytesCache }, { name: "fetched upstream", color: "#3a78c2", values: h.bytesUpstream }], (v) => bytes(v) + "/s");
   lineChart("chart-cache", h.times, [{ name: "cache", color: "#3a78c2", values: h.cacheBytes }], bytes, h.maxBytes > 0 ? h.maxBytes : 0);
-  lineChart("chart-ratelimit", h.times, Object.keys(h.remaining).map((name, i) => ({ name: name, color: PALETTE[i % PALETTE.length], values: h.remaining[name] })), (v) => num(Math.round(v)));
+  lineChart("chart-ratelimit", h.times, Object.keys(h.remaining).map((name, i) => ({ name: name, color: PALETTE[i % PALETTE.length], values: h.remaining[name] })), (v) => num(Math.round(v)), 0,
+    Math.max(0, ...s.upstreams.map((u) => u.rateLimit.limit || 0))); // the scale reaches the limit
 }
 
 function render(s) {

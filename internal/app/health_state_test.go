@@ -1,0 +1,44 @@
+package app
+
+import (
+	"testing"
+	"time"
+
+	"github.com/regcache/regcache/internal/upstream"
+)
+
+// TestUpstreamState: the worst condition names the state, with its
+// reason, since and next probe; degraded states are the ones status
+// exits 1 for.
+func TestUpstreamState(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	since, next := now.Add(-time.Minute), now.Add(time.Second)
+	up := upstream.ProbeState{State: upstream.ProbeUp, Since: since, NextProbe: next}
+	tests := []struct {
+		name          string
+		h             upstream.Health
+		state, reason string
+		since, next   time.Time
+		degraded      bool
+	}{
+		{"not probed", upstream.Health{Probe: upstream.ProbeState{State: upstream.ProbeUnknown}}, stateUnknown, "", time.Time{}, time.Time{}, false},
+		{"up", upstream.Health{Probe: up}, stateUp, "", since, next, false},
+		{"probe failed", upstream.Health{Probe: upstream.ProbeState{State: upstream.ProbeDown, Reason: "connection refused", Since: since, NextProbe: next}},
+			stateStaleServing, "connection refused", since, next, true},
+		{"manifests breaker", upstream.Health{Probe: up, Breakers: []upstream.BreakerState{{Scope: "manifests", Open: true, LastError: "503", Since: since, NextProbe: next}}},
+			stateStaleServing, "503", since, next, true},
+		{"cdn breaker", upstream.Health{Probe: up, Breakers: []upstream.BreakerState{{Scope: "blobs"}, {Scope: "cdn x.example", Open: true, LastError: "reset", Since: since, NextProbe: next}}},
+			stateBreakerOpen, "reset", since, next, true},
+		{"429", upstream.Health{Probe: up, LimitedUntil: now.Add(time.Minute), Limited: []upstream.LimitState{{Kind: upstream.KindManifestGet, Until: now.Add(time.Minute)}}},
+			stateRateLimited, "429 for manifest GET", time.Time{}, now.Add(time.Minute), true},
+		{"down beats 429", upstream.Health{Probe: upstream.ProbeState{State: upstream.ProbeDown, Reason: "timeout", Since: since}, LimitedUntil: now.Add(time.Minute)},
+			stateStaleServing, "timeout", since, time.Time{}, true},
+	}
+	for _, tt := range tests {
+		state, text, reason, s, n := upstreamState(tt.h, now)
+		if state != tt.state || reason != tt.reason || !s.Equal(tt.since) || !n.Equal(tt.next) || text == "" || degradedState(state) != tt.degraded {
+			t.Errorf("%s: %q %q %q %v %v, want %q %q %v %v degraded %v", tt.name, state, text, reason, s, n, tt.state, tt.reason, tt.since, tt.next, tt.degraded)
+		}
+	}
+}

@@ -1,0 +1,133 @@
+package app
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/regcache/regcache/internal/testenv"
+	"github.com/regcache/regcache/internal/ui"
+)
+
+func adminGet(t *testing.T, h http.Handler, path, token string) (int, string) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w.Code, w.Body.String()
+}
+
+// TestStartupProbe: with the upstream unreachable from the start, the
+// mirror says so before any pull (/status, /readyz, the dashboard), with
+// the reason, since and the next probe; when it comes back, the probes
+// mark it up; and no probe was ever a counted pull.
+func TestStartupProbe(t *testing.T) {
+	hub := testenv.NewHub(t)
+	hub.SetRateLimit(100, 100)
+	hub.Down()
+	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_PROBE_INTERVAL": "100ms"})
+	admin := m.App.AdminHandler()
+	var st Status
+	waitFor(t, "the start-up probe", func() bool {
+		_, body := adminGet(t, admin, "/status", "")
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Upstreams[0].State == stateStaleServing
+	})
+	u := st.Upstreams[0]
+	if st.State != "degraded" || !strings.Contains(u.Reason, "connection refused") || u.Since.IsZero() || u.NextProbe.Before(u.Since) ||
+		!u.Health.Down || u.Health.Probe.State != "down" || len(st.Degraded) != 1 {
+		t.Errorf("status with the upstream down from the start: %+v", st)
+	}
+	code, body := adminGet(t, admin, "/readyz", "")
+	if code != 200 || !strings.Contains(body, "ready, degraded:\n- docker.io: unreachable, serving from cache (") || !strings.Contains(body, "next probe") {
+		t.Errorf("/readyz: %d %q", code, body)
+	}
+	if code, body := adminGet(t, admin, "/healthz", ""); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz (liveness) while degraded: %d %q", code, body)
+	}
+	_, body = adminGet(t, admin, "/dashboard.json", "")
+	var s ui.Snapshot
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatal(err)
+	}
+	if d := s.Upstreams[0]; s.State != "degraded" || d.State != stateStaleServing || d.Reason == "" || d.Since.IsZero() || d.NextProbe.IsZero() {
+		t.Errorf("dashboard with the upstream down: %+v", s.Upstreams[0])
+	}
+
+	hub.Up()
+	waitFor(t, "the probe to see the upstream back", func() bool { return m.App.Status().State == "healthy" })
+	time.Sleep(300 * time.Millisecond) // a few more probes
+	if n := hub.Count(http.MethodGet, testenv.KindManifest); n != 0 {
+		t.Errorf("probes sent %d manifest GETs", n)
+	}
+	if r := hub.RateLimitRemaining(); r != 100 {
+		t.Errorf("probes spent %d pulls", 100-r)
+	}
+	if code, body := adminGet(t, admin, "/readyz", ""); code != 200 || body != "ok\n" {
+		t.Errorf("/readyz when healthy: %d %q", code, body)
+	}
+}
+
+// TestDashboardPrivateNames: repositories fetched with the mirror's
+// credentials are named on the dashboard only to a request with the admin
+// token; the counts are shown to everyone.
+func TestDashboardPrivateNames(t *testing.T) {
+	hub := testenv.NewHub(t)
+	hub.SetRateLimit(100, 100)
+	imgs := hub.Seed(t)
+	hub.SetAuth(true)
+	hub.SetCredentials("hubuser", "hubpass")
+	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
+		"REGCACHE_USERNAME": "hubuser", "REGCACHE_PASSWORD": "hubpass", "REGCACHE_PRIVATE": "allow",
+		"REGCACHE_ADMIN_TOKEN": "admintok-7"})
+	img := imgs.Single
+	if code, _ := fetch(t, m.Host, "/v2/"+img.Repo+"/manifests/"+img.Tag); code != 200 {
+		t.Fatalf("pull: %d", code)
+	}
+	hub.SetRateLimit(100, 0)
+	if code, _ := fetch(t, m.Host, "/v2/"+imgs.OCIIndex.Repo+"/manifests/"+imgs.OCIIndex.Tag); code != http.StatusTooManyRequests {
+		t.Fatalf("pull without budget: %d", code)
+	}
+	admin := m.App.AdminHandler()
+	snap := func(token string) (ui.Snapshot, string) {
+		var s ui.Snapshot
+		waitFor(t, "both requests counted", func() bool {
+			_, body := adminGet(t, admin, "/dashboard.json", token)
+			if err := json.Unmarshal([]byte(body), &s); err != nil {
+				t.Fatal(err)
+			}
+			return len(s.Errors) == 1 && len(s.TopPulls) == 1
+		})
+		_, body := adminGet(t, admin, "/dashboard.json", token)
+		return s, body
+	}
+	s, body := snap("")
+	if s.Private || s.TopPulls[0].Name != "" || s.TopPulls[0].Count != 1 || s.Errors[0].Repo != "" || s.Errors[0].Reason != "" || s.Errors[0].Status != 429 {
+		t.Errorf("without the token: private %v, top %+v, errors %+v", s.Private, s.TopPulls, s.Errors)
+	}
+	for _, secret := range []string{img.Repo, imgs.OCIIndex.Repo, "hubuser", "hubpass", "admintok-7"} {
+		if strings.Contains(body, secret) {
+			t.Errorf("the dashboard without the token shows %q", secret)
+		}
+	}
+	if _, wrong := snap("not-the-token"); strings.Contains(wrong, img.Repo) {
+		t.Error("a wrong token sees private names")
+	}
+	s, body = snap("admintok-7")
+	if !s.Private || s.TopPulls[0].Name != img.Repo || s.Errors[0].Repo != imgs.OCIIndex.Repo || s.Errors[0].Reason == "" {
+		t.Errorf("with the token: private %v, top %+v, errors %+v", s.Private, s.TopPulls, s.Errors)
+	}
+	for _, secret := range []string{"hubpass", "admintok-7"} {
+		if strings.Contains(body, secret) {
+			t.Errorf("the dashboard shows %q", secret)
+		}
+	}
+}
