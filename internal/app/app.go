@@ -82,6 +82,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1)}
 	a.maxSize.Store(cfg.Storage.MaxSize)
+	a.setScrubPace(cfg.Storage.ScrubInterval, cfg.Storage.ScrubRate)
 	// After a clean stop the index and the store agreed; after a crash (or
 	// with a new or rebuilt index) every entry and file is checked.
 	if !index.Clean {
@@ -279,7 +280,8 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	evicted := make(chan struct{})
 	go func() { defer close(evicted); a.evictLoop(evictCtx) }()
 	scrubbed := make(chan struct{})
-	go func() { defer close(scrubbed); a.scrubLoop(evictCtx) }()
+	scrubEvery, _ := a.scrubPace()
+	go func() { defer close(scrubbed); a.scrubLoop(evictCtx, scrubEvery) }()
 	defer func() { stopEvict(); <-evicted; <-scrubbed }()
 	var admin *http.Server
 	if adminLn != nil {

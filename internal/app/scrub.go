@@ -31,6 +31,23 @@ type scrubState struct {
 	st      ScrubStatus
 	cursor  digest.Digest
 	sleepFn func(ctx context.Context, d time.Duration) bool // tests replace it
+	// interval and rate are storage.scrub_interval and scrub_rate (set
+	// by New; tests change them with setScrubPace).
+	interval time.Duration
+	rate     int64
+}
+
+// setScrubPace sets the scrub's pace.
+func (a *App) setScrubPace(interval time.Duration, rate int64) {
+	a.scrub.mu.Lock()
+	a.scrub.interval, a.scrub.rate = interval, rate
+	a.scrub.mu.Unlock()
+}
+
+func (a *App) scrubPace() (time.Duration, int64) {
+	a.scrub.mu.Lock()
+	defer a.scrub.mu.Unlock()
+	return a.scrub.interval, a.scrub.rate
 }
 
 // ScrubStatus is what the background scrub has done.
@@ -59,7 +76,7 @@ func (a *App) ScrubStatus() ScrubStatus {
 	a.scrub.mu.Lock()
 	defer a.scrub.mu.Unlock()
 	st := a.scrub.st
-	st.Enabled, st.Interval, st.Rate = a.cfg.Storage.ScrubInterval > 0, a.cfg.Storage.ScrubInterval, a.cfg.Storage.ScrubRate
+	st.Enabled, st.Interval, st.Rate = a.scrub.interval > 0, a.scrub.interval, a.scrub.rate
 	st.Damaged = append([]digest.Digest(nil), st.Damaged...)
 	return st
 }
@@ -106,8 +123,7 @@ func (a *App) sleep(ctx context.Context, d time.Duration) bool {
 // to last storage.scrub_interval and never faster than storage.scrub_rate.
 // A blob that fails is quarantined and dropped from the index, so the
 // next request fetches it again. Off when the interval is 0.
-func (a *App) scrubLoop(ctx context.Context) {
-	interval := a.cfg.Storage.ScrubInterval
+func (a *App) scrubLoop(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		return
 	}
@@ -137,8 +153,9 @@ func (a *App) scrubLoop(ctx context.Context) {
 // last one checked if a pass was cut short, and returns how many it checked.
 func (a *App) scrubPass(ctx context.Context) (int64, error) {
 	total := a.index.Totals().BlobBytes
-	perSecond := float64(a.cfg.Storage.ScrubRate)
-	if iv := a.cfg.Storage.ScrubInterval.Seconds(); iv > 0 && total > 0 {
+	interval, maxRate := a.scrubPace()
+	perSecond := float64(maxRate)
+	if iv := interval.Seconds(); iv > 0 && total > 0 {
 		perSecond = min(perSecond, max(float64(total)/iv, 1))
 	}
 	lim := rate.NewLimiter(rate.Limit(perSecond), scrubChunk)
