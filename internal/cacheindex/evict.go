@@ -167,7 +167,11 @@ func (ix *Index) loadGraph() (*graph, error) {
 	err := ix.db.View(func(tx *bolt.Tx) error {
 		bb := tx.Bucket(bucketBlobs)
 		g.blobs = make([]blobRec, 0, ix.Totals().Blobs)
+		n := 0
 		err := bb.ForEach(func(k, v []byte) error {
+			if n++; n%(1<<18) == 0 {
+				releaseMapping(ix.db, tx) // read once: the pass needs none of it again
+			}
 			e, err := decodeBlob(v)
 			if err != nil {
 				return err
@@ -425,9 +429,14 @@ func (ix *Index) ReleasePages() { ix.releasePages() }
 // read transaction holds bbolt's mapping in place meanwhile.
 func (ix *Index) releasePages() {
 	_ = ix.db.View(func(tx *bolt.Tx) error {
-		_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, ix.db.Info().Data, uintptr(tx.Size()), syscall.MADV_DONTNEED)
+		releaseMapping(ix.db, tx)
 		return nil
 	})
+}
+
+// releaseMapping is releasePages within the read transaction tx of db.
+func releaseMapping(db *bolt.DB, tx *bolt.Tx) {
+	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, db.Info().Data, uintptr(tx.Size()), syscall.MADV_DONTNEED)
 }
 
 // Reachable returns every digest reachable from the tags keep selects:

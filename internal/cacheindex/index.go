@@ -186,8 +186,15 @@ func openChecked(path string) (db *bolt.DB, tot totals, err error) {
 	// bad page or value fails here, not in the middle of serving. The
 	// running totals come from the same pass.
 	err = db.View(func(tx *bolt.Tx) error {
+		n := 0
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			return b.ForEach(func(k, v []byte) error { return decodeCheck(string(name), v, &tot) })
+			bucket := string(name)
+			return b.ForEach(func(k, v []byte) error {
+				if n++; n%(1<<18) == 0 {
+					releaseMapping(db, tx) // what the pass read so far: it needs none of it again
+				}
+				return decodeCheck(bucket, v, &tot)
+			})
 		})
 	})
 	if err != nil {
@@ -219,10 +226,10 @@ func decodeCheck(bucket string, v []byte, tot *totals) error {
 		err = json.Unmarshal(v, new(TagEntry))
 		tot.Tags++
 	case string(bucketManifests):
-		var e ManifestEntry
-		e, err = decodeManifest(v)
+		var size int64
+		size, err = manifestSize(v)
 		tot.Manifests++
-		tot.ManifestBytes += e.Size
+		tot.ManifestBytes += size
 	case string(bucketBlobs):
 		var e BlobEntry
 		e, err = decodeBlob(v)

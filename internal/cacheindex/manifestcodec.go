@@ -86,3 +86,58 @@ func fastManifest(v []byte) (e ManifestEntry, ok bool) {
 	}
 	return e, bytes.Equal(rest, []byte(`}`))
 }
+
+// manifestSize checks a manifest entry decodes and returns its size,
+// without keeping its references (Open's check of every entry).
+func manifestSize(v []byte) (int64, error) {
+	if e, ok := fastManifestSize(v); ok {
+		return e, nil
+	}
+	e, err := decodeManifest(v)
+	return e.Size, err
+}
+
+// fastManifestSize is fastManifest's reading of the size, with the rest of
+// the shape checked but nothing allocated; false sends the caller to the
+// full decoder.
+func fastManifestSize(v []byte) (int64, bool) {
+	rest, ok := bytes.CutPrefix(v, []byte(`{"mediaType":"`))
+	if !ok {
+		return 0, false
+	}
+	i := bytes.IndexByte(rest, '"')
+	if i < 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
+		return 0, false
+	}
+	if rest, ok = bytes.CutPrefix(rest[i+1:], []byte(`,"size":`)); !ok {
+		return 0, false
+	}
+	var size int64
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' && n < 18 {
+		size = size*10 + int64(rest[n]-'0')
+		n++
+	}
+	if n == 0 {
+		return 0, false
+	}
+	rest = rest[n:]
+	if r, found := bytes.CutPrefix(rest, []byte(`,"refs":[`)); found {
+		end := bytes.IndexByte(r, ']')
+		if end < 0 || bytes.IndexByte(r[:end], '\\') >= 0 {
+			return 0, false
+		}
+		rest = r[end+1:]
+	}
+	if r, found := bytes.CutPrefix(rest, []byte(`,"lastAccess":"`)); found {
+		end := bytes.IndexByte(r, '"')
+		if end < 0 {
+			return 0, false
+		}
+		if _, err := time.Parse(time.RFC3339Nano, string(r[:end])); err != nil {
+			return 0, false
+		}
+		rest = r[end+1:]
+	}
+	return size, bytes.Equal(rest, []byte(`}`))
+}

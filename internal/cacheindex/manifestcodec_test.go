@@ -29,6 +29,9 @@ func TestDecodeManifest(t *testing.T) {
 		if err := json.Unmarshal(raw, &want); err != nil {
 			t.Fatal(err)
 		}
+		if size, err := manifestSize(raw); err != nil || size != want.Size {
+			t.Errorf("%s: size %d %v", raw, size, err)
+		}
 		got, err := decodeManifest(raw)
 		if err != nil || !reflect.DeepEqual(got, want) || !got.LastAccess.Equal(want.LastAccess) {
 			t.Errorf("%s: %+v %v, want %+v", raw, got, err, want)
