@@ -58,8 +58,6 @@ type App struct {
 	maxSize  atomic.Int64                     // storage.max_size in bytes, read by commits as they land
 	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
 	scrub    scrubState
-	// scrubInterval and scrubRate are the scrub's pace (scrubPace).
-	scrubInterval, scrubRate atomic.Int64
 
 	started time.Time
 	stats   *stats   // requests served, for the dashboard and status
@@ -90,7 +88,6 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1)}
 	a.maxSize.Store(cfg.Storage.MaxSize)
-	a.setScrubPace(cfg.Storage.ScrubInterval, cfg.Storage.ScrubRate)
 	// After a clean stop the index and the store agreed; after a crash (or
 	// with a new or rebuilt index) every entry and file is checked.
 	if !index.Clean {
@@ -338,7 +335,8 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	evicted := make(chan struct{})
 	go func() { defer close(evicted); a.evictLoop(evictCtx) }()
 	scrubbed := make(chan struct{})
-	go func() { defer close(scrubbed); a.scrubLoop(evictCtx) }()
+	scrubEvery, _ := a.scrubPace()
+	go func() { defer close(scrubbed); a.scrubLoop(evictCtx, scrubEvery) }()
 	defer func() { stopEvict(); <-evicted; <-scrubbed }()
 	defer a.watch(ctx)() // health probes and the dashboard's history
 	var admin *http.Server

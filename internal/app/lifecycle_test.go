@@ -212,7 +212,11 @@ func TestScrub(t *testing.T) {
 
 	// Off: the loop returns at once.
 	done := make(chan struct{})
-	go func() { a.scrubLoop(t.Context()); close(done) }()
+	iv, _ := a.scrubPace() // what Serve starts the loop with
+	if iv != 0 {
+		t.Fatalf("REGCACHE_SCRUB_INTERVAL=0 gave a scrub interval of %s", iv)
+	}
+	go func() { a.scrubLoop(t.Context(), iv); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):

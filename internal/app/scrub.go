@@ -31,6 +31,23 @@ type scrubState struct {
 	st      ScrubStatus
 	cursor  digest.Digest
 	sleepFn func(ctx context.Context, d time.Duration) bool // tests replace it
+	// interval and rate are storage.scrub_interval and scrub_rate (set
+	// by New; tests change them with setScrubPace).
+	interval time.Duration
+	rate     int64
+}
+
+// setScrubPace sets the scrub's pace.
+func (a *App) setScrubPace(interval time.Duration, rate int64) {
+	a.scrub.mu.Lock()
+	a.scrub.interval, a.scrub.rate = interval, rate
+	a.scrub.mu.Unlock()
+}
+
+func (a *App) scrubPace() (time.Duration, int64) {
+	a.scrub.mu.Lock()
+	defer a.scrub.mu.Unlock()
+	return a.scrub.interval, a.scrub.rate
 }
 
 // ScrubStatus is what the background scrub has done.
@@ -59,8 +76,7 @@ func (a *App) ScrubStatus() ScrubStatus {
 	a.scrub.mu.Lock()
 	defer a.scrub.mu.Unlock()
 	st := a.scrub.st
-	interval, rate := a.scrubPace()
-	st.Enabled, st.Interval, st.Rate = interval > 0, interval, rate
+	st.Enabled, st.Interval, st.Rate = a.scrub.interval > 0, a.scrub.interval, a.scrub.rate
 	st.Damaged = append([]digest.Digest(nil), st.Damaged...)
 	return st
 }
@@ -107,8 +123,7 @@ func (a *App) sleep(ctx context.Context, d time.Duration) bool {
 // to last storage.scrub_interval and never faster than storage.scrub_rate.
 // A blob that fails is quarantined and dropped from the index, so the
 // next request fetches it again. Off when the interval is 0.
-func (a *App) scrubLoop(ctx context.Context) {
-	interval, _ := a.scrubPace()
+func (a *App) scrubLoop(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		return
 	}
@@ -238,15 +253,4 @@ func (a *App) forgetDamaged(d digest.Digest) {
 	if a.content != nil {
 		a.content.Forget(d)
 	}
-}
-
-// scrubPace is storage.scrub_interval and storage.scrub_rate, as set at
-// start (tests change them with setScrubPace while the loop runs).
-func (a *App) scrubPace() (time.Duration, int64) {
-	return time.Duration(a.scrubInterval.Load()), a.scrubRate.Load()
-}
-
-func (a *App) setScrubPace(interval time.Duration, rate int64) {
-	a.scrubInterval.Store(int64(interval))
-	a.scrubRate.Store(rate)
 }

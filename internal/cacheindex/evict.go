@@ -3,8 +3,8 @@ package cacheindex
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"slices"
 	"syscall"
 	"time"
@@ -96,9 +96,20 @@ func keyOf(d []byte) (blobKey, bool) {
 }
 
 type blobRec struct {
+	hi     uint64 // the key's first 8 bytes, big-endian: most comparisons stop there
 	key    blobKey
 	size   int64
 	access int64 // Unix nanoseconds
+}
+
+func cmpRec(a blobRec, hi uint64, k *blobKey) int {
+	switch {
+	case a.hi < hi:
+		return -1
+	case a.hi > hi:
+		return 1
+	}
+	return bytes.Compare(a.key[8:], k[8:])
 }
 
 type manifestRec struct {
@@ -112,18 +123,35 @@ type manifestRec struct {
 // graph is the index's blobs and manifests, compact, for one pass.
 type graph struct {
 	blobs     []blobRec // sorted by key
+	starts    []int32   // blobs[starts[b]:starts[b+1]] have keys whose first bucketBits are b
 	other     map[blobKey]digest.Digest
 	manifests []manifestRec
 	total     int64
 }
 
+// bucketBits is how many leading key bits index graph.starts: keys are
+// hashes, spread evenly, so a bucket holds a few blobs and a lookup reads
+// the table and one short stretch of the sorted array, not twenty places
+// of it as a binary search over a million would.
+const bucketBits = 16
+
 func (g *graph) blobIndex(d []byte) int {
 	k, _ := keyOf(d)
-	i, ok := slices.BinarySearchFunc(g.blobs, k, func(b blobRec, k blobKey) int { return bytes.Compare(b.key[:], k[:]) })
-	if !ok {
-		return -1
+	hi := binary.BigEndian.Uint64(k[:8])
+	b := hi >> (64 - bucketBits)
+	lo, n := int(g.starts[b]), int(g.starts[b+1])
+	for lo < n {
+		m := int(uint(lo+n) >> 1)
+		if cmpRec(g.blobs[m], hi, &k) < 0 {
+			lo = m + 1
+		} else {
+			n = m
+		}
 	}
-	return i
+	if lo < len(g.blobs) && cmpRec(g.blobs[lo], hi, &k) == 0 {
+		return lo
+	}
+	return -1
 }
 
 func (g *graph) blobDigest(i int) digest.Digest {
@@ -139,7 +167,11 @@ func (ix *Index) loadGraph() (*graph, error) {
 	err := ix.db.View(func(tx *bolt.Tx) error {
 		bb := tx.Bucket(bucketBlobs)
 		g.blobs = make([]blobRec, 0, ix.Totals().Blobs)
+		n := 0
 		err := bb.ForEach(func(k, v []byte) error {
+			if n++; n%(1<<18) == 0 {
+				releaseMapping(ix.db, tx) // read once: the pass needs none of it again
+			}
 			e, err := decodeBlob(v)
 			if err != nil {
 				return err
@@ -148,14 +180,21 @@ func (ix *Index) loadGraph() (*graph, error) {
 			if !plain {
 				g.other[key] = digest.Digest(k)
 			}
-			g.blobs = append(g.blobs, blobRec{key: key, size: e.Size, access: unixNano(e.LastAccess)})
+			g.blobs = append(g.blobs, blobRec{hi: binary.BigEndian.Uint64(key[:8]), key: key, size: e.Size, access: unixNano(e.LastAccess)})
 			g.total += e.Size
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		slices.SortFunc(g.blobs, func(a, b blobRec) int { return bytes.Compare(a.key[:], b.key[:]) })
+		slices.SortFunc(g.blobs, func(a, b blobRec) int { return cmpRec(a, b.hi, &b.key) })
+		g.starts = make([]int32, 1<<bucketBits+1)
+		for i := range g.blobs {
+			g.starts[g.blobs[i].hi>>(64-bucketBits)+1]++
+		}
+		for b := 1; b < len(g.starts); b++ {
+			g.starts[b] += g.starts[b-1]
+		}
 		mb := tx.Bucket(bucketManifests)
 		ids := map[string]int32{}
 		err = mb.ForEach(func(k, _ []byte) error {
@@ -167,18 +206,18 @@ func (ix *Index) loadGraph() (*graph, error) {
 		}
 		g.manifests = make([]manifestRec, len(ids))
 		return mb.ForEach(func(k, v []byte) error {
-			var e ManifestEntry
-			if err := json.Unmarshal(v, &e); err != nil {
+			e, err := decodeManifest(v)
+			if err != nil {
 				return err
 			}
 			m := &g.manifests[ids[string(k)]]
 			m.d, m.size, m.access = digest.Digest(k), e.Size, unixNano(e.LastAccess)
 			g.total += e.Size
-			for _, r := range e.Refs {
-				if j, ok := ids[string(r)]; ok {
-					m.refs = append(m.refs, -1-j)
-				} else if i := g.blobIndex([]byte(r)); i >= 0 {
+			for _, r := range e.Refs { // mostly blobs: looked up first
+				if i := g.blobIndex([]byte(r)); i >= 0 {
 					m.refs = append(m.refs, int32(i))
+				} else if j, ok := ids[string(r)]; ok {
+					m.refs = append(m.refs, -1-j)
 				} // else not stored: being filled, or never fetched
 			}
 			return nil
@@ -380,15 +419,24 @@ func compareInt(a, b int64) int {
 	return 0
 }
 
+// ReleasePages drops the index file's pages from the process's resident
+// set after a caller's pass over many entries (see releasePages).
+func (ix *Index) ReleasePages() { ix.releasePages() }
+
 // releasePages drops the index file's pages from this process's resident
 // set after a pass that read all of it: bbolt maps the file read-only and
 // shared, so they stay in the page cache and fault back in when read. The
 // read transaction holds bbolt's mapping in place meanwhile.
 func (ix *Index) releasePages() {
 	_ = ix.db.View(func(tx *bolt.Tx) error {
-		_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, ix.db.Info().Data, uintptr(tx.Size()), syscall.MADV_DONTNEED)
+		releaseMapping(ix.db, tx)
 		return nil
 	})
+}
+
+// releaseMapping is releasePages within the read transaction tx of db.
+func releaseMapping(db *bolt.DB, tx *bolt.Tx) {
+	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, db.Info().Data, uintptr(tx.Size()), syscall.MADV_DONTNEED)
 }
 
 // Reachable returns every digest reachable from the tags keep selects:

@@ -147,8 +147,8 @@ func TestEvictionByImage(t *testing.T) {
 		t.Errorf("max_age took %+v", p.Images)
 	}
 	// Deleting keeps the totals.
-	if err := ix.DeleteBlobs([]digest.Digest{oldM, oldOwn}); err != nil {
-		t.Fatal(err)
+	if freed, err := ix.DeleteBlobs([]digest.Digest{oldM, oldOwn}); err != nil || freed != 1010 {
+		t.Fatalf("deleted %d bytes: %v", freed, err)
 	}
 	if got := ix.Totals(); got.Blobs != 3 || got.Manifests != 3 || got.Bytes() != 3030 {
 		t.Errorf("totals after delete %+v", got)

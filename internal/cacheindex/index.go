@@ -190,8 +190,15 @@ func openChecked(path string) (db *bolt.DB, tot totals, err error) {
 	// bad page or value fails here, not in the middle of serving. The
 	// running totals come from the same pass.
 	err = db.View(func(tx *bolt.Tx) error {
+		n := 0
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			return b.ForEach(func(k, v []byte) error { return decodeCheck(string(name), v, &tot) })
+			bucket := string(name)
+			return b.ForEach(func(k, v []byte) error {
+				if n++; n%(1<<18) == 0 {
+					releaseMapping(db, tx) // what the pass read so far: it needs none of it again
+				}
+				return decodeCheck(bucket, v, &tot)
+			})
 		})
 	})
 	if err != nil {
@@ -223,10 +230,10 @@ func decodeCheck(bucket string, v []byte, tot *totals) error {
 		err = json.Unmarshal(v, new(TagEntry))
 		tot.Tags++
 	case string(bucketManifests):
-		var e ManifestEntry
-		err = json.Unmarshal(v, &e)
+		var size int64
+		size, err = manifestSize(v)
 		tot.Manifests++
-		tot.ManifestBytes += e.Size
+		tot.ManifestBytes += size
 	case string(bucketBlobs):
 		var e BlobEntry
 		e, err = decodeBlob(v)
@@ -367,7 +374,19 @@ func (ix *Index) PutTag(upstream, repo, tag string, e TagEntry) error {
 
 // Manifest returns the entry of a stored manifest.
 func (ix *Index) Manifest(d digest.Digest) (ManifestEntry, bool, error) {
-	return get[ManifestEntry](ix, bucketManifests, []byte(d))
+	var e ManifestEntry
+	var found bool
+	err := ix.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketManifests).Get([]byte(d))
+		if raw == nil {
+			return nil
+		}
+		found = true
+		var err error
+		e, err = decodeManifest(raw)
+		return err
+	})
+	return e, found, err
 }
 
 // PutManifest records a stored manifest, and that the repository holds it
@@ -459,10 +478,14 @@ func (ix *Index) PutBlob(d digest.Digest, size int64) error {
 }
 
 // DeleteBlob forgets a blob or a manifest.
-func (ix *Index) DeleteBlob(d digest.Digest) error { return ix.DeleteBlobs([]digest.Digest{d}) }
+func (ix *Index) DeleteBlob(d digest.Digest) error {
+	_, err := ix.DeleteBlobs([]digest.Digest{d})
+	return err
+}
 
-// DeleteBlobs forgets blobs and manifests, in one transaction.
-func (ix *Index) DeleteBlobs(ds []digest.Digest) error {
+// DeleteBlobs forgets blobs and manifests, in one transaction, and returns
+// the bytes their entries recorded.
+func (ix *Index) DeleteBlobs(ds []digest.Digest) (int64, error) {
 	var delta totals
 	err := ix.db.Update(func(tx *bolt.Tx) error {
 		delta = totals{}
@@ -477,8 +500,7 @@ func (ix *Index) DeleteBlobs(ds []digest.Digest) error {
 				}
 			}
 			if raw := manifests.Get([]byte(d)); raw != nil {
-				var e ManifestEntry
-				_ = json.Unmarshal(raw, &e)
+				e, _ := decodeManifest(raw)
 				delta.Manifests--
 				delta.ManifestBytes -= e.Size
 				if err := manifests.Delete([]byte(d)); err != nil {
@@ -488,7 +510,7 @@ func (ix *Index) DeleteBlobs(ds []digest.Digest) error {
 		}
 		return nil
 	})
-	return ix.totals.apply(delta, err)
+	return -(delta.BlobBytes + delta.ManifestBytes), ix.totals.apply(delta, err)
 }
 
 // Touch records an access to d. It is held in memory until the next flush.
@@ -550,8 +572,8 @@ func touchManifest(tx *bolt.Tx, mb *bolt.Bucket, d digest.Digest, at time.Time) 
 	if raw == nil {
 		return nil
 	}
-	var e ManifestEntry
-	if err := json.Unmarshal(raw, &e); err != nil {
+	e, err := decodeManifest(raw)
+	if err != nil {
 		return err
 	}
 	if !at.After(e.LastAccess) {

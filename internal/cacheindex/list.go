@@ -63,8 +63,8 @@ func (ix *Index) RepoTags(upstream, repo string, fn func(upstream, repo, tag str
 func (ix *Index) Manifests(fn func(digest.Digest, ManifestEntry) error) error {
 	return ix.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketManifests).ForEach(func(k, v []byte) error {
-			var e ManifestEntry
-			if err := json.Unmarshal(v, &e); err != nil {
+			e, err := decodeManifest(v)
+			if err != nil {
 				return err
 			}
 			return fn(digest.Digest(k), e)

@@ -68,8 +68,7 @@ func manifestDelta(tx *bolt.Tx, d digest.Digest, size int64) Totals {
 	if raw == nil {
 		return Totals{Manifests: 1, ManifestBytes: size}
 	}
-	var old ManifestEntry
-	_ = json.Unmarshal(raw, &old)
+	old, _ := decodeManifest(raw)
 	return Totals{ManifestBytes: size - old.Size}
 }
 
