@@ -18,6 +18,6 @@ registries, and the tool that points dockerd, containerd and podman at it.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newClientCmd(), newStatusCmd(), newWarmCmd(), newCacheCmd())
+	root.AddCommand(newServeCmd(), newClientCmd(), newStatusCmd(), newWarmCmd(), newCacheCmd(), newHealthcheckCmd(), newVersionCmd())
 	return root
 }

@@ -22,8 +22,12 @@ With no configuration it mirrors Docker Hub anonymously on :5000 and keeps its
 cache in ./data (files plus an embedded bbolt index; nothing else to start).
 Options come from flags, REGCACHE_* variables and a YAML file (--config), in
 that order of precedence. The Distribution registry's REGISTRY_PROXY_REMOTEURL,
-REGISTRY_PROXY_USERNAME, REGISTRY_PROXY_PASSWORD, REGISTRY_HTTP_ADDR and
-REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY work unchanged.`,
+REGISTRY_PROXY_USERNAME, REGISTRY_PROXY_PASSWORD, REGISTRY_PROXY_TTL,
+REGISTRY_HTTP_ADDR, REGISTRY_HTTP_TLS_CERTIFICATE, REGISTRY_HTTP_TLS_KEY,
+REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY, REGISTRY_AUTH_HTPASSWD_PATH and
+REGISTRY_LOG_LEVEL work unchanged (below the REGCACHE_* ones), and so does
+its config.yml ("version: 0.1") given with --config; other keys and
+REGISTRY_* variables are named in one warning at start-up.`,
 		Example: `  regcache serve
   regcache serve --config /etc/regcache/regcache.yaml
   REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io REGISTRY_PROXY_USERNAME=me \
@@ -35,6 +39,9 @@ REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY work unchanged.`,
 				return err
 			}
 			log := newLogger(cfg.Log)
+			for _, w := range cfg.Warnings {
+				log.Warn(w)
+			}
 			return serve(cmd, cfg, log)
 		},
 	}
@@ -65,7 +72,8 @@ func serve(cmd *cobra.Command, cfg config.Config, log *slog.Logger) error {
 	for _, u := range cfg.Upstreams {
 		ups = append(ups, u.Name+"="+u.URL)
 	}
-	log.Info("regcache listening", slog.String("addr", ln.Addr().String()), slog.String("admin_addr", cfg.AdminAddr),
+	log.Info("regcache listening", slog.String("version", version), slog.String("config", cfg.File),
+		slog.String("addr", ln.Addr().String()), slog.String("admin_addr", cfg.AdminAddr),
 		slog.String("data", cfg.Data), slog.Any("upstreams", ups), slog.Bool("tls", cfg.TLS.Cert != ""))
 	return a.Serve(ctx, ln, adminLn)
 }

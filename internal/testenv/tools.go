@@ -29,6 +29,8 @@ var debianPackages = map[string]string{
 	"docker":          "docker.io",
 	"nginx":           "nginx",
 	"htpasswd":        "apache2-utils",
+	"make":            "make",
+	"systemd-analyze": "systemd",
 }
 
 // RequireTool returns the path of the executable name. When it is not
