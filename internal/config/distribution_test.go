@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -270,5 +271,45 @@ func TestDistributionFileErrors(t *testing.T) {
 	if c, err := loadWith(t, "version: 0.1\nloglevel: trace\nstorage: {s3: {bucket: b}}\n", nil); err != nil || c.Log.Level != "debug" ||
 		len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "storage.s3") {
 		t.Errorf("deprecated loglevel and an s3 driver: %+v, %v", c, err)
+	}
+}
+
+// TestDistributionDocTable: docs/configuration-distribution.md's table has
+// a row for every mapped key, naming its variable and its option's flag.
+func TestDistributionDocTable(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "configuration-distribution.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{} // first cell → row
+	for line := range strings.Lines(string(doc)) {
+		if cells := strings.Split(line, "|"); len(cells) > 4 && strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			rows[strings.Trim(strings.Fields(cells[1])[0], "`")] = line
+		}
+	}
+	for key, flag := range distributionKeys {
+		if key == "loglevel" {
+			key = "log.level" // its row names both
+		}
+		row, ok := rows[key]
+		if !ok {
+			t.Errorf("no row for %s", key)
+			continue
+		}
+		o := optionByFlag(flag)
+		if !strings.Contains(row, "`--"+flag+"`") {
+			t.Errorf("the row of %s does not name --%s: %s", key, flag, row)
+		}
+		alias := registryEnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		if !slices.Contains(o.aliases, alias) {
+			t.Errorf("%s: --%s has no alias %s, the variable Distribution reads for it", key, flag, alias)
+		}
+		if !strings.Contains(row, "`"+alias+"`") {
+			t.Errorf("the row of %s does not name %s: %s", key, alias, row)
+		}
+	}
+	if !strings.Contains(rows["log.level"], "`loglevel`") {
+		t.Error("the log.level row does not name the old top-level loglevel")
 	}
 }
