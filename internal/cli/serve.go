@@ -27,7 +27,10 @@ REGISTRY_HTTP_ADDR, REGISTRY_HTTP_TLS_CERTIFICATE, REGISTRY_HTTP_TLS_KEY,
 REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY, REGISTRY_AUTH_HTPASSWD_PATH and
 REGISTRY_LOG_LEVEL work unchanged (below the REGCACHE_* ones), and so does
 its config.yml ("version: 0.1") given with --config; other keys and
-REGISTRY_* variables are named in one warning at start-up.`,
+REGISTRY_* variables are named in one warning at start-up. With no --config,
+the first file of REGCACHE_CONFIG_SEARCH (colon-separated) that exists is
+read; REGCACHE_DEFAULTS names a YAML file read below every other source (the
+container image sets both).`,
 		Example: `  regcache serve
   regcache serve --config /etc/regcache/regcache.yaml
   REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io REGISTRY_PROXY_USERNAME=me \
