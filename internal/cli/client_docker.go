@@ -300,6 +300,9 @@ func (o *dockerOptions) disable(ctx context.Context, w io.Writer) error {
 		st = st.Delete(m.URL)
 		state.new, state.remove = st.Bytes(), len(st.Changes) == 0
 	}
+	if !hasMirror(settings.Mirrors, m.URL) {
+		fmt.Fprintf(w, "%s does not list %s: nothing to remove\n", o.config, m.URL)
+	}
 	// A mirror that stays listed is not a success: the node keeps using it.
 	var left error
 	if hasMirror(settings.Mirrors, m.URL) && !rec.AddedMirror {

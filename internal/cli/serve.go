@@ -24,8 +24,15 @@ With no configuration it mirrors Docker Hub anonymously on :5000 and keeps its
 cache in ./data (files plus an embedded bbolt index; nothing else to start).
 Options come from flags, REGCACHE_* variables and a YAML file (--config), in
 that order of precedence. The Distribution registry's REGISTRY_PROXY_REMOTEURL,
-REGISTRY_PROXY_USERNAME, REGISTRY_PROXY_PASSWORD, REGISTRY_HTTP_ADDR and
-REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY work unchanged.`,
+REGISTRY_PROXY_USERNAME, REGISTRY_PROXY_PASSWORD, REGISTRY_PROXY_TTL,
+REGISTRY_HTTP_ADDR, REGISTRY_HTTP_TLS_CERTIFICATE, REGISTRY_HTTP_TLS_KEY,
+REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY, REGISTRY_AUTH_HTPASSWD_PATH and
+REGISTRY_LOG_LEVEL work unchanged (below the REGCACHE_* ones), and so does
+its config.yml ("version: 0.1") given with --config; other keys and
+REGISTRY_* variables are named in one warning at start-up. With no --config,
+the first file of REGCACHE_CONFIG_SEARCH (colon-separated) that exists is
+read; REGCACHE_DEFAULTS names a YAML file read below every other source (the
+container image sets both).`,
 		Example: `  regcache serve
   regcache serve --config /etc/regcache/regcache.yaml
   REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io REGISTRY_PROXY_USERNAME=me \
@@ -38,6 +45,9 @@ REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY work unchanged.`,
 			}
 			var level slog.LevelVar
 			log := newLogger(cfg.Log, &level)
+			for _, w := range cfg.Warnings {
+				log.Warn(w)
+			}
 			return serve(cmd, cfg, log, &level)
 		},
 	}

@@ -13,6 +13,7 @@ import (
 // startup is what serve tells the operator once it listens: where, with
 // what, and what to do next.
 type startup struct {
+	Version, ConfigFile  string
 	Addr, AdminURL, Data string
 	TLS                  bool
 	Upstreams            []string // "docker.io https://registry-1.docker.io (user me, password file /run/…)"
@@ -23,7 +24,7 @@ type startup struct {
 
 // newStartup describes cfg as served on addr (the bound address).
 func newStartup(cfg config.Config, addr string) startup {
-	s := startup{Addr: addr, Data: cfg.Data, TLS: cfg.TLS.Cert != ""}
+	s := startup{Version: version, ConfigFile: cfg.File, Addr: addr, Data: cfg.Data, TLS: cfg.TLS.Cert != ""}
 	if cfg.AdminAddr != "" {
 		s.AdminURL = "http://" + dialable(cfg.AdminAddr)
 	}
@@ -89,7 +90,10 @@ func (s startup) write(w io.Writer) {
 	if s.TLS {
 		scheme = "https"
 	}
-	fmt.Fprintf(w, "regcache is serving\n")
+	fmt.Fprintf(w, "regcache %s is serving\n", s.Version)
+	if s.ConfigFile != "" {
+		fmt.Fprintf(w, "  config        %s\n", s.ConfigFile)
+	}
 	fmt.Fprintf(w, "  registry API  %s://%s (listening on %s)\n", scheme, dialable(s.Addr), s.Addr)
 	if s.AdminURL != "" {
 		fmt.Fprintf(w, "  dashboard     %s/   (metrics %s/metrics, status %s/status)\n", s.AdminURL, s.AdminURL, s.AdminURL)
@@ -113,7 +117,7 @@ func (s startup) write(w io.Writer) {
 
 // log writes the summary as one structured line, and the warning.
 func (s startup) log(log *slog.Logger) {
-	log.Info("regcache listening", slog.String("addr", s.Addr), slog.String("admin_url", s.AdminURL),
+	log.Info("regcache listening", slog.String("version", s.Version), slog.String("config", s.ConfigFile), slog.String("addr", s.Addr), slog.String("admin_url", s.AdminURL),
 		slog.String("data", s.Data), slog.Any("upstreams", s.Upstreams), slog.String("access", s.Access),
 		slog.String("cap", s.Cap), slog.Bool("tls", s.TLS))
 	if s.Open {

@@ -31,7 +31,7 @@ func TestStartupSummary(t *testing.T) {
 	b, _ := os.ReadFile(logPath)
 	out := string(b)
 	for _, want := range []string{
-		"regcache is serving", "registry API  http://127.0.0.1:",
+		"regcache dev is serving", "registry API  http://127.0.0.1:",
 		"dashboard     http://127.0.0.1:" + itoa(admin) + "/",
 		"data          " + filepath.Join(dir, "data"),
 		"upstream      " + hub.URL[len("http://"):], "(user me, password from " + pwFile + ")",

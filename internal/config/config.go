@@ -66,6 +66,15 @@ type Config struct {
 	TLS TLS
 	// Log selects log level and format (yaml log).
 	Log Log
+
+	// File is the configuration file Load read: the one --config or
+	// REGCACHE_CONFIG names, or the one REGCACHE_CONFIG_SEARCH found; "" for
+	// none. It is not an option.
+	File string
+	// Warnings are what Load found worth telling but not refusing (keys of
+	// a Distribution config.yml and REGISTRY_* variables regcache does not
+	// use), one sentence each; serve logs them at start-up.
+	Warnings []string
 }
 
 // Prefetch controls background fetching of the blobs of a pulled manifest.
@@ -188,9 +197,13 @@ func defaultConfig() Config {
 	return c
 }
 
-// Load builds the Config: defaults < YAML file (path from the --config flag or
-// REGCACHE_CONFIG) < environment < flags that were set (fs.Changed). fs may be
-// nil, and should otherwise hold the flags added by RegisterFlags.
+// Load builds the Config: defaults < the REGCACHE_DEFAULTS file (the
+// container image's defaults) < config file (path from the --config flag or
+// REGCACHE_CONFIG, else the first of REGCACHE_CONFIG_SEARCH that exists; in
+// regcache's YAML or, with a top-level "version: 0.1", Distribution's
+// config.yml) < environment (REGCACHE_* over their REGISTRY_* aliases) <
+// flags that were set (fs.Changed). fs may be nil, and should otherwise
+// hold the flags added by RegisterFlags.
 //
 // lookupEnv is os.LookupEnv in production, a map in tests. Variables named
 // REGCACHE_* that match no option are an error; they are found by listing
@@ -218,10 +231,20 @@ func load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), envNames []s
 		return Config{}, err
 	}
 	c := defaultConfig()
-	if path := configPath(fs, lookupEnv); path != "" {
-		if err := applyFile(&c, path); err != nil {
+	if err := applyDefaults(&c, lookupEnv); err != nil {
+		return Config{}, err
+	}
+	var warnings []string
+	path := configPath(fs, lookupEnv)
+	if path == "" {
+		path = searchConfig(lookupEnv)
+	}
+	if path != "" {
+		w, err := applyConfigFile(&c, path)
+		if err != nil {
 			return Config{}, err
 		}
+		c.File, warnings = path, w
 	}
 	if err := applyEnv(&c, lookupEnv); err != nil {
 		return Config{}, err
@@ -233,6 +256,7 @@ func load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), envNames []s
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
+	c.Warnings = append(warnings, unusedRegistryEnv(envNames, lookupEnv)...)
 	return c, nil
 }
 

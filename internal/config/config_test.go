@@ -281,6 +281,10 @@ log: {level: error, format: text}
 		TLS: TLS{Cert: "/etc/regcache/tls.crt", Key: "/etc/regcache/tls.key"},
 		Log: Log{Level: "error", Format: "text"},
 	}
+	if !strings.HasSuffix(c.File, "regcache.yaml") {
+		t.Errorf("File = %q, want the --config file", c.File)
+	}
+	c.File = ""
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
 	}

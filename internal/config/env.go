@@ -65,6 +65,7 @@ func knownEnv() []string {
 	for _, o := range options {
 		names = append(names, envName(o.flag))
 	}
+	names = append(names, envDefaults, envConfigSearch)
 	slices.Sort(names)
 	return names
 }

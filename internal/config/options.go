@@ -147,7 +147,7 @@ var options = []option{
 			c.Storage.MaxBlobSize = n
 			return err
 		}},
-	{flag: "max-age", key: "storage.max_age", kind: kindDuration, defDoc: "0, off",
+	{flag: "max-age", key: "storage.max_age", aliases: []string{"REGISTRY_PROXY_TTL"}, kind: kindDuration, defDoc: "0, off",
 		usage: "evict blobs not pulled for this long; 0 is off",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.Storage.MaxAge }, false)},
 	{flag: "scrub-interval", key: "storage.scrub_interval", kind: kindDuration, def: duration(defaults.ScrubInterval),
@@ -169,19 +169,19 @@ var options = []option{
 	{flag: "trusted-proxies", key: "access.trusted_proxies", kind: kindList, defDoc: "none",
 		usage: "comma-separated proxy networks (CIDR) whose X-Forwarded-For is trusted",
 		set:   setPrefixes(func(c *Config) *[]netip.Prefix { return &c.Access.TrustedProxies })},
-	{flag: "htpasswd", key: "access.htpasswd", defDoc: "no client logins",
+	{flag: "htpasswd", key: "access.htpasswd", aliases: []string{"REGISTRY_AUTH_HTPASSWD_PATH"}, defDoc: "no client logins",
 		usage: "bcrypt htpasswd file of client logins",
 		set:   setString(func(c *Config) *string { return &c.Access.Htpasswd }, checkOptionalReadable)},
 	{flag: "private", key: "access.private", def: defaults.Private,
 		usage: "private upstream repositories: deny, authenticated or allow",
 		set:   setString(func(c *Config) *string { return &c.Access.Private }, checkPrivate)},
-	{flag: "tls-cert", key: "tls.cert", defDoc: "none, plain HTTP",
+	{flag: "tls-cert", key: "tls.cert", aliases: []string{"REGISTRY_HTTP_TLS_CERTIFICATE"}, defDoc: "none, plain HTTP",
 		usage: "TLS certificate file of the registry API (needs --tls-key)",
 		set:   setString(func(c *Config) *string { return &c.TLS.Cert }, nil)},
-	{flag: "tls-key", key: "tls.key", defDoc: "none",
+	{flag: "tls-key", key: "tls.key", aliases: []string{"REGISTRY_HTTP_TLS_KEY"}, defDoc: "none",
 		usage: "TLS key file of the registry API (needs --tls-cert)",
 		set:   setString(func(c *Config) *string { return &c.TLS.Key }, nil)},
-	{flag: "log-level", key: "log.level", def: defaults.LogLevel,
+	{flag: "log-level", key: "log.level", aliases: []string{"REGISTRY_LOG_LEVEL"}, def: defaults.LogLevel,
 		usage: "log level: debug, info, warn or error",
 		set:   setString(func(c *Config) *string { return &c.Log.Level }, checkLogLevel)},
 	{flag: "log-format", key: "log.format", def: defaults.LogFormat,
@@ -443,7 +443,8 @@ func checkPrivate(s string) (string, error) {
 
 // checkLogLevel accepts a log level.
 func checkLogLevel(s string) (string, error) {
-	return checkEnum("log level", s, "debug", "info", "warn", "error")
+	// Distribution's (logrus's) names, from its config.yml or REGISTRY_LOG_LEVEL.
+	return checkEnum("log level", distributionLogLevel(s), "debug", "info", "warn", "error")
 }
 
 // checkLogFormat accepts a log format.

@@ -31,6 +31,8 @@ var debianPackages = map[string]string{
 	"htpasswd":        "apache2-utils",
 	"chromium":        "chromium",
 	"promtool":        "prometheus",
+	"make":            "make",
+	"systemd-analyze": "systemd",
 }
 
 // RequireTool returns the path of the executable name. When it is not
