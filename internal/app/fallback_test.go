@@ -147,10 +147,22 @@ func TestFallbackTrusted(t *testing.T) {
 }
 
 // TestFallbackUntrusted: a fallback not trusted for tags serves content
-// by digest (checked) while docker.io is down, but never a tag.
+// by digest (checked) while docker.io answers 503 and while it is down,
+// but never a tag.
 func TestFallbackUntrusted(t *testing.T) {
 	e := newFallbackEnv(t, false)
 	host := e.m.Host
+	// docker.io answers 503 for manifests: the single image's manifest by
+	// digest comes from the fallback, its tag does not.
+	e.hub.Fail(testenv.KindManifest, http.StatusServiceUnavailable)
+	single := e.imgs.Single
+	if got, err := tryCrane(host + "/" + single.Repo + ":" + single.Tag); err == nil {
+		t.Fatalf("docker.io 503: an untrusted fallback served the tag (%s)", got)
+	}
+	if got, err := tryCrane(host + "/" + single.Repo + "@" + string(single.Digest)); err != nil || got != string(single.Digest) {
+		t.Fatalf("docker.io 503, by digest: %s %v", got, err)
+	}
+	e.hub.Fail(testenv.KindManifest, 0)
 	e.hub.Down()
 	img := e.imgs.ManifestList
 	if got, err := tryCrane(host + "/" + img.Repo + ":" + img.Tag); err == nil {

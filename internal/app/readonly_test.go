@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -70,6 +72,20 @@ func TestReadOnlyDataDirectory(t *testing.T) {
 		}
 		if strings.Contains(string(body), data) {
 			t.Error("the answer shows the data directory")
+		}
+	}
+	// Several ranges of a blob streamed without caching: a clear 416, not
+	// a cut or the whole blob.
+	layer := cold.Layers[0]
+	req, _ := http.NewRequest(http.MethodGet, base+imgs.ManifestList.Repo+"/blobs/"+string(layer.Digest), nil)
+	req.Header.Set("Range", "bytes=0-1,5-6")
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Errorf("multi-range, tmp/ read-only: %v", err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable || !strings.Contains(string(body), "one range per request") {
+			t.Errorf("multi-range, tmp/ read-only: %d %s", resp.StatusCode, body)
 		}
 	}
 	w := httptest.NewRecorder()

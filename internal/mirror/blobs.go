@@ -71,6 +71,11 @@ func (b *Blob) Send(ctx context.Context, w io.Writer, start, length int64) error
 	return errors.New("blob has no content to send (headers only)")
 }
 
+// Rereadable reports whether Send may be called more than once (for the
+// parts of a multi-range answer): not for a blob streamed from the
+// upstream without caching, whose body is read once.
+func (b *Blob) Rereadable() bool { return b.pass == nil }
+
 // Close releases the stored file or the reader of the fill (the fill goes
 // on for its other readers).
 func (b *Blob) Close() error {

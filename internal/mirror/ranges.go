@@ -74,7 +74,10 @@ func sendArriving(ctx context.Context, w io.Writer, rd *fill.Reader, start, leng
 		return err
 	}
 	defer f.Close()
-	for left := length; left > 0; {
+	if _, err := f.Seek(start, io.SeekStart); err != nil {
+		return err
+	}
+	for left := length; left > 0; { // sendfile(2) moves f's offset with rd's
 		n, err := rd.Available(ctx)
 		if err == io.EOF {
 			return io.ErrUnexpectedEOF
@@ -83,9 +86,6 @@ func sendArriving(ctx context.Context, w io.Writer, rd *fill.Reader, start, leng
 			return err
 		}
 		n = min(n, left)
-		if _, err := f.Seek(rd.Offset(), io.SeekStart); err != nil {
-			return err
-		}
 		m, err := io.Copy(w, &io.LimitedReader{R: f, N: n})
 		rd.Advance(m)
 		if err == nil && m != n {

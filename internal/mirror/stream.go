@@ -46,14 +46,18 @@ func streamVerified(ctx context.Context, w io.Writer, rd *fill.Reader, length in
 // has written goes from f to the connection in the kernel. The response's
 // last byte still waits for the blob's verification.
 func sendVerified(ctx context.Context, w io.Writer, rd *fill.Reader, f *os.File, length int64) error {
+	pos := int64(-1) // f's offset: sendfile(2) moves it, so it is sought only once
 	send := func(n int64) error {
-		if _, err := f.Seek(rd.Offset(), io.SeekStart); err != nil {
-			return err
+		if pos != rd.Offset() {
+			if _, err := f.Seek(rd.Offset(), io.SeekStart); err != nil {
+				return err
+			}
 		}
 		// io.Copy hands the *os.File (in a LimitedReader) to the
 		// connection's ReadFrom, which uses sendfile.
 		m, err := io.Copy(w, &io.LimitedReader{R: f, N: n})
 		rd.Advance(m)
+		pos = rd.Offset()
 		if err == nil && m != n {
 			err = io.ErrUnexpectedEOF
 		}

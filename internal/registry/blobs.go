@@ -50,6 +50,11 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d d
 		s.writeError(w, r, err)
 		return
 	}
+	if len(ranges) > 1 && !b.Rereadable() {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		s.writeError(w, r, oci.Errorf(oci.ErrRangeInvalid, "several ranges cannot be answered while the mirror streams this blob without caching it; ask one range per request"))
+		return
+	}
 	if len(ranges) > 1 {
 		s.sendMultipart(w, r, b, d, size, ranges)
 		return

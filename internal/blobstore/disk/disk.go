@@ -239,7 +239,7 @@ func (s *Store) Create(_ context.Context, d digest.Digest) (blobstore.Writer, er
 		return nil, fmt.Errorf("create blob %s: %w", d, err)
 	}
 	w := &writer{f: f, tmp: tmp, final: final, want: d, h: d.Algorithm().Hash(),
-		queue: make(chan []byte, hashBuffers), free: make(chan []byte, hashBuffers), hashed: make(chan struct{})}
+		queue: make(chan []byte, hashBuffers), free: make(chan []byte, hashBuffers+2), hashed: make(chan struct{})}
 	go w.hashLoop()
 	return w, nil
 }
@@ -247,7 +247,10 @@ func (s *Store) Create(_ context.Context, d digest.Digest) (blobstore.Writer, er
 // Hashing runs beside writing: Write puts the bytes in the file and hands a
 // copy to a hashing goroutine, so on a machine with two cores a fill's
 // network reads and file writes overlap with SHA-256. The queue is bounded
-// (hashBuffers × up to hashChunk bytes per writer), so memory stays small.
+// (hashBuffers × up to hashChunk bytes per writer), so memory stays small:
+// a writer allocates at most hashBuffers+2 buffers (the queue's, the one
+// being hashed and the one being filled) and then only recycles them, so
+// a fill allocates nothing per chunk.
 const (
 	hashBuffers = 8
 	hashChunk   = 256 << 10
@@ -261,7 +264,8 @@ type writer struct {
 
 	h      hash.Hash     // owned by hashLoop until hashed is closed
 	queue  chan []byte   // bytes to hash, in order
-	free   chan []byte   // recycled buffers
+	free   chan []byte   // recycled buffers (room for every one allocated)
+	bufs   int           // buffers allocated, at most cap(free)
 	hashed chan struct{} // closed when hashLoop has hashed everything queued
 
 	mu        sync.Mutex
@@ -276,10 +280,7 @@ func (w *writer) hashLoop() {
 	defer close(w.hashed)
 	for b := range w.queue {
 		w.h.Write(b)
-		select {
-		case w.free <- b[:cap(b)]:
-		default:
-		}
+		w.free <- b[:cap(b)] // never blocks: free has room for every buffer
 	}
 }
 
@@ -296,7 +297,12 @@ func (w *writer) Write(p []byte) (int, error) {
 		select {
 		case b = <-w.free:
 		default:
-			b = make([]byte, hashChunk)
+			if w.bufs < cap(w.free) {
+				w.bufs++
+				b = make([]byte, hashChunk)
+			} else {
+				b = <-w.free // all allocated: the hash is behind, wait for it
+			}
 		}
 		m := copy(b, rest)
 		w.queue <- b[:m]
