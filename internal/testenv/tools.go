@@ -29,6 +29,7 @@ var debianPackages = map[string]string{
 	"docker":          "docker.io",
 	"nginx":           "nginx",
 	"htpasswd":        "apache2-utils",
+	"redis-server":    "redis-server",
 }
 
 // RequireTool returns the path of the executable name. When it is not

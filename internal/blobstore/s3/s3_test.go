@@ -1,0 +1,160 @@
+package s3
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/blobstore/blobstoretest"
+	"github.com/regcache/regcache/internal/testenv"
+)
+
+func newStore(t *testing.T, srv *testenv.S3, prefix string, opts ...Option) *Store {
+	t.Helper()
+	s, err := New(t.Context(), Config{Endpoint: srv.Endpoint, Bucket: srv.Bucket, Region: srv.Region, Prefix: prefix,
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, PathStyle: true}, t.TempDir(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestConformance runs the suite the disk store runs, against a real S3
+// engine (versitygw) on loopback, without and with the local tier.
+func TestConformance(t *testing.T) {
+	srv := testenv.NewS3(t)
+	n := 0
+	blobstoretest.Run(t, func(t *testing.T) blobstore.Store {
+		n++ // each subtest its own prefix: an empty store
+		return newStore(t, srv, "c"+string(rune('a'+n))+"/")
+	})
+	blobstoretest.Run(t, func(t *testing.T) blobstore.Store {
+		n++
+		return newStore(t, srv, "t"+string(rune('a'+n))+"/", WithLocalTier(1<<30))
+	})
+}
+
+func randBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// incomplete counts multipart uploads left open under the prefix.
+func incomplete(t *testing.T, srv *testenv.S3, prefix string) int {
+	t.Helper()
+	res, err := minio.Core{Client: srv.Client(t)}.ListMultipartUploads(t.Context(), srv.Bucket, prefix, "", "", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(res.Uploads)
+}
+
+// TestMultipartCommitsOnlyAfterVerify: a blob of several parts is
+// uploaded while it is written, invisible until Commit, and a wrong one
+// leaves no object and no open upload behind.
+func TestMultipartCommitsOnlyAfterVerify(t *testing.T) {
+	srv := testenv.NewS3(t)
+	s := newStore(t, srv, "mp/", WithPartSize(5<<20))
+	data := randBytes(7, 12<<20+123)
+	d := digest.FromBytes(data)
+
+	w, err := s.Create(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(data); off += 1 << 20 {
+		if _, err := w.Write(data[off:min(off+1<<20, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if incomplete(t, srv, "mp/") != 1 {
+		t.Fatal("no multipart upload runs while the blob is written")
+	}
+	if _, err := s.Stat(t.Context(), d); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatalf("visible before commit: %v", err)
+	}
+	if err := w.Commit(t.Context(), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	b, err := s.Open(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(b)
+	b.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes (%v), want the %d written", len(got), err, len(data))
+	}
+	// Ranged reads of the object.
+	b, _ = s.Open(t.Context(), d)
+	part := make([]byte, 100)
+	if _, err := b.ReadAt(part, 6<<20); err != nil || !bytes.Equal(part, data[6<<20:6<<20+100]) {
+		t.Fatalf("ReadAt of the object: %v", err)
+	}
+	b.Close()
+
+	bad := append([]byte(nil), data...)
+	bad[9<<20] ^= 1
+	w, _ = s.Create(t.Context(), digest.FromString("other"))
+	w.Write(bad)
+	if err := w.Commit(t.Context(), -1); !errors.Is(err, blobstore.ErrDigestMismatch) {
+		t.Fatalf("Commit = %v, want ErrDigestMismatch", err)
+	}
+	w.Close()
+	if _, err := s.Stat(t.Context(), digest.FromString("other")); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatal("wrong bytes visible")
+	}
+	if n := incomplete(t, srv, "mp/"); n != 0 {
+		t.Fatalf("%d multipart uploads left open", n)
+	}
+}
+
+// TestLocalTier: hits come from the tier (with S3 stopped, too), and the
+// tier keeps to its bound, least recently used out first.
+func TestLocalTier(t *testing.T) {
+	srv := testenv.NewS3(t)
+	s := newStore(t, srv, "tier/", WithLocalTier(250<<10))
+	var ds []digest.Digest
+	for i := range 3 {
+		data := randBytes(uint64(20+i), 100<<10)
+		d := digest.FromBytes(data)
+		w, _ := s.Create(t.Context(), d)
+		w.Write(data)
+		if err := w.Commit(t.Context(), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		ds = append(ds, d)
+	}
+	s.trimTier(t.Context()) // the commit's own trim runs in the background; this one waits
+	if n := s.tierBytes.Load(); n > 250<<10 {
+		t.Fatalf("tier holds %d bytes, bound 250 KiB", n)
+	}
+	if _, err := s.spool.Stat(t.Context(), ds[0]); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatal("the least recently used blob stayed in the tier")
+	}
+	srv.Stop()
+	b, err := s.Open(t.Context(), ds[2])
+	if err != nil {
+		t.Fatalf("tier hit with S3 stopped: %v", err)
+	}
+	b.Close()
+	if _, err := s.Open(t.Context(), ds[0]); err == nil || errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatalf("a blob only in S3, with S3 stopped: %v, want an error that is not ErrNotFound", err)
+	}
+	srv.Start()
+	if _, err := s.Open(t.Context(), ds[0]); err != nil {
+		t.Fatalf("after S3 restarted: %v", err)
+	}
+}
