@@ -35,6 +35,11 @@ type Plan struct {
 // only as far as MaxSize needs). Being recently pulled is a place in the
 // order, not a shield.
 func (ix *Index) EvictionPlan(p EvictPolicy, now time.Time) (Plan, error) {
+	return PlanEviction(ix, p, now)
+}
+
+// PlanEviction is EvictionPlan over any Backend's entries.
+func PlanEviction(ix Backend, p EvictPolicy, now time.Time) (Plan, error) {
 	if err := ix.Flush(); err != nil {
 		return Plan{}, err
 	}
@@ -89,6 +94,11 @@ func (ix *Index) EvictionPlan(p EvictPolicy, now time.Time) (Plan, error) {
 // Reachable returns every digest reachable from the tags keep selects:
 // their manifests, platform manifests and blobs.
 func (ix *Index) Reachable(keep func(upstream string, e TagEntry) bool) (map[digest.Digest]bool, error) {
+	return ReachableFrom(ix, keep)
+}
+
+// ReachableFrom is Reachable over any Backend's entries.
+func ReachableFrom(ix Backend, keep func(upstream string, e TagEntry) bool) (map[digest.Digest]bool, error) {
 	out := map[digest.Digest]bool{}
 	var roots []digest.Digest
 	err := ix.Tags(func(up, _, _ string, e TagEntry) error {
