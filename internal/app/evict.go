@@ -26,6 +26,10 @@ const maxNamedTags = 100
 func (a *App) Evict(ctx context.Context) (int, int64, error) {
 	a.evictMu.Lock()
 	defer a.evictMu.Unlock()
+	return a.evictOnce(ctx, func() (int, int64, error) { return a.evict(ctx) })
+}
+
+func (a *App) evict(ctx context.Context) (int, int64, error) {
 	maxSize := a.maxSize.Load()
 	if maxSize <= 0 && a.cfg.Storage.MaxAge <= 0 {
 		return 0, 0, nil

@@ -114,7 +114,7 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 			size = n
 		}
 	}
-	rd, err := s.fills.OpenFrom(rt.up.Name, d, size, s.blobSource(rt, d))
+	rd, err := s.fills.OpenFrom(rt.up.Name, d, size, s.sourceFor(rt, d, size, false))
 	if errors.Is(err, fill.ErrInStore) { // committed meanwhile, perhaps from another upstream
 		b, err := s.servableBlob(ctx, rt, d)
 		if err != nil || b != nil {

@@ -92,6 +92,9 @@ type Service struct {
 
 	mem *memory // the warm hit path: manifests, tags, holdings
 
+	sources BlobSource // nil: fills read the upstream
+	flight  FlightLock // nil: coalescing within this process only
+
 	listMu    sync.Mutex
 	listCache map[string]cachedListing
 	listBytes int64

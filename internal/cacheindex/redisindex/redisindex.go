@@ -41,6 +41,12 @@ type Index struct {
 	now    func() time.Time
 	// timeout bounds each call: the Backend interface takes no context.
 	timeout time.Duration
+	// tolerant turns Redis errors into "not recorded": reads find nothing,
+	// writes are dropped (logged), so replicas keep serving from S3 and
+	// upstream while Redis is down.
+	tolerant bool
+	warnMu   sync.Mutex
+	warned   time.Time
 
 	mu      sync.Mutex
 	touched map[digest.Digest]time.Time
@@ -59,6 +65,24 @@ func WithLogger(l *slog.Logger) Option { return func(ix *Index) { ix.log = l } }
 
 // WithClock sets the time source (tests).
 func WithClock(now func() time.Time) Option { return func(ix *Index) { ix.now = now } }
+
+// WithTolerance makes Redis errors count as absent entries and dropped
+// writes (logged at most every 10 seconds) instead of failing requests.
+func WithTolerance() Option { return func(ix *Index) { ix.tolerant = true } }
+
+// soft is err, or nil (logged) when the index tolerates Redis errors.
+func (ix *Index) soft(err error) error {
+	if !ix.tolerant || err == nil {
+		return err
+	}
+	ix.warnMu.Lock()
+	if time.Since(ix.warned) > 10*time.Second {
+		ix.warned = time.Now()
+		ix.log.Warn("Redis index unreachable; serving without it (entries read as absent, writes dropped)", slog.Any("error", err))
+	}
+	ix.warnMu.Unlock()
+	return nil
+}
 
 // WithPrefix sets the key prefix (default "regcache:"), so several caches
 // can share one Redis database.
@@ -107,7 +131,7 @@ func getJSON[T any](ix *Index, hash, field string) (T, bool, error) {
 		return v, false, nil
 	}
 	if err != nil {
-		return v, false, fmt.Errorf("redis index: %w", err)
+		return v, false, ix.soft(fmt.Errorf("redis index: %w", err))
 	}
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return v, false, fmt.Errorf("redis index %s %q: %w", hash, field, err)
@@ -123,7 +147,7 @@ func (ix *Index) setJSON(hash, field string, v any) error {
 	ctx, cancel := ix.ctx()
 	defer cancel()
 	if err := ix.c.HSet(ctx, ix.key(hash), field, raw).Err(); err != nil {
-		return fmt.Errorf("redis index: %w", err)
+		return ix.soft(fmt.Errorf("redis index: %w", err))
 	}
 	return nil
 }
@@ -142,7 +166,10 @@ func (ix *Index) PutTag(upstream, repo, tag string, e cacheindex.TagEntry) error
 func (ix *Index) DeleteTag(upstream, repo, tag string) error {
 	ctx, cancel := ix.ctx()
 	defer cancel()
-	return ix.c.HDel(ctx, ix.key("tags"), tagField(upstream, repo, tag)).Err()
+	if err := ix.c.HDel(ctx, ix.key("tags"), tagField(upstream, repo, tag)).Err(); err != nil {
+		return ix.soft(fmt.Errorf("redis index: %w", err))
+	}
+	return nil
 }
 
 // scan calls fn for every field of a hash, in batches.
@@ -153,7 +180,7 @@ func (ix *Index) scan(hash string, fn func(field, value string) error) error {
 		kv, next, err := ix.c.HScan(ctx, ix.key(hash), cursor, "", 1000).Result()
 		cancel()
 		if err != nil {
-			return fmt.Errorf("redis index: %w", err)
+			return ix.soft(fmt.Errorf("redis index: %w", err))
 		}
 		for i := 0; i+1 < len(kv); i += 2 {
 			if err := fn(kv[i], kv[i+1]); err != nil {
@@ -205,7 +232,7 @@ func (ix *Index) PutManifest(upstream, repo string, d digest.Digest, e cacheinde
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("redis index: %w", err)
+		return ix.soft(fmt.Errorf("redis index: %w", err))
 	}
 	return nil
 }
@@ -224,7 +251,7 @@ func (ix *Index) isMember(set, member string) (bool, error) {
 	defer cancel()
 	ok, err := ix.c.SIsMember(ctx, ix.key(set), member).Result()
 	if err != nil {
-		return false, fmt.Errorf("redis index: %w", err)
+		return false, ix.soft(fmt.Errorf("redis index: %w", err))
 	}
 	return ok, nil
 }
@@ -233,7 +260,7 @@ func (ix *Index) addMember(set, member string) error {
 	ctx, cancel := ix.ctx()
 	defer cancel()
 	if err := ix.c.SAdd(ctx, ix.key(set), member).Err(); err != nil {
-		return fmt.Errorf("redis index: %w", err)
+		return ix.soft(fmt.Errorf("redis index: %w", err))
 	}
 	return nil
 }
@@ -274,7 +301,7 @@ func (ix *Index) Blob(d digest.Digest) (cacheindex.BlobEntry, bool, error) {
 	defer cancel()
 	score, err := ix.c.ZScore(ctx, ix.key("access"), d.String()).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return cacheindex.BlobEntry{}, false, fmt.Errorf("redis index: %w", err)
+		return cacheindex.BlobEntry{}, false, ix.soft(fmt.Errorf("redis index: %w", err))
 	}
 	return cacheindex.BlobEntry{Size: r.Size, Created: r.Created, LastAccess: fromScore(score, r.Created)}, true, nil
 }
@@ -301,7 +328,7 @@ func (ix *Index) PutBlob(d digest.Digest, size int64) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("redis index: %w", err)
+		return ix.soft(fmt.Errorf("redis index: %w", err))
 	}
 	return nil
 }
@@ -317,7 +344,7 @@ func (ix *Index) DeleteBlob(d digest.Digest) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("redis index: %w", err)
+		return ix.soft(fmt.Errorf("redis index: %w", err))
 	}
 	return nil
 }
@@ -330,7 +357,7 @@ func (ix *Index) Blobs(fn func(digest.Digest, cacheindex.BlobEntry) error) error
 		kv, next, err := ix.c.HScan(ctx, ix.key("blobs"), cursor, "", 1000).Result()
 		if err != nil {
 			cancel()
-			return fmt.Errorf("redis index: %w", err)
+			return ix.soft(fmt.Errorf("redis index: %w", err))
 		}
 		var names []string
 		for i := 0; i+1 < len(kv); i += 2 {
@@ -340,7 +367,7 @@ func (ix *Index) Blobs(fn func(digest.Digest, cacheindex.BlobEntry) error) error
 		if len(names) > 0 {
 			if scores, err = ix.c.ZMScore(ctx, ix.key("access"), names...).Result(); err != nil {
 				cancel()
-				return fmt.Errorf("redis index: %w", err)
+				return ix.soft(fmt.Errorf("redis index: %w", err))
 			}
 		}
 		cancel()

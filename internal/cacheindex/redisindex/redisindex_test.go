@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/regcache/regcache/internal/cacheindex"
@@ -45,5 +46,33 @@ func TestWrongPassword(t *testing.T) {
 	}
 	if _, err := ParseURL("http://" + srv.Addr); err == nil {
 		t.Fatal("ParseURL of an http URL succeeded")
+	}
+}
+
+// TestTolerance: with Redis stopped, a tolerant index reads nothing and
+// drops writes instead of failing; a strict one fails.
+func TestTolerance(t *testing.T) {
+	srv := testenv.NewRedis(t)
+	opts, _ := ParseURL(srv.URL)
+	c := redis.NewClient(opts)
+	defer c.Close()
+	tolerant, err := New(t.Context(), c, time.Hour, WithTolerance())
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict, _ := New(t.Context(), c, time.Hour)
+	d := digest.FromString("x")
+	if err := tolerant.PutBlob(d, 1); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if _, ok, err := tolerant.Blob(d); ok || err != nil {
+		t.Fatalf("tolerant Blob with Redis down = %v, %v; want absent, no error", ok, err)
+	}
+	if err := tolerant.PutTag("u", "r", "t", cacheindex.TagEntry{}); err != nil {
+		t.Fatalf("tolerant PutTag with Redis down: %v", err)
+	}
+	if _, _, err := strict.Blob(d); err == nil {
+		t.Fatal("strict Blob with Redis down: no error")
 	}
 }
