@@ -159,7 +159,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	m := metrics.New(a.metrics)
 	a.content = mirror.New(store, index, a.fills, a.upstreams, append([]mirror.Option{
 		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
-		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel)}, clusterOptions(a.cluster)...)...)
+		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel)}, clusterOptions(cfg, store, a.cluster)...)...)
 	a.registry = registry.New(a.content,
 		registry.WithAuthorizer(acc), registry.WithMiddleware(acc.Middleware),
 		registry.WithMetrics(m), registry.WithLogger(log))

@@ -88,16 +88,26 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (stor
 	return st, nil
 }
 
-// clusterOptions make the content service fetch once across the cluster.
-func clusterOptions(cl *cluster.Cluster) []mirror.Option {
+// clusterOptions make the content service fetch once across the cluster,
+// and send clients to S3 for hits with storage.s3.redirect.
+func clusterOptions(cfg config.Config, store appStore, cl *cluster.Cluster) []mirror.Option {
+	var opts []mirror.Option
+	if s, ok := store.(*s3.Store); ok && cfg.Storage.S3.Redirect {
+		opts = append(opts, mirror.WithRedirect(func(ctx context.Context, d digest.Digest) (string, error) {
+			return s.RedirectURL(ctx, d, redirectTTL)
+		}))
+	}
 	if cl == nil {
-		return nil
+		return opts
 	}
-	return []mirror.Option{
+	return append(opts,
 		mirror.WithBlobSource(mirror.BlobSource(cl.Source)),
-		mirror.WithFlightLock(func(ctx context.Context, key string, fn func()) { cl.Once(ctx, "flight:"+key, time.Minute, fn) }),
-	}
+		mirror.WithFlightLock(func(ctx context.Context, key string, fn func()) { cl.Once(ctx, "flight:"+key, time.Minute, fn) }))
 }
+
+// redirectTTL is how long a presigned redirect of a blob hit is valid: long
+// enough to start the download, short enough not to be shared.
+const redirectTTL = 5 * time.Minute
 
 // withPeers mounts the cluster's internal endpoint beside the registry API.
 func (a *App) withPeers(api http.Handler) http.Handler {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -461,5 +462,85 @@ func TestClusterS3Stopped(t *testing.T) {
 			t.Errorf("miss with S3 stopped hung instead of failing")
 		}
 		t.Logf("miss with S3 stopped: status %d, right %v, err %v", res.status, res.right, res.err)
+	}
+}
+
+// TestClusterRedirect: with storage.s3.redirect a hit is answered with a
+// short-lived presigned URL of the object, which gives the right bytes;
+// a miss is still streamed.
+func TestClusterRedirect(t *testing.T) {
+	c := newTestCluster(t, 1, "REGCACHE_S3_REDIRECT=true")
+	imgs := c.hub.Seed(t)
+	r := c.replicas[0]
+	layer := imgs.Single.Layers[0]
+	if res := getBlob(t.Context(), r.url, imgs.Single.Repo, layer.Digest); !res.right {
+		t.Fatalf("miss: status %d, err %v", res.status, res.err)
+	}
+	key := "blobs/sha256/" + layer.Digest.Encoded()[:2] + "/" + layer.Digest.Encoded()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := c.s3.Client(t).StatObject(t.Context(), c.s3.Bucket, key, minio.StatObjectOptions{}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the blob was never committed")
+		}
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(r.url + "/v2/" + imgs.Single.Repo + "/blobs/" + layer.Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(loc, c.s3.Endpoint+"/") || !strings.Contains(loc, "X-Amz-Signature=") {
+		t.Fatalf("hit: status %d, Location %q; want 307 to a presigned URL of %s", resp.StatusCode, loc, c.s3.Endpoint)
+	}
+	if res := getBlob(t.Context(), r.url, imgs.Single.Repo, layer.Digest); !res.right {
+		t.Fatalf("following the redirect: status %d, err %v", res.status, res.err)
+	}
+}
+
+// TestClusterRevalidateOnce: after the freshness window, 30 pulls of a tag
+// spread over three replicas revalidate it with one HEAD upstream, not one
+// per replica, and no GET.
+func TestClusterRevalidateOnce(t *testing.T) {
+	c := newTestCluster(t, 3, "REGCACHE_FRESHNESS=2s")
+	imgs := c.hub.Seed(t)
+	img := imgs.Single
+	for _, r := range c.replicas { // every replica has the tag in memory
+		if err := pullAll(t.Context(), r.addr, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(2500 * time.Millisecond)
+	c.hub.ResetCounters()
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodGet, c.replicas[i%3].url+"/v2/"+img.Repo+"/manifests/"+img.Tag, nil)
+			req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || digest.FromBytes(body) != img.Digest {
+				t.Errorf("pull %d: status %d", i, resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	heads := 0
+	for _, r := range c.hub.Requests() {
+		if r.Kind == testenv.KindManifest && r.Method == http.MethodHead && r.Status == http.StatusOK {
+			heads++
+		}
+	}
+	gets := c.hub.Count("GET", testenv.KindManifest)
+	t.Logf("30 pulls of a stale tag over 3 replicas: %d HEADs, %d GETs upstream", heads, gets)
+	if heads != 1 || gets != 0 {
+		t.Errorf("%d HEADs and %d GETs upstream, want 1 and 0", heads, gets)
 	}
 }

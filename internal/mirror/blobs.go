@@ -25,7 +25,14 @@ type Blob struct {
 	stored blobstore.Blob
 	fill   *fill.Reader
 	pass   *upstream.Blob // streamed from upstream, not cached (unwritable store)
+	// redirect is a short-lived URL the client may fetch the stored bytes
+	// from itself (a presigned S3 GET), "" when it is served here.
+	redirect string
 }
+
+// RedirectURL is where the client may fetch a stored blob itself, or ""
+// when the blob is sent by Send.
+func (b *Blob) RedirectURL() string { return b.redirect }
 
 // Size is the blob's size, waiting for a fill to learn it from the
 // upstream's headers; -1 if the upstream did not say.
@@ -228,7 +235,17 @@ func (s *Service) storedBlob(ctx context.Context, d digest.Digest) *Blob {
 		return nil
 	}
 	s.index.Touch(d)
-	return &Blob{Digest: d, stored: b}
+	out := &Blob{Digest: d, stored: b}
+	if _, local := b.(interface{ OSFile() *os.File }); s.redirect != nil && !local {
+		// In the shared store, not on this replica's disk: the client
+		// fetches it there.
+		if u, err := s.redirect(ctx, d); err == nil {
+			out.redirect = u
+		} else {
+			s.log.Warn("presign blob redirect; streaming it instead", slog.String("digest", d.String()), slog.Any("error", err))
+		}
+	}
+	return out
 }
 
 // dropDamaged removes a cached file found damaged on disk, and its index

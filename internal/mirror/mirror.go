@@ -94,6 +94,8 @@ type Service struct {
 
 	sources BlobSource // nil: fills read the upstream
 	flight  FlightLock // nil: coalescing within this process only
+	// redirect presigns a stored blob's URL (nil: hits are streamed).
+	redirect func(ctx context.Context, d digest.Digest) (string, error)
 
 	listMu    sync.Mutex
 	listCache map[string]cachedListing

@@ -63,6 +63,12 @@ func (s *Service) PeerBlob(ctx context.Context, upstream, repo string, d digest.
 	return &Blob{Digest: d, fill: rd}, nil
 }
 
+// WithRedirect answers hits on blobs not on local disk with a redirect to
+// the URL fn gives (storage.s3.redirect: a presigned GET).
+func WithRedirect(fn func(ctx context.Context, d digest.Digest) (string, error)) Option {
+	return func(s *Service) { s.redirect = fn }
+}
+
 // FlightLock runs fn on one replica of the cluster at a time for key; a
 // replica that finds it running elsewhere waits for it to end and returns
 // without running fn (it then reads what the other one recorded).
