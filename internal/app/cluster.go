@@ -58,6 +58,15 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (stor
 			return st, err
 		}
 		st.store = s
+		go func() { // uploads of replicas killed mid-fill
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if n, err := s.AbortStale(ctx, staleUpload); err != nil {
+				log.Warn("abort stale S3 multipart uploads", slog.Any("error", err))
+			} else if n > 0 {
+				log.Info("aborted stale S3 multipart uploads", slog.Int("uploads", n))
+			}
+		}()
 	}
 	if cfg.Cluster.Redis == "" {
 		ix, err := cacheindex.Open(filepath.Join(cfg.Data, "index.db"), 10*time.Second, cacheindex.WithLogger(log))
@@ -104,6 +113,10 @@ func clusterOptions(cfg config.Config, store appStore, cl *cluster.Cluster) []mi
 		mirror.WithBlobSource(mirror.BlobSource(cl.Source)),
 		mirror.WithFlightLock(func(ctx context.Context, key string, fn func()) { cl.Once(ctx, "flight:"+key, time.Minute, fn) }))
 }
+
+// staleUpload is the age past which an open multipart upload is taken
+// for the leftover of a replica killed mid-fill (fills time out long before).
+const staleUpload = 24 * time.Hour
 
 // redirectTTL is how long a presigned redirect of a blob hit is valid: long
 // enough to start the download, short enough not to be shared.

@@ -533,3 +533,23 @@ func (w *writer) Close() error {
 	w.abort()
 	return err
 }
+
+// AbortStale aborts multipart uploads under the store's prefix started
+// more than olderThan ago: those of a replica killed mid-fill (a live fill
+// that old has long hit the fill timeout). It returns how many it aborted.
+func (s *Store) AbortStale(ctx context.Context, olderThan time.Duration) (int, error) {
+	n := 0
+	for u := range s.c.ListIncompleteUploads(ctx, s.bucket, s.prefix+"blobs/", true) {
+		if u.Err != nil {
+			return n, fmt.Errorf("list S3 multipart uploads: %w", u.Err)
+		}
+		if time.Since(u.Initiated) < olderThan {
+			continue
+		}
+		if err := s.core.AbortMultipartUpload(ctx, s.bucket, u.Key, u.UploadID); err != nil && !notFound(err) {
+			return n, fmt.Errorf("abort stale S3 upload of %s: %w", u.Key, err)
+		}
+		n++
+	}
+	return n, nil
+}

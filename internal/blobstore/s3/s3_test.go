@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/opencontainers/go-digest"
@@ -156,5 +157,28 @@ func TestLocalTier(t *testing.T) {
 	srv.Start()
 	if _, err := s.Open(t.Context(), ds[0]); err != nil {
 		t.Fatalf("after S3 restarted: %v", err)
+	}
+}
+
+// TestAbortStale: an upload left open (a replica killed mid-fill) is
+// aborted once older than the bound, and a young one is kept.
+func TestAbortStale(t *testing.T) {
+	srv := testenv.NewS3(t)
+	s := newStore(t, srv, "stale/", WithPartSize(5<<20))
+	w, _ := s.Create(t.Context(), digest.FromString("killed"))
+	w.Write(randBytes(9, 6<<20)) // one part queued: the upload exists; never committed or closed
+	for deadline := time.Now().Add(10 * time.Second); incomplete(t, srv, "stale/") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the multipart upload never started")
+		}
+	}
+	if n, err := s.AbortStale(t.Context(), time.Hour); err != nil || n != 0 {
+		t.Fatalf("AbortStale(1h) = %d, %v; want 0 (the upload is young)", n, err)
+	}
+	if n, err := s.AbortStale(t.Context(), 0); err != nil || n != 1 {
+		t.Fatalf("AbortStale(0) = %d, %v; want 1", n, err)
+	}
+	if n := incomplete(t, srv, "stale/"); n != 0 {
+		t.Fatalf("%d uploads left", n)
 	}
 }
