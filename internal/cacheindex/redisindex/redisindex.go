@@ -95,6 +95,14 @@ func ParseURL(raw string) (*redis.Options, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster.redis: %w (want redis://[:password@]host:port/db or rediss:// for TLS)", err)
 	}
+	// An unreachable Redis must not hold every request for the client's
+	// default 5 s: the index and leases fall back quickly instead. The
+	// URL's dial_timeout, read_timeout and write_timeout still win.
+	for _, d := range []*time.Duration{&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout} {
+		if *d == 0 {
+			*d = time.Second
+		}
+	}
 	return o, nil
 }
 
