@@ -263,6 +263,18 @@ func TestClusterColdBurst(t *testing.T) {
 	if ratio != 1.0 {
 		t.Errorf("upstream bytes / blob size = %.3f, want 1.0", ratio)
 	}
+	// The replicas that streamed from the owner left no upload open
+	// (they deferred to the owner's, then found its object).
+	core := minio.Core{Client: c.s3.Client(t)}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		res, err := core.ListMultipartUploads(t.Context(), c.s3.Bucket, "blobs/", "", "", "", 100)
+		if err == nil && len(res.Uploads) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("multipart uploads left open after the commits: %v %v", res.Uploads, err)
+		}
+	}
 }
 
 // TestClusterOwnerKilled: the replica fetching a blob is killed (SIGKILL)

@@ -344,6 +344,11 @@ type writer struct {
 	done     []minio.CompletePart
 	upErr    error
 	closed   bool
+	// deferred: another writer (a replica streaming the same digest from
+	// upstream) was already uploading this key, so this one uploads
+	// nothing while it writes and, at Commit, only if that one's object
+	// is not there.
+	deferred bool
 }
 
 func (w *writer) Write(p []byte) (int, error) {
@@ -382,6 +387,14 @@ func (w *writer) startLocked() {
 func (w *writer) upload() {
 	defer close(w.finished)
 	ctx := context.Background()
+	if w.othersUploading(ctx) {
+		w.mu.Lock()
+		w.deferred = true
+		w.mu.Unlock()
+		for range w.parts { // drain: the other upload is the one that counts
+		}
+		return
+	}
 	id, err := w.s.core.NewMultipartUpload(ctx, w.s.bucket, w.key, minio.PutObjectOptions{ContentType: "application/octet-stream"})
 	w.mu.Lock()
 	w.uploadID, w.upErr = id, err
@@ -404,6 +417,23 @@ func (w *writer) upload() {
 		w.mu.Unlock()
 		start = end
 	}
+}
+
+// othersUploading reports whether a multipart upload of this key runs
+// already (young enough to be a live fill's).
+func (w *writer) othersUploading(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, err := w.s.core.ListMultipartUploads(ctx, w.s.bucket, w.key, "", "", "", 10)
+	if err != nil {
+		return false
+	}
+	for _, u := range res.Uploads {
+		if u.Key == w.key && time.Since(u.Initiated) < time.Hour {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *writer) ReadAt(p []byte, off int64) (int, error) { return w.local.ReadAt(p, off) }
@@ -460,8 +490,20 @@ func (w *writer) Commit(ctx context.Context, size int64) error {
 	w.closeParts()
 	<-w.finished
 	w.mu.Lock()
-	id, parts, upErr := w.uploadID, w.done, w.upErr
+	id, parts, upErr, deferred := w.uploadID, w.done, w.upErr, w.deferred
 	w.mu.Unlock()
+	if deferred {
+		// The other writer's object is not there (checked above): it
+		// failed or died. Upload ours now, from the spool, one part at a
+		// time.
+		_, err := w.s.c.PutObject(ctx, w.s.bucket, w.key, io.NewSectionReader(w.local, 0, total), total,
+			minio.PutObjectOptions{ContentType: "application/octet-stream", PartSize: uint64(w.s.partSize), NumThreads: 1})
+		if err != nil {
+			w.local.Cancel()
+			return fmt.Errorf("commit blob %s to S3: %w", w.d, err)
+		}
+		return w.keepLocal(ctx, total)
+	}
 	if upErr != nil {
 		w.abort()
 		return fmt.Errorf("commit blob %s to S3: %w", w.d, upErr)

@@ -3,6 +3,7 @@ package s3
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"testing"
@@ -180,5 +181,58 @@ func TestAbortStale(t *testing.T) {
 	}
 	if n := incomplete(t, srv, "stale/"); n != 0 {
 		t.Fatalf("%d uploads left", n)
+	}
+}
+
+// TestSecondWriterDefers: a second writer of a digest whose upload runs
+// already (another replica streaming it) uploads nothing while it writes;
+// at Commit it keeps the first one's object, or uploads its own when the
+// first failed.
+func TestSecondWriterDefers(t *testing.T) {
+	srv := testenv.NewS3(t)
+	data := randBytes(11, 11<<20)
+	d := digest.FromBytes(data)
+	for _, firstCommits := range []bool{true, false} {
+		prefix := fmt.Sprintf("defer-%v/", firstCommits)
+		s1 := newStore(t, srv, prefix, WithPartSize(5<<20))
+		s2 := newStore(t, srv, prefix, WithPartSize(5<<20))
+		w1, _ := s1.Create(t.Context(), d)
+		w1.Write(data[:6<<20])
+		for deadline := time.Now().Add(10 * time.Second); incomplete(t, srv, prefix) == 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the first upload never started")
+			}
+		}
+		w2, _ := s2.Create(t.Context(), d)
+		w2.Write(data)
+		time.Sleep(200 * time.Millisecond) // let w2's uploader decide
+		if n := incomplete(t, srv, prefix); n != 1 {
+			t.Fatalf("%d uploads run, want 1 (the second writer deferred)", n)
+		}
+		if firstCommits {
+			w1.Write(data[6<<20:])
+			if err := w1.Commit(t.Context(), int64(len(data))); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			w1.Close() // the first replica's fill failed
+		}
+		if err := w2.Commit(t.Context(), int64(len(data))); err != nil {
+			t.Fatalf("second Commit (first committed: %v): %v", firstCommits, err)
+		}
+		w1.Close()
+		w2.Close()
+		b, err := s2.Open(t.Context(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(b)
+		b.Close()
+		if !bytes.Equal(got, data) {
+			t.Fatalf("object holds %d bytes, not the blob (first committed: %v)", len(got), firstCommits)
+		}
+		if n := incomplete(t, srv, prefix); n != 0 {
+			t.Fatalf("%d uploads left open", n)
+		}
 	}
 }
