@@ -68,6 +68,10 @@ type Store struct {
 	tierMax   int64
 	tierBytes atomic.Int64
 	trimMu    sync.Mutex
+
+	copyMu  sync.Mutex
+	copying map[digest.Digest]bool // blobs being copied from S3 into the tier
+	copies  sync.WaitGroup
 }
 
 var _ blobstore.Store = (*Store)(nil)
@@ -117,7 +121,7 @@ func New(ctx context.Context, cfg Config, spoolDir string, opts ...Option) (*Sto
 		return nil, err
 	}
 	s := &Store{c: c, core: minio.Core{Client: c}, bucket: cfg.Bucket, prefix: cfg.Prefix, spool: spool,
-		partSize: 16 << 20, log: slog.New(slog.DiscardHandler)}
+		partSize: 16 << 20, log: slog.New(slog.DiscardHandler), copying: map[digest.Digest]bool{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -198,6 +202,9 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (blobstore.Blob, erro
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s in S3: %w", d, err)
 	}
+	if s.tier {
+		s.copyToTier(d, k, info.Size)
+	}
 	// The object is read with the context of the caller that opened it
 	// only for this first request; reads are bounded by the S3 client's
 	// own timeouts.
@@ -207,6 +214,54 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (blobstore.Blob, erro
 	}
 	return &object{Object: obj, size: info.Size}, nil
 }
+
+// copyToTier copies a blob committed in S3 (by another replica) into the
+// local tier in the background, once at a time per digest, so later hits
+// on this replica are served from its disk. The copy is streamed and
+// verified like any write; a failed one leaves nothing.
+func (s *Store) copyToTier(d digest.Digest, key string, size int64) {
+	s.copyMu.Lock()
+	if s.copying[d] {
+		s.copyMu.Unlock()
+		return
+	}
+	s.copying[d] = true
+	s.copies.Add(1)
+	s.copyMu.Unlock()
+	go func() {
+		defer s.copies.Done()
+		defer func() {
+			s.copyMu.Lock()
+			delete(s.copying, d)
+			s.copyMu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		obj, err := s.c.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
+		if err != nil {
+			return
+		}
+		defer obj.Close()
+		w, err := s.spool.Create(ctx, d)
+		if err != nil {
+			return
+		}
+		defer w.Close()
+		if _, err := io.Copy(w, obj); err != nil {
+			return
+		}
+		if err := w.Commit(ctx, size); err != nil {
+			s.log.Warn("copy of a blob from S3 into the local tier failed", slog.String("digest", d.String()), slog.Any("error", err))
+			return
+		}
+		s.tierBytes.Add(size)
+		s.trimTier(ctx)
+	}()
+}
+
+// WaitCopies waits for background copies into the local tier (tests,
+// shutdown).
+func (s *Store) WaitCopies() { s.copies.Wait() }
 
 // object is committed content in S3.
 type object struct {

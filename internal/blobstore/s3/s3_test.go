@@ -236,3 +236,39 @@ func TestSecondWriterDefers(t *testing.T) {
 		}
 	}
 }
+
+// TestTierFilledFromS3: a blob another replica committed is copied into
+// this replica's tier on its first hit here, and served from the tier
+// after that (with S3 stopped, too).
+func TestTierFilledFromS3(t *testing.T) {
+	srv := testenv.NewS3(t)
+	other := newStore(t, srv, "shared/")
+	mine := newStore(t, srv, "shared/", WithLocalTier(1<<30))
+	data := randBytes(13, 3<<20)
+	d := digest.FromBytes(data)
+	w, _ := other.Create(t.Context(), d)
+	w.Write(data)
+	if err := w.Commit(t.Context(), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	b, err := mine.Open(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	mine.WaitCopies()
+	if _, err := mine.spool.Stat(t.Context(), d); err != nil {
+		t.Fatalf("not in the tier after a hit: %v", err)
+	}
+	srv.Stop()
+	b, err = mine.Open(t.Context(), d)
+	if err != nil {
+		t.Fatalf("tier hit with S3 stopped: %v", err)
+	}
+	got, _ := io.ReadAll(b)
+	b.Close()
+	if !bytes.Equal(got, data) {
+		t.Fatal("the tier's copy differs")
+	}
+}
