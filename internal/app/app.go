@@ -29,6 +29,7 @@ import (
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/cluster"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/fill"
 	"github.com/regcache/regcache/internal/metrics"
@@ -41,10 +42,24 @@ import (
 
 // App is a configured, not yet listening mirror.
 type App struct {
-	cfg       config.Config
-	log       *slog.Logger
-	store     *disk.Store
-	index     *cacheindex.Index
+	cfg   config.Config
+	log   *slog.Logger
+	store appStore
+	index cacheindex.Backend
+	// disk and bolt are store and index on one node (local disk and bbolt),
+	// nil on S3 or Redis: the scrub, the cache API and by-image eviction
+	// work on them.
+	disk *disk.Store
+	bolt *cacheindex.Index
+	// sharedTotals is totals' count of a shared index.
+	sharedTotals struct {
+		mu sync.Mutex
+		t  cacheindex.Totals
+		at time.Time
+	}
+	storeRoot string
+	cluster   *cluster.Cluster
+	closeRest func()
 	fills     *fill.Manager
 	content   *mirror.Service
 	registry  *registry.Server
@@ -69,14 +84,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	store, err := disk.New(cfg.Data)
+	st, err := openStorage(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	index, err := cacheindex.Open(filepath.Join(cfg.Data, "index.db"), 10*time.Second, cacheindex.WithLogger(log))
-	if err != nil {
-		return nil, err
-	}
+	store, index := st.store, st.index
 	if pct := cfg.Storage.MaxSizePercent; pct > 0 {
 		var st syscall.Statfs_t
 		if err := syscall.Statfs(cfg.Data, &st); err != nil {
@@ -86,11 +98,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		cfg.Storage.MaxSize = int64(float64(st.Blocks) * float64(st.Frsize) * pct / 100)
 		log.Info("storage.max_size set from a share of the file system", slog.Float64("percent", pct), slog.Int64("bytes", cfg.Storage.MaxSize))
 	}
-	a := &App{cfg: cfg, log: log, store: store, index: index, evictNow: make(chan struct{}, 1)}
+	a := &App{cfg: cfg, log: log, store: store, index: index, storeRoot: st.root, cluster: st.cluster, closeRest: st.close, evictNow: make(chan struct{}, 1)}
 	a.maxSize.Store(cfg.Storage.MaxSize)
+	a.disk, _ = store.(*disk.Store)
+	a.bolt, _ = index.(*cacheindex.Index)
 	// After a clean stop the index and the store agreed; after a crash (or
 	// with a new or rebuilt index) every entry and file is checked.
-	if !index.Clean {
+	if a.bolt == nil || !a.bolt.Clean {
 		if err := a.reconcile(ctx); err != nil {
 			index.Close()
 			return nil, err
@@ -170,10 +184,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	m := metrics.New(a.metrics)
 	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics, results, sources, a.upstreamNames()), credentialed(cfg)), newHistory(historySamples)
 	metrics.RegisterState(a.metrics, a.metricsState)
-	a.content = mirror.New(store, index, a.fills, a.upstreams,
+	a.content = mirror.New(store, index, a.fills, a.upstreams, append([]mirror.Option{
 		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
 		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel),
-		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent))
+		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent)}, clusterOptions(cfg, store, a.cluster)...)...)
 	a.registry = registry.New(a.content,
 		registry.WithAuthorizer(acc), registry.WithMiddleware(acc.Middleware),
 		registry.WithMetrics(m), registry.WithLogger(log), registry.WithObserver(a.stats.observe))
@@ -211,7 +225,7 @@ const maxRequestsPerClient = 256
 var _ registry.Authorizer = (*access.Access)(nil)
 
 // Handler is the registry API.
-func (a *App) Handler() http.Handler { return a.registry.Handler() }
+func (a *App) Handler() http.Handler { return a.withPeers(a.registry.Handler()) }
 
 // AdminHandler serves health and status.
 func (a *App) AdminHandler() http.Handler {
@@ -234,7 +248,7 @@ func (a *App) AdminHandler() http.Handler {
 // writable checks that new content can be written where the store puts
 // it (its temporary and blob directories).
 func (a *App) writable() error {
-	for _, dir := range []string{filepath.Join(a.cfg.Data, "tmp"), filepath.Join(a.cfg.Data, "blobs")} {
+	for _, dir := range []string{filepath.Join(a.storeRoot, "tmp"), filepath.Join(a.storeRoot, "blobs")} {
 		f, err := os.CreateTemp(dir, ".readyz-*")
 		if err != nil {
 			return err
@@ -339,6 +353,11 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	go func() { defer close(scrubbed); a.scrubLoop(evictCtx, scrubEvery) }()
 	defer func() { stopEvict(); <-evicted; <-scrubbed }()
 	defer a.watch(ctx)() // health probes and the dashboard's history
+	if a.cluster != nil {
+		beat := make(chan struct{})
+		go func() { defer close(beat); a.cluster.Run(evictCtx) }()
+		defer func() { stopEvict(); <-beat }()
+	}
 	var admin *http.Server
 	if adminLn != nil {
 		admin = &http.Server{Handler: a.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
@@ -395,7 +414,11 @@ func (a *App) Close() error {
 	if a.fills != nil {
 		a.fills.Close()
 	}
-	return a.index.Close()
+	err := a.index.Close()
+	if a.closeRest != nil {
+		a.closeRest()
+	}
+	return err
 }
 
 // reconcile makes the index and the store agree after a crash: index
@@ -403,8 +426,12 @@ func (a *App) Close() error {
 // (committed just before a crash) are verified and adopted, or removed.
 // Temporary files were already removed when the store opened.
 func (a *App) reconcile(ctx context.Context) error {
+	store, err := a.diskStore()
+	if err != nil {
+		return nil // S3: shared by replicas, no local crash to repair
+	}
 	var gone []digest.Digest
-	err := a.index.Blobs(func(d digest.Digest, _ cacheindex.BlobEntry) error {
+	err = a.index.Blobs(func(d digest.Digest, _ cacheindex.BlobEntry) error {
 		if _, err := a.store.Stat(ctx, d); err != nil {
 			gone = append(gone, d)
 		}
@@ -430,13 +457,13 @@ func (a *App) reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reconcile store: %w", err)
 	}
-	if a.index.Damaged != "" {
+	if bi, ok := a.index.(*cacheindex.Index); ok && bi.Damaged != "" {
 		a.log.Error("the cache index was damaged; moved aside and rebuilt from the store (every file verified; tags are fetched again on demand)",
-			slog.String("moved_to", a.index.Damaged), slog.Any("damage", a.index.Damage), slog.Int("files", len(orphans)))
+			slog.String("moved_to", bi.Damaged), slog.Any("damage", bi.Damage), slog.Int("files", len(orphans)))
 	}
 	adopted := 0
 	for _, d := range orphans {
-		if err := a.store.Verify(ctx, d); err != nil {
+		if err := store.Verify(ctx, d); err != nil {
 			a.log.Warn("removed a cache file that failed verification", slog.String("digest", d.String()), slog.Any("error", err))
 			continue
 		}
@@ -444,7 +471,7 @@ func (a *App) reconcile(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		if err := adopt(ctx, a.store, a.index, d, size); err != nil {
+		if err := adopt(ctx, store, a.index, d, size); err != nil {
 			return err
 		}
 		adopted++
@@ -458,7 +485,7 @@ func (a *App) reconcile(ctx context.Context) error {
 // adopt records a verified file the index does not know: a manifest (its
 // media type and references restored; no repository holds it until an
 // upstream confirms one) or a blob.
-func adopt(ctx context.Context, store *disk.Store, index *cacheindex.Index, d digest.Digest, size int64) error {
+func adopt(ctx context.Context, store *disk.Store, index cacheindex.Backend, d digest.Digest, size int64) error {
 	if size <= oci.MaxManifestSize {
 		if b, err := store.Open(ctx, d); err == nil {
 			body, rerr := io.ReadAll(b)

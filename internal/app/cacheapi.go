@@ -29,11 +29,20 @@ import (
 const maxCacheRequest = 1 << 20
 
 func (a *App) cacheRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /cache/ls", a.serveCacheList)
-	mux.HandleFunc("GET /cache/stats", a.serveCacheStats)
-	mux.HandleFunc("POST /cache/rm", a.serveCacheRemove)
-	mux.HandleFunc("POST /cache/prune", a.serveCachePrune)
-	mux.HandleFunc("POST /cache/verify", a.serveCacheVerify)
+	local := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if a.disk == nil || a.bolt == nil {
+				http.Error(w, "the cache commands work on a node's local disk and bbolt index; this replica uses a shared store or index (storage.s3, cluster.redis): see docs/scaling.md", http.StatusNotImplemented)
+				return
+			}
+			h(w, r)
+		}
+	}
+	mux.HandleFunc("GET /cache/ls", local(a.serveCacheList))
+	mux.HandleFunc("GET /cache/stats", local(a.serveCacheStats))
+	mux.HandleFunc("POST /cache/rm", local(a.serveCacheRemove))
+	mux.HandleFunc("POST /cache/prune", local(a.serveCachePrune))
+	mux.HandleFunc("POST /cache/verify", local(a.serveCacheVerify))
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -27,6 +27,10 @@ const maxNamedTags = 100
 func (a *App) Evict(ctx context.Context) (int, int64, error) {
 	a.evictMu.Lock()
 	defer a.evictMu.Unlock()
+	return a.evictOnce(ctx, func() (int, int64, error) { return a.evict(ctx) })
+}
+
+func (a *App) evict(ctx context.Context) (int, int64, error) {
 	maxSize := a.maxSize.Load()
 	if maxSize <= 0 && a.cfg.Storage.MaxAge <= 0 {
 		return 0, 0, nil
@@ -73,18 +77,48 @@ func (a *App) Evict(ctx context.Context) (int, int64, error) {
 		a.log.Warn("storage.max_size evicts content of tags whose upstream is down: they lost their offline copy",
 			slog.Int("blobs", len(p.LostProtected)), slog.Any("tags", tags))
 	}
+	if a.disk == nil || a.bolt == nil {
+		return a.deleteShared(ctx, plan)
+	}
 	n, freed, err := a.cacheOps().deleteFiles(ctx, plan)
 	if n > 0 {
 		a.log.Info("evicted cached images", slog.Int("images", len(p.Images)), slog.Int("files", n), slog.Int64("bytes", freed),
-			slog.Int("protected", len(protected)), slog.Int64("stored_bytes", a.index.Totals().Bytes()))
+			slog.Int("protected", len(protected)), slog.Int64("stored_bytes", a.totals().Bytes()))
 	}
 	return n, freed, err
+}
+
+// deleteShared deletes a plan's blobs from a shared store and index (S3,
+// Redis), one by one.
+func (a *App) deleteShared(ctx context.Context, plan []digest.Digest) (int, int64, error) {
+	var freed int64
+	n := 0
+	for _, d := range plan {
+		if ctx.Err() != nil {
+			break
+		}
+		e, _, _ := a.index.Blob(d)
+		if err := a.store.Delete(ctx, d); err != nil {
+			a.log.Warn("evict blob", slog.String("digest", d.String()), slog.Any("error", err))
+			continue
+		}
+		if err := a.index.DeleteBlob(d); err != nil {
+			return n, freed, err
+		}
+		a.content.Forget(d) // a manifest kept in memory goes with its file
+		freed += e.Size
+		n++
+	}
+	if n > 0 {
+		a.log.Info("evicted cached blobs", slog.Int("blobs", n), slog.Int64("bytes", freed))
+	}
+	return n, freed, nil
 }
 
 // cacheOps is the cache commands' work on the running mirror's store and
 // index, serialised with its eviction.
 func (a *App) cacheOps() *cacheOps {
-	return &cacheOps{store: a.store, index: a.index, log: a.log, now: a.now, lock: &a.evictMu,
+	return &cacheOps{store: a.disk, index: a.bolt, log: a.log, now: a.now, lock: &a.evictMu,
 		forget: a.content.Forget,
 		protected: func() (map[digest.Digest]bool, error) {
 			_, p, err := a.downProtected()
@@ -128,7 +162,7 @@ func (a *App) evictLoop(ctx context.Context) {
 // store over storage.max_size (the index keeps the running total).
 func (a *App) committed(int64) {
 	maxSize := a.maxSize.Load()
-	if maxSize <= 0 || a.index.Totals().Bytes() <= maxSize {
+	if maxSize <= 0 || a.totals().Bytes() <= maxSize {
 		return
 	}
 	select {
@@ -136,3 +170,26 @@ func (a *App) committed(int64) {
 	default: // one is pending already
 	}
 }
+
+// totals are the index's running totals on one node; on a shared index
+// (Redis) a count of its blobs, made at most every sharedTotalsEvery.
+func (a *App) totals() cacheindex.Totals {
+	if a.bolt != nil {
+		return a.bolt.Totals()
+	}
+	a.sharedTotals.mu.Lock()
+	defer a.sharedTotals.mu.Unlock()
+	if time.Since(a.sharedTotals.at) > sharedTotalsEvery {
+		var t cacheindex.Totals
+		_ = a.index.Blobs(func(_ digest.Digest, e cacheindex.BlobEntry) error {
+			t.Blobs++
+			t.BlobBytes += e.Size
+			return nil
+		})
+		a.sharedTotals.t, a.sharedTotals.at = t, time.Now()
+	}
+	return a.sharedTotals.t
+}
+
+// sharedTotalsEvery bounds how often a shared index is counted.
+const sharedTotalsEvery = 10 * time.Second

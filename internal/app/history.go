@@ -86,7 +86,7 @@ func (h *history) run(ctx context.Context, every time.Duration, take func() samp
 func (a *App) sample() sample {
 	t := a.stats.totals()
 	s := sample{t: time.Now(), results: t.Results, bytesCache: t.BytesCache,
-		cacheBytes: a.index.Totals().Bytes(), maxBytes: a.maxSize.Load()}
+		cacheBytes: a.totals().Bytes(), maxBytes: a.maxSize.Load()}
 	for _, n := range a.fills.Totals().Fetched {
 		s.fetched += n
 	}

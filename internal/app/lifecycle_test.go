@@ -32,9 +32,9 @@ import (
 func waitBlobs(t *testing.T, a *App, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for a.index.Totals().Blobs < n {
+	for a.totals().Blobs < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("the index holds %d blobs, want %d", a.index.Totals().Blobs, n)
+			t.Fatalf("the index holds %d blobs, want %d", a.totals().Blobs, n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -96,7 +96,7 @@ func TestEvictSharedLayers(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // distinct access times
 	}
 	waitBlobs(t, m.App, 6) // 2 shared layers, 2 own layers, 2 configs
-	total := m.App.index.Totals().Bytes()
+	total := m.App.totals().Bytes()
 	// Room for one image and a little: the old one (least recently used)
 	// must go, and only its own layer, config and manifest with it.
 	m.App.maxSize.Store(total - 100<<10) // low water 90 %: room for the new image, not both
@@ -112,7 +112,7 @@ func TestEvictSharedLayers(t *testing.T) {
 	if _, err := m.App.store.Stat(t.Context(), oldOwn); err == nil {
 		t.Errorf("the evicted image's own layer %s is still stored", oldOwn)
 	}
-	if got := m.App.index.Totals().Bytes(); got > m.App.maxSize.Load() {
+	if got := m.App.totals().Bytes(); got > m.App.maxSize.Load() {
 		t.Errorf("%d bytes stored over a cap of %d", got, m.App.maxSize.Load())
 	}
 	up.Close() // the kept image is whole: it pulls with no upstream
@@ -208,7 +208,7 @@ func TestScrub(t *testing.T) {
 	}
 	waitBlobs(t, m.App, 4)
 	a := m.App
-	stored := a.index.Totals().BlobBytes
+	stored := a.totals().BlobBytes
 
 	// Off: the loop returns at once.
 	done := make(chan struct{})

@@ -124,8 +124,8 @@ func (a *App) sleep(ctx context.Context, d time.Duration) bool {
 // A blob that fails is quarantined and dropped from the index, so the
 // next request fetches it again. Off when the interval is 0.
 func (a *App) scrubLoop(ctx context.Context, interval time.Duration) {
-	if interval <= 0 {
-		return
+	if interval <= 0 || a.disk == nil || a.bolt == nil {
+		return // off, or a shared store (S3): not scrubbed by replicas
 	}
 	for ctx.Err() == nil {
 		start := a.now()
@@ -152,7 +152,7 @@ func (a *App) scrubLoop(ctx context.Context, interval time.Duration) {
 // scrubPass re-hashes every blob the index holds once, resuming after the
 // last one checked if a pass was cut short, and returns how many it checked.
 func (a *App) scrubPass(ctx context.Context) (int64, error) {
-	total := a.index.Totals().BlobBytes
+	total := a.totals().BlobBytes
 	interval, maxRate := a.scrubPace()
 	perSecond := float64(maxRate)
 	if iv := interval.Seconds(); iv > 0 && total > 0 {
@@ -176,7 +176,7 @@ func (a *App) scrubPass(ctx context.Context) (int64, error) {
 	a.scrub.mu.Unlock()
 	var checked int64
 	for ctx.Err() == nil {
-		d, e, ok, err := a.index.NextBlob(cursor)
+		d, e, ok, err := a.bolt.NextBlob(cursor)
 		if err != nil {
 			return checked, err
 		}
@@ -212,13 +212,13 @@ func (a *App) scrubPass(ctx context.Context) (int64, error) {
 
 // scrubBlob re-hashes one blob; a damaged one is quarantined and dropped.
 func (a *App) scrubBlob(ctx context.Context, d digest.Digest, pace func(context.Context, int) error) error {
-	err := a.store.VerifyPaced(ctx, d, pace)
+	err := a.disk.VerifyPaced(ctx, d, pace)
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, blobstore.ErrDigestMismatch):
 		a.log.Error("the background scrub found a damaged cache file: quarantined and dropped, the next request fetches it again",
-			slog.String("digest", d.String()), slog.String("quarantine", a.store.QuarantineDir()))
+			slog.String("digest", d.String()), slog.String("quarantine", a.disk.QuarantineDir()))
 		a.forgetDamaged(d)
 		a.scrub.mu.Lock()
 		a.scrub.st.Damaged = append(a.scrub.st.Damaged, d)

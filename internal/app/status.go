@@ -80,7 +80,7 @@ func (a *App) completeStatus(st *Status) {
 		}
 		st.Fills = append(st.Fills, f)
 	}
-	st.Cache = CacheStatus{Bytes: a.index.Totals().Bytes(), MaxBytes: a.maxSize.Load()}
+	st.Cache = CacheStatus{Bytes: a.totals().Bytes(), MaxBytes: a.maxSize.Load()}
 }
 
 // judge sets the overall state: degraded when anything is.

@@ -442,6 +442,11 @@ func releaseMapping(db *bolt.DB, tx *bolt.Tx) {
 // Reachable returns every digest reachable from the tags keep selects:
 // their manifests, platform manifests and blobs.
 func (ix *Index) Reachable(keep func(upstream string, e TagEntry) bool) (map[digest.Digest]bool, error) {
+	return ReachableFrom(ix, keep)
+}
+
+// ReachableFrom is Reachable over any Backend's entries.
+func ReachableFrom(ix Backend, keep func(upstream string, e TagEntry) bool) (map[digest.Digest]bool, error) {
 	out := map[digest.Digest]bool{}
 	var roots []digest.Digest
 	err := ix.Tags(func(up, _, _ string, e TagEntry) error {
@@ -469,4 +474,59 @@ func (ix *Index) Reachable(keep func(upstream string, e TagEntry) bool) (map[dig
 		}
 	}
 	return out, nil
+}
+
+// PlanEviction is an eviction plan over any Backend's entries, by blob,
+// least recently used first (the by-image plan of *Index reads bbolt's
+// pages directly; a shared index plans by blob: see docs/scaling.md).
+func PlanEviction(ix Backend, p EvictPolicy, now time.Time) (Plan, error) {
+	if err := ix.Flush(); err != nil {
+		return Plan{}, err
+	}
+	type entry struct {
+		d digest.Digest
+		e BlobEntry
+	}
+	var all []entry
+	var total int64
+	err := ix.Blobs(func(d digest.Digest, e BlobEntry) error {
+		all = append(all, entry{d, e})
+		total += e.Size
+		return nil
+	})
+	if err != nil {
+		return Plan{}, err
+	}
+	slices.SortFunc(all, func(a, b entry) int { return a.e.LastAccess.Compare(b.e.LastAccess) })
+	low := p.LowWater
+	if low <= 0 || low > p.MaxSize {
+		low = p.MaxSize * 9 / 10
+	}
+	over := p.MaxSize > 0 && total > p.MaxSize
+	var plan Plan
+	taken := map[digest.Digest]bool{}
+	for _, x := range all {
+		if p.Protected[x.d] {
+			continue
+		}
+		old := p.MaxAge > 0 && now.Sub(x.e.LastAccess) > p.MaxAge
+		if !old && !(over && total > low) {
+			continue
+		}
+		plan.Evict = append(plan.Evict, x.d)
+		taken[x.d] = true
+		total -= x.e.Size
+	}
+	for _, x := range all { // the cap wins over the offline copy
+		if !(p.MaxSize > 0 && total > p.MaxSize) {
+			break
+		}
+		if taken[x.d] {
+			continue
+		}
+		plan.Evict = append(plan.Evict, x.d)
+		plan.LostProtected = append(plan.LostProtected, x.d)
+		total -= x.e.Size
+	}
+	return plan, nil
 }

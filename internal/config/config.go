@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/regcache/regcache/internal/redact"
 )
 
 // Config is regcache's whole configuration, as read by Load. main splits it
@@ -60,6 +62,8 @@ type Config struct {
 	Upstreams []Upstream
 	// Storage bounds the cache (yaml storage).
 	Storage Storage
+	// Cluster joins replicas sharing S3 and Redis (yaml cluster).
+	Cluster Cluster
 	// Access says who may pull (yaml access).
 	Access Access
 	// TLS, when both files are set, makes the registry API serve HTTPS (yaml tls).
@@ -141,6 +145,40 @@ type Storage struct {
 	// ScrubRate is the most bytes per second the scrub reads (default
 	// 4 MiB/s), whatever ScrubInterval asks.
 	ScrubRate int64
+	// S3 is the shared object store of a cluster's content; Bucket ""
+	// keeps content on local disk under Data.
+	S3 S3
+	// LocalCacheSize bounds the local disk tier in front of S3 (bytes);
+	// 0 keeps no committed blob locally.
+	LocalCacheSize int64
+}
+
+// S3 is an S3-compatible bucket (yaml storage.s3). AccessKey and SecretKey
+// empty: the AWS_* environment variables are used.
+type S3 struct {
+	Endpoint  string
+	Bucket    string
+	Region    string
+	Prefix    string
+	AccessKey string
+	SecretKey string
+	PathStyle bool
+	// Redirect answers blob hits with a short-lived presigned URL of the
+	// object instead of streaming it.
+	Redirect bool
+}
+
+// Cluster makes replicas share one upstream fetch per digest (yaml
+// cluster). Redis "" is a single node.
+type Cluster struct {
+	// Redis is redis://[:password@]host:port/db (rediss:// for TLS): the
+	// shared index, membership and leases.
+	Redis string
+	// Advertise is the URL other replicas reach this one's registry
+	// listener at (http://10.0.0.5:5000).
+	Advertise string
+	// Secret authenticates replicas to one another's internal endpoint.
+	Secret string
 }
 
 // Access says who may pull what.
@@ -309,6 +347,15 @@ func (c Config) Redacted() Config {
 	c.Upstreams = slices.Clone(c.Upstreams)
 	if c.AdminToken != "" {
 		c.AdminToken = redacted
+	}
+	if c.Storage.S3.SecretKey != "" {
+		c.Storage.S3.SecretKey = redacted
+	}
+	if c.Cluster.Secret != "" {
+		c.Cluster.Secret = redacted
+	}
+	if c.Cluster.Redis != "" {
+		c.Cluster.Redis = redact.URL(c.Cluster.Redis)
 	}
 	for i := range c.Upstreams {
 		if c.Upstreams[i].Password != "" {

@@ -127,7 +127,7 @@ func TestREADMEDefaults(t *testing.T) {
 		if len(cells) < 4 || !strings.Contains(cells[0], "`--") {
 			continue
 		}
-		for _, m := range regexp.MustCompile("`--([a-z-]+)`").FindAllStringSubmatch(cells[0], -1) {
+		for _, m := range regexp.MustCompile("`--([a-z0-9-]+)`").FindAllStringSubmatch(cells[0], -1) {
 			rows[m[1]] = cells[len(cells)-1]
 		}
 	}

@@ -32,12 +32,28 @@ type fileConfig struct {
 	} `yaml:"prefetch"`
 	Upstreams *[]fileUpstream `yaml:"upstreams"`
 	Storage   struct {
-		MaxSize       *string `yaml:"max_size"`
-		MaxAge        *string `yaml:"max_age"`
-		MaxBlobSize   *string `yaml:"max_blob_size"`
-		ScrubInterval *string `yaml:"scrub_interval"`
-		ScrubRate     *string `yaml:"scrub_rate"`
+		MaxSize        *string `yaml:"max_size"`
+		MaxAge         *string `yaml:"max_age"`
+		MaxBlobSize    *string `yaml:"max_blob_size"`
+		ScrubInterval  *string `yaml:"scrub_interval"`
+		ScrubRate      *string `yaml:"scrub_rate"`
+		LocalCacheSize *string `yaml:"local_cache_size"`
+		S3             struct {
+			Endpoint  *string `yaml:"endpoint"`
+			Bucket    *string `yaml:"bucket"`
+			Region    *string `yaml:"region"`
+			Prefix    *string `yaml:"prefix"`
+			AccessKey *string `yaml:"access_key"`
+			SecretKey *string `yaml:"secret_key"`
+			PathStyle *string `yaml:"path_style"`
+			Redirect  *string `yaml:"redirect"`
+		} `yaml:"s3"`
 	} `yaml:"storage"`
+	Cluster struct {
+		Redis     *string `yaml:"redis"`
+		Advertise *string `yaml:"advertise"`
+		Secret    *string `yaml:"secret"`
+	} `yaml:"cluster"`
 	Access struct {
 		Allow          *[]string            `yaml:"allow"`
 		TrustedProxies *[]string            `yaml:"trusted_proxies"`
@@ -80,6 +96,12 @@ func (f *fileConfig) values() map[string]string {
 		"access.htpasswd": f.Access.Htpasswd, "access.private": f.Access.Private,
 		"tls.cert": f.TLS.Cert, "tls.key": f.TLS.Key,
 		"log.level": f.Log.Level, "log.format": f.Log.Format,
+		"storage.local_cache_size": f.Storage.LocalCacheSize,
+		"storage.s3.endpoint":      f.Storage.S3.Endpoint, "storage.s3.bucket": f.Storage.S3.Bucket,
+		"storage.s3.region": f.Storage.S3.Region, "storage.s3.prefix": f.Storage.S3.Prefix,
+		"storage.s3.access_key": f.Storage.S3.AccessKey, "storage.s3.secret_key": f.Storage.S3.SecretKey,
+		"storage.s3.path_style": f.Storage.S3.PathStyle, "storage.s3.redirect": f.Storage.S3.Redirect,
+		"cluster.redis": f.Cluster.Redis, "cluster.advertise": f.Cluster.Advertise, "cluster.secret": f.Cluster.Secret,
 	} {
 		if p != nil {
 			m[key] = *p

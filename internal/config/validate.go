@@ -58,6 +58,7 @@ func (c Config) Validate() error {
 	check("log.level", c.Log.Level, checkLogLevel)
 	check("log.format", c.Log.Format, checkLogFormat)
 	errs = append(errs, c.validateUpstreams()...)
+	errs = append(errs, c.validateCluster()...)
 	return errors.Join(errs...)
 }
 

@@ -28,7 +28,14 @@ type Blob struct {
 	// upstreamRange fetches a range of a blob being filled from the
 	// upstream, for a range the fill will not reach soon.
 	upstreamRange func(ctx context.Context, start, length int64) (io.ReadCloser, error)
+	// redirect is a short-lived URL the client may fetch the stored bytes
+	// from itself (a presigned S3 GET), "" when it is served here.
+	redirect string
 }
+
+// RedirectURL is where the client may fetch a stored blob itself, or ""
+// when the blob is sent by Send.
+func (b *Blob) RedirectURL() string { return b.redirect }
 
 // Size is the blob's size, waiting for a fill to learn it from the
 // upstream's headers; -1 if the upstream did not say.
@@ -131,7 +138,7 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 			size = n
 		}
 	}
-	rd, err := s.fills.OpenFrom(rt.up.Name, d, size, s.blobSource(rt, d))
+	rd, err := s.fills.OpenFrom(rt.up.Name, d, size, s.sourceFor(rt, d, size, false))
 	if errors.Is(err, fill.ErrInStore) { // committed meanwhile, perhaps from another upstream
 		b, err := s.servableBlob(ctx, rt, d)
 		if err != nil || b != nil {
@@ -252,7 +259,17 @@ func (s *Service) storedBlob(ctx context.Context, d digest.Digest) *Blob {
 		return nil
 	}
 	s.index.Touch(d)
-	return &Blob{Digest: d, stored: b}
+	out := &Blob{Digest: d, stored: b}
+	if _, local := b.(interface{ OSFile() *os.File }); s.redirect != nil && !local {
+		// In the shared store, not on this replica's disk: the client
+		// fetches it there.
+		if u, err := s.redirect(ctx, d); err == nil {
+			out.redirect = u
+		} else {
+			s.log.Warn("presign blob redirect; streaming it instead", slog.String("digest", d.String()), slog.Any("error", err))
+		}
+	}
+	return out
 }
 
 // dropDamaged removes a cached file found damaged on disk, and its index

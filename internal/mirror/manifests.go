@@ -169,25 +169,36 @@ func (s *Service) putTag(rt route, tag string, e cacheindex.TagEntry) error {
 // check when the digest is unchanged.
 func (s *Service) revalidate(ctx context.Context, rt route, tag string, accept []string) (upstream.Descriptor, error) {
 	key := "head\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
+	fresh := func() (any, bool) {
+		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness && e.Source == "" {
+			return upstream.Descriptor{Digest: e.Digest, MediaType: e.MediaType, Size: e.Size}, true
+		}
+		return nil, false
+	}
 	v, err, _ := s.flights.Do(key, func() (any, error) {
-		// A revalidation that finished just before this one was asked
-		// for already answered it.
-		if e, ok, _ := s.tag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness && e.Source == "" {
-			return upstream.Descriptor{Digest: e.Digest, MediaType: e.MediaType, Size: e.Size}, nil
-		}
-		ctx, cancel := detached(ctx)
-		defer cancel()
-		desc, err := rt.up.Client.ManifestHead(ctx, rt.repo, oci.Reference{Tag: tag}, accept)
-		if err != nil {
-			return desc, err
-		}
-		if e, ok, _ := s.tag(rt, tag); ok && e.Digest == desc.Digest {
-			e.Checked, e.Source = s.now(), "" // the upstream's own answer now
-			_ = s.putTag(rt, tag, e)
-		}
-		return desc, nil
+		return s.clusterOnce(ctx, key, func() (any, error) { return s.revalidateOnce(ctx, rt, tag, accept, fresh) }, fresh)
 	})
 	return v.(upstream.Descriptor), err
+}
+
+// revalidateOnce is one revalidation (in this process, and in the cluster).
+func (s *Service) revalidateOnce(ctx context.Context, rt route, tag string, accept []string, fresh func() (any, bool)) (any, error) {
+	// A revalidation that finished just before this one was asked
+	// for already answered it.
+	if v, ok := fresh(); ok {
+		return v, nil
+	}
+	ctx, cancel := detached(ctx)
+	defer cancel()
+	desc, err := rt.up.Client.ManifestHead(ctx, rt.repo, oci.Reference{Tag: tag}, accept)
+	if err != nil {
+		return desc, err
+	}
+	if e, ok, _ := s.tag(rt, tag); ok && e.Digest == desc.Digest {
+		e.Checked, e.Source = s.now(), "" // the upstream's own answer now
+		_ = s.putTag(rt, tag, e)
+	}
+	return desc, nil
 }
 
 // fetchTag GETs a tag's manifest, stores it and records the tag, once for
@@ -195,30 +206,41 @@ func (s *Service) revalidate(ctx context.Context, rt route, tag string, accept [
 // flight, so a request arriving just after it finds the tag).
 func (s *Service) fetchTag(ctx context.Context, rt route, tag string, accept []string) (*Manifest, error) {
 	key := "tag\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
-	v, err, _ := s.flights.Do(key, func() (any, error) {
-		if e, ok, _ := s.tag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness {
+	fresh := func() (any, bool) {
+		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness {
 			if m, err := s.storedManifest(ctx, e.Digest); err == nil {
-				return m, nil
+				return m, true
 			}
 		}
-		m, source, err := s.fetchManifest(ctx, rt, oci.Reference{Tag: tag}, accept)
-		if err != nil {
-			return nil, err
-		}
-		now := s.now()
-		e := cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now, Source: source}
-		if err := s.putTag(rt, tag, e); err != nil {
-			if !cannotCache(err) {
-				return nil, fmt.Errorf("record tag: %w", err)
-			}
-			s.log.Error("cache disk is full or read-only; serving the tag without recording it", slog.String("tag", tag), slog.Any("error", err))
-		}
-		return m, nil
+		return nil, false
+	}
+	v, err, _ := s.flights.Do(key, func() (any, error) {
+		return s.clusterOnce(ctx, key, func() (any, error) { return s.fetchTagOnce(ctx, rt, tag, accept, fresh) }, fresh)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return v.(*Manifest), nil
+}
+
+// fetchTagOnce is one fetch of a tag (in this process, and in the cluster).
+func (s *Service) fetchTagOnce(ctx context.Context, rt route, tag string, accept []string, fresh func() (any, bool)) (any, error) {
+	if m, ok := fresh(); ok {
+		return m, nil
+	}
+	m, source, err := s.fetchManifest(ctx, rt, oci.Reference{Tag: tag}, accept)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	e := cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now, Source: source}
+	if err := s.putTag(rt, tag, e); err != nil {
+		if !cannotCache(err) {
+			return nil, fmt.Errorf("record tag: %w", err)
+		}
+		s.log.Error("cache disk is full or read-only; serving the tag without recording it", slog.String("tag", tag), slog.Any("error", err))
+	}
+	return m, nil
 }
 
 // fetchManifest GETs a manifest from the route's upstream or, when that
@@ -250,33 +272,51 @@ func (s *Service) fetchManifest(ctx context.Context, rt route, ref oci.Reference
 }
 
 // fetchManifestAt GETs a manifest from the route's upstream (once for
-// concurrent identical requests), verifies and stores it.
+// concurrent identical requests, in this process and in the cluster),
+// verifies and stores it.
 func (s *Service) fetchManifestAt(ctx context.Context, rt route, ref oci.Reference, accept []string) (*Manifest, error) {
 	if err := s.keepReserve(ctx, rt); err != nil { // before joining: a flight is not the caller's
 		return nil, err
 	}
 	key := "get\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + ref.String()
 	v, err, _ := s.flights.Do(key, func() (any, error) {
-		ctx, cancel := detached(ctx)
-		defer cancel()
-		um, err := rt.up.Client.ManifestGet(ctx, rt.repo, ref, accept)
-		if err != nil {
-			return nil, err
+		if !ref.IsDigest() { // a tag's fetch is coalesced by fetchTag
+			return s.fetchManifestOnce(ctx, rt, ref, accept)
 		}
-		m := &Manifest{Body: um.Body, MediaType: um.MediaType, Digest: um.Digest}
-		if err := s.storeManifest(ctx, rt, m); err != nil {
-			if !cannotCache(err) {
-				return nil, err
+		stored := func() (any, bool) {
+			m, err := s.storedManifest(ctx, ref.Digest)
+			return m, err == nil
+		}
+		return s.clusterOnce(ctx, key, func() (any, error) {
+			if m, ok := stored(); ok { // another replica stored it just now
+				return m, nil
 			}
-			// Serve what we have; it is just not cached.
-			s.log.Error("cache disk is full or read-only; serving the manifest without caching it", slog.String("digest", m.Digest.String()), slog.Any("error", err))
-		}
-		return m, nil
+			return s.fetchManifestOnce(ctx, rt, ref, accept)
+		}, stored)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return v.(*Manifest), nil
+}
+
+// fetchManifestOnce GETs, verifies and stores one manifest.
+func (s *Service) fetchManifestOnce(ctx context.Context, rt route, ref oci.Reference, accept []string) (any, error) {
+	ctx, cancel := detached(ctx)
+	defer cancel()
+	um, err := rt.up.Client.ManifestGet(ctx, rt.repo, ref, accept)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manifest{Body: um.Body, MediaType: um.MediaType, Digest: um.Digest}
+	if err := s.storeManifest(ctx, rt, m); err != nil {
+		if !cannotCache(err) {
+			return nil, err
+		}
+		// Serve what we have; it is just not cached.
+		s.log.Error("cache disk is full or read-only; serving the manifest without caching it", slog.String("digest", m.Digest.String()), slog.Any("error", err))
+	}
+	return m, nil
 }
 
 // storeManifest writes a verified manifest to the store and the index.

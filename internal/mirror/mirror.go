@@ -89,7 +89,7 @@ type Service struct {
 	upstreams []*Upstream
 	byName    map[string]*Upstream
 	store     blobstore.Store
-	index     *cacheindex.Index
+	index     cacheindex.Backend
 	fills     *fill.Manager
 	log       *slog.Logger
 	now       func() time.Time
@@ -110,7 +110,11 @@ type Service struct {
 
 	mem *memory // the warm hit path: manifests, tags, holdings
 
-	fbState // what the fallback chains answered
+	fbState            // what the fallback chains answered
+	sources BlobSource // nil: fills read the upstream
+	flight  FlightLock // nil: coalescing within this process only
+	// redirect presigns a stored blob's URL (nil: hits are streamed).
+	redirect func(ctx context.Context, d digest.Digest) (string, error)
 
 	listMu    sync.Mutex
 	listCache map[string]cachedListing
@@ -156,7 +160,7 @@ func WithManifestMemory(bytes int64) Option { return func(s *Service) { s.mem.ma
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
 
 // New returns a Service. The first upstream is the default one.
-func New(store blobstore.Store, index *cacheindex.Index, fills *fill.Manager, upstreams []*Upstream, opts ...Option) *Service {
+func New(store blobstore.Store, index cacheindex.Backend, fills *fill.Manager, upstreams []*Upstream, opts ...Option) *Service {
 	s := &Service{upstreams: upstreams, byName: map[string]*Upstream{}, store: store, index: index, fills: fills,
 		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: defaults.Freshness,
 		prefetch: defaults.Prefetch, prefetchSem: make(chan struct{}, defaults.PrefetchParallel), listCache: map[string]cachedListing{}, reservePercent: defaults.BudgetReservePercent,

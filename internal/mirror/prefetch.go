@@ -29,7 +29,7 @@ func (s *Service) startPrefetch(rt route, m *Manifest) {
 			case <-s.ctx.Done():
 				return
 			}
-			done := s.fills.StartFrom(rt.up.Name, b.Digest, b.Size, s.blobSource(rt, b.Digest))
+			done := s.fills.StartFrom(rt.up.Name, b.Digest, b.Size, s.sourceFor(rt, b.Digest, b.Size, false))
 			if done == nil {
 				<-s.prefetchSem
 				continue

@@ -35,6 +35,10 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d d
 		return
 	}
 	setBlobHeaders(w, d)
+	if u := b.RedirectURL(); u != "" && r.Method == http.MethodGet {
+		http.Redirect(w, r, u, http.StatusTemporaryRedirect) // the client fetches (and ranges) it there
+		return
+	}
 	etag := `"` + d.String() + `"`
 	if etagMatches(r.Header.Get("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)

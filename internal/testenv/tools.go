@@ -33,6 +33,7 @@ var debianPackages = map[string]string{
 	"promtool":        "prometheus",
 	"make":            "make",
 	"systemd-analyze": "systemd",
+	"redis-server":    "redis-server",
 }
 
 // RequireTool returns the path of the executable name. When it is not

@@ -1,0 +1,170 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/blobstore/disk"
+	"github.com/regcache/regcache/internal/blobstore/s3"
+	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/cacheindex/redisindex"
+	"github.com/regcache/regcache/internal/cluster"
+	"github.com/regcache/regcache/internal/config"
+	"github.com/regcache/regcache/internal/mirror"
+)
+
+// appStore is a content store the app runs on: local disk, or S3.
+type appStore interface {
+	blobstore.Store
+	// Available is the free space fills pass through (the local disk).
+	Available() (int64, error)
+}
+
+// storage is where content and the index live.
+type storage struct {
+	store   appStore
+	index   cacheindex.Backend
+	root    string // local directory of the store's files (disk, or S3's spool and tier)
+	cluster *cluster.Cluster
+	close   func() // after the index is closed
+}
+
+// openStorage opens local disk and bbolt, or S3 (with its local tier) and,
+// with cluster.redis, the Redis index and this replica's membership.
+func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (storage, error) {
+	st := storage{root: cfg.Data, close: func() {}}
+	if cfg.Storage.S3.Bucket == "" {
+		d, err := disk.New(cfg.Data)
+		if err != nil {
+			return st, err
+		}
+		st.store = d
+	} else {
+		sc := cfg.Storage.S3
+		st.root = filepath.Join(cfg.Data, "s3")
+		s, err := s3.New(ctx, s3.Config{Endpoint: sc.Endpoint, Bucket: sc.Bucket, Region: sc.Region, Prefix: sc.Prefix,
+			AccessKey: sc.AccessKey, SecretKey: sc.SecretKey, PathStyle: sc.PathStyle}, st.root,
+			s3.WithLogger(log), s3.WithLocalTier(cfg.Storage.LocalCacheSize))
+		if err != nil {
+			return st, err
+		}
+		st.store = s
+		go func() { // uploads of replicas killed mid-fill
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if n, err := s.AbortStale(ctx, staleUpload); err != nil {
+				log.Warn("abort stale S3 multipart uploads", slog.Any("error", err))
+			} else if n > 0 {
+				log.Info("aborted stale S3 multipart uploads", slog.Int("uploads", n))
+			}
+		}()
+	}
+	if cfg.Cluster.Redis == "" {
+		ix, err := cacheindex.Open(filepath.Join(cfg.Data, "index.db"), 10*time.Second, cacheindex.WithLogger(log))
+		if err != nil {
+			return st, err
+		}
+		st.index = ix
+		return st, nil
+	}
+	opts, err := redisindex.ParseURL(cfg.Cluster.Redis)
+	if err != nil {
+		return st, err
+	}
+	rdb := redis.NewClient(opts)
+	ix, err := redisindex.New(ctx, rdb, 10*time.Second, redisindex.WithLogger(log), redisindex.WithTolerance())
+	if err != nil {
+		rdb.Close()
+		return st, err
+	}
+	st.index = ix
+	st.cluster = cluster.New(rdb, cfg.Cluster.Advertise, cfg.Cluster.Secret, cluster.WithLogger(log))
+	if err := st.cluster.Join(ctx); err != nil {
+		ix.Close()
+		rdb.Close()
+		return st, err
+	}
+	st.close = func() { rdb.Close() }
+	return st, nil
+}
+
+// clusterOptions make the content service fetch once across the cluster,
+// and send clients to S3 for hits with storage.s3.redirect.
+func clusterOptions(cfg config.Config, store appStore, cl *cluster.Cluster) []mirror.Option {
+	var opts []mirror.Option
+	if s, ok := store.(*s3.Store); ok && cfg.Storage.S3.Redirect {
+		opts = append(opts, mirror.WithRedirect(func(ctx context.Context, d digest.Digest) (string, error) {
+			return s.RedirectURL(ctx, d, redirectTTL)
+		}))
+	}
+	if cl == nil {
+		return opts
+	}
+	return append(opts,
+		mirror.WithBlobSource(mirror.BlobSource(cl.Source)),
+		mirror.WithFlightLock(func(ctx context.Context, key string, fn func()) { cl.Once(ctx, "flight:"+key, time.Minute, fn) }))
+}
+
+// staleUpload is the age past which an open multipart upload is taken
+// for the leftover of a replica killed mid-fill (fills time out long before).
+const staleUpload = 24 * time.Hour
+
+// redirectTTL is how long a presigned redirect of a blob hit is valid: long
+// enough to start the download, short enough not to be shared.
+const redirectTTL = 5 * time.Minute
+
+// withPeers mounts the cluster's internal endpoint beside the registry API.
+func (a *App) withPeers(api http.Handler) http.Handler {
+	if a.cluster == nil {
+		return api
+	}
+	mux := http.NewServeMux()
+	mux.Handle(cluster.PeerPath, a.cluster.Handler(peerContent{a.content}))
+	mux.Handle("/", api)
+	return mux
+}
+
+type peerContent struct{ s *mirror.Service }
+
+func (p peerContent) PeerBlob(ctx context.Context, up, repo string, d digest.Digest, size int64) (cluster.PeerBlob, error) {
+	b, err := p.s.PeerBlob(ctx, up, repo, d, size)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// evictOnce runs an eviction on one replica of the cluster at a time.
+func (a *App) evictOnce(ctx context.Context, fn func() (int, int64, error)) (int, int64, error) {
+	if a.cluster == nil {
+		return fn()
+	}
+	var n int
+	var freed int64
+	var err error
+	if !a.cluster.Lock(ctx, "evict", func() { n, freed, err = fn() }) {
+		return 0, 0, nil // another replica evicts now
+	}
+	return n, freed, err
+}
+
+var errNotDisk = errors.New("not a disk store")
+
+// diskStore is the store as a local disk store, for start-up
+// reconciliation (not done on S3: replicas share it).
+func (a *App) diskStore() (*disk.Store, error) {
+	d, ok := a.store.(*disk.Store)
+	if !ok {
+		return nil, fmt.Errorf("reconcile: %w", errNotDisk)
+	}
+	return d, nil
+}

@@ -1,0 +1,652 @@
+// Package s3 is a blobstore.Store on an S3-compatible object store, for
+// replicas that share their content.
+//
+// Bytes being written go to a local spool file (a disk.Store writer: it
+// hashes while writing and can be read back while it grows, so clients
+// stream a fill from the first byte) and, part by part as they land, into
+// a multipart upload under the digest's key. The upload is completed only
+// after the spool's bytes hashed to the digest, so no reader of the bucket
+// ever sees partial or wrong bytes; a failed or cancelled write aborts it.
+// Blobs smaller than one part are put in one request after verification.
+//
+// With a local tier (WithLocalTier) committed spool files are kept on the
+// replica's disk, bounded by size and evicted least recently used first,
+// and hits are served from there (by sendfile) before asking S3.
+package s3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/blobstore/disk"
+)
+
+// Config says where the bucket is. AccessKey and SecretKey empty: the
+// AWS_* (then MINIO_*) environment variables are used.
+type Config struct {
+	// Endpoint is the S3 API's URL (https://s3.eu-west-1.amazonaws.com,
+	// http://127.0.0.1:9000).
+	Endpoint  string
+	Bucket    string
+	Region    string
+	Prefix    string // key prefix inside the bucket ("" or "regcache/")
+	AccessKey string
+	SecretKey string
+	// PathStyle addresses the bucket as endpoint/bucket/key rather than
+	// bucket.endpoint/key (most non-AWS engines want this).
+	PathStyle bool
+}
+
+// Store is a blobstore.Store on S3.
+type Store struct {
+	c        *minio.Client
+	core     minio.Core
+	bucket   string
+	prefix   string
+	spool    *disk.Store
+	partSize int64
+	log      *slog.Logger
+
+	tier      bool
+	tierMax   int64
+	tierBytes atomic.Int64
+	trimMu    sync.Mutex
+
+	copyMu  sync.Mutex
+	copying map[digest.Digest]bool // blobs being copied from S3 into the tier
+	copies  sync.WaitGroup
+}
+
+var _ blobstore.Store = (*Store)(nil)
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
+
+// WithPartSize sets the multipart upload's part size (default 16 MiB; S3
+// allows no part but the last under 5 MiB).
+func WithPartSize(n int64) Option { return func(s *Store) { s.partSize = max(n, 5<<20) } }
+
+// WithLocalTier keeps committed blobs in the spool directory too, up to
+// maxBytes (least recently used evicted first), and serves hits from there.
+func WithLocalTier(maxBytes int64) Option {
+	return func(s *Store) { s.tier, s.tierMax = maxBytes > 0, maxBytes }
+}
+
+// New connects to the bucket (checking it exists) and spools writes under
+// spoolDir, a directory on the replica's own disk.
+func New(ctx context.Context, cfg Config, spoolDir string, opts ...Option) (*Store, error) {
+	if cfg.Bucket == "" {
+		return nil, errors.New("storage.s3.bucket is empty: name the bucket")
+	}
+	u, err := url.Parse(cfg.Endpoint)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("storage.s3.endpoint %q: want http(s)://host[:port]", cfg.Endpoint)
+	}
+	var creds *credentials.Credentials
+	if cfg.AccessKey != "" || cfg.SecretKey != "" {
+		creds = credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")
+	} else {
+		creds = credentials.NewChainCredentials([]credentials.Provider{&credentials.EnvAWS{}, &credentials.EnvMinio{}})
+	}
+	lookup := minio.BucketLookupAuto
+	if cfg.PathStyle {
+		lookup = minio.BucketLookupPath
+	}
+	c, err := minio.New(u.Host, &minio.Options{Creds: creds, Secure: u.Scheme == "https", Region: cfg.Region, BucketLookup: lookup})
+	if err != nil {
+		return nil, fmt.Errorf("storage.s3: %w", err)
+	}
+	spool, err := disk.New(spoolDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{c: c, core: minio.Core{Client: c}, bucket: cfg.Bucket, prefix: cfg.Prefix, spool: spool,
+		partSize: 16 << 20, log: slog.New(slog.DiscardHandler), copying: map[digest.Digest]bool{}}
+	for _, o := range opts {
+		o(s)
+	}
+	ok, err := c.BucketExists(ctx, cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("storage.s3: reach bucket %s at %s: %w", cfg.Bucket, cfg.Endpoint, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("storage.s3: bucket %s does not exist at %s: create it", cfg.Bucket, cfg.Endpoint)
+	}
+	if !s.tier {
+		// Without a tier the spool keeps nothing committed.
+		_ = spool.Walk(ctx, func(d digest.Digest, _ int64) error { return spool.Delete(ctx, d) })
+	} else {
+		var n int64
+		_ = spool.Walk(ctx, func(_ digest.Digest, size int64) error { n += size; return nil })
+		s.tierBytes.Store(n)
+	}
+	return s, nil
+}
+
+// key is the object key of a digest; digests are validated, so no string
+// escapes the prefix.
+func (s *Store) key(d digest.Digest) (string, error) {
+	if err := d.Validate(); err != nil {
+		return "", fmt.Errorf("blob key: %w", err)
+	}
+	enc := d.Encoded()
+	return s.prefix + path.Join("blobs", string(d.Algorithm()), enc[:2], enc), nil
+}
+
+func notFound(err error) bool {
+	code := minio.ToErrorResponse(err).Code
+	return code == "NoSuchKey" || code == "NotFound" || minio.ToErrorResponse(err).StatusCode == http.StatusNotFound
+}
+
+// Stat implements blobstore.Store.
+func (s *Store) Stat(ctx context.Context, d digest.Digest) (int64, error) {
+	if s.tier {
+		if n, err := s.spool.Stat(ctx, d); err == nil {
+			return n, nil
+		}
+	}
+	k, err := s.key(d)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.c.StatObject(ctx, s.bucket, k, minio.StatObjectOptions{})
+	if notFound(err) {
+		return 0, blobstore.ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat blob %s in S3: %w", d, err)
+	}
+	return info.Size, nil
+}
+
+// Open implements blobstore.Store: from the local tier when it has the
+// blob, else a reader of the object (ranged GETs as it is read or seeked).
+func (s *Store) Open(ctx context.Context, d digest.Digest) (blobstore.Blob, error) {
+	if s.tier {
+		if b, err := s.spool.Open(ctx, d); err == nil {
+			if f, ok := b.(interface{ OSFile() *os.File }); ok {
+				now := time.Now()
+				_ = os.Chtimes(f.OSFile().Name(), now, now) // the tier's LRU order
+			}
+			return b, nil
+		}
+	}
+	k, err := s.key(d)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.c.StatObject(ctx, s.bucket, k, minio.StatObjectOptions{})
+	if notFound(err) {
+		return nil, blobstore.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s in S3: %w", d, err)
+	}
+	if s.tier {
+		s.copyToTier(d, k, info.Size)
+	}
+	// The object is read with the context of the caller that opened it
+	// only for this first request; reads are bounded by the S3 client's
+	// own timeouts.
+	obj, err := s.c.GetObject(context.WithoutCancel(ctx), s.bucket, k, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s in S3: %w", d, err)
+	}
+	return &object{Object: obj, size: info.Size}, nil
+}
+
+// copyToTier copies a blob committed in S3 (by another replica) into the
+// local tier in the background, once at a time per digest, so later hits
+// on this replica are served from its disk. The copy is streamed and
+// verified like any write; a failed one leaves nothing.
+func (s *Store) copyToTier(d digest.Digest, key string, size int64) {
+	s.copyMu.Lock()
+	if s.copying[d] {
+		s.copyMu.Unlock()
+		return
+	}
+	s.copying[d] = true
+	s.copies.Add(1)
+	s.copyMu.Unlock()
+	go func() {
+		defer s.copies.Done()
+		defer func() {
+			s.copyMu.Lock()
+			delete(s.copying, d)
+			s.copyMu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		defer cancel()
+		obj, err := s.c.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
+		if err != nil {
+			return
+		}
+		defer obj.Close()
+		w, err := s.spool.Create(ctx, d)
+		if err != nil {
+			return
+		}
+		defer w.Close()
+		if _, err := io.Copy(w, obj); err != nil {
+			return
+		}
+		if err := w.Commit(ctx, size); err != nil {
+			s.log.Warn("copy of a blob from S3 into the local tier failed", slog.String("digest", d.String()), slog.Any("error", err))
+			return
+		}
+		s.tierBytes.Add(size)
+		s.trimTier(ctx)
+	}()
+}
+
+// WaitCopies waits for background copies into the local tier (tests,
+// shutdown).
+func (s *Store) WaitCopies() { s.copies.Wait() }
+
+// object is committed content in S3.
+type object struct {
+	*minio.Object
+	size int64
+}
+
+func (o *object) Size() int64 { return o.size }
+
+// RedirectURL is a presigned GET of the blob's object valid for expiry, for
+// clients sent to S3 directly (storage.s3.redirect).
+func (s *Store) RedirectURL(ctx context.Context, d digest.Digest, expiry time.Duration) (string, error) {
+	k, err := s.key(d)
+	if err != nil {
+		return "", err
+	}
+	u, err := s.c.PresignedGetObject(ctx, s.bucket, k, expiry, nil)
+	if err != nil {
+		return "", fmt.Errorf("presign blob %s: %w", d, err)
+	}
+	return u.String(), nil
+}
+
+// Delete implements blobstore.Store.
+func (s *Store) Delete(ctx context.Context, d digest.Digest) error {
+	k, err := s.key(d)
+	if err != nil {
+		return err
+	}
+	if s.tier {
+		if n, err := s.spool.Stat(ctx, d); err == nil && s.spool.Delete(ctx, d) == nil {
+			s.tierBytes.Add(-n)
+		}
+	}
+	if err := s.c.RemoveObject(ctx, s.bucket, k, minio.RemoveObjectOptions{}); err != nil && !notFound(err) {
+		return fmt.Errorf("delete blob %s in S3: %w", d, err)
+	}
+	return nil
+}
+
+// Walk implements blobstore.Store over the bucket's objects; keys that are
+// not a digest's are skipped.
+func (s *Store) Walk(ctx context.Context, fn func(digest.Digest, int64) error) error {
+	root := s.prefix + "blobs/"
+	for obj := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: root, Recursive: true}) {
+		if obj.Err != nil {
+			return fmt.Errorf("list blobs in S3: %w", obj.Err)
+		}
+		parts := strings.Split(strings.TrimPrefix(obj.Key, root), "/")
+		if len(parts) != 3 {
+			continue
+		}
+		d := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[2])
+		if d.Validate() != nil {
+			continue
+		}
+		if err := fn(d, obj.Size); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// Available is the free space of the spool's disk, which every fill
+// passes through.
+func (s *Store) Available() (int64, error) { return s.spool.Available() }
+
+// Create implements blobstore.Store.
+func (s *Store) Create(ctx context.Context, d digest.Digest) (blobstore.Writer, error) {
+	k, err := s.key(d)
+	if err != nil {
+		return nil, err
+	}
+	local, err := s.spool.Create(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return &writer{s: s, d: d, key: k, local: local, parts: make(chan int64, 2)}, nil
+}
+
+// trimTier evicts least recently used blobs of the local tier until it is
+// under 90 % of its bound.
+func (s *Store) trimTier(ctx context.Context) {
+	if !s.tier || s.tierBytes.Load() <= s.tierMax {
+		return
+	}
+	s.trimMu.Lock()
+	defer s.trimMu.Unlock()
+	if s.tierBytes.Load() <= s.tierMax { // trimmed meanwhile
+		return
+	}
+	type entry struct {
+		d    digest.Digest
+		size int64
+		at   time.Time
+	}
+	var all []entry
+	_ = s.spool.Walk(ctx, func(d digest.Digest, size int64) error {
+		e := entry{d: d, size: size}
+		if b, err := s.spool.Open(ctx, d); err == nil {
+			if f, ok := b.(interface{ OSFile() *os.File }); ok {
+				if fi, err := f.OSFile().Stat(); err == nil {
+					e.at = fi.ModTime()
+				}
+			}
+			b.Close()
+		}
+		all = append(all, e)
+		return nil
+	})
+	slices.SortFunc(all, func(a, b entry) int { return a.at.Compare(b.at) })
+	for _, e := range all {
+		if s.tierBytes.Load() <= s.tierMax*9/10 {
+			break
+		}
+		if s.spool.Delete(ctx, e.d) == nil {
+			s.tierBytes.Add(-e.size)
+		}
+	}
+}
+
+// writer spools to local disk and uploads parts to S3 as they fill.
+type writer struct {
+	s     *Store
+	d     digest.Digest
+	key   string
+	local blobstore.Writer
+
+	mu       sync.Mutex
+	queued   int64      // bytes handed to the uploader
+	parts    chan int64 // part ends, in order; closed when no more come
+	started  bool       // the uploader runs
+	finished chan struct{}
+	uploadID string
+	done     []minio.CompletePart
+	upErr    error
+	closed   bool
+	// deferred: another writer (a replica streaming the same digest from
+	// upstream) was already uploading this key, so this one uploads
+	// nothing while it writes and, at Commit, only if that one's object
+	// is not there.
+	deferred bool
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	n, err := w.local.Write(p)
+	if err != nil {
+		return n, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.upErr != nil {
+		return n, fmt.Errorf("upload blob %s to S3: %w", w.d, w.upErr)
+	}
+	for w.local.Written()-w.queued >= w.s.partSize {
+		w.startLocked()
+		w.queued += w.s.partSize
+		end := w.queued
+		w.mu.Unlock()
+		w.parts <- end // bounded: a slow S3 slows the fill, memory stays flat
+		w.mu.Lock()
+	}
+	return n, nil
+}
+
+// startLocked starts the multipart upload and its uploader goroutine once.
+func (w *writer) startLocked() {
+	if w.started {
+		return
+	}
+	w.started = true
+	w.finished = make(chan struct{})
+	go w.upload()
+}
+
+// upload creates the multipart upload and puts each part, read back from
+// the spool file, as its end is queued.
+func (w *writer) upload() {
+	defer close(w.finished)
+	ctx := context.Background()
+	if w.othersUploading(ctx) {
+		w.mu.Lock()
+		w.deferred = true
+		w.mu.Unlock()
+		for range w.parts { // drain: the other upload is the one that counts
+		}
+		return
+	}
+	id, err := w.s.core.NewMultipartUpload(ctx, w.s.bucket, w.key, minio.PutObjectOptions{ContentType: "application/octet-stream"})
+	w.mu.Lock()
+	w.uploadID, w.upErr = id, err
+	w.mu.Unlock()
+	var start int64
+	for end := range w.parts {
+		if err != nil {
+			continue // drain
+		}
+		n := len(w.done) + 1
+		var part minio.ObjectPart
+		part, err = w.s.core.PutObjectPart(ctx, w.s.bucket, w.key, id, n,
+			io.NewSectionReader(w.local, start, end-start), end-start, minio.PutObjectPartOptions{})
+		w.mu.Lock()
+		if err != nil {
+			w.upErr = err
+		} else {
+			w.done = append(w.done, minio.CompletePart{PartNumber: n, ETag: part.ETag})
+		}
+		w.mu.Unlock()
+		start = end
+	}
+}
+
+// othersUploading reports whether a multipart upload of this key runs
+// already (young enough to be a live fill's).
+func (w *writer) othersUploading(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, err := w.s.core.ListMultipartUploads(ctx, w.s.bucket, w.key, "", "", "", 10)
+	if err != nil {
+		return false
+	}
+	for _, u := range res.Uploads {
+		if u.Key == w.key && time.Since(u.Initiated) < time.Hour {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *writer) ReadAt(p []byte, off int64) (int, error) { return w.local.ReadAt(p, off) }
+func (w *writer) Written() int64                          { return w.local.Written() }
+
+// Reopen is the spool file's, for sendfile(2) of a growing blob.
+func (w *writer) Reopen() (*os.File, error) {
+	ro, ok := w.local.(interface{ Reopen() (*os.File, error) })
+	if !ok {
+		return nil, errors.New("the spool cannot reopen a growing file")
+	}
+	return ro.Reopen()
+}
+
+func (w *writer) Verify(size int64) error {
+	if err := w.local.Verify(size); err != nil {
+		w.abort()
+		return err
+	}
+	return nil
+}
+
+// Commit verifies the spool, then makes the object visible under the
+// digest's key: the multipart upload completed with its last part, or
+// for a small blob one PUT. An object another replica committed first is
+// kept (same digest, same bytes) and this upload dropped.
+func (w *writer) Commit(ctx context.Context, size int64) error {
+	if err := w.Verify(size); err != nil {
+		return err
+	}
+	total := w.local.Written()
+	if info, err := w.s.c.StatObject(ctx, w.s.bucket, w.key, minio.StatObjectOptions{}); err == nil && info.Size == total {
+		w.abort()
+		return w.keepLocal(ctx, total)
+	}
+	w.mu.Lock()
+	started := w.started
+	if started && total > w.queued {
+		w.queued = total
+		w.mu.Unlock()
+		w.parts <- total
+		w.mu.Lock()
+	}
+	w.mu.Unlock()
+	if !started {
+		_, err := w.s.c.PutObject(ctx, w.s.bucket, w.key, io.NewSectionReader(w.local, 0, total), total,
+			minio.PutObjectOptions{ContentType: "application/octet-stream", DisableMultipart: true})
+		if err != nil {
+			w.local.Cancel()
+			return fmt.Errorf("commit blob %s to S3: %w", w.d, err)
+		}
+		return w.keepLocal(ctx, total)
+	}
+	w.closeParts()
+	<-w.finished
+	w.mu.Lock()
+	id, parts, upErr, deferred := w.uploadID, w.done, w.upErr, w.deferred
+	w.mu.Unlock()
+	if deferred {
+		// The other writer's object is not there (checked above): it
+		// failed or died. Upload ours now, from the spool, one part at a
+		// time.
+		_, err := w.s.c.PutObject(ctx, w.s.bucket, w.key, io.NewSectionReader(w.local, 0, total), total,
+			minio.PutObjectOptions{ContentType: "application/octet-stream", PartSize: uint64(w.s.partSize), NumThreads: 1})
+		if err != nil {
+			w.local.Cancel()
+			return fmt.Errorf("commit blob %s to S3: %w", w.d, err)
+		}
+		return w.keepLocal(ctx, total)
+	}
+	if upErr != nil {
+		w.abort()
+		return fmt.Errorf("commit blob %s to S3: %w", w.d, upErr)
+	}
+	if _, err := w.s.core.CompleteMultipartUpload(ctx, w.s.bucket, w.key, id, parts, minio.PutObjectOptions{}); err != nil {
+		w.abort()
+		return fmt.Errorf("commit blob %s to S3: %w", w.d, err)
+	}
+	w.mu.Lock()
+	w.uploadID = "" // completed: nothing to abort
+	w.mu.Unlock()
+	return w.keepLocal(ctx, total)
+}
+
+// keepLocal moves the verified spool file into the local tier, or drops it.
+func (w *writer) keepLocal(ctx context.Context, size int64) error {
+	if !w.s.tier {
+		return w.local.Cancel()
+	}
+	if err := w.local.Commit(ctx, size); err != nil {
+		w.s.log.Warn("blob committed to S3 but not kept in the local tier", slog.String("digest", w.d.String()), slog.Any("error", err))
+		return nil
+	}
+	w.s.tierBytes.Add(size)
+	go w.s.trimTier(context.WithoutCancel(ctx))
+	return nil
+}
+
+func (w *writer) closeParts() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.closed = true
+		close(w.parts)
+	}
+}
+
+// abort stops the uploader and aborts the multipart upload, if any.
+func (w *writer) abort() {
+	w.closeParts()
+	w.mu.Lock()
+	started := w.started
+	w.mu.Unlock()
+	if !started {
+		return
+	}
+	<-w.finished
+	w.mu.Lock()
+	id := w.uploadID
+	w.uploadID = ""
+	w.mu.Unlock()
+	if id != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := w.s.core.AbortMultipartUpload(ctx, w.s.bucket, w.key, id); err != nil {
+			w.s.log.Warn("abort S3 multipart upload", slog.String("digest", w.d.String()), slog.Any("error", err))
+		}
+	}
+}
+
+func (w *writer) Cancel() error {
+	err := w.local.Cancel()
+	w.abort()
+	return err
+}
+
+func (w *writer) Close() error {
+	err := w.local.Close() // cancels an uncommitted write
+	w.abort()
+	return err
+}
+
+// AbortStale aborts multipart uploads under the store's prefix started
+// more than olderThan ago: those of a replica killed mid-fill (a live fill
+// that old has long hit the fill timeout). It returns how many it aborted.
+func (s *Store) AbortStale(ctx context.Context, olderThan time.Duration) (int, error) {
+	n := 0
+	for u := range s.c.ListIncompleteUploads(ctx, s.bucket, s.prefix+"blobs/", true) {
+		if u.Err != nil {
+			return n, fmt.Errorf("list S3 multipart uploads: %w", u.Err)
+		}
+		if time.Since(u.Initiated) < olderThan {
+			continue
+		}
+		if err := s.core.AbortMultipartUpload(ctx, s.bucket, u.Key, u.UploadID); err != nil && !notFound(err) {
+			return n, fmt.Errorf("abort stale S3 upload of %s: %w", u.Key, err)
+		}
+		n++
+	}
+	return n, nil
+}

@@ -1,0 +1,274 @@
+package s3
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/blobstore/blobstoretest"
+	"github.com/regcache/regcache/internal/testenv"
+)
+
+func newStore(t *testing.T, srv *testenv.S3, prefix string, opts ...Option) *Store {
+	t.Helper()
+	s, err := New(t.Context(), Config{Endpoint: srv.Endpoint, Bucket: srv.Bucket, Region: srv.Region, Prefix: prefix,
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, PathStyle: true}, t.TempDir(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestConformance runs the suite the disk store runs, against a real S3
+// engine (versitygw) on loopback, without and with the local tier.
+func TestConformance(t *testing.T) {
+	srv := testenv.NewS3(t)
+	n := 0
+	blobstoretest.Run(t, func(t *testing.T) blobstore.Store {
+		n++ // each subtest its own prefix: an empty store
+		return newStore(t, srv, "c"+string(rune('a'+n))+"/")
+	})
+	blobstoretest.Run(t, func(t *testing.T) blobstore.Store {
+		n++
+		return newStore(t, srv, "t"+string(rune('a'+n))+"/", WithLocalTier(1<<30))
+	})
+}
+
+func randBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// incomplete counts multipart uploads left open under the prefix.
+func incomplete(t *testing.T, srv *testenv.S3, prefix string) int {
+	t.Helper()
+	res, err := minio.Core{Client: srv.Client(t)}.ListMultipartUploads(t.Context(), srv.Bucket, prefix, "", "", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(res.Uploads)
+}
+
+// TestMultipartCommitsOnlyAfterVerify: a blob of several parts is
+// uploaded while it is written, invisible until Commit, and a wrong one
+// leaves no object and no open upload behind.
+func TestMultipartCommitsOnlyAfterVerify(t *testing.T) {
+	srv := testenv.NewS3(t)
+	s := newStore(t, srv, "mp/", WithPartSize(5<<20))
+	data := randBytes(7, 12<<20+123)
+	d := digest.FromBytes(data)
+
+	w, err := s.Create(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(data); off += 1 << 20 {
+		if _, err := w.Write(data[off:min(off+1<<20, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if incomplete(t, srv, "mp/") != 1 {
+		t.Fatal("no multipart upload runs while the blob is written")
+	}
+	if _, err := s.Stat(t.Context(), d); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatalf("visible before commit: %v", err)
+	}
+	if err := w.Commit(t.Context(), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	b, err := s.Open(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(b)
+	b.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes (%v), want the %d written", len(got), err, len(data))
+	}
+	// Ranged reads of the object.
+	b, _ = s.Open(t.Context(), d)
+	part := make([]byte, 100)
+	if _, err := b.ReadAt(part, 6<<20); err != nil || !bytes.Equal(part, data[6<<20:6<<20+100]) {
+		t.Fatalf("ReadAt of the object: %v", err)
+	}
+	b.Close()
+
+	bad := append([]byte(nil), data...)
+	bad[9<<20] ^= 1
+	w, _ = s.Create(t.Context(), digest.FromString("other"))
+	w.Write(bad)
+	if err := w.Commit(t.Context(), -1); !errors.Is(err, blobstore.ErrDigestMismatch) {
+		t.Fatalf("Commit = %v, want ErrDigestMismatch", err)
+	}
+	w.Close()
+	if _, err := s.Stat(t.Context(), digest.FromString("other")); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatal("wrong bytes visible")
+	}
+	if n := incomplete(t, srv, "mp/"); n != 0 {
+		t.Fatalf("%d multipart uploads left open", n)
+	}
+}
+
+// TestLocalTier: hits come from the tier (with S3 stopped, too), and the
+// tier keeps to its bound, least recently used out first.
+func TestLocalTier(t *testing.T) {
+	srv := testenv.NewS3(t)
+	s := newStore(t, srv, "tier/", WithLocalTier(250<<10))
+	var ds []digest.Digest
+	for i := range 3 {
+		data := randBytes(uint64(20+i), 100<<10)
+		d := digest.FromBytes(data)
+		w, _ := s.Create(t.Context(), d)
+		w.Write(data)
+		if err := w.Commit(t.Context(), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		ds = append(ds, d)
+	}
+	s.trimTier(t.Context()) // the commit's own trim runs in the background; this one waits
+	if n := s.tierBytes.Load(); n > 250<<10 {
+		t.Fatalf("tier holds %d bytes, bound 250 KiB", n)
+	}
+	if _, err := s.spool.Stat(t.Context(), ds[0]); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatal("the least recently used blob stayed in the tier")
+	}
+	srv.Stop()
+	b, err := s.Open(t.Context(), ds[2])
+	if err != nil {
+		t.Fatalf("tier hit with S3 stopped: %v", err)
+	}
+	b.Close()
+	if _, err := s.Open(t.Context(), ds[0]); err == nil || errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatalf("a blob only in S3, with S3 stopped: %v, want an error that is not ErrNotFound", err)
+	}
+	srv.Start()
+	if _, err := s.Open(t.Context(), ds[0]); err != nil {
+		t.Fatalf("after S3 restarted: %v", err)
+	}
+}
+
+// TestAbortStale: an upload left open (a replica killed mid-fill) is
+// aborted once older than the bound, and a young one is kept.
+func TestAbortStale(t *testing.T) {
+	srv := testenv.NewS3(t)
+	s := newStore(t, srv, "stale/", WithPartSize(5<<20))
+	w, _ := s.Create(t.Context(), digest.FromString("killed"))
+	w.Write(randBytes(9, 6<<20)) // one part queued: the upload exists; never committed or closed
+	for deadline := time.Now().Add(10 * time.Second); incomplete(t, srv, "stale/") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the multipart upload never started")
+		}
+	}
+	if n, err := s.AbortStale(t.Context(), time.Hour); err != nil || n != 0 {
+		t.Fatalf("AbortStale(1h) = %d, %v; want 0 (the upload is young)", n, err)
+	}
+	if n, err := s.AbortStale(t.Context(), 0); err != nil || n != 1 {
+		t.Fatalf("AbortStale(0) = %d, %v; want 1", n, err)
+	}
+	if n := incomplete(t, srv, "stale/"); n != 0 {
+		t.Fatalf("%d uploads left", n)
+	}
+}
+
+// TestSecondWriterDefers: a second writer of a digest whose upload runs
+// already (another replica streaming it) uploads nothing while it writes;
+// at Commit it keeps the first one's object, or uploads its own when the
+// first failed.
+func TestSecondWriterDefers(t *testing.T) {
+	srv := testenv.NewS3(t)
+	data := randBytes(11, 11<<20)
+	d := digest.FromBytes(data)
+	for _, firstCommits := range []bool{true, false} {
+		prefix := fmt.Sprintf("defer-%v/", firstCommits)
+		s1 := newStore(t, srv, prefix, WithPartSize(5<<20))
+		s2 := newStore(t, srv, prefix, WithPartSize(5<<20))
+		w1, _ := s1.Create(t.Context(), d)
+		w1.Write(data[:6<<20])
+		for deadline := time.Now().Add(10 * time.Second); incomplete(t, srv, prefix) == 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the first upload never started")
+			}
+		}
+		w2, _ := s2.Create(t.Context(), d)
+		w2.Write(data)
+		time.Sleep(200 * time.Millisecond) // let w2's uploader decide
+		if n := incomplete(t, srv, prefix); n != 1 {
+			t.Fatalf("%d uploads run, want 1 (the second writer deferred)", n)
+		}
+		if firstCommits {
+			w1.Write(data[6<<20:])
+			if err := w1.Commit(t.Context(), int64(len(data))); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			w1.Close() // the first replica's fill failed
+		}
+		if err := w2.Commit(t.Context(), int64(len(data))); err != nil {
+			t.Fatalf("second Commit (first committed: %v): %v", firstCommits, err)
+		}
+		w1.Close()
+		w2.Close()
+		b, err := s2.Open(t.Context(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(b)
+		b.Close()
+		if !bytes.Equal(got, data) {
+			t.Fatalf("object holds %d bytes, not the blob (first committed: %v)", len(got), firstCommits)
+		}
+		if n := incomplete(t, srv, prefix); n != 0 {
+			t.Fatalf("%d uploads left open", n)
+		}
+	}
+}
+
+// TestTierFilledFromS3: a blob another replica committed is copied into
+// this replica's tier on its first hit here, and served from the tier
+// after that (with S3 stopped, too).
+func TestTierFilledFromS3(t *testing.T) {
+	srv := testenv.NewS3(t)
+	other := newStore(t, srv, "shared/")
+	mine := newStore(t, srv, "shared/", WithLocalTier(1<<30))
+	data := randBytes(13, 3<<20)
+	d := digest.FromBytes(data)
+	w, _ := other.Create(t.Context(), d)
+	w.Write(data)
+	if err := w.Commit(t.Context(), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	b, err := mine.Open(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	mine.WaitCopies()
+	if _, err := mine.spool.Stat(t.Context(), d); err != nil {
+		t.Fatalf("not in the tier after a hit: %v", err)
+	}
+	srv.Stop()
+	b, err = mine.Open(t.Context(), d)
+	if err != nil {
+		t.Fatalf("tier hit with S3 stopped: %v", err)
+	}
+	got, _ := io.ReadAll(b)
+	b.Close()
+	if !bytes.Equal(got, data) {
+		t.Fatal("the tier's copy differs")
+	}
+}

@@ -1,0 +1,242 @@
+// Package indextest is the suite every cacheindex.Backend runs:
+// Run(t, open). The bbolt index and the Redis index pass the same tests.
+package indextest
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/cacheindex"
+)
+
+// Open returns an empty index whose clock is now. Access times it records
+// may be rounded to the millisecond.
+type Open func(t *testing.T, now func() time.Time) cacheindex.Backend
+
+// Run checks the Backend contract against indexes made by open.
+func Run(t *testing.T, open Open) {
+	t.Run("TagsManifestsHolds", func(t *testing.T) { tagsManifestsHolds(t, open) })
+	t.Run("Origins", func(t *testing.T) { origins(t, open) })
+	t.Run("TouchIsBatched", func(t *testing.T) { touchIsBatched(t, open) })
+	t.Run("BlobsAndDelete", func(t *testing.T) { blobsAndDelete(t, open) })
+	t.Run("EvictionPlan", func(t *testing.T) { evictionPlan(t, open) })
+	t.Run("Reachable", func(t *testing.T) { reachable(t, open) })
+}
+
+func tagsManifestsHolds(t *testing.T, open Open) {
+	ix := open(t, time.Now)
+	d := digest.FromString("m")
+	layer := digest.FromString("l")
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := ix.PutTag("docker.io", "library/alpine", "3.20", cacheindex.TagEntry{Digest: d, MediaType: "x", Fetched: now, Checked: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.PutManifest("docker.io", "library/alpine", d, cacheindex.ManifestEntry{MediaType: "x", Size: 10, Refs: []digest.Digest{layer}}); err != nil {
+		t.Fatal(err)
+	}
+	e, ok, err := ix.Tag("docker.io", "library/alpine", "3.20")
+	if err != nil || !ok || e.Digest != d || !e.Checked.Equal(now) {
+		t.Fatalf("Tag = %+v %v %v", e, ok, err)
+	}
+	if _, ok, _ := ix.Tag("ghcr.io", "library/alpine", "3.20"); ok {
+		t.Fatal("tags of two upstreams mixed")
+	}
+	m, ok, err := ix.Manifest(d)
+	if err != nil || !ok || m.MediaType != "x" || m.Size != 10 || !slices.Equal(m.Refs, []digest.Digest{layer}) {
+		t.Fatalf("Manifest = %+v %v %v", m, ok, err)
+	}
+	for _, tc := range []struct {
+		up, repo string
+		d        digest.Digest
+		want     bool
+	}{
+		{"docker.io", "library/alpine", layer, true},
+		{"docker.io", "library/alpine", d, true},
+		{"docker.io", "library/busybox", layer, false},
+		{"ghcr.io", "library/alpine", layer, false},
+	} {
+		if got, _ := ix.Holds(tc.up, tc.repo, tc.d); got != tc.want {
+			t.Errorf("Holds(%s, %s, %s) = %v", tc.up, tc.repo, tc.d, got)
+		}
+	}
+	other := digest.FromString("o")
+	if err := ix.PutHolds("docker.io", "library/busybox", other); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := ix.Holds("docker.io", "library/busybox", other); !ok {
+		t.Error("PutHolds not recorded")
+	}
+	if err := ix.PutManifestEntry(other, cacheindex.ManifestEntry{MediaType: "y"}); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok, _ := ix.Manifest(other); !ok || m.MediaType != "y" {
+		t.Error("PutManifestEntry not recorded")
+	}
+	ix.PutTag("docker.io", "a/b", "with\x00odd:chars", cacheindex.TagEntry{Digest: d})
+	got := map[[3]string]bool{}
+	ix.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
+		got[[3]string{up, repo, tag}] = true
+		return nil
+	})
+	if len(got) != 2 || !got[[3]string{"docker.io", "library/alpine", "3.20"}] {
+		t.Fatalf("Tags visited %v", got)
+	}
+	if err := ix.DeleteTag("docker.io", "library/alpine", "3.20"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := ix.Tag("docker.io", "library/alpine", "3.20"); ok {
+		t.Fatal("tag kept after DeleteTag")
+	}
+}
+
+func origins(t *testing.T, open Open) {
+	ix := open(t, time.Now)
+	d := digest.FromString("x")
+	if ok, err := ix.HasOrigin("docker.io", d); ok || err != nil {
+		t.Fatalf("HasOrigin before = %v %v", ok, err)
+	}
+	if err := ix.PutOrigin("docker.io", d); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := ix.HasOrigin("docker.io", d); !ok {
+		t.Fatal("origin not recorded")
+	}
+	if ok, _ := ix.HasOrigin("ghcr.io", d); ok {
+		t.Fatal("origin of another upstream")
+	}
+}
+
+func touchIsBatched(t *testing.T, open Open) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ix := open(t, func() time.Time { return now })
+	d := digest.FromString("b")
+	ix.PutBlob(d, 5)
+	now = now.Add(time.Hour)
+	ix.Touch(d)
+	e, _, _ := ix.Blob(d)
+	if !e.LastAccess.Equal(now.Add(-time.Hour)) {
+		t.Fatalf("Touch wrote through before a flush: %v", e.LastAccess)
+	}
+	if err := ix.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	e, _, _ = ix.Blob(d)
+	if !e.LastAccess.Equal(now) || e.Size != 5 {
+		t.Fatalf("after flush: %+v", e)
+	}
+	// An older access flushed later does not move the time back, and a
+	// touch of a blob deleted meanwhile does not bring it back.
+	gone := digest.FromString("gone")
+	ix.PutBlob(gone, 1)
+	ix.TouchAll([]digest.Digest{gone})
+	ix.DeleteBlob(gone)
+	now = now.Add(-time.Minute)
+	ix.Touch(d)
+	if err := ix.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if e, _, _ := ix.Blob(d); !e.LastAccess.Equal(now.Add(time.Minute)) {
+		t.Fatalf("an older access moved the time back: %v", e.LastAccess)
+	}
+	if _, ok, _ := ix.Blob(gone); ok {
+		t.Fatal("a flushed touch brought a deleted blob back")
+	}
+}
+
+func blobsAndDelete(t *testing.T, open Open) {
+	ix := open(t, time.Now)
+	want := map[digest.Digest]int64{}
+	for i := range 5 {
+		d := digest.FromString(string(rune('a' + i)))
+		want[d] = int64(100 + i)
+		if err := ix.PutBlob(d, int64(100+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := digest.FromString("manifest")
+	ix.PutManifestEntry(m, cacheindex.ManifestEntry{MediaType: "x"})
+	got := map[digest.Digest]int64{}
+	if err := ix.Blobs(func(d digest.Digest, e cacheindex.BlobEntry) error { got[d] = e.Size; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Blobs = %v, want %v", got, want)
+	}
+	for d, n := range want {
+		if got[d] != n {
+			t.Errorf("size of %s = %d, want %d", d, got[d], n)
+		}
+	}
+	d := digest.FromString("a")
+	if err := ix.DeleteBlob(d); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := ix.Blob(d); ok {
+		t.Fatal("blob kept after DeleteBlob")
+	}
+	if err := ix.DeleteBlob(m); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := ix.Manifest(m); ok {
+		t.Fatal("DeleteBlob of a manifest kept its entry")
+	}
+}
+
+func evictionPlan(t *testing.T, open Open) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := now
+	ix := open(t, func() time.Time { return clock })
+	var ds []digest.Digest
+	for i := range 5 { // blob i last accessed i hours after the start, 100 bytes each
+		d := digest.FromString(string(rune('a' + i)))
+		ds = append(ds, d)
+		clock = now.Add(time.Duration(i) * time.Hour)
+		ix.PutBlob(d, 100)
+	}
+	clock = now.Add(10 * time.Hour)
+	ix.Touch(ds[0]) // the oldest becomes the newest
+
+	tests := []struct {
+		name string
+		p    cacheindex.EvictPolicy
+		want []digest.Digest
+		lost []digest.Digest
+	}{
+		{"unbounded", cacheindex.EvictPolicy{}, nil, nil},
+		{"size: drop least recently used", cacheindex.EvictPolicy{MaxSize: 300, LowWater: 300}, []digest.Digest{ds[1], ds[2]}, nil},
+		{"size: down to the low watermark", cacheindex.EvictPolicy{MaxSize: 300}, []digest.Digest{ds[1], ds[2], ds[3]}, nil},
+		{"within the cap: nothing", cacheindex.EvictPolicy{MaxSize: 500}, nil, nil},
+		{"age", cacheindex.EvictPolicy{MaxAge: 7*time.Hour + 30*time.Minute}, []digest.Digest{ds[1], ds[2]}, nil},
+		{"protected kept while the cap allows", cacheindex.EvictPolicy{MaxSize: 300, LowWater: 300, Protected: map[digest.Digest]bool{ds[1]: true}}, []digest.Digest{ds[2], ds[3]}, nil},
+		{"the cap wins over protected", cacheindex.EvictPolicy{MaxSize: 200, LowWater: 200, Protected: map[digest.Digest]bool{ds[1]: true, ds[2]: true, ds[3]: true}},
+			[]digest.Digest{ds[4], ds[0], ds[1]}, []digest.Digest{ds[1]}},
+	}
+	for _, tt := range tests {
+		got, err := ix.EvictionPlan(tt.p, clock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got.Evict, tt.want) || !slices.Equal(got.LostProtected, tt.lost) {
+			t.Errorf("%s: plan %v (lost %v), want %v (lost %v)", tt.name, got.Evict, got.LostProtected, tt.want, tt.lost)
+		}
+	}
+}
+
+func reachable(t *testing.T, open Open) {
+	ix := open(t, time.Now)
+	idx, plat, layer, other := digest.FromString("idx"), digest.FromString("plat"), digest.FromString("layer"), digest.FromString("other")
+	ix.PutManifest("docker.io", "library/a", idx, cacheindex.ManifestEntry{Refs: []digest.Digest{plat}})
+	ix.PutManifest("docker.io", "library/a", plat, cacheindex.ManifestEntry{Refs: []digest.Digest{layer}})
+	ix.PutTag("docker.io", "library/a", "1", cacheindex.TagEntry{Digest: idx})
+	ix.PutTag("ghcr.io", "x", "1", cacheindex.TagEntry{Digest: other})
+	got, err := ix.Reachable(func(up string, _ cacheindex.TagEntry) bool { return up == "docker.io" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[idx] || !got[plat] || !got[layer] || got[other] {
+		t.Errorf("reachable %v", got)
+	}
+}

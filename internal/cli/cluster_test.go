@@ -1,0 +1,558 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/opencontainers/go-digest"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/regcache/regcache/internal/testenv"
+)
+
+// The cluster tests run three replicas as real regcache processes (this
+// test binary acting as `regcache serve`, see TestMain) on loopback,
+// sharing a real S3 engine (versitygw) and a real redis-server, in front of
+// the Docker Hub stand-in. Clients spread their requests over the replicas.
+
+// clusterBlobSize is the cold blob of the burst tests: 32 MiB rather than
+// the issue's 256 MiB, because the machine's two cores are shared and every
+// one of 32 clients hashes the whole body.
+const clusterBlobSize = 32 << 20
+
+type testCluster struct {
+	hub      *testenv.Hub
+	redis    *testenv.Redis
+	s3       *testenv.S3
+	secret   string
+	replicas []*replica
+	rdb      *redis.Client
+}
+
+type replica struct {
+	url     string // advertised, http://127.0.0.1:port
+	addr    string
+	data    string
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+func newTestCluster(t *testing.T, n int, extraEnv ...string) *testCluster {
+	t.Helper()
+	c := &testCluster{hub: testenv.NewHub(t), redis: testenv.NewRedis(t), s3: testenv.NewS3(t), secret: "cluster-secret-" + fmt.Sprint(time.Now().UnixNano())}
+	opts, err := redis.ParseURL(c.redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.rdb = redis.NewClient(opts)
+	t.Cleanup(func() { c.rdb.Close() })
+	dir := t.TempDir()
+	for i := range n {
+		r := &replica{data: filepath.Join(dir, fmt.Sprintf("r%d", i)), logPath: filepath.Join(dir, fmt.Sprintf("r%d.log", i))}
+		r.addr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		r.url = "http://" + r.addr
+		c.replicas = append(c.replicas, r)
+	}
+	for _, r := range c.replicas {
+		c.start(t, r, extraEnv...)
+	}
+	t.Cleanup(func() {
+		for i, r := range c.replicas {
+			r.kill()
+			if t.Failed() {
+				b, _ := os.ReadFile(r.logPath)
+				if len(b) > 32<<10 {
+					b = b[len(b)-32<<10:]
+				}
+				t.Logf("replica %d log:\n%s", i, b)
+			}
+		}
+	})
+	// Every replica sees the others before the test starts.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, _ := c.rdb.ZCard(t.Context(), "regcache:cluster:members").Result()
+		if int(n) == len(c.replicas) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d replicas registered", n, len(c.replicas))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // one heartbeat more: each has read the full set
+	return c
+}
+
+func (c *testCluster) start(t *testing.T, r *replica, extraEnv ...string) {
+	t.Helper()
+	env := []string{"REGCACHETEST_CHILD=serve", "REGCACHE_ADDR=" + r.addr, "REGCACHE_DATA=" + r.data,
+		"REGCACHE_UPSTREAM_URL=" + c.hub.URL, "REGCACHE_UPSTREAM_NAME=docker.io",
+		"REGCACHE_ADMIN_ADDR=", "REGCACHE_LOG_LEVEL=info", "REGCACHE_PREFETCH=false",
+		"REGCACHE_S3_ENDPOINT=" + c.s3.Endpoint, "REGCACHE_S3_BUCKET=" + c.s3.Bucket, "REGCACHE_S3_REGION=" + c.s3.Region,
+		"REGCACHE_S3_ACCESS_KEY=" + c.s3.AccessKey, "REGCACHE_S3_SECRET_KEY=" + c.s3.SecretKey, "REGCACHE_S3_PATH_STYLE=true",
+		"REGCACHE_CLUSTER_REDIS=" + c.redis.URL, "REGCACHE_CLUSTER_ADVERTISE=" + r.url, "REGCACHE_CLUSTER_SECRET=" + c.secret,
+		"HTTPS_PROXY=http://127.0.0.1:9"}
+	logf, err := os.OpenFile(r.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), append(env, extraEnv...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logf.Close()
+	r.cmd, r.done = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(r.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(r.url + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		select {
+		case <-r.done:
+			b, _ := os.ReadFile(r.logPath)
+			t.Fatalf("replica exited at start:\n%s", b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s did not start: %v", r.url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill sends SIGKILL to the replica (by its own PID) and waits for it.
+func (r *replica) kill() {
+	if r.cmd == nil {
+		return
+	}
+	r.cmd.Process.Signal(syscall.SIGKILL)
+	<-r.done
+	r.cmd = nil
+}
+
+// result is one client's GET of a blob.
+type result struct {
+	status    int
+	n         int64
+	right     bool // the whole body hashed to the digest
+	err       error
+	firstByte time.Time
+}
+
+func getBlob(ctx context.Context, base, repo string, d digest.Digest) result {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v2/"+repo+"/blobs/"+d.String(), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return result{err: err}
+	}
+	defer resp.Body.Close()
+	res := result{status: resp.StatusCode}
+	h := sha256.New()
+	var buf [64 << 10]byte
+	for {
+		n, rerr := resp.Body.Read(buf[:])
+		if n > 0 && res.firstByte.IsZero() {
+			res.firstByte = time.Now()
+		}
+		h.Write(buf[:n])
+		res.n += int64(n)
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			res.err = rerr
+			return res
+		}
+	}
+	res.right = digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)) == d
+	return res
+}
+
+// burst sends clients GETs of d, spread over the replicas given.
+func burst(ctx context.Context, rs []*replica, clients int, repo string, d digest.Digest) []result {
+	out := make([]result, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() { out[i] = getBlob(ctx, rs[i%len(rs)].url, repo, d) })
+	}
+	wg.Wait()
+	return out
+}
+
+// committedAt polls S3 for d's object and returns when it appeared.
+func (c *testCluster) watchCommit(t *testing.T, d digest.Digest) func() time.Time {
+	cl := c.s3.Client(t)
+	key := "blobs/sha256/" + d.Encoded()[:2] + "/" + d.Encoded()
+	var at time.Time
+	var mu sync.Mutex
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if _, err := cl.StatObject(ctx, c.s3.Bucket, key, minio.StatObjectOptions{}); err == nil {
+				mu.Lock()
+				at = time.Now()
+				mu.Unlock()
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	return func() time.Time {
+		deadline := time.After(60 * time.Second)
+		select {
+		case <-done:
+		case <-deadline:
+			t.Error("the blob never appeared in S3")
+		}
+		cancel()
+		mu.Lock()
+		defer mu.Unlock()
+		return at
+	}
+}
+
+// TestClusterColdBurst: 32 clients spread over three replicas ask for the
+// same cold blob at once: one upstream GET, upstream bytes equal to the
+// blob's size, every body right, and every client's first byte before the
+// blob was committed to S3 (all streamed the growing fill).
+func TestClusterColdBurst(t *testing.T) {
+	c := newTestCluster(t, 3)
+	imgs := c.hub.Seed(t, testenv.WithBigImage(clusterBlobSize))
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(layer.Digest.String(), testenv.Throttle(16<<20)) // a 2-second fill
+	c.hub.ResetCounters()
+	committed := c.watchCommit(t, layer.Digest)
+	res := burst(t.Context(), c.replicas, 32, imgs.Big.Repo, layer.Digest)
+	commitAt := committed()
+	for i, r := range res {
+		if r.err != nil || r.status != 200 || !r.right || r.n != layer.Size {
+			t.Errorf("client %d (replica %d): status %d, %d bytes, right %v, err %v", i, i%3, r.status, r.n, r.right, r.err)
+		}
+		if !commitAt.IsZero() && !r.firstByte.Before(commitAt) {
+			t.Errorf("client %d (replica %d): first byte %s after the commit", i, i%3, r.firstByte.Sub(commitAt))
+		}
+	}
+	gets := c.hub.CountRef("GET", testenv.KindBlob, layer.Digest.String())
+	ratio := float64(c.hub.BlobBytes(layer.Digest.String())) / float64(layer.Size)
+	t.Logf("upstream blob GETs %d, upstream bytes / blob size = %.3f", gets, ratio)
+	if gets != 1 {
+		t.Errorf("%d upstream GETs of the blob, want 1", gets)
+	}
+	if ratio != 1.0 {
+		t.Errorf("upstream bytes / blob size = %.3f, want 1.0", ratio)
+	}
+	// The replicas that streamed from the owner left no upload open
+	// (they deferred to the owner's, then found its object).
+	core := minio.Core{Client: c.s3.Client(t)}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		res, err := core.ListMultipartUploads(t.Context(), c.s3.Bucket, "blobs/", "", "", "", 100)
+		if err == nil && len(res.Uploads) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("multipart uploads left open after the commits: %v %v", res.Uploads, err)
+		}
+	}
+}
+
+// TestClusterOwnerKilled: the replica fetching a blob is killed (SIGKILL)
+// mid-fill. Every client gets the right bytes or a failed transfer, never
+// wrong bytes as a complete body; another replica finishes the fill (the
+// blob lands in S3 and a later pull gets it right); upstream bytes stay
+// within 1.3 × the blob.
+func TestClusterOwnerKilled(t *testing.T) {
+	c := newTestCluster(t, 3)
+	imgs := c.hub.Seed(t, testenv.WithBigImage(clusterBlobSize))
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(layer.Digest.String(), testenv.Throttle(8<<20)) // a 4-second fill
+	c.hub.ResetCounters()
+	ctx := t.Context()
+	results := make(chan result, 32)
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Go(func() { results <- getBlob(ctx, c.replicas[i%3].url, imgs.Big.Repo, layer.Digest) })
+	}
+	// Find the lease holder once a quarter of the blob came from upstream.
+	lease := "regcache:cluster:lease:blob:" + layer.Digest.String()
+	var owner *replica
+	deadline := time.Now().Add(30 * time.Second)
+	for owner == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no replica took the fill's lease")
+		}
+		holder, _ := c.rdb.Get(ctx, lease).Result()
+		if c.hub.BlobBytes(layer.Digest.String()) >= layer.Size/4 {
+			for _, r := range c.replicas {
+				if r.url == holder {
+					owner = r
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	owner.kill()
+	wg.Wait()
+	close(results)
+	right, failed := 0, 0
+	for r := range results {
+		switch {
+		case r.right && r.status == 200 && r.n == layer.Size:
+			right++
+		case r.err != nil || r.status != 200 || r.n < layer.Size:
+			failed++
+		default:
+			t.Errorf("WRONG BYTES delivered as complete: status %d, %d bytes", r.status, r.n)
+		}
+	}
+	t.Logf("owner %s killed at %d upstream bytes: %d clients right, %d failed transfers", owner.url, layer.Size/4, right, failed)
+	if right < 8 { // the clients of the two surviving replicas
+		t.Errorf("only %d clients got the blob; the 8 on the surviving replicas should have", right)
+	}
+	var live []*replica
+	for _, r := range c.replicas {
+		if r != owner {
+			live = append(live, r)
+		}
+	}
+	for _, r := range burst(ctx, live, 4, imgs.Big.Repo, layer.Digest) {
+		if !r.right {
+			t.Errorf("a pull after the kill: status %d, %d bytes, err %v", r.status, r.n, r.err)
+		}
+	}
+	ratio := float64(c.hub.BlobBytes(layer.Digest.String())) / float64(layer.Size)
+	t.Logf("upstream bytes / blob size = %.3f", ratio)
+	if ratio > 1.3 {
+		t.Errorf("upstream bytes / blob size = %.3f, want at most 1.3", ratio)
+	}
+	// The commit lands after the last byte is served: wait for it.
+	key := "blobs/sha256/" + layer.Digest.Encoded()[:2] + "/" + layer.Digest.Encoded()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := c.s3.Client(t).StatObject(ctx, c.s3.Bucket, key, minio.StatObjectOptions{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no surviving replica committed the blob: %v", err)
+		}
+	}
+}
+
+// TestClusterMultiArchPulls: 100 pulls of a multi-arch tag (the index and
+// one platform's manifest) spread over the replicas, 10 at a time, inside
+// the freshness window: 2 manifest GETs upstream in total.
+func TestClusterMultiArchPulls(t *testing.T) {
+	c := newTestCluster(t, 3)
+	imgs := c.hub.Seed(t)
+	idx := imgs.ManifestList
+	plat := idx.Platforms[0]
+	c.hub.ResetCounters()
+	accept := "application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
+	get := func(base, ref string, want digest.Digest) error {
+		req, _ := http.NewRequest(http.MethodGet, base+"/v2/"+idx.Repo+"/manifests/"+ref, nil)
+		req.Header.Set("Accept", accept)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || digest.FromBytes(body) != want {
+			return fmt.Errorf("%s: status %d, digest %s, want %s", ref, resp.StatusCode, digest.FromBytes(body), want)
+		}
+		return nil
+	}
+	sem := make(chan struct{}, 10)
+	var wg sync.WaitGroup
+	for i := range 100 {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			base := c.replicas[i%3].url
+			if err := get(base, idx.Tag, idx.Digest); err != nil {
+				t.Error(err)
+			}
+			if err := get(base, plat.Digest.String(), plat.Digest); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	// Counted: GETs the upstream answered with a manifest. The first,
+	// token-less GET of a cold mirror is answered 401 (the challenge), as
+	// it is for a single node; it is logged, not counted.
+	n, challenged := 0, 0
+	for _, r := range c.hub.Requests() {
+		if r.Kind == testenv.KindManifest && r.Method == http.MethodGet {
+			if r.Status == http.StatusOK {
+				n++
+			} else if r.Status == http.StatusUnauthorized {
+				challenged++
+			}
+		}
+	}
+	t.Logf("100 pulls over 3 replicas: %d manifest GETs upstream answered 200 (and %d answered 401, the token challenge)", n, challenged)
+	if n != 2 {
+		for _, r := range c.hub.Requests() {
+			if r.Kind == testenv.KindManifest {
+				t.Logf("upstream %s %s %s: %d", r.Method, r.Repo, r.Ref, r.Status)
+			}
+		}
+		t.Errorf("%d manifest GETs upstream, want 2", n)
+	}
+}
+
+// TestClusterRedisStopped: with Redis stopped mid-run, pulls go on: warm
+// content from S3, cold content from upstream.
+func TestClusterRedisStopped(t *testing.T) {
+	c := newTestCluster(t, 3)
+	imgs := c.hub.Seed(t)
+	warm, cold := imgs.Single, imgs.OCIIndex.Platforms[0]
+	for _, r := range c.replicas[:1] {
+		if err := pullAll(t.Context(), r.addr, warm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.redis.Stop()
+	for i, r := range c.replicas {
+		if err := pullAll(t.Context(), r.addr, warm); err != nil {
+			t.Errorf("replica %d, warm pull with Redis stopped: %v", i, err)
+		}
+		for _, b := range cold.Blobs() {
+			if res := getBlob(t.Context(), r.url, cold.Repo, b.Digest); !res.right {
+				t.Errorf("replica %d, cold blob with Redis stopped: status %d, err %v", i, res.status, res.err)
+			}
+		}
+	}
+}
+
+// TestClusterS3Stopped: with S3 stopped, a replica serves what its local
+// tier holds, and a blob it lacks fails cleanly (an error status or the
+// right bytes streamed from upstream uncached), never wrong bytes.
+func TestClusterS3Stopped(t *testing.T) {
+	c := newTestCluster(t, 1, "REGCACHE_LOCAL_CACHE_SIZE=1GiB")
+	imgs := c.hub.Seed(t)
+	r := c.replicas[0]
+	if err := pullAll(t.Context(), r.addr, imgs.Single); err != nil {
+		t.Fatal(err)
+	}
+	c.s3.Stop()
+	for _, b := range imgs.Single.Blobs() {
+		if res := getBlob(t.Context(), r.url, imgs.Single.Repo, b.Digest); !res.right {
+			t.Errorf("hit from the local tier with S3 stopped: status %d, err %v", res.status, res.err)
+		}
+	}
+	for _, b := range imgs.OCIIndex.Platforms[0].Blobs() {
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		res := getBlob(ctx, r.url, imgs.OCIIndex.Repo, b.Digest)
+		cancel()
+		if res.status == 200 && res.err == nil && !res.right {
+			t.Errorf("miss with S3 stopped: WRONG BYTES as a complete body")
+		}
+		if res.err != nil && ctx.Err() != nil {
+			t.Errorf("miss with S3 stopped hung instead of failing")
+		}
+		t.Logf("miss with S3 stopped: status %d, right %v, err %v", res.status, res.right, res.err)
+	}
+}
+
+// TestClusterRedirect: with storage.s3.redirect a hit is answered with a
+// short-lived presigned URL of the object, which gives the right bytes;
+// a miss is still streamed.
+func TestClusterRedirect(t *testing.T) {
+	c := newTestCluster(t, 1, "REGCACHE_S3_REDIRECT=true")
+	imgs := c.hub.Seed(t)
+	r := c.replicas[0]
+	layer := imgs.Single.Layers[0]
+	if res := getBlob(t.Context(), r.url, imgs.Single.Repo, layer.Digest); !res.right {
+		t.Fatalf("miss: status %d, err %v", res.status, res.err)
+	}
+	key := "blobs/sha256/" + layer.Digest.Encoded()[:2] + "/" + layer.Digest.Encoded()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := c.s3.Client(t).StatObject(t.Context(), c.s3.Bucket, key, minio.StatObjectOptions{}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the blob was never committed")
+		}
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(r.url + "/v2/" + imgs.Single.Repo + "/blobs/" + layer.Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(loc, c.s3.Endpoint+"/") || !strings.Contains(loc, "X-Amz-Signature=") {
+		t.Fatalf("hit: status %d, Location %q; want 307 to a presigned URL of %s", resp.StatusCode, loc, c.s3.Endpoint)
+	}
+	if res := getBlob(t.Context(), r.url, imgs.Single.Repo, layer.Digest); !res.right {
+		t.Fatalf("following the redirect: status %d, err %v", res.status, res.err)
+	}
+}
+
+// TestClusterRevalidateOnce: after the freshness window, 30 pulls of a tag
+// spread over three replicas revalidate it with one HEAD upstream, not one
+// per replica, and no GET.
+func TestClusterRevalidateOnce(t *testing.T) {
+	c := newTestCluster(t, 3, "REGCACHE_FRESHNESS=2s")
+	imgs := c.hub.Seed(t)
+	img := imgs.Single
+	for _, r := range c.replicas { // every replica has the tag in memory
+		if err := pullAll(t.Context(), r.addr, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(2500 * time.Millisecond)
+	c.hub.ResetCounters()
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodGet, c.replicas[i%3].url+"/v2/"+img.Repo+"/manifests/"+img.Tag, nil)
+			req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || digest.FromBytes(body) != img.Digest {
+				t.Errorf("pull %d: status %d", i, resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	heads := 0
+	for _, r := range c.hub.Requests() {
+		if r.Kind == testenv.KindManifest && r.Method == http.MethodHead && r.Status == http.StatusOK {
+			heads++
+		}
+	}
+	gets := c.hub.Count("GET", testenv.KindManifest)
+	t.Logf("30 pulls of a stale tag over 3 replicas: %d HEADs, %d GETs upstream", heads, gets)
+	if heads != 1 || gets != 0 {
+		t.Errorf("%d HEADs and %d GETs upstream, want 1 and 0", heads, gets)
+	}
+}

@@ -1,0 +1,196 @@
+// Package cluster lets replicas that share an S3 store and a Redis index
+// fetch each digest from upstream once between them.
+//
+// Replicas register with a heartbeat (a Redis sorted set scored by the
+// time of each one's last beat). The owner of a digest is chosen by
+// rendezvous hashing over the live set; the replica fetching a digest from
+// upstream holds a Redis lease for it, renewed while the fill runs. A
+// replica asked for a digest it lacks streams the growing blob from the
+// lease holder, else the owner, over an internal endpoint authenticated
+// with the cluster's secret; that replica's own fill (and so its clients)
+// reads from the peer exactly as it would from an upstream. When the peer
+// cannot be reached, it is suspected (left out of the live set here for a
+// while), the owner is chosen again, and if that is this replica it fetches
+// the rest from upstream itself, by Range from what it already has.
+//
+// Nothing here ever answers 429 or 503 because another replica fetches:
+// the worst case is fetching ourselves. Redis down: every replica falls
+// back to fetching on its own (one fill per digest per replica).
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Cluster is this replica's view of the others.
+type Cluster struct {
+	rdb    redis.UniversalClient
+	self   string
+	secret string
+	prefix string
+	log    *slog.Logger
+	http   *http.Client
+
+	beat     time.Duration // heartbeat period
+	ttl      time.Duration // a replica silent this long is gone
+	leaseTTL time.Duration
+	suspect  time.Duration // how long an unreachable peer is left out
+
+	mu        sync.Mutex
+	live      []string // sorted, always including self
+	suspected map[string]time.Time
+	redisOK   bool
+}
+
+// Option configures a Cluster.
+type Option func(*Cluster)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(c *Cluster) { c.log = l } }
+
+// WithPrefix sets the Redis key prefix (default "regcache:").
+func WithPrefix(p string) Option { return func(c *Cluster) { c.prefix = p } }
+
+// WithTiming sets the heartbeat period, after how long without one a
+// replica is gone (default 1s, 5s) and the lease TTL (default 10s; renewed
+// every third of it).
+func WithTiming(beat, ttl, lease time.Duration) Option {
+	return func(c *Cluster) { c.beat, c.ttl, c.leaseTTL = beat, ttl, lease }
+}
+
+// New makes this replica, reachable by others at advertise, a member.
+// Run starts its heartbeat.
+func New(rdb redis.UniversalClient, advertise, secret string, opts ...Option) *Cluster {
+	c := &Cluster{rdb: rdb, self: advertise, secret: secret, prefix: "regcache:", log: slog.New(slog.DiscardHandler),
+		http: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute,
+			ResponseHeaderTimeout: 2 * time.Minute}},
+		beat: time.Second, ttl: 5 * time.Second, leaseTTL: 10 * time.Second, suspect: 15 * time.Second,
+		live: []string{advertise}, suspected: map[string]time.Time{}}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// Self is this replica's advertised URL.
+func (c *Cluster) Self() string { return c.self }
+
+func (c *Cluster) key(name string) string { return c.prefix + "cluster:" + name }
+
+// Run beats until ctx is done, then leaves the member set.
+func (c *Cluster) Run(ctx context.Context) {
+	t := time.NewTicker(c.beat)
+	defer t.Stop()
+	for {
+		c.heartbeat(ctx)
+		select {
+		case <-ctx.Done():
+			lctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			c.rdb.ZRem(lctx, c.key("members"), c.self)
+			cancel()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Join beats once, so the member set has this replica before it serves.
+func (c *Cluster) Join(ctx context.Context) error {
+	if !c.heartbeat(ctx) {
+		return errors.New("cluster.redis: Redis does not answer")
+	}
+	return nil
+}
+
+// heartbeat records this replica's beat and reads the live set.
+func (c *Cluster) heartbeat(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, c.beat*2)
+	defer cancel()
+	now := time.Now()
+	members := c.key("members")
+	var rng *redis.StringSliceCmd
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, members, redis.Z{Score: float64(now.UnixMilli()), Member: c.self})
+		p.ZRemRangeByScore(ctx, members, "-inf", fmt.Sprint(now.Add(-10*c.ttl).UnixMilli()))
+		rng = p.ZRangeByScore(ctx, members, &redis.ZRangeBy{Min: fmt.Sprint(now.Add(-c.ttl).UnixMilli()), Max: "+inf"})
+		return nil
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		if c.redisOK {
+			c.log.Warn("cluster: Redis does not answer; fetching on our own until it does", slog.Any("error", err))
+		}
+		c.redisOK = false
+		c.live = []string{c.self}
+		return false
+	}
+	if !c.redisOK {
+		c.log.Info("cluster: joined", slog.String("self", c.self))
+	}
+	c.redisOK = true
+	live := rng.Val()
+	if !slices.Contains(live, c.self) {
+		live = append(live, c.self)
+	}
+	slices.Sort(live)
+	if !slices.Equal(live, c.live) {
+		c.log.Info("cluster: live replicas", slog.Any("replicas", live))
+	}
+	c.live = live
+	return true
+}
+
+// Live is the replicas taken as live here: heartbeating, and not suspected.
+func (c *Cluster) Live() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	out := make([]string, 0, len(c.live))
+	for _, m := range c.live {
+		if until, ok := c.suspected[m]; ok && now.Before(until) {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// Suspect leaves a peer that could not be reached out of the live set here
+// for a while (its heartbeat may not have lapsed yet).
+func (c *Cluster) Suspect(peer string) {
+	if peer == c.self {
+		return
+	}
+	c.mu.Lock()
+	c.suspected[peer] = time.Now().Add(c.suspect)
+	c.mu.Unlock()
+}
+
+func (c *Cluster) isLive(peer string) bool { return slices.Contains(c.Live(), peer) }
+
+// Owner is the replica rendezvous hashing picks for key among the live
+// ones: each scores hash(replica, key), the highest wins. A replica
+// joining or leaving moves only the keys it wins or held.
+func (c *Cluster) Owner(key string) string {
+	var best string
+	var bestScore uint64
+	for _, m := range c.Live() {
+		h := sha256.Sum256([]byte(m + "\x00" + key))
+		if s := binary.BigEndian.Uint64(h[:8]); best == "" || s > bestScore {
+			best, bestScore = m, s
+		}
+	}
+	return best
+}
