@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"os"
+	"strings"
 
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
@@ -33,19 +34,19 @@ func Explain(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) ([]Settin
 	if lookupEnv == nil {
 		lookupEnv = func(string) (string, bool) { return "", false }
 	}
-	path := configPath(fs, lookupEnv)
-	fileVals := map[string]string{}
-	fileUpstreams := false
-	if path != "" {
-		if data, err := os.ReadFile(path); err == nil {
-			var f fileConfig
-			if yaml.NewDecoder(bytes.NewReader(data)).Decode(&f) == nil {
-				fileVals = f.values()
-				fileUpstreams = f.Upstreams != nil
-			}
+	// The file Load read (named, or found by REGCACHE_CONFIG_SEARCH), in
+	// regcache's format or Distribution's, and the image's defaults file.
+	path := c.File
+	fileVals, fileUpstreams := fileValues(path)
+	defaultsPath, _ := lookupEnv(envDefaults)
+	defaultsPath = strings.TrimSpace(defaultsPath)
+	defaultVals, _ := fileValues(defaultsPath)
+	var out []Setting
+	for _, o := range options {
+		if v, ok := defaultVals[o.key]; ok && o.key != "" {
+			defaultVals["\x00"+o.flag] = v
 		}
 	}
-	var out []Setting
 	for _, o := range options {
 		s := Setting{Key: o.key, Flag: "--" + o.flag, Env: envName(o.flag), Source: "default", Value: o.def}
 		if k, ok := firstUpstreamKeys[o.flag]; ok {
@@ -62,8 +63,14 @@ func Explain(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) ([]Settin
 				s.Value = "none"
 			}
 		}
+		if v, ok := defaultVals["\x00"+o.flag]; ok {
+			s.Value, s.Source = v, "defaults file "+defaultsPath+" ("+envDefaults+")"
+		}
 		if v, ok := fileVals[o.key]; ok && o.key != "" {
 			s.Value, s.Source = v, "file "+path
+		}
+		if v, ok := fileVals["\x00"+o.flag]; ok {
+			s.Value, s.Source = v, "file "+path+" (Distribution's config.yml)"
 		}
 		if o.key == "" && o.flag != flagConfig && fileUpstreams && isFirstUpstreamOption(o.flag) {
 			s.Value, s.Source = firstUpstreamValue(c, o.flag), "file "+path+" (upstreams[0])"
@@ -117,4 +124,47 @@ func firstUpstreamValue(c Config, flag string) string {
 	default:
 		return u.PasswordFile
 	}
+}
+
+// fileValues reads a configuration file's settings for Explain: by YAML
+// key for regcache's format, by "\x00"+flag for Distribution's (its keys
+// map to options, distributionKeys); and whether it lists upstreams.
+// A file that does not read gives nothing (Load has read it already).
+func fileValues(path string) (map[string]string, bool) {
+	vals := map[string]string{}
+	if path == "" {
+		return vals, false
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return vals, false
+	}
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil {
+		return vals, false
+	}
+	if _, ok := distributionVersion(&doc); ok {
+		var walk func(n *yaml.Node, prefix string)
+		walk = func(n *yaml.Node, prefix string) {
+			for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+				key := strings.ToLower(n.Content[i].Value)
+				if prefix != "" {
+					key = prefix + "." + key
+				}
+				v := n.Content[i+1]
+				if flag, ok := distributionKeys[key]; ok && v.Kind == yaml.ScalarNode && v.Value != "" {
+					vals["\x00"+flag] = v.Value
+				} else if v.Kind == yaml.MappingNode {
+					walk(v, key)
+				}
+			}
+		}
+		walk(doc.Content[0], "")
+		return vals, false
+	}
+	var f fileConfig
+	if yaml.NewDecoder(bytes.NewReader(data)).Decode(&f) != nil {
+		return vals, false
+	}
+	return f.values(), f.Upstreams != nil
 }

@@ -63,3 +63,40 @@ func TestExplain(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainImageLayers: a Distribution config.yml and the image's
+// defaults file (REGCACHE_DEFAULTS) are named as the sources of what they
+// set, below the environment.
+func TestExplainImageLayers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dist := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(dist, []byte("version: 0.1\nproxy:\n  remoteurl: https://registry-1.docker.io\n  username: me\n  password: hunter2\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defs := filepath.Join(dir, "defaults.yaml")
+	if err := os.WriteFile(defs, []byte("admin_addr: \":5001\"\ndata: /var/lib/registry\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	RegisterFlags(fs)
+	if err := fs.Parse([]string{"--config", dist}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"REGCACHE_DEFAULTS": defs}
+	settings, _, err := Explain(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]string{
+		"admin_addr":            {":5001", "defaults file " + defs + " (REGCACHE_DEFAULTS)"},
+		"data":                  {"/var/lib/registry", "file " + dist + " (Distribution's config.yml)"},
+		"upstreams[0].username": {"me", "file " + dist + " (Distribution's config.yml)"},
+		"upstreams[0].password": {"<redacted>", "file " + dist + " (Distribution's config.yml)"},
+	}
+	for _, s := range settings {
+		if w, ok := want[s.Key]; ok && (s.Value != w[0] || s.Source != w[1]) {
+			t.Errorf("%s = %q from %q, want %q from %q", s.Key, s.Value, s.Source, w[0], w[1])
+		}
+	}
+}
