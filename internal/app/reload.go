@@ -26,7 +26,11 @@ func (a *App) Reload(next config.Config) (reloaded, restart []string, err error)
 			reloaded = append(reloaded, "tls ("+next.TLS.Cert+")")
 		}
 	}
-	if changed, err := a.access.Reload(accessConfig(next, a.upstreams)); err != nil {
+	// The upstreams are not reloaded: the access rules keep the running
+	// list (and its clients), whatever the new file lists.
+	ac := next
+	ac.Upstreams = a.cfg.Upstreams
+	if changed, err := a.access.Reload(accessConfig(ac, a.upstreams)); err != nil {
 		errs = append(errs, fmt.Errorf("access: keeping the old rules: %w", err))
 	} else {
 		reloaded = append(reloaded, changed...)

@@ -1,7 +1,9 @@
 package app
 
 import (
+	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,5 +25,22 @@ func TestNeedsRestart(t *testing.T) {
 	got := needsRestart(run, next)
 	if want := []string{"addr", "freshness", "upstreams"}; !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// TestReloadWithMoreUpstreams: a reloaded file that lists another upstream
+// applies its access rules with the running upstreams (no panic on the
+// client it lacks) and says the upstreams need a restart.
+func TestReloadWithMoreUpstreams(t *testing.T) {
+	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": "http://127.0.0.1:9"})
+	next := m.App.cfg
+	next.Upstreams = append(slices.Clone(next.Upstreams), config.Upstream{Name: "ghcr.io", URL: "https://ghcr.io"})
+	next.Access.Allow = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	reloaded, restart, err := m.App.Reload(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(restart, "upstreams") || !slices.ContainsFunc(reloaded, func(s string) bool { return strings.HasPrefix(s, "access.allow") }) {
+		t.Errorf("reloaded %v, restart %v", reloaded, restart)
 	}
 }
