@@ -166,6 +166,17 @@ func cachedIndex(b *testing.B, data string) int64 {
 	if out, err := exec.Command("cp", filepath.Join(cache, "data", "index.db"), filepath.Join(data, "index.db")).CombinedOutput(); err != nil {
 		b.Fatalf("copy the cached index: %v %s", err, out)
 	}
+	// On disk before the server starts, as a closed index is: else the
+	// server's first commit waits for the copy's writeback (0.4 s of a
+	// measured start-up was that).
+	f, err := os.Open(filepath.Join(data, "index.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
 	return total
 }
 

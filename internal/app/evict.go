@@ -127,7 +127,11 @@ func (a *App) cacheOps() *cacheOps {
 }
 
 // downProtected returns the upstreams that are down (or rate limited) and
-// everything their tags reach: perhaps the only copy of it.
+// the digests their tags point to: what those reach is perhaps the only
+// copy of it, and the eviction plan keeps it while the cap allows
+// (cacheindex.EvictPolicy.Protected). The plan resolves what they reach
+// from the graph it loads anyway: a walk here, one index lookup per
+// digest, took 3.3 s of a 7 s pass over a million blobs.
 func (a *App) downProtected() (map[string]bool, map[digest.Digest]bool, error) {
 	down := map[string]bool{}
 	for _, u := range a.upstreams {
@@ -138,7 +142,13 @@ func (a *App) downProtected() (map[string]bool, map[digest.Digest]bool, error) {
 	if len(down) == 0 {
 		return down, nil, nil
 	}
-	protected, err := a.index.Reachable(func(up string, e cacheindex.TagEntry) bool { return down[up] })
+	protected := map[digest.Digest]bool{}
+	err := a.index.Tags(func(up, _, _ string, e cacheindex.TagEntry) error {
+		if down[up] {
+			protected[e.Digest] = true
+		}
+		return nil
+	})
 	return down, protected, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"maps"
 	"slices"
 	"syscall"
 	"time"
@@ -21,11 +22,12 @@ type EvictPolicy struct {
 	// eviction per blob.
 	LowWater int64
 	MaxAge   time.Duration // drop images not used for this long; 0 is off
-	// Protected are digests kept while the cap allows it: the content of
-	// tags whose upstream is unreachable (perhaps the only copy). An image
-	// whose top manifest is protected is passed over; when evicting
-	// everything else does not bring the total within MaxSize, the cap
-	// wins and protected images go too, least recently used first.
+	// Protected are digests kept, with everything they reach, while the
+	// cap allows it: the manifests of tags whose upstream is unreachable
+	// (their content is perhaps the only copy). An image any of whose
+	// manifests is protected is passed over; when evicting everything else
+	// does not bring the total within MaxSize, the cap wins and protected
+	// images go too, least recently used first.
 	Protected map[digest.Digest]bool
 }
 
@@ -265,7 +267,7 @@ func newPass(g *graph, protected map[digest.Digest]bool) *pass {
 		if g.manifests[i].parent {
 			continue
 		}
-		img := image{root: int32(i), protected: protected[g.manifests[i].d]}
+		img := image{root: int32(i)}
 		var blobUse int64
 		ps.walk(int32(i), func(x int32) {
 			if x >= 0 {
@@ -273,8 +275,10 @@ func newPass(g *graph, protected map[digest.Digest]bool) *pass {
 				blobUse = max(blobUse, g.blobs[x].access)
 				return
 			}
+			m := &g.manifests[-1-x]
 			ps.manUsers[-1-x]++
-			img.lastUse = max(img.lastUse, g.manifests[-1-x].access)
+			img.lastUse = max(img.lastUse, m.access)
+			img.protected = img.protected || len(protected) > 0 && protected[m.d]
 		})
 		if img.lastUse == 0 {
 			img.lastUse = blobUse
@@ -447,7 +451,6 @@ func (ix *Index) Reachable(keep func(upstream string, e TagEntry) bool) (map[dig
 
 // ReachableFrom is Reachable over any Backend's entries.
 func ReachableFrom(ix Backend, keep func(upstream string, e TagEntry) bool) (map[digest.Digest]bool, error) {
-	out := map[digest.Digest]bool{}
 	var roots []digest.Digest
 	err := ix.Tags(func(up, _, _ string, e TagEntry) error {
 		if keep(up, e) {
@@ -458,6 +461,13 @@ func ReachableFrom(ix Backend, keep func(upstream string, e TagEntry) bool) (map
 	if err != nil {
 		return nil, err
 	}
+	return reachFrom(ix, roots)
+}
+
+// reachFrom returns roots and every digest their stored manifests
+// reference, recursively.
+func reachFrom(ix Backend, roots []digest.Digest) (map[digest.Digest]bool, error) {
+	out := map[digest.Digest]bool{}
 	for len(roots) > 0 {
 		d := roots[len(roots)-1]
 		roots = roots[:len(roots)-1]
@@ -498,6 +508,13 @@ func PlanEviction(ix Backend, p EvictPolicy, now time.Time) (Plan, error) {
 		return Plan{}, err
 	}
 	slices.SortFunc(all, func(a, b entry) int { return a.e.LastAccess.Compare(b.e.LastAccess) })
+	if len(p.Protected) > 0 { // by blob: each blob the protected manifests reach
+		reach, err := reachFrom(ix, slices.Collect(maps.Keys(p.Protected)))
+		if err != nil {
+			return Plan{}, err
+		}
+		p.Protected = reach
+	}
 	low := p.LowWater
 	if low <= 0 || low > p.MaxSize {
 		low = p.MaxSize * 9 / 10

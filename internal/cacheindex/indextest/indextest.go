@@ -23,6 +23,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("TouchIsBatched", func(t *testing.T) { touchIsBatched(t, open) })
 	t.Run("BlobsAndDelete", func(t *testing.T) { blobsAndDelete(t, open) })
 	t.Run("EvictionPlan", func(t *testing.T) { evictionPlan(t, open) })
+	t.Run("ProtectedReach", func(t *testing.T) { protectedReach(t, open) })
 	t.Run("Reachable", func(t *testing.T) { reachable(t, open) })
 }
 
@@ -222,6 +223,37 @@ func evictionPlan(t *testing.T, open Open) {
 		if !slices.Equal(got.Evict, tt.want) || !slices.Equal(got.LostProtected, tt.lost) {
 			t.Errorf("%s: plan %v (lost %v), want %v (lost %v)", tt.name, got.Evict, got.LostProtected, tt.want, tt.lost)
 		}
+	}
+}
+
+// protectedReach: a protected digest is a tag's manifest (the caller
+// does not resolve what it reaches); the plan keeps what it reaches while
+// the cap allows, here the platform manifest of an index (the tag names
+// the platform manifest, the index is the image) and its layer.
+func protectedReach(t *testing.T, open Open) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := now
+	ix := open(t, func() time.Time { return clock })
+	idx, plat, layer, other := digest.FromString("idx"), digest.FromString("plat"), digest.FromString("layer"), digest.FromString("other")
+	ix.PutBlob(layer, 100)
+	ix.PutManifest("docker.io", "library/a", plat, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{layer}})
+	ix.PutManifest("docker.io", "library/a", idx, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{plat}})
+	clock = now.Add(time.Hour) // newer than the image: without protection the image goes first
+	ix.PutBlob(other, 100)
+	p := cacheindex.EvictPolicy{MaxSize: 150, LowWater: 150, Protected: map[digest.Digest]bool{plat: true}}
+	got, err := ix.EvictionPlan(p, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(got.Evict, layer) || slices.Contains(got.Evict, plat) || !slices.Contains(got.Evict, other) || len(got.LostProtected) != 0 {
+		t.Errorf("plan %v (lost %v): want %s only, the protected image kept", got.Evict, got.LostProtected, other)
+	}
+	p.MaxSize, p.LowWater = 50, 50 // the cap wins
+	if got, err = ix.EvictionPlan(p, clock); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(got.Evict, layer) || !slices.Contains(got.LostProtected, layer) {
+		t.Errorf("plan %v (lost %v): the cap must take the protected layer", got.Evict, got.LostProtected)
 	}
 }
 
