@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regcache/regcache/internal/app"
@@ -245,9 +248,22 @@ func BenchmarkIndexScale(b *testing.B) {
 
 		addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
 		admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b))
+		// The upstream is a real registry (go-containerregistry's), up and
+		// empty: nothing is fetched from it, and with it reachable no tag's
+		// content is kept as an offline copy, so the pass evicts by last
+		// use alone. BENCH_INDEX_UPSTREAM_DOWN=1 points the mirror at a
+		// dead port instead: then every tagged image is an offline copy
+		// and the pass takes unprotected images first.
+		upstream := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+		defer upstream.Close()
+		upURL := upstream.URL
+		if os.Getenv("BENCH_INDEX_UPSTREAM_DOWN") != "" {
+			upURL = "http://127.0.0.1:9"
+		}
+		b.Logf("upstream %s", upURL)
 		cmd := exec.Command(bin, "serve")
 		cmd.Env = append(cleanEnv(), "REGCACHE_ADDR="+addr, "REGCACHE_ADMIN_ADDR="+admin, "REGCACHE_DATA="+data,
-			"REGCACHE_UPSTREAM_URL=http://127.0.0.1:9", "REGCACHE_UPSTREAM_NAME="+scaleUpstream,
+			"REGCACHE_UPSTREAM_URL="+upURL, "REGCACHE_UPSTREAM_NAME="+scaleUpstream,
 			"REGCACHE_LOG_LEVEL=warn", "REGCACHE_SCRUB_INTERVAL=0", "HTTPS_PROXY=http://127.0.0.1:9")
 		start := time.Now()
 		p := startProc(b, "regcache", cmd, dir, "http://"+admin+"/readyz")
