@@ -20,7 +20,11 @@ const dashboardCountEvery = 5 * time.Second
 // dashboardHandler is the admin listener's dashboard: the page, its
 // assets and its data.
 func (a *App) dashboardHandler() http.Handler {
-	totals := &totalsCounter{count: a.cacheTotals, every: dashboardCountEvery, now: time.Now, log: a.log}
+	every := dashboardCountEvery
+	if a.bolt != nil {
+		every = 0 // the index's running totals: reading them costs nothing
+	}
+	totals := &totalsCounter{count: a.cacheTotals, every: every, now: time.Now, log: a.log}
 	return ui.New(ui.SourceFunc(func(r *http.Request, span time.Duration) ui.Snapshot {
 		return a.dashboardSnapshot(totals.get(), a.adminMaySeePrivate(r), span)
 	}), ui.WithLogger(a.log))
@@ -90,9 +94,14 @@ func repos(in []repoCount, private bool) []ui.Repo {
 	return out
 }
 
-// cacheTotals counts the index's blobs, their bytes and the tags. It reads
-// every entry: call it through a totalsCounter.
+// cacheTotals counts the index's blobs, their bytes and the tags: the
+// running totals of the embedded index, or, on a shared one, a read of
+// every entry (call it through a totalsCounter).
 func (a *App) cacheTotals() (ui.Cache, error) {
+	if a.bolt != nil {
+		t := a.bolt.Totals()
+		return ui.Cache{Blobs: int(t.Blobs), Bytes: t.BlobBytes, Tags: int(t.Tags)}, nil
+	}
 	var c ui.Cache
 	err := a.index.Blobs(func(_ digest.Digest, e cacheindex.BlobEntry) error {
 		c.Blobs++
