@@ -2,6 +2,7 @@ package cacheindex
 
 import (
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"testing"
 	"time"
@@ -152,5 +153,29 @@ func TestEvictionByImage(t *testing.T) {
 	}
 	if got := ix.Totals(); got.Blobs != 3 || got.Manifests != 3 || got.Bytes() != 3030 {
 		t.Errorf("totals after delete %+v", got)
+	}
+}
+
+// TestEvictionPlanRestoresGC: a pass lowers the collector's target for its
+// duration only, and leaves a lower one (or GOGC=off) as it was.
+func TestEvictionPlanRestoresGC(t *testing.T) {
+	ix, err := Open(filepath.Join(t.TempDir(), "index.db"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if err := ix.PutBlob(digest.FromString("a"), 100); err != nil {
+		t.Fatal(err)
+	}
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	for _, before := range []int{100, 10, -1} {
+		debug.SetGCPercent(before)
+		if _, err := ix.EvictionPlan(EvictPolicy{MaxSize: 50}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if got := debug.SetGCPercent(before); got != before {
+			t.Errorf("GC percent %d before a pass, %d after", before, got)
+		}
 	}
 }

@@ -194,7 +194,7 @@ func openChecked(path string) (db *bolt.DB, tot totals, err error) {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			bucket := string(name)
 			return b.ForEach(func(k, v []byte) error {
-				if n++; n%(1<<18) == 0 {
+				if n++; n%(1<<16) == 0 {
 					releaseMapping(db, tx) // what the pass read so far: it needs none of it again
 				}
 				return decodeCheck(bucket, v, &tot)

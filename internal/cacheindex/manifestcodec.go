@@ -26,22 +26,36 @@ func decodeManifest(v []byte) (ManifestEntry, error) {
 // fastManifest reads {"mediaType":"…","size":N[,"refs":["…",…]][,"lastAccess":"…"]}
 // with no escapes in its strings, or reports false.
 func fastManifest(v []byte) (e ManifestEntry, ok bool) {
-	str := func(b []byte) (string, []byte, bool) { // b starts after the opening quote
+	mt, size, at, ok := scanManifest(v, func(ref []byte) { e.Refs = append(e.Refs, digest.Digest(ref)) })
+	if !ok {
+		return ManifestEntry{}, false
+	}
+	e.MediaType, e.Size, e.LastAccess = string(mt), size, at
+	return e, true
+}
+
+// scanManifest reads fastManifest's shape without allocating: each
+// reference is passed to ref as a slice of v (valid while v is), the media
+// type is returned as one. On false, ref may have seen some of the
+// references: the caller drops what it collected and decodes the entry
+// another way.
+func scanManifest(v []byte, ref func([]byte)) (mediaType []byte, size int64, at time.Time, ok bool) {
+	str := func(b []byte) ([]byte, []byte, bool) { // b starts after the opening quote
 		i := bytes.IndexByte(b, '"')
 		if i < 0 || bytes.IndexByte(b[:i], '\\') >= 0 {
-			return "", nil, false
+			return nil, nil, false
 		}
-		return string(b[:i]), b[i+1:], true
+		return b[:i], b[i+1:], true
 	}
 	rest, ok := bytes.CutPrefix(v, []byte(`{"mediaType":"`))
 	if !ok {
-		return e, false
+		return nil, 0, at, false
 	}
-	if e.MediaType, rest, ok = str(rest); !ok {
-		return e, false
+	if mediaType, rest, ok = str(rest); !ok {
+		return nil, 0, at, false
 	}
 	if rest, ok = bytes.CutPrefix(rest, []byte(`,"size":`)); !ok {
-		return e, false
+		return nil, 0, at, false
 	}
 	n := 0
 	for n < len(rest) && (rest[n] == '-' || rest[n] >= '0' && rest[n] <= '9') {
@@ -49,42 +63,42 @@ func fastManifest(v []byte) (e ManifestEntry, ok bool) {
 	}
 	size, err := strconv.ParseInt(string(rest[:n]), 10, 64)
 	if err != nil {
-		return e, false
+		return nil, 0, at, false
 	}
-	e.Size, rest = size, rest[n:]
+	rest = rest[n:]
 	if r, found := bytes.CutPrefix(rest, []byte(`,"refs":[`)); found {
 		rest = r
 		for {
 			if rest, ok = bytes.CutPrefix(rest, []byte(`"`)); !ok {
-				return e, false
+				return nil, 0, at, false
 			}
-			var ref string
-			if ref, rest, ok = str(rest); !ok {
-				return e, false
+			var d []byte
+			if d, rest, ok = str(rest); !ok {
+				return nil, 0, at, false
 			}
-			e.Refs = append(e.Refs, digest.Digest(ref))
+			ref(d)
 			if r, more := bytes.CutPrefix(rest, []byte(`,`)); more {
 				rest = r
 				continue
 			}
 			if rest, ok = bytes.CutPrefix(rest, []byte(`]`)); !ok {
-				return e, false
+				return nil, 0, at, false
 			}
 			break
 		}
 	}
 	if r, found := bytes.CutPrefix(rest, []byte(`,"lastAccess":"`)); found {
-		var at string
-		if at, rest, ok = str(r); !ok {
-			return e, false
+		var ts []byte
+		if ts, rest, ok = str(r); !ok {
+			return nil, 0, at, false
 		}
-		t, err := time.Parse(time.RFC3339Nano, at)
+		t, err := time.Parse(time.RFC3339Nano, string(ts))
 		if err != nil {
-			return e, false
+			return nil, 0, at, false
 		}
-		e.LastAccess = t
+		at = t
 	}
-	return e, bytes.Equal(rest, []byte(`}`))
+	return mediaType, size, at, bytes.Equal(rest, []byte(`}`))
 }
 
 // manifestSize checks a manifest entry decodes and returns its size,
