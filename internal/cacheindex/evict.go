@@ -248,9 +248,16 @@ func (ix *Index) loadGraph() (*graph, error) {
 		}
 		mb := tx.Bucket(bucketManifests)
 		ids := map[string]int32{}
+		// A digest with both a blob and a manifest entry (a manifest first
+		// fetched through /blobs/) is referenced as both: its manifest's
+		// references are then part of the image that references it.
+		both := map[int32]int32{}
 		err = mb.ForEach(func(k, _ []byte) error {
 			if len(ids)%(1<<15) == 0 {
 				releaseMapping(ix.db, tx)
+			}
+			if i := g.blobIndex(k); i >= 0 {
+				both[int32(i)] = int32(len(ids))
 			}
 			ids[string(k)] = int32(len(ids))
 			return nil
@@ -263,6 +270,9 @@ func (ix *Index) loadGraph() (*graph, error) {
 		addRef := func(r []byte) { // mostly blobs: looked up first
 			if i := g.blobIndex(r); i >= 0 {
 				g.refs = append(g.refs, int32(i))
+				if j, ok := both[int32(i)]; ok {
+					g.refs = append(g.refs, -1-j)
+				}
 			} else if j, ok := ids[string(r)]; ok {
 				g.refs = append(g.refs, -1-j)
 			} // else not stored: being filled, or never fetched

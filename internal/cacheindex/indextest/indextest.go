@@ -24,6 +24,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("BlobsAndDelete", func(t *testing.T) { blobsAndDelete(t, open) })
 	t.Run("EvictionPlan", func(t *testing.T) { evictionPlan(t, open) })
 	t.Run("ProtectedReach", func(t *testing.T) { protectedReach(t, open) })
+	t.Run("ProtectedReachThroughBlobEntry", func(t *testing.T) { protectedThroughBlobEntry(t, open) })
 	t.Run("Reachable", func(t *testing.T) { reachable(t, open) })
 }
 
@@ -254,6 +255,29 @@ func protectedReach(t *testing.T, open Open) {
 	}
 	if !slices.Contains(got.Evict, layer) || !slices.Contains(got.LostProtected, layer) {
 		t.Errorf("plan %v (lost %v): the cap must take the protected layer", got.Evict, got.LostProtected)
+	}
+}
+
+// protectedThroughBlobEntry: a platform manifest first fetched through
+// /blobs/ has a blob entry as well as its manifest entry; a protected index
+// that references it still keeps it and its layer.
+func protectedThroughBlobEntry(t *testing.T, open Open) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := now
+	ix := open(t, func() time.Time { return clock })
+	idx, plat, layer, other := digest.FromString("idx"), digest.FromString("plat"), digest.FromString("layer"), digest.FromString("other")
+	ix.PutBlob(layer, 100)
+	ix.PutBlob(plat, 10) // fetched by digest through /blobs/ first
+	ix.PutManifest("docker.io", "library/a", plat, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{layer}})
+	ix.PutManifest("docker.io", "library/a", idx, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{plat}})
+	clock = now.Add(time.Hour)
+	ix.PutBlob(other, 100)
+	got, err := ix.EvictionPlan(cacheindex.EvictPolicy{MaxSize: 150, LowWater: 150, Protected: map[digest.Digest]bool{idx: true}}, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(got.Evict, layer) || slices.Contains(got.Evict, plat) || !slices.Contains(got.Evict, other) {
+		t.Errorf("plan %v: want %s only, the protected index's platform manifest and layer kept", got.Evict, other)
 	}
 }
 
