@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -74,11 +73,7 @@ type Index struct {
 	log *slog.Logger
 	now func() time.Time
 
-	mu      sync.Mutex
-	touched map[digest.Digest]time.Time
-
-	stop chan struct{}
-	done chan struct{}
+	touched Touches
 
 	totals counters
 
@@ -148,13 +143,12 @@ func Open(path string, flushEvery time.Duration, opts ...Option) (*Index, error)
 	if damage != nil {
 		damageErr = damage
 	}
-	ix := &Index{db: db, log: slog.New(slog.DiscardHandler), now: time.Now, Damaged: moved, Damage: damageErr, Clean: clean,
-		touched: map[digest.Digest]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	ix := &Index{db: db, log: slog.New(slog.DiscardHandler), now: time.Now, Damaged: moved, Damage: damageErr, Clean: clean}
 	ix.totals.set(tot)
 	for _, o := range opts {
 		o(ix)
 	}
-	go ix.flushLoop(flushEvery)
+	ix.touched.Start(flushEvery, ix.Flush, func(err error) { ix.log.Warn("flush access times", slog.Any("error", err)) })
 	return ix, nil
 }
 
@@ -297,30 +291,13 @@ func (ix *Index) PutManifestEntry(d digest.Digest, e ManifestEntry) error {
 // Close flushes pending access times, marks the index closed cleanly and
 // closes the file.
 func (ix *Index) Close() error {
-	close(ix.stop)
-	<-ix.done
+	ix.touched.Stop()
 	ferr := ix.Flush()
 	var merr error
 	if ferr == nil {
 		merr = ix.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyClean, []byte{1}) })
 	}
 	return errors.Join(ferr, merr, ix.db.Close())
-}
-
-func (ix *Index) flushLoop(every time.Duration) {
-	defer close(ix.done)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ix.stop:
-			return
-		case <-t.C:
-			if err := ix.Flush(); err != nil {
-				ix.log.Warn("flush access times", slog.Any("error", err))
-			}
-		}
-	}
 }
 
 func tagKey(upstream, repo, tag string) []byte {
@@ -514,32 +491,19 @@ func (ix *Index) DeleteBlobs(ds []digest.Digest) (int64, error) {
 }
 
 // Touch records an access to d. It is held in memory until the next flush.
-func (ix *Index) Touch(d digest.Digest) {
-	ix.mu.Lock()
-	ix.touched[d] = ix.now()
-	ix.mu.Unlock()
-}
+func (ix *Index) Touch(d digest.Digest) { ix.touched.Add(ix.now(), d) }
 
-// TouchAll is Touch of several digests, under one lock.
-func (ix *Index) TouchAll(ds []digest.Digest) {
-	now := ix.now()
-	ix.mu.Lock()
-	for _, d := range ds {
-		ix.touched[d] = now
-	}
-	ix.mu.Unlock()
-}
+// TouchAll is Touch of several digests at once.
+func (ix *Index) TouchAll(ds []digest.Digest) { ix.touched.Add(ix.now(), ds...) }
 
-// Flush writes pending access times in one transaction.
+// Flush writes pending access times in one transaction. On failure they
+// are kept for the next flush.
 func (ix *Index) Flush() error {
-	ix.mu.Lock()
-	batch := ix.touched
-	ix.touched = map[digest.Digest]time.Time{}
-	ix.mu.Unlock()
+	batch := ix.touched.Take()
 	if len(batch) == 0 {
 		return nil
 	}
-	return ix.db.Update(func(tx *bolt.Tx) error {
+	err := ix.db.Update(func(tx *bolt.Tx) error {
 		b, mb := tx.Bucket(bucketBlobs), tx.Bucket(bucketManifests)
 		for d, at := range batch {
 			raw := b.Get([]byte(d))
@@ -563,6 +527,10 @@ func (ix *Index) Flush() error {
 		}
 		return nil
 	})
+	if err != nil {
+		ix.touched.Keep(batch)
+	}
+	return err
 }
 
 // touchManifest records an access to a manifest, if d is one (else it

@@ -48,11 +48,7 @@ type Index struct {
 	warnMu   sync.Mutex
 	warned   time.Time
 
-	mu      sync.Mutex
-	touched map[digest.Digest]time.Time
-
-	stop chan struct{}
-	done chan struct{}
+	touched cacheindex.Touches
 }
 
 var _ cacheindex.Backend = (*Index)(nil)
@@ -110,15 +106,14 @@ func ParseURL(raw string) (*redis.Options, error) {
 // leases), checks Redis answers, and flushes access times every
 // flushEvery (and on Close). Close does not close the client.
 func New(ctx context.Context, c redis.UniversalClient, flushEvery time.Duration, opts ...Option) (*Index, error) {
-	ix := &Index{c: c, prefix: "regcache:", log: slog.New(slog.DiscardHandler), now: time.Now, timeout: 10 * time.Second,
-		touched: map[digest.Digest]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	ix := &Index{c: c, prefix: "regcache:", log: slog.New(slog.DiscardHandler), now: time.Now, timeout: 10 * time.Second}
 	for _, o := range opts {
 		o(ix)
 	}
 	if err := c.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("cluster.redis: %w", err)
 	}
-	go ix.flushLoop(flushEvery)
+	ix.touched.Start(flushEvery, ix.Flush, func(err error) { ix.log.Warn("flush access times", slog.Any("error", err)) })
 	return ix, nil
 }
 
@@ -396,29 +391,15 @@ func (ix *Index) Blobs(fn func(digest.Digest, cacheindex.BlobEntry) error) error
 }
 
 // Touch implements cacheindex.Backend.
-func (ix *Index) Touch(d digest.Digest) {
-	ix.mu.Lock()
-	ix.touched[d] = ix.now()
-	ix.mu.Unlock()
-}
+func (ix *Index) Touch(d digest.Digest) { ix.touched.Add(ix.now(), d) }
 
 // TouchAll implements cacheindex.Backend.
-func (ix *Index) TouchAll(ds []digest.Digest) {
-	now := ix.now()
-	ix.mu.Lock()
-	for _, d := range ds {
-		ix.touched[d] = now
-	}
-	ix.mu.Unlock()
-}
+func (ix *Index) TouchAll(ds []digest.Digest) { ix.touched.Add(ix.now(), ds...) }
 
 // Flush writes pending access times in one pipeline. On failure they are
 // kept for the next flush.
 func (ix *Index) Flush() error {
-	ix.mu.Lock()
-	batch := ix.touched
-	ix.touched = map[digest.Digest]time.Time{}
-	ix.mu.Unlock()
+	batch := ix.touched.Take()
 	if len(batch) == 0 {
 		return nil
 	}
@@ -430,32 +411,10 @@ func (ix *Index) Flush() error {
 	defer cancel()
 	// XX: only blobs still indexed (manifests have no score); GT: never back.
 	if err := ix.c.ZAddArgs(ctx, ix.key("access"), redis.ZAddArgs{XX: true, GT: true, Members: zs}).Err(); err != nil {
-		ix.mu.Lock()
-		for d, at := range batch {
-			if cur, ok := ix.touched[d]; !ok || at.After(cur) {
-				ix.touched[d] = at
-			}
-		}
-		ix.mu.Unlock()
+		ix.touched.Keep(batch)
 		return fmt.Errorf("redis index: flush access times: %w", err)
 	}
 	return nil
-}
-
-func (ix *Index) flushLoop(every time.Duration) {
-	defer close(ix.done)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ix.stop:
-			return
-		case <-t.C:
-			if err := ix.Flush(); err != nil {
-				ix.log.Warn("flush access times", slog.Any("error", err))
-			}
-		}
-	}
 }
 
 // EvictionPlan implements cacheindex.Backend.
@@ -470,7 +429,6 @@ func (ix *Index) Reachable(keep func(upstream string, e cacheindex.TagEntry) boo
 
 // Close flushes pending access times. The client stays open.
 func (ix *Index) Close() error {
-	close(ix.stop)
-	<-ix.done
+	ix.touched.Stop()
 	return ix.Flush()
 }
