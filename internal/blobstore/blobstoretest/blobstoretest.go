@@ -18,7 +18,7 @@ import (
 func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 	t.Run("CommitThenRead", func(t *testing.T) {
 		s := newStore(t)
-		data := randBytes(1, 300<<10)
+		data := RandBytes(1, 300<<10)
 		d := digest.FromBytes(data)
 		w := create(t, s, d)
 		if _, err := s.Stat(t.Context(), d); !errors.Is(err, blobstore.ErrNotFound) {
@@ -49,7 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 	})
 	t.Run("ReadWhileGrowing", func(t *testing.T) {
 		s := newStore(t)
-		data := randBytes(2, 4096)
+		data := RandBytes(2, 4096)
 		w := create(t, s, digest.FromBytes(data))
 		defer w.Close()
 		write(t, w, data[:1000])
@@ -63,7 +63,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 	})
 	t.Run("DigestMismatch", func(t *testing.T) {
 		s := newStore(t)
-		data := randBytes(3, 1000)
+		data := RandBytes(3, 1000)
 		d := digest.FromBytes(data)
 		w := create(t, s, d)
 		data[10] ^= 1
@@ -78,7 +78,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 	})
 	t.Run("SizeMismatch", func(t *testing.T) {
 		s := newStore(t)
-		data := randBytes(4, 1000)
+		data := RandBytes(4, 1000)
 		d := digest.FromBytes(data)
 		w := create(t, s, d)
 		write(t, w, data)
@@ -92,7 +92,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 	})
 	t.Run("CancelAndClose", func(t *testing.T) {
 		s := newStore(t)
-		data := randBytes(5, 100)
+		data := RandBytes(5, 100)
 		d := digest.FromBytes(data)
 		w := create(t, s, d)
 		write(t, w, data)
@@ -107,7 +107,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 		s := newStore(t)
 		want := map[digest.Digest]int64{}
 		for i := range 3 {
-			data := randBytes(uint64(10+i), 100+i)
+			data := RandBytes(uint64(10+i), 100+i)
 			d := digest.FromBytes(data)
 			w := create(t, s, d)
 			write(t, w, data)
@@ -161,7 +161,8 @@ func write(t *testing.T, w io.Writer, p []byte) {
 	}
 }
 
-func randBytes(seed uint64, n int) []byte {
+// RandBytes returns n pseudo-random bytes, the same for the same seed.
+func RandBytes(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed))
 	b := make([]byte, n)
 	for i := range b {

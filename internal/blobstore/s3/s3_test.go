@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -42,15 +41,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func randBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
 // incomplete counts multipart uploads left open under the prefix.
 func incomplete(t *testing.T, srv *testenv.S3, prefix string) int {
 	t.Helper()
@@ -67,7 +57,7 @@ func incomplete(t *testing.T, srv *testenv.S3, prefix string) int {
 func TestMultipartCommitsOnlyAfterVerify(t *testing.T) {
 	srv := testenv.NewS3(t)
 	s := newStore(t, srv, "mp/", WithPartSize(5<<20))
-	data := randBytes(7, 12<<20+123)
+	data := blobstoretest.RandBytes(7, 12<<20+123)
 	d := digest.FromBytes(data)
 
 	w, err := s.Create(t.Context(), d)
@@ -129,7 +119,7 @@ func TestLocalTier(t *testing.T) {
 	s := newStore(t, srv, "tier/", WithLocalTier(250<<10))
 	var ds []digest.Digest
 	for i := range 3 {
-		data := randBytes(uint64(20+i), 100<<10)
+		data := blobstoretest.RandBytes(uint64(20+i), 100<<10)
 		d := digest.FromBytes(data)
 		w, _ := s.Create(t.Context(), d)
 		w.Write(data)
@@ -167,7 +157,7 @@ func TestAbortStale(t *testing.T) {
 	srv := testenv.NewS3(t)
 	s := newStore(t, srv, "stale/", WithPartSize(5<<20))
 	w, _ := s.Create(t.Context(), digest.FromString("killed"))
-	w.Write(randBytes(9, 6<<20)) // one part queued: the upload exists; never committed or closed
+	w.Write(blobstoretest.RandBytes(9, 6<<20)) // one part queued: the upload exists; never committed or closed
 	for deadline := time.Now().Add(10 * time.Second); incomplete(t, srv, "stale/") == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the multipart upload never started")
@@ -190,7 +180,7 @@ func TestAbortStale(t *testing.T) {
 // first failed.
 func TestSecondWriterDefers(t *testing.T) {
 	srv := testenv.NewS3(t)
-	data := randBytes(11, 11<<20)
+	data := blobstoretest.RandBytes(11, 11<<20)
 	d := digest.FromBytes(data)
 	for _, firstCommits := range []bool{true, false} {
 		prefix := fmt.Sprintf("defer-%v/", firstCommits)
@@ -244,7 +234,7 @@ func TestTierFilledFromS3(t *testing.T) {
 	srv := testenv.NewS3(t)
 	other := newStore(t, srv, "shared/")
 	mine := newStore(t, srv, "shared/", WithLocalTier(1<<30))
-	data := randBytes(13, 3<<20)
+	data := blobstoretest.RandBytes(13, 3<<20)
 	d := digest.FromBytes(data)
 	w, _ := other.Create(t.Context(), d)
 	w.Write(data)
