@@ -199,12 +199,17 @@ func (a *App) totals() cacheindex.Totals {
 	defer a.sharedTotals.mu.Unlock()
 	if time.Since(a.sharedTotals.at) > sharedTotalsEvery {
 		var t cacheindex.Totals
-		_ = a.index.Blobs(func(_ digest.Digest, e cacheindex.BlobEntry) error {
+		err := a.index.Blobs(func(_ digest.Digest, e cacheindex.BlobEntry) error {
 			t.Blobs++
 			t.BlobBytes += e.Size
 			return nil
 		})
-		a.sharedTotals.t, a.sharedTotals.at = t, time.Now()
+		a.sharedTotals.at = time.Now()
+		if err != nil { // a part is not the count: keep the last one
+			a.log.Warn("count the shared index", slog.Any("error", err))
+		} else {
+			a.sharedTotals.t = t
+		}
 	}
 	return a.sharedTotals.t
 }

@@ -577,7 +577,12 @@ func PlanEviction(ix Backend, p EvictPolicy, now time.Time) (Plan, error) {
 	}
 	var all []entry
 	var total int64
+	seen := map[digest.Digest]bool{} // a scan may give an entry twice (Redis HSCAN)
 	err := ix.Blobs(func(d digest.Digest, e BlobEntry) error {
+		if seen[d] {
+			return nil
+		}
+		seen[d] = true
 		all = append(all, entry{d, e})
 		total += e.Size
 		return nil

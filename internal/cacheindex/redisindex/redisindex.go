@@ -336,7 +336,9 @@ func (ix *Index) PutBlob(d digest.Digest, size int64) error {
 	return nil
 }
 
-// DeleteBlob implements cacheindex.Backend.
+// DeleteBlob implements cacheindex.Backend. Its failure is returned even
+// when the index tolerates Redis errors: an eviction or a drop of a damaged
+// file that believed the entry gone would go on as if the index agreed.
 func (ix *Index) DeleteBlob(d digest.Digest) error {
 	ctx, cancel := ix.ctx()
 	defer cancel()
@@ -347,12 +349,16 @@ func (ix *Index) DeleteBlob(d digest.Digest) error {
 		return nil
 	})
 	if err != nil {
-		return ix.soft(fmt.Errorf("redis index: %w", err))
+		return fmt.Errorf("redis index: %w", err)
 	}
 	return nil
 }
 
-// Blobs implements cacheindex.Backend, a batch of entries at a time.
+// Blobs implements cacheindex.Backend, a batch of entries at a time. A
+// scan that fails returns its error even when the index tolerates Redis
+// errors: an eviction plan or a count built on part of the entries would
+// be wrong, not empty. (HSCAN may return an entry twice; PlanEviction and
+// the counts it feeds take each digest once.)
 func (ix *Index) Blobs(fn func(digest.Digest, cacheindex.BlobEntry) error) error {
 	var cursor uint64
 	for {
@@ -360,7 +366,7 @@ func (ix *Index) Blobs(fn func(digest.Digest, cacheindex.BlobEntry) error) error
 		kv, next, err := ix.c.HScan(ctx, ix.key("blobs"), cursor, "", 1000).Result()
 		if err != nil {
 			cancel()
-			return ix.soft(fmt.Errorf("redis index: %w", err))
+			return fmt.Errorf("redis index: %w", err)
 		}
 		var names []string
 		for i := 0; i+1 < len(kv); i += 2 {
@@ -370,7 +376,7 @@ func (ix *Index) Blobs(fn func(digest.Digest, cacheindex.BlobEntry) error) error
 		if len(names) > 0 {
 			if scores, err = ix.c.ZMScore(ctx, ix.key("access"), names...).Result(); err != nil {
 				cancel()
-				return ix.soft(fmt.Errorf("redis index: %w", err))
+				return fmt.Errorf("redis index: %w", err)
 			}
 		}
 		cancel()

@@ -75,4 +75,16 @@ func TestTolerance(t *testing.T) {
 	if _, _, err := strict.Blob(d); err == nil {
 		t.Fatal("strict Blob with Redis down: no error")
 	}
+	// A scan or a delete is not a request to keep serving: a tolerant
+	// index still fails them, so no plan or count is built on nothing and
+	// no caller takes an entry for gone.
+	if err := tolerant.Blobs(func(digest.Digest, cacheindex.BlobEntry) error { return nil }); err == nil {
+		t.Error("tolerant Blobs with Redis down: no error")
+	}
+	if err := tolerant.DeleteBlob(d); err == nil {
+		t.Error("tolerant DeleteBlob with Redis down: no error")
+	}
+	if _, err := cacheindex.PlanEviction(tolerant, cacheindex.EvictPolicy{MaxSize: 1}, time.Now()); err == nil {
+		t.Error("eviction plan with Redis down: no error")
+	}
 }
