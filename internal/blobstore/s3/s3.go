@@ -153,9 +153,18 @@ func (s *Store) key(d digest.Digest) (string, error) {
 	return s.prefix + path.Join("blobs", string(d.Algorithm()), enc[:2], enc), nil
 }
 
+// notFound reports whether err says the object is not there. A missing
+// bucket is not a missing object: it is a configuration to fix, and is
+// returned as the error it is.
 func notFound(err error) bool {
-	code := minio.ToErrorResponse(err).Code
-	return code == "NoSuchKey" || code == "NotFound" || minio.ToErrorResponse(err).StatusCode == http.StatusNotFound
+	r := minio.ToErrorResponse(err)
+	switch r.Code {
+	case "NoSuchKey", "NotFound":
+		return true
+	case "NoSuchBucket", "NoSuchUpload":
+		return false
+	}
+	return r.Code == "" && r.StatusCode == http.StatusNotFound // a HEAD's 404 has no body to name it
 }
 
 // Stat implements blobstore.Store.
@@ -395,6 +404,10 @@ type writer struct {
 	parts    chan int64 // part ends, in order; closed when no more come
 	started  bool       // the uploader runs
 	finished chan struct{}
+	// stop cancels the uploader's calls to S3: an abort does not wait for
+	// the retries of a part that S3 is slow to take.
+	stop     context.CancelFunc
+	upCtx    context.Context
 	uploadID string
 	done     []minio.CompletePart
 	upErr    error
@@ -434,6 +447,7 @@ func (w *writer) startLocked() {
 	}
 	w.started = true
 	w.finished = make(chan struct{})
+	w.upCtx, w.stop = context.WithCancel(context.Background())
 	go w.upload()
 }
 
@@ -441,7 +455,8 @@ func (w *writer) startLocked() {
 // the spool file, as its end is queued.
 func (w *writer) upload() {
 	defer close(w.finished)
-	ctx := context.Background()
+	defer w.stop() // set before the goroutine started
+	ctx := w.upCtx
 	if w.othersUploading(ctx) {
 		w.mu.Lock()
 		w.deferred = true
@@ -450,7 +465,11 @@ func (w *writer) upload() {
 		}
 		return
 	}
-	id, err := w.s.core.NewMultipartUpload(ctx, w.s.bucket, w.key, minio.PutObjectOptions{ContentType: "application/octet-stream"})
+	// The create is not cancelled with the parts: an upload S3 created
+	// while its answer was cut off would be one nobody knows to abort.
+	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	id, err := w.s.core.NewMultipartUpload(cctx, w.s.bucket, w.key, minio.PutObjectOptions{ContentType: "application/octet-stream"})
+	cancel()
 	w.mu.Lock()
 	w.uploadID, w.upErr = id, err
 	w.mu.Unlock()
@@ -605,6 +624,7 @@ func (w *writer) abort() {
 	if !started {
 		return
 	}
+	w.stop()
 	<-w.finished
 	w.mu.Lock()
 	id := w.uploadID
@@ -619,34 +639,40 @@ func (w *writer) abort() {
 	}
 }
 
+// Cancel and Close stop the uploader first: it reads the spool file.
 func (w *writer) Cancel() error {
-	err := w.local.Cancel()
 	w.abort()
-	return err
+	return w.local.Cancel()
 }
 
 func (w *writer) Close() error {
-	err := w.local.Close() // cancels an uncommitted write
 	w.abort()
-	return err
+	return w.local.Close() // cancels an uncommitted write
 }
 
 // AbortStale aborts multipart uploads under the store's prefix started
 // more than olderThan ago: those of a replica killed mid-fill (a live fill
-// that old has long hit the fill timeout). It returns how many it aborted.
+// that old has long hit the fill timeout). It returns how many it aborted;
+// one it cannot abort is passed over (the first such error is returned
+// after the others were tried).
 func (s *Store) AbortStale(ctx context.Context, olderThan time.Duration) (int, error) {
 	n := 0
+	var first error
 	for u := range s.c.ListIncompleteUploads(ctx, s.bucket, s.prefix+"blobs/", true) {
 		if u.Err != nil {
-			return n, fmt.Errorf("list S3 multipart uploads: %w", u.Err)
+			return n, errors.Join(first, fmt.Errorf("list S3 multipart uploads: %w", u.Err))
 		}
 		if time.Since(u.Initiated) < olderThan {
 			continue
 		}
-		if err := s.core.AbortMultipartUpload(ctx, s.bucket, u.Key, u.UploadID); err != nil && !notFound(err) {
-			return n, fmt.Errorf("abort stale S3 upload of %s: %w", u.Key, err)
+		err := s.core.AbortMultipartUpload(ctx, s.bucket, u.Key, u.UploadID)
+		if err != nil && minio.ToErrorResponse(err).Code != "NoSuchUpload" && !notFound(err) {
+			if first == nil {
+				first = fmt.Errorf("abort stale S3 upload of %s: %w", u.Key, err)
+			}
+			continue
 		}
 		n++
 	}
-	return n, nil
+	return n, first
 }

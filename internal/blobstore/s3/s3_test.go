@@ -262,3 +262,22 @@ func TestTierFilledFromS3(t *testing.T) {
 		t.Fatal("the tier's copy differs")
 	}
 }
+
+// TestNotFound: a missing object is "not found"; a missing bucket or
+// upload is an error to report, not an absent blob.
+func TestNotFound(t *testing.T) {
+	for _, tt := range []struct {
+		err  minio.ErrorResponse
+		want bool
+	}{
+		{minio.ErrorResponse{Code: "NoSuchKey", StatusCode: 404}, true},
+		{minio.ErrorResponse{StatusCode: 404}, true}, // a HEAD's 404, no body
+		{minio.ErrorResponse{Code: "NoSuchBucket", StatusCode: 404}, false},
+		{minio.ErrorResponse{Code: "NoSuchUpload", StatusCode: 404}, false},
+		{minio.ErrorResponse{Code: "AccessDenied", StatusCode: 403}, false},
+	} {
+		if got := notFound(tt.err); got != tt.want {
+			t.Errorf("notFound(%s %d) = %v, want %v", tt.err.Code, tt.err.StatusCode, got, tt.want)
+		}
+	}
+}
