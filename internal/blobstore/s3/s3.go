@@ -583,6 +583,14 @@ func (w *writer) Commit(ctx context.Context, size int64) error {
 		return fmt.Errorf("commit blob %s to S3: %w", w.d, upErr)
 	}
 	if _, err := w.s.core.CompleteMultipartUpload(ctx, w.s.bucket, w.key, id, parts, minio.PutObjectOptions{}); err != nil {
+		// An answer lost after S3 completed the upload: the object is
+		// there, whole (a multipart object appears only complete).
+		if info, serr := w.s.c.StatObject(ctx, w.s.bucket, w.key, minio.StatObjectOptions{}); serr == nil && info.Size == total {
+			w.mu.Lock()
+			w.uploadID = ""
+			w.mu.Unlock()
+			return w.keepLocal(ctx, total)
+		}
 		w.abort()
 		return fmt.Errorf("commit blob %s to S3: %w", w.d, err)
 	}
@@ -595,7 +603,12 @@ func (w *writer) Commit(ctx context.Context, size int64) error {
 // keepLocal moves the verified spool file into the local tier, or drops it.
 func (w *writer) keepLocal(ctx context.Context, size int64) error {
 	if !w.s.tier {
-		return w.local.Cancel()
+		// The blob is in S3: removing the spool copy is housekeeping, and
+		// its failure is not the commit's (disk.New removes what is left).
+		if err := w.local.Cancel(); err != nil {
+			w.s.log.Warn("remove a spooled blob", slog.String("digest", w.d.String()), slog.Any("error", err))
+		}
+		return nil
 	}
 	if err := w.local.Commit(ctx, size); err != nil {
 		w.s.log.Warn("blob committed to S3 but not kept in the local tier", slog.String("digest", w.d.String()), slog.Any("error", err))
