@@ -228,9 +228,13 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (blobstore.Blob, erro
 // local tier in the background, once at a time per digest, so later hits
 // on this replica are served from its disk. The copy is streamed and
 // verified like any write; a failed one leaves nothing.
+//
+// At most maxTierCopies run at once (a hit meanwhile reads S3, and a
+// later one copies), and a blob larger than a quarter of the tier is not
+// copied: it would push out most of what the tier holds.
 func (s *Store) copyToTier(d digest.Digest, key string, size int64) {
 	s.copyMu.Lock()
-	if s.copying[d] {
+	if s.copying[d] || len(s.copying) >= maxTierCopies || size > s.tierMax/4 {
 		s.copyMu.Unlock()
 		return
 	}
@@ -246,17 +250,23 @@ func (s *Store) copyToTier(d digest.Digest, key string, size int64) {
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
+		fail := func(err error) {
+			s.log.Warn("copy of a blob from S3 into the local tier failed", slog.String("digest", d.String()), slog.Any("error", err))
+		}
 		obj, err := s.c.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
 		if err != nil {
+			fail(err)
 			return
 		}
 		defer obj.Close()
 		w, err := s.spool.Create(ctx, d)
 		if err != nil {
+			fail(err)
 			return
 		}
 		defer w.Close()
 		if _, err := io.Copy(w, obj); err != nil {
+			fail(err)
 			return
 		}
 		if err := w.Commit(ctx, size); err != nil {
@@ -267,6 +277,9 @@ func (s *Store) copyToTier(d digest.Digest, key string, size int64) {
 		s.trimTier(ctx)
 	}()
 }
+
+// maxTierCopies bounds the background copies into the local tier.
+const maxTierCopies = 4
 
 // WaitCopies waits for background copies into the local tier (tests,
 // shutdown).
