@@ -109,12 +109,16 @@ func (c *Cluster) Once(ctx context.Context, name string, wait time.Duration, fn 
 	if c.Lock(ctx, name, fn) {
 		return
 	}
-	// Held elsewhere: wait for its release.
+	// Held elsewhere: wait for its release, asking Redis every 20 ms at
+	// first and every 250 ms at most (a minute's wait is 240 GETs, not
+	// 3,000 per waiter).
+	poll := 20 * time.Millisecond
 	for c.Holder(ctx, "lock:"+name) != "" {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			fn() // the holder is slow or gone: do it ourselves
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(poll)
+		poll = min(2*poll, 250*time.Millisecond)
 	}
 }
