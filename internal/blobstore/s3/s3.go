@@ -381,7 +381,9 @@ func (s *Store) trimTier(ctx context.Context) {
 		at   time.Time
 	}
 	var all []entry
+	var sum int64
 	_ = s.spool.Walk(ctx, func(d digest.Digest, size int64) error {
+		sum += size
 		e := entry{d: d, size: size}
 		if b, err := s.spool.Open(ctx, d); err == nil {
 			if f, ok := b.(interface{ OSFile() *os.File }); ok {
@@ -394,6 +396,10 @@ func (s *Store) trimTier(ctx context.Context) {
 		all = append(all, e)
 		return nil
 	})
+	// The running count is recounted from the files: a background copy and
+	// a writer committing the same digest, or a Delete and a trim removing
+	// the same file, each count once too often.
+	s.tierBytes.Store(sum)
 	slices.SortFunc(all, func(a, b entry) int { return a.at.Compare(b.at) })
 	for _, e := range all {
 		if s.tierBytes.Load() <= s.tierMax*9/10 {
