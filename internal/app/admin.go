@@ -11,7 +11,7 @@ import (
 // adminToken reports whether r carries the configured admin token as
 // "Authorization: Bearer <token>". With no token configured it is false.
 func (a *App) adminToken(r *http.Request) bool {
-	want := a.cfg.AdminToken
+	want := a.config().AdminToken
 	if want == "" {
 		return false
 	}
@@ -23,7 +23,7 @@ func (a *App) adminToken(r *http.Request) bool {
 // (eviction, removal, verification): with an admin token configured, only
 // a request carrying it; without one, only a request from loopback.
 func (a *App) adminMayChange(r *http.Request) bool {
-	if a.cfg.AdminToken != "" {
+	if a.config().AdminToken != "" {
 		return a.adminToken(r)
 	}
 	return fromLoopback(r)
@@ -49,7 +49,7 @@ func fromLoopback(r *http.Request) bool {
 // refuseAdmin answers a state-changing call that adminMayChange refused.
 func (a *App) refuseAdmin(w http.ResponseWriter) {
 	msg := "this admin call changes the cache: it is taken from loopback only; set admin_token (REGCACHE_ADMIN_TOKEN) and send it as \"Authorization: Bearer <token>\" to call it from another host"
-	if a.cfg.AdminToken != "" {
+	if a.config().AdminToken != "" {
 		msg = "this admin call needs the admin token: send \"Authorization: Bearer <token>\""
 	}
 	http.Error(w, msg, http.StatusForbidden)

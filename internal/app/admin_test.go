@@ -24,7 +24,8 @@ func TestAdminMayChange(t *testing.T) {
 		{"s3cret", "10.0.0.5:4000", "Bearer s3cre", false},
 		{"s3cret", "10.0.0.5:4000", "Basic s3cret", false},
 	} {
-		a := &App{cfg: config.Config{AdminToken: tc.token}}
+		a := &App{}
+		a.cfg.Store(&config.Config{AdminToken: tc.token})
 		r := httptest.NewRequest("POST", "/cache/prune", nil)
 		r.RemoteAddr = tc.remote
 		if tc.auth != "" {

@@ -28,6 +28,7 @@ import (
 	"github.com/regcache/regcache/internal/access"
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/blobstore/disk"
+	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/cluster"
 	"github.com/regcache/regcache/internal/config"
@@ -42,7 +43,9 @@ import (
 
 // App is a configured, not yet listening mirror.
 type App struct {
-	cfg   config.Config
+	// cfg is the configuration in effect: the one the mirror started
+	// with, and what each SIGHUP applied of a new one (config()).
+	cfg   atomic.Pointer[config.Config]
 	log   *slog.Logger
 	store appStore
 	index cacheindex.Backend
@@ -72,7 +75,7 @@ type App struct {
 	evictNow chan struct{}                    // a commit took the store over storage.max_size
 	maxSize  atomic.Int64                     // storage.max_size in bytes, read by commits as they land
 	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
-	scrub    scrubState
+	scrub    *cache.Scrub
 
 	started time.Time
 	stats   *stats   // requests served, for the dashboard and status
@@ -90,16 +93,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	store, index := st.store, st.index
 	if pct := cfg.Storage.MaxSizePercent; pct > 0 {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(cfg.Data, &st); err != nil {
+		if cfg.Storage.MaxSize, err = capBytes(cfg); err != nil {
 			index.Close()
-			return nil, fmt.Errorf("storage.max_size %g%%: size of the file system of %s: %w", pct, cfg.Data, err)
+			return nil, err
 		}
-		cfg.Storage.MaxSize = int64(float64(st.Blocks) * float64(st.Frsize) * pct / 100)
 		log.Info("storage.max_size set from a share of the file system", slog.Float64("percent", pct), slog.Int64("bytes", cfg.Storage.MaxSize))
 	}
-	a := &App{cfg: cfg, log: log, store: store, index: index, storeRoot: st.root, cluster: st.cluster, closeRest: st.close, evictNow: make(chan struct{}, 1)}
+	a := &App{log: log, store: store, index: index, storeRoot: st.root, cluster: st.cluster, closeRest: st.close, evictNow: make(chan struct{}, 1)}
+	a.cfg.Store(&cfg)
 	a.maxSize.Store(cfg.Storage.MaxSize)
+	a.scrub = a.newScrub(cfg)
 	a.disk, _ = store.(*disk.Store)
 	a.bolt, _ = index.(*cacheindex.Index)
 	// After a clean stop the index and the store agreed; after a crash (or
@@ -199,6 +202,20 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	return a, nil
 }
+
+// capBytes is storage.max_size given as a share of the data directory's
+// file system, in bytes.
+func capBytes(cfg config.Config) (int64, error) {
+	pct := cfg.Storage.MaxSizePercent
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(cfg.Data, &st); err != nil {
+		return 0, fmt.Errorf("storage.max_size %g%%: size of the file system of %s: %w", pct, cfg.Data, err)
+	}
+	return int64(float64(st.Blocks) * float64(st.Frsize) * pct / 100), nil
+}
+
+// config is the configuration in effect.
+func (a *App) config() config.Config { return *a.cfg.Load() }
 
 // newAccess builds the access control from the configuration; clients
 // are the mirror's own clients of the upstreams, in the same order.
@@ -349,8 +366,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	evicted := make(chan struct{})
 	go func() { defer close(evicted); a.evictLoop(evictCtx) }()
 	scrubbed := make(chan struct{})
-	scrubEvery, _ := a.scrubPace()
-	go func() { defer close(scrubbed); a.scrubLoop(evictCtx, scrubEvery) }()
+	go func() { defer close(scrubbed); a.scrub.Run(evictCtx) }()
 	defer func() { stopEvict(); <-evicted; <-scrubbed }()
 	defer a.watch(ctx)() // health probes and the dashboard's history
 	if a.cluster != nil {
@@ -371,7 +387,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	// Drain: stop taking connections and background prefetches, let the
 	// responses in flight finish (the fills they stream go on) for up to
 	// shutdown_timeout, then stop the fills left and cut what remains.
-	drain := a.cfg.ShutdownTimeout
+	drain := a.config().ShutdownTimeout
 	if drain <= 0 {
 		drain = 30 * time.Second
 	}

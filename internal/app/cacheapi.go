@@ -83,12 +83,12 @@ func (a *App) Stats() CacheStats {
 	if err != nil {
 		a.log.Warn("count the quarantine", slog.Any("error", err))
 	}
-	if abs, err := filepath.Abs(a.cfg.Data); err == nil {
+	if abs, err := filepath.Abs(a.config().Data); err == nil {
 		st.Data = abs
 	}
 	scrub := a.ScrubStatus()
 	st.Running, st.Scrub = true, &scrub
-	st.MaxSize, st.MaxAge = a.maxSize.Load(), a.cfg.Storage.MaxAge
+	st.MaxSize, st.MaxAge = a.maxSize.Load(), a.config().Storage.MaxAge
 	return st
 }
 

@@ -41,7 +41,7 @@ func (a *App) dashboardSnapshot(c ui.Cache, private bool, span time.Duration) ui
 	if s.Degraded == nil {
 		s.Degraded = []string{}
 	}
-	s.Cache.Bytes, s.Cache.MaxSize, s.Cache.MaxAge = st.Cache.Bytes, st.Cache.MaxBytes, a.cfg.Storage.MaxAge
+	s.Cache.Bytes, s.Cache.MaxSize, s.Cache.MaxAge = st.Cache.Bytes, st.Cache.MaxBytes, a.config().Storage.MaxAge
 	rq := st.Requests
 	s.Totals = ui.Totals{ByResult: rq.ByResult, HitRatio: rq.HitRatio, ByteHitRatio: rq.ByteHitRatio, PullsSaved: rq.PullsSaved,
 		BytesFromCache: rq.BytesFromCache, BytesFromUpstream: rq.BytesFromUpstream, BytesCoalesced: rq.BytesCoalesced,

@@ -32,10 +32,10 @@ func (a *App) Evict(ctx context.Context) (int, int64, error) {
 
 func (a *App) evict(ctx context.Context) (int, int64, error) {
 	maxSize := a.maxSize.Load()
-	if maxSize <= 0 && a.cfg.Storage.MaxAge <= 0 {
+	if maxSize <= 0 && a.config().Storage.MaxAge <= 0 {
 		return 0, 0, nil
 	}
-	if a.bolt != nil && a.cfg.Storage.MaxAge <= 0 && a.bolt.Totals().Bytes() <= maxSize {
+	if a.bolt != nil && a.config().Storage.MaxAge <= 0 && a.bolt.Totals().Bytes() <= maxSize {
 		// Within the cap and no age limit: the plan would take nothing,
 		// and over a million blobs it reads the whole index (about 1 s
 		// of CPU) every minute. (The embedded index's running totals are
@@ -48,7 +48,7 @@ func (a *App) evict(ctx context.Context) (int, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	p, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: a.cfg.Storage.MaxAge, Protected: protected}, now)
+	p, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: a.config().Storage.MaxAge, Protected: protected}, now)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -68,8 +68,8 @@ func TestEvictBySize(t *testing.T) {
 func TestMaxSizePercent(t *testing.T) {
 	hub := testenv.NewHub(t)
 	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_MAX_SIZE": "50%"})
-	if m.App.cfg.Storage.MaxSize <= 0 {
-		t.Fatalf("storage.max_size 50%% gave a cap of %d bytes", m.App.cfg.Storage.MaxSize)
+	if m.App.config().Storage.MaxSize <= 0 {
+		t.Fatalf("storage.max_size 50%% gave a cap of %d bytes", m.App.config().Storage.MaxSize)
 	}
 }
 

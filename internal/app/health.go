@@ -72,7 +72,7 @@ func degradedState(state string) bool {
 
 // readable checks that the store's blobs can be read.
 func (a *App) readable() error {
-	dir := filepath.Join(a.cfg.Data, "blobs")
+	dir := filepath.Join(a.config().Data, "blobs")
 	f, err := os.Open(dir)
 	if err != nil {
 		return err

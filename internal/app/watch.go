@@ -25,7 +25,7 @@ func (a *App) watch(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for _, u := range a.upstreams {
-		wg.Go(func() { u.Client.WatchHealth(ctx, a.cfg.ProbeInterval) })
+		wg.Go(func() { u.Client.WatchHealth(ctx, a.config().ProbeInterval) })
 	}
 	wg.Go(func() { a.history.run(ctx, historyEvery, a.sample) })
 	return func() { cancel(); wg.Wait() }

@@ -511,8 +511,8 @@ func printStats(w io.Writer, st app.CacheStats) error {
 			if !s.LastPassEnd.IsZero() {
 				fmt.Fprintf(tw, "\t\tlast pass ended %s\n", fmtTime(s.LastPassEnd))
 			}
-			if len(s.Damaged) > 0 || s.Missing > 0 {
-				fmt.Fprintf(tw, "\t\tfound %d damaged (quarantined, fetched again on demand), %d lost\n", len(s.Damaged), s.Missing)
+			if s.DamagedTotal > 0 {
+				fmt.Fprintf(tw, "\t\tfound %d damaged (set aside, fetched again on demand)\n", s.DamagedTotal)
 			}
 		}
 	}

@@ -102,8 +102,7 @@ func reload(cmd *cobra.Command, a *app.App, level *slog.LevelVar, log *slog.Logg
 	reloaded, restart, err := a.Reload(next)
 	var l slog.Level
 	if l.UnmarshalText([]byte(next.Log.Level)) == nil && l != level.Level() {
-		level.Set(l)
-		reloaded = append(reloaded, "log.level ("+next.Log.Level+")")
+		level.Set(l) // named by Reload, with every option a reload applies
 	}
 	attrs := []any{slog.Any("reloaded", reloaded)}
 	if len(restart) > 0 {

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -118,8 +120,9 @@ func TestSIGHUPReloads(t *testing.T) {
 	writeCert(t, certPath, keyPath, "first")
 	writeHtpasswd(t, htpasswd, "alice", "old-password")
 	cfgPath := filepath.Join(dir, "regcache.yaml")
-	writeConfig := func(allow string) {
+	writeConfig := func(allow string, more ...string) {
 		yaml := fmt.Sprintf("tls: {cert: %s, key: %s}\naccess: {htpasswd: %s, allow: [%s]}\nlog: {level: info}\n", certPath, keyPath, htpasswd, allow)
+		yaml += strings.Join(more, "")
 		if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -198,10 +201,30 @@ func TestSIGHUPReloads(t *testing.T) {
 		t.Errorf("after a bad reload: status %d, want 200", st)
 	}
 
-	// The allow-list is reloaded: loopback is no longer in it.
-	writeConfig("10.0.0.0/8")
+	// The allow-list is reloaded: loopback is no longer in it. Options of
+	// each reload class are named in their list: a scrub setting applied,
+	// the probe interval and an upstream's fallback for a restart.
+	writeConfig("10.0.0.0/8", "storage: {scrub_interval: 1h}\nprobe_interval: 1m\n",
+		"upstreams: [{name: docker.io, url: '"+hub.URL+"', fallback: [mirror.gcr.io]}, {name: mirror.gcr.io, url: 'http://127.0.0.1:9'}]\n")
 	c.cmd.Process.Signal(syscall.SIGHUP)
 	waitLog(t, logPath, "SIGHUP: configuration reloaded", 2)
+	var line struct {
+		Reloaded    []string `json:"reloaded"`
+		NeedRestart []string `json:"need_restart"`
+	}
+	b, _ = os.ReadFile(logPath)
+	for l := range strings.Lines(string(b)) {
+		if strings.Contains(l, "SIGHUP: configuration reloaded") && strings.Contains(l, "probe_interval") {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !slices.ContainsFunc(line.Reloaded, func(s string) bool { return strings.HasPrefix(s, "storage.scrub_interval") }) ||
+		!slices.ContainsFunc(line.Reloaded, func(s string) bool { return strings.HasPrefix(s, "access.allow") }) ||
+		!slices.Equal(line.NeedRestart, []string{"probe_interval", "upstreams"}) {
+		t.Errorf("reload named reloaded %q, need_restart %q", line.Reloaded, line.NeedRestart)
+	}
 	if st, _ := get("alice", "new-password"); st != http.StatusForbidden {
 		t.Errorf("after the allow-list left loopback out: status %d, want 403", st)
 	}

@@ -42,6 +42,8 @@ type option struct {
 	emptyEnv bool
 	// set parses v and stores it in c; its error does not name the source.
 	set func(c *Config, v string) error
+	// reload is what a SIGHUP does with a changed value (reload.go).
+	reload Reload
 }
 
 // flagConfig is the flag naming the YAML file; it is not a Config field.
@@ -49,38 +51,38 @@ const flagConfig = "config"
 
 // options is every setting, in --help order.
 var options = []option{
-	{flag: flagConfig, usage: "YAML configuration file", defDoc: "none"},
-	{flag: "addr", key: "addr", aliases: []string{"REGISTRY_HTTP_ADDR"}, def: defaults.Addr,
+	{flag: flagConfig, reload: ReloadCommandLine, usage: "YAML configuration file", defDoc: "none"},
+	{flag: "addr", reload: ReloadRestart, key: "addr", aliases: []string{"REGISTRY_HTTP_ADDR"}, def: defaults.Addr,
 		usage: "listen address of the registry API",
 		set:   setString(func(c *Config) *string { return &c.Addr }, checkAddr)},
-	{flag: "admin-addr", key: "admin_addr", def: defaults.AdminAddr, emptyEnv: true,
+	{flag: "admin-addr", reload: ReloadRestart, key: "admin_addr", def: defaults.AdminAddr, emptyEnv: true,
 		usage: `listen address of metrics, health, dashboard and admin API; "" disables it`,
 		set:   setString(func(c *Config) *string { return &c.AdminAddr }, checkAdminAddr)},
-	{flag: "admin-token", key: "admin_token", defDoc: "none: state-changing admin calls from loopback only",
+	{flag: "admin-token", reload: ReloadLive, key: "admin_token", defDoc: "none: state-changing admin calls from loopback only",
 		usage: "bearer token of the admin API for state-changing calls and private views; prefer the environment or the file",
 		set:   setString(func(c *Config) *string { return &c.AdminToken }, nil)},
-	{flag: "data", key: "data", aliases: []string{"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"}, def: defaults.Data,
+	{flag: "data", reload: ReloadRestart, key: "data", aliases: []string{"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"}, def: defaults.Data,
 		usage: "directory of the cached content and index",
 		set:   setString(func(c *Config) *string { return &c.Data }, checkNonEmpty)},
-	{flag: "freshness", key: "freshness", kind: kindDuration, def: duration(defaults.Freshness),
+	{flag: "freshness", reload: ReloadRestart, key: "freshness", kind: kindDuration, def: duration(defaults.Freshness),
 		usage: "a tag fetched less than this long ago is served without asking upstream",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.Freshness }, false)},
-	{flag: "fill-timeout", key: "fill_timeout", kind: kindDuration, def: duration(defaults.FillTimeout),
+	{flag: "fill-timeout", reload: ReloadRestart, key: "fill_timeout", kind: kindDuration, def: duration(defaults.FillTimeout),
 		usage: "bound on an upstream blob fetch once all its clients left, and on one that receives no byte for that long",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.FillTimeout }, true)},
-	{flag: "shutdown-timeout", key: "shutdown_timeout", kind: kindDuration, def: duration(defaults.ShutdownTimeout),
+	{flag: "shutdown-timeout", reload: ReloadLive, key: "shutdown_timeout", kind: kindDuration, def: duration(defaults.ShutdownTimeout),
 		usage: "on SIGTERM or SIGINT, how long responses in flight (and the fills they stream) get to finish",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.ShutdownTimeout }, true)},
-	{flag: "probe-interval", key: "probe_interval", kind: kindDuration, def: duration(defaults.ProbeInterval),
+	{flag: "probe-interval", reload: ReloadRestart, key: "probe_interval", kind: kindDuration, def: duration(defaults.ProbeInterval),
 		usage: "how often an idle upstream is probed with a /v2/ ping (never a counted pull), first at start; 0 turns probes off",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.ProbeInterval }, false)},
-	{flag: "prefetch", key: "prefetch.enabled", kind: kindBool, def: strconv.FormatBool(defaults.Prefetch),
+	{flag: "prefetch", reload: ReloadRestart, key: "prefetch.enabled", kind: kindBool, def: strconv.FormatBool(defaults.Prefetch),
 		usage: "fetch the blobs of a pulled manifest in the background",
 		set:   setBool(func(c *Config) *bool { return &c.Prefetch.Enabled })},
-	{flag: "prefetch-parallel", key: "prefetch.parallel", kind: kindInt, def: strconv.Itoa(defaults.PrefetchParallel),
+	{flag: "prefetch-parallel", reload: ReloadRestart, key: "prefetch.parallel", kind: kindInt, def: strconv.Itoa(defaults.PrefetchParallel),
 		usage: "number of concurrent prefetch fetches",
 		set:   setPositiveInt(func(c *Config) *int { return &c.Prefetch.Parallel })},
-	{flag: "budget-reserve", key: "budget_reserve", def: strconv.Itoa(defaults.BudgetReservePercent) + "%",
+	{flag: "budget-reserve", reload: ReloadRestart, key: "budget_reserve", def: strconv.Itoa(defaults.BudgetReservePercent) + "%",
 		usage: "counted pulls (manifest GETs) prefetch and regcache warm leave to other clients: a count, or a percentage of the upstream's last ratelimit-limit",
 		set: func(c *Config, v string) error {
 			v = strings.TrimSpace(v)
@@ -99,30 +101,30 @@ var options = []option{
 			c.BudgetReserve = BudgetReserve{Count: n}
 			return nil
 		}},
-	{flag: "upstream-url", aliases: []string{"REGISTRY_PROXY_REMOTEURL"}, def: defaults.UpstreamURL,
+	{flag: "upstream-url", reload: ReloadRestart, aliases: []string{"REGISTRY_PROXY_REMOTEURL"}, def: defaults.UpstreamURL,
 		usage: "URL of the default (first) upstream registry",
 		set:   setString(func(c *Config) *string { return &first(c).URL }, checkUpstreamURL)},
-	{flag: "upstream-name", defDoc: "host of the upstream URL, docker.io for Docker Hub",
+	{flag: "upstream-name", reload: ReloadRestart, defDoc: "host of the upstream URL, docker.io for Docker Hub",
 		usage: "registry host name clients know the default upstream by",
 		set:   setString(func(c *Config) *string { return &first(c).Name }, checkName)},
-	{flag: "username", aliases: []string{"REGISTRY_PROXY_USERNAME"}, defDoc: "anonymous",
+	{flag: "username", reload: ReloadRestart, aliases: []string{"REGISTRY_PROXY_USERNAME"}, defDoc: "anonymous",
 		usage: "user name at the default upstream",
 		set:   setString(func(c *Config) *string { return &first(c).Username }, nil)},
-	{flag: "password", aliases: []string{"REGISTRY_PROXY_PASSWORD"}, defDoc: "none",
+	{flag: "password", reload: ReloadRestart, aliases: []string{"REGISTRY_PROXY_PASSWORD"}, defDoc: "none",
 		usage: "password or token at the default upstream; prefer --password-file",
 		set: func(c *Config, v string) error {
 			u := first(c)
 			u.Password, u.PasswordFile = v, ""
 			return nil
 		}},
-	{flag: "password-file", defDoc: "none",
+	{flag: "password-file", reload: ReloadRestart, defDoc: "none",
 		usage: "file holding the password of the default upstream",
 		set: func(c *Config, v string) error {
 			u := first(c)
 			u.PasswordFile, u.Password = v, ""
 			return checkReadable(v)
 		}},
-	{flag: "max-size", key: "storage.max_size", defDoc: "0, unlimited",
+	{flag: "max-size", reload: ReloadLive, key: "storage.max_size", defDoc: "0, unlimited",
 		usage: "cache size limit, e.g. 200GiB, 500MB, bytes, or 80% of the data directory's file system; 0 is unlimited",
 		set: func(c *Config, v string) error {
 			if pct, ok := strings.CutSuffix(strings.TrimSpace(v), "%"); ok {
@@ -137,7 +139,7 @@ var options = []option{
 			c.Storage.MaxSize, c.Storage.MaxSizePercent = n, 0
 			return err
 		}},
-	{flag: "max-blob-size", key: "storage.max_blob_size", def: size(defaults.MaxBlobSize),
+	{flag: "max-blob-size", reload: ReloadRestart, key: "storage.max_blob_size", def: size(defaults.MaxBlobSize),
 		usage: "largest blob of unknown size (no manifest or Content-Length says) a fill takes, e.g. 64GiB",
 		set: func(c *Config, v string) error {
 			n, err := parseSize(v)
@@ -147,13 +149,13 @@ var options = []option{
 			c.Storage.MaxBlobSize = n
 			return err
 		}},
-	{flag: "max-age", key: "storage.max_age", aliases: []string{"REGISTRY_PROXY_TTL"}, kind: kindDuration, defDoc: "0, off",
+	{flag: "max-age", reload: ReloadLive, key: "storage.max_age", aliases: []string{"REGISTRY_PROXY_TTL"}, kind: kindDuration, defDoc: "0, off",
 		usage: "evict blobs not pulled for this long; 0 is off",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.Storage.MaxAge }, false)},
-	{flag: "scrub-interval", key: "storage.scrub_interval", kind: kindDuration, def: duration(defaults.ScrubInterval),
+	{flag: "scrub-interval", reload: ReloadLive, key: "storage.scrub_interval", kind: kindDuration, def: duration(defaults.ScrubInterval),
 		usage: "the background scrub re-hashes the whole store once in this long (bounded by --scrub-rate); 0 turns it off",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.Storage.ScrubInterval }, false)},
-	{flag: "scrub-rate", key: "storage.scrub_rate", def: size(defaults.ScrubRate),
+	{flag: "scrub-rate", reload: ReloadLive, key: "storage.scrub_rate", def: size(defaults.ScrubRate),
 		usage: "most bytes per second the background scrub reads, e.g. 4MiB",
 		set: func(c *Config, v string) error {
 			n, err := parseSize(v)
@@ -163,68 +165,68 @@ var options = []option{
 			c.Storage.ScrubRate = n
 			return err
 		}},
-	{flag: "local-cache-size", key: "storage.local_cache_size", defDoc: "0, none",
+	{flag: "local-cache-size", reload: ReloadRestart, key: "storage.local_cache_size", defDoc: "0, none",
 		usage: "with storage.s3: bound of the local disk tier kept in front of S3, e.g. 50GiB",
 		set: func(c *Config, v string) error {
 			n, err := parseSize(v)
 			c.Storage.LocalCacheSize = n
 			return err
 		}},
-	{flag: "s3-endpoint", key: "storage.s3.endpoint", defDoc: "none",
+	{flag: "s3-endpoint", reload: ReloadRestart, key: "storage.s3.endpoint", defDoc: "none",
 		usage: "S3 API URL of the shared content store, e.g. https://s3.eu-west-1.amazonaws.com",
 		set:   setString(func(c *Config) *string { return &c.Storage.S3.Endpoint }, nil)},
-	{flag: "s3-bucket", key: "storage.s3.bucket", defDoc: "none: content on local disk",
+	{flag: "s3-bucket", reload: ReloadRestart, key: "storage.s3.bucket", defDoc: "none: content on local disk",
 		usage: "S3 bucket of the shared content store (it must exist)",
 		set:   setString(func(c *Config) *string { return &c.Storage.S3.Bucket }, nil)},
-	{flag: "s3-region", key: "storage.s3.region", defDoc: "the engine's",
+	{flag: "s3-region", reload: ReloadRestart, key: "storage.s3.region", defDoc: "the engine's",
 		usage: "S3 region",
 		set:   setString(func(c *Config) *string { return &c.Storage.S3.Region }, nil)},
-	{flag: "s3-prefix", key: "storage.s3.prefix", defDoc: "none",
+	{flag: "s3-prefix", reload: ReloadRestart, key: "storage.s3.prefix", defDoc: "none",
 		usage: "key prefix inside the bucket, e.g. regcache/",
 		set:   setString(func(c *Config) *string { return &c.Storage.S3.Prefix }, nil)},
-	{flag: "s3-access-key", key: "storage.s3.access_key", defDoc: "AWS_ACCESS_KEY_ID",
+	{flag: "s3-access-key", reload: ReloadRestart, key: "storage.s3.access_key", defDoc: "AWS_ACCESS_KEY_ID",
 		usage: "S3 access key",
 		set:   setString(func(c *Config) *string { return &c.Storage.S3.AccessKey }, nil)},
-	{flag: "s3-secret-key", key: "storage.s3.secret_key", defDoc: "AWS_SECRET_ACCESS_KEY",
+	{flag: "s3-secret-key", reload: ReloadRestart, key: "storage.s3.secret_key", defDoc: "AWS_SECRET_ACCESS_KEY",
 		usage: "S3 secret key; prefer the environment",
 		set:   setString(func(c *Config) *string { return &c.Storage.S3.SecretKey }, nil)},
-	{flag: "s3-path-style", key: "storage.s3.path_style", kind: kindBool, defDoc: "false",
+	{flag: "s3-path-style", reload: ReloadRestart, key: "storage.s3.path_style", kind: kindBool, defDoc: "false",
 		usage: "address the bucket as endpoint/bucket (most engines other than AWS)",
 		set:   setBool(func(c *Config) *bool { return &c.Storage.S3.PathStyle })},
-	{flag: "s3-redirect", key: "storage.s3.redirect", kind: kindBool, defDoc: "false",
+	{flag: "s3-redirect", reload: ReloadRestart, key: "storage.s3.redirect", kind: kindBool, defDoc: "false",
 		usage: "answer blob hits with a short-lived presigned S3 URL instead of streaming them",
 		set:   setBool(func(c *Config) *bool { return &c.Storage.S3.Redirect })},
-	{flag: "cluster-redis", key: "cluster.redis", defDoc: "none: a single node",
+	{flag: "cluster-redis", reload: ReloadRestart, key: "cluster.redis", defDoc: "none: a single node",
 		usage: "redis://[:password@]host:port/db (rediss:// for TLS) shared by the replicas: index, membership, leases",
 		set:   setString(func(c *Config) *string { return &c.Cluster.Redis }, nil)},
-	{flag: "cluster-advertise", key: "cluster.advertise", defDoc: "none",
+	{flag: "cluster-advertise", reload: ReloadRestart, key: "cluster.advertise", defDoc: "none",
 		usage: "URL other replicas reach this one's registry listener at, e.g. http://10.0.0.5:5000",
 		set:   setString(func(c *Config) *string { return &c.Cluster.Advertise }, nil)},
-	{flag: "cluster-secret", key: "cluster.secret", defDoc: "none",
+	{flag: "cluster-secret", reload: ReloadRestart, key: "cluster.secret", defDoc: "none",
 		usage: "shared secret of the replicas' internal endpoint; prefer the environment",
 		set:   setString(func(c *Config) *string { return &c.Cluster.Secret }, nil)},
-	{flag: "allow", key: "access.allow", kind: kindList, defDoc: "every client",
+	{flag: "allow", reload: ReloadLive, key: "access.allow", kind: kindList, defDoc: "every client",
 		usage: "comma-separated client networks (CIDR) allowed to pull",
 		set:   setPrefixes(func(c *Config) *[]netip.Prefix { return &c.Access.Allow })},
-	{flag: "trusted-proxies", key: "access.trusted_proxies", kind: kindList, defDoc: "none",
+	{flag: "trusted-proxies", reload: ReloadLive, key: "access.trusted_proxies", kind: kindList, defDoc: "none",
 		usage: "comma-separated proxy networks (CIDR) whose X-Forwarded-For is trusted",
 		set:   setPrefixes(func(c *Config) *[]netip.Prefix { return &c.Access.TrustedProxies })},
-	{flag: "htpasswd", key: "access.htpasswd", aliases: []string{"REGISTRY_AUTH_HTPASSWD_PATH"}, defDoc: "no client logins",
+	{flag: "htpasswd", reload: ReloadLive, key: "access.htpasswd", aliases: []string{"REGISTRY_AUTH_HTPASSWD_PATH"}, defDoc: "no client logins",
 		usage: "bcrypt htpasswd file of client logins",
 		set:   setString(func(c *Config) *string { return &c.Access.Htpasswd }, checkOptionalReadable)},
-	{flag: "private", key: "access.private", def: defaults.Private,
+	{flag: "private", reload: ReloadLive, key: "access.private", def: defaults.Private,
 		usage: "private upstream repositories: deny, authenticated or allow",
 		set:   setString(func(c *Config) *string { return &c.Access.Private }, checkPrivate)},
-	{flag: "tls-cert", key: "tls.cert", aliases: []string{"REGISTRY_HTTP_TLS_CERTIFICATE"}, defDoc: "none, plain HTTP",
+	{flag: "tls-cert", reload: ReloadRestart, key: "tls.cert", aliases: []string{"REGISTRY_HTTP_TLS_CERTIFICATE"}, defDoc: "none, plain HTTP",
 		usage: "TLS certificate file of the registry API (needs --tls-key)",
 		set:   setString(func(c *Config) *string { return &c.TLS.Cert }, nil)},
-	{flag: "tls-key", key: "tls.key", aliases: []string{"REGISTRY_HTTP_TLS_KEY"}, defDoc: "none",
+	{flag: "tls-key", reload: ReloadRestart, key: "tls.key", aliases: []string{"REGISTRY_HTTP_TLS_KEY"}, defDoc: "none",
 		usage: "TLS key file of the registry API (needs --tls-cert)",
 		set:   setString(func(c *Config) *string { return &c.TLS.Key }, nil)},
-	{flag: "log-level", key: "log.level", aliases: []string{"REGISTRY_LOG_LEVEL"}, def: defaults.LogLevel,
+	{flag: "log-level", reload: ReloadLive, key: "log.level", aliases: []string{"REGISTRY_LOG_LEVEL"}, def: defaults.LogLevel,
 		usage: "log level: debug, info, warn or error",
 		set:   setString(func(c *Config) *string { return &c.Log.Level }, checkLogLevel)},
-	{flag: "log-format", key: "log.format", def: defaults.LogFormat,
+	{flag: "log-format", reload: ReloadRestart, key: "log.format", def: defaults.LogFormat,
 		usage: "log format: json or text",
 		set:   setString(func(c *Config) *string { return &c.Log.Format }, checkLogFormat)},
 }

@@ -1,0 +1,176 @@
+package cache
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regcache/regcache/internal/blobstore"
+	"github.com/regcache/regcache/internal/blobstore/blobstoretest"
+	"github.com/regcache/regcache/internal/blobstore/disk"
+)
+
+// put commits b to s and returns its digest.
+func put(t *testing.T, s blobstore.Store, b []byte) digest.Digest {
+	t.Helper()
+	d := digest.FromBytes(b)
+	w, err := s.Create(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(t.Context(), int64(len(b))); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// fakeClock is a clock that sleeping moves forward.
+type fakeClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	slept time.Duration
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d > 0 {
+		c.now, c.slept = c.now.Add(d), c.slept+d
+	}
+	return ctx.Err() == nil
+}
+
+// TestScrubPace: a pass reads the store at the rate its size and the
+// interval ask, never faster than the rate (a fake clock measures it).
+func TestScrubPace(t *testing.T) {
+	t.Parallel()
+	st, err := disk.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored int64
+	for i := range 4 {
+		b := blobstoretest.RandBytes(uint64(i), 1<<20)
+		put(t, st, b)
+		stored += int64(len(b))
+	}
+	tests := []struct {
+		name string
+		pace Pace
+		want time.Duration
+	}{
+		{"bounded by the rate", Pace{time.Second, 1 << 20}, time.Duration(float64(stored) / (1 << 20) * float64(time.Second))},
+		{"paced by the interval", Pace{30 * time.Second, 1 << 30}, 30 * time.Second},
+	}
+	for _, tt := range tests {
+		clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+		s := NewScrub(st, tt.pace, func(digest.Digest) { t.Error("forgot a good blob") })
+		s.now, s.sleep = clock.Now, clock.Sleep
+		n, err := s.Pass(t.Context())
+		if err != nil || n != 4 {
+			t.Fatalf("%s: scrubbed %d blobs: %v", tt.name, n, err)
+		}
+		// The limiter's first chunk is free (its burst).
+		if lo, hi := tt.want*8/10, tt.want*11/10; clock.slept < lo || clock.slept > hi {
+			t.Errorf("%s: the pass of %d bytes waited %s, want about %s", tt.name, stored, clock.slept, tt.want)
+		}
+		if got := s.Status(); got.Pass != 1 || got.Checked != 4 || got.Bytes != stored || got.LastPassEnd.IsZero() {
+			t.Errorf("%s: status %+v", tt.name, got)
+		}
+	}
+}
+
+// TestScrubDamage: a flipped byte and a truncated file are both found in
+// one pass; the disk store quarantines them, each is forgotten once, and
+// the good blob stays.
+func TestScrubDamage(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	st, err := disk.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := put(t, st, blobstoretest.RandBytes(1, 300<<10))
+	flipped := put(t, st, blobstoretest.RandBytes(2, 300<<10))
+	cut := put(t, st, blobstoretest.RandBytes(3, 300<<10))
+	path := func(d digest.Digest) string { return filepath.Join(root, "blobs", "sha256", d.Encoded()[:2], d.Encoded()) }
+	b, _ := os.ReadFile(path(flipped))
+	b[1000] ^= 1
+	if err := os.WriteFile(path(flipped), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path(cut), 1000); err != nil {
+		t.Fatal(err)
+	}
+	var forgot []digest.Digest
+	s := NewScrub(st, Pace{time.Hour, 1 << 30}, func(d digest.Digest) { forgot = append(forgot, d) })
+	s.sleep = func(ctx context.Context, _ time.Duration) bool { return ctx.Err() == nil }
+	if _, err := s.Pass(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	want := []digest.Digest{flipped, cut}
+	slices.Sort(want)
+	slices.Sort(forgot)
+	if !slices.Equal(forgot, want) {
+		t.Errorf("forgot %v, want %v", forgot, want)
+	}
+	if got := s.Status(); got.DamagedTotal != 2 || len(got.Damaged) != 2 {
+		t.Errorf("status %+v", got)
+	}
+	for _, d := range want {
+		if _, err := os.Stat(filepath.Join(st.QuarantineDir(), "sha256-"+d.Encoded())); err != nil {
+			t.Errorf("%s not quarantined: %v", d, err)
+		}
+		if _, err := st.Stat(t.Context(), d); err == nil {
+			t.Errorf("%s is still in the store", d)
+		}
+	}
+	if _, err := st.Stat(t.Context(), good); err != nil {
+		t.Errorf("the good blob: %v", err)
+	}
+}
+
+// TestScrubOffThenOn: with interval 0 Run waits without scrubbing;
+// SetPace starts it at once, and a pass runs.
+func TestScrubOffThenOn(t *testing.T) {
+	t.Parallel()
+	st, err := disk.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, st, []byte("some content"))
+	s := NewScrub(st, Pace{}, func(digest.Digest) {})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	time.Sleep(100 * time.Millisecond)
+	if got := s.Status(); got.Enabled || got.Pass != 0 {
+		t.Fatalf("off, yet %+v", got)
+	}
+	s.SetPace(Pace{Interval: time.Hour, Rate: 1 << 30})
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Status().LastPassEnd.IsZero() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := s.Status(); !got.Enabled || got.Pass != 1 || got.Checked != 1 {
+		t.Errorf("after SetPace: %+v", got)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return when its context ended")
+	}
+}

@@ -1,0 +1,117 @@
+package config
+
+import (
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestEveryOptionHasReloadClass: a row of the option table, or a key only
+// the file has, without a reload class fails here, so a SIGHUP can never
+// leave a changed option unnamed.
+func TestEveryOptionHasReloadClass(t *testing.T) {
+	for _, o := range options {
+		if o.reload < ReloadLive || o.reload > ReloadCommandLine {
+			t.Errorf("--%s has no reload class", o.flag)
+		}
+		if o.reload == ReloadCommandLine && o.key != "" {
+			t.Errorf("--%s is command line only but has the YAML key %s", o.flag, o.key)
+		}
+	}
+	for _, k := range fileOnlyKeys {
+		if k.reload < ReloadLive || k.reload > ReloadCommandLine {
+			t.Errorf("%s has no reload class", k.key)
+		}
+	}
+}
+
+// TestEveryKeyHasAField: each reload key names Config fields, and every
+// field of Config (but File and Warnings, which are not options) is set by
+// some key, so a field added without a key fails here.
+func TestEveryKeyHasAField(t *testing.T) {
+	var c Config
+	v := reflect.ValueOf(&c).Elem()
+	covered := map[string]bool{}
+	for _, k := range ReloadKeys() {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("%s: %v", k.Key, r)
+				}
+			}()
+			for _, f := range fieldsOf(v, k.Key) {
+				covered[fieldPath(v, f)] = true
+			}
+		}()
+	}
+	var walk func(v reflect.Value, prefix string)
+	walk = func(v reflect.Value, prefix string) {
+		for i := range v.NumField() {
+			f := v.Type().Field(i)
+			path := prefix + f.Name
+			if path == "File" || path == "Warnings" || covered[path] {
+				continue
+			}
+			if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() == v.Type().PkgPath() {
+				walk(v.Field(i), path+".")
+				continue
+			}
+			t.Errorf("Config.%s is set by no option key", path)
+		}
+	}
+	walk(v, "")
+}
+
+// fieldPath names f, a field inside root, as "Storage.S3.Bucket".
+func fieldPath(root, f reflect.Value) string {
+	var find func(v reflect.Value, prefix string) string
+	find = func(v reflect.Value, prefix string) string {
+		for i := range v.NumField() {
+			fv := v.Field(i)
+			name := prefix + v.Type().Field(i).Name
+			if fv.UnsafeAddr() == f.UnsafeAddr() && fv.Type() == f.Type() {
+				return name
+			}
+			if fv.Kind() == reflect.Struct {
+				if p := find(fv, name+"."); p != "" {
+					return p
+				}
+			}
+		}
+		return ""
+	}
+	return find(root, "")
+}
+
+// TestReconcile: a SIGHUP names each changed option with its class; the
+// configuration in effect takes the live ones and keeps the running value
+// of those that need a restart.
+func TestReconcile(t *testing.T) {
+	run := defaultConfig()
+	run.Upstreams = []Upstream{{Name: "docker.io", URL: "https://registry-1.docker.io"}}
+	if _, ch := Reconcile(run, run); len(ch) != 0 {
+		t.Fatalf("unchanged, got %v", ch)
+	}
+	next := run
+	next.Upstreams = []Upstream{{Name: "docker.io", URL: "https://registry-1.docker.io", Fallback: []string{"mirror.gcr.io"}}}
+	next.Storage.ScrubInterval = time.Hour                    // live
+	next.Storage.MaxSize, next.Storage.MaxSizePercent = 0, 50 // live, as a percentage
+	next.ProbeInterval = time.Minute                          // restart
+	next.Cluster.Secret = "another"                           // restart
+	next.Access.Users = map[string][]string{"a": {"x/*"}}     // live, file only
+	eff, ch := Reconcile(run, next)
+	want := []Change{
+		{"probe_interval", ReloadRestart}, {"storage.max_size", ReloadLive}, {"storage.scrub_interval", ReloadLive},
+		{"cluster.secret", ReloadRestart}, {"upstreams", ReloadRestart}, {"access.users", ReloadLive},
+	}
+	if !slices.Equal(ch, want) {
+		t.Errorf("changes\n got %v\nwant %v", ch, want)
+	}
+	if eff.Storage.ScrubInterval != time.Hour || eff.Storage.MaxSizePercent != 50 || eff.Access.Users["a"] == nil {
+		t.Errorf("live values not in effect: %+v", eff.Storage)
+	}
+	if eff.ProbeInterval != run.ProbeInterval || eff.Cluster.Secret != run.Cluster.Secret || len(eff.Upstreams[0].Fallback) != 0 {
+		t.Errorf("restart values changed in the running configuration: %v %q %v", eff.ProbeInterval, eff.Cluster.Secret, eff.Upstreams)
+	}
+}
