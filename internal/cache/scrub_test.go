@@ -105,7 +105,9 @@ func TestScrubDamage(t *testing.T) {
 	good := put(t, st, blobstoretest.RandBytes(1, 300<<10))
 	flipped := put(t, st, blobstoretest.RandBytes(2, 300<<10))
 	cut := put(t, st, blobstoretest.RandBytes(3, 300<<10))
-	path := func(d digest.Digest) string { return filepath.Join(root, "blobs", "sha256", d.Encoded()[:2], d.Encoded()) }
+	path := func(d digest.Digest) string {
+		return filepath.Join(root, "blobs", "sha256", d.Encoded()[:2], d.Encoded())
+	}
 	b, _ := os.ReadFile(path(flipped))
 	b[1000] ^= 1
 	if err := os.WriteFile(path(flipped), b, 0o644); err != nil {
