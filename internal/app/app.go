@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -60,7 +59,6 @@ type App struct {
 		t  cacheindex.Totals
 		at time.Time
 	}
-	storeRoot string
 	cluster   *cluster.Cluster
 	closeRest func()
 	fills     *fill.Manager
@@ -99,7 +97,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		}
 		log.Info("storage.max_size set from a share of the file system", slog.Float64("percent", pct), slog.Int64("bytes", cfg.Storage.MaxSize))
 	}
-	a := &App{log: log, store: store, index: index, storeRoot: st.root, cluster: st.cluster, closeRest: st.close, evictNow: make(chan struct{}, 1)}
+	a := &App{log: log, store: store, index: index, cluster: st.cluster, closeRest: st.close, evictNow: make(chan struct{}, 1)}
 	a.cfg.Store(&cfg)
 	a.maxSize.Store(cfg.Storage.MaxSize)
 	a.scrub = a.newScrub(cfg)
@@ -173,6 +171,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_fills_active", Help: "Upstream blob fetches running."},
 		func() float64 { return float64(a.fills.Active()) }))
+	a.registerScrubMetrics()
 	acc, err := newAccess(cfg, a.upstreams, log)
 	if err != nil {
 		a.Close()
@@ -260,20 +259,6 @@ func (a *App) AdminHandler() http.Handler {
 	mux.Handle("GET "+ui.PathData, dash)
 	mux.Handle("GET "+ui.PathAssets, dash)
 	return mux
-}
-
-// writable checks that new content can be written where the store puts
-// it (its temporary and blob directories).
-func (a *App) writable() error {
-	for _, dir := range []string{filepath.Join(a.storeRoot, "tmp"), filepath.Join(a.storeRoot, "blobs")} {
-		f, err := os.CreateTemp(dir, ".readyz-*")
-		if err != nil {
-			return err
-		}
-		f.Close()
-		os.Remove(f.Name())
-	}
-	return nil
 }
 
 // Status is what `regcache status` shows.

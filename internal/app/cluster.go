@@ -27,13 +27,17 @@ type appStore interface {
 	blobstore.Store
 	// Available is the free space fills pass through (the local disk).
 	Available() (int64, error)
+	// Readable is nil while stored content can be served; Writable while
+	// new content can be stored (/readyz asks both).
+	Readable(ctx context.Context) error
+	Writable(ctx context.Context) error
 }
 
 // storage is where content and the index live.
 type storage struct {
-	store   appStore
-	index   cacheindex.Backend
-	root    string // local directory of the store's files (disk, or S3's spool and tier)
+	store appStore
+	index cacheindex.Backend
+
 	cluster *cluster.Cluster
 	close   func() // after the index is closed
 }
@@ -41,7 +45,7 @@ type storage struct {
 // openStorage opens local disk and bbolt, or S3 (with its local tier) and,
 // with cluster.redis, the Redis index and this replica's membership.
 func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (storage, error) {
-	st := storage{root: cfg.Data, close: func() {}}
+	st := storage{close: func() {}}
 	if cfg.Storage.S3.Bucket == "" {
 		d, err := disk.New(cfg.Data)
 		if err != nil {
@@ -50,9 +54,8 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (stor
 		st.store = d
 	} else {
 		sc := cfg.Storage.S3
-		st.root = filepath.Join(cfg.Data, "s3")
 		s, err := s3.New(ctx, s3.Config{Endpoint: sc.Endpoint, Bucket: sc.Bucket, Region: sc.Region, Prefix: sc.Prefix,
-			AccessKey: sc.AccessKey, SecretKey: sc.SecretKey, PathStyle: sc.PathStyle}, st.root,
+			AccessKey: sc.AccessKey, SecretKey: sc.SecretKey, PathStyle: sc.PathStyle}, filepath.Join(cfg.Data, "s3"),
 			s3.WithLogger(log), s3.WithLocalTier(cfg.Storage.LocalCacheSize))
 		if err != nil {
 			return st, err

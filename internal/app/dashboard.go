@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -42,6 +43,7 @@ func (a *App) dashboardSnapshot(c ui.Cache, private bool, span time.Duration) ui
 		s.Degraded = []string{}
 	}
 	s.Cache.Bytes, s.Cache.MaxSize, s.Cache.MaxAge = st.Cache.Bytes, st.Cache.MaxBytes, a.config().Storage.MaxAge
+	s.Cache.Scrub = scrubText(a.ScrubStatus())
 	rq := st.Requests
 	s.Totals = ui.Totals{ByResult: rq.ByResult, HitRatio: rq.HitRatio, ByteHitRatio: rq.ByteHitRatio, PullsSaved: rq.PullsSaved,
 		BytesFromCache: rq.BytesFromCache, BytesFromUpstream: rq.BytesFromUpstream, BytesCoalesced: rq.BytesCoalesced,
@@ -154,4 +156,19 @@ func (t *totalsCounter) get() ui.Cache {
 	c.Counted = start
 	t.last = c
 	return t.last
+}
+
+// scrubText words the scrub's state for the dashboard.
+func scrubText(st ScrubStatus) string {
+	if !st.Enabled {
+		return "off"
+	}
+	t := fmt.Sprintf("every %s", st.Interval)
+	if st.Pass > 0 {
+		t += fmt.Sprintf(", pass %d (%d blobs checked)", st.Pass, st.Checked)
+	}
+	if st.DamagedTotal > 0 {
+		t += fmt.Sprintf(", %d damaged files set aside", st.DamagedTotal)
+	}
+	return t
 }

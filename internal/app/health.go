@@ -1,12 +1,9 @@
 package app
 
 import (
-	"errors"
+	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -70,24 +67,10 @@ func degradedState(state string) bool {
 	return state == stateStaleServing || state == stateBreakerOpen || state == stateRateLimited
 }
 
-// readable checks that the store's blobs can be read.
-func (a *App) readable() error {
-	dir := filepath.Join(a.config().Data, "blobs")
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if _, err := f.Readdirnames(1); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	return nil
-}
-
 // degraded lists what is degraded, one sentence each; none when healthy.
 func (a *App) degraded(st Status) []string {
 	var out []string
-	if err := a.writable(); err != nil {
+	if err := a.store.Writable(context.Background()); err != nil {
 		out = append(out, fmt.Sprintf("the cache directory is not writable, so nothing new is cached (hits and uncached pulls are still served): %v", err))
 	}
 	for _, u := range st.Upstreams {
@@ -112,9 +95,9 @@ func (a *App) degraded(st Status) []string {
 // readyz answers 200 while the mirror can serve from its store, with a
 // body that says what is degraded (an unreachable upstream, a read-only
 // cache directory), and 503 when the store cannot be read.
-func (a *App) readyz(w http.ResponseWriter, _ *http.Request) {
+func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if err := a.readable(); err != nil {
+	if err := a.store.Readable(r.Context()); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "not ready: the cache store cannot be read: %v\n", err)
 		return

@@ -241,6 +241,22 @@ func TestScrub(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(m.Data, "quarantine", "sha256-"+victim.Encoded())); err != nil {
 		t.Errorf("not quarantined: %v", err)
 	}
+	if got := scrubText(st); !strings.Contains(got, "1 damaged files set aside") {
+		t.Errorf("the dashboard's scrub line: %q", got)
+	}
+	mf, err := a.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, f := range mf {
+		if f.GetName() == "regcache_scrub_damaged_total" {
+			found = f.GetMetric()[0].GetCounter().GetValue() == 1
+		}
+	}
+	if !found {
+		t.Error("regcache_scrub_damaged_total is not 1")
+	}
 	if _, ok, _ := a.index.Blob(victim); ok {
 		t.Error("the damaged blob is still indexed")
 	}

@@ -120,6 +120,7 @@ type Cache struct {
 	Err     error         `json:"-"`                // why the counts are missing or old, if they are
 	MaxSize int64         `json:"maxSize"`          // storage.max_size; 0 is unlimited
 	MaxAge  time.Duration `json:"-"`                // storage.max_age; 0 is none
+	Scrub   string        `json:"scrub,omitempty"`  // the background scrub, in words
 }
 
 // Repo is one repository in a top list. Name is empty when the asker may

@@ -440,3 +440,31 @@ func (s *Store) Available() (int64, error) {
 	}
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
+
+// Readable checks that committed content can be read: the blob directory
+// opens and lists.
+func (s *Store) Readable(context.Context) error {
+	f, err := os.Open(s.blobDir())
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Readdirnames(1); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// Writable checks that new content can be written: a file can be created
+// in the temporary and the blob directories.
+func (s *Store) Writable(context.Context) error {
+	for _, dir := range []string{s.tmpDir(), s.blobDir()} {
+		f, err := os.CreateTemp(dir, ".readyz-*")
+		if err != nil {
+			return err
+		}
+		f.Close()
+		os.Remove(f.Name())
+	}
+	return nil
+}

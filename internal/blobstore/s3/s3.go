@@ -708,3 +708,53 @@ func (s *Store) AbortStale(ctx context.Context, olderThan time.Duration) (int, e
 	}
 	return n, first
 }
+
+// Quarantine moves d's object under the prefix's quarantine/ (named
+// <algorithm>-<hex>), out of every request's reach, and drops any local
+// tier copy; it returns the new key. An object already gone is no error.
+func (s *Store) Quarantine(ctx context.Context, d digest.Digest) (string, error) {
+	k, err := s.key(d)
+	if err != nil {
+		return "", err
+	}
+	if s.tier {
+		if n, err := s.spool.Stat(ctx, d); err == nil && s.spool.Delete(ctx, d) == nil {
+			s.tierBytes.Add(-n)
+		}
+	}
+	to := s.prefix + "quarantine/" + string(d.Algorithm()) + "-" + d.Encoded()
+	_, err = s.c.CopyObject(ctx, minio.CopyDestOptions{Bucket: s.bucket, Object: to}, minio.CopySrcOptions{Bucket: s.bucket, Object: k})
+	if notFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("quarantine blob %s in S3: %w", d, err)
+	}
+	if err := s.c.RemoveObject(ctx, s.bucket, k, minio.RemoveObjectOptions{}); err != nil && !notFound(err) {
+		return "", fmt.Errorf("quarantine blob %s in S3: %w", d, err)
+	}
+	return to, nil
+}
+
+// Readable checks what a replica needs to serve: its local spool (and
+// tier) can be read. The bucket's reachability is Writable's question:
+// with S3 down, tier hits are still served.
+func (s *Store) Readable(ctx context.Context) error { return s.spool.Readable(ctx) }
+
+// Writable checks that new content can be stored: the spool takes a file
+// and the bucket answers.
+func (s *Store) Writable(ctx context.Context) error {
+	if err := s.spool.Writable(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ok, err := s.c.BucketExists(ctx, s.bucket)
+	if err != nil {
+		return fmt.Errorf("reach S3 bucket %s: %w", s.bucket, err)
+	}
+	if !ok {
+		return fmt.Errorf("S3 bucket %s does not exist", s.bucket)
+	}
+	return nil
+}

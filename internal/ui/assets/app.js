@@ -115,7 +115,7 @@ function renderCards(s) {
 function counts(s) {
   const c = s.cache;
   if (zero(c.counted)) return "index not counted yet" + (s.cacheError ? ": " + s.cacheError : "");
-  return num(c.blobs) + " blobs · " + num(c.tags) + " tags" + (s.maxAge ? " · max age " + s.maxAge : "") + (s.cacheError ? " · last count failed: " + s.cacheError : "");
+  return num(c.blobs) + " blobs · " + num(c.tags) + " tags" + (s.maxAge ? " · max age " + s.maxAge : "") + (c.scrub ? " · scrub " + c.scrub : "") + (s.cacheError ? " · last count failed: " + s.cacheError : "");
 }
 
 function renderUpstreams(s) {
