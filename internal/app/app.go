@@ -274,6 +274,9 @@ type Status struct {
 	Requests RequestTotals `json:"requests"`
 	Fills    []FillStatus  `json:"fills"`
 	Cache    CacheStatus   `json:"cache"`
+	// Settings are the options in effect, by YAML key, as each running
+	// part holds them (secrets left out).
+	Settings map[string]string `json:"settings"`
 }
 
 // UpstreamStatus is one upstream's state, without credentials.
@@ -327,6 +330,7 @@ func (a *App) status() Status {
 		st.Upstreams = append(st.Upstreams, us)
 	}
 	a.completeStatus(&st)
+	st.Settings = a.settingsInEffect()
 	return st
 }
 

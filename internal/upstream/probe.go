@@ -26,6 +26,9 @@ type ProbeState struct {
 	Since     time.Time `json:"since,omitzero"`   // when State last changed
 	LastProbe time.Time `json:"lastProbe,omitzero"`
 	NextProbe time.Time `json:"nextProbe,omitzero"` // while WatchHealth runs
+	// Interval is how often WatchHealth probes an idle upstream; 0 while
+	// no WatchHealth runs (probe_interval 0).
+	Interval time.Duration `json:"interval,omitempty"`
 }
 
 // prober holds the probe state. A request that the registry answers counts
@@ -126,6 +129,9 @@ func (c *Client) WatchHealth(ctx context.Context, every time.Duration) {
 	if every <= 0 {
 		return
 	}
+	c.probe.mu.Lock()
+	c.probe.st.Interval = every
+	c.probe.mu.Unlock()
 	for {
 		_ = c.Probe(ctx)
 		for {

@@ -758,3 +758,6 @@ func (s *Store) Writable(ctx context.Context) error {
 	}
 	return nil
 }
+
+// LocalTierSize is the bound of the local tier in front of S3 (0: none).
+func (s *Store) LocalTierSize() int64 { return s.tierMax }
