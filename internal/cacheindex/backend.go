@@ -19,6 +19,9 @@ type Backend interface {
 	Manifest(d digest.Digest) (ManifestEntry, bool, error)
 	PutManifest(upstream, repo string, d digest.Digest, e ManifestEntry) error
 	PutManifestEntry(d digest.Digest, e ManifestEntry) error
+	// Manifests calls fn for every manifest entry (a shared index's scan
+	// may give one twice).
+	Manifests(fn func(digest.Digest, ManifestEntry) error) error
 
 	Holds(upstream, repo string, d digest.Digest) (bool, error)
 	PutHolds(upstream, repo string, d digest.Digest) error

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"maps"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -238,14 +237,7 @@ func (ix *Index) loadGraph() (*graph, error) {
 		if err != nil {
 			return err
 		}
-		slices.SortFunc(g.blobs, func(a, b blobRec) int { return cmpRec(a, b.hi, &b.key) })
-		g.starts = make([]int32, 1<<bucketBits+1)
-		for i := range g.blobs {
-			g.starts[g.blobs[i].hi>>(64-bucketBits)+1]++
-		}
-		for b := 1; b < len(g.starts); b++ {
-			g.starts[b] += g.starts[b-1]
-		}
+		g.sortBlobs()
 		mb := tx.Bucket(bucketManifests)
 		ids := map[string]int32{}
 		// A digest with both a blob and a manifest entry (a manifest first
@@ -306,6 +298,24 @@ func (ix *Index) loadGraph() (*graph, error) {
 	if err != nil {
 		return nil, err
 	}
+	g.markParents()
+	return g, nil
+}
+
+// sortBlobs sorts the blobs by key and builds the bucket table.
+func (g *graph) sortBlobs() {
+	slices.SortFunc(g.blobs, func(a, b blobRec) int { return cmpRec(a, b.hi, &b.key) })
+	g.starts = make([]int32, 1<<bucketBits+1)
+	for i := range g.blobs {
+		g.starts[g.blobs[i].hi>>(64-bucketBits)+1]++
+	}
+	for b := 1; b < len(g.starts); b++ {
+		g.starts[b] += g.starts[b-1]
+	}
+}
+
+// markParents marks the manifests another stored manifest references.
+func (g *graph) markParents() {
 	for i := range g.manifests {
 		for _, r := range g.refsOf(int32(i)) {
 			if r < 0 && int(-1-r) != i {
@@ -313,6 +323,71 @@ func (ix *Index) loadGraph() (*graph, error) {
 			}
 		}
 	}
+}
+
+// graphFrom is the graph of any Backend, read through its interface (a
+// shared index's entries; bbolt reads its pages directly, loadGraph). A
+// scan that gives an entry twice (Redis HSCAN) counts it once.
+func graphFrom(ix Backend) (*graph, error) {
+	g := &graph{other: map[blobKey]digest.Digest{}}
+	seen := map[digest.Digest]bool{}
+	err := ix.Blobs(func(d digest.Digest, e BlobEntry) error {
+		if seen[d] {
+			return nil
+		}
+		seen[d] = true
+		key, plain := keyOf([]byte(d))
+		if !plain {
+			g.other[key] = d
+		}
+		g.blobs = append(g.blobs, blobRec{hi: binary.BigEndian.Uint64(key[:8]), key: key, size: e.Size, access: unixNano(e.LastAccess)})
+		g.total += e.Size
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.sortBlobs()
+	type entry struct {
+		d digest.Digest
+		e ManifestEntry
+	}
+	var ms []entry
+	ids := map[digest.Digest]int32{}
+	err = ix.Manifests(func(d digest.Digest, e ManifestEntry) error {
+		if _, ok := ids[d]; !ok {
+			ids[d] = int32(len(ms))
+			ms = append(ms, entry{d, e})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	both := map[int32]int32{} // a digest with a blob and a manifest entry: see loadGraph
+	for d, id := range ids {
+		if i := g.blobIndex([]byte(d)); i >= 0 {
+			both[int32(i)] = id
+		}
+	}
+	g.manifests = make([]manifestRec, len(ms))
+	for id, m := range ms {
+		r := &g.manifests[id]
+		r.d, r.refs, r.size, r.access = m.d, int32(len(g.refs)), m.e.Size, unixNano(m.e.LastAccess)
+		for _, ref := range m.e.Refs {
+			if i := g.blobIndex([]byte(ref)); i >= 0 {
+				g.refs = append(g.refs, int32(i))
+				if j, ok := both[int32(i)]; ok {
+					g.refs = append(g.refs, -1-j)
+				}
+			} else if j, ok := ids[ref]; ok {
+				g.refs = append(g.refs, -1-j)
+			}
+		}
+		r.nref = int32(len(g.refs)) - r.refs
+		g.total += m.e.Size
+	}
+	g.markParents()
 	return g, nil
 }
 
@@ -481,6 +556,10 @@ func (ix *Index) ImagePlan(root digest.Digest) (plan Plan, ok bool, err error) {
 		return Plan{}, false, err
 	}
 	defer ix.releasePages()
+	return g.imagePlan(root)
+}
+
+func (g *graph) imagePlan(root digest.Digest) (plan Plan, ok bool, err error) {
 	ps := newPass(g, nil)
 	for _, img := range ps.images {
 		if img.root >= 0 && g.manifests[img.root].d == root {
@@ -564,69 +643,25 @@ func reachFrom(ix Backend, roots []digest.Digest) (map[digest.Digest]bool, error
 	return out, nil
 }
 
-// PlanEviction is an eviction plan over any Backend's entries, by blob,
-// least recently used first (the by-image plan of *Index reads bbolt's
-// pages directly; a shared index plans by blob: see docs/scaling.md).
+// PlanEviction is EvictionPlan over any Backend's entries: the same plan,
+// by image, with layers shared by a kept image kept, read through the
+// Backend's scans (a shared index: see docs/scaling.md).
 func PlanEviction(ix Backend, p EvictPolicy, now time.Time) (Plan, error) {
 	if err := ix.Flush(); err != nil {
 		return Plan{}, err
 	}
-	type entry struct {
-		d digest.Digest
-		e BlobEntry
-	}
-	var all []entry
-	var total int64
-	seen := map[digest.Digest]bool{} // a scan may give an entry twice (Redis HSCAN)
-	err := ix.Blobs(func(d digest.Digest, e BlobEntry) error {
-		if seen[d] {
-			return nil
-		}
-		seen[d] = true
-		all = append(all, entry{d, e})
-		total += e.Size
-		return nil
-	})
+	g, err := graphFrom(ix)
 	if err != nil {
 		return Plan{}, err
 	}
-	slices.SortFunc(all, func(a, b entry) int { return a.e.LastAccess.Compare(b.e.LastAccess) })
-	if len(p.Protected) > 0 { // by blob: each blob the protected manifests reach
-		reach, err := reachFrom(ix, slices.Collect(maps.Keys(p.Protected)))
-		if err != nil {
-			return Plan{}, err
-		}
-		p.Protected = reach
+	return g.plan(p, now), nil
+}
+
+// ImagePlanOf is ImagePlan over any Backend's entries.
+func ImagePlanOf(ix Backend, root digest.Digest) (Plan, bool, error) {
+	g, err := graphFrom(ix)
+	if err != nil {
+		return Plan{}, false, err
 	}
-	low := p.LowWater
-	if low <= 0 || low > p.MaxSize {
-		low = p.MaxSize * 9 / 10
-	}
-	over := p.MaxSize > 0 && total > p.MaxSize
-	var plan Plan
-	taken := map[digest.Digest]bool{}
-	for _, x := range all {
-		if p.Protected[x.d] {
-			continue
-		}
-		old := p.MaxAge > 0 && now.Sub(x.e.LastAccess) > p.MaxAge
-		if !old && !(over && total > low) {
-			continue
-		}
-		plan.Evict = append(plan.Evict, x.d)
-		taken[x.d] = true
-		total -= x.e.Size
-	}
-	for _, x := range all { // the cap wins over the offline copy
-		if !(p.MaxSize > 0 && total > p.MaxSize) {
-			break
-		}
-		if taken[x.d] {
-			continue
-		}
-		plan.Evict = append(plan.Evict, x.d)
-		plan.LostProtected = append(plan.LostProtected, x.d)
-		total -= x.e.Size
-	}
-	return plan, nil
+	return g.imagePlan(root)
 }

@@ -339,7 +339,7 @@ func (s *Service) storeManifest(ctx context.Context, rt route, m *Manifest) erro
 			return fmt.Errorf("store manifest: %w", err)
 		}
 	}
-	e := cacheindex.ManifestEntry{MediaType: m.MediaType, Size: int64(len(m.Body)), Refs: refsOf(m.Body)}
+	e := cacheindex.ManifestEntry{MediaType: m.MediaType, Size: int64(len(m.Body)), Refs: oci.References(m.Body)}
 	if err := s.putManifestEntry(rt, m.Digest, e); err != nil {
 		return fmt.Errorf("index manifest: %w", err)
 	}
@@ -394,7 +394,7 @@ func (s *Service) touchRefs(m *Manifest) {
 		s.index.TouchAll(refs)
 		return
 	}
-	s.index.TouchAll(refsOf(m.Body))
+	s.index.TouchAll(oci.References(m.Body))
 }
 
 // rememberSizes keeps the sizes an image manifest of the route's upstream
@@ -409,20 +409,6 @@ func (s *Service) rememberSizes(rt route, m *Manifest) {
 	if len(sizes) > 0 {
 		s.mem.putBlobSizes(rt.up.Name, rt.repo, sizes)
 	}
-}
-
-// ManifestEntryOf is the index entry of a stored file that is a manifest
-// (a rebuild of the index from the store tells manifests from blobs with
-// it), or false.
-func ManifestEntryOf(body []byte) (cacheindex.ManifestEntry, bool) {
-	if len(body) > oci.MaxManifestSize {
-		return cacheindex.ManifestEntry{}, false
-	}
-	mt, ok := oci.SniffManifest(body)
-	if !ok {
-		return cacheindex.ManifestEntry{}, false
-	}
-	return cacheindex.ManifestEntry{MediaType: mt, Size: int64(len(body)), Refs: refsOf(body)}, true
 }
 
 // blobsOf lists the config and layers of an image manifest (not of an
@@ -440,33 +426,6 @@ func blobsOf(body []byte) []v1.Descriptor {
 		if l.Digest.Validate() == nil && !oci.IsForeign(l) {
 			out = append(out, l)
 		}
-	}
-	return out
-}
-
-// refsOf lists every digest a manifest references.
-func refsOf(body []byte) []digest.Digest {
-	mc, err := oci.DecodeContent(body)
-	if err != nil {
-		return nil
-	}
-	var out []digest.Digest
-	add := func(d v1.Descriptor) {
-		if d.Digest.Validate() == nil && !slices.Contains(out, d.Digest) {
-			out = append(out, d.Digest)
-		}
-	}
-	add(mc.Config)
-	for _, l := range mc.Layers {
-		// A foreign layer lives at its URLs; registries do not check that
-		// its digest exists, so naming one must not make a repository
-		// "hold" a cached blob of that digest.
-		if !oci.IsForeign(l) {
-			add(l)
-		}
-	}
-	for _, m := range mc.Manifests {
-		add(m)
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/oci"
 )
 
 // memory keeps what a warm manifest hit needs, so it touches no disk and
@@ -92,7 +93,7 @@ func (mem *memory) putManifest(m *Manifest) {
 	for mem.bytes+size > mem.maxBytes {
 		mem.sweep()
 	}
-	mem.manifests[m.Digest] = &memManifest{m: m, refs: refsOf(m.Body)}
+	mem.manifests[m.Digest] = &memManifest{m: m, refs: oci.References(m.Body)}
 	mem.bytes += size
 }
 

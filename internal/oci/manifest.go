@@ -2,8 +2,10 @@ package oci
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -42,4 +44,32 @@ func (c Content) IsIndexOf(mediaType string) bool {
 // a mirror neither prefetches it nor counts it as held by a repository.
 func IsForeign(d v1.Descriptor) bool {
 	return len(d.URLs) > 0 || strings.Contains(d.MediaType, "foreign") || strings.Contains(d.MediaType, "nondistributable")
+}
+
+// References lists every digest a manifest or index body references: its
+// config, its layers but the foreign ones (a foreign layer lives at its
+// URLs; registries do not check that its digest exists, so naming one must
+// not make a repository "hold" a cached blob of that digest), and an
+// index's manifests. A body that does not decode references nothing.
+func References(body []byte) []digest.Digest {
+	mc, err := DecodeContent(body)
+	if err != nil {
+		return nil
+	}
+	var out []digest.Digest
+	add := func(d v1.Descriptor) {
+		if d.Digest.Validate() == nil && !slices.Contains(out, d.Digest) {
+			out = append(out, d.Digest)
+		}
+	}
+	add(mc.Config)
+	for _, l := range mc.Layers {
+		if !IsForeign(l) {
+			add(l)
+		}
+	}
+	for _, m := range mc.Manifests {
+		add(m)
+	}
+	return out
 }

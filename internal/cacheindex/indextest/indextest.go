@@ -26,6 +26,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("ProtectedReach", func(t *testing.T) { protectedReach(t, open) })
 	t.Run("ProtectedReachThroughBlobEntry", func(t *testing.T) { protectedThroughBlobEntry(t, open) })
 	t.Run("Reachable", func(t *testing.T) { reachable(t, open) })
+	t.Run("EvictByImageKeepsSharedLayer", func(t *testing.T) { evictByImage(t, open) })
 }
 
 func tagsManifestsHolds(t *testing.T, open Open) {
@@ -294,5 +295,50 @@ func reachable(t *testing.T, open Open) {
 	}
 	if !got[idx] || !got[plat] || !got[layer] || got[other] {
 		t.Errorf("reachable %v", got)
+	}
+}
+
+// evictByImage: eviction goes by image, least recently used first; a
+// layer two images share stays while the other image is kept, and goes
+// with the last one. The image plan of one image (cache rm) keeps it too.
+func evictByImage(t *testing.T, open Open) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := now
+	ix := open(t, func() time.Time { return clock })
+	shared, onlyA, onlyB := digest.FromString("shared"), digest.FromString("a-layer"), digest.FromString("b-layer")
+	for _, d := range []digest.Digest{shared, onlyA, onlyB} {
+		if err := ix.PutBlob(d, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ma, mb := digest.FromString("manifest a"), digest.FromString("manifest b")
+	if err := ix.PutManifest("docker.io", "library/a", ma, cacheindex.ManifestEntry{MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 10, Refs: []digest.Digest{shared, onlyA}}); err != nil {
+		t.Fatal(err)
+	}
+	ix.TouchAll([]digest.Digest{ma, shared, onlyA})
+	clock = now.Add(time.Hour) // b is used later than a
+	if err := ix.PutManifest("docker.io", "library/b", mb, cacheindex.ManifestEntry{MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 10, Refs: []digest.Digest{shared, onlyB}}); err != nil {
+		t.Fatal(err)
+	}
+	ix.TouchAll([]digest.Digest{mb, shared, onlyB})
+	if err := ix.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	clock = now.Add(2 * time.Hour)
+	plan, err := ix.EvictionPlan(cacheindex.EvictPolicy{MaxSize: 2500, LowWater: 2500}, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := slices.Sorted(slices.Values(plan.Evict))
+	want := slices.Sorted(slices.Values([]digest.Digest{ma, onlyA}))
+	if !slices.Equal(got, want) || len(plan.Images) != 1 || plan.Images[0].Root != ma {
+		t.Errorf("plan %v (images %+v), want image a without the shared layer: %v", plan.Evict, plan.Images, want)
+	}
+	ip, top, err := cacheindex.ImagePlanOf(ix, mb)
+	if err != nil || !top {
+		t.Fatalf("image plan of b: top %v, %v", top, err)
+	}
+	if got := slices.Sorted(slices.Values(ip.Evict)); !slices.Equal(got, slices.Sorted(slices.Values([]digest.Digest{mb, onlyB}))) {
+		t.Errorf("image plan of b: %v, want b and its own layer only", got)
 	}
 }

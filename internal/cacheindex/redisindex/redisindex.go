@@ -216,6 +216,43 @@ func (ix *Index) Manifest(d digest.Digest) (cacheindex.ManifestEntry, bool, erro
 	return getJSON[cacheindex.ManifestEntry](ix, "manifests", d.String())
 }
 
+// Manifests implements cacheindex.Backend. A manifest's last access is
+// its score in the access set (Touch), as a blob's is; a failed batch is
+// an error even on a tolerant index (an eviction plan built on part of
+// the manifests would take layers a kept image references).
+func (ix *Index) Manifests(fn func(digest.Digest, cacheindex.ManifestEntry) error) error {
+	var cursor uint64
+	for {
+		ctx, cancel := ix.ctx()
+		kv, next, err := ix.c.HScan(ctx, ix.key("manifests"), cursor, "", 1000).Result()
+		var scores []float64
+		if err == nil && len(kv) > 0 {
+			names := make([]string, 0, len(kv)/2)
+			for i := 0; i+1 < len(kv); i += 2 {
+				names = append(names, kv[i])
+			}
+			scores, err = ix.c.ZMScore(ctx, ix.key("access"), names...).Result()
+		}
+		cancel()
+		if err != nil {
+			return fmt.Errorf("redis index: %w", err)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			var e cacheindex.ManifestEntry
+			if err := json.Unmarshal([]byte(kv[i+1]), &e); err != nil {
+				return fmt.Errorf("redis index manifest %q: %w", kv[i], err)
+			}
+			e.LastAccess = fromScore(scores[i/2], e.LastAccess)
+			if err := fn(digest.Digest(kv[i]), e); err != nil {
+				return err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
 // PutManifest implements cacheindex.Backend: the entry and the holdings
 // in one transaction.
 func (ix *Index) PutManifest(upstream, repo string, d digest.Digest, e cacheindex.ManifestEntry) error {
