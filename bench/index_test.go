@@ -23,7 +23,7 @@ import (
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/regcache/regcache/internal/app"
+	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/testenv"
 )
@@ -301,7 +301,7 @@ func BenchmarkIndexScale(b *testing.B) {
 			return out, took
 		}
 		var lsTimes []time.Duration
-		var listed app.Listing
+		var listed cache.Listing
 		for i := range 21 {
 			out, took := get("GET", fmt.Sprintf("/cache/ls?upstream=%s&repository=org/r%03d", scaleUpstream, (i*37)%scaleRepos), nil)
 			lsTimes = append(lsTimes, took)
@@ -320,9 +320,9 @@ func BenchmarkIndexScale(b *testing.B) {
 		resetHWM()
 
 		cpuBefore := cpuTime(b, p.pid)
-		out, evictTook := get("POST", "/cache/prune", app.PruneRequest{ToSize: total * 9 / 10})
+		out, evictTook := get("POST", "/cache/prune", cache.PruneRequest{ToSize: total * 9 / 10})
 		cpuEvict := cpuTime(b, p.pid) - cpuBefore
-		var pruned app.PruneResult
+		var pruned cache.PruneResult
 		if err := json.Unmarshal(out, &pruned); err != nil {
 			b.Fatal(err)
 		}

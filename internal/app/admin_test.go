@@ -40,6 +40,7 @@ func TestAdminMayChange(t *testing.T) {
 // TestRefuseAdmin: the refusal names the fix.
 func TestRefuseAdmin(t *testing.T) {
 	a := &App{}
+	a.cfg.Store(&config.Config{})
 	w := httptest.NewRecorder()
 	a.refuseAdmin(w)
 	if w.Code != 403 || !strings.Contains(w.Body.String(), "admin_token") {

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,7 +33,6 @@ import (
 	"github.com/regcache/regcache/internal/fill"
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
-	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/registry"
 	"github.com/regcache/regcache/internal/ui"
 	"github.com/regcache/regcache/internal/upstream"
@@ -48,11 +46,12 @@ type App struct {
 	log   *slog.Logger
 	store appStore
 	index cacheindex.Backend
-	// disk and bolt are store and index on one node (local disk and bbolt),
-	// nil on S3 or Redis: the scrub, the cache API and by-image eviction
-	// work on them.
-	disk *disk.Store
+	// bolt is the index on one node (bbolt), nil on Redis: after a
+	// clean stop it needs no reconciliation.
 	bolt *cacheindex.Index
+	// ops is the cache's upkeep on store and index (eviction, the cache
+	// commands), whichever they are.
+	ops *cache.Ops
 	// sharedTotals is totals' count of a shared index.
 	sharedTotals struct {
 		mu sync.Mutex
@@ -101,12 +100,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	a.cfg.Store(&cfg)
 	a.maxSize.Store(cfg.Storage.MaxSize)
 	a.scrub = a.newScrub(cfg)
-	a.disk, _ = store.(*disk.Store)
 	a.bolt, _ = index.(*cacheindex.Index)
+	a.ops = a.newOps()
 	// After a clean stop the index and the store agreed; after a crash (or
 	// with a new or rebuilt index) every entry and file is checked.
-	if a.bolt == nil || !a.bolt.Clean {
-		if err := a.reconcile(ctx); err != nil {
+	if _, local := store.(*disk.Store); local && (a.bolt == nil || !a.bolt.Clean) {
+		if err := cache.Reconcile(ctx, store, index, log); err != nil {
 			index.Close()
 			return nil, err
 		}
@@ -424,83 +423,4 @@ func (a *App) Close() error {
 		a.closeRest()
 	}
 	return err
-}
-
-// reconcile makes the index and the store agree after a crash: index
-// entries whose files are gone are dropped; files the index does not know
-// (committed just before a crash) are verified and adopted, or removed.
-// Temporary files were already removed when the store opened.
-func (a *App) reconcile(ctx context.Context) error {
-	store, err := a.diskStore()
-	if err != nil {
-		return nil // S3: shared by replicas, no local crash to repair
-	}
-	var gone []digest.Digest
-	err = a.index.Blobs(func(d digest.Digest, _ cacheindex.BlobEntry) error {
-		if _, err := a.store.Stat(ctx, d); err != nil {
-			gone = append(gone, d)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("reconcile index: %w", err)
-	}
-	for _, d := range gone {
-		if err := a.index.DeleteBlob(d); err != nil {
-			return err
-		}
-	}
-	var orphans []digest.Digest
-	err = a.store.Walk(ctx, func(d digest.Digest, _ int64) error {
-		_, isBlob, _ := a.index.Blob(d)
-		_, isManifest, _ := a.index.Manifest(d)
-		if !isBlob && !isManifest {
-			orphans = append(orphans, d)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("reconcile store: %w", err)
-	}
-	if bi, ok := a.index.(*cacheindex.Index); ok && bi.Damaged != "" {
-		a.log.Error("the cache index was damaged; moved aside and rebuilt from the store (every file verified; tags are fetched again on demand)",
-			slog.String("moved_to", bi.Damaged), slog.Any("damage", bi.Damage), slog.Int("files", len(orphans)))
-	}
-	adopted := 0
-	for _, d := range orphans {
-		if err := store.Verify(ctx, d); err != nil {
-			a.log.Warn("removed a cache file that failed verification", slog.String("digest", d.String()), slog.Any("error", err))
-			continue
-		}
-		size, err := a.store.Stat(ctx, d)
-		if err != nil {
-			continue
-		}
-		if err := adopt(ctx, store, a.index, d, size); err != nil {
-			return err
-		}
-		adopted++
-	}
-	if len(gone) > 0 || len(orphans) > 0 {
-		a.log.Info("reconciled cache after restart", slog.Int("dropped_entries", len(gone)), slog.Int("orphans_adopted", adopted), slog.Int("orphans_removed", len(orphans)-adopted))
-	}
-	return nil
-}
-
-// adopt records a verified file the index does not know: a manifest (its
-// media type and references restored; no repository holds it until an
-// upstream confirms one) or a blob.
-func adopt(ctx context.Context, store *disk.Store, index cacheindex.Backend, d digest.Digest, size int64) error {
-	if size <= oci.MaxManifestSize {
-		if b, err := store.Open(ctx, d); err == nil {
-			body, rerr := io.ReadAll(b)
-			b.Close()
-			if rerr == nil {
-				if e, ok := mirror.ManifestEntryOf(body); ok {
-					return index.PutManifestEntry(d, e)
-				}
-			}
-		}
-	}
-	return index.PutBlob(d, size)
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/regcache/regcache/internal/cache"
 )
 
 // The admin listener's cache API, which `regcache cache --admin` calls:
@@ -21,6 +23,8 @@ import (
 //	POST /cache/prune   PruneRequest                      PruneResult
 //	POST /cache/verify                                    VerifyEvent lines (NDJSON), then {"report": VerifyReport}
 //
+// (the wire types are internal/cache's).
+//
 // Calls that change the cache are POSTs, and are refused unless
 // adminMayChange (loopback, or the admin token when one is configured).
 // Errors are plain text with a status code.
@@ -29,20 +33,11 @@ import (
 const maxCacheRequest = 1 << 20
 
 func (a *App) cacheRoutes(mux *http.ServeMux) {
-	local := func(h http.HandlerFunc) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if a.disk == nil || a.bolt == nil {
-				http.Error(w, "the cache commands work on a node's local disk and bbolt index; this replica uses a shared store or index (storage.s3, cluster.redis): see docs/scaling.md", http.StatusNotImplemented)
-				return
-			}
-			h(w, r)
-		}
-	}
-	mux.HandleFunc("GET /cache/ls", local(a.serveCacheList))
-	mux.HandleFunc("GET /cache/stats", local(a.serveCacheStats))
-	mux.HandleFunc("POST /cache/rm", local(a.serveCacheRemove))
-	mux.HandleFunc("POST /cache/prune", local(a.serveCachePrune))
-	mux.HandleFunc("POST /cache/verify", local(a.serveCacheVerify))
+	mux.HandleFunc("GET /cache/ls", a.serveCacheList)
+	mux.HandleFunc("GET /cache/stats", a.serveCacheStats)
+	mux.HandleFunc("POST /cache/rm", a.serveCacheRemove)
+	mux.HandleFunc("POST /cache/prune", a.serveCachePrune)
+	mux.HandleFunc("POST /cache/verify", a.serveCacheVerify)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -68,8 +63,8 @@ func (a *App) serveCacheList(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	blobs, _ := strconv.ParseBool(q.Get("blobs"))
-	opt := ListOptions{Upstream: q.Get("upstream"), Repository: q.Get("repository"), Sort: q.Get("sort"), Blobs: blobs}
-	l, err := a.cacheOps().List(r.Context(), opt)
+	opt := cache.ListOptions{Upstream: q.Get("upstream"), Repository: q.Get("repository"), Sort: q.Get("sort"), Blobs: blobs}
+	l, err := a.ops.List(r.Context(), opt)
 	if err != nil {
 		a.cacheError(w, err, true)
 		return
@@ -78,8 +73,8 @@ func (a *App) serveCacheList(w http.ResponseWriter, r *http.Request) {
 }
 
 // Stats answers `cache stats` on the running mirror.
-func (a *App) Stats() CacheStats {
-	st, err := a.cacheOps().Stats(context.Background())
+func (a *App) Stats() cache.CacheStats {
+	st, err := a.ops.Stats(context.Background())
 	if err != nil {
 		a.log.Warn("count the quarantine", slog.Any("error", err))
 	}
@@ -115,12 +110,12 @@ func (a *App) serveCacheRemove(w http.ResponseWriter, r *http.Request) {
 		a.refuseAdmin(w)
 		return
 	}
-	var req RemoveRequest
+	var req cache.RemoveRequest
 	if err := decodeCacheRequest(r, &req); err != nil {
 		a.cacheError(w, err, true)
 		return
 	}
-	res, err := a.cacheOps().Remove(r.Context(), req)
+	res, err := a.ops.Remove(r.Context(), req)
 	if err != nil {
 		// A name that matches nothing (or too much) is the caller's to fix.
 		a.cacheError(w, err, true)
@@ -134,7 +129,7 @@ func (a *App) serveCachePrune(w http.ResponseWriter, r *http.Request) {
 		a.refuseAdmin(w)
 		return
 	}
-	var req PruneRequest
+	var req cache.PruneRequest
 	if err := decodeCacheRequest(r, &req); err != nil {
 		a.cacheError(w, err, true)
 		return
@@ -143,7 +138,7 @@ func (a *App) serveCachePrune(w http.ResponseWriter, r *http.Request) {
 		a.cacheError(w, errors.New("say how far to prune: --to-size (e.g. 50GiB) and/or --older-than (e.g. 720h)"), true)
 		return
 	}
-	res, err := a.cacheOps().Prune(r.Context(), req)
+	res, err := a.ops.Prune(r.Context(), req)
 	if err != nil {
 		a.cacheError(w, err, false)
 		return
@@ -157,9 +152,9 @@ const verifyProgressEvery = 200 * time.Millisecond
 
 // verifyLine is one line of POST /cache/verify's answer.
 type verifyLine struct {
-	Event  *VerifyEvent  `json:"event,omitempty"`
-	Report *VerifyReport `json:"report,omitempty"`
-	Error  string        `json:"error,omitempty"`
+	Event  *cache.VerifyEvent  `json:"event,omitempty"`
+	Report *cache.VerifyReport `json:"report,omitempty"`
+	Error  string              `json:"error,omitempty"`
 }
 
 func (a *App) serveCacheVerify(w http.ResponseWriter, r *http.Request) {
@@ -177,7 +172,7 @@ func (a *App) serveCacheVerify(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 	}
-	rep, err := a.cacheOps().Verify(r.Context(), func(ev VerifyEvent) {
+	rep, err := a.ops.Verify(r.Context(), func(ev cache.VerifyEvent) {
 		if ev.Damaged == "" && ev.Done < ev.Total && time.Since(last) < verifyProgressEvery {
 			return
 		}

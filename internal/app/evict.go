@@ -7,6 +7,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/cacheindex"
 )
 
@@ -35,7 +36,7 @@ func (a *App) evict(ctx context.Context) (int, int64, error) {
 	if maxSize <= 0 && a.config().Storage.MaxAge <= 0 {
 		return 0, 0, nil
 	}
-	if a.bolt != nil && a.config().Storage.MaxAge <= 0 && a.bolt.Totals().Bytes() <= maxSize {
+	if exact, ok := a.index.(interface{ Totals() cacheindex.Totals }); ok && a.config().Storage.MaxAge <= 0 && exact.Totals().Bytes() <= maxSize {
 		// Within the cap and no age limit: the plan would take nothing,
 		// and over a million blobs it reads the whole index (about 1 s
 		// of CPU) every minute. (The embedded index's running totals are
@@ -85,10 +86,7 @@ func (a *App) evict(ctx context.Context) (int, int64, error) {
 		a.log.Warn("storage.max_size evicts content of tags whose upstream is down: they lost their offline copy",
 			slog.Int("blobs", len(p.LostProtected)), slog.Any("tags", tags))
 	}
-	if a.disk == nil || a.bolt == nil {
-		return a.deleteShared(ctx, plan)
-	}
-	n, freed, err := a.cacheOps().deleteFiles(ctx, plan)
+	n, freed, err := a.ops.Delete(ctx, plan)
 	if n > 0 {
 		a.log.Info("evicted cached images", slog.Int("images", len(p.Images)), slog.Int("files", n), slog.Int64("bytes", freed),
 			slog.Int("protected", len(protected)), slog.Int64("stored_bytes", a.totals().Bytes()))
@@ -96,42 +94,19 @@ func (a *App) evict(ctx context.Context) (int, int64, error) {
 	return n, freed, err
 }
 
-// deleteShared deletes a plan's blobs from a shared store and index (S3,
-// Redis), one by one.
-func (a *App) deleteShared(ctx context.Context, plan []digest.Digest) (int, int64, error) {
-	var freed int64
-	n := 0
-	for _, d := range plan {
-		if ctx.Err() != nil {
-			break
-		}
-		e, _, _ := a.index.Blob(d)
-		if err := a.store.Delete(ctx, d); err != nil {
-			a.log.Warn("evict blob", slog.String("digest", d.String()), slog.Any("error", err))
-			continue
-		}
-		if err := a.index.DeleteBlob(d); err != nil {
-			return n, freed, err
-		}
-		a.content.Forget(d) // a manifest kept in memory goes with its file
-		freed += e.Size
-		n++
-	}
-	if n > 0 {
-		a.log.Info("evicted cached blobs", slog.Int("blobs", n), slog.Int64("bytes", freed))
-	}
-	return n, freed, nil
-}
-
-// cacheOps is the cache commands' work on the running mirror's store and
-// index, serialised with its eviction.
-func (a *App) cacheOps() *cacheOps {
-	return &cacheOps{store: a.disk, index: a.bolt, log: a.log, now: a.now, lock: &a.evictMu,
-		forget: a.content.Forget,
-		protected: func() (map[digest.Digest]bool, error) {
+// newOps is the cache commands' and eviction's work on the running
+// mirror's store and index, serialised with its eviction.
+func (a *App) newOps() *cache.Ops {
+	return cache.NewOps(a.store, a.index, cache.OpsConfig{Log: a.log, Now: a.now, Lock: &a.evictMu, Totals: a.totals,
+		Forget: func(ds ...digest.Digest) {
+			if a.content != nil {
+				a.content.Forget(ds...)
+			}
+		},
+		Protected: func() (map[digest.Digest]bool, error) {
 			_, p, err := a.downProtected()
 			return p, err
-		}}
+		}})
 }
 
 // downProtected returns the upstreams that are down (or rate limited) and
@@ -192,18 +167,13 @@ func (a *App) committed(int64) {
 // totals are the index's running totals on one node; on a shared index
 // (Redis) a count of its blobs, made at most every sharedTotalsEvery.
 func (a *App) totals() cacheindex.Totals {
-	if a.bolt != nil {
-		return a.bolt.Totals()
+	if exact, ok := a.index.(interface{ Totals() cacheindex.Totals }); ok {
+		return exact.Totals()
 	}
 	a.sharedTotals.mu.Lock()
 	defer a.sharedTotals.mu.Unlock()
 	if time.Since(a.sharedTotals.at) > sharedTotalsEvery {
-		var t cacheindex.Totals
-		err := a.index.Blobs(func(_ digest.Digest, e cacheindex.BlobEntry) error {
-			t.Blobs++
-			t.BlobBytes += e.Size
-			return nil
-		})
+		t, err := cacheindex.Count(a.index)
 		a.sharedTotals.at = time.Now()
 		if err != nil { // a part is not the count: keep the last one
 			a.log.Warn("count the shared index", slog.Any("error", err))

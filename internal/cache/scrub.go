@@ -262,7 +262,7 @@ func (s *Scrub) blob(ctx context.Context, d digest.Digest, size int64, pace func
 		s.log.Warn("background scrub: cannot read a cache file", slog.String("digest", d.String()), slog.Any("error", err))
 		return nil
 	}
-	where, qerr := s.setAside(ctx, d)
+	where, qerr := setAside(ctx, s.store, d)
 	if qerr != nil {
 		s.log.Error("background scrub: cannot set a damaged cache file aside", slog.String("digest", d.String()), slog.Any("error", qerr))
 		return nil
@@ -281,15 +281,16 @@ func (s *Scrub) blob(ctx context.Context, d digest.Digest, size int64, pace func
 }
 
 // setAside quarantines d where the store can, and deletes it otherwise.
-func (s *Scrub) setAside(ctx context.Context, d digest.Digest) (string, error) {
-	if q, ok := s.store.(Quarantiner); ok {
+func setAside(ctx context.Context, store blobstore.Store, d digest.Digest) (string, error) {
+	if q, ok := store.(Quarantiner); ok {
 		return q.Quarantine(ctx, d)
 	}
-	return "deleted", s.store.Delete(ctx, d)
+	return "deleted", store.Delete(ctx, d)
 }
 
-// verify reads d's stored content at the pace given and checks its digest
-// and size: ErrDigestMismatch or ErrSizeMismatch when it is damaged.
+// verify reads d's stored content at the pace given (nil: at once) and
+// checks its digest and size: ErrDigestMismatch or ErrSizeMismatch when it
+// is damaged.
 func verify(ctx context.Context, store blobstore.Store, d digest.Digest, size int64, pace func(context.Context, int) error) error {
 	b, err := store.Open(ctx, d)
 	if err != nil {
@@ -297,7 +298,11 @@ func verify(ctx context.Context, store blobstore.Store, d digest.Digest, size in
 	}
 	defer b.Close()
 	v := d.Verifier()
-	n, err := io.Copy(pacedWriter{ctx: ctx, w: v, pace: pace}, b)
+	var w io.Writer = v
+	if pace != nil {
+		w = pacedWriter{ctx: ctx, w: v, pace: pace}
+	}
+	n, err := io.Copy(w, b)
 	if err != nil {
 		return fmt.Errorf("verify blob %s: %w", d, err)
 	}

@@ -112,3 +112,41 @@ func fromUnixNano(n int64) time.Time {
 	}
 	return time.Unix(0, n)
 }
+
+// Count totals any Backend's entries by scanning them (each digest and
+// tag once, whatever a scan repeats); a shared index has no running
+// totals. An error means the count is not whole.
+func Count(ix Backend) (Totals, error) {
+	var t Totals
+	seen := map[digest.Digest]bool{}
+	err := ix.Blobs(func(d digest.Digest, e BlobEntry) error {
+		if !seen[d] {
+			seen[d] = true
+			t.Blobs++
+			t.BlobBytes += e.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return t, err
+	}
+	clear(seen)
+	err = ix.Manifests(func(d digest.Digest, e ManifestEntry) error {
+		if !seen[d] {
+			seen[d] = true
+			t.Manifests++
+			t.ManifestBytes += e.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return t, err
+	}
+	tags := map[string]bool{}
+	err = ix.Tags(func(up, repo, tag string, _ TagEntry) error {
+		tags[up+"\x00"+repo+"\x00"+tag] = true
+		return nil
+	})
+	t.Tags = int64(len(tags))
+	return t, err
+}

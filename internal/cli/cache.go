@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/regcache/regcache/internal/app"
+	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/oci"
 )
@@ -69,11 +69,11 @@ func openCache(cmd *cobra.Command, f *cacheFlags) (cacheBackend, error) {
 	if f.admin != "" {
 		return newRemoteCache(f.admin, cfg.AdminToken)
 	}
-	c, err := app.OpenCache(cfg.Data, nil)
+	c, err := cache.Open(cfg.Data, nil)
 	if err == nil {
 		return c, nil
 	}
-	if !errors.Is(err, app.ErrLocked) {
+	if !errors.Is(err, cache.ErrLocked) {
 		return nil, err
 	}
 	if cfg.AdminAddr == "" {
@@ -126,7 +126,7 @@ func sameDir(a, b string) bool {
 }
 
 func newCacheLsCmd(f *cacheFlags) *cobra.Command {
-	var opt app.ListOptions
+	var opt cache.ListOptions
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "ls",
@@ -176,7 +176,7 @@ func writeJSONOut(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func printListing(w io.Writer, l app.Listing, opt app.ListOptions) error {
+func printListing(w io.Writer, l cache.Listing, opt cache.ListOptions) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if opt.Blobs {
 		fmt.Fprintln(tw, "DIGEST\tSIZE\tLAST ACCESS\tCREATED")
@@ -243,7 +243,7 @@ non-zero if any file was damaged or lost; the cache is repaired either way.`,
 			w := cmd.OutOrStdout()
 			bar := newProgressBar(cmd.ErrOrStderr())
 			start := time.Now()
-			r, err := c.Verify(cmd.Context(), func(ev app.VerifyEvent) {
+			r, err := c.Verify(cmd.Context(), func(ev cache.VerifyEvent) {
 				if ev.Damaged != "" {
 					bar.clear()
 					fmt.Fprintf(w, "damaged: %s (%s) %s: quarantined and dropped; the next pull fetches it again\n", ev.Damaged, humanBytes(ev.Size), ev.Why)
@@ -296,7 +296,7 @@ is not known, so nothing is held back.`,
   regcache cache prune --data /var/lib/regcache --to-size 200GB --older-than 2160h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var req app.PruneRequest
+			var req cache.PruneRequest
 			if toSize != "" {
 				if strings.HasSuffix(strings.TrimSpace(toSize), "%") {
 					return errors.New("--to-size: give prune a size (e.g. 50GiB), not a percentage of the file system")
@@ -336,7 +336,7 @@ is not known, so nothing is held back.`,
 	return cmd
 }
 
-func printPrune(w io.Writer, res app.PruneResult) error {
+func printPrune(w io.Writer, res cache.PruneResult) error {
 	verb := "removed"
 	if res.DryRun {
 		verb = "would remove"
@@ -393,21 +393,21 @@ entries; the next pull that needs it fetches it again.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := app.RemoveRequest{DryRun: dryRun}
+			req := cache.RemoveRequest{DryRun: dryRun}
 			for _, a := range args {
 				if strings.HasPrefix(a, "sha256:") || strings.HasPrefix(a, "sha512:") {
 					d, err := oci.ParseDigest(a)
 					if err != nil {
 						return fmt.Errorf("invalid digest %q", a)
 					}
-					req.Targets = append(req.Targets, app.RemoveTarget{Raw: a, Digest: d})
+					req.Targets = append(req.Targets, cache.RemoveTarget{Raw: a, Digest: d})
 					continue
 				}
 				ref, err := oci.ParseImage(a)
 				if err != nil {
 					return err
 				}
-				t := app.RemoveTarget{Raw: a, Digest: ref.Digest}
+				t := cache.RemoveTarget{Raw: a, Digest: ref.Digest}
 				if ref.Digest == "" {
 					t.Registry, t.Repo, t.Tag = ref.Registry, ref.Repo, ref.Tag
 				}
@@ -429,7 +429,7 @@ entries; the next pull that needs it fetches it again.`,
 	return cmd
 }
 
-func printRemove(w io.Writer, res app.RemoveResult) error {
+func printRemove(w io.Writer, res cache.RemoveResult) error {
 	for _, r := range res.Removed {
 		switch {
 		case r.Tag == "" && res.DryRun:
@@ -484,7 +484,7 @@ running mirror the background scrub's progress and the damage it found.`,
 	return cmd
 }
 
-func printStats(w io.Writer, st app.CacheStats) error {
+func printStats(w io.Writer, st cache.CacheStats) error {
 	t := st.Totals
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "blobs\t%d\t%s\n", t.Blobs, humanBytes(t.BlobBytes))

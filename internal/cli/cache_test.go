@@ -14,6 +14,7 @@ import (
 
 	"github.com/regcache/regcache/internal/app"
 	"github.com/regcache/regcache/internal/app/apptest"
+	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/testenv"
 )
 
@@ -58,11 +59,11 @@ func TestCacheCommands(t *testing.T) {
 		}
 	}) // the mirror stops here
 
-	cache := func(t *testing.T, args ...string) (string, error) {
+	run := func(t *testing.T, args ...string) (string, error) {
 		t.Helper()
 		return runCLI(t, append(append([]string{"cache"}, args...), "--data", data)...)
 	}
-	exerciseCache(t, hub, imgs, data, "", cache)
+	exerciseCache(t, hub, imgs, data, "", run)
 
 	// The mirror serves everything again from what the commands left.
 	m := apptest.Start(t, env)
@@ -105,7 +106,7 @@ func TestCacheCommandsRunning(t *testing.T) {
 		t.Errorf("stats by URL: %v\n%s", err, out)
 	}
 	i := 0
-	cache := func(t *testing.T, args ...string) (string, error) {
+	run := func(t *testing.T, args ...string) (string, error) {
 		t.Helper()
 		i++
 		if i%2 == 0 { // both ways of reaching it, in turn
@@ -115,7 +116,7 @@ func TestCacheCommandsRunning(t *testing.T) {
 		out = strings.Replace(out, data+" is in use by a running regcache: asking it through its admin listener at "+m.Admin+" (--admin)\n", "", 1)
 		return out, err
 	}
-	exerciseCache(t, hub, imgs, data, m.Host, cache)
+	exerciseCache(t, hub, imgs, data, m.Host, run)
 	// The running mirror fetches what the commands removed.
 	hub.ResetCounters()
 	pullImage(t, m.Host+"/single:latest", amd64)
@@ -149,11 +150,11 @@ func writeConfig(t *testing.T, yaml string) string {
 
 // exerciseCache runs every cache command on a cache holding single and
 // multi (all platforms), through cache.
-func exerciseCache(t *testing.T, hub *testenv.Hub, imgs testenv.Images, data string, mirrorHost string, cache func(t *testing.T, args ...string) (string, error)) {
+func exerciseCache(t *testing.T, hub *testenv.Hub, imgs testenv.Images, data string, mirrorHost string, run func(t *testing.T, args ...string) (string, error)) {
 	t.Helper()
 	all := append(imgs.Single.Blobs(), imgs.ManifestList.Blobs()...)
 
-	out, err := cache(t, "ls")
+	out, err := run(t, "ls")
 	if err != nil {
 		t.Fatalf("ls: %v", err)
 	}
@@ -163,19 +164,19 @@ func exerciseCache(t *testing.T, hub *testenv.Hub, imgs testenv.Images, data str
 			t.Errorf("ls lacks %q:\n%s", want, out)
 		}
 	}
-	out, err = cache(t, "ls", "--upstream", "docker.io", "--repository", "multi")
+	out, err = run(t, "ls", "--upstream", "docker.io", "--repository", "multi")
 	if err != nil || strings.Contains(out, "library/single") || !strings.Contains(out, "library/multi") || !strings.Contains(out, "1 of 2 tags") {
 		t.Errorf("ls of one repository: %v\n%s", err, out)
 	}
-	out, err = cache(t, "ls", "--sort", "size", "--json")
+	out, err = run(t, "ls", "--sort", "size", "--json")
 	if err != nil {
 		t.Fatalf("ls --json: %v", err)
 	}
-	var l app.Listing
+	var l cache.Listing
 	if err := json.Unmarshal([]byte(out), &l); err != nil || len(l.Images) != 2 || l.Images[0].Size < l.Images[1].Size || l.Images[0].Size == 0 {
 		t.Errorf("ls --sort size --json: %v\n%s", err, out)
 	}
-	out, err = cache(t, "ls", "--blobs")
+	out, err = run(t, "ls", "--blobs")
 	if err != nil {
 		t.Fatalf("ls --blobs: %v", err)
 	}
@@ -184,7 +185,7 @@ func exerciseCache(t *testing.T, hub *testenv.Hub, imgs testenv.Images, data str
 			t.Errorf("ls --blobs lacks %s:\n%s", b.Digest, out)
 		}
 	}
-	if out, err := cache(t, "stats"); err != nil || !strings.Contains(out, "blobs") || !strings.Contains(out, itoa(len(all))) {
+	if out, err := run(t, "stats"); err != nil || !strings.Contains(out, "blobs") || !strings.Contains(out, itoa(len(all))) {
 		t.Errorf("stats: %v\n%s", err, out)
 	}
 
@@ -209,7 +210,7 @@ func exerciseCache(t *testing.T, hub *testenv.Hub, imgs testenv.Images, data str
 	if err := os.Remove(blobPath(data, lost.Digest)); err != nil {
 		t.Fatal(err)
 	}
-	out, err = cache(t, "verify")
+	out, err = run(t, "verify")
 	if err == nil || !strings.Contains(err.Error(), "damaged (3 damaged files, 1 lost") {
 		t.Errorf("verify of a damaged cache: %v", err)
 	}
@@ -247,25 +248,25 @@ func exerciseCache(t *testing.T, hub *testenv.Hub, imgs testenv.Images, data str
 			}
 		}
 	}
-	if out, err := cache(t, "verify"); err != nil || !strings.Contains(out, "0 damaged") {
+	if out, err := run(t, "verify"); err != nil || !strings.Contains(out, "0 damaged") {
 		t.Errorf("second verify: %v\n%s", err, out)
 	}
-	if out, _ := cache(t, "ls", "--blobs"); mirrorHost == "" && (strings.Contains(out, string(flipped.Digest)) || strings.Contains(out, string(lost.Digest)) || strings.Contains(out, string(truncated.Digest))) {
+	if out, _ := run(t, "ls", "--blobs"); mirrorHost == "" && (strings.Contains(out, string(flipped.Digest)) || strings.Contains(out, string(lost.Digest)) || strings.Contains(out, string(truncated.Digest))) {
 		t.Errorf("ls --blobs still lists removed blobs:\n%s", out)
 	}
-	if out, err := cache(t, "stats"); err != nil || !strings.Contains(out, "3 files") {
+	if out, err := run(t, "stats"); err != nil || !strings.Contains(out, "3 files") {
 		t.Errorf("stats does not count the quarantine: %v\n%s", err, out)
 	}
 
 	// rm: a tag, dry and for real (its image goes with it); a digest;
 	// things that are not there.
-	if out, err := cache(t, "rm", "--dry-run", "single"); err != nil || !strings.Contains(out, "would remove docker.io/library/single:latest") {
+	if out, err := run(t, "rm", "--dry-run", "single"); err != nil || !strings.Contains(out, "would remove docker.io/library/single:latest") {
 		t.Errorf("rm --dry-run: %v\n%s", err, out)
 	}
-	if out, _ := cache(t, "ls"); !strings.Contains(out, "library/single") || !exists(t, blobPath(data, imgs.Single.Digest)) {
+	if out, _ := run(t, "ls"); !strings.Contains(out, "library/single") || !exists(t, blobPath(data, imgs.Single.Digest)) {
 		t.Error("rm --dry-run removed the tag or its manifest")
 	}
-	if out, err := cache(t, "rm", "docker.io/single:latest"); err != nil || !strings.Contains(out, "removed docker.io/library/single:latest") {
+	if out, err := run(t, "rm", "docker.io/single:latest"); err != nil || !strings.Contains(out, "removed docker.io/library/single:latest") {
 		t.Errorf("rm tag: %v\n%s", err, out)
 	}
 	for _, b := range imgs.Single.Blobs() {
@@ -273,41 +274,41 @@ func exerciseCache(t *testing.T, hub *testenv.Hub, imgs testenv.Images, data str
 			t.Errorf("rm of the tag left %s of its image", b.Digest)
 		}
 	}
-	if out, _ := cache(t, "ls"); strings.Contains(out, "library/single") || !strings.Contains(out, "1 tags") {
+	if out, _ := run(t, "ls"); strings.Contains(out, "library/single") || !strings.Contains(out, "1 tags") {
 		t.Errorf("ls after rm:\n%s", out)
 	}
-	if _, err := cache(t, "rm", "single"); err == nil || !strings.Contains(err.Error(), "no cached tag matches single") {
+	if _, err := run(t, "rm", "single"); err == nil || !strings.Contains(err.Error(), "no cached tag matches single") {
 		t.Errorf("rm of a forgotten tag: %v", err)
 	}
 	layer := imgs.ManifestList.Platforms[1].Layers[0]
-	if out, err := cache(t, "rm", string(layer.Digest)); err != nil || !strings.Contains(out, "deleted "+string(layer.Digest)) {
+	if out, err := run(t, "rm", string(layer.Digest)); err != nil || !strings.Contains(out, "deleted "+string(layer.Digest)) {
 		t.Errorf("rm digest: %v\n%s", err, out)
 	}
 	if exists(t, blobPath(data, layer.Digest)) {
 		t.Error("rm left the blob file")
 	}
-	if _, err := cache(t, "rm", string(layer.Digest)); err == nil || !strings.Contains(err.Error(), "is not in the cache") {
+	if _, err := run(t, "rm", string(layer.Digest)); err == nil || !strings.Contains(err.Error(), "is not in the cache") {
 		t.Errorf("rm of a deleted digest: %v", err)
 	}
-	if _, err := cache(t, "rm", "Bad:Name"); err == nil || !strings.Contains(err.Error(), "invalid image") {
+	if _, err := run(t, "rm", "Bad:Name"); err == nil || !strings.Contains(err.Error(), "invalid image") {
 		t.Errorf("rm of a bad name: %v", err)
 	}
 
 	// prune: nothing without a bound; dry run; then for real.
-	if _, err := cache(t, "prune"); err == nil || !strings.Contains(err.Error(), "--to-size") {
+	if _, err := run(t, "prune"); err == nil || !strings.Contains(err.Error(), "--to-size") {
 		t.Errorf("prune without a bound: %v", err)
 	}
-	if _, err := cache(t, "prune", "--to-size", "lots"); err == nil || !strings.Contains(err.Error(), `--to-size "lots"`) {
+	if _, err := run(t, "prune", "--to-size", "lots"); err == nil || !strings.Contains(err.Error(), `--to-size "lots"`) {
 		t.Errorf("prune with a bad size: %v", err)
 	}
-	out, err = cache(t, "prune", "--to-size", "1", "--dry-run")
+	out, err = run(t, "prune", "--to-size", "1", "--dry-run")
 	if err != nil || !strings.Contains(out, "would remove image "+string(imgs.ManifestList.Digest)+" (docker.io/library/multi:latest)") || !strings.Contains(out, "0 B would be left") {
 		t.Errorf("prune --dry-run: %v\n%s", err, out)
 	}
 	if !exists(t, blobPath(data, imgs.ManifestList.Platforms[1].Config.Digest)) {
 		t.Error("prune --dry-run removed a file")
 	}
-	out, err = cache(t, "prune", "--to-size", "1")
+	out, err = run(t, "prune", "--to-size", "1")
 	if err != nil || !strings.Contains(out, "removed image "+string(imgs.ManifestList.Digest)) || !strings.Contains(out, "0 B left (0 blobs, 0 manifests)") {
 		t.Errorf("prune: %v\n%s", err, out)
 	}
@@ -316,7 +317,7 @@ func exerciseCache(t *testing.T, hub *testenv.Hub, imgs testenv.Images, data str
 			t.Errorf("prune left %s", b.Digest)
 		}
 	}
-	if out, err := cache(t, "prune", "--older-than", "1h"); err != nil || !strings.Contains(out, "removed 0 images") {
+	if out, err := run(t, "prune", "--older-than", "1h"); err != nil || !strings.Contains(out, "removed 0 images") {
 		t.Errorf("prune of an empty cache: %v\n%s", err, out)
 	}
 }

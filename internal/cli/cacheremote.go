@@ -13,25 +13,25 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/regcache/regcache/internal/app"
+	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/redact"
 )
 
 // cacheBackend is where the cache commands do their work: a stopped
-// mirror's data directory (*app.Cache) or a running mirror's admin
+// mirror's data directory (*cache.Cache) or a running mirror's admin
 // listener (*remoteCache). Both answer with the same types, printed the
 // same way.
 type cacheBackend interface {
-	List(ctx context.Context, opt app.ListOptions) (app.Listing, error)
-	Remove(ctx context.Context, req app.RemoveRequest) (app.RemoveResult, error)
-	Prune(ctx context.Context, req app.PruneRequest) (app.PruneResult, error)
-	Verify(ctx context.Context, progress func(app.VerifyEvent)) (app.VerifyReport, error)
-	Stats(ctx context.Context) (app.CacheStats, error)
+	List(ctx context.Context, opt cache.ListOptions) (cache.Listing, error)
+	Remove(ctx context.Context, req cache.RemoveRequest) (cache.RemoveResult, error)
+	Prune(ctx context.Context, req cache.PruneRequest) (cache.PruneResult, error)
+	Verify(ctx context.Context, progress func(cache.VerifyEvent)) (cache.VerifyReport, error)
+	Stats(ctx context.Context) (cache.CacheStats, error)
 	Close() error
 }
 
 var (
-	_ cacheBackend = (*app.Cache)(nil)
+	_ cacheBackend = (*cache.Cache)(nil)
 	_ cacheBackend = (*remoteCache)(nil)
 )
 
@@ -146,7 +146,7 @@ func (c *remoteCache) get(ctx context.Context, method, path string, q url.Values
 	return nil
 }
 
-func (c *remoteCache) List(ctx context.Context, opt app.ListOptions) (app.Listing, error) {
+func (c *remoteCache) List(ctx context.Context, opt cache.ListOptions) (cache.Listing, error) {
 	q := url.Values{}
 	for k, v := range map[string]string{"upstream": opt.Upstream, "repository": opt.Repository, "sort": opt.Sort} {
 		if v != "" {
@@ -156,46 +156,46 @@ func (c *remoteCache) List(ctx context.Context, opt app.ListOptions) (app.Listin
 	if opt.Blobs {
 		q.Set("blobs", "1")
 	}
-	var l app.Listing
+	var l cache.Listing
 	return l, c.get(ctx, http.MethodGet, "/cache/ls", q, nil, &l)
 }
 
-func (c *remoteCache) Remove(ctx context.Context, req app.RemoveRequest) (app.RemoveResult, error) {
-	var r app.RemoveResult
+func (c *remoteCache) Remove(ctx context.Context, req cache.RemoveRequest) (cache.RemoveResult, error) {
+	var r cache.RemoveResult
 	return r, c.get(ctx, http.MethodPost, "/cache/rm", nil, req, &r)
 }
 
-func (c *remoteCache) Prune(ctx context.Context, req app.PruneRequest) (app.PruneResult, error) {
-	var r app.PruneResult
+func (c *remoteCache) Prune(ctx context.Context, req cache.PruneRequest) (cache.PruneResult, error) {
+	var r cache.PruneResult
 	return r, c.get(ctx, http.MethodPost, "/cache/prune", nil, req, &r)
 }
 
-func (c *remoteCache) Stats(ctx context.Context) (app.CacheStats, error) {
-	var s app.CacheStats
+func (c *remoteCache) Stats(ctx context.Context) (cache.CacheStats, error) {
+	var s cache.CacheStats
 	return s, c.get(ctx, http.MethodGet, "/cache/stats", nil, nil, &s)
 }
 
 // Verify reads the verification's lines as the mirror sends them.
-func (c *remoteCache) Verify(ctx context.Context, progress func(app.VerifyEvent)) (app.VerifyReport, error) {
+func (c *remoteCache) Verify(ctx context.Context, progress func(cache.VerifyEvent)) (cache.VerifyReport, error) {
 	rc, err := c.call(ctx, http.MethodPost, "/cache/verify", nil, struct{}{})
 	if err != nil {
-		return app.VerifyReport{}, err
+		return cache.VerifyReport{}, err
 	}
 	defer rc.Close()
 	sc := bufio.NewScanner(rc)
 	sc.Buffer(make([]byte, 64<<10), 64<<20) // the report names every damaged digest
 	for sc.Scan() {
 		var line struct {
-			Event  *app.VerifyEvent  `json:"event"`
-			Report *app.VerifyReport `json:"report"`
-			Error  string            `json:"error"`
+			Event  *cache.VerifyEvent  `json:"event"`
+			Report *cache.VerifyReport `json:"report"`
+			Error  string              `json:"error"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			return app.VerifyReport{}, fmt.Errorf("read the mirror's verification: %w", err)
+			return cache.VerifyReport{}, fmt.Errorf("read the mirror's verification: %w", err)
 		}
 		switch {
 		case line.Error != "":
-			return app.VerifyReport{}, fmt.Errorf("the mirror's verification failed: %s", line.Error)
+			return cache.VerifyReport{}, fmt.Errorf("the mirror's verification failed: %s", line.Error)
 		case line.Report != nil:
 			return *line.Report, nil
 		case line.Event != nil && progress != nil:
@@ -203,7 +203,7 @@ func (c *remoteCache) Verify(ctx context.Context, progress func(app.VerifyEvent)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return app.VerifyReport{}, fmt.Errorf("read the mirror's verification: %w", err)
+		return cache.VerifyReport{}, fmt.Errorf("read the mirror's verification: %w", err)
 	}
-	return app.VerifyReport{}, errors.New("the mirror's verification ended without its report (did the mirror stop?)")
+	return cache.VerifyReport{}, errors.New("the mirror's verification ended without its report (did the mirror stop?)")
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/regcache/regcache/internal/app"
+	"github.com/regcache/regcache/internal/cache"
 )
 
 type pflagSet = pflag.FlagSet
@@ -37,7 +37,7 @@ func newProgressBar(w io.Writer) *progressBar {
 	return &progressBar{w: w, tty: tty, lastTen: -1}
 }
 
-func (p *progressBar) show(ev app.VerifyEvent) {
+func (p *progressBar) show(ev cache.VerifyEvent) {
 	pct := int64(100)
 	if ev.Total > 0 {
 		pct = min(100, ev.Done*100/ev.Total)

@@ -468,3 +468,12 @@ func (s *Store) Writable(context.Context) error {
 	}
 	return nil
 }
+
+// Quarantined counts the files in QuarantineDir.
+func (s *Store) Quarantined(context.Context) (int, string, error) {
+	es, err := os.ReadDir(s.QuarantineDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, s.QuarantineDir(), nil
+	}
+	return len(es), s.QuarantineDir(), err
+}

@@ -761,3 +761,16 @@ func (s *Store) Writable(ctx context.Context) error {
 
 // LocalTierSize is the bound of the local tier in front of S3 (0: none).
 func (s *Store) LocalTierSize() int64 { return s.tierMax }
+
+// Quarantined counts the objects under the quarantine/ prefix.
+func (s *Store) Quarantined(ctx context.Context) (int, string, error) {
+	prefix := s.prefix + "quarantine/"
+	n := 0
+	for obj := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if obj.Err != nil {
+			return n, "", fmt.Errorf("list quarantined objects in S3: %w", obj.Err)
+		}
+		n++
+	}
+	return n, "s3://" + s.bucket + "/" + prefix, nil
+}

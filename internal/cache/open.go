@@ -1,4 +1,4 @@
-package app
+package cache
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"syscall"
 	"time"
 
@@ -33,20 +32,20 @@ type Cache struct {
 	store *disk.Store
 	index *cacheindex.Index
 	log   *slog.Logger
-	ops   *cacheOps
+	ops   *Ops
 }
 
-// indexFile is the index inside a data directory, as New opens it.
-func indexFile(dir string) string { return filepath.Join(dir, "index.db") }
+// IndexFile is the embedded index inside a data directory.
+func IndexFile(dir string) string { return filepath.Join(dir, "index.db") }
 
-// OpenCache opens the data directory dir. It does not create one: a
+// Open opens the data directory dir. It does not create one: a
 // directory without an index is reported as such, since it is most likely
 // the wrong directory.
-func OpenCache(dir string, log *slog.Logger) (*Cache, error) {
+func Open(dir string, log *slog.Logger) (*Cache, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	path := indexFile(dir)
+	path := IndexFile(dir)
 	if err := checkUnlocked(path); err != nil {
 		return nil, err
 	}
@@ -67,21 +66,13 @@ func OpenCache(dir string, log *slog.Logger) (*Cache, error) {
 	if index.Damaged != "" {
 		// As serve does: rebuild the index from the store.
 		log.Error("the cache index was damaged; moved aside and rebuilt from the store", slog.String("moved_to", index.Damaged), slog.Any("damage", index.Damage))
-		ctx := context.Background()
-		err := store.Walk(ctx, func(d digest.Digest, size int64) error {
-			if verr := store.Verify(ctx, d); verr != nil {
-				log.Warn("removed a cache file that failed verification", slog.String("digest", d.String()), slog.Any("error", verr))
-				return nil
-			}
-			return adopt(ctx, store, index, d, size)
-		})
-		if err != nil {
+		if err := Reconcile(context.Background(), store, index, log); err != nil {
 			index.Close()
 			return nil, fmt.Errorf("rebuild index: %w", err)
 		}
 	}
 	c := &Cache{dir: dir, store: store, index: index, log: log}
-	c.ops = &cacheOps{store: store, index: index, log: log, now: time.Now, lock: new(sync.Mutex)}
+	c.ops = NewOps(store, index, OpsConfig{Log: log})
 	return c, nil
 }
 
@@ -159,8 +150,7 @@ func (c *Cache) Verify(ctx context.Context, progress func(VerifyEvent)) (VerifyR
 	if err != nil {
 		return r, err
 	}
-	a := &App{log: c.log, store: c.store, index: c.index}
-	if err := a.reconcile(ctx); err != nil {
+	if err := Reconcile(ctx, c.store, c.index, c.log); err != nil {
 		return r, err
 	}
 	after, err := c.blobSet()
@@ -223,7 +213,7 @@ func (t TagRef) String() string { return t.Upstream + "/" + t.Repository + ":" +
 // which no Cache or server may hold open. The next pull of such a tag asks
 // the upstream again; the content stays until pruned or evicted.
 func ForgetTags(dir string, tags []TagRef) error {
-	c, err := OpenCache(dir, nil)
+	c, err := Open(dir, nil)
 	if err != nil {
 		return err
 	}

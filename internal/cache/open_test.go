@@ -1,4 +1,4 @@
-package app
+package cache
 
 import (
 	"context"
@@ -37,7 +37,7 @@ func TestForgetTagsMatchesIndexLayout(t *testing.T) {
 	if err := ForgetTags(dir, []TagRef{gone}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := OpenCache(dir, nil)
+	c, err := Open(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestForgetTagsMatchesIndexLayout(t *testing.T) {
 	}
 	// While the Cache holds the index, a second opener fails at once.
 	start := time.Now()
-	if _, err := OpenCache(dir, nil); !errors.Is(err, ErrLocked) {
+	if _, err := Open(dir, nil); !errors.Is(err, ErrLocked) {
 		t.Errorf("second OpenCache: %v, want ErrLocked", err)
 	}
 	if err := ForgetTags(dir, nil); !errors.Is(err, ErrLocked) {
@@ -86,7 +86,7 @@ func TestPruneFinishesOnceBegun(t *testing.T) {
 	if err := ix.Close(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := OpenCache(dir, nil)
+	c, err := Open(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

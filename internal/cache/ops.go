@@ -1,12 +1,10 @@
-package app
+package cache
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -17,14 +15,14 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regcache/regcache/internal/blobstore"
-	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/oci"
 )
 
 // The `regcache cache` commands do the same work on a stopped mirror's
 // data directory (Cache) and on a running mirror through its admin
-// listener (App): both call cacheOps, so the answers are the same.
+// listener: both call Ops, so the answers are the same, on any store and
+// index (local disk and bbolt, S3 and Redis).
 
 // ListOptions selects and orders what `cache ls` lists.
 type ListOptions struct {
@@ -168,25 +166,148 @@ type CacheStats struct {
 	Data string `json:"data,omitempty"`
 }
 
-// cacheOps is the work of the cache commands on a store and its index.
-type cacheOps struct {
-	store  *disk.Store
-	index  *cacheindex.Index
-	log    *slog.Logger
-	now    func() time.Time
-	forget func(...digest.Digest) // drops content the server holds in memory
-	// lock serialises changes with the server's eviction.
-	lock *sync.Mutex
-	// protected is the content of tags whose upstream is down (nil
+// Ops is the work of the cache commands and of eviction on a store and
+// its index: the one deletion path (index entries first, then files).
+// A backend that can do more says so through the small interfaces below
+// (running totals, batched deletions, releasing mapped pages, listing one
+// repository, an image's plan); without them the index's scans do.
+type Ops struct {
+	store blobstore.Store
+	index cacheindex.Backend
+	OpsConfig
+}
+
+// OpsConfig is what a running server adds to Ops; all optional.
+type OpsConfig struct {
+	Log *slog.Logger
+	Now func() time.Time
+	// Forget drops content the server holds in memory.
+	Forget func(...digest.Digest)
+	// Lock serialises changes with the server's eviction.
+	Lock *sync.Mutex
+	// Protected is the content of tags whose upstream is down (nil
 	// offline, where that is not known).
-	protected func() (map[digest.Digest]bool, error)
-	// deleted is told of files deleted, so the server can run its
-	// bookkeeping; nil offline.
-	deleted func()
+	Protected func() (map[digest.Digest]bool, error)
+	// Deleted is told of files deleted, so the server can run its
+	// bookkeeping.
+	Deleted func()
+	// Totals, when set, are the index's totals (a shared index's count);
+	// else the index's own, or a scan.
+	Totals func() cacheindex.Totals
+}
+
+// NewOps returns the cache operations on store and index.
+func NewOps(store blobstore.Store, index cacheindex.Backend, cfg OpsConfig) *Ops {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Lock == nil {
+		cfg.Lock = new(sync.Mutex)
+	}
+	return &Ops{store: store, index: index, OpsConfig: cfg}
+}
+
+// What an index may do beyond cacheindex.Backend (the bbolt index does).
+type (
+	totaler      interface{ Totals() cacheindex.Totals }
+	pageReleaser interface{ ReleasePages() }
+	batchDeleter interface {
+		DeleteBlobs(ds []digest.Digest) (int64, error)
+	}
+	repoTagger interface {
+		RepoTags(upstream, repo string, fn func(upstream, repo, tag string, e cacheindex.TagEntry) error) error
+	}
+	imagePlanner interface {
+		ImagePlan(root digest.Digest) (cacheindex.Plan, bool, error)
+	}
+)
+
+// totals are the index's totals, however it can give them.
+func (o *Ops) totals() cacheindex.Totals {
+	if o.Totals != nil {
+		return o.Totals()
+	}
+	if t, ok := o.index.(totaler); ok {
+		return t.Totals()
+	}
+	t, err := cacheindex.Count(o.index)
+	if err != nil {
+		o.Log.Warn("count the cache index", slog.Any("error", err))
+	}
+	return t
+}
+
+func (o *Ops) releasePages() {
+	if r, ok := o.index.(pageReleaser); ok {
+		r.ReleasePages()
+	}
+}
+
+// deleteEntries drops the blob and manifest entries of ds; it returns the
+// bytes they held.
+func (o *Ops) deleteEntries(ds []digest.Digest) (int64, error) {
+	if b, ok := o.index.(batchDeleter); ok {
+		return b.DeleteBlobs(ds)
+	}
+	var size int64
+	for _, d := range ds {
+		if e, ok, err := o.index.Blob(d); err == nil && ok {
+			size += e.Size
+		} else if m, ok, err := o.index.Manifest(d); err == nil && ok {
+			size += m.Size
+		}
+		if err := o.index.DeleteBlob(d); err != nil {
+			return size, err
+		}
+	}
+	return size, nil
+}
+
+// repoTags calls fn for the tags of upstream (all when "") and repo.
+func (o *Ops) repoTags(upstream, repo string, fn func(upstream, repo, tag string, e cacheindex.TagEntry) error) error {
+	if r, ok := o.index.(repoTagger); ok {
+		return r.RepoTags(upstream, repo, fn)
+	}
+	type row struct {
+		up, repo, tag string
+		e             cacheindex.TagEntry
+	}
+	var rows []row
+	seen := map[string]bool{}
+	err := o.index.Tags(func(up, rp, tag string, e cacheindex.TagEntry) error {
+		k := up + "\x00" + rp + "\x00" + tag
+		if (upstream == "" || up == upstream) && (repo == "" || rp == repo) && !seen[k] {
+			seen[k] = true
+			rows = append(rows, row{up, rp, tag, e})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(rows, func(a, b row) int {
+		return strings.Compare(a.up+"\x00"+a.repo+"\x00"+a.tag, b.up+"\x00"+b.repo+"\x00"+b.tag)
+	})
+	for _, r := range rows {
+		if err := fn(r.up, r.repo, r.tag, r.e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o *Ops) imagePlan(root digest.Digest) (cacheindex.Plan, bool, error) {
+	if p, ok := o.index.(imagePlanner); ok {
+		return p.ImagePlan(root)
+	}
+	return cacheindex.ImagePlanOf(o.index, root)
 }
 
 // List answers `cache ls`.
-func (o *cacheOps) List(_ context.Context, opt ListOptions) (Listing, error) {
+func (o *Ops) List(_ context.Context, opt ListOptions) (Listing, error) {
 	if err := o.index.Flush(); err != nil { // last uses held in memory
 		return Listing{}, err
 	}
@@ -194,8 +315,8 @@ func (o *cacheOps) List(_ context.Context, opt ListOptions) (Listing, error) {
 	// pages around each one read, so without this a few listings leave
 	// hundreds of MiB of the file resident in the process (page cache all
 	// the same, but counted in its RSS).
-	defer o.index.ReleasePages()
-	l := Listing{Totals: o.index.Totals()}
+	defer o.releasePages()
+	l := Listing{Totals: o.totals()}
 	if opt.Repository != "" && opt.Upstream == "" {
 		return l, errors.New("a repository filter needs its upstream too (--upstream docker.io --repository library/alpine)")
 	}
@@ -220,7 +341,7 @@ func (o *cacheOps) List(_ context.Context, opt ListOptions) (Listing, error) {
 	// The tags first, then each image measured: a lookup inside RepoTags's
 	// read transaction would open another while one is open, which waits
 	// forever behind a commit that remaps the file.
-	err := o.index.RepoTags(opt.Upstream, opt.Repository, func(up, repo, tag string, e cacheindex.TagEntry) error {
+	err := o.repoTags(opt.Upstream, opt.Repository, func(up, repo, tag string, e cacheindex.TagEntry) error {
 		l.Images = append(l.Images, ImageEntry{Upstream: up, Repository: repo, Tag: tag, Digest: e.Digest, MediaType: e.MediaType, Fetched: e.Fetched, Checked: e.Checked})
 		return nil
 	})
@@ -234,7 +355,7 @@ func (o *cacheOps) List(_ context.Context, opt ListOptions) (Listing, error) {
 			// left 2 MiB of the file resident, a listing of 80 images
 			// 190 MiB at its peak. Released every 8 images: 87 MiB
 			// (process and file pages), for 10-20 ms more per listing.
-			o.index.ReleasePages()
+			o.releasePages()
 		}
 		if err := o.measure(&l.Images[i]); err != nil {
 			return l, err
@@ -253,7 +374,7 @@ func (o *cacheOps) List(_ context.Context, opt ListOptions) (Listing, error) {
 }
 
 // measure fills in an image's stored size and last use from the index.
-func (o *cacheOps) measure(im *ImageEntry) error {
+func (o *Ops) measure(im *ImageEntry) error {
 	seen := map[digest.Digest]bool{}
 	stack := []digest.Digest{im.Digest}
 	for len(stack) > 0 {
@@ -295,9 +416,9 @@ func (o *cacheOps) measure(im *ImageEntry) error {
 
 // Remove answers `cache rm`: a digest deletes that file; a tag is
 // forgotten and its image deleted but for what another image references.
-func (o *cacheOps) Remove(ctx context.Context, req RemoveRequest) (RemoveResult, error) {
-	o.lock.Lock()
-	defer o.lock.Unlock()
+func (o *Ops) Remove(ctx context.Context, req RemoveRequest) (RemoveResult, error) {
+	o.Lock.Lock()
+	defer o.Lock.Unlock()
 	res := RemoveResult{DryRun: req.DryRun}
 	for _, t := range req.Targets {
 		if t.Digest != "" {
@@ -325,7 +446,7 @@ func (o *cacheOps) Remove(ctx context.Context, req RemoveRequest) (RemoveResult,
 			res.Removed = append(res.Removed, r)
 			continue
 		}
-		plan, top, err := o.index.ImagePlan(e.Digest)
+		plan, top, err := o.imagePlan(e.Digest)
 		if err != nil {
 			return res, err
 		}
@@ -337,13 +458,13 @@ func (o *cacheOps) Remove(ctx context.Context, req RemoveRequest) (RemoveResult,
 		}
 		r.Files, r.Bytes = len(plan.Evict), sumBytes(plan.Images)
 		if !req.DryRun {
-			if _, _, err := o.deleteFiles(ctx, plan.Evict); err != nil {
+			if _, _, err := o.Delete(ctx, plan.Evict); err != nil {
 				return res, err
 			}
 		}
 		res.Removed = append(res.Removed, r)
 	}
-	res.Totals = o.index.Totals()
+	res.Totals = o.totals()
 	return res, nil
 }
 
@@ -355,7 +476,7 @@ func sumBytes(imgs []cacheindex.EvictedImage) int64 {
 	return n
 }
 
-func (o *cacheOps) removeDigest(ctx context.Context, t RemoveTarget, dryRun bool) (Removed, error) {
+func (o *Ops) removeDigest(ctx context.Context, t RemoveTarget, dryRun bool) (Removed, error) {
 	d := t.Digest
 	size, err := o.store.Stat(ctx, d)
 	onDisk := err == nil
@@ -377,13 +498,13 @@ func (o *cacheOps) removeDigest(ctx context.Context, t RemoveTarget, dryRun bool
 	if dryRun {
 		return r, nil
 	}
-	if _, _, err := o.deleteFiles(ctx, []digest.Digest{d}); err != nil {
+	if _, _, err := o.Delete(ctx, []digest.Digest{d}); err != nil {
 		return Removed{}, err
 	}
 	return r, nil
 }
 
-// deleteFiles deletes files and their index entries, in batches of one
+// Delete deletes files and their index entries (eviction, rm, prune), in batches of one
 // transaction each. bbolt copies every page a transaction changes, and an
 // eviction's digests are spread over the whole index: batches cut from the
 // plan's order would each rewrite most of the blob entries' pages. So the
@@ -397,11 +518,11 @@ func (o *cacheOps) removeDigest(ctx context.Context, t RemoveTarget, dryRun bool
 // a request between the two finds the file and serves it, and one after
 // both fetches the blob again and indexes the new file (files first, a
 // fill committed in between would lose its fresh entry).
-func (o *cacheOps) deleteFiles(ctx context.Context, ds []digest.Digest) (int, int64, error) {
+func (o *Ops) Delete(ctx context.Context, ds []digest.Digest) (int, int64, error) {
 	const batch = 1 << 13
 	var freed int64
 	n := 0
-	defer o.index.ReleasePages()
+	defer o.releasePages()
 	if len(ds) > batch {
 		defer releaseMemory()
 	}
@@ -416,35 +537,35 @@ func (o *cacheOps) deleteFiles(ctx context.Context, ds []digest.Digest) (int, in
 	for len(ds) > 0 {
 		chunk := ds[:min(batch, len(ds))]
 		ds = ds[len(chunk):]
-		size, err := o.index.DeleteBlobs(chunk)
+		size, err := o.deleteEntries(chunk)
 		if err != nil {
 			return n, freed, err
 		}
-		o.index.ReleasePages() // the batch's pages: the next batch reads others
+		o.releasePages() // the batch's pages: the next batch reads others
 		freed += size
-		if o.forget != nil {
-			o.forget(chunk...) // a manifest kept in memory goes with its file
+		if o.Forget != nil {
+			o.Forget(chunk...) // a manifest kept in memory goes with its file
 		}
 		for _, d := range chunk {
 			if err := o.store.Delete(ctx, d); err != nil {
-				o.log.Warn("delete cache file", slog.String("digest", d.String()), slog.Any("error", err))
+				o.Log.Warn("delete cache file", slog.String("digest", d.String()), slog.Any("error", err))
 				continue
 			}
 			n++
 		}
 	}
-	if o.deleted != nil {
-		o.deleted()
+	if o.Deleted != nil {
+		o.Deleted()
 	}
 	return n, freed, nil
 }
 
 // matchTag finds the index's one tag for a target as a user names it.
-func (o *cacheOps) matchTag(t RemoveTarget) (TagRef, cacheindex.TagEntry, error) {
+func (o *Ops) matchTag(t RemoveTarget) (TagRef, cacheindex.TagEntry, error) {
 	reg := oci.CanonicalRegistry(t.Registry)
 	var refs []TagRef
 	var entries []cacheindex.TagEntry
-	err := o.index.RepoTags(reg, "", func(up, repo, tag string, e cacheindex.TagEntry) error {
+	err := o.repoTags(reg, "", func(up, repo, tag string, e cacheindex.TagEntry) error {
 		if tag != t.Tag {
 			return nil
 		}
@@ -471,7 +592,7 @@ func (o *cacheOps) matchTag(t RemoveTarget) (TagRef, cacheindex.TagEntry, error)
 }
 
 // otherTag names another tag pointing to d, or "".
-func (o *cacheOps) otherTag(not TagRef, d digest.Digest) (string, error) {
+func (o *Ops) otherTag(not TagRef, d digest.Digest) (string, error) {
 	other := ""
 	err := o.index.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
 		if e.Digest == d && (TagRef{up, repo, tag}) != not && other == "" {
@@ -484,20 +605,20 @@ func (o *cacheOps) otherTag(not TagRef, d digest.Digest) (string, error) {
 
 // Prune answers `cache prune`: images least recently used first, by the
 // rules of the server's eviction.
-func (o *cacheOps) Prune(ctx context.Context, req PruneRequest) (PruneResult, error) {
+func (o *Ops) Prune(ctx context.Context, req PruneRequest) (PruneResult, error) {
 	if req.ToSize <= 0 && req.OlderThan <= 0 {
 		return PruneResult{}, errors.New("say how far to prune: --to-size (e.g. 50GiB) and/or --older-than (e.g. 720h)")
 	}
-	o.lock.Lock()
-	defer o.lock.Unlock()
+	o.Lock.Lock()
+	defer o.Lock.Unlock()
 	var protected map[digest.Digest]bool
-	if o.protected != nil {
+	if o.Protected != nil {
 		var err error
-		if protected, err = o.protected(); err != nil {
+		if protected, err = o.Protected(); err != nil {
 			return PruneResult{}, err
 		}
 	}
-	plan, err := o.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: req.ToSize, LowWater: req.ToSize, MaxAge: req.OlderThan, Protected: protected}, o.now())
+	plan, err := o.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: req.ToSize, LowWater: req.ToSize, MaxAge: req.OlderThan, Protected: protected}, o.Now())
 	if err != nil {
 		return PruneResult{}, err
 	}
@@ -511,16 +632,16 @@ func (o *cacheOps) Prune(ctx context.Context, req PruneRequest) (PruneResult, er
 		res.Bytes += im.Bytes
 	}
 	if !req.DryRun {
-		if _, _, err := o.deleteFiles(ctx, plan.Evict); err != nil {
+		if _, _, err := o.Delete(ctx, plan.Evict); err != nil {
 			return res, err
 		}
 	}
-	res.Totals = o.index.Totals()
+	res.Totals = o.totals()
 	return res, nil
 }
 
 // tagNames names the tags pointing to each image root.
-func (o *cacheOps) tagNames(imgs []cacheindex.EvictedImage) (map[digest.Digest][]string, error) {
+func (o *Ops) tagNames(imgs []cacheindex.EvictedImage) (map[digest.Digest][]string, error) {
 	out := map[digest.Digest][]string{}
 	roots := map[digest.Digest]bool{}
 	for _, im := range imgs {
@@ -544,7 +665,7 @@ func (o *cacheOps) tagNames(imgs []cacheindex.EvictedImage) (map[digest.Digest][
 // damaged one is quarantined and dropped from the index, so the next
 // request fetches it again; index entries whose file is gone are dropped.
 // progress, if not nil, is told of every file hashed and every damage.
-func (o *cacheOps) Verify(ctx context.Context, progress func(VerifyEvent)) (VerifyReport, error) {
+func (o *Ops) Verify(ctx context.Context, progress func(VerifyEvent)) (VerifyReport, error) {
 	var r VerifyReport
 	type file struct {
 		d    digest.Digest
@@ -567,22 +688,27 @@ func (o *cacheOps) Verify(ctx context.Context, progress func(VerifyEvent)) (Veri
 	}
 	tell()
 	for _, f := range files {
-		err := o.store.Verify(ctx, f.d)
+		entry, indexed, _ := o.index.Blob(f.d)
+		err := verify(ctx, o.store, f.d, f.size, nil)
 		switch {
 		case err == nil:
-		case errors.Is(err, blobstore.ErrDigestMismatch):
+		case errors.Is(err, blobstore.ErrDigestMismatch), errors.Is(err, blobstore.ErrSizeMismatch):
 			r.Corrupt = append(r.Corrupt, f.d)
-			o.log.Error("a cache file does not hash to its digest: quarantined and dropped, the next request fetches it again",
-				slog.String("digest", f.d.String()), slog.String("quarantine", o.store.QuarantineDir()))
+			where, qerr := setAside(ctx, o.store, f.d)
+			if qerr != nil {
+				return r, qerr
+			}
+			o.Log.Error("a cache file does not hash to its digest: set aside and dropped, the next request fetches it again",
+				slog.String("digest", f.d.String()), slog.String("quarantine", where))
 			if err := o.index.DeleteBlob(f.d); err != nil {
 				return r, err
 			}
-			if o.forget != nil {
-				o.forget(f.d)
+			if o.Forget != nil {
+				o.Forget(f.d)
 			}
 			why := "does not hash to its digest"
-			if e, ok, _ := o.index.Blob(f.d); ok && e.Size != f.size {
-				why = fmt.Sprintf("%d bytes, %d when committed", f.size, e.Size)
+			if indexed && entry.Size != f.size {
+				why = fmt.Sprintf("%d bytes, %d when committed", f.size, entry.Size)
 			}
 			ev.Damaged, ev.Size, ev.Why = f.d, f.size, why
 			tell()
@@ -601,14 +727,14 @@ func (o *cacheOps) Verify(ctx context.Context, progress func(VerifyEvent)) (Veri
 	if err := o.dropLost(ctx, &r); err != nil {
 		return r, err
 	}
-	if o.deleted != nil {
-		o.deleted()
+	if o.Deleted != nil {
+		o.Deleted()
 	}
 	return r, nil
 }
 
 // dropLost drops index entries whose file is gone.
-func (o *cacheOps) dropLost(ctx context.Context, r *VerifyReport) error {
+func (o *Ops) dropLost(ctx context.Context, r *VerifyReport) error {
 	var gone []digest.Digest
 	check := func(d digest.Digest) {
 		if _, err := o.store.Stat(ctx, d); errors.Is(err, blobstore.ErrNotFound) && !slices.Contains(r.Corrupt, d) {
@@ -621,26 +747,33 @@ func (o *cacheOps) dropLost(ctx context.Context, r *VerifyReport) error {
 	if err := o.index.Manifests(func(d digest.Digest, _ cacheindex.ManifestEntry) error { check(d); return nil }); err != nil {
 		return err
 	}
-	if _, err := o.index.DeleteBlobs(gone); err != nil {
+	if _, err := o.deleteEntries(gone); err != nil {
 		return err
 	}
-	if o.forget != nil {
-		o.forget(gone...)
+	if o.Forget != nil {
+		o.Forget(gone...)
 	}
 	r.Dropped = append(r.Dropped, gone...)
 	slices.Sort(r.Dropped)
 	return nil
 }
 
+// quarantineCounter is a store that counts what it set aside, and says
+// where.
+type quarantineCounter interface {
+	Quarantined(ctx context.Context) (n int, where string, err error)
+}
+
 // Stats answers `cache stats`.
-func (o *cacheOps) Stats(context.Context) (CacheStats, error) {
-	st := CacheStats{Totals: o.index.Totals(), Quarantine: o.store.QuarantineDir()}
-	n, err := countDir(o.store.QuarantineDir())
-	if err != nil {
-		return st, err
+func (o *Ops) Stats(ctx context.Context) (CacheStats, error) {
+	st := CacheStats{Totals: o.totals()}
+	q, ok := o.store.(quarantineCounter)
+	if !ok {
+		return st, nil
 	}
-	st.Quarantined = n
-	return st, nil
+	n, where, err := q.Quarantined(ctx)
+	st.Quarantined, st.Quarantine = n, where
+	return st, err
 }
 
 func compareInt64(a, b int64) int {
@@ -659,13 +792,4 @@ func compareInt64(a, b int64) int {
 func releaseMemory() {
 	runtime.GC()
 	debug.FreeOSMemory()
-}
-
-// countDir counts the entries of a directory (0 if it does not exist).
-func countDir(dir string) (int, error) {
-	es, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
-	return len(es), err
 }
