@@ -2,7 +2,9 @@ package config
 
 import (
 	"reflect"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -113,5 +115,52 @@ func TestReconcile(t *testing.T) {
 	}
 	if eff.ProbeInterval != run.ProbeInterval || eff.Cluster.Secret != run.Cluster.Secret || len(eff.Upstreams[0].Fallback) != 0 {
 		t.Errorf("restart values changed in the running configuration: %v %q %v", eff.ProbeInterval, eff.Cluster.Secret, eff.Upstreams)
+	}
+}
+
+// TestConfigurationDocReloadColumn: the "reloads on SIGHUP" column of
+// docs/configuration.md says yes exactly for the options applied live.
+// (Rows of upstreams[...] fields are the upstreams key: restart; a
+// password file's contents are read again whatever the class.)
+func TestConfigurationDocReloadColumn(t *testing.T) {
+	doc := readDoc(t)
+	class := map[string]Reload{}
+	for _, k := range ReloadKeys() {
+		class[k.Key] = k.Reload
+	}
+	tick := regexp.MustCompile("`([^`]+)`")
+	seen := map[string]bool{}
+	for line := range strings.Lines(doc) {
+		cols := strings.Split(strings.TrimSpace(line), "|")
+		if len(cols) != 7 || !strings.HasPrefix(strings.TrimSpace(cols[1]), "`") {
+			continue
+		}
+		live := strings.HasPrefix(strings.TrimSpace(cols[5]), "yes")
+		parent := ""
+		for _, m := range tick.FindAllStringSubmatch(cols[1], -1) {
+			key := m[1]
+			if strings.HasPrefix(key, ".") {
+				key = parent + key
+			} else if i := strings.LastIndex(key, "."); i >= 0 {
+				parent = key[:i]
+			}
+			if strings.HasPrefix(key, "upstreams[") {
+				continue
+			}
+			c, ok := class[key]
+			if !ok {
+				t.Errorf("docs/configuration.md lists %s, which is no option key", key)
+				continue
+			}
+			seen[key] = true
+			if live != (c == ReloadLive) {
+				t.Errorf("docs/configuration.md: %s reloads %q, but the option table says %s", key, strings.TrimSpace(cols[5]), c)
+			}
+		}
+	}
+	for k := range class {
+		if !seen[k] && k != "upstreams" {
+			t.Errorf("docs/configuration.md's table has no row for %s", k)
+		}
 	}
 }

@@ -269,6 +269,10 @@ func (ix *Index) PutManifest(upstream, repo string, d digest.Digest, e cacheinde
 	_, err = ix.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, ix.key("manifests"), d.String(), raw)
 		p.SAdd(ctx, ix.key("holds"), members...)
+		// A manifest's last access is kept as a blob's is (Touch, Flush):
+		// an image's last use is its manifests', or a layer it shares
+		// with a newer image would make it look as recent.
+		p.ZAddArgs(ctx, ix.key("access"), redis.ZAddArgs{NX: true, Members: []redis.Z{{Score: float64(ix.now().UnixMilli()), Member: d.String()}}})
 		return nil
 	})
 	if err != nil {
@@ -452,7 +456,7 @@ func (ix *Index) Flush() error {
 	}
 	ctx, cancel := ix.ctx()
 	defer cancel()
-	// XX: only blobs still indexed (manifests have no score); GT: never back.
+	// XX: only blobs and manifests still indexed; GT: never back.
 	if err := ix.c.ZAddArgs(ctx, ix.key("access"), redis.ZAddArgs{XX: true, GT: true, Members: zs}).Err(); err != nil {
 		ix.touched.Keep(batch)
 		return fmt.Errorf("redis index: flush access times: %w", err)
