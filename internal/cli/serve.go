@@ -82,6 +82,7 @@ func serve(cmd *cobra.Command, cfg config.Config, log *slog.Logger, level *slog.
 	sum := newStartup(cfg, ln.Addr().String())
 	sum.write(cmd.OutOrStdout())
 	sum.log(log)
+	log.Debug("settings in effect, as the running parts hold them", slog.Any("settings", a.Status().Settings))
 	go func() {
 		for range hup {
 			reload(cmd, a, level, log)
