@@ -67,7 +67,7 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 		"upstream-url": hub.URL, "upstream-name": "docker.io", "username": "effect-user", "password-file": pwFile,
 		"max-size": "3GiB", "max-blob-size": "2GiB", "max-age": "48h", "scrub-interval": "5h", "scrub-rate": "3MiB",
 		"local-cache-size": "64KiB",
-		"s3-endpoint": s3srv.Endpoint, "s3-bucket": s3srv.Bucket, "s3-region": s3srv.Region, "s3-prefix": "rc-effect/",
+		"s3-endpoint":      s3srv.Endpoint, "s3-bucket": s3srv.Bucket, "s3-region": s3srv.Region, "s3-prefix": "rc-effect/",
 		"s3-access-key": s3srv.AccessKey, "s3-secret-key": s3srv.SecretKey, "s3-path-style": "true", "s3-redirect": "true",
 		"cluster-redis": rs.URL, "cluster-advertise": "https://" + addr, "cluster-secret": clusterSecret,
 		"allow": "127.0.0.1/32,10.1.0.0/16", "trusted-proxies": "127.0.0.1/32", "htpasswd": htpasswd, "private": "allow",
