@@ -2,8 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -158,16 +156,4 @@ func (a *App) evictOnce(ctx context.Context, fn func() (int, int64, error)) (int
 		return 0, 0, nil // another replica evicts now
 	}
 	return n, freed, err
-}
-
-var errNotDisk = errors.New("not a disk store")
-
-// diskStore is the store as a local disk store, for start-up
-// reconciliation (not done on S3: replicas share it).
-func (a *App) diskStore() (*disk.Store, error) {
-	d, ok := a.store.(*disk.Store)
-	if !ok {
-		return nil, fmt.Errorf("reconcile: %w", errNotDisk)
-	}
-	return d, nil
 }

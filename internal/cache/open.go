@@ -208,20 +208,3 @@ type TagRef struct {
 }
 
 func (t TagRef) String() string { return t.Upstream + "/" + t.Repository + ":" + t.Tag }
-
-// ForgetTags removes tag entries from the index of the data directory dir,
-// which no Cache or server may hold open. The next pull of such a tag asks
-// the upstream again; the content stays until pruned or evicted.
-func ForgetTags(dir string, tags []TagRef) error {
-	c, err := Open(dir, nil)
-	if err != nil {
-		return err
-	}
-	for _, t := range tags {
-		if err := c.index.DeleteTag(t.Upstream, t.Repository, t.Tag); err != nil {
-			c.Close()
-			return fmt.Errorf("forget tag %s/%s:%s: %w", t.Upstream, t.Repository, t.Tag, err)
-		}
-	}
-	return c.Close()
-}

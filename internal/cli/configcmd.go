@@ -28,7 +28,8 @@ func newConfigPrintCmd() *cobra.Command {
 		Short: "Print the effective configuration and where each value came from",
 		Long: `Print the configuration serve would start with, given the same flags,
 REGCACHE_* (and Distribution's REGISTRY_*) variables and --config file:
-every option's value and its source (flag, env, file or default), and the
+every option's value, its source (flag, env, file or default) and what a
+SIGHUP does with a change to it (applied live, or needs a restart), and the
 upstreams. Passwords and the admin token are shown as <redacted>. The
 configuration is checked as serve checks it: an error here is the error
 serve would stop with.`,
@@ -60,9 +61,9 @@ serve would stop with.`,
 				}{settings, ups, len(r.Access.Users)})
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE")
+			fmt.Fprintln(tw, "KEY\tVALUE\tSOURCE\tON SIGHUP")
 			for _, s := range settings {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Key, s.Value, s.Source)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Key, s.Value, s.Source, s.Reload)
 			}
 			tw.Flush()
 			fmt.Fprintln(out, "\nupstreams (the first is the default, served at the root):")

@@ -123,14 +123,6 @@ func DockerRead(src []byte) (DockerSettings, error) {
 	return s, nil
 }
 
-// DockerValidate checks that src is a JSON object whose registry keys, if
-// present, are lists of strings. The position of a syntax error is reported
-// as a *SyntaxError.
-func DockerValidate(src []byte) error {
-	_, err := DockerRead(src)
-	return err
-}
-
 func equalFold(a, b string) bool { return strings.EqualFold(a, b) }
 
 // ensureElem makes sure the list under key holds value, creating the key if

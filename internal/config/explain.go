@@ -17,6 +17,7 @@ type Setting struct {
 	Env    string `json:"env"`    // REGCACHE_* variable
 	Value  string `json:"value"`  // as given (secrets redacted); the default's text when unset
 	Source string `json:"source"` // "flag --x", "env NAME", "file PATH", or "default"
+	Reload string `json:"reload"` // what a SIGHUP does with a change: applied live, needs a restart, command line only
 }
 
 // secretFlags are the options whose values Explain redacts.
@@ -48,7 +49,7 @@ func Explain(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) ([]Settin
 		}
 	}
 	for _, o := range options {
-		s := Setting{Key: o.key, Flag: "--" + o.flag, Env: envName(o.flag), Source: "default", Value: o.def}
+		s := Setting{Key: o.key, Flag: "--" + o.flag, Env: envName(o.flag), Source: "default", Value: o.def, Reload: o.reload.String()}
 		if k, ok := firstUpstreamKeys[o.flag]; ok {
 			s.Key = k
 		} else if s.Key == "" {
