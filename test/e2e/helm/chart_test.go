@@ -2,8 +2,8 @@
 // library and decodes every object strictly into the Kubernetes API types
 // (an unknown or misspelt field fails), then checks that the objects fit
 // together and that the regcache.yaml the chart writes is one regcache
-// accepts. It is a package of its own so that nothing else links Helm and
-// the Kubernetes modules.
+// accepts. It lives in the test module (test/e2e) so that regcache's own
+// module does not require Helm and the Kubernetes modules.
 package helm_test
 
 import (
@@ -32,6 +32,9 @@ import (
 	"github.com/regcache/regcache/internal/config"
 )
 
+// chartDir is the chart, from this package's directory.
+var chartDir = filepath.Join("..", "..", "..", "deploy", "helm", "regcache")
+
 // objects are one render's decoded objects by kind and name.
 type objects struct {
 	statefulSets    map[string]*appsv1.StatefulSet
@@ -46,7 +49,7 @@ type objects struct {
 
 func loadChart(t *testing.T) *chart.Chart {
 	t.Helper()
-	ch, err := loader.Load("regcache")
+	ch, err := loader.Load(chartDir)
 	if err != nil {
 		t.Fatalf("load the chart: %v", err)
 	}

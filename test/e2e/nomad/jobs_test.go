@@ -1,6 +1,7 @@
-// Package nomad_test parses the Nomad job files with HashiCorp's HCL
-// parser (the Nomad binary is not open source, so it is not used) and
-// checks the fields docs/rollout.md and docs/quickstart.md rely on.
+// Package nomad_test parses the Nomad job files of deploy/nomad with
+// HashiCorp's HCL parser (the Nomad binary is not open source, so it is
+// not used) and checks the fields docs/rollout.md and docs/quickstart.md
+// rely on. It lives in the test module (test/e2e), with the HCL modules.
 package nomad_test
 
 import (
@@ -20,6 +21,9 @@ import (
 	"github.com/regcache/regcache/internal/config"
 )
 
+// root is the repository's root, from this package's directory.
+var root = filepath.Join("..", "..", "..")
+
 // jobFile is a parsed job file: its source, body, and the defaults of its
 // variable blocks as `var`.
 type jobFile struct {
@@ -33,7 +37,7 @@ type jobFile struct {
 func parse(t *testing.T, name string) *jobFile {
 	t.Helper()
 	p := hclparse.NewParser()
-	f, diags := p.ParseHCLFile(name)
+	f, diags := p.ParseHCLFile(filepath.Join(root, "deploy", "nomad", name))
 	if diags.HasErrors() {
 		t.Fatalf("%s: %s", name, diags.Error())
 	}
@@ -288,7 +292,7 @@ func TestClientJobs(t *testing.T) {
 // their variables, rather than copies that could drift.
 func TestRolloutDocNamesTheFiles(t *testing.T) {
 	t.Parallel()
-	doc := readDoc(t, filepath.Join("..", "..", "docs", "rollout.md"))
+	doc := readDoc(t, filepath.Join(root, "docs", "rollout.md"))
 	for _, want := range []string{
 		"nomad job run -var mirror=http://192.0.2.1:5000 deploy/nomad/client-enable.nomad.hcl",
 		"-var node_class='^canary$'",
