@@ -5,6 +5,8 @@ package systemd_test
 
 import (
 	"bufio"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -242,5 +244,119 @@ func TestCapabilitySet(t *testing.T) {
 				t.Errorf("capabilitySet(%q) = %q, want %q", tt.lines, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestMain doubles as the child of TestUnitCapabilitiesBind: with
+// REGCACHE_TEST_BIND set it only listens there and exits (0, or 1 with the
+// error).
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("REGCACHE_TEST_BIND"); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		ln.Close()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestUnitCapabilitiesBind: the unit's capability sets, as its lines fold,
+// given to an unprivileged user with no_new_privs (setpriv, as systemd
+// would for DynamicUser= and NoNewPrivileges=), really bind a port under
+// 1024; and with no capability the same bind is refused, so the check
+// means something on this machine.
+func TestUnitCapabilitiesBind(t *testing.T) {
+	setpriv := testenv.RequireTool(t, "setpriv")
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to change to an unprivileged user with chosen capabilities")
+		}
+		t.Skip("needs root to change to an unprivileged user with chosen capabilities")
+	}
+	unit := serviceSettings(t, "regcache.service")
+	all := []string{"CAP_NET_BIND_SERVICE"}
+	bounding := capabilitySet(unit["CapabilityBoundingSet"], all)
+	ambient := capabilitySet(unit["AmbientCapabilities"], all)
+
+	// The test binary, where user 65534 can run it.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for d := dir; d != filepath.Clean(os.TempDir()) && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "bind.test")
+	copyFile(t, self, bin)
+
+	// A free port on loopback that needs the capability: under 1024, or
+	// under the kernel's ip_unprivileged_port_start where that is lower.
+	start := 1024
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			start = min(start, n)
+		}
+	}
+	if start <= 1 {
+		t.Skipf("net.ipv4.ip_unprivileged_port_start is %d: every port binds without a capability here", start)
+	}
+	var addr string
+	for port := start - 1; port > max(0, start-124) && addr == ""; port-- {
+		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			addr = ln.Addr().String()
+			ln.Close()
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no free port under %d on 127.0.0.1", start)
+	}
+
+	bind := func(bounding, ambient []string) error {
+		caps := func(set []string) string {
+			out := "-all"
+			for _, c := range set {
+				out += ",+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
+			}
+			return out
+		}
+		cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
+			"--bounding-set="+caps(bounding), "--inh-caps="+caps(ambient), "--ambient-caps="+caps(ambient), bin)
+		cmd.Env = []string{"REGCACHE_TEST_BIND=" + addr}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	if err := bind(bounding, ambient); err != nil {
+		t.Errorf("with the unit's capabilities (bounding %v, ambient %v), binding %s fails: %v", bounding, ambient, addr, err)
+	}
+	if err := bind(nil, nil); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("with no capability, binding %s: %v, want permission denied", addr, err)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
