@@ -417,8 +417,8 @@ func TestRolloutDocNamesTheFiles(t *testing.T) {
 }
 
 // TestClientVarsFile: client.vars.hcl, the file docs/rollout.md passes
-// with -var-file, sets only variables both client jobs declare (Nomad
-// refuses others), and every one they require.
+// with -var-file, sets only variables both client jobs declare (a value
+// for an undeclared one is Nomad's diagnostic, not a setting), and every one they require.
 func TestClientVarsFile(t *testing.T) {
 	t.Parallel()
 	f, diags := hclparse.NewParser().ParseHCLFile(filepath.Join(root, "deploy", "nomad", "client.vars.hcl"))
