@@ -1,7 +1,10 @@
 # regcache's builds. `make` builds bin/regcache; `make image` the container
 # image (Dockerfile); `make test` runs every test as .ci/run does.
 
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The version stamped into the binary and the image's tag: the chart's
+# appVersion by default, so `make image` builds the regcache:<appVersion>
+# the Helm chart, the Nomad job and docs/quickstart.md name.
+VERSION   ?= $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' deploy/helm/regcache/Chart.yaml)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 IMAGE     ?= regcache
 DOCKER    ?= docker
@@ -31,7 +34,7 @@ image-context:
 
 image: image-context
 	$(DOCKER) build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
-		-t $(IMAGE):$(VERSION) -t $(IMAGE):latest -f Dockerfile "$(CONTEXT)"
+		-t $(IMAGE):$(VERSION) -f Dockerfile "$(CONTEXT)"
 
 test:
 	go test -race -timeout 30m ./...

@@ -6,15 +6,22 @@
 # Stop the enable job first, so it does not configure the nodes again:
 #
 #   nomad job stop -purge regcache-client-enable
-#   nomad job run -var mirror=http://10.0.0.5:5000 deploy/nomad/client-disable.nomad.hcl
-#   nomad job run -var mirror=http://10.0.0.5:5000 -var node_class='^canary$' deploy/nomad/client-disable.nomad.hcl
+#   nomad job run -var mirror=http://192.0.2.1:5000 -var regcache_url=... -var regcache_checksum=sha256:... deploy/nomad/client-disable.nomad.hcl
+#   nomad job run ... -var node_class='^canary$' deploy/nomad/client-disable.nomad.hcl
 #
-# The clients need the raw_exec driver (plugin "raw_exec" { config { enabled = true } })
-# and the regcache binary at var.regcache. Roll-out and roll-back: docs/rollout.md.
+# The binary comes from var.regcache_url, checked against var.regcache_checksum.
+# The task uses raw_exec: see docs/rollout.md, "Keeping raw_exec narrow".
 
 variable "datacenters" {
-  type    = list(string)
-  default = ["dc1"]
+  type        = list(string)
+  default     = ["*"]
+  description = "the datacenters to run in; \"*\" is every one"
+}
+
+variable "namespace" {
+  type        = string
+  default     = "default"
+  description = "the Nomad namespace; regcache-ops when raw_exec is allowed there only (docs/rollout.md)"
 }
 
 variable "mirror" {
@@ -29,15 +36,20 @@ variable "node_class" {
   description = "a regular expression of the node classes to configure: '^canary$' to roll back those first, or '.*'"
 }
 
-variable "regcache" {
+variable "regcache_url" {
   type        = string
-  default     = "/usr/local/bin/regcache"
-  description = "the regcache binary on the nodes"
+  description = "where the nodes download the regcache binary (linux, the nodes' architecture)"
+}
+
+variable "regcache_checksum" {
+  type        = string
+  description = "the binary's checksum as Nomad's artifact wants it: sha256:<hex>"
 }
 
 job "regcache-client-disable" {
   type        = "sysbatch"
   datacenters = var.datacenters
+  namespace   = var.namespace
 
   # Only nodes that run dockerd, of the classes chosen for this step.
   constraint {
@@ -62,8 +74,17 @@ job "regcache-client-disable" {
       # The task edits the host's /etc/docker and signals the host's dockerd.
       driver = "raw_exec"
 
+      artifact {
+        source      = var.regcache_url
+        destination = "local/regcache"
+        mode        = "file"
+        options {
+          checksum = var.regcache_checksum
+        }
+      }
+
       config {
-        command = var.regcache
+        command = "${NOMAD_TASK_DIR}/regcache"
         args    = ["client", "docker", "disable", "--mirror", var.mirror]
       }
 

@@ -1,18 +1,35 @@
-# Points every Nomad client node's dockerd at the mirror: a sysbatch job
-# runs `regcache client docker enable` once on each eligible node, which
-# edits /etc/docker/daemon.json in place and reloads dockerd with SIGHUP
-# (running containers are not touched). A node already configured is a
-# no-op, so run it again for nodes added later.
+# Points every Nomad client node's dockerd at the mirror, and keeps it so:
+# a periodic sysbatch job runs, on each eligible node, `regcache client
+# docker enable` (edits /etc/docker/daemon.json in place and reloads
+# dockerd with SIGHUP; running containers are not touched; a node already
+# configured is a no-op), then `regcache client docker status`, which fails
+# the node's allocation unless the mirror is in daemon.json, active in
+# dockerd and answering. Each periodic run reaches the nodes present at
+# that time, so autoscaled nodes are configured within one period (or at
+# boot: docs/rollout.md, "Autoscaling groups").
 #
-#   nomad job run -var mirror=http://10.0.0.5:5000 deploy/nomad/client-enable.nomad.hcl
-#   nomad job run -var mirror=http://10.0.0.5:5000 -var node_class='^canary$' deploy/nomad/client-enable.nomad.hcl
+#   nomad job run -var mirror=http://192.0.2.1:5000 \
+#     -var regcache_url=https://artifacts.example.com/regcache/1.0.0/regcache-linux-amd64 \
+#     -var regcache_checksum=sha256:<sha256sum of that file> deploy/nomad/client-enable.nomad.hcl
+#   nomad job periodic force regcache-client-enable     # run now, not at the next period
 #
-# The clients need the raw_exec driver (plugin "raw_exec" { config { enabled = true } })
-# and the regcache binary at var.regcache. Roll-out and roll-back: docs/rollout.md.
+# The binary comes from var.regcache_url, checked against var.regcache_checksum
+# (Nomad's artifact block), so nothing needs to be on the nodes beforehand.
+# The tasks use raw_exec (they edit the host's /etc/docker and signal its
+# dockerd); docs/rollout.md, "Keeping raw_exec narrow", confines that driver
+# to one namespace (-var namespace=regcache-ops). Roll-out and roll-back:
+# docs/rollout.md.
 
 variable "datacenters" {
-  type    = list(string)
-  default = ["dc1"]
+  type        = list(string)
+  default     = ["*"]
+  description = "the datacenters to run in; \"*\" is every one, so a datacenter name that differs places nothing by mistake"
+}
+
+variable "namespace" {
+  type        = string
+  default     = "default"
+  description = "the Nomad namespace; regcache-ops when raw_exec is allowed there only (docs/rollout.md)"
 }
 
 variable "mirror" {
@@ -27,15 +44,31 @@ variable "node_class" {
   description = "a regular expression of the node classes to configure: '^canary$' first, then '.*'"
 }
 
-variable "regcache" {
+variable "regcache_url" {
   type        = string
-  default     = "/usr/local/bin/regcache"
-  description = "the regcache binary on the nodes"
+  description = "where the nodes download the regcache binary (linux, the nodes' architecture): bin/regcache of `make build`, served over HTTPS"
+}
+
+variable "regcache_checksum" {
+  type        = string
+  description = "the binary's checksum as Nomad's artifact wants it: sha256:<hex> (sha256sum bin/regcache)"
+}
+
+variable "schedule" {
+  type        = string
+  default     = "*/30 * * * *"
+  description = "when to run again on every node (cron): how long a new node may run without the mirror"
 }
 
 job "regcache-client-enable" {
   type        = "sysbatch"
   datacenters = var.datacenters
+  namespace   = var.namespace
+
+  periodic {
+    crons            = [var.schedule]
+    prohibit_overlap = true
+  }
 
   # Only nodes that run dockerd, of the classes chosen for this step.
   constraint {
@@ -56,13 +89,54 @@ job "regcache-client-enable" {
       mode     = "fail"
     }
 
+    # enable first (a prestart task); status runs only if it succeeded.
     task "enable" {
       # The task edits the host's /etc/docker and signals the host's dockerd.
       driver = "raw_exec"
 
+      lifecycle {
+        hook    = "prestart"
+        sidecar = false
+      }
+
+      artifact {
+        source      = var.regcache_url
+        destination = "local/regcache"
+        mode        = "file"
+        options {
+          checksum = var.regcache_checksum
+        }
+      }
+
+      # Nomad makes a command in the task directory executable.
       config {
-        command = var.regcache
+        command = "${NOMAD_TASK_DIR}/regcache"
         args    = ["client", "docker", "enable", "--mirror", var.mirror]
+      }
+
+      resources {
+        cpu    = 50
+        memory = 64
+      }
+    }
+
+    task "status" {
+      driver = "raw_exec"
+
+      artifact {
+        source      = var.regcache_url
+        destination = "local/regcache"
+        mode        = "file"
+        options {
+          checksum = var.regcache_checksum
+        }
+      }
+
+      # Exit 0 only if the mirror is configured, active in dockerd and
+      # answering: a failed allocation names the node that is not.
+      config {
+        command = "${NOMAD_TASK_DIR}/regcache"
+        args    = ["client", "docker", "status", "--mirror", var.mirror]
       }
 
       resources {

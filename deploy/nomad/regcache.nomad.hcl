@@ -1,24 +1,38 @@
 # regcache, the mirror, as a Nomad service job: the container image on the
-# docker driver, the cache on a host volume, the Docker Hub account from
-# Nomad Variables, health from the admin listener's /readyz.
+# docker driver, on its own host (a node class of its own, not a CI
+# client), the cache on a host volume, the Docker Hub account from Nomad
+# Variables, health from the admin listener's /readyz.
 #
 # Before the first run (docs/rollout.md, "Nomad"):
-#   1. On the node that keeps the cache, in the Nomad client's configuration:
-#        client { host_volume "regcache-cache" { path = "/srv/regcache" read_only = false } }
+#   1. On the host that keeps the cache, in the Nomad client's configuration:
+#        client {
+#          node_class = "regcache-mirror"
+#          host_volume "regcache-cache" { path = "/srv/regcache" read_only = false }
+#        }
 #      and `sudo install -d -o 65532 -g 65532 /srv/regcache` (the image's user).
 #   2. The account, where only this job can read it:
 #        nomad var put nomad/jobs/regcache username=myhubuser token=dckr_pat_... admin_token=$(openssl rand -hex 32)
-#   3. nomad job run -var allow=10.0.0.0/8 deploy/nomad/regcache.nomad.hcl
+#   3. The image where that host pulls from: `make image` builds
+#      regcache:1.0.0; push it to your registry (-var image=registry.example.com/regcache:1.0.0)
+#      or `docker save regcache:1.0.0 | ssh mirror-host docker load`.
+#   4. nomad job run -var allow=10.0.0.0/8 deploy/nomad/regcache.nomad.hcl
 
 variable "datacenters" {
-  type    = list(string)
-  default = ["dc1"]
+  type        = list(string)
+  default     = ["*"]
+  description = "the datacenters to run in; \"*\" is every one (the node class and the host volume choose the host)"
+}
+
+variable "node_class" {
+  type        = string
+  default     = "regcache-mirror"
+  description = "the node class of the mirror's host (client { node_class = ... }): not a CI client"
 }
 
 variable "image" {
   type        = string
-  default     = "regcache:latest"
-  description = "the image `make image` built, pushed where the nodes pull from"
+  default     = "regcache:1.0.0"
+  description = "the image `make image` built (regcache:<the chart's appVersion>), pushed or loaded where the mirror's host pulls from"
 }
 
 variable "upstream_url" {
@@ -41,6 +55,13 @@ variable "port" {
 job "regcache" {
   type        = "service"
   datacenters = var.datacenters
+
+  # Its own host: CI jobs' disk and network load stay off the mirror, and
+  # the cache's host volume is declared there only.
+  constraint {
+    attribute = "${node.class}"
+    value     = var.node_class
+  }
 
   group "mirror" {
     # One mirror with its cache on one node's disk: the host volume pins it there.

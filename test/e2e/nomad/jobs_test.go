@@ -1,12 +1,14 @@
-// Package nomad_test parses the Nomad job files with HashiCorp's HCL
-// parser (the Nomad binary is not open source, so it is not used) and
-// checks the fields docs/rollout.md and docs/quickstart.md rely on.
+// Package nomad_test parses the Nomad job files of deploy/nomad with
+// HashiCorp's HCL parser (the Nomad binary is not open source, so it is
+// not used) and checks the fields docs/rollout.md and docs/quickstart.md
+// rely on. It lives in the test module (test/e2e), with the HCL modules.
 package nomad_test
 
 import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -15,10 +17,21 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+	"sigs.k8s.io/yaml"
 
 	"github.com/regcache/regcache/internal/cli"
 	"github.com/regcache/regcache/internal/config"
 )
+
+// root is the repository's root, from this package's directory.
+var root = filepath.Join("..", "..", "..")
+
+// required are the variables without a default, with the values the test
+// gives them (as an operator gives them with -var).
+var required = map[string]string{
+	"regcache_url":      "https://artifacts.example.com/regcache/1.0.0/regcache-linux-amd64",
+	"regcache_checksum": "sha256:" + strings.Repeat("ab", 32),
+}
 
 // jobFile is a parsed job file: its source, body, and the defaults of its
 // variable blocks as `var`.
@@ -33,7 +46,7 @@ type jobFile struct {
 func parse(t *testing.T, name string) *jobFile {
 	t.Helper()
 	p := hclparse.NewParser()
-	f, diags := p.ParseHCLFile(name)
+	f, diags := p.ParseHCLFile(filepath.Join(root, "deploy", "nomad", name))
 	if diags.HasErrors() {
 		t.Fatalf("%s: %s", name, diags.Error())
 	}
@@ -44,7 +57,13 @@ func parse(t *testing.T, name string) *jobFile {
 		}
 		def, ok := b.Body.Attributes["default"]
 		if !ok {
-			t.Errorf("%s: variable %q has no default", name, b.Labels[0])
+			// A required variable (nomad job run fails without its -var):
+			// the value docs/rollout.md gives.
+			v, ok := required[b.Labels[0]]
+			if !ok {
+				t.Errorf("%s: variable %q has no default", name, b.Labels[0])
+			}
+			j.vars[b.Labels[0]] = cty.StringVal(v)
 			continue
 		}
 		v, diags := def.Expr.Value(nil)
@@ -146,13 +165,27 @@ func (j *jobFile) want(what, got, want string) {
 // regcache reads.
 func TestServiceJob(t *testing.T) {
 	j := parse(t, "regcache.nomad.hcl")
-	for _, v := range []string{"datacenters", "image", "upstream_url", "allow", "port"} {
+	for _, v := range []string{"datacenters", "node_class", "image", "upstream_url", "allow", "port"} {
 		if _, ok := j.vars[v]; !ok {
 			t.Errorf("no variable %q (docs/rollout.md passes it with -var)", v)
 		}
 	}
 	job := j.block(j.body, "job", "regcache")
 	j.want("type", j.str(job, "type"), "service")
+	if dcs := j.strs(job, "datacenters"); !slices.Equal(dcs, []string{"*"}) {
+		t.Errorf("datacenters %q: another name than the cluster's places nothing, and nomad job run still succeeds", dcs)
+	}
+	// Its own host, not a CI client: a node class of its own.
+	var class string
+	for _, c := range blocks(job, "constraint") {
+		if j.source(c, "attribute") == `"${node.class}"` {
+			class = j.str(c, "value")
+			if _, ok := c.Attributes["operator"]; ok {
+				t.Errorf("node class constraint with operator %s, want equality", j.str(c, "operator"))
+			}
+		}
+	}
+	j.want("node class", class, "regcache-mirror")
 	group := j.block(job, "group", "mirror")
 	j.want("count", j.str(group, "count"), "1")
 	vol := j.block(group, "volume", "cache")
@@ -170,7 +203,7 @@ func TestServiceJob(t *testing.T) {
 
 	task := j.block(group, "task", "regcache")
 	j.want("driver", j.str(task, "driver"), "docker")
-	j.want("image", j.str(j.block(task, "config"), "image"), "regcache:latest")
+	j.want("image", j.str(j.block(task, "config"), "image"), "regcache:"+appVersion(t))
 	if got := j.strs(j.block(task, "config"), "ports"); !slices.Equal(got, []string{"registry", "admin"}) {
 		t.Errorf("config.ports = %q", got)
 	}
@@ -232,23 +265,31 @@ func checkVariables(t *testing.T, names []string) {
 	}
 }
 
-// TestClientJobs: the enable and disable jobs are sysbatch jobs on the
-// raw_exec driver, on nodes with dockerd of the chosen classes, and their
-// command line is one regcache accepts (run here with --dry-run under a
-// temporary --root).
+// TestClientJobs: the enable and disable jobs are sysbatch jobs in every
+// datacenter, on nodes with dockerd of the chosen classes, on the raw_exec
+// driver in a namespace of the operator's choosing, running the binary
+// their artifact block downloads and checks; enable is periodic (nodes
+// added later are configured at the next run) and runs status after
+// enable. Their command lines are ones regcache accepts (enable and
+// disable run here with --dry-run under a temporary --root; status's
+// flags parsed).
 func TestClientJobs(t *testing.T) {
 	t.Parallel()
 	for _, action := range []string{"enable", "disable"} {
 		t.Run(action, func(t *testing.T) {
 			t.Parallel()
 			j := parse(t, "client-"+action+".nomad.hcl")
-			for _, v := range []string{"datacenters", "mirror", "node_class", "regcache"} {
+			for _, v := range []string{"datacenters", "namespace", "mirror", "node_class", "regcache_url", "regcache_checksum"} {
 				if _, ok := j.vars[v]; !ok {
 					t.Errorf("no variable %q (docs/rollout.md passes it with -var)", v)
 				}
 			}
 			job := j.block(j.body, "job", "regcache-client-"+action)
 			j.want("type", j.str(job, "type"), "sysbatch")
+			j.want("namespace", j.source(job, "namespace"), "var.namespace")
+			if dcs := j.strs(job, "datacenters"); !slices.Equal(dcs, []string{"*"}) {
+				t.Errorf("datacenters %q, want every one", dcs)
+			}
 			var docker, class bool
 			for _, c := range blocks(job, "constraint") {
 				switch j.source(c, "attribute") {
@@ -261,46 +302,159 @@ func TestClientJobs(t *testing.T) {
 			if !docker || !class {
 				t.Errorf("constraints: dockerd %v, node class %v", docker, class)
 			}
-			task := j.block(j.block(job, "group", action), "task", action)
-			j.want("driver", j.str(task, "driver"), "raw_exec")
-			cfg := j.block(task, "config")
-			j.want("command", j.str(cfg, "command"), "/usr/local/bin/regcache")
-			args := j.strs(cfg, "args")
-			if want := []string{"client", "docker", action, "--mirror", "http://192.0.2.1:5000"}; !slices.Equal(args, want) {
-				t.Fatalf("args %q, want %q", args, want)
+			group := j.block(job, "group", action)
+			tasks := map[string][]string{action: {"client", "docker", action, "--mirror", "http://192.0.2.1:5000"}}
+			if action == "enable" {
+				periodic := j.block(job, "periodic")
+				j.want("periodic crons", j.source(periodic, "crons"), "[var.schedule]")
+				if !j.value(periodic, "prohibit_overlap").True() {
+					t.Error("periodic without prohibit_overlap: a slow run and the next would overlap on a node")
+				}
+				if f := strings.Fields(j.vars["schedule"].AsString()); len(f) != 5 {
+					t.Errorf("schedule %q is not a five-field cron expression", j.vars["schedule"].AsString())
+				}
+				tasks["status"] = []string{"client", "docker", "status", "--mirror", "http://192.0.2.1:5000"}
+				// enable before status: a prestart task that ends.
+				lc := j.block(j.block(group, "task", "enable"), "lifecycle")
+				if j.str(lc, "hook") != "prestart" || j.value(lc, "sidecar").True() {
+					t.Errorf("enable's lifecycle: hook %s, sidecar %v; want a prestart task that ends", j.str(lc, "hook"), j.value(lc, "sidecar").True())
+				}
 			}
-			root := cli.NewRoot()
-			var out bytes.Buffer
-			root.SetOut(&out)
-			root.SetErr(&out)
-			root.SetArgs(append(args, "--dry-run", "--root", t.TempDir()))
-			if err := root.Execute(); err != nil {
-				t.Errorf("regcache %s --dry-run: %v\n%s", strings.Join(args, " "), err, out.String())
+			if got := len(blocks(group, "task")); got != len(tasks) {
+				t.Errorf("%d tasks, want %d", got, len(tasks))
 			}
-			if !strings.Contains(out.String(), "http://192.0.2.1:5000") {
-				t.Errorf("regcache %s --dry-run said:\n%s", strings.Join(args, " "), out.String())
+			for name, want := range tasks {
+				task := j.block(group, "task", name)
+				j.want(name+" driver", j.str(task, "driver"), "raw_exec")
+				art := j.block(task, "artifact")
+				j.want(name+" artifact source", j.source(art, "source"), "var.regcache_url")
+				j.want(name+" artifact checksum", j.source(j.block(art, "options"), "checksum"), "var.regcache_checksum")
+				j.want(name+" artifact mode", j.str(art, "mode"), "file")
+				j.want(name+" artifact destination", j.str(art, "destination"), "local/regcache")
+				cfg := j.block(task, "config")
+				// The task directory's local/regcache, where the artifact lands.
+				j.want(name+" command", j.source(cfg, "command"), `"${NOMAD_TASK_DIR}/regcache"`)
+				args := j.strs(cfg, "args")
+				if !slices.Equal(args, want) {
+					t.Fatalf("%s args %q, want %q", name, args, want)
+				}
+				runRegcache(t, name, args)
 			}
 		})
 	}
+}
+
+// runRegcache checks that args are a command line regcache accepts: enable
+// and disable run with --dry-run under a temporary --root; status (which
+// has no dry run) has its flags parsed.
+func runRegcache(t *testing.T, task string, args []string) {
+	t.Helper()
+	cmd := cli.NewRoot()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	if task == "status" {
+		sub, rest, err := cmd.Find(args)
+		if err != nil || sub.Name() != "status" {
+			t.Fatalf("regcache %s: %v", strings.Join(args, " "), err)
+		}
+		if err := sub.ParseFlags(rest); err != nil {
+			t.Errorf("regcache %s: %v", strings.Join(args, " "), err)
+		}
+		if len(sub.Flags().Args()) != 0 {
+			t.Errorf("regcache %s: stray arguments %q", strings.Join(args, " "), sub.Flags().Args())
+		}
+		return
+	}
+	cmd.SetArgs(append(args, "--dry-run", "--root", t.TempDir()))
+	if err := cmd.Execute(); err != nil {
+		t.Errorf("regcache %s --dry-run: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	if !strings.Contains(out.String(), "http://192.0.2.1:5000") {
+		t.Errorf("regcache %s --dry-run said:\n%s", strings.Join(args, " "), out.String())
+	}
+}
+
+// appVersion is the Helm chart's appVersion: the image tag of `make image`.
+func appVersion(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "deploy", "helm", "regcache", "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(b, &chart); err != nil || chart.AppVersion == "" {
+		t.Fatalf("Chart.yaml appVersion %q: %v", chart.AppVersion, err)
+	}
+	return chart.AppVersion
 }
 
 // TestRolloutDocNamesTheFiles: docs/rollout.md runs these files, with
 // their variables, rather than copies that could drift.
 func TestRolloutDocNamesTheFiles(t *testing.T) {
 	t.Parallel()
-	doc := readDoc(t, filepath.Join("..", "..", "docs", "rollout.md"))
+	doc := readDoc(t, filepath.Join(root, "docs", "rollout.md"))
 	for _, want := range []string{
-		"nomad job run -var mirror=http://192.0.2.1:5000 deploy/nomad/client-enable.nomad.hcl",
-		"-var node_class='^canary$'",
-		"nomad job run -var mirror=http://192.0.2.1:5000 deploy/nomad/client-disable.nomad.hcl",
+		"nomad job run -var-file=client.vars.hcl -var node_class='^canary$' deploy/nomad/client-enable.nomad.hcl",
+		"nomad job periodic force regcache-client-enable",
+		"nomad job run -var-file=client.vars.hcl deploy/nomad/client-enable.nomad.hcl",
+		"nomad job run -var-file=client.vars.hcl deploy/nomad/client-disable.nomad.hcl",
 		"nomad job stop -purge regcache-client-enable",
 		"nomad job run deploy/nomad/regcache.nomad.hcl",
 		`nomad var put nomad/jobs/regcache`,
 		`host_volume "regcache-cache"`,
+		`node_class = "regcache-mirror"`,
+		`disabled_task_drivers = ["raw_exec"]`,
+		`enabled_task_drivers = ["raw_exec"]`,
+		"regcache client docker enable --mirror http://192.0.2.1:5000\nregcache client docker status --mirror http://192.0.2.1:5000\n",
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("docs/rollout.md does not say %q", want)
 		}
+	}
+}
+
+// TestClientVarsFile: client.vars.hcl, the file docs/rollout.md passes
+// with -var-file, sets only variables both client jobs declare (a value
+// for an undeclared one is Nomad's diagnostic, not a setting), and every one they require.
+func TestClientVarsFile(t *testing.T) {
+	t.Parallel()
+	f, diags := hclparse.NewParser().ParseHCLFile(filepath.Join(root, "deploy", "nomad", "client.vars.hcl"))
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	set := map[string]string{}
+	attrs, diags := f.Body.JustAttributes()
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	for name, a := range attrs {
+		v, diags := a.Expr.Value(nil)
+		if diags.HasErrors() || v.Type() != cty.String {
+			t.Fatalf("%s: %s", name, diags.Error())
+		}
+		set[name] = v.AsString()
+	}
+	for _, action := range []string{"enable", "disable"} {
+		j := parse(t, "client-"+action+".nomad.hcl")
+		for name := range set {
+			if _, ok := j.vars[name]; !ok {
+				t.Errorf("client.vars.hcl sets %s, which %s does not declare", name, j.name)
+			}
+		}
+	}
+	for name := range required {
+		if _, ok := set[name]; !ok {
+			t.Errorf("client.vars.hcl does not set the required %s", name)
+		}
+	}
+	if sum := set["regcache_checksum"]; !regexp.MustCompile(`^sha256:[0-9a-f]{64}$`).MatchString(sum) {
+		t.Errorf("regcache_checksum %q is not sha256:<hex>, the form Nomad's artifact checks", sum)
+	}
+	if set["namespace"] != "regcache-ops" {
+		t.Errorf("namespace %q, want the one docs/rollout.md allows raw_exec in", set["namespace"])
 	}
 }
 

@@ -2,13 +2,14 @@
 // library and decodes every object strictly into the Kubernetes API types
 // (an unknown or misspelt field fails), then checks that the objects fit
 // together and that the regcache.yaml the chart writes is one regcache
-// accepts. It is a package of its own so that nothing else links Helm and
-// the Kubernetes modules.
+// accepts. It lives in the test module (test/e2e) so that regcache's own
+// module does not require Helm and the Kubernetes modules.
 package helm_test
 
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -30,7 +31,11 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/regcache/regcache/internal/config"
+	"github.com/regcache/regcache/internal/testenv"
 )
+
+// chartDir is the chart, from this package's directory.
+var chartDir = filepath.Join("..", "..", "..", "deploy", "helm", "regcache")
 
 // objects are one render's decoded objects by kind and name.
 type objects struct {
@@ -46,7 +51,7 @@ type objects struct {
 
 func loadChart(t *testing.T) *chart.Chart {
 	t.Helper()
-	ch, err := loader.Load("regcache")
+	ch, err := loader.Load(chartDir)
 	if err != nil {
 		t.Fatalf("load the chart: %v", err)
 	}
@@ -200,7 +205,7 @@ config:
 adminToken: {value: admin-secret}
 tls: {existingSecret: mirror-tls}
 persistence: {size: 200Gi, storageClass: fast, accessModes: [ReadWriteOnce], annotations: {backup: "no"}}
-service: {type: NodePort, port: 5000, nodePort: 30500, adminPort: 5001, annotations: {a: b}}
+service: {type: NodePort, port: 5000, nodePort: 30500, externalTrafficPolicy: Local, loadBalancerSourceRanges: [10.20.0.0/16], adminPort: 5001, annotations: {a: b}}
 ingress:
   enabled: true
   className: nginx
@@ -253,8 +258,12 @@ func TestChartDefaults(t *testing.T) {
 	if img := sts.Spec.Template.Spec.Containers[0].Image; img != "regcache:"+ch.Metadata.AppVersion {
 		t.Errorf("image %s", img)
 	}
-	if !strings.Contains(o.notes, "mirror-regcache.ci.svc:5000") {
+	if !strings.Contains(o.notes, "mirror-regcache.ci.svc:5000") || !strings.Contains(o.notes, "service.type is ClusterIP") ||
+		!strings.Contains(o.notes, "--set service.type=LoadBalancer") {
 		t.Errorf("NOTES.txt:\n%s", o.notes)
+	}
+	if svc := o.services["mirror-regcache"]; svc.Spec.Type != corev1.ServiceTypeClusterIP {
+		t.Errorf("default service type %s", svc.Spec.Type)
 	}
 }
 
@@ -302,8 +311,13 @@ func TestChartFullValues(t *testing.T) {
 		t.Errorf("claim %+v", pvc.Spec)
 	}
 	svc := o.services["mirror-regcache"]
-	if svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Spec.Ports[0].NodePort != 30500 {
+	if svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Spec.Ports[0].NodePort != 30500 ||
+		svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
 		t.Errorf("service %+v", svc.Spec)
+	}
+	if !strings.Contains(o.notes, "jsonpath='{.spec.ports[0].nodePort}'") ||
+		!strings.Contains(o.notes, "regcache client docker enable --mirror http://$MIRROR_IP:$MIRROR_PORT") {
+		t.Errorf("NOTES.txt for a NodePort:\n%s", o.notes)
 	}
 	ing := o.ingresses["mirror-regcache"]
 	if b := ing.Spec.Rules[0].HTTP.Paths[0].Backend.Service; b.Name != svc.Name || b.Port.Name != "registry" || *ing.Spec.IngressClassName != "nginx" {
@@ -322,8 +336,13 @@ func TestChartFullValues(t *testing.T) {
 	}
 	sm := o.serviceMonitors["mirror-regcache"]
 	if sm.Labels["release"] != "prometheus" || sm.Spec.Endpoints[0].Port != "admin" || sm.Spec.Endpoints[0].Path != "/metrics" ||
-		string(sm.Spec.Endpoints[0].Interval) != "15s" || !selects(sm.Spec.Selector.MatchLabels, svc.Labels) {
+		string(sm.Spec.Endpoints[0].Interval) != "15s" || !selects(sm.Spec.Selector.MatchLabels, o.services["mirror-regcache-admin"].Labels) {
 		t.Errorf("service monitor %+v", sm.Spec)
+	}
+	for name, s := range o.services {
+		if name != "mirror-regcache-admin" && selects(sm.Spec.Selector.MatchLabels, s.Labels) {
+			t.Errorf("the service monitor also selects service %s, which has no admin port", name)
+		}
 	}
 }
 
@@ -406,6 +425,20 @@ func (o objects) check(t *testing.T, ch *chart.Chart) *appsv1.StatefulSet {
 	for _, v := range pod.Spec.Volumes {
 		if v.ConfigMap != nil && o.configMaps[v.ConfigMap.Name] == nil {
 			t.Errorf("volume %s: no configmap %s", v.Name, v.ConfigMap.Name)
+		}
+	}
+	// The admin port is on its own ClusterIP Service, and on no other:
+	// service.type LoadBalancer or NodePort exposes the registry only.
+	admin := o.services[sts.Name+"-admin"]
+	if admin == nil || admin.Spec.Type != corev1.ServiceTypeClusterIP || len(admin.Spec.Ports) != 1 ||
+		admin.Spec.Ports[0].TargetPort.StrVal != "admin" {
+		t.Errorf("admin service %s: %+v", sts.Name+"-admin", admin)
+	}
+	for name, svc := range o.services {
+		for _, p := range svc.Spec.Ports {
+			if p.TargetPort.StrVal == "admin" && svc != admin {
+				t.Errorf("service %s (%s) carries the admin port", name, svc.Spec.Type)
+			}
 		}
 	}
 	for name, svc := range o.services {
@@ -545,12 +578,54 @@ func keys[V any](m map[string]V) []string {
 	return out
 }
 
+// TestChartLoadBalancer: for CI VMs outside the cluster, a LoadBalancer
+// of the registry port only, with the client's address kept (Local) and
+// the load balancer's source ranges, and NOTES that say how a VM reaches it.
+func TestChartLoadBalancer(t *testing.T) {
+	t.Parallel()
+	ch := loadChart(t)
+	o := render(t, ch, `
+service: {type: LoadBalancer, externalTrafficPolicy: Local, loadBalancerSourceRanges: [10.20.0.0/16, 192.0.2.0/24]}
+networkPolicy: {allowCIDRs: [10.20.0.0/16]}
+`)
+	o.check(t, ch)
+	svc := o.services["mirror-regcache"]
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal ||
+		!slices.Equal(svc.Spec.LoadBalancerSourceRanges, []string{"10.20.0.0/16", "192.0.2.0/24"}) || len(svc.Spec.Ports) != 1 {
+		t.Errorf("load balancer service %+v", svc.Spec)
+	}
+	for _, want := range []string{
+		"MIRROR_IP=$(kubectl -n ci get service mirror-regcache -o jsonpath='{.status.loadBalancer.ingress[0].ip}')",
+		"sudo regcache client docker enable --mirror http://$MIRROR_IP:5000",
+		"admits 10.20.0.0/16, 192.0.2.0/24",
+		"mirror-regcache-admin (ClusterIP) only",
+	} {
+		if !strings.Contains(o.notes, want) {
+			t.Errorf("NOTES.txt does not say %q:\n%s", want, o.notes)
+		}
+	}
+	if strings.Contains(o.notes, "nodes' addresses") {
+		t.Errorf("NOTES.txt warns of node addresses with externalTrafficPolicy Local:\n%s", o.notes)
+	}
+
+	// Cluster (and the default) hides the client's address: the NOTES say so.
+	o = render(t, ch, "service: {type: LoadBalancer}")
+	o.check(t, ch)
+	if svc := o.services["mirror-regcache"]; svc.Spec.ExternalTrafficPolicy != "" || svc.Spec.LoadBalancerSourceRanges != nil {
+		t.Errorf("load balancer service with defaults %+v", svc.Spec)
+	}
+	if !strings.Contains(o.notes, "nodes' addresses") || !strings.Contains(o.notes, "admits any address") {
+		t.Errorf("NOTES.txt:\n%s", o.notes)
+	}
+}
+
 // TestChartRefusesUnknownValues: values.schema.json refuses a misspelt
 // key, so it fails the install instead of being ignored.
 func TestChartRefusesUnknownValues(t *testing.T) {
 	t.Parallel()
 	ch := loadChart(t)
-	for _, vals := range []string{"config: {freshnes: 5m}", "networkPolicy: {allowCidrs: [10.0.0.0/8]}", "config: {access: {private: everyone}}"} {
+	for _, vals := range []string{"config: {freshnes: 5m}", "networkPolicy: {allowCidrs: [10.0.0.0/8]}", "config: {access: {private: everyone}}",
+		"service: {externalTrafficPolicy: local}", "service: {loadBalancerSourceRanges: [10.20.0.0]}", "service: {loadBalancerSourceRanges: 10.20.0.0/16}"} {
 		var m map[string]any
 		if err := yaml.Unmarshal([]byte(vals), &m); err != nil {
 			t.Fatal(err)
@@ -558,5 +633,47 @@ func TestChartRefusesUnknownValues(t *testing.T) {
 		if _, err := util.ToRenderValues(ch, m, common.ReleaseOptions{Name: "mirror", Namespace: "ci"}, nil); err == nil {
 			t.Errorf("values %s accepted", vals)
 		}
+	}
+}
+
+// TestImageTagStory: one tag everywhere. `make image` with no VERSION
+// tags regcache:<the chart's appVersion> (and nothing else, no :latest
+// that a node could not pull), the chart's default image is that tag, and
+// docs/quickstart.md builds and runs that same tag.
+func TestImageTagStory(t *testing.T) {
+	t.Parallel()
+	makeBin := testenv.RequireTool(t, "make")
+	ch := loadChart(t)
+	tag := "regcache:" + ch.Metadata.AppVersion
+	root := filepath.Join("..", "..", "..")
+	out, err := exec.Command(makeBin, "-n", "-C", root, "image").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n image: %v\n%s", err, out)
+	}
+	var tags []string
+	fields := strings.Fields(string(out))
+	for i, f := range fields {
+		if f == "-t" && i+1 < len(fields) {
+			tags = append(tags, fields[i+1])
+		}
+	}
+	if !slices.Equal(tags, []string{tag}) {
+		t.Errorf("make image tags %q, want only %s:\n%s", tags, tag, out)
+	}
+	if !strings.Contains(string(out), "cli.version="+ch.Metadata.AppVersion+" ") {
+		t.Errorf("make image does not stamp version %s:\n%s", ch.Metadata.AppVersion, out)
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "quickstart.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"make image VERSION=" + ch.Metadata.AppVersion + "\n", "  " + tag + "\n"} {
+		if !strings.Contains(string(doc), want) {
+			t.Errorf("docs/quickstart.md does not say %q", strings.TrimSpace(want))
+		}
+	}
+	o := render(t, ch, "")
+	if img := o.statefulSets["mirror-regcache"].Spec.Template.Spec.Containers[0].Image; img != tag {
+		t.Errorf("the chart's default image %s, want %s", img, tag)
 	}
 }

@@ -1,4 +1,11 @@
-package app
+// Package dashboard_test drives regcache's dashboard in a real browser. It
+// lives in the test module (test/e2e), which holds chromedp, and starts
+// regcache in-process with apptest, the harness regcache's own end-to-end
+// tests use. (The test module may import regcache's internal packages: Go
+// allows an import of .../internal/ from any package whose import path is
+// under the directory above it, in whichever module, as gopls does with
+// golang.org/x/tools/internal.)
+package dashboard_test
 
 import (
 	"context"
@@ -14,7 +21,11 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 
+	"github.com/regcache/regcache/internal/app/apptest"
 	"github.com/regcache/regcache/internal/testenv"
 )
 
@@ -24,16 +35,17 @@ import (
 // change after more pulls without a reload, the four charts have drawn
 // series, and the page fits a phone's width. Screenshots are kept in
 // $REGCACHE_TEST_ARTIFACTS (default: the test's temporary directory).
+//
+// The charts' history samples every 10 s (the product's interval; the
+// live point is added to each answer), so their third point comes about
+// 10 s after the mirror starts: the chart poll waits up to 40 s.
 func TestDashboardBrowser(t *testing.T) {
 	chromium := testenv.RequireTool(t, "chromium")
-	every := historyEvery
-	historyEvery = 300 * time.Millisecond // points for the charts within the test
-	t.Cleanup(func() { historyEvery = every })
 
 	hub := testenv.NewHub(t)
 	hub.SetRateLimit(100, 100)
 	imgs := hub.Seed(t)
-	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
+	m := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
 		"REGCACHE_MAX_SIZE": "1GiB", "REGCACHE_FRESHNESS": "10m"})
 	admin := httptest.NewServer(m.App.AdminHandler())
 	defer admin.Close()
@@ -122,7 +134,7 @@ func TestDashboardBrowser(t *testing.T) {
 			out[id] = Math.max(0, ...[...document.querySelectorAll("#" + id + " path.series")].map(p => Number(p.dataset.points)));
 		}
 		return Object.values(out).every(n => n >= 3) && out;
-	})()`, chromedp.WithPollingTimeout(20*time.Second)))
+	})()`, chromedp.WithPollingTimeout(40*time.Second)))
 	if err != nil {
 		t.Fatalf("charts without drawn series: %v", err)
 	}
@@ -210,4 +222,35 @@ func fetchQuiet(host, path string) (int, error) {
 	defer resp.Body.Close()
 	_, err = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, err
+}
+
+// pullCrane pulls ref through the mirror with go-containerregistry, every
+// manifest and blob of every platform verified.
+func pullCrane(t *testing.T, ref string) {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Get(r)
+	if err != nil {
+		t.Fatalf("crane pull %s: %v", ref, err)
+	}
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate.Index(idx); err != nil {
+			t.Fatalf("crane pull %s: %v", ref, err)
+		}
+		return
+	}
+	img, err := desc.Image()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Image(img); err != nil {
+		t.Fatalf("crane pull %s: %v", ref, err)
+	}
 }
