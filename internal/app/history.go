@@ -11,9 +11,8 @@ import (
 // The dashboard's history: one sample every historyEvery, the last 24 h.
 const historySamples = 8640
 
-// historyEvery is the sampling interval (a variable so a test need not wait
-// ten seconds for a second point).
-var historyEvery = 10 * time.Second
+// historyEvery is the sampling interval.
+const historyEvery = 10 * time.Second
 
 // maxChartPoints bounds the points of one chart series sent to the page:
 // the 24 h view takes every 12th sample.
