@@ -129,19 +129,9 @@ func (a *App) withPeers(api http.Handler) http.Handler {
 		return api
 	}
 	mux := http.NewServeMux()
-	mux.Handle(cluster.PeerPath, a.cluster.Handler(peerContent{a.content}))
+	mux.Handle(cluster.PeerPath, a.cluster.Handler(a.content))
 	mux.Handle("/", api)
 	return mux
-}
-
-type peerContent struct{ s *mirror.Service }
-
-func (p peerContent) PeerBlob(ctx context.Context, up, repo string, d digest.Digest, size int64) (cluster.PeerBlob, error) {
-	b, err := p.s.PeerBlob(ctx, up, repo, d, size)
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
 }
 
 // evictOnce runs an eviction on one replica of the cluster at a time.

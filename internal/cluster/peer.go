@@ -26,20 +26,11 @@ const sizeHeader = "Regcache-Blob-Size"
 
 // Content is what the internal endpoint serves: a blob from the store or
 // from this replica's own fill of it (started from upstream if none runs),
-// without the access checks the asking replica already made.
+// without the access checks the asking replica already made. Its Send
+// holds the blob's last byte until the blob is verified. *mirror.Service
+// is the Content.
 type Content interface {
-	PeerBlob(ctx context.Context, upstream, repo string, d digest.Digest, size int64) (PeerBlob, error)
-}
-
-// PeerBlob is a blob being sent to another replica.
-type PeerBlob interface {
-	// Size waits for the size to be known (-1 if the upstream did not say).
-	Size(ctx context.Context) (int64, error)
-	// Send writes from start to the end (length -1), holding the last
-	// byte until the blob is verified; an error means the response must be
-	// cut.
-	Send(ctx context.Context, w io.Writer, start, length int64) error
-	Close() error
+	PeerBlob(ctx context.Context, upstream, repo string, d digest.Digest, size int64) (*fill.Reader, error)
 }
 
 // Handler serves the internal endpoint under PeerPath.

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -32,10 +31,6 @@ import (
 // an earlier offset (an upstream that ignores Range); Blob.Offset says where
 // the body starts.
 type Source func(ctx context.Context, offset int64) (*upstream.Blob, error)
-
-// ErrInStore is returned by Open when the blob is already committed: serve
-// it from the store.
-var ErrInStore = errors.New("blob already in store")
 
 // ErrDiskFull marks a fill that failed because the store ran out of space.
 var ErrDiskFull = errors.New("cache disk is full")
@@ -58,6 +53,9 @@ type Manager struct {
 
 	mu    sync.Mutex
 	fills map[fillKey]*Fill
+	// commits counts the fills that committed, so an Open that found the
+	// store without the blob knows whether to look again.
+	commits uint64
 
 	counts counters
 }
@@ -141,9 +139,10 @@ func (m *Manager) Active() int {
 	return len(m.fills)
 }
 
-// Open returns a reader of the blob from byte 0, joining the running fill
-// for d or starting one. size is the expected length if known (from a
-// manifest), else -1. It returns ErrInStore when the blob is committed.
+// Open returns a reader of the blob from byte 0: the committed blob when
+// the store has it (Reader.Stored), else a reader of the running fill for
+// d, joined or started. size is the expected length if known (from a
+// manifest), else -1. The store is asked once.
 func (m *Manager) Open(d digest.Digest, size int64, src Source) (*Reader, error) {
 	return m.OpenFrom("", d, size, src)
 }
@@ -151,9 +150,12 @@ func (m *Manager) Open(d digest.Digest, size int64, src Source) (*Reader, error)
 // OpenFrom is Open for the upstream named origin: it joins only that
 // upstream's fill of d.
 func (m *Manager) OpenFrom(origin string, d digest.Digest, size int64, src Source) (*Reader, error) {
-	f, joined, err := m.acquire(fillKey{origin, d}, size, src)
+	f, stored, joined, err := m.acquire(fillKey{origin, d}, size, src, true)
 	if err != nil {
 		return nil, err
+	}
+	if stored != nil {
+		return &Reader{stored: stored}, nil
 	}
 	return &Reader{f: f, joined: joined}, nil
 }
@@ -167,47 +169,81 @@ func (m *Manager) Start(d digest.Digest, size int64, src Source) <-chan struct{}
 
 // StartFrom is Start for the upstream named origin.
 func (m *Manager) StartFrom(origin string, d digest.Digest, size int64, src Source) <-chan struct{} {
-	f, _, err := m.acquire(fillKey{origin, d}, size, src)
-	if err != nil {
+	f, _, _, err := m.acquire(fillKey{origin, d}, size, src, false)
+	if err != nil || f == nil {
 		return nil
 	}
 	defer f.release()
 	return f.finished
 }
 
-// acquire joins k's running fill (joined) or starts one.
-func (m *Manager) acquire(k fillKey, size int64, src Source) (f *Fill, joined bool, err error) {
+// acquire joins k's running fill (joined) or starts one. When the store
+// holds the digest it starts nothing: with open it returns the committed
+// blob (stored), else nothing at all. The store is asked outside the
+// manager's lock (a hit waits for no other fill's bookkeeping), and asked
+// again only if a fill committed meanwhile.
+func (m *Manager) acquire(k fillKey, size int64, src Source, open bool) (f *Fill, stored blobstore.Blob, joined bool, err error) {
 	d := k.d
 	m.mu.Lock()
+	if f := m.joinLocked(k); f != nil {
+		m.mu.Unlock()
+		return f, nil, true, nil
+	}
+	commits := m.commits
+	m.mu.Unlock()
+	if stored, ok := m.lookup(d, open); ok {
+		return nil, stored, false, nil
+	}
+	m.mu.Lock()
 	defer m.mu.Unlock()
-	if f, ok := m.fills[k]; ok {
-		f.mu.Lock()
-		superseded := f.superseded
-		if !superseded {
-			f.refs++
+	if f := m.joinLocked(k); f != nil {
+		return f, nil, true, nil
+	}
+	if m.commits != commits { // a fill committed since the lookup: perhaps this one
+		if stored, ok := m.lookup(d, open); ok {
+			return nil, stored, false, nil
 		}
-		f.mu.Unlock()
-		if !superseded {
-			return f, true, nil
-		}
-		// Another upstream's fill committed the digest: read the store.
 	}
 	if m.ctx.Err() != nil {
-		return nil, false, errors.New("shutting down")
-	}
-	if _, err := m.store.Stat(m.ctx, d); err == nil {
-		return nil, false, ErrInStore
+		return nil, nil, false, errors.New("shutting down")
 	}
 	w, err := m.store.Create(m.ctx, d)
 	if err != nil {
-		return nil, false, classify(fmt.Errorf("start fill of %s: %w", d, err))
+		return nil, nil, false, classify(fmt.Errorf("start fill of %s: %w", d, err))
 	}
 	f = &Fill{m: m, key: k, d: d, w: w, size: size, expected: size, refs: 2, // the run goroutine and the caller
 		notify: make(chan struct{}), finished: make(chan struct{}), started: time.Now()}
 	m.fills[k] = f
 	m.wg.Add(1)
 	go f.run(src)
-	return f, false, nil
+	return f, nil, false, nil
+}
+
+// joinLocked takes a reference on k's running fill, or returns nil when
+// none runs or it was superseded (another upstream's fill committed the
+// digest: the store has it). m.mu is held.
+func (m *Manager) joinLocked(k fillKey) *Fill {
+	f, ok := m.fills[k]
+	if !ok {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.superseded {
+		return nil
+	}
+	f.refs++
+	return f
+}
+
+// lookup asks the store for d: with open, the committed blob to read.
+func (m *Manager) lookup(d digest.Digest, open bool) (blobstore.Blob, bool) {
+	if !open {
+		_, err := m.store.Stat(m.ctx, d)
+		return nil, err == nil
+	}
+	b, err := m.store.Open(m.ctx, d)
+	return b, err == nil
 }
 
 // Fill is one upstream fetch of one blob.
@@ -233,6 +269,10 @@ type Fill struct {
 	// superseded: another fill of the digest committed; this one stops as
 	// soon as no reader waits on it.
 	superseded bool
+	// sides and sideBytes are the upstream range fetches for far ranges of
+	// this blob: how many run now, and how many bytes they asked in all.
+	sides     int
+	sideBytes int64
 }
 
 func (f *Fill) changed() {
@@ -316,6 +356,7 @@ func (f *Fill) finish(err error, committed bool) (written int64) {
 		delete(f.m.fills, f.key)
 	}
 	if committed { // the first verified commit wins
+		f.m.commits++
 		for k, o := range f.m.fills {
 			if k.d == f.d {
 				o.mu.Lock()
@@ -538,206 +579,3 @@ func classify(err error) error {
 	}
 	return err
 }
-
-// Reader reads a blob from its fill as the bytes land.
-type Reader struct {
-	f      *Fill
-	off    int64
-	closed bool
-	joined bool
-}
-
-// Joined reports whether the reader joined a fill another request had
-// started (a coalesced miss: the upstream was not asked again).
-func (r *Reader) Joined() bool { return r.joined }
-
-// Size waits until the blob's size is known (the upstream's headers have
-// arrived) and returns it, -1 if the upstream did not say. It returns the
-// fill's error if the fill failed first.
-func (r *Reader) Size(ctx context.Context) (int64, error) {
-	for {
-		r.f.mu.Lock()
-		known, size, done, err, ch := r.f.known, r.f.size, r.f.done, r.f.err, r.f.notify
-		r.f.mu.Unlock()
-		if err != nil {
-			return 0, err
-		}
-		if known || done {
-			if done && size < 0 {
-				size = r.f.written
-			}
-			return size, nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-ch:
-		}
-	}
-}
-
-// Seek sets the offset of the next Read. Only io.SeekStart is supported.
-func (r *Reader) Seek(off int64, whence int) (int64, error) {
-	if whence != io.SeekStart || off < 0 {
-		return 0, errors.New("fill reader: only absolute, non-negative seeks")
-	}
-	r.off = off
-	return off, nil
-}
-
-// ReadContext reads what is available at the offset, waiting for the fill
-// to write more. It returns io.EOF at the end of a verified blob, and the
-// fill's error (never io.EOF) if the fill failed.
-func (r *Reader) ReadContext(ctx context.Context, p []byte) (int, error) {
-	for {
-		r.f.mu.Lock()
-		avail := r.f.written - r.off
-		done, err, ch := r.f.done || r.f.verified, r.f.err, r.f.notify
-		if !done && r.f.size >= 0 {
-			// Hold back the last byte until the blob is verified, so a
-			// reader of a bad blob fails before its declared length.
-			avail = min(avail, r.f.size-1-r.off)
-		}
-		r.f.mu.Unlock()
-		if err != nil {
-			return 0, fmt.Errorf("fill of %s failed: %w", r.f.d, err)
-		}
-		if avail > 0 {
-			n, rerr := r.f.w.ReadAt(p[:min(int64(len(p)), avail)], r.off)
-			r.off += int64(n)
-			if rerr != nil && rerr != io.EOF {
-				return n, rerr
-			}
-			return n, nil
-		}
-		if done {
-			return 0, io.EOF
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-ch:
-		}
-	}
-}
-
-// OpenFile returns a read-only file of the blob's bytes with an offset of
-// its own, for sendfile(2), when the store can give one. Read it only as
-// far as Available allows.
-func (r *Reader) OpenFile() (*os.File, error) {
-	ro, ok := r.f.w.(interface{ Reopen() (*os.File, error) })
-	if !ok {
-		return nil, errors.New("the store cannot reopen a growing file")
-	}
-	return ro.Reopen()
-}
-
-// Offset is where the next read starts.
-func (r *Reader) Offset() int64 { return r.off }
-
-// Available waits until bytes at the offset may be read and returns how
-// many (the blob's last byte only once it is verified). It returns io.EOF
-// at the end of a verified blob and the fill's error if it failed. Advance
-// moves past what was read.
-func (r *Reader) Available(ctx context.Context) (int64, error) {
-	for {
-		r.f.mu.Lock()
-		avail := r.f.written - r.off
-		done, err, ch := r.f.done || r.f.verified, r.f.err, r.f.notify
-		if !done && r.f.size >= 0 {
-			avail = min(avail, r.f.size-1-r.off)
-		}
-		r.f.mu.Unlock()
-		switch {
-		case err != nil:
-			return 0, fmt.Errorf("fill of %s failed: %w", r.f.d, err)
-		case avail > 0:
-			return avail, nil
-		case done:
-			return 0, io.EOF
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-ch:
-		}
-	}
-}
-
-// Progress is how many bytes of the blob are in the temporary file and the
-// fill's mean rate since it began, in bytes per second (0 before the first
-// byte). A reader of a range uses it to decide between waiting for the fill
-// and asking the upstream for the range itself.
-func (r *Reader) Progress() (written int64, perSecond float64) {
-	r.f.mu.Lock()
-	written = r.f.written
-	r.f.mu.Unlock()
-	if secs := time.Since(r.f.started).Seconds(); secs > 0 && written > 0 {
-		perSecond = float64(written) / secs
-	}
-	return written, perSecond
-}
-
-// WaitWritten blocks until at least n bytes are in the temporary file and
-// reports true, or returns false when the fill ended (failed, or finished
-// shorter) or ctx is done first. It does not wait for verification.
-func (r *Reader) WaitWritten(ctx context.Context, n int64) bool {
-	for {
-		r.f.mu.Lock()
-		written, done, ch := r.f.written, r.f.done, r.f.notify
-		r.f.mu.Unlock()
-		switch {
-		case written >= n:
-			return true
-		case done:
-			return false
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-ch:
-		}
-	}
-}
-
-// Advance moves the offset n bytes on.
-func (r *Reader) Advance(n int64) { r.off += n }
-
-// Close releases the reader. The fill goes on.
-func (r *Reader) Close() error {
-	if !r.closed {
-		r.closed = true
-		r.f.release()
-	}
-	return nil
-}
-
-// Wait blocks until the blob is verified (nil) or the fill failed (its
-// error). The commit to the store may still be running when it returns.
-func (r *Reader) Wait(ctx context.Context) error {
-	for {
-		r.f.mu.Lock()
-		verified, done, err, ch := r.f.verified, r.f.done, r.f.err, r.f.notify
-		r.f.mu.Unlock()
-		switch {
-		case err != nil:
-			return err
-		case verified || done:
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ch:
-		}
-	}
-}
-
-// WithContext adapts the reader to io.Reader for one client's context.
-func (r *Reader) WithContext(ctx context.Context) io.Reader {
-	return readerFunc(func(p []byte) (int, error) { return r.ReadContext(ctx, p) })
-}
-
-type readerFunc func([]byte) (int, error)
-
-func (fn readerFunc) Read(p []byte) (int, error) { return fn(p) }

@@ -87,7 +87,9 @@ func TestFillsPerUpstream(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no commit")
 	}
-	if _, err := m.OpenFrom("slow.example", d, -1, slow); err != fill.ErrInStore {
-		t.Errorf("after the commit: %v, want ErrInStore", err)
+	if r, err := m.OpenFrom("slow.example", d, -1, slow); err != nil || r.Stored() == nil {
+		t.Errorf("after the commit: %v, want the stored blob", err)
+	} else {
+		r.Close()
 	}
 }

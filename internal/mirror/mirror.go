@@ -242,3 +242,70 @@ const upstreamTimeout = 2 * time.Minute
 func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), upstreamTimeout)
 }
+
+// BlobSource makes the fill source of a blob of the cluster (see
+// WithBlobSource): direct fetches from the upstream; fromPeer is set when
+// another replica asked for the blob.
+type BlobSource func(upstream, repo string, d digest.Digest, size int64, fromPeer bool, direct fill.Source) fill.Source
+
+// WithBlobSource sets how a fill's source is chosen (default: the
+// upstream). A cluster streams from the replica fetching the digest.
+func WithBlobSource(fn BlobSource) Option { return func(s *Service) { s.sources = fn } }
+
+// sourceFor is the fill source of d on the route.
+func (s *Service) sourceFor(rt route, d digest.Digest, size int64, fromPeer bool) fill.Source {
+	direct := s.blobSource(rt, d)
+	if s.sources == nil {
+		return direct
+	}
+	return s.sources(rt.up.Name, rt.repo, d, size, fromPeer, direct)
+}
+
+// WithRedirect answers hits on blobs not on local disk with a redirect to
+// the URL fn gives (storage.s3.redirect: a presigned GET).
+func WithRedirect(fn func(ctx context.Context, d digest.Digest) (string, error)) Option {
+	return func(s *Service) { s.redirect = fn }
+}
+
+// FlightLock runs fn on one replica of the cluster at a time for key; a
+// replica that finds it running elsewhere waits for it to end and returns
+// without running fn (it then reads what the other one recorded).
+type FlightLock func(ctx context.Context, key string, fn func())
+
+// WithFlightLock makes tag fetches, revalidations and manifest fetches by
+// digest happen once across the cluster, not once per replica.
+func WithFlightLock(fn FlightLock) Option { return func(s *Service) { s.flight = fn } }
+
+// clusterOnce runs fn under the cluster's flight lock. When another replica
+// ran it, after reads its result from the shared index; if that finds
+// nothing, fn runs here.
+func (s *Service) clusterOnce(ctx context.Context, key string, fn func() (any, error), after func() (any, bool)) (any, error) {
+	if s.flight == nil {
+		return fn()
+	}
+	var v any
+	var err error
+	ran := false
+	s.flight(ctx, key, func() { ran = true; v, err = fn() })
+	if ran {
+		return v, err
+	}
+	if v, ok := after(); ok {
+		return v, nil
+	}
+	return fn()
+}
+
+// sharedTag is a tag's entry as the whole cluster knows it: from the index
+// when replicas share one (another may have checked it since this one
+// remembered it), else as tag reads it.
+func (s *Service) sharedTag(rt route, tag string) (cacheindex.TagEntry, bool, error) {
+	if s.flight == nil {
+		return s.tag(rt, tag)
+	}
+	e, ok, err := s.index.Tag(rt.up.Name, rt.repo, tag)
+	if ok && err == nil {
+		s.mem.putTag(tagKey{rt.up.Name, rt.repo, tag}, e)
+	}
+	return e, ok, err
+}
