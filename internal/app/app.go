@@ -213,7 +213,7 @@ func accessConfig(cfg config.Config, clients []*mirror.Upstream) access.Config {
 	for i, u := range cfg.Upstreams {
 		ac.Upstreams = append(ac.Upstreams, access.Upstream{Name: u.Name, URL: u.URL,
 			Credentialed: u.Username != "" || u.Password != "" || u.PasswordFile != "",
-			Client:       clients[i].Client})
+			Client:       clients[i].Client, Fallback: u.Fallback})
 	}
 	return ac
 }
