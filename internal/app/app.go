@@ -67,6 +67,7 @@ type App struct {
 	certs     *certReloader
 	access    *access.Access
 	metrics   *prometheus.Registry
+	adminAuth adminAuth // wrong admin tokens: counted, slowed down
 
 	evictMu  sync.Mutex                       // one eviction at a time
 	evictNow chan struct{}                    // a commit took the store over storage.max_size
@@ -181,6 +182,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			func() float64 { f, _ := acc.LoginFailures(); return float64(f) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_login_throttled_total", Help: "Client login attempts refused unchecked: their address failed too many logins lately."},
 			func() float64 { _, th := acc.LoginFailures(); return float64(th) }))
+	a.registerAuthFailures()
 	m := metrics.New(a.metrics)
 	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics, results, sources, a.upstreamNames()), credentialed(cfg)), newHistory(historySamples)
 	metrics.RegisterState(a.metrics, a.metricsState)
@@ -360,7 +362,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	}
 	var admin *http.Server
 	if adminLn != nil {
-		admin = &http.Server{Handler: a.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		admin = &http.Server{Handler: a.adminHandlerGuarded(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- admin.Serve(adminLn) }()
 	}
 	var err error

@@ -5,12 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/regcache/regcache/internal/httpguard"
 )
 
 // The admin listener's cache API, which `regcache cache --admin` calls:
@@ -22,7 +23,9 @@ import (
 //	POST /cache/verify                                    VerifyEvent lines (NDJSON), then {"report": VerifyReport}
 //
 // Calls that change the cache are POSTs, and are refused unless
-// adminMayChange (loopback, or the admin token when one is configured).
+// adminMayChange (loopback, or the admin token when one is configured);
+// the admin listener's httpguard.Guard takes them only as same-site
+// requests with Content-Type: application/json.
 // Errors are plain text with a status code.
 
 // maxCacheRequest bounds the body of a cache API call.
@@ -100,11 +103,10 @@ func (a *App) serveCacheStats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, st)
 }
 
-// decodeCacheRequest reads a bounded JSON body into v.
+// decodeCacheRequest reads a bounded JSON body into v (strictly: see
+// httpguard.DecodeJSON).
 func decodeCacheRequest(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxCacheRequest))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := httpguard.DecodeJSON(r, v, maxCacheRequest); err != nil {
 		return fmt.Errorf("the request body is not a cache call this mirror knows (%v): is regcache the same version on both sides?", err)
 	}
 	return nil

@@ -28,9 +28,12 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/regcache/regcache/internal/httpguard"
 )
 
 // Cluster is this replica's view of the others.
@@ -46,6 +49,10 @@ type Cluster struct {
 	ttl      time.Duration // a replica silent this long is gone
 	leaseTTL time.Duration
 	suspect  time.Duration // how long an unreachable peer is left out
+
+	// wrong secrets on the internal endpoint: slowed down per address
+	guess             *httpguard.Backoff
+	failed, throttled atomic.Int64
 
 	mu        sync.Mutex
 	live      []string // sorted, always including self
@@ -76,11 +83,17 @@ func New(rdb redis.UniversalClient, advertise, secret string, opts ...Option) *C
 		http: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute,
 			ResponseHeaderTimeout: 2 * time.Minute}},
 		beat: time.Second, ttl: 5 * time.Second, leaseTTL: 10 * time.Second, suspect: 15 * time.Second,
-		live: []string{advertise}, suspected: map[string]time.Time{}}
+		live: []string{advertise}, suspected: map[string]time.Time{}, guess: httpguard.NewBackoff(5, time.Minute)}
 	for _, o := range opts {
 		o(c)
 	}
 	return c
+}
+
+// AuthFailures is how many requests to the internal endpoint carried a
+// wrong secret, and how many its per-address backoff refused unchecked.
+func (c *Cluster) AuthFailures() (failed, throttled int64) {
+	return c.failed.Load(), c.throttled.Load()
 }
 
 // Self is this replica's advertised URL.
