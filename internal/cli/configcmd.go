@@ -29,7 +29,8 @@ func newConfigPrintCmd() *cobra.Command {
 		Long: `Print the configuration serve would start with, given the same flags,
 REGCACHE_* (and Distribution's REGISTRY_*) variables and --config file:
 every option's value and its source (flag, env, file or default), and the
-upstreams. Passwords and the admin token are shown as <redacted>. The
+upstreams. Secrets (the admin token, upstream passwords, the S3 secret key,
+the cluster secret, the password inside cluster.redis) are redacted. The
 configuration is checked as serve checks it: an error here is the error
 serve would stop with.`,
 		Example: `  regcache config print --config /etc/regcache/regcache.yaml

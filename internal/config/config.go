@@ -340,9 +340,11 @@ func (c Config) Password(i int) (string, error) {
 // redacted replaces a set password in Redacted output.
 const redacted = "<redacted>"
 
-// Redacted returns a copy of c that is safe to log: every non-empty upstream
-// password and the admin token are replaced with "<redacted>". Password file paths are kept. c is
-// not modified.
+// Redacted returns a copy of c that is safe to log: every secret option
+// (SecretKeys: upstream passwords, the admin token, the S3 secret key, the
+// cluster secret) is replaced with "<redacted>", and cluster.redis loses
+// its password. Password file paths are kept. c is not modified.
+// TestRedactedCoversEverySecretOption holds it to the option table.
 func (c Config) Redacted() Config {
 	c.Upstreams = slices.Clone(c.Upstreams)
 	if c.AdminToken != "" {
