@@ -92,6 +92,7 @@ type Access struct {
 	now      func() time.Time
 	guard    *loginGuard
 	signer   *signer // made at start; kept across reloads, so tokens stay valid
+	userKey  []byte  // of htpasswd entries' fingerprints: kept across reloads too
 	tokenTTL time.Duration
 
 	upstreams  map[string]*upstreamState
@@ -176,6 +177,10 @@ func New(cfg Config, opts ...Option) (*Access, error) {
 		o(a)
 	}
 	a.guard = newLoginGuard(func() time.Time { return a.now() })
+	var err error
+	if a.userKey, err = newUserKey(); err != nil {
+		return nil, err
+	}
 	r, err := a.newRules(cfg)
 	if err != nil {
 		return nil, err
@@ -238,7 +243,7 @@ func (a *Access) newRules(cfg Config) (*rules, error) {
 		}
 	}
 	if cfg.Htpasswd != "" {
-		h, err := loadHtpasswd(cfg.Htpasswd, a.log, a.now)
+		h, err := loadHtpasswdKeyed(cfg.Htpasswd, a.userKey, a.log, a.now)
 		if err != nil {
 			return nil, err
 		}

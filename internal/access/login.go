@@ -339,10 +339,26 @@ var (
 )
 
 func loadHtpasswd(path string, log *slog.Logger, now func() time.Time) (*htpasswd, error) {
-	h := &htpasswd{path: path, log: log, now: now, key: make([]byte, 32)}
-	if _, err := rand.Read(h.key); err != nil {
+	key, err := newUserKey()
+	if err != nil {
 		return nil, err
 	}
+	return loadHtpasswdKeyed(path, key, log, now)
+}
+
+// newUserKey makes the key of the entries' fingerprints (and of
+// remembered logins).
+func newUserKey() ([]byte, error) {
+	key := make([]byte, 32)
+	_, err := rand.Read(key)
+	return key, err
+}
+
+// loadHtpasswdKeyed loads the file with the given key. An Access keeps one
+// key for its life, so a reload that reads the file again gives unchanged
+// entries the same fingerprints, and their tokens stay valid.
+func loadHtpasswdKeyed(path string, key []byte, log *slog.Logger, now func() time.Time) (*htpasswd, error) {
+	h := &htpasswd{path: path, log: log, now: now, key: key}
 	if err := h.load(); err != nil {
 		return nil, err
 	}
