@@ -237,7 +237,11 @@ func (a *App) AdminHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(a.Status())
+		st := a.Status()
+		if !a.adminMaySeePrivate(r) {
+			st.withoutNames()
+		}
+		_ = json.NewEncoder(w).Encode(st)
 	})
 	a.cacheRoutes(mux) // regcache cache --admin
 	dash := a.dashboardHandler()
@@ -303,6 +307,19 @@ type UpstreamStatus struct {
 	// Fallback is the upstream's fallback chain and what its members
 	// answered, when it has one.
 	Fallback *mirror.FallbackState `json:"fallback,omitempty"`
+}
+
+// withoutNames drops what names repositories (a fallback's last cause is
+// an upstream error naming the request), for callers who may not see
+// private names.
+func (st *Status) withoutNames() {
+	for i, u := range st.Upstreams {
+		if u.Fallback != nil {
+			fb := *u.Fallback
+			fb.LastCause = ""
+			st.Upstreams[i].Fallback = &fb
+		}
+	}
 }
 
 // Status reports the upstreams' health and rate limits, the requests

@@ -218,3 +218,34 @@ func TestFallbackMemberVouchesForNothing(t *testing.T) {
 		t.Error("docker.io recorded as holding the private layer on the member's word")
 	}
 }
+
+// TestFallbackNamesHidden: with a credentialed member in docker.io's
+// chain and an admin token, neither /status (fallback.lastCause names the
+// repository) nor the dashboard names docker.io's repositories to a caller
+// without the token; with it, both do.
+func TestFallbackNamesHidden(t *testing.T) {
+	const token = "admin-token-0123456789abcdef"
+	e := newChainEnv(t, "    username: me\n    password: member-secret\n", "access:\n  private: allow\n",
+		map[string]string{"REGCACHE_ADMIN_TOKEN": token})
+	e.member.SetCredentials("me", "member-secret")
+	single := e.imgs.Single
+	e.rateLimitPrimary()
+	if got, err := tryCrane(e.m.Host + "/" + single.Repo + ":" + single.Tag); err != nil || got != string(single.Digest) {
+		t.Fatalf("docker.io rate limited, through the member: %s %v", got, err)
+	}
+	if st := e.m.App.Status().Upstreams[0].Fallback; st == nil || !strings.Contains(st.LastCause, single.Repo) {
+		t.Fatalf("the fallback's last cause does not name the repository (nothing to hide): %+v", st)
+	}
+	admin := e.m.App.AdminHandler()
+	for _, path := range []string{"/status", "/dashboard.json"} {
+		_, body := adminGet(t, admin, path, "")
+		if strings.Contains(body, single.Repo) {
+			t.Errorf("%s without the token names %s: %.300s", path, single.Repo, body)
+		}
+		var withToken string
+		waitFor(t, path+" with the token names the repository", func() bool {
+			_, withToken = adminGet(t, admin, path, token)
+			return strings.Contains(withToken, single.Repo)
+		})
+	}
+}
