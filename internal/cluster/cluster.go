@@ -26,7 +26,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +60,9 @@ type Cluster struct {
 	live      []string // sorted, always including self
 	suspected map[string]time.Time
 	redisOK   bool
+	// badMembers are members read from Redis that are no replica's URL,
+	// logged once each.
+	badMembers map[string]bool
 }
 
 // Option configures a Cluster.
@@ -83,7 +88,7 @@ func New(rdb redis.UniversalClient, advertise, secret string, opts ...Option) *C
 		http: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute,
 			ResponseHeaderTimeout: 2 * time.Minute}},
 		beat: time.Second, ttl: 5 * time.Second, leaseTTL: 10 * time.Second, suspect: 15 * time.Second,
-		live: []string{advertise}, suspected: map[string]time.Time{}, guess: httpguard.NewBackoff(5, time.Minute)}
+		live: []string{advertise}, suspected: map[string]time.Time{}, badMembers: map[string]bool{}, guess: httpguard.NewBackoff(5, time.Minute)}
 	for _, o := range opts {
 		o(c)
 	}
@@ -153,7 +158,18 @@ func (c *Cluster) heartbeat(ctx context.Context) bool {
 		c.log.Info("cluster: joined", slog.String("self", c.self))
 	}
 	c.redisOK = true
-	live := rng.Val()
+	live := slices.DeleteFunc(rng.Val(), func(m string) bool {
+		if memberURL(m) {
+			return false
+		}
+		// Whoever can write to Redis must not get the secret sent to a
+		// URL of its choosing: only http(s)://host[:port] is a replica.
+		if !c.badMembers[m] && len(c.badMembers) < 100 { // said once each, not every beat
+			c.badMembers[m] = true
+			c.log.Warn("cluster: ignoring a member that is not http(s)://host[:port]", slog.String("member", m))
+		}
+		return true
+	})
 	if !slices.Contains(live, c.self) {
 		live = append(live, c.self)
 	}
@@ -163,6 +179,15 @@ func (c *Cluster) heartbeat(ctx context.Context) bool {
 	}
 	c.live = live
 	return true
+}
+
+// memberURL reports whether m is a replica's advertised URL:
+// http(s)://host[:port], nothing else (no user, path, query or fragment).
+func memberURL(m string) bool {
+	u, err := url.Parse(m)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.Hostname() != "" &&
+		u.User == nil && u.Opaque == "" && (u.Path == "" || u.Path == "/") && u.RawQuery == "" && !u.ForceQuery &&
+		u.Fragment == "" && !strings.ContainsAny(m, "#?@\\ ")
 }
 
 // Live is the replicas taken as live here: heartbeating, and not suspected.
