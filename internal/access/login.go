@@ -88,6 +88,9 @@ func (a *Access) login(client netip.Addr, user, pw string) identity {
 	if wait := a.guard.wait(client); wait > 0 {
 		return identity{presented: true, throttled: wait}
 	}
+	if wait := a.guard.waitUser(user); wait > 0 {
+		return identity{presented: true, throttled: wait}
+	}
 	if !a.guard.acquire(client, bcryptWait) {
 		return identity{presented: true, throttled: time.Second}
 	}
@@ -104,9 +107,11 @@ func (a *Access) login(client netip.Addr, user, pw string) identity {
 	}
 	if !ok {
 		a.guard.fail(client)
+		a.guard.failUser(user)
 		return identity{presented: true, err: errBadLogin}
 	}
 	a.guard.ok(client)
+	a.guard.okUser(user)
 	return identity{user: user, presented: true}
 }
 

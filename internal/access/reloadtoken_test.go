@@ -2,6 +2,7 @@ package access
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -62,5 +63,33 @@ func TestTokenSurvivesReload(t *testing.T) {
 	}
 	if w := e.get("/v2/", "127.0.0.1", "Bearer "+bob); w.Code != 401 || !strings.Contains(w.Body.String(), "password changed") {
 		t.Errorf("bob's token after his password changed: %d %s", w.Code, w.Body)
+	}
+}
+
+// TestLoginBackoffPerUser: guesses for one user name spread over many
+// addresses (one failure each, under the per-address limit) are budgeted
+// too: after freeUserFailures the name is refused unchecked, even with the
+// right password from a fresh address, while other names are not; after
+// the wait the right password works and clears the name.
+func TestLoginBackoffPerUser(t *testing.T) {
+	e := newLoginEnv(t, bcrypt.MinCost)
+	for i := range freeUserFailures {
+		if w := e.get("/v2/", fmt.Sprintf("10.3.0.%d", i+1), basic("alice", "nope")); w.Code != 401 {
+			t.Fatalf("failure %d: %d", i+1, w.Code)
+		}
+	}
+	w := e.get("/v2/", "10.4.0.1", basic("alice", "secret-a"))
+	if w.Code != 429 || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("alice after %d failures from as many addresses: %d, Retry-After %q", freeUserFailures, w.Code, w.Header().Get("Retry-After"))
+	}
+	if w := e.get("/v2/", "10.4.0.2", basic("carol", "nope")); w.Code != 401 {
+		t.Errorf("another user name during alice's backoff: %d, want 401", w.Code)
+	}
+	e.advance(2 * time.Second)
+	if w := e.get("/v2/", "10.4.0.1", basic("alice", "secret-a")); w.Code != 200 {
+		t.Fatalf("after the wait: %d", w.Code)
+	}
+	if w := e.get("/v2/", "10.5.0.1", basic("alice", "nope")); w.Code != 401 {
+		t.Errorf("a success clears the name, so a failure is free again: %d", w.Code)
 	}
 }
