@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -76,6 +77,15 @@ func (a *App) adminHandlerGuarded() http.Handler {
 	}
 	if h, _, err := net.SplitHostPort(a.cfg.Addr); err == nil {
 		names = append(names, h)
+	}
+	// Names configured for this mirror: the replica's advertised URL, and
+	// the upstreams' names and aliases, which clients reach the registry
+	// listener by (an attacker controls none of their DNS).
+	if u, err := url.Parse(a.cfg.Cluster.Advertise); err == nil && u.Hostname() != "" {
+		names = append(names, u.Hostname())
+	}
+	for _, u := range a.cfg.Upstreams {
+		names = append(append(names, u.Name), u.Aliases...)
 	}
 	return httpguard.Guard(a.AdminHandler(), httpguard.Hosts(a.cfg.AdminAddr, names...))
 }
