@@ -77,6 +77,12 @@ type Upstream struct {
 	// asked whether a repository the anonymous client cannot see exists at
 	// all. Nil: a refused repository is taken as private, never missing.
 	Client *upstream.Client
+	// Fallback names the upstreams (listed in Config.Upstreams too) that
+	// stand in for this one when it fails. Content a credentialed member
+	// serves may be private, so a repository of this upstream is public
+	// only if every credentialed member serves it anonymously too (or does
+	// not have it): the chain is decided against its most privileged member.
+	Fallback []string
 }
 
 // Access is the mirror's access control. It is safe for concurrent use.
@@ -86,6 +92,7 @@ type Access struct {
 	now      func() time.Time
 	guard    *loginGuard
 	signer   *signer // made at start; kept across reloads, so tokens stay valid
+	userKey  []byte  // of htpasswd entries' fingerprints: kept across reloads too
 	tokenTTL time.Duration
 
 	upstreams  map[string]*upstreamState
@@ -112,12 +119,19 @@ func (a *Access) cur() *rules { return a.rules.Load() }
 
 type upstreamState struct {
 	credentialed bool
+	members      []chainMember // the credentialed members of its fallback chain
 	anon         *upstream.Client
 	cred         *upstream.Client
 
 	mu      sync.Mutex
 	answers map[string]publicAnswer // repo → last answer
 	flights singleflight.Group
+}
+
+// chainMember is a credentialed member of an upstream's fallback chain.
+type chainMember struct {
+	name string
+	st   *upstreamState
 }
 
 type publicAnswer struct {
@@ -163,6 +177,10 @@ func New(cfg Config, opts ...Option) (*Access, error) {
 		o(a)
 	}
 	a.guard = newLoginGuard(func() time.Time { return a.now() })
+	var err error
+	if a.userKey, err = newUserKey(); err != nil {
+		return nil, err
+	}
 	r, err := a.newRules(cfg)
 	if err != nil {
 		return nil, err
@@ -184,6 +202,16 @@ func New(cfg Config, opts ...Option) (*Access, error) {
 			st.anon = c
 		}
 		a.upstreams[u.Name] = st
+	}
+	for _, u := range cfg.Upstreams {
+		for _, name := range u.Fallback {
+			for _, m := range cfg.Upstreams {
+				if strings.EqualFold(m.Name, name) && m.Name != u.Name && m.Credentialed {
+					st := a.upstreams[u.Name]
+					st.members = append(st.members, chainMember{name: m.Name, st: a.upstreams[m.Name]})
+				}
+			}
+		}
 	}
 	return a, nil
 }
@@ -215,7 +243,7 @@ func (a *Access) newRules(cfg Config) (*rules, error) {
 		}
 	}
 	if cfg.Htpasswd != "" {
-		h, err := loadHtpasswd(cfg.Htpasswd, a.log, a.now)
+		h, err := loadHtpasswdKeyed(cfg.Htpasswd, a.userKey, a.log, a.now)
 		if err != nil {
 			return nil, err
 		}

@@ -232,7 +232,11 @@ func TestHtpasswd(t *testing.T) {
 	now := time.Now()
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	h, err := loadHtpasswd(path, discard(), clock)
+	key, err := newUserKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := loadHtpasswdKeyed(path, key, discard(), clock)
 	if err != nil {
 		t.Fatal(err)
 	}

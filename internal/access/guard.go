@@ -24,6 +24,7 @@ type loginGuard struct {
 
 	mu    sync.Mutex
 	m     map[netip.Addr]*failures
+	users map[string]*failures     // by user name, from any address
 	slots map[netip.Addr]*addrSlot // whose turn it is to have a password checked
 
 	failed    atomic.Int64 // wrong credentials
@@ -135,5 +136,53 @@ func (g *loginGuard) fail(addr netip.Addr) {
 func (g *loginGuard) ok(addr netip.Addr) {
 	g.mu.Lock()
 	delete(g.m, addr)
+	g.mu.Unlock()
+}
+
+// Failed logins for one user name, from any addresses, are free up to
+// freeUserFailures; then every further attempt for that name is refused
+// without a password check for a backoff doubling from one second to a
+// minute, so guesses spread over many addresses gain nothing. A user whose
+// right password was checked within the minute is not held back (see
+// Access.login), and a success clears the name.
+const freeUserFailures = 10
+
+// waitUser is how long attempts for user must wait (0: go).
+func (g *loginGuard) waitUser(user string) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f := g.users[user]
+	if f == nil {
+		return 0
+	}
+	if left := f.until.Sub(g.now()); left > 0 {
+		g.throttled.Add(1)
+		return left
+	}
+	return 0
+}
+
+func (g *loginGuard) failUser(user string) {
+	now := g.now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.users == nil || len(g.users) >= maxGuarded {
+		g.users = map[string]*failures{}
+	}
+	f := g.users[user]
+	if f == nil || now.Sub(f.last) > forgetFailures {
+		f = &failures{}
+		g.users[user] = f
+	}
+	f.n++
+	f.last = now
+	if f.n >= freeUserFailures {
+		f.until = now.Add(min(time.Second<<min(f.n-freeUserFailures, 6), maxLoginWait))
+	}
+}
+
+func (g *loginGuard) okUser(user string) {
+	g.mu.Lock()
+	delete(g.users, user)
 	g.mu.Unlock()
 }

@@ -88,6 +88,9 @@ func (a *Access) login(client netip.Addr, user, pw string) identity {
 	if wait := a.guard.wait(client); wait > 0 {
 		return identity{presented: true, throttled: wait}
 	}
+	if wait := a.guard.waitUser(user); wait > 0 {
+		return identity{presented: true, throttled: wait}
+	}
 	if !a.guard.acquire(client, bcryptWait) {
 		return identity{presented: true, throttled: time.Second}
 	}
@@ -104,9 +107,11 @@ func (a *Access) login(client netip.Addr, user, pw string) identity {
 	}
 	if !ok {
 		a.guard.fail(client)
+		a.guard.failUser(user)
 		return identity{presented: true, err: errBadLogin}
 	}
 	a.guard.ok(client)
+	a.guard.okUser(user)
 	return identity{user: user, presented: true}
 }
 
@@ -338,11 +343,19 @@ var (
 	dummies = map[int][]byte{}
 )
 
-func loadHtpasswd(path string, log *slog.Logger, now func() time.Time) (*htpasswd, error) {
-	h := &htpasswd{path: path, log: log, now: now, key: make([]byte, 32)}
-	if _, err := rand.Read(h.key); err != nil {
-		return nil, err
-	}
+// newUserKey makes the key of the entries' fingerprints (and of
+// remembered logins).
+func newUserKey() ([]byte, error) {
+	key := make([]byte, 32)
+	_, err := rand.Read(key)
+	return key, err
+}
+
+// loadHtpasswdKeyed loads the file with the given key. An Access keeps one
+// key for its life, so a reload that reads the file again gives unchanged
+// entries the same fingerprints, and their tokens stay valid.
+func loadHtpasswdKeyed(path string, key []byte, log *slog.Logger, now func() time.Time) (*htpasswd, error) {
+	h := &htpasswd{path: path, log: log, now: now, key: key}
 	if err := h.load(); err != nil {
 		return nil, err
 	}

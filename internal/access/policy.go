@@ -135,11 +135,37 @@ func (a *Access) isPublic(ctx context.Context, upName, repo string) (bool, error
 // for the request req (its reference is asked about when the repository's
 // tag list says nothing). Public and private are facts of the repository
 // and remembered for it; "missing" is remembered for the reference only.
+//
+// For an upstream with a fallback chain, each credentialed member is asked
+// the same of its own copy, since it may answer in the upstream's place:
+// the repository is public only if every such member serves it
+// anonymously too, or does not have it at all.
 func (a *Access) publicAnswer(ctx context.Context, upName, repo string, req oci.Path) (publicAnswer, error) {
 	st := a.upstreams[upName]
-	if st == nil || !st.credentialed {
-		return publicAnswer{public: true}, nil // the mirror itself reads anonymously
+	if st == nil {
+		return publicAnswer{public: true}, nil
 	}
+	ans := publicAnswer{public: true} // the mirror itself reads anonymously
+	if st.credentialed {
+		var err error
+		if ans, err = a.linkAnswer(ctx, upName, st, repo, req); err != nil || !ans.public {
+			return ans, err
+		}
+	}
+	for _, m := range st.members {
+		mans, err := a.linkAnswer(ctx, m.name, m.st, repo, req)
+		if err != nil {
+			return publicAnswer{}, err
+		}
+		if !mans.public && !mans.missing {
+			return publicAnswer{}, nil // private at a member that may answer for it
+		}
+	}
+	return ans, nil
+}
+
+// linkAnswer is publicAnswer for one credentialed upstream alone.
+func (a *Access) linkAnswer(ctx context.Context, upName string, st *upstreamState, repo string, req oci.Path) (publicAnswer, error) {
 	refKey := repo + "\x00" + refString(req)
 	st.mu.Lock()
 	last, known := st.answers[repo]

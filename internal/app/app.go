@@ -67,6 +67,7 @@ type App struct {
 	certs     *certReloader
 	access    *access.Access
 	metrics   *prometheus.Registry
+	adminAuth adminAuth // wrong admin tokens: counted, slowed down
 
 	evictMu  sync.Mutex                       // one eviction at a time
 	evictNow chan struct{}                    // a commit took the store over storage.max_size
@@ -182,6 +183,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			func() float64 { f, _ := acc.LoginFailures(); return float64(f) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_login_throttled_total", Help: "Client login attempts refused unchecked: their address failed too many logins lately."},
 			func() float64 { _, th := acc.LoginFailures(); return float64(th) }))
+	a.registerAuthFailures()
 	m := metrics.New(a.metrics)
 	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics, results, sources, a.upstreamNames()), credentialed(cfg)), newHistory(historySamples)
 	metrics.RegisterState(a.metrics, a.metricsState)
@@ -228,7 +230,7 @@ func accessConfig(cfg config.Config, clients []*mirror.Upstream) access.Config {
 	for i, u := range cfg.Upstreams {
 		ac.Upstreams = append(ac.Upstreams, access.Upstream{Name: u.Name, URL: u.URL,
 			Credentialed: u.Username != "" || u.Password != "" || u.PasswordFile != "",
-			Client:       clients[i].Client})
+			Client:       clients[i].Client, Fallback: u.Fallback})
 	}
 	return ac
 }
@@ -250,7 +252,11 @@ func (a *App) AdminHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(a.Status())
+		st := a.Status()
+		if !a.adminMaySeePrivate(r) {
+			st.withoutNames()
+		}
+		_ = json.NewEncoder(w).Encode(st)
 	})
 	a.cacheRoutes(mux) // regcache cache --admin
 	dash := a.dashboardHandler()
@@ -305,6 +311,19 @@ type UpstreamStatus struct {
 	// Fallback is the upstream's fallback chain and what its members
 	// answered, when it has one.
 	Fallback *mirror.FallbackState `json:"fallback,omitempty"`
+}
+
+// withoutNames drops what names repositories (a fallback's last cause is
+// an upstream error naming the request), for callers who may not see
+// private names.
+func (st *Status) withoutNames() {
+	for i, u := range st.Upstreams {
+		if u.Fallback != nil {
+			fb := *u.Fallback
+			fb.LastCause = ""
+			st.Upstreams[i].Fallback = &fb
+		}
+	}
 }
 
 // Status reports the upstreams' health and rate limits, the requests
@@ -364,7 +383,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	}
 	var admin *http.Server
 	if adminLn != nil {
-		admin = &http.Server{Handler: a.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		admin = &http.Server{Handler: a.adminHandlerGuarded(), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- admin.Serve(adminLn) }()
 	}
 	var err error

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/regcache/regcache/internal/cache"
+	"github.com/regcache/regcache/internal/httpguard"
 )
 
 // The admin listener's cache API, which `regcache cache --admin` calls:
@@ -26,7 +26,9 @@ import (
 // (the wire types are internal/cache's).
 //
 // Calls that change the cache are POSTs, and are refused unless
-// adminMayChange (loopback, or the admin token when one is configured).
+// adminMayChange (loopback, or the admin token when one is configured);
+// the admin listener's httpguard.Guard takes them only as same-site
+// requests with Content-Type: application/json.
 // Errors are plain text with a status code.
 
 // maxCacheRequest bounds the body of a cache API call.
@@ -95,11 +97,10 @@ func (a *App) serveCacheStats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, st)
 }
 
-// decodeCacheRequest reads a bounded JSON body into v.
+// decodeCacheRequest reads a bounded JSON body into v (strictly: see
+// httpguard.DecodeJSON).
 func decodeCacheRequest(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxCacheRequest))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := httpguard.DecodeJSON(r, v, maxCacheRequest); err != nil {
 		return fmt.Errorf("the request body is not a cache call this mirror knows (%v): is regcache the same version on both sides?", err)
 	}
 	return nil

@@ -87,7 +87,7 @@ func TestDashboardPrivateNames(t *testing.T) {
 	hub.SetCredentials("hubuser", "hubpass")
 	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
 		"REGCACHE_USERNAME": "hubuser", "REGCACHE_PASSWORD": "hubpass", "REGCACHE_PRIVATE": "allow",
-		"REGCACHE_ADMIN_TOKEN": "admintok-7"})
+		"REGCACHE_ADMIN_TOKEN": "admintok-7-long-enough"})
 	img := imgs.Single
 	if code, _ := fetch(t, m.Host, "/v2/"+img.Repo+"/manifests/"+img.Tag); code != 200 {
 		t.Fatalf("pull: %d", code)
@@ -113,7 +113,7 @@ func TestDashboardPrivateNames(t *testing.T) {
 	if s.Private || s.TopPulls[0].Name != "" || s.TopPulls[0].Count != 1 || s.Errors[0].Repo != "" || s.Errors[0].Reason != "" || s.Errors[0].Status != 429 {
 		t.Errorf("without the token: private %v, top %+v, errors %+v", s.Private, s.TopPulls, s.Errors)
 	}
-	for _, secret := range []string{img.Repo, imgs.OCIIndex.Repo, "hubuser", "hubpass", "admintok-7"} {
+	for _, secret := range []string{img.Repo, imgs.OCIIndex.Repo, "hubuser", "hubpass", "admintok-7-long-enough"} {
 		if strings.Contains(body, secret) {
 			t.Errorf("the dashboard without the token shows %q", secret)
 		}
@@ -121,11 +121,11 @@ func TestDashboardPrivateNames(t *testing.T) {
 	if _, wrong := snap("not-the-token"); strings.Contains(wrong, img.Repo) {
 		t.Error("a wrong token sees private names")
 	}
-	s, body = snap("admintok-7")
+	s, body = snap("admintok-7-long-enough")
 	if !s.Private || s.TopPulls[0].Name != img.Repo || s.Errors[0].Repo != imgs.OCIIndex.Repo || s.Errors[0].Reason == "" {
 		t.Errorf("with the token: private %v, top %+v, errors %+v", s.Private, s.TopPulls, s.Errors)
 	}
-	for _, secret := range []string{"hubpass", "admintok-7"} {
+	for _, secret := range []string{"hubpass", "admintok-7-long-enough"} {
 		if strings.Contains(body, secret) {
 			t.Errorf("the dashboard shows %q", secret)
 		}

@@ -315,7 +315,7 @@ func TestMaxAge(t *testing.T) {
 // repositories only to those callers.
 func TestCacheAPIAccess(t *testing.T) {
 	hub := testenv.NewHub(t)
-	for _, token := range []string{"", "s3cret"} {
+	for _, token := range []string{"", "s3cret-admin-token-1"} {
 		env := map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io"}
 		if token != "" {
 			env["REGCACHE_ADMIN_TOKEN"] = token
@@ -325,6 +325,7 @@ func TestCacheAPIAccess(t *testing.T) {
 		call := func(method, path, from, auth string) int {
 			r := httptest.NewRequest(method, path, strings.NewReader(`{"toSize":1,"dryRun":true}`))
 			r.RemoteAddr = from
+			r.Header.Set("Content-Type", "application/json")
 			if auth != "" {
 				r.Header.Set("Authorization", "Bearer "+auth)
 			}

@@ -2,18 +2,29 @@ package app
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	"github.com/regcache/regcache/internal/config"
 )
 
-// credentialed lists the upstreams the mirror asks with credentials: what
-// it fetched from them may be private, so their repositories are named
-// on the dashboard only to the admin.
+// credentialed lists the upstreams the mirror asks with credentials, or
+// whose fallback chain has a member it asks with credentials: what it
+// fetched for them may be private, so their repositories are named on the
+// dashboard only to the admin.
 func credentialed(cfg config.Config) map[string]bool {
 	out := map[string]bool{}
+	withCreds := func(u config.Upstream) bool { return u.Username != "" || u.Password != "" || u.PasswordFile != "" }
 	for _, u := range cfg.Upstreams {
-		out[u.Name] = u.Username != "" || u.Password != "" || u.PasswordFile != ""
+		out[u.Name] = withCreds(u)
+		// A chain is as private as its most privileged member.
+		for _, name := range u.Fallback {
+			for _, m := range cfg.Upstreams {
+				if strings.EqualFold(m.Name, name) && withCreds(m) {
+					out[u.Name] = true
+				}
+			}
+		}
 	}
 	return out
 }

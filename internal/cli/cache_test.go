@@ -85,12 +85,12 @@ func TestCacheCommandsRunning(t *testing.T) {
 	imgs := hub.Seed(t)
 	data := t.TempDir()
 	m := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_DATA": data,
-		"REGCACHE_ADMIN_ADDR": "127.0.0.1:0", "REGCACHE_ADMIN_TOKEN": "s3cret", "REGCACHE_SCRUB_INTERVAL": "0"})
+		"REGCACHE_ADMIN_ADDR": "127.0.0.1:0", "REGCACHE_ADMIN_TOKEN": "s3cret-admin-token-1", "REGCACHE_SCRUB_INTERVAL": "0"})
 	if out, err := runCLI(t, "warm", "--mirror", m.URL, "--all-platforms", "single", "multi"); err != nil {
 		t.Fatalf("warm: %v\n%s", err, out)
 	}
 	waitIndexed(t, m.App, len(imgs.Single.Blobs())+len(imgs.ManifestList.Blobs()))
-	cfg := writeConfig(t, "data: "+data+"\nadmin_addr: "+m.Admin+"\nadmin_token: s3cret\n")
+	cfg := writeConfig(t, "data: "+data+"\nadmin_addr: "+m.Admin+"\nadmin_token: s3cret-admin-token-1\n")
 	out, err := runCLI(t, "cache", "ls", "--config", cfg)
 	if err != nil || !strings.Contains(out, "asking it through its admin listener at "+m.Admin) || !strings.Contains(out, "library/single") {
 		t.Errorf("ls by --config on a running mirror: %v\n%s", err, out)
@@ -110,7 +110,7 @@ func TestCacheCommandsRunning(t *testing.T) {
 		t.Helper()
 		i++
 		if i%2 == 0 { // both ways of reaching it, in turn
-			return runCLI(t, append(append([]string{"cache"}, args...), "--admin", m.Admin, "--admin-token", "s3cret")...)
+			return runCLI(t, append(append([]string{"cache"}, args...), "--admin", m.Admin, "--admin-token", "s3cret-admin-token-1")...)
 		}
 		out, err := runCLI(t, append(append([]string{"cache"}, args...), "--config", cfg)...)
 		out = strings.Replace(out, data+" is in use by a running regcache: asking it through its admin listener at "+m.Admin+" (--admin)\n", "", 1)

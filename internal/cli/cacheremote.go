@@ -107,7 +107,8 @@ func (c *remoteCache) call(ctx context.Context, method, path string, query url.V
 	if err != nil {
 		return nil, err
 	}
-	if body != nil {
+	if body != nil || method != http.MethodGet {
+		// The admin listener takes state-changing calls as JSON only.
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {

@@ -30,7 +30,8 @@ func newConfigPrintCmd() *cobra.Command {
 REGCACHE_* (and Distribution's REGISTRY_*) variables and --config file:
 every option's value, its source (flag, env, file or default) and what a
 SIGHUP does with a change to it (applied live, or needs a restart), and the
-upstreams. Passwords and the admin token are shown as <redacted>. The
+upstreams. Secrets (the admin token, upstream passwords, the S3 secret key,
+the cluster secret, the password inside cluster.redis) are redacted. The
 configuration is checked as serve checks it: an error here is the error
 serve would stop with.`,
 		Example: `  regcache config print --config /etc/regcache/regcache.yaml

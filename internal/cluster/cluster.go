@@ -26,11 +26,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/regcache/regcache/internal/httpguard"
 )
 
 // Cluster is this replica's view of the others.
@@ -47,10 +52,17 @@ type Cluster struct {
 	leaseTTL time.Duration
 	suspect  time.Duration // how long an unreachable peer is left out
 
+	// wrong secrets on the internal endpoint: slowed down per address
+	guess             *httpguard.Backoff
+	failed, throttled atomic.Int64
+
 	mu        sync.Mutex
 	live      []string // sorted, always including self
 	suspected map[string]time.Time
 	redisOK   bool
+	// badMembers are members read from Redis that are no replica's URL,
+	// logged once each.
+	badMembers map[string]bool
 }
 
 // Option configures a Cluster.
@@ -76,11 +88,17 @@ func New(rdb redis.UniversalClient, advertise, secret string, opts ...Option) *C
 		http: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute,
 			ResponseHeaderTimeout: 2 * time.Minute}},
 		beat: time.Second, ttl: 5 * time.Second, leaseTTL: 10 * time.Second, suspect: 15 * time.Second,
-		live: []string{advertise}, suspected: map[string]time.Time{}}
+		live: []string{advertise}, suspected: map[string]time.Time{}, badMembers: map[string]bool{}, guess: httpguard.NewBackoff(5, time.Minute)}
 	for _, o := range opts {
 		o(c)
 	}
 	return c
+}
+
+// AuthFailures is how many requests to the internal endpoint carried a
+// wrong secret, and how many its per-address backoff refused unchecked.
+func (c *Cluster) AuthFailures() (failed, throttled int64) {
+	return c.failed.Load(), c.throttled.Load()
 }
 
 // Self is this replica's advertised URL.
@@ -140,7 +158,18 @@ func (c *Cluster) heartbeat(ctx context.Context) bool {
 		c.log.Info("cluster: joined", slog.String("self", c.self))
 	}
 	c.redisOK = true
-	live := rng.Val()
+	live := slices.DeleteFunc(rng.Val(), func(m string) bool {
+		if memberURL(m) {
+			return false
+		}
+		// Whoever can write to Redis must not get the secret sent to a
+		// URL of its choosing: only http(s)://host[:port] is a replica.
+		if !c.badMembers[m] && len(c.badMembers) < 100 { // said once each, not every beat
+			c.badMembers[m] = true
+			c.log.Warn("cluster: ignoring a member that is not http(s)://host[:port]", slog.String("member", m))
+		}
+		return true
+	})
 	if !slices.Contains(live, c.self) {
 		live = append(live, c.self)
 	}
@@ -150,6 +179,15 @@ func (c *Cluster) heartbeat(ctx context.Context) bool {
 	}
 	c.live = live
 	return true
+}
+
+// memberURL reports whether m is a replica's advertised URL:
+// http(s)://host[:port], nothing else (no user, path, query or fragment).
+func memberURL(m string) bool {
+	u, err := url.Parse(m)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.Hostname() != "" &&
+		u.User == nil && u.Opaque == "" && (u.Path == "" || u.Path == "/") && u.RawQuery == "" && !u.ForceQuery &&
+		u.Fragment == "" && !strings.ContainsAny(m, "#?@\\ ")
 }
 
 // Live is the replicas taken as live here: heartbeating, and not suspected.

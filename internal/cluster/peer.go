@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regcache/regcache/internal/fill"
+	"github.com/regcache/regcache/internal/httpguard"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
@@ -36,9 +37,7 @@ type Content interface {
 // Handler serves the internal endpoint under PeerPath.
 func (c *Cluster) Handler(content Content) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if subtle.ConstantTimeCompare([]byte(auth), []byte(c.secret)) != 1 {
-			http.Error(w, "cluster: wrong or missing secret", http.StatusUnauthorized)
+		if !c.authorized(w, r) {
 			return
 		}
 		d, err := digest.Parse(strings.TrimPrefix(r.URL.Path, PeerPath))
@@ -81,6 +80,30 @@ func (c *Cluster) Handler(content Content) http.Handler {
 			panic(http.ErrAbortHandler)
 		}
 	})
+}
+
+// authorized checks the request's secret, answering the refusal itself:
+// a wrong one is logged (never its value) and counted, and after five
+// from one address that address is refused unchecked for a backoff
+// doubling from a second to a minute.
+func (c *Cluster) authorized(w http.ResponseWriter, r *http.Request) bool {
+	addr := httpguard.PeerAddr(r)
+	if wait := c.guess.Wait(addr); wait > 0 {
+		c.throttled.Add(1)
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		http.Error(w, "cluster: too many wrong secrets from your address; wait", http.StatusTooManyRequests)
+		return false
+	}
+	auth := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if subtle.ConstantTimeCompare([]byte(auth), []byte(c.secret)) == 1 {
+		c.guess.Succeed(addr)
+		return true
+	}
+	c.guess.Fail(addr)
+	c.failed.Add(1)
+	c.log.Warn("cluster: wrong or missing secret on the internal endpoint", slog.String("client", addr.String()))
+	http.Error(w, "cluster: wrong or missing secret", http.StatusUnauthorized)
+	return false
 }
 
 // fetchPeer opens d at offset from peer's internal endpoint.

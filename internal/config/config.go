@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -340,26 +341,30 @@ func (c Config) Password(i int) (string, error) {
 // redacted replaces a set password in Redacted output.
 const redacted = "<redacted>"
 
-// Redacted returns a copy of c that is safe to log: every non-empty upstream
-// password and the admin token are replaced with "<redacted>". Password file paths are kept. c is
-// not modified.
+// Redacted returns a copy of c that is safe to log: every secret option
+// (SecretKeys: upstream passwords, the admin token, the S3 secret key, the
+// cluster secret) is replaced with "<redacted>", and cluster.redis loses
+// its password. Password file paths are kept. c is not modified.
+// TestRedactedCoversEverySecretOption holds it to the option table.
 func (c Config) Redacted() Config {
 	c.Upstreams = slices.Clone(c.Upstreams)
-	if c.AdminToken != "" {
-		c.AdminToken = redacted
-	}
-	if c.Storage.S3.SecretKey != "" {
-		c.Storage.S3.SecretKey = redacted
-	}
-	if c.Cluster.Secret != "" {
-		c.Cluster.Secret = redacted
-	}
-	if c.Cluster.Redis != "" {
-		c.Cluster.Redis = redact.URL(c.Cluster.Redis)
-	}
-	for i := range c.Upstreams {
-		if c.Upstreams[i].Password != "" {
-			c.Upstreams[i].Password = redacted
+	v := reflect.ValueOf(&c).Elem()
+	for _, key := range SecretKeys() {
+		if key == upstreamPasswordKey {
+			for i := range c.Upstreams {
+				if c.Upstreams[i].Password != "" {
+					c.Upstreams[i].Password = redacted
+				}
+			}
+			continue
+		}
+		f := fieldsOf(v, key)[0]
+		switch {
+		case f.String() == "":
+		case secrecyOf(key) == secretInURL:
+			f.SetString(redact.URL(f.String()))
+		default:
+			f.SetString(redacted)
 		}
 	}
 	return c

@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
+
+	"github.com/regcache/regcache/internal/redact"
 )
 
 // Setting is one option of the effective configuration and where its value
@@ -19,9 +21,6 @@ type Setting struct {
 	Source string `json:"source"` // "flag --x", "env NAME", "file PATH", or "default"
 	Reload string `json:"reload"` // what a SIGHUP does with a change: applied live, needs a restart, command line only
 }
-
-// secretFlags are the options whose values Explain redacts.
-var secretFlags = map[string]bool{"password": true, "admin-token": true}
 
 // Explain loads the configuration as Load does and tells, for every
 // option, the value in force and which source gave it (precedence flag >
@@ -87,8 +86,13 @@ func Explain(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) ([]Settin
 		if s.Value == "" {
 			s.Value = "none"
 		}
-		if secretFlags[o.flag] && s.Source != "default" && s.Value != "none" {
-			s.Value = redacted
+		if s.Source != "default" && s.Value != "none" {
+			switch o.secret {
+			case secretValue:
+				s.Value = redacted
+			case secretInURL:
+				s.Value = redact.URL(s.Value)
+			}
 		}
 		out = append(out, s)
 	}

@@ -21,7 +21,7 @@ func TestExplain(t *testing.T) {
 	}
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	RegisterFlags(fs)
-	if err := fs.Parse([]string{"--config", path, "--fill-timeout", "20m", "--admin-token", "tok"}); err != nil {
+	if err := fs.Parse([]string{"--config", path, "--fill-timeout", "20m", "--admin-token", "tok-0123456789abcdef"}); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"REGCACHE_LOG_LEVEL": "debug", "REGCACHE_ADDR": "127.0.0.1:7000"}

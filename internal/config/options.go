@@ -44,6 +44,53 @@ type option struct {
 	set func(c *Config, v string) error
 	// reload is what a SIGHUP does with a changed value (reload.go).
 	reload Reload
+
+	// secret marks a credential: every output redacts it (SecretKeys,
+	// Redacted, Explain).
+	secret secrecy
+}
+
+// secrecy says whether, and how, an option's value is a secret.
+type secrecy int
+
+const (
+	notSecret   secrecy = iota
+	secretValue         // the whole value: shown as <redacted>
+	secretInURL         // a URL's password: shown without it (redact.URL)
+)
+
+// SecretKeys lists the options whose values are secrets, by YAML key
+// (upstreams[].password for every upstream's password), from the option
+// table: config print, Explain, Redacted (logs, /status, errors) redact
+// each of them.
+func SecretKeys() []string {
+	var out []string
+	for _, o := range options {
+		switch {
+		case o.secret == notSecret:
+		case o.key != "":
+			out = append(out, o.key)
+		case isFirstUpstreamOption(o.flag):
+			out = append(out, upstreamKey(o.flag))
+		}
+	}
+	return out
+}
+
+// upstreamPasswordKey is the secret key of every upstream's password.
+const upstreamPasswordKey = "upstreams[].password"
+
+// upstreamKey is the key, for every upstream, of a default-upstream flag.
+func upstreamKey(flag string) string { return strings.Replace(firstUpstreamKeys[flag], "[0]", "[]", 1) }
+
+// secrecyOf is how the option with YAML key key is secret.
+func secrecyOf(key string) secrecy {
+	for _, o := range options {
+		if o.key == key || (o.key == "" && isFirstUpstreamOption(o.flag) && upstreamKey(o.flag) == key) {
+			return o.secret
+		}
+	}
+	return notSecret
 }
 
 // flagConfig is the flag naming the YAML file; it is not a Config field.
@@ -59,8 +106,9 @@ var options = []option{
 		usage: `listen address of metrics, health, dashboard and admin API; "" disables it`,
 		set:   setString(func(c *Config) *string { return &c.AdminAddr }, checkAdminAddr)},
 	{flag: "admin-token", reload: ReloadLive, key: "admin_token", defDoc: "none: state-changing admin calls from loopback only",
-		usage: "bearer token of the admin API for state-changing calls and private views; prefer the environment or the file",
-		set:   setString(func(c *Config) *string { return &c.AdminToken }, nil)},
+		usage:  "bearer token of the admin API for state-changing calls and private views; prefer the environment or the file",
+		set:    setString(func(c *Config) *string { return &c.AdminToken }, nil),
+		secret: secretValue},
 	{flag: "data", reload: ReloadRestart, key: "data", aliases: []string{"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"}, def: defaults.Data,
 		usage: "directory of the cached content and index",
 		set:   setString(func(c *Config) *string { return &c.Data }, checkNonEmpty)},
@@ -116,7 +164,8 @@ var options = []option{
 			u := first(c)
 			u.Password, u.PasswordFile = v, ""
 			return nil
-		}},
+		},
+		secret: secretValue},
 	{flag: "password-file", reload: ReloadRestart, defDoc: "none",
 		usage: "file holding the password of the default upstream",
 		set: func(c *Config, v string) error {
@@ -188,8 +237,9 @@ var options = []option{
 		usage: "S3 access key",
 		set:   setString(func(c *Config) *string { return &c.Storage.S3.AccessKey }, nil)},
 	{flag: "s3-secret-key", reload: ReloadRestart, key: "storage.s3.secret_key", defDoc: "AWS_SECRET_ACCESS_KEY",
-		usage: "S3 secret key; prefer the environment",
-		set:   setString(func(c *Config) *string { return &c.Storage.S3.SecretKey }, nil)},
+		usage:  "S3 secret key; prefer the environment",
+		set:    setString(func(c *Config) *string { return &c.Storage.S3.SecretKey }, nil),
+		secret: secretValue},
 	{flag: "s3-path-style", reload: ReloadRestart, key: "storage.s3.path_style", kind: kindBool, defDoc: "false",
 		usage: "address the bucket as endpoint/bucket (most engines other than AWS)",
 		set:   setBool(func(c *Config) *bool { return &c.Storage.S3.PathStyle })},
@@ -197,14 +247,16 @@ var options = []option{
 		usage: "answer blob hits with a short-lived presigned S3 URL instead of streaming them",
 		set:   setBool(func(c *Config) *bool { return &c.Storage.S3.Redirect })},
 	{flag: "cluster-redis", reload: ReloadRestart, key: "cluster.redis", defDoc: "none: a single node",
-		usage: "redis://[:password@]host:port/db (rediss:// for TLS) shared by the replicas: index, membership, leases",
-		set:   setString(func(c *Config) *string { return &c.Cluster.Redis }, nil)},
+		usage:  "redis://[:password@]host:port/db (rediss:// for TLS) shared by the replicas: index, membership, leases",
+		set:    setString(func(c *Config) *string { return &c.Cluster.Redis }, nil),
+		secret: secretInURL},
 	{flag: "cluster-advertise", reload: ReloadRestart, key: "cluster.advertise", defDoc: "none",
 		usage: "URL other replicas reach this one's registry listener at, e.g. http://10.0.0.5:5000",
 		set:   setString(func(c *Config) *string { return &c.Cluster.Advertise }, nil)},
 	{flag: "cluster-secret", reload: ReloadRestart, key: "cluster.secret", defDoc: "none",
-		usage: "shared secret of the replicas' internal endpoint; prefer the environment",
-		set:   setString(func(c *Config) *string { return &c.Cluster.Secret }, nil)},
+		usage:  "shared secret of the replicas' internal endpoint; prefer the environment",
+		set:    setString(func(c *Config) *string { return &c.Cluster.Secret }, nil),
+		secret: secretValue},
 	{flag: "allow", reload: ReloadLive, key: "access.allow", kind: kindList, defDoc: "every client",
 		usage: "comma-separated client networks (CIDR) allowed to pull",
 		set:   setPrefixes(func(c *Config) *[]netip.Prefix { return &c.Access.Allow })},

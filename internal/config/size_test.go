@@ -121,11 +121,11 @@ func TestScrubOptions(t *testing.T) {
 		t.Errorf("a zero rate: %v", err)
 	}
 	path := filepath.Join(t.TempDir(), "c.yaml")
-	if err := os.WriteFile(path, []byte("admin_token: s3cret\nstorage:\n  scrub_interval: 24h\n  scrub_rate: 10MB\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("admin_token: s3cret-admin-token-1\nstorage:\n  scrub_interval: 24h\n  scrub_rate: 10MB\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c, err = Load(nil, env("REGCACHE_CONFIG", path))
-	if err != nil || c.Storage.ScrubInterval != 24*time.Hour || c.Storage.ScrubRate != 10e6 || c.AdminToken != "s3cret" {
+	if err != nil || c.Storage.ScrubInterval != 24*time.Hour || c.Storage.ScrubRate != 10e6 || c.AdminToken != "s3cret-admin-token-1" {
 		t.Errorf("file: %+v %q %v", c.Storage, c.AdminToken, err)
 	}
 }

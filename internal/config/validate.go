@@ -24,6 +24,9 @@ func (c Config) Validate() error {
 	}
 	check("addr", c.Addr, checkAddr)
 	check("admin_addr", c.AdminAddr, checkAdminAddr)
+	if c.AdminToken != "" && len(c.AdminToken) < minAdminToken {
+		add("admin_token", fmt.Errorf("set a token of at least %d characters (e.g. openssl rand -hex 16), or none", minAdminToken))
+	}
 	check("data", c.Data, checkNonEmpty)
 	add("freshness", checkDuration(c.Freshness, false))
 	add("fill_timeout", checkDuration(c.FillTimeout, true))
@@ -149,3 +152,6 @@ func checkPrefixes(ps []netip.Prefix) error {
 	}
 	return nil
 }
+
+// minAdminToken is the shortest admin_token taken, as cluster.secret's.
+const minAdminToken = 16

@@ -26,11 +26,13 @@ const (
 // fallsBack reports whether a failure of an upstream sends the request on
 // to the next member of its fallback chain: the upstream is down (a
 // refused or timed-out connection, an open breaker), answered 5xx, or is
-// rate limited (a 429, or its Retry-After still running, or the budget
-// reserve kept from background work). A 404, 401 or 403 is the upstream's
-// own answer and is not overruled.
+// rate limited (a 429, or its Retry-After still running). A 404, 401 or
+// 403 is the upstream's own answer and is not overruled; nor is the
+// mirror's own refusal (an *oci.Error: the budget reserve kept from
+// background work), which no upstream gave.
 func fallsBack(err error) bool {
-	if err == nil || upstream.IsNotFound(err) {
+	var we *oci.Error
+	if err == nil || upstream.IsNotFound(err) || errors.As(err, &we) {
 		return false
 	}
 	if errors.Is(err, upstream.ErrUpstreamDown) || errors.Is(err, upstream.ErrRateLimited) {
@@ -38,10 +40,6 @@ func fallsBack(err error) bool {
 	}
 	if _, ok := upstream.IsTooManyRequests(err); ok {
 		return true
-	}
-	var we *oci.Error
-	if errors.As(err, &we) {
-		return we.Code == oci.ErrTooManyRequests
 	}
 	var ue *upstream.Error
 	if errors.As(err, &ue) {
@@ -142,10 +140,9 @@ func (s *Service) Fallback(u *Upstream) FallbackState {
 	return st
 }
 
-// originOnChain reports whether the route's upstream, or a member of its
-// fallback chain, served d's verified bytes.
-func (s *Service) originOnChain(rt route, d digest.Digest) (bool, error) {
-	for _, u := range append([]*Upstream{rt.up}, s.fallbacks(rt.up)...) {
+// originAmong reports whether one of ups served d's verified bytes.
+func (s *Service) originAmong(ups []*Upstream, d digest.Digest) (bool, error) {
+	for _, u := range ups {
 		if s.mem.isOrigin(u.Name, d) {
 			return true, nil
 		}

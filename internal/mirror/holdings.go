@@ -19,22 +19,30 @@ import (
 // Knowing a private layer's digest must not unlock it under another name.
 // For a blob it returns the size the upstream's HEAD gave, or -1 when no
 // HEAD was needed.
+//
+// While the upstream fails, a member of its fallback chain may answer
+// instead; what the member shows (its HEAD, its manifests) is recorded
+// under the member's name, never as the upstream's holdings, and unlocks
+// stored content only once the member has served those bytes itself: a
+// member supplies bytes, it does not vouch for the upstream's.
 func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, manifest bool) (int64, error) {
-	held := s.mem.holds(holdKey{rt.up.Name, rt.repo, d})
-	if !held {
-		ok, err := s.index.Holds(rt.up.Name, rt.repo, d)
-		if err != nil {
-			return -1, err
-		}
-		held = ok
+	held, err := s.holdsAt(rt, d)
+	if err != nil {
+		return -1, err
 	}
 	size := int64(-1)
+	by := rt // who showed that the repository holds d
 	if !held {
 		kind := fallbackBlob
 		if manifest {
 			kind = fallbackManifest
 		}
-		_, err := s.onChain(ctx, rt, kind, func(r route) error {
+		by, err = s.onChain(ctx, rt, kind, func(r route) error {
+			if r.up != rt.up { // a member: what it showed before stands
+				if ok, err := s.holdsAt(r, d); err != nil || ok {
+					return err
+				}
+			}
 			var err error
 			if manifest {
 				_, err = r.up.Client.ManifestHead(ctx, r.repo, oci.Reference{Digest: d}, oci.ManifestMediaTypes)
@@ -47,26 +55,46 @@ func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, ma
 			return -1, err
 		}
 	}
+	if by.up != rt.up {
+		// Only bytes the member itself serves under this name.
+		if err := s.confirmOriginAt(ctx, by, d, manifest, false); err != nil {
+			return -1, err
+		}
+		return size, s.recordHeld(by, d, manifest)
+	}
 	// Held or not, bytes another upstream served are served under this
 	// upstream's name only once it served them too: a manifest of its own
 	// that names a digest is its word, as a HEAD is.
 	if err := s.confirmOrigin(ctx, rt, d, manifest); err != nil {
 		return -1, err
 	}
-	switch {
-	case held:
+	if held {
 		s.mem.putHolds(rt.up.Name, rt.repo, d)
 		return size, nil
-	case manifest:
-		// The upstream holds the manifest under this name, so it holds
-		// what the manifest references (registries check that on push).
-		return size, s.recordManifestHeld(rt, d)
+	}
+	return size, s.recordHeld(rt, d, manifest)
+}
+
+// holdsAt reports whether the route's repository is known to hold d.
+func (s *Service) holdsAt(rt route, d digest.Digest) (bool, error) {
+	if s.mem.holds(holdKey{rt.up.Name, rt.repo, d}) {
+		return true, nil
+	}
+	return s.index.Holds(rt.up.Name, rt.repo, d)
+}
+
+// recordHeld records that the route's repository holds d, as its upstream
+// showed. A manifest: the upstream holds it under this name, so it holds
+// what the manifest references (registries check that on push).
+func (s *Service) recordHeld(rt route, d digest.Digest, manifest bool) error {
+	if manifest {
+		return s.recordManifestHeld(rt, d)
 	}
 	if err := s.index.PutHolds(rt.up.Name, rt.repo, d); err != nil {
-		return size, err
+		return err
 	}
 	s.mem.putHolds(rt.up.Name, rt.repo, d)
-	return size, nil
+	return nil
 }
 
 // confirmOrigin makes sure content another upstream served is unlocked
@@ -78,12 +106,21 @@ func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, ma
 // upstream), there is nothing to check. Otherwise the content is fetched from this upstream by digest
 // and verified, and the upstream is recorded as one of its origins.
 func (s *Service) confirmOrigin(ctx context.Context, rt route, d digest.Digest, manifest bool) error {
+	return s.confirmOriginAt(ctx, rt, d, manifest, true)
+}
+
+// confirmOriginAt is confirmOrigin; with chain, bytes a member of the
+// route's fallback chain served count as the route's (the operator made
+// it stand in for the upstream). Without, only the route's own upstream's.
+func (s *Service) confirmOriginAt(ctx context.Context, rt route, d digest.Digest, manifest, chain bool) error {
 	if len(s.upstreams) < 2 {
 		return nil
 	}
-	// A member of the upstream's fallback chain serving the bytes is as
-	// good: the operator made it stand in for the upstream.
-	if ok, err := s.originOnChain(rt, d); err != nil || ok {
+	ups := []*Upstream{rt.up}
+	if chain {
+		ups = append(ups, s.fallbacks(rt.up)...)
+	}
+	if ok, err := s.originAmong(ups, d); err != nil || ok {
 		return err
 	}
 	stored := int64(-1)

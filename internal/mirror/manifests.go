@@ -104,6 +104,11 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 	case err != nil && upstream.IsNotFound(err):
 		out.Cache = "miss"
 		return nil, err
+	case err != nil && e.Source != "" && upstream.IsRefused(err):
+		// The upstream refuses this repository (401/403): an answer, not
+		// an outage. What a fallback member gave is not served as stale.
+		out.Cache = "miss"
+		return nil, err
 	case err != nil:
 		out.Cache, out.Stale = "stale", err.Error()
 		s.countStale(rt)
@@ -247,8 +252,9 @@ func (s *Service) fetchTagOnce(ctx context.Context, rt route, tag string, accept
 // fails as down, 5xx or rate limited, from the members of its fallback
 // chain in turn (for a tag, members trusted for tags only; by digest, any
 // member, since the bytes are checked against the digest). source is the
-// member that answered, "" for the upstream itself; the repository then
-// holds under the upstream's name what the member served.
+// member that answered, "" for the upstream itself. What a member served
+// is recorded as the member's holdings (storeManifest), never as the
+// upstream's: a member supplies bytes, it does not vouch for the upstream.
 func (s *Service) fetchManifest(ctx context.Context, rt route, ref oci.Reference, accept []string) (m *Manifest, source string, err error) {
 	kind := fallbackManifest
 	if !ref.IsDigest() {
@@ -263,9 +269,6 @@ func (s *Service) fetchManifest(ctx context.Context, rt route, ref oci.Reference
 		return nil, "", err
 	}
 	if got.up != rt.up {
-		if err := s.recordManifestHeld(rt, m.Digest); err != nil {
-			return nil, "", fmt.Errorf("record manifest: %w", err)
-		}
 		source = got.up.Name
 	}
 	return m, source, nil

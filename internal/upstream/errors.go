@@ -66,6 +66,18 @@ func IsNotFound(err error) bool {
 	return errors.As(err, &e) && e.StatusCode == http.StatusNotFound
 }
 
+// IsRefused reports that the upstream (or its token endpoint) refused
+// access: 401 or 403. That is its answer, not an outage.
+func IsRefused(err error) bool {
+	refused := func(code int) bool { return code == http.StatusUnauthorized || code == http.StatusForbidden }
+	var e *Error
+	if errors.As(err, &e) && refused(e.StatusCode) {
+		return true
+	}
+	var te *auth.TokenError
+	return errors.As(err, &te) && refused(te.StatusCode)
+}
+
 // IsTooManyRequests reports an upstream 429 (from the registry or its
 // token endpoint), and the Retry-After it gave.
 func IsTooManyRequests(err error) (string, bool) {
