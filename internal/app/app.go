@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -73,6 +72,7 @@ type App struct {
 	maxSize  atomic.Int64                     // storage.max_size in bytes, read by commits as they land
 	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
 	scrub    scrubState
+	capNote  string // the cap applied at start, in words (CapSummary)
 
 	started time.Time
 	stats   *stats   // requests served, for the dashboard and status
@@ -89,19 +89,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		return nil, err
 	}
 	store, index := st.store, st.index
-	if pct := cfg.Storage.MaxSizePercent; pct > 0 {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(cfg.Data, &st); err != nil {
-			index.Close()
-			return nil, fmt.Errorf("storage.max_size %g%%: size of the file system of %s: %w", pct, cfg.Data, err)
-		}
-		cfg.Storage.MaxSize = int64(float64(st.Blocks) * float64(st.Frsize) * pct / 100)
-		log.Info("storage.max_size set from a share of the file system", slog.Float64("percent", pct), slog.Int64("bytes", cfg.Storage.MaxSize))
-	}
 	a := &App{cfg: cfg, log: log, store: store, index: index, storeRoot: st.root, cluster: st.cluster, closeRest: st.close, evictNow: make(chan struct{}, 1)}
-	a.maxSize.Store(cfg.Storage.MaxSize)
 	a.disk, _ = store.(*disk.Store)
 	a.bolt, _ = index.(*cacheindex.Index)
+	if err := a.applyCap(); err != nil {
+		index.Close()
+		return nil, err
+	}
 	// After a clean stop the index and the store agreed; after a crash (or
 	// with a new or rebuilt index) every entry and file is checked.
 	if a.bolt == nil || !a.bolt.Clean {
@@ -183,7 +177,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			func() float64 { _, th := acc.LoginFailures(); return float64(th) }))
 	m := metrics.New(a.metrics)
 	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics, results, sources, a.upstreamNames()), credentialed(cfg)), newHistory(historySamples)
+	a.stats.spent = a.manifestGets // pulls saved are net of the mirror's own manifest GETs
 	metrics.RegisterState(a.metrics, a.metricsState)
+	a.metrics.MustRegister(newDegradedCollector(a))
 	a.content = mirror.New(store, index, a.fills, a.upstreams, append([]mirror.Option{
 		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
 		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel),
@@ -264,10 +260,13 @@ type Status struct {
 	Upstreams   []UpstreamStatus `json:"upstreams"`
 	ActiveFills int              `json:"activeFills"`
 	// State is healthy or degraded; Degraded says what is, one sentence each.
-	State    string    `json:"state"`
-	Degraded []string  `json:"degraded,omitempty"`
-	Started  time.Time `json:"started"`
-	Time     time.Time `json:"time"`
+	State    string   `json:"state"`
+	Degraded []string `json:"degraded,omitempty"`
+	// Reasons are Degraded's reasons, in the same order, as
+	// regcache_degraded's reason label names them.
+	Reasons []string  `json:"reasons,omitempty"`
+	Started time.Time `json:"started"`
+	Time    time.Time `json:"time"`
 	// Requests are the counts since start.
 	Requests RequestTotals `json:"requests"`
 	Fills    []FillStatus  `json:"fills"`

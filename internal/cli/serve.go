@@ -80,6 +80,7 @@ func serve(cmd *cobra.Command, cfg config.Config, log *slog.Logger, level *slog.
 	}
 	warnOpen(cfg, log)
 	sum := newStartup(cfg, ln.Addr().String())
+	sum.Cap = a.CapSummary() // the cap as applied to this disk
 	sum.write(cmd.OutOrStdout())
 	sum.log(log)
 	go func() {
