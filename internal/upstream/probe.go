@@ -96,7 +96,7 @@ func (c *Client) Probe(ctx context.Context) error {
 	before := c.probe.set(now, err == nil, reason, true)
 	switch {
 	case err != nil && before.State != ProbeDown:
-		c.log.Warn("upstream probe failed: marked unreachable (stale content is served from the cache)",
+		c.log.Warn("upstream probe failed: marked unreachable (cached content is served stale; uncached pulls fail)",
 			slog.String("upstream", c.name), slog.Any("error", err))
 	case err == nil && before.State == ProbeDown:
 		c.log.Info("upstream probe answered: marked up again", slog.String("upstream", c.name),
