@@ -169,3 +169,27 @@ func TestDiskFullDegraded(t *testing.T) {
 	checkRecovered(t, s, reasonDiskFull)
 	checkRecovered(t, s, reasonCapUnreached)
 }
+
+// TestPercentCapOnSharedDisk: on a disk half full of other files, the
+// default 80 % is applied to what the cache can use (its bytes plus the
+// free space), not to the whole disk, so the cap is one the disk reaches
+// and the mirror starts healthy; an absolute cap beyond it is reported.
+func TestPercentCapOnSharedDisk(t *testing.T) {
+	data := tmpfs(t, "16m")
+	if err := os.WriteFile(filepath.Join(data, "other-files"), make([]byte, 8<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hub := testenv.NewHub(t)
+	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_DATA": filepath.Join(data, "a")})
+	st := m.App.Status()
+	if st.Cache.MaxBytes <= 0 || st.Cache.MaxBytes > 7<<20 || st.State != "healthy" {
+		t.Errorf("default cap on a 16 MiB disk with 8 MiB of other files: %d bytes (want 80%% of about 8 MiB), %s %q", st.Cache.MaxBytes, st.State, st.Degraded)
+	}
+	if !strings.Contains(m.App.CapSummary(), "80% of the") || !strings.Contains(m.App.CapSummary(), "the cache can use") {
+		t.Errorf("cap summary: %q", m.App.CapSummary())
+	}
+
+	abs := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_DATA": filepath.Join(data, "b"),
+		"REGCACHE_MAX_SIZE": "12MiB"})
+	checkDegraded(t, readSurfaces(t, abs.App.AdminHandler()), reasonCapUnreached, "storage.max_size 12.0 MiB cannot be reached")
+}
