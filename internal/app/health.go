@@ -134,7 +134,7 @@ func diskProblems(free, fsSize, cached, maxSize int64, capApplies bool) []proble
 			humanBytes(free), humanBytes(floor))})
 	}
 	if capApplies && maxSize > 0 && cached+free < maxSize {
-		out = append(out, problem{reasonCapUnreached, fmt.Sprintf("storage.max_size %s cannot be reached: the cache holds %s and the disk has %s free, so the disk fills before eviction starts; lower storage.max_size (e.g. 80%%) or free the disk",
+		out = append(out, problem{reasonCapUnreached, fmt.Sprintf("storage.max_size %s cannot be reached: the cache holds %s and the disk has %s free, so the disk fills before eviction starts; lower storage.max_size or free the disk (a percentage is applied to what the cache can use when it starts)",
 			humanBytes(maxSize), humanBytes(cached), humanBytes(free))})
 	}
 	return out
