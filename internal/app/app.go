@@ -15,7 +15,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -74,6 +73,7 @@ type App struct {
 	maxSize  atomic.Int64                     // storage.max_size in bytes, read by commits as they land
 	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
 	scrub    *cache.Scrub
+	capNote  string // the cap applied at start, in words (CapSummary)
 
 	started time.Time
 	stats   *stats   // requests served, for the dashboard and status
@@ -90,18 +90,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		return nil, err
 	}
 	store, index := st.store, st.index
-	if pct := cfg.Storage.MaxSizePercent; pct > 0 {
-		if cfg.Storage.MaxSize, err = capBytes(cfg); err != nil {
-			index.Close()
-			return nil, err
-		}
-		log.Info("storage.max_size set from a share of the file system", slog.Float64("percent", pct), slog.Int64("bytes", cfg.Storage.MaxSize))
-	}
 	a := &App{log: log, store: store, index: index, cluster: st.cluster, closeRest: st.close, evictNow: make(chan struct{}, 1)}
-	a.cfg.Store(&cfg)
-	a.maxSize.Store(cfg.Storage.MaxSize)
-	a.scrub = a.newScrub(cfg)
 	a.bolt, _ = index.(*cacheindex.Index)
+	if err := a.applyCap(&cfg); err != nil {
+		index.Close()
+		return nil, err
+	}
+	a.cfg.Store(&cfg)
+	a.scrub = a.newScrub(cfg)
 	a.ops = a.newOps()
 	// After a clean stop the index and the store agreed; after a crash (or
 	// with a new or rebuilt index) every entry and file is checked.
@@ -186,7 +182,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	a.registerAuthFailures()
 	m := metrics.New(a.metrics)
 	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics, results, sources, a.upstreamNames()), credentialed(cfg)), newHistory(historySamples)
+	a.stats.spent = a.manifestGets // pulls saved are net of the mirror's own manifest GETs
 	metrics.RegisterState(a.metrics, a.metricsState)
+	a.metrics.MustRegister(newDegradedCollector(a))
 	a.content = mirror.New(store, index, a.fills, a.upstreams, append([]mirror.Option{
 		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
 		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel),
@@ -201,17 +199,6 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		}
 	}
 	return a, nil
-}
-
-// capBytes is storage.max_size given as a share of the data directory's
-// file system, in bytes.
-func capBytes(cfg config.Config) (int64, error) {
-	pct := cfg.Storage.MaxSizePercent
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(cfg.Data, &st); err != nil {
-		return 0, fmt.Errorf("storage.max_size %g%%: size of the file system of %s: %w", pct, cfg.Data, err)
-	}
-	return int64(float64(st.Blocks) * float64(st.Frsize) * pct / 100), nil
 }
 
 // config is the configuration in effect.
@@ -271,10 +258,13 @@ type Status struct {
 	Upstreams   []UpstreamStatus `json:"upstreams"`
 	ActiveFills int              `json:"activeFills"`
 	// State is healthy or degraded; Degraded says what is, one sentence each.
-	State    string    `json:"state"`
-	Degraded []string  `json:"degraded,omitempty"`
-	Started  time.Time `json:"started"`
-	Time     time.Time `json:"time"`
+	State    string   `json:"state"`
+	Degraded []string `json:"degraded,omitempty"`
+	// Reasons are Degraded's reasons, in the same order, as
+	// regcache_degraded's reason label names them.
+	Reasons []string  `json:"reasons,omitempty"`
+	Started time.Time `json:"started"`
+	Time    time.Time `json:"time"`
 	// Requests are the counts since start.
 	Requests RequestTotals `json:"requests"`
 	Fills    []FillStatus  `json:"fills"`

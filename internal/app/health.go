@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
@@ -18,6 +21,9 @@ const (
 	stateRateLimited  = "rate-limited"  // a 429 holds some kinds of request back
 	stateBreakerOpen  = "breaker-open"  // an endpoint family (blobs, a CDN host) fails fast
 	stateStaleServing = "stale-serving" // unreachable: content is served from the cache
+	// The upstream refuses the configured credentials: every pull through
+	// it fails (and engines with a fallback go around the mirror).
+	stateCredsRejected = "credentials-rejected"
 )
 
 // upstreamState words an upstream's health: the state, why, since when,
@@ -40,6 +46,9 @@ func upstreamState(h upstream.Health, now time.Time) (state, text, reason string
 	switch {
 	case p.State == upstream.ProbeDown:
 		return stateStaleServing, "unreachable, serving from cache", p.Reason, p.Since, p.NextProbe
+	case h.Credentials.Rejected:
+		return stateCredsRejected, "credentials rejected: pulls through it fail, and engines with a fallback pull around the mirror (fix the password or token)",
+			h.Credentials.Reason, h.Credentials.Since, p.NextProbe
 	case registryBreaker != nil:
 		b := registryBreaker
 		return stateStaleServing, "failing (" + b.Scope + " breaker open), serving from cache", b.LastError, b.Since, b.NextProbe
@@ -62,39 +71,140 @@ func upstreamState(h upstream.Health, now time.Time) (state, text, reason string
 	return stateUp, "up", "", p.Since, p.NextProbe
 }
 
-// degradedStates are the states that make the mirror degraded.
-func degradedState(state string) bool {
-	return state == stateStaleServing || state == stateBreakerOpen || state == stateRateLimited
+// Reasons for a degraded mirror: regcache_degraded's reason label and
+// /status's reasons, one per sentence of degraded.
+const (
+	reasonCredentials  = "credentials_rejected"      // an upstream refuses the configured credentials
+	reasonDiskFull     = "disk_full"                 // the cache disk is under its free-space floor
+	reasonCapUnreached = "cap_unreachable"           // storage.max_size is more than the disk can hold
+	reasonEmptyDown    = "empty_cache_upstream_down" // an upstream is unreachable and nothing is cached
+	reasonNotWritable  = "not_writable"              // the cache directory cannot be written
+	reasonUnreachable  = "upstream_unreachable"      // an upstream is unreachable; the cache answers
+	reasonBreakerOpen  = "breaker_open"              // an endpoint family fails fast
+	reasonRateLimited  = "rate_limited"              // a 429 holds some requests back
+)
+
+// degradedReasons is the closed set of regcache_degraded's reason label.
+var degradedReasons = []string{reasonCredentials, reasonDiskFull, reasonCapUnreached, reasonEmptyDown,
+	reasonNotWritable, reasonUnreachable, reasonBreakerOpen, reasonRateLimited}
+
+// unready are the reasons /readyz answers 503 for: pulls fail (or go
+// around the mirror) rather than being served from the cache.
+var unready = map[string]bool{reasonCredentials: true, reasonDiskFull: true, reasonCapUnreached: true, reasonEmptyDown: true}
+
+// problem is one degraded condition.
+type problem struct {
+	reason string // from degradedReasons
+	text   string
 }
 
-// degraded lists what is degraded, one sentence each; none when healthy.
-func (a *App) degraded(st Status) []string {
-	var out []string
-	if err := a.store.Writable(context.Background()); err != nil {
-		out = append(out, fmt.Sprintf("the cache directory is not writable, so nothing new is cached (hits and uncached pulls are still served): %v", err))
+// diskFloor is the free space under which the cache disk counts as full:
+// 5 % of its file system, at most 1 GiB. Fills of larger blobs fail above
+// it too (507); under it, the next layers do.
+func diskFloor(fsSize int64) int64 { return min(fsSize/20, 1<<30) }
+
+// diskProblems judges the cache disk: free space under the floor, and a
+// storage.max_size the disk cannot reach (the disk fills before eviction
+// starts). free and fsSize are in bytes; cached is what the store holds.
+func diskProblems(free, fsSize, cached, maxSize int64, capApplies bool) []problem {
+	var out []problem
+	if floor := diskFloor(fsSize); free < floor {
+		out = append(out, problem{reasonDiskFull, fmt.Sprintf("the cache disk is full: %s free, under the floor of %s (5%% of the disk, at most 1 GiB); new layers fail with 507 until space is freed or storage.max_size lowered",
+			humanBytes(free), humanBytes(floor))})
 	}
-	for _, u := range st.Upstreams {
-		if !degradedState(u.State) {
-			continue
-		}
-		s := u.Name + ": " + u.StateText
-		if u.Reason != "" {
-			s += " (" + u.Reason + ")"
-		}
-		if !u.Since.IsZero() {
-			s += " since " + u.Since.UTC().Format(time.RFC3339)
-		}
-		if !u.NextProbe.IsZero() {
-			s += "; next probe " + u.NextProbe.UTC().Format(time.RFC3339)
-		}
-		out = append(out, s)
+	if capApplies && maxSize > 0 && cached+free < maxSize {
+		out = append(out, problem{reasonCapUnreached, fmt.Sprintf("storage.max_size %s cannot be reached: the cache holds %s and the disk has %s free, so the disk fills before eviction starts; lower storage.max_size or free the disk (a percentage is applied to what the cache can use when it starts)",
+			humanBytes(maxSize), humanBytes(cached), humanBytes(free))})
 	}
 	return out
 }
 
-// readyz answers 200 while the mirror can serve from its store, with a
-// body that says what is degraded (an unreachable upstream, a read-only
-// cache directory), and 503 when the store cannot be read.
+// humanBytes writes n in binary units, e.g. 1.5 GiB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// fsSize is the size of the file system holding dir.
+func fsSize(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Blocks) * int64(st.Frsize), nil
+}
+
+// problems lists what is degraded, worst first; none when healthy.
+func (a *App) problems(st Status) []problem {
+	var out []problem
+	for _, u := range st.Upstreams {
+		if u.State == stateCredsRejected {
+			out = append(out, problem{reasonCredentials, upstreamSentence(u)})
+		}
+	}
+	if free, err := a.store.Available(); err == nil {
+		size, err := fsSize(a.config().Data)
+		if err != nil {
+			size = free
+		}
+		out = append(out, diskProblems(free, size, st.Cache.Bytes, st.Cache.MaxBytes, a.localStore())...)
+	}
+	empty := a.empty()
+	for _, u := range st.Upstreams {
+		if u.State == stateStaleServing && empty {
+			out = append(out, problem{reasonEmptyDown, upstreamSentence(u)})
+		}
+	}
+	if err := a.store.Writable(context.Background()); err != nil {
+		out = append(out, problem{reasonNotWritable, fmt.Sprintf("the cache directory is not writable, so nothing new is cached (hits and uncached pulls are still served): %v", err)})
+	}
+	for _, u := range st.Upstreams {
+		switch {
+		case u.State == stateStaleServing && !empty:
+			out = append(out, problem{reasonUnreachable, upstreamSentence(u)})
+		case u.State == stateBreakerOpen:
+			out = append(out, problem{reasonBreakerOpen, upstreamSentence(u)})
+		case u.State == stateRateLimited:
+			out = append(out, problem{reasonRateLimited, upstreamSentence(u)})
+		}
+	}
+	return out
+}
+
+// empty reports that the cache holds nothing to serve.
+func (a *App) empty() bool {
+	t := a.totals()
+	return t.Blobs == 0 && t.Manifests == 0
+}
+
+// upstreamSentence words a degraded upstream for the degraded list.
+func upstreamSentence(u UpstreamStatus) string {
+	s := u.Name + ": " + u.StateText
+	if u.Reason != "" {
+		s += " (" + u.Reason + ")"
+	}
+	if !u.Since.IsZero() {
+		s += " since " + u.Since.UTC().Format(time.RFC3339)
+	}
+	if !u.NextProbe.IsZero() {
+		s += "; next probe " + u.NextProbe.UTC().Format(time.RFC3339)
+	}
+	return s
+}
+
+// readyz answers 503 when the store cannot be read, or pulls fail rather
+// than being served (upstream credentials refused, the disk full or its
+// cap unreachable, nothing cached while an upstream is down); 200 with a
+// body that says what is degraded otherwise (an unreachable upstream with
+// content cached, a read-only cache directory).
 func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if err := a.store.Readable(r.Context()); err != nil {
@@ -107,8 +217,20 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 		return
 	}
-	fmt.Fprintln(w, "ready, degraded:")
+	if slices.ContainsFunc(st.Reasons, func(r string) bool { return unready[r] }) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready, degraded:")
+	} else {
+		fmt.Fprintln(w, "ready, degraded:")
+	}
 	for _, d := range st.Degraded {
 		fmt.Fprintln(w, "- "+d)
 	}
+}
+
+// localStore reports whether content is on the local disk (not S3): only
+// there does storage.max_size bound what the disk holds.
+func (a *App) localStore() bool {
+	_, ok := a.store.(*disk.Store)
+	return ok
 }

@@ -8,8 +8,8 @@ import (
 )
 
 // TestUpstreamState: the worst condition names the state, with its
-// reason, since and next probe; degraded states are the ones status
-// exits 1 for.
+// reason, since and next probe (which of them make the mirror degraded is
+// problems', tested through /status).
 func TestUpstreamState(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
@@ -20,25 +20,24 @@ func TestUpstreamState(t *testing.T) {
 		h             upstream.Health
 		state, reason string
 		since, next   time.Time
-		degraded      bool
 	}{
-		{"not probed", upstream.Health{Probe: upstream.ProbeState{State: upstream.ProbeUnknown}}, stateUnknown, "", time.Time{}, time.Time{}, false},
-		{"up", upstream.Health{Probe: up}, stateUp, "", since, next, false},
+		{"not probed", upstream.Health{Probe: upstream.ProbeState{State: upstream.ProbeUnknown}}, stateUnknown, "", time.Time{}, time.Time{}},
+		{"up", upstream.Health{Probe: up}, stateUp, "", since, next},
 		{"probe failed", upstream.Health{Probe: upstream.ProbeState{State: upstream.ProbeDown, Reason: "connection refused", Since: since, NextProbe: next}},
-			stateStaleServing, "connection refused", since, next, true},
+			stateStaleServing, "connection refused", since, next},
 		{"manifests breaker", upstream.Health{Probe: up, Breakers: []upstream.BreakerState{{Scope: "manifests", Open: true, LastError: "503", Since: since, NextProbe: next}}},
-			stateStaleServing, "503", since, next, true},
+			stateStaleServing, "503", since, next},
 		{"cdn breaker", upstream.Health{Probe: up, Breakers: []upstream.BreakerState{{Scope: "blobs"}, {Scope: "cdn x.example", Open: true, LastError: "reset", Since: since, NextProbe: next}}},
-			stateBreakerOpen, "reset", since, next, true},
+			stateBreakerOpen, "reset", since, next},
 		{"429", upstream.Health{Probe: up, LimitedUntil: now.Add(time.Minute), Limited: []upstream.LimitState{{Kind: upstream.KindManifestGet, Until: now.Add(time.Minute)}}},
-			stateRateLimited, "429 for manifest GET", time.Time{}, now.Add(time.Minute), true},
+			stateRateLimited, "429 for manifest GET", time.Time{}, now.Add(time.Minute)},
 		{"down beats 429", upstream.Health{Probe: upstream.ProbeState{State: upstream.ProbeDown, Reason: "timeout", Since: since}, LimitedUntil: now.Add(time.Minute)},
-			stateStaleServing, "timeout", since, time.Time{}, true},
+			stateStaleServing, "timeout", since, time.Time{}},
 	}
 	for _, tt := range tests {
 		state, text, reason, s, n := upstreamState(tt.h, now)
-		if state != tt.state || reason != tt.reason || !s.Equal(tt.since) || !n.Equal(tt.next) || text == "" || degradedState(state) != tt.degraded {
-			t.Errorf("%s: %q %q %q %v %v, want %q %q %v %v degraded %v", tt.name, state, text, reason, s, n, tt.state, tt.reason, tt.since, tt.next, tt.degraded)
+		if state != tt.state || reason != tt.reason || !s.Equal(tt.since) || !n.Equal(tt.next) || text == "" {
+			t.Errorf("%s: %q %q %q %v %v, want %q %q %v %v", tt.name, state, text, reason, s, n, tt.state, tt.reason, tt.since, tt.next)
 		}
 	}
 }

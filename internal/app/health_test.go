@@ -23,10 +23,12 @@ func adminGet(t *testing.T, h http.Handler, path, token string) (int, string) {
 	return w.Code, w.Body.String()
 }
 
-// TestStartupProbe: with the upstream unreachable from the start, the
-// mirror says so before any pull (/status, /readyz, the dashboard), with
-// the reason, since and the next probe; when it comes back, the probes
-// mark it up; and no probe was ever a counted pull.
+// TestStartupProbe: with the upstream unreachable from the start (and so
+// nothing cached), the mirror says so before any pull (/status, /readyz
+// 503, the dashboard, regcache_degraded), with the reason, since and the
+// next probe, and does not claim to serve from a cache that is empty; when
+// it comes back, the probes mark it up; and no probe was ever a counted
+// pull.
 func TestStartupProbe(t *testing.T) {
 	hub := testenv.NewHub(t)
 	hub.SetRateLimit(100, 100)
@@ -43,12 +45,16 @@ func TestStartupProbe(t *testing.T) {
 	})
 	u := st.Upstreams[0]
 	if st.State != "degraded" || !strings.Contains(u.Reason, "connection refused") || u.Since.IsZero() || u.NextProbe.Before(u.Since) ||
-		!u.Health.Down || u.Health.Probe.State != "down" || len(st.Degraded) != 1 {
+		!u.Health.Down || u.Health.Probe.State != "down" || len(st.Degraded) != 1 || len(st.Reasons) != 1 || st.Reasons[0] != reasonEmptyDown ||
+		strings.Contains(u.StateText, "serving from cache") || !strings.Contains(u.StateText, "nothing is cached") {
 		t.Errorf("status with the upstream down from the start: %+v", st)
 	}
 	code, body := adminGet(t, admin, "/readyz", "")
-	if code != 200 || !strings.Contains(body, "ready, degraded:\n- docker.io: unreachable, serving from cache (") || !strings.Contains(body, "next probe") {
+	if code != 503 || !strings.Contains(body, "not ready, degraded:\n- docker.io: unreachable, and nothing is cached") || !strings.Contains(body, "next probe") {
 		t.Errorf("/readyz: %d %q", code, body)
+	}
+	if _, body := adminGet(t, admin, "/metrics", ""); !strings.Contains(body, `regcache_degraded{reason="empty_cache_upstream_down"} 1`) {
+		t.Errorf("/metrics lacks the degraded reason:\n%s", grepLines(body, "regcache_degraded"))
 	}
 	if code, body := adminGet(t, admin, "/healthz", ""); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz (liveness) while degraded: %d %q", code, body)
@@ -73,6 +79,9 @@ func TestStartupProbe(t *testing.T) {
 	}
 	if code, body := adminGet(t, admin, "/readyz", ""); code != 200 || body != "ok\n" {
 		t.Errorf("/readyz when healthy: %d %q", code, body)
+	}
+	if _, body := adminGet(t, admin, "/metrics", ""); !strings.Contains(body, `regcache_degraded{reason="empty_cache_upstream_down"} 0`) {
+		t.Errorf("/metrics after recovery:\n%s", grepLines(body, "regcache_degraded"))
 	}
 }
 

@@ -21,7 +21,7 @@ import (
 func (a *App) Reload(next config.Config) (reloaded, restart []string, err error) {
 	running := a.config()
 	if next.Storage.MaxSizePercent > 0 {
-		n, err := capBytes(next)
+		n, _, err := a.resolveCap(next)
 		if err != nil {
 			return nil, nil, err
 		}

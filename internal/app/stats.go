@@ -74,6 +74,11 @@ type stats struct {
 
 	// credentialed upstreams: their repositories' names are private.
 	credentialed map[string]bool
+	// spent is how many manifest GETs the mirror sent an upstream (nil:
+	// none known); matched how many of them clients' GETs have accounted
+	// for, per upstream.
+	spent   func(upstream string) int64
+	matched map[string]int64
 
 	mu       sync.Mutex
 	topPulls *topK
@@ -101,7 +106,7 @@ type errorEvent struct {
 }
 
 func newStats(prom *metrics.Savings, credentialed map[string]bool) *stats {
-	return &stats{prom: prom, credentialed: credentialed, topPulls: newTopK(topTracked), topBytes: newTopK(topTracked)}
+	return &stats{prom: prom, credentialed: credentialed, matched: map[string]int64{}, topPulls: newTopK(topTracked), topBytes: newTopK(topTracked)}
 }
 
 // observe records one answered request (registry.WithObserver).
@@ -123,10 +128,7 @@ func (s *stats) observe(sv registry.Served) {
 		src = sourceCoalesced
 		s.bytesJoin.Add(sv.Bytes)
 	}
-	// A counted pull (a manifest GET) answered without asking the
-	// upstream for one: a hit or a stale answer (a revalidation costs a
-	// HEAD, which Docker Hub does not count).
-	saved := sv.Kind == "manifest" && sv.Method == "GET" && sv.Status == 200 && (res == resultHit || res == resultStale)
+	saved := s.saves(sv)
 	if saved {
 		v, ok := s.saved.Load(sv.Upstream)
 		if !ok {
@@ -168,6 +170,30 @@ func (s *stats) observe(sv registry.Served) {
 		}
 		s.errNext = (s.errNext + 1) % maxErrors
 	}
+}
+
+// saves reports whether sv is a pull saved: a request the upstream's
+// limit would have counted (a manifest GET) that the mirror answered
+// without spending one. Every manifest GET the mirror sent the upstream
+// is set against the next client GET: the miss it answered, or the GET by
+// digest that follows an engine's HEAD of the tag (free upstream, but the
+// mirror had to GET the manifest to answer it). A revalidation costs a
+// HEAD, which Docker Hub does not count.
+func (s *stats) saves(sv registry.Served) bool {
+	if sv.Kind != "manifest" || sv.Method != "GET" || sv.Status != 200 {
+		return false
+	}
+	if s.spent == nil {
+		return sv.Cache == "hit" || sv.Cache == "revalidated" || sv.Cache == "stale"
+	}
+	spent := s.spent(sv.Upstream)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.matched[sv.Upstream] < spent {
+		s.matched[sv.Upstream]++
+		return false
+	}
+	return true
 }
 
 // truncateReason bounds a reason at 300 bytes (an upstream's message is
@@ -261,4 +287,16 @@ func (s *stats) lastErrors() []errorEvent {
 		out = append(out, s.errors[(s.errNext-i+len(s.errors))%len(s.errors)])
 	}
 	return out
+}
+
+// manifestGets is how many manifest GETs the mirror sent the upstream
+// called name (its own client, not its fallback members: they do not
+// spend its limit); 0 for a name it does not know.
+func (a *App) manifestGets(name string) int64 {
+	for _, u := range a.upstreams {
+		if u.Name == name {
+			return u.Client.ManifestGets()
+		}
+	}
+	return 0
 }

@@ -16,8 +16,9 @@ type RequestTotals struct {
 	// served. Both are -1 before any request.
 	HitRatio     float64 `json:"hitRatio"`
 	ByteHitRatio float64 `json:"byteHitRatio"`
-	// PullsSaved is manifest GETs answered from the cache without a GET
-	// upstream: pulls Docker Hub did not count.
+	// PullsSaved is clients' manifest GETs the upstream would have
+	// counted and did not: net of the mirror's own manifest GETs (see
+	// stats.saves).
 	PullsSaved int64 `json:"pullsSaved"`
 	// Bytes sent to clients from the cache, relayed from upstream on a
 	// miss, and relayed from a fill another request started; bytes
@@ -64,9 +65,13 @@ func (a *App) completeStatus(st *Status) {
 	for _, n := range ft.Fetched {
 		st.Requests.BytesFetched += n
 	}
+	empty := a.empty()
 	for i := range st.Upstreams {
 		u := &st.Upstreams[i]
 		u.State, u.StateText, u.Reason, u.Since, u.NextProbe = upstreamState(u.Health, now)
+		if u.State == stateStaleServing && empty {
+			u.StateText = "unreachable, and nothing is cached to serve: pulls through it fail"
+		}
 		u.PullsSaved = t.Saved[u.Name]
 		u.Reserve = u.BudgetReserve // the headroom background work leaves; the dashboard warns under it
 		u.Reset = resetOf(u.RateLimit, u.Health, now)
@@ -85,7 +90,11 @@ func (a *App) completeStatus(st *Status) {
 
 // judge sets the overall state: degraded when anything is.
 func (a *App) judge(st *Status) {
-	st.Degraded = a.degraded(*st)
+	st.Degraded, st.Reasons = nil, nil
+	for _, p := range a.problems(*st) {
+		st.Degraded = append(st.Degraded, p.text)
+		st.Reasons = append(st.Reasons, p.reason)
+	}
 	st.State = "healthy"
 	if len(st.Degraded) > 0 {
 		st.State = "degraded"
@@ -138,6 +147,8 @@ func metricState(s string) string {
 		return "breaker_open"
 	case stateStaleServing:
 		return "stale_serving"
+	case stateCredsRejected:
+		return "credentials_rejected"
 	}
 	return s
 }

@@ -51,6 +51,7 @@ type Transport struct {
 	tokens    map[string]token
 	tokenReqs int64
 	sf        singleflight.Group
+	verdict   Verdict // what the upstream last said of the credentials
 }
 
 type token struct {
@@ -75,7 +76,9 @@ func (t *Transport) credentials() (Credentials, error) {
 	}
 	c, err := t.source()
 	if err != nil {
-		return Credentials{}, fmt.Errorf("read upstream credentials: %w", err)
+		err = fmt.Errorf("read upstream credentials: %w", err)
+		t.judged(false, err.Error())
+		return Credentials{}, err
 	}
 	return c, nil
 }
@@ -152,6 +155,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		sent = h
 	}
 	resp, err := t.send(req, sent)
+	t.noteBasic(sent, resp)
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
@@ -177,7 +181,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil // nothing new to offer
 	}
 	drain(resp)
-	return t.send(req, h)
+	resp, err = t.send(req, h)
+	t.noteBasic(h, resp)
+	return resp, err
 }
 
 func (t *Transport) send(req *http.Request, authz string) (*http.Response, error) {
@@ -275,6 +281,9 @@ func (t *Transport) fetchToken(ctx context.Context, c challenge, scope string) (
 		return token{}, &TokenError{Realm: redactURL(realm), Err: err}
 	}
 	defer drain(resp)
+	if !creds.empty() {
+		t.noteToken(redactURL(realm), scope, resp.StatusCode)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return token{}, &TokenError{Realm: redactURL(realm), StatusCode: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After")}
 	}

@@ -102,6 +102,13 @@ func mirrorTransport(caCert string, insecure bool) (*http.Transport, error) {
 // errNotRegistry is a /v2/ answer other than 200 or 401.
 var errNotRegistry = errors.New("not a registry")
 
+// errPlainHTTP is an https:// mirror URL whose server answers plain HTTP.
+var errPlainHTTP = errors.New("the mirror answers plain HTTP, not HTTPS")
+
+// plainHTTPAnswer is how net/http says a server answered a TLS hello with
+// HTTP; it has no error type of its own to test for.
+const plainHTTPAnswer = "server gave HTTP response to HTTPS client"
+
 // pingMirror asks the mirror's /v2/ endpoint over rt, the transport the
 // command uses for everything else (its CA, its headers). A registry
 // answers 200, or 401 when it wants clients to log in (the login is the
@@ -121,6 +128,9 @@ func pingMirror(ctx context.Context, rt http.RoundTripper, base string, timeout 
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
+		}
+		if plain, ok := strings.CutPrefix(base, "https://"); ok && strings.Contains(err.Error(), plainHTTPAnswer) {
+			return fmt.Errorf("reach the mirror at %s: %w: use --mirror http://%s", base, errPlainHTTP, plain)
 		}
 		return fmt.Errorf("reach the mirror at %s: %w", base, err)
 	}

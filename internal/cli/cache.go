@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,8 +36,10 @@ shrink it, remove an image or a blob, show its totals.
 On a running mirror the commands go through its admin listener (--admin,
 or admin_addr of --config): the server does the work, with the same output.
 On a stopped mirror they open its data directory (--data, or data of
---config) directly. With neither --admin nor a free data directory, they
-try the admin address of the configuration and say so.
+--config) directly. With neither --admin nor a free data directory (one a
+running server holds, or, without --data, one with no cache index, as
+./data is on a host whose mirror runs in a container), they try the admin
+address of the configuration (127.0.0.1:5001 by default) and say so.
 
 Changes (rm, prune, verify) are taken from loopback only, or with the admin
 token when the server has one (--admin-token, REGCACHE_ADMIN_TOKEN).`,
@@ -74,7 +77,7 @@ func openCache(cmd *cobra.Command, f *cacheFlags) (cacheBackend, error) {
 		return c, nil
 	}
 	if !errors.Is(err, cache.ErrLocked) {
-		return nil, err
+		return remoteForMissing(cmd, cfg, err)
 	}
 	if cfg.AdminAddr == "" {
 		return nil, fmt.Errorf("%w; the configuration has no admin_addr to reach that server through: pass --admin HOST:PORT of its admin listener", err)
@@ -109,6 +112,31 @@ func cacheConfigFlags(cmd *cobra.Command) *pflagSet {
 		}
 	}
 	return fs
+}
+
+// remoteForMissing answers a data directory without a cache index (the
+// default ./data on a host whose mirror runs in a container, say): when
+// --data was not given and a running regcache answers at the admin_addr of
+// the configuration (127.0.0.1:5001 by default), the commands run there,
+// and stderr says so. Otherwise it returns err, with what it tried.
+func remoteForMissing(cmd *cobra.Command, cfg config.Config, err error) (cacheBackend, error) {
+	if _, serr := os.Stat(cache.IndexFile(cfg.Data)); !errors.Is(serr, iofs.ErrNotExist) || cmd.Flags().Changed("data") || cfg.AdminAddr == "" {
+		return nil, err
+	}
+	rc, rerr := newRemoteCache(cfg.AdminAddr, cfg.AdminToken)
+	if rerr != nil {
+		return nil, err
+	}
+	st, serr := rc.Stats(cmd.Context())
+	if serr != nil {
+		return nil, fmt.Errorf("%w; and no regcache answers at %s, the admin_addr of the configuration: pass --admin HOST:PORT of a running mirror's admin listener", err, cfg.AdminAddr)
+	}
+	where := st.Data
+	if where == "" {
+		where = "a data directory it does not name to this caller"
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "no cache index at %s: asking the running regcache at %s (admin_addr; --admin), which serves %s\n", cfg.Data, cfg.AdminAddr, where)
+	return rc, nil
 }
 
 func sameDir(a, b string) bool {

@@ -343,3 +343,33 @@ func TestCacheHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheNoIndexRunningMirror: with no cache index in the configured
+// data directory (the default ./data on a host whose mirror runs in a
+// container) and a running mirror at the configuration's admin_addr, the
+// commands ask it and say so; with --data given, or nothing answering,
+// they say what is missing and what they tried.
+func TestCacheNoIndexRunningMirror(t *testing.T) {
+	t.Parallel()
+	hub := testenv.NewHub(t)
+	imgs := hub.Seed(t)
+	m := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
+		"REGCACHE_ADMIN_ADDR": "127.0.0.1:0", "REGCACHE_SCRUB_INTERVAL": "0"})
+	if out, err := runCLI(t, "warm", "--mirror", m.URL, "single"); err != nil {
+		t.Fatalf("warm: %v\n%s", err, out)
+	}
+	waitIndexed(t, m.App, len(imgs.Single.Blobs()))
+	elsewhere := filepath.Join(t.TempDir(), "data")
+	cfg := writeConfig(t, "data: "+elsewhere+"\nadmin_addr: "+m.Admin+"\n")
+	out, err := runCLI(t, "cache", "ls", "--config", cfg)
+	if err != nil || !strings.Contains(out, "no cache index at "+elsewhere+": asking the running regcache at "+m.Admin) || !strings.Contains(out, "library/single") {
+		t.Errorf("ls with no index and a running mirror: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, "cache", "ls", "--config", cfg, "--data", elsewhere); err == nil || !strings.Contains(err.Error(), "no cache index at") {
+		t.Errorf("ls with --data of no index: %v", err)
+	}
+	dead := writeConfig(t, "data: "+elsewhere+"\nadmin_addr: 127.0.0.1:"+itoa(testenv.FreePort(t))+"\n")
+	if _, err := runCLI(t, "cache", "ls", "--config", dead); err == nil || !strings.Contains(err.Error(), "no cache index at") || !strings.Contains(err.Error(), "no regcache answers at") {
+		t.Errorf("ls with no index and no mirror: %v", err)
+	}
+}

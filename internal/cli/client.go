@@ -112,6 +112,9 @@ func (o *commonOptions) parseMirror(ctx context.Context, w io.Writer) (clientcon
 		return m, nil
 	}
 	if err := probeMirror(ctx, m, o.timeout); err != nil {
+		if errors.Is(err, errPlainHTTP) { // --no-check would write a URL the engine cannot use
+			return m, err
+		}
 		return m, fmt.Errorf("%w (use --no-check to configure it anyway)", err)
 	}
 	fmt.Fprintf(w, "mirror %s answers on /v2/\n", m.URL)

@@ -133,6 +133,12 @@ func TestDockerEnableChecksMirror(t *testing.T) {
 	}
 
 	mirror := v2Server(t)
+	// An https:// URL of a plain-HTTP mirror: the fix is http://, not --no-check.
+	plain := "https://" + strings.TrimPrefix(mirror.URL, "http://")
+	if _, err := runCLI(t, "client", "docker", "enable", "--mirror", plain, "--config", cfg); err == nil ||
+		!strings.Contains(err.Error(), "answers plain HTTP, not HTTPS: use --mirror "+mirror.URL) || strings.Contains(err.Error(), "--no-check") {
+		t.Fatalf("https:// against a plain-HTTP mirror: %v", err)
+	}
 	out, err := runCLI(t, "client", "docker", "enable", "--mirror", mirror.URL, "--config", cfg, "--pidfile", filepath.Join(dir, "none.pid"))
 	if err != nil {
 		t.Fatal(err)

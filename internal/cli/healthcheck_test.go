@@ -20,7 +20,8 @@ import (
 // REGCACHE_DEFAULTS file of the image included), and fails when nothing
 // answers or the answer is not 200.
 func TestHealthcheck(t *testing.T) {
-	m := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": "http://127.0.0.1:9"})
+	hub := testenv.NewHub(t)
+	m := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL})
 	ln := testenv.Listen(t)
 	admin := &httptest.Server{Listener: ln, Config: &http.Server{Handler: m.App.AdminHandler()}}
 	admin.Start()
@@ -28,8 +29,9 @@ func TestHealthcheck(t *testing.T) {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 
 	out, err := runCLI(t, "healthcheck", "--admin", ln.Addr().String())
-	// The upstream is unreachable, so the mirror is ready but degraded:
-	// still healthy for a container engine (it serves from its store).
+	// A mirror that is degraded but serves (an upstream unreachable with
+	// content cached) is still healthy for a container engine; one whose
+	// pulls fail (nothing cached and the upstream unreachable) is not.
 	ready := func(out string) bool {
 		return strings.HasPrefix(out, "ok") || strings.HasPrefix(out, "ready, degraded")
 	}

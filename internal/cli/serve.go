@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -63,6 +65,9 @@ func serve(cmd *cobra.Command, cfg config.Config, log *slog.Logger, level *slog.
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	a, err := app.New(ctx, cfg, log)
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("%w\n%s", err, dataPermissionHint(cfg.Data, os.Getuid()))
+	}
 	if err != nil {
 		return err
 	}
@@ -80,6 +85,7 @@ func serve(cmd *cobra.Command, cfg config.Config, log *slog.Logger, level *slog.
 	}
 	warnOpen(cfg, log)
 	sum := newStartup(cfg, ln.Addr().String())
+	sum.Cap = a.CapSummary() // the cap as applied to this disk
 	sum.write(cmd.OutOrStdout())
 	sum.log(log)
 	log.Debug("settings in effect, as the running parts hold them", slog.Any("settings", a.Status().Settings))
@@ -148,4 +154,15 @@ func newLogger(c config.Log, level *slog.LevelVar) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// imageUser is the user regcache's container image runs as.
+const imageUser = 65532
+
+// dataPermissionHint explains a data directory this process (uid) may not
+// write: most often the volume an old registry container left, owned by
+// root, under the image's user.
+func dataPermissionHint(data string, uid int) string {
+	return fmt.Sprintf("the data directory %s is not writable by this process (uid %d; regcache's image runs as user %d). A volume the registry image left behind belongs to root: give it to user %d, e.g. on the host `chown -R %d:%d DIR`, or `docker run --rm -v VOLUME:/var/lib/registry busybox chown -R %d:%d /var/lib/registry`",
+		data, uid, imageUser, imageUser, imageUser, imageUser, imageUser, imageUser)
 }

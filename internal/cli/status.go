@@ -20,7 +20,7 @@ import (
 // Exit codes of `regcache status`, for monitoring.
 const (
 	exitHealthy     = 0
-	exitDegraded    = 1 // an upstream stale-serving, a breaker open, rate-limited, or the cache read-only
+	exitDegraded    = 1 // see status's Long: anything in /status's degraded
 	exitUnreachable = 2 // the admin listener did not answer
 )
 
@@ -41,18 +41,20 @@ func newStatusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show a running mirror's health, savings, rate-limit headroom and fills",
 		Long: `Ask a running regcache's admin listener for its state: the hit ratio (by
-requests and by bytes), the pulls saved (manifest GETs answered from the
-cache, which Docker Hub does not count), bytes from cache against bytes
-fetched upstream, each upstream's state (up, rate-limited, breaker-open,
-stale-serving) with the reason, since when and the next probe, its
+requests and by bytes), the pulls saved (clients' manifest GETs the
+upstream would have counted and did not, net of the mirror's own),
+bytes from cache against bytes fetched upstream, each upstream's state
+(up, rate-limited, breaker-open, stale-serving, credentials-rejected) with the reason, since when and the next probe, its
 rate-limit headroom with the time to the window's reset, the fills running
 and the cache's use against its cap.
 
 --admin takes host:port or a URL (http://127.0.0.1:5001).
 
-Exit codes: 0 healthy, 1 degraded (an upstream stale-serving, a breaker
-open or a 429 holding requests back, or the cache not writable), 2 the
-mirror did not answer.`,
+Exit codes: 0 healthy, 1 degraded (upstream credentials rejected, an
+upstream stale-serving, a breaker open or a 429 holding requests back,
+the cache disk full or its cap unreachable, nothing cached while an
+upstream is down, or the cache not writable), 2 the mirror did not
+answer.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			base, err := adminURL(admin)
@@ -150,7 +152,7 @@ func printStatus(w io.Writer, st app.Status) error {
 	fmt.Fprintf(w, "hit ratio    %s of requests, %s of bytes (%d hits, %d stale, %d misses, %d coalesced; %d denied, %d errors)\n",
 		ratio(r.HitRatio), ratio(r.ByteHitRatio), r.ByResult["hit"], r.ByResult["stale"], r.ByResult["miss"], r.ByResult["coalesced"],
 		r.ByResult["denied"], r.ByResult["error"])
-	fmt.Fprintf(w, "pulls saved  %d (manifest GETs answered from cache, not counted upstream)\n", r.PullsSaved)
+	fmt.Fprintf(w, "pulls saved  %d (clients' manifest GETs not counted upstream, net of the mirror's)\n", r.PullsSaved)
 	fmt.Fprintf(w, "bytes        %s from cache, %s fetched upstream\n", humanBytes(r.BytesFromCache), humanBytes(r.BytesFetched))
 	if st.Cache.MaxBytes > 0 {
 		fmt.Fprintf(w, "cache        %s of %s (%.0f%%)\n", humanBytes(st.Cache.Bytes), humanBytes(st.Cache.MaxBytes), 100*float64(st.Cache.Bytes)/float64(st.Cache.MaxBytes))

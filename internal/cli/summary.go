@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/regcache/regcache/internal/config"
@@ -19,12 +21,16 @@ type startup struct {
 	Upstreams            []string // "docker.io https://registry-1.docker.io (user me, password file /run/…)"
 	Access               string
 	Cap                  string
-	Open                 bool // every interface, no allow-list, no login
+	Open                 bool   // every interface, no allow-list, no login
+	Prog                 string // how the next steps name this program
 }
 
 // newStartup describes cfg as served on addr (the bound address).
 func newStartup(cfg config.Config, addr string) startup {
-	s := startup{Version: version, ConfigFile: cfg.File, Addr: addr, Data: cfg.Data, TLS: cfg.TLS.Cert != ""}
+	s := startup{Version: version, ConfigFile: cfg.File, Addr: addr, Data: cfg.Data, TLS: cfg.TLS.Cert != "", Prog: "regcache"}
+	if exe, err := os.Executable(); err == nil {
+		s.Prog = progName(exe)
+	}
 	if cfg.AdminAddr != "" {
 		s.AdminURL = "http://" + dialable(cfg.AdminAddr)
 	}
@@ -109,10 +115,20 @@ func (s startup) write(w io.Writer) {
 	if s.Open {
 		fmt.Fprintf(w, "  WARNING       %s\n", openWarning)
 	}
-	fmt.Fprintf(w, "next: point a node's dockerd at it with\n  regcache client docker enable --mirror %s://HOST:%s\n", scheme, portOf(s.Addr))
+	fmt.Fprintf(w, "next: point a node's dockerd at it with\n  %s client docker enable --mirror %s://HOST:%s\n", s.Prog, scheme, portOf(s.Addr))
 	if s.AdminURL != "" {
-		fmt.Fprintf(w, "and check it with\n  regcache status --admin %s\n", s.AdminURL)
+		fmt.Fprintf(w, "and check it with\n  %s status --admin %s\n", s.Prog, s.AdminURL)
 	}
+}
+
+// progName is how the next steps name the program running from exe:
+// `regcache`, or under `go run` (a binary in the go-build cache, gone once
+// it stops) the same `go run` from the module's root.
+func progName(exe string) string {
+	if filepath.Base(filepath.Dir(exe)) == "exe" && strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		return "go run ./cmd/regcache"
+	}
+	return "regcache"
 }
 
 // log writes the summary as one structured line, and the warning.

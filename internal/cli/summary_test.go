@@ -84,3 +84,42 @@ func TestOpenWarning(t *testing.T) {
 		}
 	}
 }
+
+// TestStartupDefaultCap: with no storage.max_size, serve applies the
+// default cap (80 % of the data disk, at most 80 % of what the cache can
+// use) and says so in the summary and the log.
+func TestStartupDefaultCap(t *testing.T) {
+	hub := testenv.NewHub(t)
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "serve.log")
+	c := startChild(t, []string{"REGCACHE_DATA=" + filepath.Join(dir, "data"), "REGCACHE_UPSTREAM_URL=" + hub.URL,
+		"REGCACHE_ADMIN_ADDR=", "REGCACHE_LOG_LEVEL=info"}, logPath)
+	c.stop(t)
+	b, _ := os.ReadFile(logPath)
+	out := string(b)
+	for _, want := range []string{"cache cap     ", "(80% of the ", `"msg":"cache cap applied"`, `"max_size_bytes":`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the start-up output has no %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "cache cap     none") {
+		t.Errorf("no cap by default:\n%s", out)
+	}
+}
+
+// TestProgName: the next steps name `go run ./cmd/regcache` when the
+// program runs from the go-build cache, and regcache otherwise.
+func TestProgName(t *testing.T) {
+	t.Parallel()
+	for exe, want := range map[string]string{
+		"/tmp/go-build2788/b001/exe/regcache":   "go run ./cmd/regcache",
+		"/root/.cache/go-build/4f/exe/regcache": "go run ./cmd/regcache",
+		"/usr/local/bin/regcache":               "regcache",
+		"/tmp/go-build123/b001/cli.test":        "regcache",
+		"/home/me/go/bin/regcache":              "regcache",
+	} {
+		if got := progName(exe); got != want {
+			t.Errorf("progName(%q) = %q, want %q", exe, got, want)
+		}
+	}
+}

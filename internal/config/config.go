@@ -273,17 +273,17 @@ func load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), envNames []s
 	if err := applyDefaults(&c, lookupEnv); err != nil {
 		return Config{}, err
 	}
-	var warnings []string
+	var unusedKeys []string
 	path := configPath(fs, lookupEnv)
 	if path == "" {
 		path = searchConfig(lookupEnv)
 	}
 	if path != "" {
-		w, err := applyConfigFile(&c, path)
+		u, err := applyConfigFile(&c, path)
 		if err != nil {
 			return Config{}, err
 		}
-		c.File, warnings = path, w
+		c.File, unusedKeys = path, u
 	}
 	if err := applyEnv(&c, lookupEnv); err != nil {
 		return Config{}, err
@@ -295,7 +295,11 @@ func load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), envNames []s
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
-	c.Warnings = append(warnings, unusedRegistryEnv(envNames, lookupEnv)...)
+	unusedEnv := unusedRegistryEnv(envNames, lookupEnv)
+	if err := refuseUnrecognised(c, path, unusedKeys, unusedEnv); err != nil {
+		return Config{}, err
+	}
+	c.Warnings = append(unusedKeysWarning(path, unusedKeys), unusedEnvWarning(unusedEnv)...)
 	return c, nil
 }
 

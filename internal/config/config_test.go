@@ -65,7 +65,7 @@ func TestDefaults(t *testing.T) {
 		BudgetReserve:   BudgetReserve{Percent: 10},
 		Upstreams:       []Upstream{{Name: "docker.io", URL: "https://registry-1.docker.io"}},
 		Access:          Access{Private: "deny"},
-		Storage:         Storage{MaxBlobSize: 64 << 30, ScrubInterval: 7 * 24 * time.Hour, ScrubRate: 4 << 20},
+		Storage:         Storage{MaxSizePercent: 80, MaxBlobSize: 64 << 30, ScrubInterval: 7 * 24 * time.Hour, ScrubRate: 4 << 20},
 		Log:             Log{Level: "info", Format: "json"},
 	}
 	if !reflect.DeepEqual(c, want) {

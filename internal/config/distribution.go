@@ -73,8 +73,9 @@ func searchConfig(lookupEnv func(string) (string, bool)) string {
 }
 
 // applyConfigFile reads path over c, as Distribution's format when its top
-// level has a version key, else as regcache's. It returns the warnings to
-// log at start-up.
+// level has a version key, else as regcache's. It returns the keys of a
+// Distribution file that regcache does not use, for the warning or the
+// refusal of refuseUnrecognised.
 func applyConfigFile(c *Config, path string) ([]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -106,8 +107,8 @@ func distributionVersion(doc *yaml.Node) (string, bool) {
 }
 
 // applyDistribution applies a Distribution config.yml: the keys of
-// distributionKeys through their options' setters, every other key listed
-// in one warning.
+// distributionKeys through their options' setters; it returns every other
+// key.
 func applyDistribution(c *Config, path string, doc *yaml.Node, version string) ([]string, error) {
 	if f, err := strconv.ParseFloat(version, 64); err != nil || f != 0.1 {
 		return nil, fmt.Errorf("config: %s: version %q: regcache reads Distribution's configuration version 0.1", path, version)
@@ -162,11 +163,17 @@ func applyDistribution(c *Config, path string, doc *yaml.Node, version string) (
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("config: %s: %s", path, strings.Join(errs, "; "))
 	}
+	return unused, nil
+}
+
+// unusedKeysWarning is the start-up warning for the keys of a Distribution
+// file that regcache does not use, or nil.
+func unusedKeysWarning(path string, unused []string) []string {
 	if len(unused) == 0 {
-		return nil, nil
+		return nil
 	}
 	return []string{fmt.Sprintf("%s is Distribution's configuration (version 0.1); regcache ignores these keys of it, which it does not use: %s (docs/configuration-distribution.md lists the keys it maps)",
-		path, strings.Join(unused, ", "))}, nil
+		path, strings.Join(unused, ", "))}
 }
 
 // usesSomeKey reports whether a key of distributionKeys lies below prefix.
@@ -208,10 +215,10 @@ func optionByFlag(flag string) option {
 // registryEnvPrefix starts the Distribution registry's variables.
 const registryEnvPrefix = "REGISTRY_"
 
-// unusedRegistryEnv returns one warning naming the REGISTRY_* variables
-// among names that lookupEnv reports as set and that no option reads, or
-// nil. The registry image honours every REGISTRY_<KEY PATH>; regcache reads
-// only the aliases of its options.
+// unusedRegistryEnv returns the REGISTRY_* variables among names that
+// lookupEnv reports as set and that no option reads, sorted. The registry
+// image honours every REGISTRY_<KEY PATH>; regcache reads only the aliases
+// of its options.
 func unusedRegistryEnv(names []string, lookupEnv func(string) (string, bool)) []string {
 	var known []string
 	for _, o := range options {
@@ -226,13 +233,28 @@ func unusedRegistryEnv(names []string, lookupEnv func(string) (string, bool)) []
 			unused = append(unused, n)
 		}
 	}
+	slices.Sort(unused)
+	return unused
+}
+
+// registryAliases are the Distribution variables regcache reads, sorted.
+func registryAliases() []string {
+	var known []string
+	for _, o := range options {
+		known = append(known, o.aliases...)
+	}
+	slices.Sort(known)
+	return known
+}
+
+// unusedEnvWarning is the start-up warning for the REGISTRY_* variables
+// regcache does not use, or nil.
+func unusedEnvWarning(unused []string) []string {
 	if len(unused) == 0 {
 		return nil
 	}
-	slices.Sort(unused)
-	slices.Sort(known)
 	return []string{fmt.Sprintf("regcache ignores these environment variables of the Distribution registry, which it does not use: %s (it reads %s; docs/configuration-distribution.md lists them)",
-		strings.Join(unused, ", "), strings.Join(known, ", "))}
+		strings.Join(unused, ", "), strings.Join(registryAliases(), ", "))}
 }
 
 // applyDefaults reads the REGCACHE_DEFAULTS file, if set, over c.

@@ -41,7 +41,7 @@ func TestExplain(t *testing.T) {
 		"upstreams[0].url":      {"https://ghcr.io", "file " + path + " (upstreams[0])"},
 		"upstreams[0].password": {"<redacted>", "file " + path + " (upstreams[0])"},
 		"admin_token":           {"<redacted>", "flag --admin-token"},
-		"storage.max_size":      {"0, unlimited", "default"},
+		"storage.max_size":      {"80%", "default"},
 	}
 	seen := 0
 	for _, s := range settings {

@@ -21,7 +21,7 @@ func TestFlagUsage(t *testing.T) {
 		`(env REGCACHE_FRESHNESS) (default 1m0s)`,
 		`(env REGCACHE_PREFETCH) (default true)`,
 		`(env REGCACHE_PREFETCH_PARALLEL) (default 16)`,
-		`(env REGCACHE_MAX_SIZE) (default 0, unlimited)`,
+		`(env REGCACHE_MAX_SIZE) (default "80%")`,
 	} {
 		if !strings.Contains(help, want) {
 			t.Errorf("--help lacks %q", want)

@@ -173,8 +173,8 @@ var options = []option{
 			u.PasswordFile, u.Password = v, ""
 			return checkReadable(v)
 		}},
-	{flag: "max-size", reload: ReloadLive, key: "storage.max_size", defDoc: "0, unlimited",
-		usage: "cache size limit, e.g. 200GiB, 500MB, bytes, or 80% of the data directory's file system; 0 is unlimited",
+	{flag: "max-size", reload: ReloadLive, key: "storage.max_size", def: defaults.MaxSize,
+		usage: "cache size limit, e.g. 200GiB, 500MB, bytes, or a share of the data directory's file system (at most that share of what the cache can use); 0 is unlimited",
 		set: func(c *Config, v string) error {
 			if pct, ok := strings.CutSuffix(strings.TrimSpace(v), "%"); ok {
 				f, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)

@@ -33,6 +33,9 @@ const (
 	// ratelimit-limit that background work (prefetch, regcache warm) leaves
 	// to other clients.
 	BudgetReservePercent = 10
+	// MaxSize is the cache cap: a share of the data directory's file
+	// system, so a drop-in never fills its disk.
+	MaxSize = "80%"
 	// MaxBlobSize bounds a blob whose size nothing gives.
 	MaxBlobSize int64 = 64 << 30
 	// ScrubInterval is how long one background scrub pass over the whole

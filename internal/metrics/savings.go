@@ -26,7 +26,7 @@ func NewSavings(reg prometheus.Registerer, results, sources, upstreams []string)
 		}, []string{"source"}),
 		PullsSaved: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regcache_pulls_saved_total",
-			Help: "Manifest GETs (the requests Docker Hub counts as pulls) answered from the cache without a GET upstream.",
+			Help: "Clients' manifest GETs (the requests Docker Hub counts as pulls) that spent none upstream: net of the manifest GETs the mirror sent the upstream.",
 		}, []string{"upstream"}),
 	}
 	for _, r := range results {
@@ -65,7 +65,7 @@ type UpstreamState struct {
 }
 
 // UpstreamStates is the closed set of regcache_upstream_state's state label.
-var UpstreamStates = []string{"unknown", "up", "rate_limited", "breaker_open", "stale_serving"}
+var UpstreamStates = []string{"unknown", "up", "rate_limited", "breaker_open", "stale_serving", "credentials_rejected"}
 
 // RegisterState registers the collectors read from fn at scrape time.
 func RegisterState(reg prometheus.Registerer, fn func() State) {
@@ -73,7 +73,7 @@ func RegisterState(reg prometheus.Registerer, fn func() State) {
 }
 
 var (
-	descUpState     = prometheus.NewDesc("regcache_upstream_state", "1 for the upstream's current state: unknown (not probed yet), up, rate_limited (a 429 holds some kinds of request back), breaker_open (an endpoint family fails fast), stale_serving (unreachable: content is served from the cache).", []string{"upstream", "state"}, nil)
+	descUpState     = prometheus.NewDesc("regcache_upstream_state", "1 for the upstream's current state: unknown (not probed yet), up, rate_limited (a 429 holds some kinds of request back), breaker_open (an endpoint family fails fast), stale_serving (unreachable: content is served from the cache), credentials_rejected (the upstream refuses the configured credentials).", []string{"upstream", "state"}, nil)
 	descReset       = prometheus.NewDesc("regcache_upstream_ratelimit_reset_seconds", "Seconds until the upstream's rate-limit window gives the budget back (ratelimit-reset, else estimated from the window); 0 when unknown.", []string{"upstream"}, nil)
 	descReserve     = prometheus.NewDesc("regcache_upstream_ratelimit_reserve", "Pulls of headroom under which the dashboard warns and the alert fires (a tenth of the limit).", []string{"upstream"}, nil)
 	descFetched     = prometheus.NewDesc("regcache_upstream_fetched_bytes_total", "Blob bytes received from the upstream by fills (failed fills included).", []string{"upstream"}, nil)

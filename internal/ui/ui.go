@@ -65,7 +65,7 @@ type Totals struct {
 type Upstream struct {
 	Name          string    `json:"name"`
 	URL           string    `json:"url"`
-	State         string    `json:"state"` // up, unknown, rate-limited, breaker-open, stale-serving
+	State         string    `json:"state"` // up, unknown, rate-limited, breaker-open, stale-serving, credentials-rejected
 	StateText     string    `json:"stateText"`
 	Reason        string    `json:"reason,omitempty"`
 	Since         time.Time `json:"since,omitzero"`

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -46,6 +47,8 @@ type Client struct {
 
 	baseTransport http.RoundTripper // under the breakers and auth: for probes
 	probe         prober
+
+	manifestGets atomic.Int64 // manifest GETs the registry answered 2xx: counted pulls
 }
 
 // Option configures a Client.
@@ -126,6 +129,10 @@ func (c *Client) Name() string { return c.name }
 
 // URL is the upstream's base URL.
 func (c *Client) URL() string { return c.base.String() }
+
+// ManifestGets is how many manifest GETs the registry answered with 2xx:
+// the requests a limit like Docker Hub's counts.
+func (c *Client) ManifestGets() int64 { return c.manifestGets.Load() }
 
 // TokenRequests is how many bearer tokens this client has fetched.
 func (c *Client) TokenRequests() int64 { return c.auth.TokenRequests() }
@@ -259,12 +266,15 @@ type Health struct {
 	// Probe is what the /v2/ probes (and requests answered) last said;
 	// a failed probe sets Down too.
 	Probe ProbeState `json:"probe"`
+	// Credentials is what the upstream last said of the configured
+	// credentials (never rejected for an anonymous upstream).
+	Credentials auth.Verdict `json:"credentials,omitzero"`
 }
 
 // Health reports the breakers' states and until when a 429 keeps the
 // upstream from being asked.
 func (c *Client) Health() Health {
-	h := Health{Limited: c.limiter.state(c.now()), Breakers: c.breakers.states(), Probe: c.probe.state()}
+	h := Health{Limited: c.limiter.state(c.now()), Breakers: c.breakers.states(), Probe: c.probe.state(), Credentials: c.auth.Verdict()}
 	h.Down = h.Probe.State == ProbeDown
 	for _, l := range h.Limited {
 		if l.Until.After(h.LimitedUntil) {
@@ -335,6 +345,7 @@ func (c *Client) ManifestGet(ctx context.Context, repo string, ref oci.Reference
 	if err != nil {
 		return nil, err
 	}
+	c.manifestGets.Add(1)
 	defer resp.Body.Close()
 	if resp.ContentLength > oci.MaxManifestSize {
 		return nil, &Error{Upstream: c.name, Op: op, Err: fmt.Errorf("manifest of %d bytes is larger than the %d-byte limit", resp.ContentLength, oci.MaxManifestSize)}

@@ -73,9 +73,24 @@ func (p *prober) set(now time.Time, up bool, reason string, probed bool) (before
 // Probe asks the registry's /v2/ once, without credentials and outside the
 // retries and rate-limit hold-backs: it is never a counted pull. Any
 // answer below 500 (a 401 challenge is the usual one) means up. The result
-// is recorded in Health().Probe.
+// is recorded in Health().Probe. While the configured credentials are not
+// known good (at start, or refused), it also asks for a token of no
+// repository with them (Health().Credentials), so a refusal shows before
+// any pull and a fixed password file clears it without one.
 func (c *Client) Probe(ctx context.Context) error {
-	err := c.ping(ctx)
+	v2, err := c.ping(ctx)
+	if err == nil {
+		before := c.auth.Verdict()
+		if cerr := c.auth.CheckCredentials(ctx, v2); cerr != nil {
+			c.log.Warn("upstream credentials check failed", slog.String("upstream", c.name), slog.Any("error", cleanURLError(cerr)))
+		}
+		switch after := c.auth.Verdict(); {
+		case after.Rejected && (!before.Rejected || after.Reason != before.Reason):
+			c.log.Error("upstream refuses the configured credentials: pulls through it fail", slog.String("upstream", c.name), slog.String("reason", after.Reason))
+		case before.Rejected && !after.Rejected:
+			c.log.Info("upstream accepts the configured credentials again", slog.String("upstream", c.name))
+		}
+	}
 	now := c.now()
 	reason := ""
 	if err != nil {
@@ -84,7 +99,7 @@ func (c *Client) Probe(ctx context.Context) error {
 	before := c.probe.set(now, err == nil, reason, true)
 	switch {
 	case err != nil && before.State != ProbeDown:
-		c.log.Warn("upstream probe failed: marked unreachable (stale content is served from the cache)",
+		c.log.Warn("upstream probe failed: marked unreachable (cached content is served stale; uncached pulls fail)",
 			slog.String("upstream", c.name), slog.Any("error", err))
 	case err == nil && before.State == ProbeDown:
 		c.log.Info("upstream probe answered: marked up again", slog.String("upstream", c.name),
@@ -94,24 +109,25 @@ func (c *Client) Probe(ctx context.Context) error {
 }
 
 // ping is GET /v2/ on the base transport: no breaker, no token, no retry.
-func (c *Client) ping(ctx context.Context) error {
+// The answer (its body closed) carries the challenge, if any.
+func (c *Client) ping(ctx context.Context) (*http.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	u := *c.base
 	u.Path = "/v2/"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.baseTransport.RoundTrip(req)
 	if err != nil {
-		return cleanURLError(err)
+		return nil, cleanURLError(err)
 	}
 	drainBody(resp)
 	if resp.StatusCode >= 500 {
-		return fmt.Errorf("GET /v2/ answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		return nil, fmt.Errorf("GET /v2/ answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
-	return nil
+	return resp, nil
 }
 
 // answered records that the registry host answered a request: evidence of
@@ -137,7 +153,7 @@ func (c *Client) WatchHealth(ctx context.Context, every time.Duration) {
 		for {
 			c.probe.mu.Lock()
 			next := c.probe.st.LastProbe.Add(every)
-			if idleSince := c.probe.lastAnswer.Add(every); c.probe.st.State == ProbeUp && idleSince.After(next) {
+			if idleSince := c.probe.lastAnswer.Add(every); c.probe.st.State == ProbeUp && idleSince.After(next) && !c.auth.Verdict().Rejected {
 				next = idleSince
 			}
 			c.probe.st.NextProbe = next

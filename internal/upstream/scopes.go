@@ -114,7 +114,7 @@ func (t *scopedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // ping asks the registry's /v2/ without credentials: any answer below 500
 // (a 401 challenge is the usual one) means it is up.
-func (t *scopedTransport) ping(ctx context.Context) error { return t.c.ping(ctx) }
+func (t *scopedTransport) ping(ctx context.Context) error { _, err := t.c.ping(ctx); return err }
 
 func (t *scopedTransport) failure(scope string, b *breaker, err error) {
 	if b.failure(t.c.now(), err.Error()) {

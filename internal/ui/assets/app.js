@@ -84,7 +84,7 @@ function renderCards(s) {
   const cards = [
     card("hit-ratio", "Hit ratio", pct(t.hitRatio), ["by bytes: " + pct(t.byteHitRatio),
       num(r.hit) + " hits · " + num(r.stale) + " stale · " + num(r.miss) + " misses · " + num(r.coalesced) + " coalesced"]),
-    card("pulls-saved", "Pulls saved", num(t.pullsSaved), "manifest GETs answered from cache: not counted upstream", t.pullsSaved > 0 ? "ok" : ""),
+    card("pulls-saved", "Pulls saved", num(t.pullsSaved), "clients' manifest GETs not counted upstream, net of the mirror's own", t.pullsSaved > 0 ? "ok" : ""),
     card("bytes", "Bytes from cache", bytes(t.bytesFromCache), ["fetched upstream: " + bytes(t.bytesFetched),
       "relayed on misses: " + bytes(t.bytesFromUpstream) + (t.bytesCoalesced ? " · coalesced: " + bytes(t.bytesCoalesced) : "")]),
   ];
@@ -120,7 +120,7 @@ function counts(s) {
 
 function renderUpstreams(s) {
   const now = Date.parse(s.time);
-  const level = { up: "ok", unknown: "", "rate-limited": "warn", "breaker-open": "warn", "stale-serving": "bad" };
+  const level = { up: "ok", unknown: "", "rate-limited": "warn", "breaker-open": "warn", "stale-serving": "bad", "credentials-rejected": "bad" };
   const cards = s.upstreams.map((u) => {
     const sub = [u.url];
     if (u.reason) sub.push("reason: " + u.reason);
