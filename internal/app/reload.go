@@ -20,7 +20,12 @@ import (
 // others. The log level is the caller's to apply (it owns the logger).
 func (a *App) Reload(next config.Config) (reloaded, restart []string, err error) {
 	running := a.config()
-	if next.Storage.MaxSizePercent > 0 {
+	switch {
+	case next.Storage.MaxSizePercent > 0 && next.Storage.MaxSizePercent == running.Storage.MaxSizePercent:
+		// The same share: the cap resolved at start stands (the free
+		// space it was measured against has moved since).
+		next.Storage.MaxSize = running.Storage.MaxSize
+	case next.Storage.MaxSizePercent > 0:
 		n, _, err := a.resolveCap(next)
 		if err != nil {
 			return nil, nil, err

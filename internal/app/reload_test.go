@@ -39,7 +39,7 @@ func TestReloadNamesEveryOption(t *testing.T) {
 		"prefetch.enabled":         func(c *config.Config) { c.Prefetch.Enabled = !c.Prefetch.Enabled },
 		"prefetch.parallel":        func(c *config.Config) { c.Prefetch.Parallel = 3 },
 		"budget_reserve":           func(c *config.Config) { c.BudgetReserve = config.BudgetReserve{Count: 7} },
-		"storage.max_size":         func(c *config.Config) { c.Storage.MaxSize = 1 << 40 },
+		"storage.max_size":         func(c *config.Config) { c.Storage.MaxSize, c.Storage.MaxSizePercent = 1<<40, 0 },
 		"storage.max_blob_size":    func(c *config.Config) { c.Storage.MaxBlobSize = 1 << 30 },
 		"storage.max_age":          func(c *config.Config) { c.Storage.MaxAge = 48 * time.Hour },
 		"storage.scrub_interval":   func(c *config.Config) { c.Storage.ScrubInterval = time.Hour },
