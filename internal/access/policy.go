@@ -2,14 +2,12 @@ package access
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/upstream"
 )
@@ -306,17 +304,10 @@ func probe(ctx context.Context, anon, cred *upstream.Client, repo string, req oc
 // refused reports whether err is the upstream refusing an anonymous
 // client, and whether that refusal was a 404.
 func refused(err error) (notFound, ok bool) {
-	var ue *upstream.Error
-	if errors.As(err, &ue) {
-		switch ue.StatusCode {
-		case http.StatusNotFound:
-			return true, true
-		case http.StatusUnauthorized, http.StatusForbidden:
-			return false, true
-		}
-	}
-	var te *auth.TokenError
-	if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
+	switch c, _ := upstream.Classify(err); c {
+	case upstream.NotFound:
+		return true, true
+	case upstream.Refused, upstream.LoginRefused:
 		return false, true
 	}
 	return false, false

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/regcache/regcache/internal/metrics"
+	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/registry"
 )
 
@@ -47,13 +48,13 @@ func resultOf(s registry.Served) string {
 		return resultDenied
 	case s.Status == 0 || s.Status == 429 || s.Status >= 500:
 		return resultError
-	case s.Cache == "stale":
+	case s.Cache == mirror.CacheStale:
 		return resultStale
-	case s.Cache == "miss" && s.Joined:
+	case s.Cache == mirror.CacheMiss && s.Joined:
 		return resultCoalesced
-	case s.Cache == "miss":
+	case s.Cache == mirror.CacheMiss:
 		return resultMiss
-	case s.Cache == "hit" || s.Cache == "revalidated" || s.Cache == "negative":
+	case s.Cache == mirror.CacheHit || s.Cache == mirror.CacheRevalidated || s.Cache == mirror.CacheNegative:
 		return resultHit
 	}
 	return resultError // refused before the cache was asked (a bad name, say)
@@ -184,7 +185,7 @@ func (s *stats) saves(sv registry.Served) bool {
 		return false
 	}
 	if s.spent == nil {
-		return sv.Cache == "hit" || sv.Cache == "revalidated" || sv.Cache == "stale"
+		return sv.Cache == mirror.CacheHit || sv.Cache == mirror.CacheRevalidated || sv.Cache == mirror.CacheStale
 	}
 	spent := s.spent(sv.Upstream)
 	s.mu.Lock()

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/upstream"
 )
@@ -153,9 +152,8 @@ func (w *warmer) printf(format string, args ...any) {
 // mirror's answer and says what to do about it. registry is the registry
 // the image named ("" for the mirror's default upstream).
 func (w *warmer) explain(err error, registry string) error {
-	var te *auth.TokenError
-	if errors.As(err, &te) {
-		return fmt.Errorf("log in to the mirror at %s: %w (check --username and --password)", w.mirror, te)
+	if c, _ := upstream.Classify(err); c == upstream.LoginRefused {
+		return fmt.Errorf("log in to the mirror at %s: %w (check --username and --password)", w.mirror, err)
 	}
 	var ue *upstream.Error
 	if !errors.As(err, &ue) {

@@ -104,10 +104,10 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 	}
 	if req.Head {
 		if b, err := s.servableBlob(ctx, rt, d); err != nil || b != nil {
-			out.Cache = "hit"
+			out.Cache = CacheHit
 			return b, out, wire(err, oci.ErrBlobUnknown)
 		}
-		out.Cache = "miss"
+		out.Cache = CacheMiss
 		size := headSize
 		if size < 0 { // held, but not asked yet
 			if _, err := s.onChain(ctx, rt, fallbackBlob, func(r route) error {
@@ -131,7 +131,7 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 	}
 	rd, err := s.openFill(ctx, rt, d, size, false)
 	if unwritable(err) {
-		out.Cache = "miss"
+		out.Cache = CacheMiss
 		// The store cannot take it (a read-only directory): serve the
 		// upstream's bytes, verified, without caching them.
 		s.log.Error("cache directory is not writable; serving the blob without caching it", slog.String("digest", d.String()), slog.Any("error", err))
@@ -146,15 +146,15 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 		return &Blob{Digest: d, body: fill.NewPassthrough(d, ub)}, out, nil
 	}
 	if err != nil {
-		out.Cache = "miss"
+		out.Cache = CacheMiss
 		return nil, out, wire(err, oci.ErrBlobUnknown)
 	}
 	if rd.Stored() != nil {
-		out.Cache = "hit"
+		out.Cache = CacheHit
 		b, err := s.servable(ctx, rt, d, rd)
 		return b, out, wire(err, oci.ErrBlobUnknown)
 	}
-	out.Cache, out.Joined = "miss", rd.Joined()
+	out.Cache, out.Joined = CacheMiss, rd.Joined()
 	rd.FetchRanges(func(ctx context.Context, start, length int64) (body io.ReadCloser, err error) {
 		_, err = s.onChain(ctx, rt, fallbackBlob, func(r route) error {
 			body, err = r.up.Client.BlobRange(ctx, r.repo, d, start, length)

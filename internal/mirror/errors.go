@@ -7,7 +7,6 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/blobstore"
 	"github.com/regcache/regcache/internal/fill"
 	"github.com/regcache/regcache/internal/oci"
@@ -38,20 +37,16 @@ func wire(err error, unknown oci.ErrorCode) error {
 	if errors.Is(err, blobstore.ErrDigestMismatch) || errors.Is(err, blobstore.ErrSizeMismatch) {
 		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusBadGateway, Message: "the upstream sent content that does not match its digest; nothing was cached: " + err.Error()}
 	}
-	var ue *upstream.Error
-	if errors.As(err, &ue) {
-		switch {
-		case ue.StatusCode == http.StatusNotFound:
-			return &oci.Error{Code: unknown, Message: err.Error()}
-		case ue.StatusCode == http.StatusUnauthorized || ue.StatusCode == http.StatusForbidden:
-			return &oci.Error{Code: oci.ErrDenied, Message: err.Error() + " (the mirror's upstream credentials do not give access)"}
-		case ue.StatusCode >= 400 && ue.StatusCode < 500:
-			return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusBadGateway, Message: err.Error()}
-		}
-		var te *auth.TokenError
-		if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
-			return &oci.Error{Code: oci.ErrDenied, Message: err.Error() + " (check the mirror's upstream credentials)"}
-		}
+	switch c, _ := upstream.Classify(err); c {
+	case upstream.NotFound:
+		return &oci.Error{Code: unknown, Message: err.Error()}
+	case upstream.Refused:
+		return &oci.Error{Code: oci.ErrDenied, Message: err.Error() + " (the mirror's upstream credentials do not give access)"}
+	case upstream.LoginRefused:
+		return &oci.Error{Code: oci.ErrDenied, Message: err.Error() + " (check the mirror's upstream credentials)"}
+	case upstream.Rejected:
+		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusBadGateway, Message: err.Error()}
+	case upstream.Down:
 		return &oci.Error{Code: oci.ErrUnavailable, Message: err.Error() + "; nothing is cached for this request"}
 	}
 	if unwritable(err) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -17,10 +16,12 @@ import (
 
 // Kinds of request a fallback member may answer, for the log, the
 // metrics (a closed label set) and /status.
+type fallbackKind string
+
 const (
-	fallbackManifest = "manifest" // a manifest by digest (checked against it)
-	fallbackTag      = "tag"      // a manifest by tag: members trusted for tags only
-	fallbackBlob     = "blob"     // a blob or its HEAD (checked against the digest)
+	fallbackManifest fallbackKind = "manifest" // a manifest by digest (checked against it)
+	fallbackTag      fallbackKind = "tag"      // a manifest by tag: members trusted for tags only
+	fallbackBlob     fallbackKind = "blob"     // a blob or its HEAD (checked against the digest)
 )
 
 // fallsBack reports whether a failure of an upstream sends the request on
@@ -32,20 +33,11 @@ const (
 // background work), which no upstream gave.
 func fallsBack(err error) bool {
 	var we *oci.Error
-	if err == nil || upstream.IsNotFound(err) || errors.As(err, &we) {
+	if errors.As(err, &we) {
 		return false
 	}
-	if errors.Is(err, upstream.ErrUpstreamDown) || errors.Is(err, upstream.ErrRateLimited) {
-		return true
-	}
-	if _, ok := upstream.IsTooManyRequests(err); ok {
-		return true
-	}
-	var ue *upstream.Error
-	if errors.As(err, &ue) {
-		return ue.StatusCode >= http.StatusInternalServerError || (ue.StatusCode == 0 && ue.Temporary())
-	}
-	return false
+	c, _ := upstream.Classify(err)
+	return c == upstream.Down || c == upstream.RateLimited
 }
 
 // fallbacks lists the members of an upstream's chain, in order.
@@ -63,7 +55,7 @@ func (s *Service) fallbacks(u *Upstream) []*Upstream {
 // for the same repository on each member of the upstream's fallback chain
 // in turn (for a tag, only members trusted for tags), until one answers.
 // It returns the route that answered, or the upstream's own error.
-func (s *Service) onChain(ctx context.Context, rt route, kind string, fn func(route) error) (route, error) {
+func (s *Service) onChain(ctx context.Context, rt route, kind fallbackKind, fn func(route) error) (route, error) {
 	err := fn(rt)
 	if err == nil || ctx.Err() != nil || !fallsBack(err) {
 		return rt, err
@@ -86,16 +78,16 @@ func (s *Service) onChain(ctx context.Context, rt route, kind string, fn func(ro
 }
 
 // noteFallback logs, counts and remembers a request tried on a member.
-func (s *Service) noteFallback(rt route, m *Upstream, kind string, cause, err error) {
+func (s *Service) noteFallback(rt route, m *Upstream, kind fallbackKind, cause, err error) {
 	result := "served"
 	if err != nil {
 		result = "failed"
 	}
 	if s.metrics != nil {
-		s.metrics.Fallbacks.WithLabelValues(rt.up.Name, m.Name, kind, result).Inc()
+		s.metrics.Fallbacks.WithLabelValues(rt.up.Name, m.Name, string(kind), result).Inc()
 	}
-	attrs := []any{slog.String("upstream", rt.up.Name), slog.String("member", m.Name), slog.String("kind", kind),
-		slog.String("repository", rt.repo), slog.String("cause", cause.Error())}
+	attrs := []any{slog.String("upstream", rt.up.Name), slog.String("member", m.Name), slog.String("kind", string(kind)),
+		slog.String("repository", rt.repo), slog.String("cause", cause.Error()), slog.String("cause_class", causeClass(cause))}
 	if err != nil {
 		s.log.Warn("fallback member failed too", append(attrs, slog.Any("error", err))...)
 	} else {
@@ -113,7 +105,7 @@ func (s *Service) noteFallback(rt route, m *Upstream, kind string, cause, err er
 	} else {
 		st.Failed++
 	}
-	st.Last, st.LastMember, st.LastKind, st.LastCause = s.now(), m.Name, kind, cause.Error()
+	st.Last, st.LastMember, st.LastKind, st.LastCause = s.now(), m.Name, string(kind), cause.Error()
 }
 
 // FallbackState is what an upstream's fallback chain did, for /status.
@@ -162,4 +154,10 @@ func (s *Service) originAmong(ups []*Upstream, d digest.Digest) (bool, error) {
 type fbState struct {
 	fbMu    sync.Mutex
 	fbStats map[string]*FallbackState
+}
+
+// causeClass names what the upstream's failure was (down, rate-limited).
+func causeClass(err error) string {
+	c, _ := upstream.Classify(err)
+	return c.String()
 }

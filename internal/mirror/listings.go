@@ -188,7 +188,7 @@ func (s *Service) listing(ctx context.Context, rt route, key string, fetch func(
 	var l *upstream.Listing
 	switch {
 	case ok && s.now().Sub(c.at) < s.freshness:
-		out.Cache, l = "hit", c.l
+		out.Cache, l = CacheHit, c.l
 	default:
 		v, err, _ := s.flights.Do("list\x00"+key, func() (any, error) {
 			ctx, cancel := detached(ctx)
@@ -197,9 +197,9 @@ func (s *Service) listing(ctx context.Context, rt route, key string, fetch func(
 		})
 		switch {
 		case err == nil && len(v.(*upstream.Listing).Body) > maxListCacheBytes/8:
-			out.Cache, l = "miss", v.(*upstream.Listing) // too large to keep: served, not cached
+			out.Cache, l = CacheMiss, v.(*upstream.Listing) // too large to keep: served, not cached
 		case err == nil:
-			out.Cache, l = "miss", v.(*upstream.Listing)
+			out.Cache, l = CacheMiss, v.(*upstream.Listing)
 			s.listMu.Lock()
 			if s.listBytes+int64(len(l.Body)) > maxListCacheBytes {
 				clear(s.listCache)
@@ -212,7 +212,7 @@ func (s *Service) listing(ctx context.Context, rt route, key string, fetch func(
 			s.listBytes += int64(len(l.Body))
 			s.listMu.Unlock()
 		case ok && !upstream.IsNotFound(err):
-			out.Cache, out.Stale, l = "stale", err.Error(), c.l
+			out.Cache, out.Stale, l = CacheStale, err.Error(), c.l
 			s.countStale(rt)
 			s.log.Warn("upstream failed; serving a cached listing (stale)", slog.String("upstream", rt.up.Name), slog.String("repository", rt.repo), slog.Any("error", err))
 		default:

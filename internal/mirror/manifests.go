@@ -59,13 +59,13 @@ func (s *Service) Manifest(ctx context.Context, req Request, ref oci.Reference) 
 
 func (s *Service) manifestByDigest(ctx context.Context, rt route, d digest.Digest, accept func() []string, out *Outcome) (*Manifest, error) {
 	if m, err := s.storedManifest(ctx, d); err == nil {
-		out.Cache = "hit"
+		out.Cache = CacheHit
 		if _, err := s.confirmHeld(ctx, rt, d, true); err != nil {
 			return nil, err
 		}
 		return m, nil
 	}
-	out.Cache = "miss"
+	out.Cache = CacheMiss
 	m, _, err := s.fetchManifest(ctx, rt, oci.Reference{Digest: d}, accept())
 	return m, err
 }
@@ -80,10 +80,10 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 		cached, _ = s.storedManifest(ctx, e.Digest)
 	}
 	if cached == nil {
-		out.Cache = "miss"
+		out.Cache = CacheMiss
 		key := rt.up.Name + "\x00" + rt.repo + "\x00" + tag
 		if left := s.negativeLeft(key); left > 0 {
-			out.Cache = "negative"
+			out.Cache = CacheNegative
 			return nil, oci.Errorf(oci.ErrManifestUnknown, "upstream %s has no %s:%s (answer cached; asked again in %s)", rt.up.Name, rt.repo, tag, left.Round(time.Second))
 		}
 		m, err := s.fetchTag(ctx, rt, tag, accept())
@@ -96,32 +96,32 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 	// HEAD, not counted; free while its breaker is open), so its own
 	// answer wins as soon as it is back.
 	if s.now().Sub(e.Checked) < s.freshness && e.Source == "" {
-		out.Cache = "hit"
+		out.Cache = CacheHit
 		return cached, nil
 	}
 	desc, err := s.revalidate(ctx, rt, tag, accept())
 	switch {
 	case err != nil && upstream.IsNotFound(err):
-		out.Cache = "miss"
+		out.Cache = CacheMiss
 		return nil, err
 	case err != nil && e.Source != "" && upstream.IsRefused(err):
 		// The upstream refuses this repository (401/403): an answer, not
 		// an outage. What a fallback member gave is not served as stale.
-		out.Cache = "miss"
+		out.Cache = CacheMiss
 		return nil, err
 	case err != nil:
-		out.Cache, out.Stale = "stale", err.Error()
+		out.Cache, out.Stale = CacheStale, err.Error()
 		s.countStale(rt)
 		s.log.Warn("upstream failed; serving the cached manifest (stale)",
 			slog.String("upstream", rt.up.Name), slog.String("repository", rt.repo), slog.String("tag", tag),
 			slog.String("digest", e.Digest.String()), slog.Any("error", err))
 		return cached, nil
 	case desc.Digest == e.Digest:
-		out.Cache = "revalidated"
+		out.Cache = CacheRevalidated
 		return cached, nil
 	}
 	// The tag moved: fetch the new manifest once, by digest.
-	out.Cache = "miss"
+	out.Cache = CacheMiss
 	m, err := s.storedManifest(ctx, desc.Digest)
 	if err == nil {
 		// Stored for another repository (perhaps of another upstream,
@@ -135,7 +135,7 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 		}
 	} else {
 		if m, _, err = s.fetchManifest(ctx, rt, oci.Reference{Digest: desc.Digest}, accept()); err != nil {
-			out.Cache, out.Stale = "stale", err.Error()
+			out.Cache, out.Stale = CacheStale, err.Error()
 			s.countStale(rt)
 			return cached, nil
 		}

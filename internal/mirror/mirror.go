@@ -71,12 +71,23 @@ type Request struct {
 	Background bool
 }
 
+// CacheResult is how the cache answered a request.
+type CacheResult string
+
+// The cache's answers, a closed set (log field, metric label).
+const (
+	CacheHit         CacheResult = "hit"         // from the cache
+	CacheMiss        CacheResult = "miss"        // fetched from the upstream for this request
+	CacheStale       CacheResult = "stale"       // the upstream failed; the last good content
+	CacheRevalidated CacheResult = "revalidated" // a tag the upstream confirmed unchanged
+	CacheNegative    CacheResult = "negative"    // the upstream's recent "not found", remembered
+)
+
 // Outcome says how a request was answered, for the access log and the
 // metrics. It is set on errors too.
 type Outcome struct {
-	// Cache is hit, miss, stale, revalidated or negative; empty when the
-	// cache was not consulted.
-	Cache string
+	// Cache is how the cache answered; empty when it was not consulted.
+	Cache CacheResult
 	// Stale is why a stale answer was served.
 	Stale string
 	// Joined is set on a miss that joined a fill another request started

@@ -14,7 +14,7 @@ import (
 
 // reqInfo is filled in by handlers and logged once per request.
 type reqInfo struct {
-	cache    string // hit, miss, stale, revalidated
+	cache    mirror.CacheResult // hit, miss, stale, revalidated, negative
 	upstream string
 	route    string
 	repo     string
@@ -109,7 +109,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 				s.logRequest(r, ri, status, lw.bytes, time.Since(start), p != nil)
 			}
 			if s.metrics != nil {
-				cache := ri.cache
+				cache := string(ri.cache)
 				if cache == "" {
 					cache = "none"
 				}
@@ -145,7 +145,7 @@ func (s *Server) logRequest(r *http.Request, ri *reqInfo, status int, bytes int6
 		slog.Float64("duration", took.Seconds()), slog.String("remote", r.RemoteAddr),
 	}
 	if ri.cache != "" {
-		attrs = append(attrs, slog.String("cache", ri.cache), slog.Bool("hit", ri.cache != "miss"))
+		attrs = append(attrs, slog.String("cache", string(ri.cache)), slog.Bool("hit", ri.cache != "miss"))
 	}
 	if ri.upstream != "" {
 		attrs = append(attrs, slog.String("upstream", ri.upstream), slog.String("route", ri.route), slog.String("repository", ri.repo))

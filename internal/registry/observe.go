@@ -3,6 +3,8 @@ package registry
 import (
 	"net/http"
 	"time"
+
+	"github.com/regcache/regcache/internal/mirror"
 )
 
 // Served is one answered request as an observer sees it: what the access
@@ -10,13 +12,13 @@ import (
 // repositories; whoever shows them decides who may see them.
 type Served struct {
 	Time       time.Time
-	Kind       string // manifest, blob, tags, referrers, base; "" before parsing
-	Method     string // from a closed set (methodLabel)
-	Cache      string // hit, miss, stale, revalidated, negative; "" when the cache was not consulted
-	Joined     bool   // a miss that joined another request's fill
-	Status     int    // 0 when the response was aborted
-	Bytes      int64  // body bytes sent
-	Upstream   string // the upstream's name, once routed
+	Kind       string             // manifest, blob, tags, referrers, base; "" before parsing
+	Method     string             // from a closed set (methodLabel)
+	Cache      mirror.CacheResult // "" when the cache was not consulted
+	Joined     bool               // a miss that joined another request's fill
+	Status     int                // 0 when the response was aborted
+	Bytes      int64              // body bytes sent
+	Upstream   string             // the upstream's name, once routed
 	Repo       string
 	ErrCode    string // the spec's error code of an error answer
 	ErrMessage string

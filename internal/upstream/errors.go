@@ -60,38 +60,6 @@ func (e *Error) Temporary() bool {
 	return e.StatusCode >= 500
 }
 
-// IsNotFound reports whether the upstream said the thing does not exist.
-func IsNotFound(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.StatusCode == http.StatusNotFound
-}
-
-// IsRefused reports that the upstream (or its token endpoint) refused
-// access: 401 or 403. That is its answer, not an outage.
-func IsRefused(err error) bool {
-	refused := func(code int) bool { return code == http.StatusUnauthorized || code == http.StatusForbidden }
-	var e *Error
-	if errors.As(err, &e) && refused(e.StatusCode) {
-		return true
-	}
-	var te *auth.TokenError
-	return errors.As(err, &te) && refused(te.StatusCode)
-}
-
-// IsTooManyRequests reports an upstream 429 (from the registry or its
-// token endpoint), and the Retry-After it gave.
-func IsTooManyRequests(err error) (string, bool) {
-	var e *Error
-	if errors.As(err, &e) && e.StatusCode == http.StatusTooManyRequests {
-		return e.RetryAfter, true
-	}
-	var te *auth.TokenError
-	if errors.As(err, &te) && te.StatusCode == http.StatusTooManyRequests {
-		return te.RetryAfter, true
-	}
-	return "", false
-}
-
 // checkResponse turns a non-2xx response into an *Error, reading a bounded
 // part of the body. The body is closed.
 func (c *Client) checkResponse(op string, resp *http.Response) error {
