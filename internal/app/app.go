@@ -186,7 +186,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	metrics.RegisterState(a.metrics, a.metricsState)
 	a.metrics.MustRegister(newDegradedCollector(a))
 	a.content = mirror.New(store, index, a.fills, a.upstreams, append([]mirror.Option{
-		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
+		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness), mirror.WithNegativeTTL(cfg.NegativeTTL),
 		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel),
 		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent)}, clusterOptions(cfg, store, a.cluster)...)...)
 	a.registry = registry.New(a.content,

@@ -34,6 +34,7 @@ func TestReloadNamesEveryOption(t *testing.T) {
 		"data":                     func(c *config.Config) { c.Data = dir },
 		"freshness":                func(c *config.Config) { c.Freshness = 2 * time.Hour },
 		"fill_timeout":             func(c *config.Config) { c.FillTimeout = time.Hour },
+		"negative_ttl":             func(c *config.Config) { c.NegativeTTL = time.Minute },
 		"shutdown_timeout":         func(c *config.Config) { c.ShutdownTimeout = 5 * time.Second },
 		"probe_interval":           func(c *config.Config) { c.ProbeInterval = time.Minute },
 		"prefetch.enabled":         func(c *config.Config) { c.Prefetch.Enabled = !c.Prefetch.Enabled },

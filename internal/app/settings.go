@@ -19,6 +19,7 @@ func (a *App) settingsInEffect() map[string]string {
 	cfg := a.config() // what the app reads itself, when it needs it
 	m := map[string]string{
 		"freshness":              ms.Freshness.String(),
+		"negative_ttl":           ms.NegativeTTL.String(),
 		"fill_timeout":           fs.Timeout.String(),
 		"shutdown_timeout":       cfg.ShutdownTimeout.String(),
 		"prefetch.enabled":       strconv.FormatBool(ms.Prefetch),

@@ -62,7 +62,7 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 	const adminToken, clusterSecret = "effect-admin-token-0123456789abcdef", "effect-cluster-secret-0123456789abcdef"
 	env := map[string]string{
 		"config": cfgPath, "addr": addr, "admin-addr": adminAddr, "admin-token": adminToken, "data": data,
-		"freshness": "7m", "fill-timeout": "13m", "shutdown-timeout": "11s", "probe-interval": "17s",
+		"freshness": "7m", "negative-ttl": "45s", "fill-timeout": "13m", "shutdown-timeout": "11s", "probe-interval": "17s",
 		"prefetch": "false", "prefetch-parallel": "5", "budget-reserve": "7",
 		"upstream-url": hub.URL, "upstream-name": "docker.io", "username": "effect-user", "password-file": pwFile,
 		"max-size": "3GiB", "max-blob-size": "2GiB", "max-age": "48h", "scrub-interval": "5h", "scrub-rate": "3MiB",
@@ -149,7 +149,7 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 
 	// What the running parts hold.
 	for flag, want := range map[string]string{
-		"freshness": "7m0s", "fill-timeout": "13m0s", "shutdown-timeout": "11s", "probe-interval": "17s",
+		"freshness": "7m0s", "negative-ttl": "45s", "fill-timeout": "13m0s", "shutdown-timeout": "11s", "probe-interval": "17s",
 		"prefetch": "false", "prefetch-parallel": "5", "budget-reserve": "7",
 		"max-size": "3221225472", "max-blob-size": "2147483648", "max-age": "48h0m0s",
 		"scrub-interval": "5h0m0s", "scrub-rate": "3145728", "local-cache-size": "65536",

@@ -48,6 +48,10 @@ type Config struct {
 	// flight, and the fills they stream, get this long to finish (yaml
 	// shutdown_timeout, default 30s).
 	ShutdownTimeout time.Duration
+	// NegativeTTL is how long an upstream's "not found" for a tag is
+	// answered from memory without asking again (yaml negative_ttl,
+	// default 30s; 0 asks every time).
+	NegativeTTL time.Duration
 	// ProbeInterval is how often an idle upstream is probed with a /v2/
 	// ping, first at start (yaml probe_interval, default 30s; 0 is off).
 	ProbeInterval time.Duration

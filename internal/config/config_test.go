@@ -58,6 +58,7 @@ func TestDefaults(t *testing.T) {
 		AdminAddr:       "127.0.0.1:5001",
 		Data:            "./data",
 		Freshness:       time.Minute,
+		NegativeTTL:     30 * time.Second,
 		FillTimeout:     30 * time.Minute,
 		ShutdownTimeout: 30 * time.Second,
 		ProbeInterval:   30 * time.Second,
@@ -266,7 +267,7 @@ log: {level: error, format: text}
 	}
 	want := Config{
 		Addr: ":5000", AdminAddr: "127.0.0.1:5001", Data: "./data",
-		Freshness: time.Minute, FillTimeout: 10 * time.Minute, ShutdownTimeout: 30 * time.Second, ProbeInterval: 30 * time.Second,
+		Freshness: time.Minute, NegativeTTL: 30 * time.Second, FillTimeout: 10 * time.Minute, ShutdownTimeout: 30 * time.Second, ProbeInterval: 30 * time.Second,
 		Prefetch:      Prefetch{Enabled: false, Parallel: 2},
 		BudgetReserve: BudgetReserve{Percent: 10},
 		Upstreams: []Upstream{

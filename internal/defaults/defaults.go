@@ -18,6 +18,9 @@ const (
 	UpstreamURL = "https://registry-1.docker.io"
 	// Freshness is how long a fetched tag is answered without asking upstream.
 	Freshness = time.Minute
+	// NegativeTTL is how long an upstream's "not found" for a tag is
+	// answered without asking again.
+	NegativeTTL = 30 * time.Second
 	// FillTimeout bounds a fill no client reads any more, and one that gets
 	// no byte for that long.
 	FillTimeout = 30 * time.Minute

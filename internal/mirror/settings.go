@@ -7,6 +7,7 @@ import "time"
 // part, not from the configuration it was built from.
 type Settings struct {
 	Freshness        time.Duration `json:"freshness"`
+	NegativeTTL      time.Duration `json:"negativeTTL"`
 	Prefetch         bool          `json:"prefetch"`
 	PrefetchParallel int           `json:"prefetchParallel"`
 	ReserveCount     int           `json:"reserveCount,omitempty"`
@@ -15,6 +16,6 @@ type Settings struct {
 
 // Settings reports the service's knobs.
 func (s *Service) Settings() Settings {
-	return Settings{Freshness: s.freshness, Prefetch: s.prefetch, PrefetchParallel: cap(s.prefetchSem),
+	return Settings{Freshness: s.freshness, NegativeTTL: s.negativeTTL, Prefetch: s.prefetch, PrefetchParallel: cap(s.prefetchSem),
 		ReserveCount: s.reserveCount, ReservePercent: s.reservePercent}
 }
