@@ -112,7 +112,7 @@ func New(name, rawURL string, creds auth.Credentials, opts ...Option) (*Client, 
 		return nil, fmt.Errorf("upstream %s: invalid URL %q: want http(s)://host[:port]", name, redact.URL(rawURL))
 	}
 	u.Path, u.RawQuery, u.User = "", "", nil
-	c := &Client{name: name, base: u, http: &http.Client{Transport: DefaultTransport()},
+	c := &Client{name: name, base: u, http: &http.Client{Transport: DefaultTransport(), CheckRedirect: checkRedirect},
 		log: slog.New(slog.DiscardHandler), attempts: 3, backoff: 200 * time.Millisecond,
 		now: time.Now, breakers: newBreakers()}
 	for _, o := range opts {
@@ -180,6 +180,24 @@ func (c *Client) recordRateLimit(h http.Header) {
 	rl.Reset, rl.ResetEstimated = resetOf(c.rateLimit, rl, h.Get("Ratelimit-Reset"))
 	c.rateLimit = rl
 	c.mu.Unlock()
+}
+
+// maxRedirects bounds the redirects one request follows: a blob goes from
+// the registry to its CDN once (twice at most behind a second CDN); more
+// is a loop, an upstream fault that no retry fixes.
+const maxRedirects = 5
+
+// ErrTooManyRedirects ends a request that was redirected more than
+// maxRedirects times. It is not temporary: the request is not retried,
+// nor is a fill resumed, so one client request costs the upstream a
+// bounded number of requests whatever its redirects.
+var ErrTooManyRedirects = errors.New("upstream redirected too many times")
+
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > maxRedirects {
+		return fmt.Errorf("%w (%d, the last to %s)", ErrTooManyRedirects, len(via), req.URL.Host)
+	}
+	return nil
 }
 
 func (c *Client) endpoint(repo, kind, ref string) string {
