@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
+	"github.com/regcache/regcache/internal/cluster"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/testenv"
 )
@@ -232,11 +233,15 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 		t.Errorf("cluster members in Redis: %v %v", members, err)
 	}
 	peer := fmt.Sprintf("https://%s/_regcache/cluster/v1/blobs/%s?upstream=docker.io&repo=%s&size=%d&offset=0", addr, layer.Digest, private.Repo, layer.Size)
-	if resp, _ := do("GET", peer, map[string]string{"Authorization": "Bearer wrong-" + clusterSecret}, nil); resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("the internal endpoint with a wrong secret: %d", resp.StatusCode)
+	peerURI := strings.TrimPrefix(peer, "https://"+addr)
+	sign := func(secret string) map[string]string {
+		return map[string]string{cluster.PeerAuthHeader: cluster.PeerSignature(secret, "GET", peerURI, time.Now())}
 	}
-	if resp, _ := do("GET", peer, map[string]string{"Authorization": "Bearer " + clusterSecret}, nil); resp.StatusCode == http.StatusUnauthorized {
-		t.Error("the internal endpoint refused cluster.secret")
+	if resp, _ := do("GET", peer, sign("wrong-"+clusterSecret), nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the internal endpoint signed with a wrong secret: %d", resp.StatusCode)
+	}
+	if resp, _ := do("GET", peer, sign(clusterSecret), nil); resp.StatusCode == http.StatusUnauthorized {
+		t.Error("the internal endpoint refused a request signed with cluster.secret")
 	}
 	check("cluster-redis", "cluster-secret")
 

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -94,8 +94,7 @@ func (c *Cluster) authorized(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, "cluster: too many wrong secrets from your address; wait", http.StatusTooManyRequests)
 		return false
 	}
-	auth := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if subtle.ConstantTimeCompare([]byte(auth), []byte(c.secret)) == 1 {
+	if c.verifyPeer(r, time.Now()) {
 		c.guess.Succeed(addr)
 		return true
 	}
@@ -113,7 +112,7 @@ func (c *Cluster) fetchPeer(ctx context.Context, peer, up, repo string, d digest
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.secret)
+	c.signPeer(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -25,7 +26,7 @@ func TestWrongSecretsBackedOff(t *testing.T) {
 	call := func(from, tok string) int {
 		r := httptest.NewRequest(http.MethodGet, PeerPath+"sha256:"+strings.Repeat("a", 64)+"?size=1&offset=0", nil)
 		r.RemoteAddr = from
-		r.Header.Set("Authorization", "Bearer "+tok)
+		r.Header.Set(PeerAuthHeader, PeerSignature(tok, r.Method, r.URL.RequestURI(), time.Now()))
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		return w.Code
@@ -83,5 +84,53 @@ func TestMembersFromRedisChecked(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "not http(s)://host[:port]") {
 		t.Errorf("log: %s", logs.String())
+	}
+}
+
+// TestPeerAuthNeverSendsTheSecret: replicas prove the secret with an HMAC
+// of the request (method, path and query, time), never the secret itself;
+// the old bearer secret, a signature for another path, or one older than
+// the skew are refused; the signature a replica sends is accepted.
+func TestPeerAuthNeverSendsTheSecret(t *testing.T) {
+	const secret = "the-cluster-secret-0123"
+	var got http.Header
+	peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Clone()
+		http.Error(w, "no", http.StatusNotFound)
+	}))
+	defer peer.Close()
+	c := New(nil, "http://127.0.0.1:1", secret)
+	c.fetchPeer(t.Context(), peer.URL, "docker.io", "library/x", digest.Digest("sha256:"+strings.Repeat("b", 64)), 1, 0)
+	for k, vs := range got {
+		for _, v := range vs {
+			if strings.Contains(v, secret) {
+				t.Errorf("a replica sent the secret in %s", k)
+			}
+		}
+	}
+	if got.Get(PeerAuthHeader) == "" {
+		t.Fatal("a replica sent no signature")
+	}
+	uri := PeerPath + "sha256:" + strings.Repeat("a", 64) + "?size=1&offset=0"
+	now := time.Now()
+	tests := []struct {
+		name   string
+		header string
+		value  string
+		ok     bool
+	}{
+		{"signed now", PeerAuthHeader, PeerSignature(secret, http.MethodGet, uri, now), true},
+		{"the secret as a bearer token", "Authorization", "Bearer " + secret, false},
+		{"signed for another path", PeerAuthHeader, PeerSignature(secret, http.MethodGet, uri+"&x=1", now), false},
+		{"signed two minutes ago", PeerAuthHeader, PeerSignature(secret, http.MethodGet, uri, now.Add(-2*time.Minute)), false},
+		{"signed with another secret", PeerAuthHeader, PeerSignature("another", http.MethodGet, uri, now), false},
+		{"garbage", PeerAuthHeader, "t=x,sig=y", false},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodGet, uri, nil)
+		r.Header.Set(tt.header, tt.value)
+		if ok := c.verifyPeer(r, now); ok != tt.ok {
+			t.Errorf("%s: accepted %v, want %v", tt.name, ok, tt.ok)
+		}
 	}
 }
