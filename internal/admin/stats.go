@@ -1,11 +1,13 @@
-package app
+package admin
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/registry"
@@ -290,14 +292,23 @@ func (s *stats) lastErrors() []errorEvent {
 	return out
 }
 
-// manifestGets is how many manifest GETs the mirror sent the upstream
-// called name (its own client, not its fallback members: they do not
-// spend its limit); 0 for a name it does not know.
-func (a *App) manifestGets(name string) int64 {
-	for _, u := range a.upstreams {
-		if u.Name == name {
-			return u.Client.ManifestGets()
+// credentialed lists the upstreams the mirror asks with credentials, or
+// whose fallback chain has a member it asks with credentials: what it
+// fetched for them may be private, so their repositories are named on the
+// dashboard only to the admin.
+func credentialed(cfg config.Config) map[string]bool {
+	out := map[string]bool{}
+	withCreds := func(u config.Upstream) bool { return u.Username != "" || u.Password != "" || u.PasswordFile != "" }
+	for _, u := range cfg.Upstreams {
+		out[u.Name] = withCreds(u)
+		// A chain is as private as its most privileged member.
+		for _, name := range u.Fallback {
+			for _, m := range cfg.Upstreams {
+				if strings.EqualFold(m.Name, name) && withCreds(m) {
+					out[u.Name] = true
+				}
+			}
 		}
 	}
-	return 0
+	return out
 }
