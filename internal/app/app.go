@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -107,21 +106,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			return nil, err
 		}
 	}
-	a.fills = fill.New(store, fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(store.Available),
-		fill.WithMaxSize(cfg.Storage.MaxBlobSize),
-		fill.WithOnCommit(func(d digest.Digest, size int64) {
-			if err := index.PutBlob(d, size); err != nil {
-				log.Error("index blob", slog.String("digest", d.String()), slog.Any("error", err))
-			}
-			a.committed(size)
-		}),
-		fill.WithOnVerified(func(d digest.Digest, origin string) {
-			// Before the commit shows the blob: a request under this
-			// upstream's name must not find it stored without its origin.
-			if err := index.PutOrigin(origin, d); err != nil {
-				log.Error("index blob origin", slog.String("digest", d.String()), slog.Any("error", err))
-			}
-		}))
+	a.fills = fill.New(store, append([]fill.Option{fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(store.Available),
+		fill.WithMaxSize(cfg.Storage.MaxBlobSize)}, mirror.FillIndexing(index, log, a.committed)...)...)
 	for i, u := range cfg.Upstreams {
 		pw, err := cfg.Password(i)
 		if err != nil {
