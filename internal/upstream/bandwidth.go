@@ -1,0 +1,67 @@
+package upstream
+
+import (
+	"context"
+	"io"
+	"net/http"
+
+	"golang.org/x/time/rate"
+)
+
+// WithMaxBandwidth caps the bytes per second read from the upstream (its
+// registry host, token realm and the CDN hosts its blobs redirect to),
+// shared by every request of the client: fills, prefetch, revalidation
+// and warm together never read faster. Reading slower than the upstream
+// sends fills the connection's receive window, so TCP slows the sender:
+// the cap holds on the upstream link, not only towards clients (who read
+// the growing file at their own pace). 0 or less is unlimited.
+func WithMaxBandwidth(bytesPerSecond int64) Option {
+	return func(c *Client) {
+		if bytesPerSecond > 0 {
+			c.bandwidth = rate.NewLimiter(rate.Limit(bytesPerSecond), burstOf(bytesPerSecond))
+		}
+	}
+}
+
+// burstOf is the most bytes one read may take at once: a tenth of a
+// second's worth, between 4 KiB and 256 KiB, so readers share the rate in
+// small turns.
+func burstOf(bytesPerSecond int64) int {
+	return int(min(max(bytesPerSecond/10, 4<<10), 256<<10))
+}
+
+// limitedTransport paces every response body through one limiter.
+type limitedTransport struct {
+	base http.RoundTripper
+	lim  *rate.Limiter
+}
+
+func (t *limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil || req.Method == http.MethodHead {
+		return resp, err
+	}
+	resp.Body = &limitedBody{ReadCloser: resp.Body, ctx: req.Context(), lim: t.lim}
+	return resp, nil
+}
+
+// limitedBody waits for the limiter after each read, for the bytes it
+// read; a read asks for no more than the limiter's burst.
+type limitedBody struct {
+	io.ReadCloser
+	ctx context.Context
+	lim *rate.Limiter
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if burst := b.lim.Burst(); len(p) > burst {
+		p = p[:burst]
+	}
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		if werr := b.lim.WaitN(b.ctx, n); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return n, err
+}
