@@ -36,7 +36,11 @@ func newUpstreams(cfg config.Config, log *slog.Logger) ([]*mirror.Upstream, erro
 			if pu, err := url.Parse(u.URL); err == nil {
 				host = pu.Host
 			}
-			h := auth.CommandHelper(u.CredentialHelper, u.CredentialCommand, host, u.CredentialTTL)
+			argv := u.CredentialCommand
+			if u.CredentialHelper != "" {
+				argv = auth.HelperArgv(u.CredentialHelper)
+			}
+			h := auth.NewHelper(auth.HelperConfig{Argv: argv, Server: auth.ServerOf(host), TTL: u.CredentialTTL, Upstream: u.Name, Log: log})
 			opts = append(opts, upstream.WithAuth(auth.WithCredentialHelper(h)))
 		}
 		c, err := upstream.New(u.Name, u.URL, auth.Credentials{Username: u.Username, Password: pw}, opts...)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os/exec"
 	"strings"
 	"sync"
@@ -44,8 +45,12 @@ type HelperConfig struct {
 	// 0 keeps it until the upstream refuses it.
 	TTL time.Duration
 	// Timeout bounds one run (default 30s); Retry is how long a failure
-	// is answered without running again (default 5s).
+	// is answered without running again (default 2s).
 	Timeout, Retry time.Duration
+	// Upstream names the upstream in the log; Log gets a warning for each
+	// failed run and a note when a run succeeds again (default discard).
+	Upstream string
+	Log      *slog.Logger
 }
 
 // HelperArgv is the command line of the Docker credential helper called
@@ -89,6 +94,9 @@ func NewHelper(cfg HelperConfig) *Helper {
 	}
 	if cfg.Retry <= 0 {
 		cfg.Retry = helperRetry
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Helper{cfg: cfg}
 }
@@ -137,7 +145,12 @@ func (h *Helper) refresh() (Credentials, error) {
 	if err != nil {
 		h.have, h.creds = false, Credentials{}
 		h.err, h.failed = &HelperError{Program: h.cfg.Argv[0], Err: err}, time.Now()
+		h.cfg.Log.Warn("upstream credential program failed: requests that need credentials fail until it answers (it runs again at the next one)",
+			slog.String("upstream", h.cfg.Upstream), slog.Any("error", h.err))
 		return Credentials{}, h.err
+	}
+	if h.err != nil {
+		h.cfg.Log.Info("upstream credential program answered again", slog.String("upstream", h.cfg.Upstream), slog.String("program", h.cfg.Argv[0]))
 	}
 	h.have, h.creds, h.fetched, h.err = true, c, time.Now(), nil
 	return c, nil
@@ -263,19 +276,4 @@ func (c *capped) Write(p []byte) (int, error) {
 		c.Buffer.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
-}
-
-// CommandHelper is the HelperConfig of an upstream's credential_helper
-// (a name) or credential_command (an argv); neither gives nil.
-func CommandHelper(helper string, command []string, host string, ttl time.Duration) *Helper {
-	var argv []string
-	switch {
-	case helper != "":
-		argv = HelperArgv(helper)
-	case len(command) > 0:
-		argv = command
-	default:
-		return nil
-	}
-	return NewHelper(HelperConfig{Argv: argv, Server: ServerOf(host), TTL: ttl})
 }

@@ -23,6 +23,15 @@ func WithMaxBandwidth(bytesPerSecond int64) Option {
 	}
 }
 
+// MaxBandwidth is the bytes per second the client reads at most (0 is
+// unlimited).
+func (c *Client) MaxBandwidth() int64 {
+	if c.bandwidth == nil {
+		return 0
+	}
+	return int64(c.bandwidth.Limit())
+}
+
 // burstOf is the most bytes one read may take at once: a tenth of a
 // second's worth, between 4 KiB and 256 KiB, so readers share the rate in
 // small turns.
