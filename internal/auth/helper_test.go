@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
@@ -148,7 +149,8 @@ func TestHelperFailures(t *testing.T) {
 // TestHelperRotationAtHub: against the Docker Hub stand-in, the helper's
 // secret and the hub's accepted password change together; once the token
 // expires the realm refuses the old password, the helper runs again, and
-// pulls go on. Without a refusal or expiry it is not asked again.
+// pulls go on. Twelve first pulls at once, of three private repositories,
+// share one run; without a refusal or expiry it is not asked again.
 func TestHelperRotationAtHub(t *testing.T) {
 	hub := testenv.NewHub(t)
 	imgs := hub.Seed(t)
@@ -173,7 +175,28 @@ func TestHelperRotationAtHub(t *testing.T) {
 			t.Fatalf("%s: %d", phase, resp.StatusCode)
 		}
 	}
-	pull("first pull")
+	ch.SetDelay(t, "0.3")
+	var wg sync.WaitGroup
+	for _, img := range []testenv.Image{imgs.Single, imgs.ManifestList, imgs.OCIIndex} {
+		hub.SetPrivate(img.Repo, true)
+		for range 4 {
+			wg.Go(func() {
+				req, _ := http.NewRequest(http.MethodGet, hub.URL+"/v2/"+img.Repo+"/manifests/"+img.Tag, nil)
+				req.Header.Set("Accept", img.MediaType)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("concurrent first pulls of %s: %d", img.Repo, resp.StatusCode)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	ch.SetDelay(t, "")
 	pull("second pull")
 	if ch.Runs() != 1 || ch.Server() != u.Host {
 		t.Fatalf("helper ran %d times reading %q, want once reading %s", ch.Runs(), ch.Server(), u.Host)
@@ -213,4 +236,54 @@ func alive(pid int) bool {
 	}
 	_, rest, _ := strings.Cut(string(b), ") ")
 	return !strings.HasPrefix(rest, "Z")
+}
+
+// TestHelperIdentityToken: a helper answering Username "<token>" gives an
+// identity token, which goes to the realm in the OAuth2 refresh-token
+// grant (as the Docker CLI sends it), never as basic credentials and
+// never to the registry.
+func TestHelperIdentityToken(t *testing.T) {
+	testenv.NewCredHelper(t, "test", "<token>", "refresh-abc")
+	var mu sync.Mutex
+	var grants []string
+	realmSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, _, basic := r.BasicAuth(); basic || r.Method != http.MethodPost || r.ParseForm() != nil {
+			http.Error(w, "want the OAuth2 POST", http.StatusUnauthorized)
+			return
+		}
+		mu.Lock()
+		grants = append(grants, r.PostForm.Encode())
+		mu.Unlock()
+		if r.PostForm.Get("grant_type") != "refresh_token" || r.PostForm.Get("refresh_token") != "refresh-abc" {
+			http.Error(w, "bad grant", http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprint(w, `{"access_token":"acc-1","expires_in":300}`)
+	}))
+	t.Cleanup(realmSrv.Close)
+	realm := strings.Replace(realmSrv.URL, "127.0.0.1", "localhost", 1) + "/oauth2/token"
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer acc-1" {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="reg.test",scope="repository:app:pull"`, realm))
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	t.Cleanup(reg.Close)
+	u, _ := url.Parse(reg.URL)
+	client := &http.Client{Transport: New(http.DefaultTransport, u, Credentials{}, WithCredentialHelper(newTestHelper(0)))}
+	resp, err := client.Get(reg.URL + "/v2/app/manifests/latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(grants) != 1 || !strings.Contains(grants[0], "service=reg.test") || !strings.Contains(grants[0], "scope=repository%3Aapp%3Apull") {
+		t.Fatalf("grants %q, want one refresh grant for service reg.test, scope repository:app:pull", grants)
+	}
 }

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -57,5 +60,35 @@ func TestUpstreamCredentialProgramAndBandwidth(t *testing.T) {
 				t.Fatalf("error %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestUpstreamsDocRecipesLoad: every YAML recipe in docs/upstreams.md is a
+// configuration serve accepts (its helpers put on PATH, its secret files
+// made).
+func TestUpstreamsDocRecipesLoad(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "upstreams.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`credential_helper: ([a-z0-9-]+)`).FindAllStringSubmatch(string(b), -1) {
+		testenv.NewCredHelper(t, m[1], "me", "pw")
+	}
+	dir := t.TempDir()
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1)
+	if len(blocks) < 10 {
+		t.Fatalf("docs/upstreams.md has %d yaml recipes, want one per registry", len(blocks))
+	}
+	for i, blk := range blocks {
+		yaml := regexp.MustCompile(`/run/secrets/[a-z-]+`).ReplaceAllStringFunc(blk[1], func(p string) string {
+			local := filepath.Join(dir, filepath.Base(p))
+			if err := os.WriteFile(local, []byte("token\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return local
+		})
+		if _, err := loadWith(t, yaml, nil); err != nil {
+			t.Errorf("recipe %d of docs/upstreams.md does not load: %v\n%s", i+1, err, blk[1])
+		}
 	}
 }
