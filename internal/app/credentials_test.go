@@ -18,9 +18,10 @@ import (
 // real credential helper (a script on PATH, counting its runs) keeps
 // serving private repositories of the Docker Hub stand-in across a
 // rotation (the helper's secret and the hub's password change together;
-// after the realm's 401 the helper runs again). A helper that then prints
-// garbage is a 503 naming the upstream and the helper, and the upstream's
-// state and reason in /status, with the secret in no answer, status or log.
+// after the realm's 401 the helper runs again; SIGHUP makes it run again
+// too). A helper that then prints garbage is a 503 naming the upstream and
+// the helper, and the upstream's state and reason in /status, with the
+// secret in no answer, status or log.
 func TestCredentialHelperRotation(t *testing.T) {
 	hub := testenv.NewHub(t)
 	imgs := hub.Seed(t)
@@ -58,6 +59,19 @@ func TestCredentialHelperRotation(t *testing.T) {
 	}
 	if ch.Runs() != 2 {
 		t.Fatalf("helper ran %d times, want 2 (again after the realm refused the old password)", ch.Runs())
+	}
+
+	// SIGHUP drops the program's answer: it runs at the next request,
+	// though the upstream refused nothing.
+	reloaded, _, err := m.App.Reload(m.App.config())
+	if err != nil || !strings.Contains(strings.Join(reloaded, ";"), "credential program") {
+		t.Fatalf("reload: %q, %v; want the credential program named", reloaded, err)
+	}
+	if _, err := tryCrane(ref); err != nil {
+		t.Fatalf("pull after SIGHUP: %v", err)
+	}
+	if ch.Runs() != 3 {
+		t.Fatalf("helper ran %d times, want 3 (again after SIGHUP)", ch.Runs())
 	}
 
 	const secret = "pw-3-hunter2"

@@ -168,6 +168,14 @@ func (h *Helper) Reject(c Credentials) {
 	}
 }
 
+// Forget drops the kept answer and a failure's hold-back: the next use
+// runs the program (SIGHUP, after an operator rotated a secret).
+func (h *Helper) Forget() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.have, h.creds, h.failed = false, Credentials{}, time.Time{}
+}
+
 // HelperState is a Helper's standing, for status reports.
 type HelperState struct {
 	Runs      int64

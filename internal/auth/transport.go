@@ -426,9 +426,12 @@ func drain(resp *http.Response) {
 	resp.Body.Close()
 }
 
-// Forget drops every cached token, so the next request fetches a new one
-// (after a credential rotation, say).
+// Forget drops every cached token and a credential program's answer, so
+// the next request fetches new ones (after a credential rotation, say).
 func (t *Transport) Forget() {
+	if t.helper != nil {
+		t.helper.Forget()
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	clear(t.tokens)

@@ -604,5 +604,6 @@ func (c *Client) Ping(ctx context.Context) error {
 	return nil
 }
 
-// ResetTokens drops cached bearer tokens.
+// ResetTokens drops cached bearer tokens and a credential program's
+// answer.
 func (c *Client) ResetTokens() { c.auth.Forget() }
