@@ -12,7 +12,7 @@ import (
 
 // newUpstreams builds a client for each configured upstream, with its
 // credentials (a password, a password file re-read at each token request,
-// or a credential program) and its bandwidth cap.
+// or a credential program) and its bounds on bandwidth and connections.
 func newUpstreams(cfg config.Config, log *slog.Logger) ([]*mirror.Upstream, error) {
 	var out []*mirror.Upstream
 	for i, u := range cfg.Upstreams {
@@ -20,7 +20,7 @@ func newUpstreams(cfg config.Config, log *slog.Logger) ([]*mirror.Upstream, erro
 		if err != nil {
 			return nil, err
 		}
-		opts := []upstream.Option{upstream.WithLogger(log), upstream.WithMaxBandwidth(u.MaxBandwidth)}
+		opts := []upstream.Option{upstream.WithLogger(log), upstream.WithMaxBandwidth(u.MaxBandwidth), upstream.WithMaxConnections(u.MaxConnections)}
 		switch {
 		case u.PasswordFile != "": // re-read at each token request: rotation needs no restart
 			i, user := i, u.Username

@@ -269,6 +269,9 @@ func (p *program) failure() error {
 func firstLine(b []byte) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 	line = strings.TrimSpace(line)
+	if strings.HasPrefix(line, "{") {
+		return "" // JSON, perhaps the credentials themselves: never echoed
+	}
 	if len(line) > 200 {
 		line = line[:200] + "…"
 	}

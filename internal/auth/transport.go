@@ -5,6 +5,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -193,6 +194,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok {
 		return resp, nil
 	}
+	// Free the connection before asking the realm: with a bound on
+	// connections (max_connections: 1) and the realm on the same host,
+	// the token request would wait for this one forever.
+	hold(resp)
 	creds, err := t.credentials()
 	if err != nil {
 		drain(resp)
@@ -217,6 +222,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if resp, err = t.send(req, h); err != nil || resp.StatusCode != http.StatusUnauthorized {
 			return resp, err
 		}
+		hold(resp)
 		sent = h
 	}
 	// What the credentials give was refused: a credential program's
@@ -419,6 +425,14 @@ func redactURL(u *url.URL) string {
 	c := *u
 	c.RawQuery = ""
 	return c.Redacted()
+}
+
+// hold reads a (small) error body into memory and closes the original,
+// so its connection is free while the response is still to be answered.
+func hold(resp *http.Response) {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
 }
 
 func drain(resp *http.Response) {

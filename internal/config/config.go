@@ -137,6 +137,10 @@ type Upstream struct {
 	// all its fills together (yaml upstreams[].max_bandwidth); 0 is
 	// unlimited.
 	MaxBandwidth int64
+	// MaxConnections bounds the connections open to each host of this
+	// upstream (yaml upstreams[].max_connections); requests beyond it
+	// wait their turn. 0 is unlimited.
+	MaxConnections int
 }
 
 // Credentialed reports whether the mirror reads the upstream with

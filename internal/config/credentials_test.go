@@ -25,6 +25,7 @@ func TestUpstreamCredentialProgramAndBandwidth(t *testing.T) {
   - url: https://ghcr.io
     credential_command: [docker-credential-test, get]
     max_bandwidth: "1048576"
+    max_connections: 4
   - url: https://quay.io
 `, nil)
 	if err != nil {
@@ -34,7 +35,7 @@ func TestUpstreamCredentialProgramAndBandwidth(t *testing.T) {
 	if u[0].CredentialHelper != "test" || u[0].CredentialTTL != 6*time.Hour || u[0].MaxBandwidth != 50<<20 {
 		t.Errorf("upstreams[0]: %+v", u[0])
 	}
-	if len(u[1].CredentialCommand) != 2 || u[1].CredentialCommand[0] != "docker-credential-test" || u[1].MaxBandwidth != 1<<20 {
+	if len(u[1].CredentialCommand) != 2 || u[1].CredentialCommand[0] != "docker-credential-test" || u[1].MaxBandwidth != 1<<20 || u[1].MaxConnections != 4 {
 		t.Errorf("upstreams[1]: %+v", u[1])
 	}
 	if !u[0].Credentialed() || !u[1].Credentialed() || u[2].Credentialed() {
@@ -52,6 +53,7 @@ func TestUpstreamCredentialProgramAndBandwidth(t *testing.T) {
 		{"ttl without program", "credential_ttl: 1h", "credential_ttl is set without credential_helper or credential_command"},
 		{"bad ttl", "credential_helper: test\n    credential_ttl: 6", "upstreams[0].credential_ttl: invalid duration"},
 		{"bad rate", "max_bandwidth: fast", "upstreams[0].max_bandwidth: invalid rate"},
+		{"negative connections", "max_connections: -1", "max_connections must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -87,6 +87,7 @@ type fileUpstream struct {
 	CredentialCommand []string `yaml:"credential_command"`
 	CredentialTTL     string   `yaml:"credential_ttl"`
 	MaxBandwidth      string   `yaml:"max_bandwidth"`
+	MaxConnections    int      `yaml:"max_connections"`
 }
 
 // values returns the file's top-level settings by option key; absent and
@@ -179,7 +180,7 @@ func applyFile(c *Config, path string) error {
 func (fu fileUpstream) upstream(key string) (Upstream, error) {
 	u := Upstream{Name: fu.Name, URL: fu.URL, Username: fu.Username, Password: fu.Password, PasswordFile: fu.PasswordFile,
 		Aliases: fu.Aliases, Fallback: fu.Fallback, TrustedTags: fu.TrustedTags,
-		CredentialHelper: fu.CredentialHelper, CredentialCommand: fu.CredentialCommand}
+		CredentialHelper: fu.CredentialHelper, CredentialCommand: fu.CredentialCommand, MaxConnections: fu.MaxConnections}
 	var errs []error
 	var err error
 	if fu.CredentialTTL != "" {

@@ -121,16 +121,19 @@ func (c Config) validateUpstreams() []error {
 	return append(errs, c.validateFallbacks()...)
 }
 
-// checkCredentialProgram checks credential_helper, credential_command and
-// credential_ttl: one program at most, instead of a password, found on
-// PATH (a typo stops start-up, not the first pull).
+// checkCredentialProgram checks max_bandwidth and max_connections, and
+// credential_helper, credential_command and credential_ttl: one program at
+// most, instead of a password, found on PATH (a typo stops start-up, not
+// the first pull).
 func (u Upstream) checkCredentialProgram() error {
 	helper, command := u.CredentialHelper != "", len(u.CredentialCommand) > 0
 	switch {
 	case u.CredentialTTL < 0:
 		return fmt.Errorf("credential_ttl must not be negative, got %s", u.CredentialTTL)
 	case u.MaxBandwidth < 0:
-		return fmt.Errorf("max_bandwidth must not be negative")
+		return errors.New("max_bandwidth must not be negative")
+	case u.MaxConnections < 0:
+		return fmt.Errorf("max_connections must not be negative, got %d", u.MaxConnections)
 	case !helper && !command:
 		if u.CredentialTTL != 0 {
 			return errors.New("credential_ttl is set without credential_helper or credential_command")

@@ -23,6 +23,34 @@ func WithMaxBandwidth(bytesPerSecond int64) Option {
 	}
 }
 
+// WithMaxConnections bounds the connections the client holds open to each
+// host of the upstream (its registry host, token realm and each CDN host),
+// idle ones included. Requests beyond it wait, first come first served,
+// for a connection to come free: fills, prefetch, revalidation and warm,
+// manifests as well as blobs. The health probe's GET /v2/ does not wait:
+// it may use one more. With HTTP/2 a connection carries many requests, so
+// the bound is on connections, not requests. 0 or less is unlimited.
+func WithMaxConnections(n int) Option {
+	return func(c *Client) { c.maxConns = max(n, 0) }
+}
+
+// MaxConnections is the bound of connections per host (0 is unlimited).
+func (c *Client) MaxConnections() int { return c.maxConns }
+
+// limitConnections applies WithMaxConnections to the base transport (an
+// *http.Transport; another base is left as it is) and returns the
+// transport for health probes: the base without the bound, so a probe of
+// an upstream busy with long blob fills is not taken for a dead one.
+func (c *Client) limitConnections() http.RoundTripper {
+	ht, ok := c.http.Transport.(*http.Transport)
+	if c.maxConns <= 0 || !ok {
+		return c.http.Transport
+	}
+	probe := ht.Clone()
+	ht.MaxConnsPerHost = c.maxConns
+	return probe
+}
+
 // MaxBandwidth is the bytes per second the client reads at most (0 is
 // unlimited).
 func (c *Client) MaxBandwidth() int64 {

@@ -42,6 +42,7 @@ type Client struct {
 	limiter   limiter
 	authOpts  []auth.Option
 	bandwidth *rate.Limiter // max_bandwidth, shared by every request; nil is unlimited
+	maxConns  int           // max_connections per host; 0 is unlimited
 
 	mu        sync.Mutex
 	rateLimit RateLimit
@@ -117,10 +118,11 @@ func New(name, rawURL string, creds auth.Credentials, opts ...Option) (*Client, 
 	for _, o := range opts {
 		o(c)
 	}
+	probe := c.limitConnections()
 	if c.bandwidth != nil { // under everything: every byte read from this upstream (and its CDN) passes it
 		c.http.Transport = &limitedTransport{base: c.http.Transport, lim: c.bandwidth}
 	}
-	c.baseTransport = c.http.Transport
+	c.baseTransport = probe
 	c.auth = auth.New(&scopedTransport{c: c, base: c.http.Transport}, u, creds, c.authOpts...)
 	c.http.Transport = c.auth
 	return c, nil
