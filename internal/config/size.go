@@ -68,7 +68,7 @@ func invalidSize(s string) error {
 // ("50MiB/s", "100MB", "1048576").
 func parseRate(s string) (int64, error) {
 	t := strings.TrimSpace(s)
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "/s"), "ps")
+	t = strings.TrimSuffix(t, "/s") // not "ps": 100Mbps would read as bytes
 	n, err := parseSize(t)
 	if err != nil {
 		return 0, fmt.Errorf("invalid rate %q (want bytes per second, e.g. 50MiB/s, 100MB/s)", s)
