@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/regcache/regcache/internal/access"
-	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/cacheindex"
@@ -108,27 +107,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	}
 	a.fills = fill.New(store, append([]fill.Option{fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(store.Available),
 		fill.WithMaxSize(cfg.Storage.MaxBlobSize)}, mirror.FillIndexing(index, log, a.committed)...)...)
-	for i, u := range cfg.Upstreams {
-		pw, err := cfg.Password(i)
-		if err != nil {
-			a.Close()
-			return nil, err
-		}
-		var opts []upstream.Option
-		if u.PasswordFile != "" { // re-read at each token request: rotation needs no restart
-			i, user := i, u.Username
-			opts = append(opts, upstream.WithAuth(auth.WithCredentialSource(func() (auth.Credentials, error) {
-				pw, err := cfg.Password(i)
-				return auth.Credentials{Username: user, Password: pw}, err
-			})))
-		}
-		c, err := upstream.New(u.Name, u.URL, auth.Credentials{Username: u.Username, Password: pw}, append(opts, upstream.WithLogger(log))...)
-		if err != nil {
-			a.Close()
-			return nil, err
-		}
-		a.upstreams = append(a.upstreams, &mirror.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c,
-			Fallback: u.Fallback, TrustedTags: u.TrustedTags})
+	if a.upstreams, err = newUpstreams(cfg, log); err != nil {
+		a.Close()
+		return nil, err
 	}
 	a.metrics = prometheus.NewRegistry()
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -202,7 +183,7 @@ func accessConfig(cfg config.Config, clients []*mirror.Upstream) access.Config {
 		Htpasswd: cfg.Access.Htpasswd, Users: cfg.Access.Users, Private: cfg.Access.Private}
 	for i, u := range cfg.Upstreams {
 		ac.Upstreams = append(ac.Upstreams, access.Upstream{Name: u.Name, URL: u.URL,
-			Credentialed: u.Username != "" || u.Password != "" || u.PasswordFile != "",
+			Credentialed: u.Credentialed(),
 			Client:       clients[i].Client, Fallback: u.Fallback})
 	}
 	return ac
