@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/cacheindex"
