@@ -298,7 +298,7 @@ func (s *stats) lastErrors() []errorEvent {
 // dashboard only to the admin.
 func credentialed(cfg config.Config) map[string]bool {
 	out := map[string]bool{}
-	withCreds := func(u config.Upstream) bool { return u.Username != "" || u.Password != "" || u.PasswordFile != "" }
+	withCreds := config.Upstream.Credentialed
 	for _, u := range cfg.Upstreams {
 		out[u.Name] = withCreds(u)
 		// A chain is as private as its most privileged member.

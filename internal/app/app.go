@@ -14,12 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regcache/regcache/internal/access"
 	"github.com/regcache/regcache/internal/admin"
-	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/cacheindex"
@@ -29,7 +27,6 @@ import (
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/registry"
-	"github.com/regcache/regcache/internal/upstream"
 )
 
 // App is a configured, not yet listening mirror.
@@ -135,51 +132,11 @@ func (a *App) openCache(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
-// newFills is the fill manager: each commit is indexed (and may start an
-// eviction), each verified fill's origin recorded first.
+// newFills is the fill manager: the content service's index writes on
+// each fill, and a commit over the cap asks for an eviction.
 func (a *App) newFills(cfg config.Config) *fill.Manager {
-	index, log := a.index, a.log
-	return fill.New(a.store, fill.WithLogger(log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(a.store.Available),
-		fill.WithMaxSize(cfg.Storage.MaxBlobSize),
-		fill.WithOnCommit(func(d digest.Digest, size int64) {
-			if err := index.PutBlob(d, size); err != nil {
-				log.Error("index blob", slog.String("digest", d.String()), slog.Any("error", err))
-			}
-			a.committed(size)
-		}),
-		fill.WithOnVerified(func(d digest.Digest, origin string) {
-			// Before the commit shows the blob: a request under this
-			// upstream's name must not find it stored without its origin.
-			if err := index.PutOrigin(origin, d); err != nil {
-				log.Error("index blob origin", slog.String("digest", d.String()), slog.Any("error", err))
-			}
-		}))
-}
-
-// newUpstreams builds a client for each configured upstream.
-func newUpstreams(cfg config.Config, log *slog.Logger) ([]*mirror.Upstream, error) {
-	var out []*mirror.Upstream
-	for i, u := range cfg.Upstreams {
-		pw, err := cfg.Password(i)
-		if err != nil {
-			return nil, err
-		}
-		var opts []upstream.Option
-		if u.PasswordFile != "" { // re-read at each token request: rotation needs no restart
-			i, user := i, u.Username
-			opts = append(opts, upstream.WithAuth(auth.WithCredentialSource(func() (auth.Credentials, error) {
-				pw, err := cfg.Password(i)
-				return auth.Credentials{Username: user, Password: pw}, err
-			})))
-		}
-		c, err := upstream.New(u.Name, u.URL, auth.Credentials{Username: u.Username, Password: pw}, append(opts, upstream.WithLogger(log))...)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, &mirror.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c,
-			Fallback: u.Fallback, TrustedTags: u.TrustedTags})
-	}
-	return out, nil
+	return fill.New(a.store, append([]fill.Option{fill.WithLogger(a.log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(a.store.Available),
+		fill.WithMaxSize(cfg.Storage.MaxBlobSize)}, mirror.FillIndexing(a.index, a.log, a.committed)...)...)
 }
 
 // newAPI is the content service and the registry API over it.
@@ -210,7 +167,7 @@ func accessConfig(cfg config.Config, clients []*mirror.Upstream) access.Config {
 		Htpasswd: cfg.Access.Htpasswd, Users: cfg.Access.Users, Private: cfg.Access.Private}
 	for i, u := range cfg.Upstreams {
 		ac.Upstreams = append(ac.Upstreams, access.Upstream{Name: u.Name, URL: u.URL,
-			Credentialed: u.Username != "" || u.Password != "" || u.PasswordFile != "",
+			Credentialed: u.Credentialed(),
 			Client:       clients[i].Client, Fallback: u.Fallback})
 	}
 	return ac

@@ -15,7 +15,8 @@ import (
 // running value is kept until a restart), never in neither. Besides
 // changed options, each reload re-reads the TLS pair and the upstreams'
 // password files (cached tokens are dropped so the next request logs in
-// with the file as it is now). Each part is applied or kept whole: a part
+// with the file as it is now), and drops what credential programs
+// answered (they run again at the next request). Each part is applied or kept whole: a part
 // that fails keeps its old state and its error is returned with the
 // others. The log level is the caller's to apply (it owns the logger).
 func (a *App) Reload(next config.Config) (reloaded, restart []string, err error) {
@@ -56,6 +57,11 @@ func (a *App) Reload(next config.Config) (reloaded, restart []string, err error)
 		a.scrub.SetPace(p)
 	}
 	for i, u := range eff.Upstreams {
+		if u.CredentialHelper != "" || len(u.CredentialCommand) > 0 {
+			a.upstreams[i].Client.ResetTokens() // the program runs again at the next request
+			reloaded = append(reloaded, "upstreams["+u.Name+"] credential program (asked again at the next request)")
+			continue
+		}
 		if u.PasswordFile == "" {
 			continue
 		}

@@ -42,6 +42,14 @@ func (a *App) settingsInEffect() map[string]string {
 	if len(a.upstreams) > 0 {
 		m["probe_interval"] = a.upstreams[0].Client.Health().Probe.Interval.String()
 	}
+	for i, u := range a.upstreams {
+		if bw := u.Client.MaxBandwidth(); bw > 0 {
+			m["upstreams["+strconv.Itoa(i)+"].max_bandwidth"] = strconv.FormatInt(bw, 10)
+		}
+		if n := u.Client.MaxConnections(); n > 0 {
+			m["upstreams["+strconv.Itoa(i)+"].max_connections"] = strconv.Itoa(n)
+		}
+	}
 	if s, ok := a.store.(*s3.Store); ok {
 		m["storage.local_cache_size"] = strconv.FormatInt(s.LocalTierSize(), 10)
 	}

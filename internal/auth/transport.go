@@ -5,6 +5,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,9 +33,15 @@ const tokenTimeout = 30 * time.Second
 type Credentials struct {
 	Username string
 	Password string
+	// IdentityToken is an OAuth2 refresh token (a credential helper's
+	// answer with Username "<token>"): it is exchanged at the token
+	// realm, never sent to the registry.
+	IdentityToken string
 }
 
-func (c Credentials) empty() bool { return c.Username == "" && c.Password == "" }
+func (c Credentials) empty() bool {
+	return c.Username == "" && c.Password == "" && c.IdentityToken == ""
+}
 
 // Transport adds upstream authentication to requests for one registry host.
 // Requests to any other host (a CDN a blob redirects to) go out without
@@ -44,6 +51,7 @@ type Transport struct {
 	upstream *url.URL
 	creds    Credentials
 	source   func() (Credentials, error) // when set, read at each use (rotation)
+	helper   *Helper                     // when set, the source; asked again after a refusal
 	now      func() time.Time
 
 	mu        sync.Mutex
@@ -67,6 +75,33 @@ type Option func(*Transport)
 // error fails the request that needed the credentials.
 func WithCredentialSource(fn func() (Credentials, error)) Option {
 	return func(t *Transport) { t.source = fn }
+}
+
+// WithCredentialHelper takes the credentials from a credential program:
+// fetched on first use, kept in memory, fetched again when they are older
+// than its TTL or when the upstream or its token realm refuses them. A
+// program's failure fails the request that needed the credentials with a
+// *HelperError.
+func WithCredentialHelper(h *Helper) Option {
+	return func(t *Transport) { t.source, t.helper = h.Credentials, h }
+}
+
+// Helper is the credential program given with WithCredentialHelper, or nil.
+func (t *Transport) Helper() *Helper { return t.helper }
+
+// refreshed reports whether the credential program, told that old were
+// refused, now gives other credentials (false without a program, or when
+// it ran too lately to ask again).
+func (t *Transport) refreshed(old Credentials) (bool, error) {
+	if t.helper == nil {
+		return false, nil
+	}
+	t.helper.Reject(old)
+	c, err := t.credentials()
+	if err != nil {
+		return false, err
+	}
+	return c != old, nil
 }
 
 // credentials returns the credentials to present now.
@@ -163,7 +198,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok {
 		return resp, nil
 	}
-	if creds, err := t.credentials(); err != nil || (c.scheme == "basic" && creds.empty()) {
+	// Free the connection before asking the realm: with a bound on
+	// connections (max_connections: 1) and the realm on the same host,
+	// the token request would wait for this one forever.
+	hold(resp)
+	creds, err := t.credentials()
+	if err != nil {
+		drain(resp)
+		return nil, err
+	}
+	if c.scheme == "basic" && creds.empty() {
 		return resp, nil
 	}
 	t.mu.Lock()
@@ -177,8 +221,30 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		drain(resp)
 		return nil, err
 	}
+	if h != sent {
+		drain(resp)
+		if resp, err = t.send(req, h); err != nil || resp.StatusCode != http.StatusUnauthorized {
+			return resp, err
+		}
+		hold(resp)
+		sent = h
+	}
+	// What the credentials give was refused: a credential program's
+	// answer may have rotated. Ask it again, once for this request.
+	again, err := t.refreshed(creds)
+	if err != nil {
+		drain(resp)
+		return nil, err
+	}
+	if !again {
+		return resp, nil
+	}
+	if h, err = t.authorization(req.Context(), c, scope, sent); err != nil {
+		drain(resp)
+		return nil, err
+	}
 	if h == sent {
-		return resp, nil // nothing new to offer
+		return resp, nil
 	}
 	drain(resp)
 	resp, err = t.send(req, h)
@@ -204,8 +270,8 @@ func (t *Transport) authorization(ctx context.Context, c challenge, scope, rejec
 		if err != nil {
 			return "", err
 		}
-		if creds.empty() {
-			return "", nil
+		if creds.Username == "" && creds.Password == "" {
+			return "", nil // anonymous, or an identity token, which is for a realm
 		}
 		r := &http.Request{Header: http.Header{}}
 		r.SetBasicAuth(creds.Username, creds.Password)
@@ -262,21 +328,25 @@ func (t *Transport) fetchToken(ctx context.Context, c challenge, scope string) (
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenTimeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, tokenKey{}, true)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, realm.String(), nil)
+	creds, err := t.credentials()
 	if err != nil {
 		return token{}, err
 	}
-	creds, err := t.credentials()
-	if err != nil {
-		return token{}, &TokenError{Realm: redactURL(realm), Err: err}
+	resp, err := t.tokenRequest(ctx, realm, creds, c.params["service"], scope)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		// The realm refused the credentials: a credential program's
+		// answer may have rotated. Ask it again, once.
+		again, herr := t.refreshed(creds)
+		if herr != nil {
+			drain(resp)
+			return token{}, herr
+		}
+		if again {
+			drain(resp)
+			creds, _ = t.credentials()
+			resp, err = t.tokenRequest(ctx, realm, creds, c.params["service"], scope)
+		}
 	}
-	if !creds.empty() {
-		req.SetBasicAuth(creds.Username, creds.Password)
-	}
-	t.mu.Lock()
-	t.tokenReqs++
-	t.mu.Unlock()
-	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		return token{}, &TokenError{Realm: redactURL(realm), Err: err}
 	}
@@ -327,10 +397,51 @@ func (t *Transport) fetchToken(ctx context.Context, c challenge, scope string) (
 	return tok, nil
 }
 
+// tokenRequest asks the realm (its query already set) for a token: a GET
+// with basic credentials, or the OAuth2 refresh-token POST for an
+// identity token, as the Docker CLI sends it.
+func (t *Transport) tokenRequest(ctx context.Context, realm *url.URL, creds Credentials, service, scope string) (*http.Response, error) {
+	var req *http.Request
+	var err error
+	if creds.IdentityToken != "" {
+		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {creds.IdentityToken},
+			"service": {service}, "client_id": {"regcache"}}
+		if scope != "" {
+			form.Set("scope", scope)
+		}
+		u := *realm
+		u.RawQuery = ""
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, u.String(), strings.NewReader(form.Encode()))
+		if err == nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+	} else {
+		req, err = http.NewRequestWithContext(ctx, http.MethodGet, realm.String(), nil)
+		if err == nil && !creds.empty() {
+			req.SetBasicAuth(creds.Username, creds.Password)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	t.tokenReqs++
+	t.mu.Unlock()
+	return t.base.RoundTrip(req)
+}
+
 func redactURL(u *url.URL) string {
 	c := *u
 	c.RawQuery = ""
 	return c.Redacted()
+}
+
+// hold reads a (small) error body into memory and closes the original,
+// so its connection is free while the response is still to be answered.
+func hold(resp *http.Response) {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
 }
 
 func drain(resp *http.Response) {
@@ -338,9 +449,12 @@ func drain(resp *http.Response) {
 	resp.Body.Close()
 }
 
-// Forget drops every cached token, so the next request fetches a new one
-// (after a credential rotation, say).
+// Forget drops every cached token and a credential program's answer, so
+// the next request fetches new ones (after a credential rotation, say).
 func (t *Transport) Forget() {
+	if t.helper != nil {
+		t.helper.Forget()
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	clear(t.tokens)

@@ -128,6 +128,30 @@ type Upstream struct {
 	// upstream it is a fallback of (yaml upstreams[].trusted_tags): a
 	// public mirror of Docker Hub is, an arbitrary registry is not.
 	TrustedTags bool
+	// CredentialHelper names a Docker credential helper (yaml
+	// upstreams[].credential_helper: ecr-login runs
+	// docker-credential-ecr-login get); CredentialCommand is any other
+	// program printing the same JSON. Either replaces Username/Password.
+	CredentialHelper  string
+	CredentialCommand []string
+	// CredentialTTL is how long the program's answer is used before it
+	// runs again; 0 keeps it until the upstream refuses it.
+	CredentialTTL time.Duration
+	// MaxBandwidth caps the bytes per second read from this upstream by
+	// all its fills together (yaml upstreams[].max_bandwidth); 0 is
+	// unlimited.
+	MaxBandwidth int64
+	// MaxConnections bounds the connections open to each host of this
+	// upstream (yaml upstreams[].max_connections); requests beyond it
+	// wait their turn. 0 is unlimited.
+	MaxConnections int
+}
+
+// Credentialed reports whether the mirror reads the upstream with
+// credentials of its own (a password or a credential program), so it may
+// see repositories an anonymous client may not.
+func (u Upstream) Credentialed() bool {
+	return u.Username != "" || u.Password != "" || u.PasswordFile != "" || u.CredentialHelper != "" || len(u.CredentialCommand) > 0
 }
 
 // Storage bounds the cache.

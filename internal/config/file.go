@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -82,6 +83,12 @@ type fileUpstream struct {
 	Aliases      []string `yaml:"aliases"`
 	Fallback     []string `yaml:"fallback"`
 	TrustedTags  bool     `yaml:"trusted_tags"`
+
+	CredentialHelper  string   `yaml:"credential_helper"`
+	CredentialCommand []string `yaml:"credential_command"`
+	CredentialTTL     string   `yaml:"credential_ttl"`
+	MaxBandwidth      string   `yaml:"max_bandwidth"`
+	MaxConnections    int      `yaml:"max_connections"`
 }
 
 // values returns the file's top-level settings by option key; absent and
@@ -172,9 +179,21 @@ func applyFile(c *Config, path string) error {
 // upstream converts a YAML entry, checking its URL and names; key is the
 // entry's path for errors. Credentials are checked by Validate.
 func (fu fileUpstream) upstream(key string) (Upstream, error) {
-	u := Upstream(fu) // the same fields; the YAML type only adds tags
+	u := Upstream{Name: fu.Name, URL: fu.URL, Username: fu.Username, Password: fu.Password, PasswordFile: fu.PasswordFile,
+		Aliases: fu.Aliases, Fallback: fu.Fallback, TrustedTags: fu.TrustedTags,
+		CredentialHelper: fu.CredentialHelper, CredentialCommand: fu.CredentialCommand, MaxConnections: fu.MaxConnections}
 	var errs []error
 	var err error
+	if fu.CredentialTTL != "" {
+		if u.CredentialTTL, err = time.ParseDuration(strings.TrimSpace(fu.CredentialTTL)); err != nil {
+			errs = append(errs, fmt.Errorf("config: %s.credential_ttl: %w", key, invalidDuration(fu.CredentialTTL)))
+		}
+	}
+	if fu.MaxBandwidth != "" {
+		if u.MaxBandwidth, err = parseRate(fu.MaxBandwidth); err != nil {
+			errs = append(errs, fmt.Errorf("config: %s.max_bandwidth: %w", key, err))
+		}
+	}
 	if fu.URL == "" {
 		errs = append(errs, fmt.Errorf("config: %s.url: missing", key))
 	} else if u.URL, err = checkUpstreamURL(fu.URL); err != nil {

@@ -63,3 +63,15 @@ func parseSize(s string) (int64, error) {
 func invalidSize(s string) error {
 	return fmt.Errorf("invalid size %q (want a byte count or a number with a unit, e.g. 500MB, 200GiB)", s)
 }
+
+// parseRate parses bytes per second: a size, optionally followed by "/s"
+// ("50MiB/s", "100MB", "1048576").
+func parseRate(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	t = strings.TrimSuffix(t, "/s") // not "ps": 100Mbps would read as bytes
+	n, err := parseSize(t)
+	if err != nil {
+		return 0, fmt.Errorf("invalid rate %q (want bytes per second, e.g. 50MiB/s, 100MB/s)", s)
+	}
+	return n, nil
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strings"
 )
 
@@ -98,6 +99,10 @@ func (c Config) validateUpstreams() []error {
 		for j, a := range u.Aliases {
 			claim(fmt.Sprintf("%s.aliases[%d]", key, j), a)
 		}
+		if err := u.checkCredentialProgram(); err != nil {
+			add(key, err)
+			continue
+		}
 		if u.Password != "" && u.PasswordFile != "" {
 			add(key, errors.New("password and password_file are both set; use one"))
 			continue
@@ -114,6 +119,43 @@ func (c Config) validateUpstreams() []error {
 		}
 	}
 	return append(errs, c.validateFallbacks()...)
+}
+
+// checkCredentialProgram checks max_bandwidth and max_connections, and
+// credential_helper, credential_command and credential_ttl: one program at
+// most, instead of a password, found on PATH (a typo stops start-up, not
+// the first pull).
+func (u Upstream) checkCredentialProgram() error {
+	helper, command := u.CredentialHelper != "", len(u.CredentialCommand) > 0
+	switch {
+	case u.CredentialTTL < 0:
+		return fmt.Errorf("credential_ttl must not be negative, got %s", u.CredentialTTL)
+	case u.MaxBandwidth < 0:
+		return errors.New("max_bandwidth must not be negative")
+	case u.MaxConnections < 0:
+		return fmt.Errorf("max_connections must not be negative, got %d", u.MaxConnections)
+	case !helper && !command:
+		if u.CredentialTTL != 0 {
+			return errors.New("credential_ttl is set without credential_helper or credential_command")
+		}
+		return nil
+	case helper && command:
+		return errors.New("credential_helper and credential_command are both set; use one")
+	case u.Username != "" || u.Password != "" || u.PasswordFile != "":
+		return errors.New("a credential program and username/password are both set; the program gives both, use one")
+	case helper && (strings.ContainsAny(u.CredentialHelper, "/\\ \t") || strings.HasPrefix(u.CredentialHelper, "docker-credential-")):
+		return fmt.Errorf("credential_helper %q: give the helper's name, e.g. ecr-login for docker-credential-ecr-login", u.CredentialHelper)
+	case command && strings.TrimSpace(u.CredentialCommand[0]) == "":
+		return errors.New("credential_command: the program (first element) is empty")
+	}
+	prog := "docker-credential-" + u.CredentialHelper
+	if command {
+		prog = u.CredentialCommand[0]
+	}
+	if _, err := exec.LookPath(prog); err != nil {
+		return fmt.Errorf("credential program %s: %w", prog, err)
+	}
+	return nil
 }
 
 // validateFallbacks checks that each upstream's fallback chain names other

@@ -3,6 +3,7 @@ package mirror
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -40,8 +41,7 @@ func TestBlobOneStoreLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fills := fill.New(store, fill.WithOnCommit(func(d digest.Digest, n int64) { index.PutBlob(d, n) }),
-		fill.WithOnVerified(func(d digest.Digest, origin string) { index.PutOrigin(origin, d) }))
+	fills := fill.New(store, FillIndexing(index, slog.New(slog.DiscardHandler), nil)...)
 	defer fills.Close()
 	s := New(store, index, fills, []*Upstream{{Name: "docker.io", Client: up}}, WithPrefetch(false, 1))
 	defer s.Close()

@@ -48,6 +48,8 @@ func wire(err error, unknown oci.ErrorCode) error {
 		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusBadGateway, Message: err.Error()}
 	case upstream.Down:
 		return &oci.Error{Code: oci.ErrUnavailable, Message: err.Error() + "; nothing is cached for this request"}
+	case upstream.NoCredentials:
+		return &oci.Error{Code: oci.ErrUnavailable, Message: err.Error() + " (the mirror's credential program for this upstream failed: see its log)"}
 	}
 	if unwritable(err) {
 		return &oci.Error{Code: oci.ErrUnavailable, Message: "the mirror cannot write its cache directory (" + errnoText(err) + "); nothing was cached"}

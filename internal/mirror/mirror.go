@@ -100,7 +100,7 @@ type Service struct {
 	upstreams []*Upstream
 	byName    map[string]*Upstream
 	store     blobstore.Store
-	index     cacheindex.Backend
+	index     Index
 	fills     *fill.Manager
 	log       *slog.Logger
 	now       func() time.Time
@@ -171,7 +171,7 @@ func WithManifestMemory(bytes int64) Option { return func(s *Service) { s.mem.ma
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
 
 // New returns a Service. The first upstream is the default one.
-func New(store blobstore.Store, index cacheindex.Backend, fills *fill.Manager, upstreams []*Upstream, opts ...Option) *Service {
+func New(store blobstore.Store, index Index, fills *fill.Manager, upstreams []*Upstream, opts ...Option) *Service {
 	s := &Service{upstreams: upstreams, byName: map[string]*Upstream{}, store: store, index: index, fills: fills,
 		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: defaults.Freshness,
 		prefetch: defaults.Prefetch, prefetchSem: make(chan struct{}, defaults.PrefetchParallel), listCache: map[string]cachedListing{}, reservePercent: defaults.BudgetReservePercent,

@@ -2,13 +2,12 @@ package mirror
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/opencontainers/go-digest"
 
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/blobstore/disk"
@@ -51,8 +50,7 @@ func newService(t *testing.T, hub *testenv.Hub, c *clock, opts ...Option) *Servi
 	if err != nil {
 		t.Fatal(err)
 	}
-	fills := fill.New(store, fill.WithOnCommit(func(d digest.Digest, n int64) { index.PutBlob(d, n) }),
-		fill.WithOnVerified(func(d digest.Digest, origin string) { index.PutOrigin(origin, d) }))
+	fills := fill.New(store, FillIndexing(index, slog.New(slog.DiscardHandler), nil)...)
 	t.Cleanup(fills.Close)
 	s := New(store, index, fills, []*Upstream{{Name: "docker.io", Client: up}},
 		append([]Option{WithPrefetch(false, 1), WithClock(c.Now)}, opts...)...)

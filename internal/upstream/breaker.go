@@ -27,7 +27,11 @@ const (
 	ScopeManifests = "manifests" // manifests, tags, referrers and the /v2/ ping
 	ScopeBlobs     = "blobs"     // blob requests to the registry host
 	ScopeToken     = "token"     // the token realm
-	scopeCDN       = "cdn "
+	// ScopeCredentials is the upstream's credential program
+	// (credential_helper, credential_command): shown open while its last
+	// run failed, which fails the requests that need credentials at once.
+	ScopeCredentials = "credentials"
+	scopeCDN         = "cdn "
 	// maxCDNScopes bounds the hosts with a breaker of their own; the
 	// rest (a hostile upstream can redirect anywhere) share one.
 	maxCDNScopes   = 16

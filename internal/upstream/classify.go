@@ -34,9 +34,13 @@ const (
 	// Down: the registry or its token endpoint cannot be reached, answers
 	// 5xx, or its breaker is open; another try (or member) may work.
 	Down
+	// NoCredentials: the upstream's credential program failed: the
+	// mirror's configuration to fix, not the upstream's doing (no member
+	// of a fallback chain stands in for it).
+	NoCredentials
 )
 
-var classNames = [...]string{"not-upstream", "not-found", "refused", "login-refused", "rate-limited", "rejected", "down"}
+var classNames = [...]string{"not-upstream", "not-found", "refused", "login-refused", "rate-limited", "rejected", "down", "no-credentials"}
 
 func (c Class) String() string { return classNames[c] }
 
@@ -44,6 +48,10 @@ func (c Class) String() string { return classNames[c] }
 func Classify(err error) (Class, string) {
 	if err == nil || errors.Is(err, context.Canceled) || (errors.Is(err, context.DeadlineExceeded) && !isUpstream(err)) {
 		return NotUpstream, ""
+	}
+	var he *auth.HelperError
+	if errors.As(err, &he) {
+		return NoCredentials, ""
 	}
 	var te *auth.TokenError
 	tokenErr := errors.As(err, &te)

@@ -48,6 +48,7 @@ func TestClassify(t *testing.T) {
 		{"token 502", token(http.StatusBadGateway), Down, ""},
 		{"token unreachable", token(0), Down, ""},
 		{"bare token error", &auth.TokenError{StatusCode: http.StatusUnauthorized}, LoginRefused, ""},
+		{"credential program failed", up(0, &auth.HelperError{Program: "docker-credential-x", Err: errors.New("exit 3")}), NoCredentials, ""},
 	}
 	for _, tt := range tests {
 		c, ra := Classify(tt.err)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/time/rate"
 
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/oci"
@@ -37,10 +38,12 @@ type Client struct {
 	attempts int
 	backoff  time.Duration
 
-	now      func() time.Time
-	breakers *breakers
-	limiter  limiter
-	authOpts []auth.Option
+	now       func() time.Time
+	breakers  *breakers
+	limiter   limiter
+	authOpts  []auth.Option
+	bandwidth *rate.Limiter // max_bandwidth, shared by every request; nil is unlimited
+	maxConns  int           // max_connections per host; 0 is unlimited
 
 	mu        sync.Mutex
 	rateLimit RateLimit
@@ -118,7 +121,11 @@ func New(name, rawURL string, creds auth.Credentials, opts ...Option) (*Client, 
 	for _, o := range opts {
 		o(c)
 	}
-	c.baseTransport = c.http.Transport
+	probe := c.limitConnections()
+	if c.bandwidth != nil { // under everything: every byte read from this upstream (and its CDN) passes it
+		c.http.Transport = &limitedTransport{base: c.http.Transport, lim: c.bandwidth}
+	}
+	c.baseTransport = probe
 	c.auth = auth.New(&scopedTransport{c: c, base: c.http.Transport}, u, creds, c.authOpts...)
 	c.http.Transport = c.auth
 	return c, nil
@@ -302,6 +309,14 @@ func (c *Client) Health() Health {
 	for _, b := range h.Breakers {
 		if b.Open && !strings.HasPrefix(b.Scope, scopeCDN) {
 			h.Down = true
+		}
+	}
+	if hp := c.auth.Helper(); hp != nil {
+		// The credential program has no breaker of its own: it runs again
+		// no sooner than a few seconds after a failure. Shown as one, it
+		// is the state and reason of /status and the dashboard.
+		if st := hp.State(); st.LastError != "" {
+			h.Breakers = append(h.Breakers, BreakerState{Scope: ScopeCredentials, Open: true, Failures: 1, LastError: st.LastError, Since: st.Since})
 		}
 	}
 	return h
@@ -620,5 +635,6 @@ func (c *Client) Ping(ctx context.Context) error {
 	return nil
 }
 
-// ResetTokens drops cached bearer tokens.
+// ResetTokens drops cached bearer tokens and a credential program's
+// answer.
 func (c *Client) ResetTokens() { c.auth.Forget() }

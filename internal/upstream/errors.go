@@ -51,6 +51,10 @@ func (e *Error) Temporary() bool {
 		return false
 	}
 	if e.StatusCode == 0 {
+		var he *auth.HelperError
+		if errors.As(e.Err, &he) {
+			return false // the credential program failed: asking again now tells the same
+		}
 		var te *auth.TokenError
 		if errors.As(e.Err, &te) {
 			return te.StatusCode == 0 || te.StatusCode >= 500

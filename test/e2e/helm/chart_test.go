@@ -202,7 +202,7 @@ config:
     htpasswd: "ci:$2y$05$abcdefghijklmnopqrstuu5ySmfa1oG3dPqx0Dkl8uwYQDQ7Wm0lO"
     users: {ci: ["myorg/*"]}
   log: {level: debug, format: text}
-adminToken: {value: admin-secret}
+adminToken: {value: admin-secret-0123456789}
 tls: {existingSecret: mirror-tls}
 persistence: {size: 200Gi, storageClass: fast, accessModes: [ReadWriteOnce], annotations: {backup: "no"}}
 service: {type: NodePort, port: 5000, nodePort: 30500, externalTrafficPolicy: Local, loadBalancerSourceRanges: [10.20.0.0/16], adminPort: 5001, annotations: {a: b}}
@@ -296,7 +296,7 @@ func TestChartFullValues(t *testing.T) {
 		c.Storage.MaxSize != 200<<30 || c.Storage.MaxAge.String() != "168h0m0s" || c.Storage.MaxBlobSize != 32<<30 ||
 		len(c.Access.Allow) != 2 || len(c.Access.TrustedProxies) != 1 || c.Access.Private != "authenticated" ||
 		c.Access.Htpasswd == "" || !slices.Equal(c.Access.Users["ci"], []string{"myorg/*"}) ||
-		c.TLS.Cert == "" || c.Log.Level != "debug" || c.Log.Format != "text" || c.AdminToken != "admin-secret" {
+		c.TLS.Cert == "" || c.Log.Level != "debug" || c.Log.Format != "text" || c.AdminToken != "admin-secret-0123456789" {
 		t.Errorf("full configuration %+v", c)
 	}
 
@@ -356,10 +356,10 @@ func TestChartExistingSecrets(t *testing.T) {
 	}
 	c := o.loadConfig(t, sts, map[string]map[string][]byte{
 		"hub":    {"token": []byte("from-existing\n")},
-		"admin":  {"t": []byte("adm")},
+		"admin":  {"t": []byte("adm-from-existing-secret")},
 		"logins": {"file": []byte("ci:$2y$05$abcdefghijklmnopqrstuu5ySmfa1oG3dPqx0Dkl8uwYQDQ7Wm0lO\n")},
 	})
-	if pw, err := c.Password(0); err != nil || pw != "from-existing" || c.AdminToken != "adm" || c.Access.Htpasswd == "" {
+	if pw, err := c.Password(0); err != nil || pw != "from-existing" || c.AdminToken != "adm-from-existing-secret" || c.Access.Htpasswd == "" {
 		t.Errorf("configuration from existing secrets: %q %v %+v", pw, err, c)
 	}
 }
@@ -625,7 +625,8 @@ func TestChartRefusesUnknownValues(t *testing.T) {
 	t.Parallel()
 	ch := loadChart(t)
 	for _, vals := range []string{"config: {freshnes: 5m}", "networkPolicy: {allowCidrs: [10.0.0.0/8]}", "config: {access: {private: everyone}}",
-		"service: {externalTrafficPolicy: local}", "service: {loadBalancerSourceRanges: [10.20.0.0]}", "service: {loadBalancerSourceRanges: 10.20.0.0/16}"} {
+		"service: {externalTrafficPolicy: local}", "service: {loadBalancerSourceRanges: [10.20.0.0]}", "service: {loadBalancerSourceRanges: 10.20.0.0/16}",
+		"adminToken: {value: short}"} {
 		var m map[string]any
 		if err := yaml.Unmarshal([]byte(vals), &m); err != nil {
 			t.Fatal(err)
