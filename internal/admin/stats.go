@@ -148,6 +148,12 @@ func (s *stats) observe(sv registry.Served) {
 			s.prom.PullsSaved.WithLabelValues(sv.Upstream).Inc()
 		}
 	}
+	s.remember(sv, res)
+}
+
+// remember counts sv in the top lists and, if it failed or was stale,
+// keeps it in the ring of the last errors.
+func (s *stats) remember(sv registry.Served, res string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sv.Repo != "" && sv.Upstream != "" {
@@ -159,20 +165,21 @@ func (s *stats) observe(sv registry.Served) {
 			s.topBytes.add(key, sv.Bytes)
 		}
 	}
-	if res == resultError || res == resultDenied || res == resultStale {
-		reason := sv.ErrMessage
-		if res == resultStale {
-			reason = sv.Stale
-		}
-		e := errorEvent{Time: sv.Time, Result: res, Upstream: sv.Upstream, Repo: sv.Repo, Kind: sv.Kind,
-			Status: sv.Status, Code: sv.ErrCode, Reason: truncateReason(reason)}
-		if len(s.errors) < maxErrors {
-			s.errors = append(s.errors, e)
-		} else {
-			s.errors[s.errNext] = e
-		}
-		s.errNext = (s.errNext + 1) % maxErrors
+	if res != resultError && res != resultDenied && res != resultStale {
+		return
 	}
+	reason := sv.ErrMessage
+	if res == resultStale {
+		reason = sv.Stale
+	}
+	e := errorEvent{Time: sv.Time, Result: res, Upstream: sv.Upstream, Repo: sv.Repo, Kind: sv.Kind,
+		Status: sv.Status, Code: sv.ErrCode, Reason: truncateReason(reason)}
+	if len(s.errors) < maxErrors {
+		s.errors = append(s.errors, e)
+	} else {
+		s.errors[s.errNext] = e
+	}
+	s.errNext = (s.errNext + 1) % maxErrors
 }
 
 // saves reports whether sv is a pull saved: a request the upstream's

@@ -65,8 +65,11 @@ func (a *App) background(ctx context.Context) (stop func()) {
 	if a.cluster != nil {
 		wg.Go(func() { a.cluster.Run(bctx) })
 	}
-	stopWatch := a.watch(ctx)
-	return func() { stopWatch(); cancel(); wg.Wait() }
+	for _, u := range a.upstreams { // at once, then while idle
+		wg.Go(func() { u.Client.WatchHealth(bctx, a.config().ProbeInterval) })
+	}
+	wg.Go(func() { a.admin.Run(bctx) })
+	return func() { cancel(); wg.Wait() }
 }
 
 // drain stops taking connections and background prefetches, lets the
