@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/regcache/regcache/internal/admin"
 	"github.com/regcache/regcache/internal/testenv"
 	"github.com/regcache/regcache/internal/ui"
 )
@@ -21,16 +22,16 @@ func TestBreakerVisible(t *testing.T) {
 	for range 8 {
 		c.Ping(t.Context())
 	}
-	admin := m.App.AdminHandler()
+	adm := m.App.AdminHandler()
 	get := func(path string) string {
 		w := httptest.NewRecorder()
-		admin.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		adm.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
 		if w.Code != 200 {
 			t.Fatalf("%s: %d", path, w.Code)
 		}
 		return w.Body.String()
 	}
-	var st Status
+	var st admin.Status
 	if err := json.Unmarshal([]byte(get("/status")), &st); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/regcache/regcache/internal/admin"
 	"github.com/regcache/regcache/internal/config"
 )
 
@@ -37,7 +38,7 @@ func (a *App) resolveCap(cfg config.Config) (int64, string, error) {
 	case pct > 0 && cfg.Storage.S3.Bucket != "":
 		return 0, fmt.Sprintf("none: %g%% is a share of a local disk and the content is in S3; set storage.max_size in bytes to bound the bucket", pct), nil
 	case pct > 0:
-		size, err := fsSize(cfg.Data)
+		size, err := admin.DiskSize(cfg.Data)
 		if err != nil {
 			return 0, "", fmt.Errorf("storage.max_size %g%%: size of the file system of %s: %w", pct, cfg.Data, err)
 		}
@@ -50,11 +51,11 @@ func (a *App) resolveCap(cfg config.Config) (int64, string, error) {
 		usable := int64(float64(cached+free) * pct / 100)
 		if usable < share {
 			return usable, fmt.Sprintf("%s (%g%% of the %s the cache can use: %s cached, %s free on a %s disk)",
-				humanBytes(usable), pct, humanBytes(cached+free), humanBytes(cached), humanBytes(free), humanBytes(size)), nil
+				admin.HumanBytes(usable), pct, admin.HumanBytes(cached+free), admin.HumanBytes(cached), admin.HumanBytes(free), admin.HumanBytes(size)), nil
 		}
-		return share, fmt.Sprintf("%s (%g%% of the %s disk)", humanBytes(share), pct, humanBytes(size)), nil
+		return share, fmt.Sprintf("%s (%g%% of the %s disk)", admin.HumanBytes(share), pct, admin.HumanBytes(size)), nil
 	case cfg.Storage.MaxSize > 0:
-		return cfg.Storage.MaxSize, humanBytes(cfg.Storage.MaxSize), nil
+		return cfg.Storage.MaxSize, admin.HumanBytes(cfg.Storage.MaxSize), nil
 	}
 	return 0, "none (storage.max_size 0): the cache grows until the disk is full; set it, e.g. --max-size 80%", nil
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regcache/regcache/internal/admin"
 	"github.com/regcache/regcache/internal/testenv"
 )
 
@@ -95,7 +96,7 @@ func TestCredentialHelperRotation(t *testing.T) {
 	u := st.Upstreams[0]
 	// The credentials cannot be had: the upstream's credentials state
 	// (pulls fail, /readyz is 503), with the program's failure as the reason.
-	if u.State != stateCredsRejected || !strings.Contains(u.Reason, "credential helper docker-credential-test: printed something that is not the credential JSON") {
+	if u.State != admin.StateCredsRejected || !strings.Contains(u.Reason, "credential helper docker-credential-test: printed something that is not the credential JSON") {
 		t.Fatalf("status: state %q, reason %q; want the helper's failure", u.State, u.Reason)
 	}
 	js, _ := json.Marshal(st)

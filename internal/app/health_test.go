@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regcache/regcache/internal/admin"
 	"github.com/regcache/regcache/internal/testenv"
 	"github.com/regcache/regcache/internal/ui"
 )
@@ -34,37 +35,37 @@ func TestStartupProbe(t *testing.T) {
 	hub.SetRateLimit(100, 100)
 	hub.Down()
 	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_PROBE_INTERVAL": "100ms"})
-	admin := m.App.AdminHandler()
-	var st Status
+	adm := m.App.AdminHandler()
+	var st admin.Status
 	waitFor(t, "the start-up probe", func() bool {
-		_, body := adminGet(t, admin, "/status", "")
+		_, body := adminGet(t, adm, "/status", "")
 		if err := json.Unmarshal([]byte(body), &st); err != nil {
 			t.Fatal(err)
 		}
-		return st.Upstreams[0].State == stateStaleServing
+		return st.Upstreams[0].State == admin.StateStaleServing
 	})
 	u := st.Upstreams[0]
 	if st.State != "degraded" || !strings.Contains(u.Reason, "connection refused") || u.Since.IsZero() || u.NextProbe.Before(u.Since) ||
-		!u.Health.Down || u.Health.Probe.State != "down" || len(st.Degraded) != 1 || len(st.Reasons) != 1 || st.Reasons[0] != reasonEmptyDown ||
+		!u.Health.Down || u.Health.Probe.State != "down" || len(st.Degraded) != 1 || len(st.Reasons) != 1 || st.Reasons[0] != admin.ReasonEmptyDown ||
 		strings.Contains(u.StateText, "serving from cache") || !strings.Contains(u.StateText, "nothing is cached") {
 		t.Errorf("status with the upstream down from the start: %+v", st)
 	}
-	code, body := adminGet(t, admin, "/readyz", "")
+	code, body := adminGet(t, adm, "/readyz", "")
 	if code != 503 || !strings.Contains(body, "not ready, degraded:\n- docker.io: unreachable, and nothing is cached") || !strings.Contains(body, "next probe") {
 		t.Errorf("/readyz: %d %q", code, body)
 	}
-	if _, body := adminGet(t, admin, "/metrics", ""); !strings.Contains(body, `regcache_degraded{reason="empty_cache_upstream_down"} 1`) {
+	if _, body := adminGet(t, adm, "/metrics", ""); !strings.Contains(body, `regcache_degraded{reason="empty_cache_upstream_down"} 1`) {
 		t.Errorf("/metrics lacks the degraded reason:\n%s", grepLines(body, "regcache_degraded"))
 	}
-	if code, body := adminGet(t, admin, "/healthz", ""); code != 200 || body != "ok\n" {
+	if code, body := adminGet(t, adm, "/healthz", ""); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz (liveness) while degraded: %d %q", code, body)
 	}
-	_, body = adminGet(t, admin, "/dashboard.json", "")
+	_, body = adminGet(t, adm, "/dashboard.json", "")
 	var s ui.Snapshot
 	if err := json.Unmarshal([]byte(body), &s); err != nil {
 		t.Fatal(err)
 	}
-	if d := s.Upstreams[0]; s.State != "degraded" || d.State != stateStaleServing || d.Reason == "" || d.Since.IsZero() || d.NextProbe.IsZero() {
+	if d := s.Upstreams[0]; s.State != "degraded" || d.State != admin.StateStaleServing || d.Reason == "" || d.Since.IsZero() || d.NextProbe.IsZero() {
 		t.Errorf("dashboard with the upstream down: %+v", s.Upstreams[0])
 	}
 
@@ -77,10 +78,10 @@ func TestStartupProbe(t *testing.T) {
 	if r := hub.RateLimitRemaining(); r != 100 {
 		t.Errorf("probes spent %d pulls", 100-r)
 	}
-	if code, body := adminGet(t, admin, "/readyz", ""); code != 200 || body != "ok\n" {
+	if code, body := adminGet(t, adm, "/readyz", ""); code != 200 || body != "ok\n" {
 		t.Errorf("/readyz when healthy: %d %q", code, body)
 	}
-	if _, body := adminGet(t, admin, "/metrics", ""); !strings.Contains(body, `regcache_degraded{reason="empty_cache_upstream_down"} 0`) {
+	if _, body := adminGet(t, adm, "/metrics", ""); !strings.Contains(body, `regcache_degraded{reason="empty_cache_upstream_down"} 0`) {
 		t.Errorf("/metrics after recovery:\n%s", grepLines(body, "regcache_degraded"))
 	}
 }
@@ -105,17 +106,17 @@ func TestDashboardPrivateNames(t *testing.T) {
 	if code, _ := fetch(t, m.Host, "/v2/"+imgs.OCIIndex.Repo+"/manifests/"+imgs.OCIIndex.Tag); code != http.StatusTooManyRequests {
 		t.Fatalf("pull without budget: %d", code)
 	}
-	admin := m.App.AdminHandler()
+	adm := m.App.AdminHandler()
 	snap := func(token string) (ui.Snapshot, string) {
 		var s ui.Snapshot
 		waitFor(t, "both requests counted", func() bool {
-			_, body := adminGet(t, admin, "/dashboard.json", token)
+			_, body := adminGet(t, adm, "/dashboard.json", token)
 			if err := json.Unmarshal([]byte(body), &s); err != nil {
 				t.Fatal(err)
 			}
 			return len(s.Errors) == 1 && len(s.TopPulls) == 1
 		})
-		_, body := adminGet(t, admin, "/dashboard.json", token)
+		_, body := adminGet(t, adm, "/dashboard.json", token)
 		return s, body
 	}
 	s, body := snap("")

@@ -9,13 +9,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/regcache/regcache/internal/admin"
 	"github.com/regcache/regcache/internal/testenv"
 	"github.com/regcache/regcache/internal/ui"
 )
 
 // surfaces is what each health surface says at one moment.
 type surfaces struct {
-	status  Status
+	status  admin.Status
 	readyz  int
 	readyzB string
 	dash    ui.Snapshot
@@ -83,10 +84,10 @@ func TestWrongUpstreamToken(t *testing.T) {
 	}
 	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
 		"REGCACHE_USERNAME": "ci", "REGCACHE_PASSWORD_FILE": pwFile, "REGCACHE_PROBE_INTERVAL": "100ms", "REGCACHE_PRIVATE": "allow"})
-	admin := m.App.AdminHandler()
-	waitFor(t, "the probe to judge the credentials", func() bool { return m.App.Status().Upstreams[0].State == stateCredsRejected })
-	s := readSurfaces(t, admin)
-	checkDegraded(t, s, reasonCredentials, "docker.io: credentials rejected")
+	adm := m.App.AdminHandler()
+	waitFor(t, "the probe to judge the credentials", func() bool { return m.App.Status().Upstreams[0].State == admin.StateCredsRejected })
+	s := readSurfaces(t, adm)
+	checkDegraded(t, s, admin.ReasonCredentials, "docker.io: credentials rejected")
 	if u := s.status.Upstreams[0]; !strings.Contains(u.Reason, "answered 401") || u.Since.IsZero() || !u.Health.Credentials.Rejected {
 		t.Errorf("upstream status: %+v", u)
 	}
@@ -107,7 +108,7 @@ func TestWrongUpstreamToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the probe to see the fixed password", func() bool { return m.App.Status().State == "healthy" })
-	checkRecovered(t, readSurfaces(t, admin), reasonCredentials)
+	checkRecovered(t, readSurfaces(t, adm), admin.ReasonCredentials)
 	if code, _ := fetch(t, m.Host, "/v2/"+img.Repo+"/manifests/"+img.Tag); code != 200 {
 		t.Fatalf("pull after the fix: %d", code)
 	}
@@ -127,8 +128,8 @@ func TestAnonymousPrivateRepoIsNotACredentialFailure(t *testing.T) {
 	if code, _ := fetch(t, m.Host, "/v2/"+img.Repo+"/manifests/"+img.Tag); code == 200 {
 		t.Fatal("an anonymous pull of a private repository succeeded")
 	}
-	waitFor(t, "the probe", func() bool { return m.App.Status().Upstreams[0].State != stateUnknown })
-	if st := m.App.Status(); st.State != "healthy" || st.Upstreams[0].State != stateUp {
+	waitFor(t, "the probe", func() bool { return m.App.Status().Upstreams[0].State != admin.StateUnknown })
+	if st := m.App.Status(); st.State != "healthy" || st.Upstreams[0].State != admin.StateUp {
 		t.Errorf("anonymous mirror after a private repository's 401: %s %s %q", st.State, st.Upstreams[0].State, st.Degraded)
 	}
 }
@@ -142,7 +143,7 @@ func TestDiskFullDegraded(t *testing.T) {
 	hub := testenv.NewHub(t)
 	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_DATA": data,
 		"REGCACHE_MAX_SIZE": "12MiB"})
-	admin := m.App.AdminHandler()
+	adm := m.App.AdminHandler()
 	if st := m.App.Status(); st.State != "healthy" {
 		t.Fatalf("before filling the disk: %q", st.Degraded)
 	}
@@ -160,14 +161,14 @@ func TestDiskFullDegraded(t *testing.T) {
 	if err := os.Truncate(filepath.Join(data, "filler"), mustSize(t, filepath.Join(data, "filler"))-512<<10); err != nil {
 		t.Fatal(err)
 	}
-	s := readSurfaces(t, admin)
-	checkDegraded(t, s, reasonDiskFull, "the cache disk is full")
-	checkDegraded(t, s, reasonCapUnreached, "storage.max_size 12.0 MiB cannot be reached")
+	s := readSurfaces(t, adm)
+	checkDegraded(t, s, admin.ReasonDiskFull, "the cache disk is full")
+	checkDegraded(t, s, admin.ReasonCapUnreached, "storage.max_size 12.0 MiB cannot be reached")
 
 	os.Remove(filepath.Join(data, "filler"))
-	s = readSurfaces(t, admin)
-	checkRecovered(t, s, reasonDiskFull)
-	checkRecovered(t, s, reasonCapUnreached)
+	s = readSurfaces(t, adm)
+	checkRecovered(t, s, admin.ReasonDiskFull)
+	checkRecovered(t, s, admin.ReasonCapUnreached)
 }
 
 // TestPercentCapOnSharedDisk: on a disk half full of other files, the
@@ -191,5 +192,5 @@ func TestPercentCapOnSharedDisk(t *testing.T) {
 
 	abs := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_DATA": filepath.Join(data, "b"),
 		"REGCACHE_MAX_SIZE": "12MiB"})
-	checkDegraded(t, readSurfaces(t, abs.App.AdminHandler()), reasonCapUnreached, "storage.max_size 12.0 MiB cannot be reached")
+	checkDegraded(t, readSurfaces(t, abs.App.AdminHandler()), admin.ReasonCapUnreached, "storage.max_size 12.0 MiB cannot be reached")
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +26,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regcache/regcache/internal/testenv"
+	"github.com/regcache/regcache/internal/ui"
 )
 
 // waitBlobs waits until the index holds at least n blobs (commits land
@@ -210,7 +212,7 @@ func TestScrub(t *testing.T) {
 	waitBlobs(t, m.App, 4)
 	a := m.App
 	time.Sleep(200 * time.Millisecond)
-	if st := a.ScrubStatus(); st.Enabled || st.Pass != 0 {
+	if st := a.scrub.Status(); st.Enabled || st.Pass != 0 {
 		t.Fatalf("storage.scrub_interval 0: the scrub ran: %+v", st)
 	}
 
@@ -232,7 +234,7 @@ func TestScrub(t *testing.T) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	var st ScrubStatus
-	for st = a.ScrubStatus(); len(st.Damaged) == 0 && time.Now().Before(deadline); st = a.ScrubStatus() {
+	for st = a.scrub.Status(); len(st.Damaged) == 0 && time.Now().Before(deadline); st = a.scrub.Status() {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if len(st.Damaged) != 1 || st.Damaged[0] != victim || !st.Enabled || st.Interval != 2*time.Second {
@@ -241,7 +243,13 @@ func TestScrub(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(m.Data, "quarantine", "sha256-"+victim.Encoded())); err != nil {
 		t.Errorf("not quarantined: %v", err)
 	}
-	if got := scrubText(st); !strings.Contains(got, "1 damaged files set aside") {
+	w := httptest.NewRecorder()
+	a.AdminHandler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/dashboard.json", nil))
+	var dash ui.Snapshot
+	if err := json.Unmarshal(w.Body.Bytes(), &dash); err != nil {
+		t.Fatal(err)
+	}
+	if got := dash.Cache.Scrub; !strings.Contains(got, "1 damaged files set aside") {
 		t.Errorf("the dashboard's scrub line: %q", got)
 	}
 	mf, err := a.metrics.Gather()

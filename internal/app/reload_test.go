@@ -104,7 +104,7 @@ func TestReloadNamesEveryOption(t *testing.T) {
 			}
 		}
 	}
-	if got := m.App.ScrubStatus(); got.Interval != time.Hour || got.Rate != 1<<20 {
+	if got := m.App.scrub.Status(); got.Interval != time.Hour || got.Rate != 1<<20 {
 		t.Errorf("the scrub runs at %s, %d B/s after the reloads; want 1h, 1 MiB/s", got.Interval, got.Rate)
 	}
 	if got := m.App.maxSize.Load(); got != 1<<40 {

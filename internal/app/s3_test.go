@@ -52,10 +52,10 @@ func TestS3ReadyAndScrub(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for len(m.App.ScrubStatus().Damaged) == 0 && time.Now().Before(deadline) {
+	for len(m.App.scrub.Status().Damaged) == 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if st := m.App.ScrubStatus(); len(st.Damaged) != 1 || st.Damaged[0] != victim {
+	if st := m.App.scrub.Status(); len(st.Damaged) != 1 || st.Damaged[0] != victim {
 		t.Fatalf("scrub status %+v, want %s damaged", st, victim)
 	}
 	c := s3.Client(t)

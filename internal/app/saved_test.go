@@ -53,7 +53,7 @@ func TestPullsSavedEngine(t *testing.T) {
 		waitFor(t, "the pull counted", func() bool {
 			st := m.App.Status()
 			got = st.Requests.PullsSaved
-			return st.Requests.ByResult[resultHit]+st.Requests.ByResult[resultMiss] >= int64(2*pull)
+			return st.Requests.ByResult["hit"]+st.Requests.ByResult["miss"] >= int64(2*pull)
 		})
 		if hubGets != 1 || got != want || got != int64(pull-1) {
 			t.Errorf("after pull %d: %d saved, the stand-in counted %d manifest GETs for %d client GETs (want %d saved)", pull, got, hubGets, pull, pull-1)

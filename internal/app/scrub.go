@@ -31,9 +31,6 @@ func scrubPace(cfg config.Config) cache.Pace {
 	return cache.Pace{Interval: cfg.Storage.ScrubInterval, Rate: cfg.Storage.ScrubRate}
 }
 
-// ScrubStatus reports the background scrub's progress.
-func (a *App) ScrubStatus() ScrubStatus { return a.scrub.Status() }
-
 // now is the app's clock (tests set another with setClock).
 func (a *App) now() time.Time {
 	if fn := a.clock.Load(); fn != nil {

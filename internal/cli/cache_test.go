@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,12 +132,25 @@ func TestCacheCommandsRunning(t *testing.T) {
 func waitIndexed(t *testing.T, a *app.App, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for a.Stats().Totals.Blobs < int64(n) {
+	for indexedBlobs(t, a) < int64(n) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the index holds %d blobs 20 s after the pulls, want %d", a.Stats().Totals.Blobs, n)
+			t.Fatalf("the index holds %d blobs 20 s after the pulls, want %d", indexedBlobs(t, a), n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// indexedBlobs is the blobs the running mirror's index holds, as its
+// admin API's /cache/stats says.
+func indexedBlobs(t *testing.T, a *app.App) int64 {
+	t.Helper()
+	w := httptest.NewRecorder()
+	a.AdminHandler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/cache/stats", nil))
+	var st cache.CacheStats
+	if err := json.Unmarshal(w.Body.Bytes(), &st); err != nil {
+		t.Fatalf("/cache/stats: %d %v", w.Code, err)
+	}
+	return st.Totals.Blobs
 }
 
 func writeConfig(t *testing.T, yaml string) string {

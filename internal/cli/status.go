@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/regcache/regcache/internal/app"
+	"github.com/regcache/regcache/internal/admin"
 )
 
 // Exit codes of `regcache status`, for monitoring.
@@ -112,8 +112,8 @@ func statusOnce(ctx context.Context, w io.Writer, base *url.URL, asJSON bool) er
 	return nil
 }
 
-func fetchStatus(ctx context.Context, base *url.URL) (app.Status, []byte, error) {
-	var st app.Status
+func fetchStatus(ctx context.Context, base *url.URL) (admin.Status, []byte, error) {
+	var st admin.Status
 	u := *base
 	u.Path += "/status"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
@@ -138,7 +138,7 @@ func fetchStatus(ctx context.Context, base *url.URL) (app.Status, []byte, error)
 	return st, body, nil
 }
 
-func printStatus(w io.Writer, st app.Status) error {
+func printStatus(w io.Writer, st admin.Status) error {
 	r := st.Requests
 	state := st.State
 	if state == "" {

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/regcache/regcache/internal/app"
+	"github.com/regcache/regcache/internal/admin"
 	"github.com/regcache/regcache/internal/app/apptest"
 	"github.com/regcache/regcache/internal/testenv"
 )
@@ -67,10 +67,10 @@ func TestStatusStates(t *testing.T) {
 	hub := testenv.NewHub(t)
 	hub.SetRateLimit(100, 100)
 	imgs := hub.Seed(t)
-	admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	logPath := filepath.Join(t.TempDir(), "regcache.log")
 	env := []string{"REGCACHE_DATA=" + t.TempDir(), "REGCACHE_UPSTREAM_URL=" + hub.URL, "REGCACHE_UPSTREAM_NAME=docker.io",
-		"REGCACHE_ADMIN_ADDR=" + admin, "REGCACHE_LOG_LEVEL=info", "REGCACHE_PROBE_INTERVAL=200ms", "REGCACHE_FRESHNESS=1ms",
+		"REGCACHE_ADMIN_ADDR=" + adminAddr, "REGCACHE_LOG_LEVEL=info", "REGCACHE_PROBE_INTERVAL=200ms", "REGCACHE_FRESHNESS=1ms",
 		"REGCACHE_PREFETCH=false"}
 	c := startChild(t, env, logPath)
 	defer func() {
@@ -86,20 +86,20 @@ func TestStatusStates(t *testing.T) {
 		}
 	}
 
-	out := waitStatus(t, 0, "--admin", admin)
+	out := waitStatus(t, 0, "--admin", adminAddr)
 	t.Logf("healthy:\n%s", out)
 	for _, want := range []string{"mirror       healthy", "hit ratio", "pulls saved  1 ", "bytes        ", "docker.io", "up", "100/21600s", hub.URL, "next probe"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
-	if code, out, errs := runStatus(t, "--admin", "http://"+admin); code != 0 || !strings.Contains(out, "mirror       healthy") {
-		t.Errorf("status --admin http://%s: exit %d\n%s%s", admin, code, out, errs)
+	if code, out, errs := runStatus(t, "--admin", "http://"+adminAddr); code != 0 || !strings.Contains(out, "mirror       healthy") {
+		t.Errorf("status --admin http://%s: exit %d\n%s%s", adminAddr, code, out, errs)
 	}
-	if code, out, errs := runStatus(t, "--admin", "http://"+admin+"/", "--json"); code != 0 {
+	if code, out, errs := runStatus(t, "--admin", "http://"+adminAddr+"/", "--json"); code != 0 {
 		t.Errorf("status --json: exit %d\n%s%s", code, out, errs)
 	} else {
-		var st app.Status
+		var st admin.Status
 		if err := json.Unmarshal([]byte(out), &st); err != nil {
 			t.Fatalf("status --json is not JSON: %v\n%s", err, out)
 		}
@@ -111,18 +111,18 @@ func TestStatusStates(t *testing.T) {
 
 	// The upstream goes away: the probe marks it, a pull is served stale.
 	hub.Down()
-	waitStatus(t, 1, "--admin", admin) // the probe saw it
+	waitStatus(t, 1, "--admin", adminAddr) // the probe saw it
 	if err := pullAll(t.Context(), c.addr, img); err != nil {
 		t.Fatalf("pull with the upstream down: %v", err)
 	}
-	out = waitStatus(t, 1, "--admin", admin)
+	out = waitStatus(t, 1, "--admin", adminAddr)
 	t.Logf("upstream down:\n%s", out)
 	for _, want := range []string{"mirror       degraded", "stale-serving", "unreachable, serving from cache", "reason: ", "since ", "next probe", "degraded:\n- docker.io", "1 stale"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status with the upstream down lacks %q:\n%s", want, out)
 		}
 	}
-	resp, err := http.Get("http://" + admin + "/readyz")
+	resp, err := http.Get("http://" + adminAddr + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestStatusStates(t *testing.T) {
 
 	// Back up: healthy again. Then the pull budget runs out.
 	hub.Up()
-	waitStatus(t, 0, "--admin", admin)
+	waitStatus(t, 0, "--admin", adminAddr)
 	hub.SetRateLimit(100, 0)
 	ml := imgs.ManifestList
 	if resp, err := http.Get("http://" + c.addr + "/v2/" + ml.Repo + "/manifests/" + ml.Tag); err != nil {
@@ -143,7 +143,7 @@ func TestStatusStates(t *testing.T) {
 	} else if resp.Body.Close(); resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("uncached pull with no budget left: %d, want 429", resp.StatusCode)
 	}
-	out = waitStatus(t, 1, "--admin", admin)
+	out = waitStatus(t, 1, "--admin", adminAddr)
 	for _, want := range []string{"rate-limited until", "0 (under reserve 10)", "manifest GET", "1 errors"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status after a 429 lacks %q:\n%s", want, out)
@@ -151,7 +151,7 @@ func TestStatusStates(t *testing.T) {
 	}
 
 	c.stop(t)
-	code, _, errs := runStatus(t, "--admin", admin)
+	code, _, errs := runStatus(t, "--admin", adminAddr)
 	if code != 2 || !strings.Contains(errs, "is regcache serve running") {
 		t.Errorf("status without a mirror: exit %d, %s", code, errs)
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/crane"
 
-	"github.com/regcache/regcache/internal/app"
+	"github.com/regcache/regcache/internal/admin"
 	"github.com/regcache/regcache/internal/app/apptest"
 	"github.com/regcache/regcache/internal/testenv"
 	"github.com/regcache/regcache/internal/upstream"
@@ -54,7 +54,7 @@ func TestStatusCommand(t *testing.T) {
 // scope, since, last error and next probe.
 func TestStatusPrintsOpenBreakers(t *testing.T) {
 	since := time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC)
-	st := app.Status{Upstreams: []app.UpstreamStatus{{Name: "docker.io", URL: "https://registry-1.docker.io",
+	st := admin.Status{Upstreams: []admin.UpstreamStatus{{Name: "docker.io", URL: "https://registry-1.docker.io",
 		Health: upstream.Health{Down: true, Breakers: []upstream.BreakerState{
 			{Scope: "blobs", Failures: 1},
 			{Scope: "manifests", Open: true, Failures: 5, LastError: "503 Service Unavailable", Since: since, NextProbe: since.Add(time.Second)},

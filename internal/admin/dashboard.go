@@ -1,4 +1,4 @@
-package app
+package admin
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/ui"
 )
@@ -18,56 +19,25 @@ import (
 // whole index at most this often.
 const dashboardCountEvery = 5 * time.Second
 
-// dashboardHandler is the admin listener's dashboard: the page, its
-// assets and its data.
-func (a *App) dashboardHandler() http.Handler {
-	every := dashboardCountEvery
-	if a.bolt != nil {
-		every = 0 // the index's running totals: reading them costs nothing
-	}
-	totals := &totalsCounter{count: a.cacheTotals, every: every, now: time.Now, log: a.log}
-	return ui.New(ui.SourceFunc(func(r *http.Request, span time.Duration) ui.Snapshot {
-		return a.dashboardSnapshot(totals.get(), a.adminMaySeePrivate(r), span)
-	}), ui.WithLogger(a.log))
+// dashboardSnapshot is the dashboard's data for r's asker (ui.Source).
+func (a *Admin) dashboardSnapshot(r *http.Request, span time.Duration) ui.Snapshot {
+	return a.dashboard(a.Status(), a.totals.get(), a.auth.maySeePrivate(r), span)
 }
 
-// dashboardSnapshot is Status, the cache's counts, the top repositories,
-// the last errors and the charts over span. Without private, repository
-// names of credentialed upstreams (and the reasons of their errors, which
-// may name them) are left out.
-func (a *App) dashboardSnapshot(c ui.Cache, private bool, span time.Duration) ui.Snapshot {
-	st := a.Status()
+// dashboard is st as the page shows it, with the index's counts c, the top
+// repositories, the last errors and the charts over span. Without private,
+// repository names of credentialed upstreams (and the reasons of their
+// errors, which may name them) are left out.
+func (a *Admin) dashboard(st Status, c ui.Cache, private bool, span time.Duration) ui.Snapshot {
 	s := ui.Snapshot{Time: st.Time, Started: st.Started, State: st.State, Degraded: st.Degraded,
-		ActiveFills: st.ActiveFills, Cache: c, Private: private, History: a.chart(span)}
+		ActiveFills: st.ActiveFills, Totals: st.Requests, Fills: st.Fills, Cache: c, Private: private, History: a.chart(span)}
 	if s.Degraded == nil {
 		s.Degraded = []string{}
 	}
-	s.Cache.Bytes, s.Cache.MaxSize, s.Cache.MaxAge = st.Cache.Bytes, st.Cache.MaxBytes, a.config().Storage.MaxAge
-	s.Cache.Scrub = scrubText(a.ScrubStatus())
-	rq := st.Requests
-	s.Totals = ui.Totals{ByResult: rq.ByResult, HitRatio: rq.HitRatio, ByteHitRatio: rq.ByteHitRatio, PullsSaved: rq.PullsSaved,
-		BytesFromCache: rq.BytesFromCache, BytesFromUpstream: rq.BytesFromUpstream, BytesCoalesced: rq.BytesCoalesced,
-		BytesFetched: rq.BytesFetched, FillsCommitted: rq.FillsCommitted, FillsFailed: rq.FillsFailed}
+	s.Cache.Bytes, s.Cache.MaxSize, s.Cache.MaxAge = st.Cache.Bytes, st.Cache.MaxBytes, a.src.Config().Storage.MaxAge
+	s.Cache.Scrub = scrubText(a.d.Scrub.Status())
 	for _, u := range st.Upstreams {
-		rl := u.RateLimit
-		v := ui.Upstream{Name: u.Name, URL: u.URL, State: u.State, StateText: u.StateText, Reason: u.Reason,
-			Since: u.Since, NextProbe: u.NextProbe, TokenRequests: u.TokenRequests, PullsSaved: u.PullsSaved, FetchedBytes: u.FetchedBytes,
-			RateLimit: ui.RateLimit{Limit: rl.Limit, Remaining: rl.Remaining, Reserve: u.Reserve, Window: rl.Window, Source: rl.Source,
-				Updated: rl.Updated, Reset: u.Reset, ResetEstimated: rl.ResetEstimated && !u.Reset.Equal(u.Health.LimitedUntil)}}
-		for _, l := range u.Health.Limited {
-			v.LimitedKinds = append(v.LimitedKinds, l.Kind)
-		}
-		for _, b := range u.Health.Breakers {
-			if b.Open {
-				v.Breakers = append(v.Breakers, ui.Breaker{Scope: b.Scope, LastError: b.LastError, Since: b.Since, NextProbe: b.NextProbe})
-			}
-		}
-		s.Upstreams = append(s.Upstreams, v)
-	}
-	s.Fills = []ui.Fill{}
-	for _, f := range st.Fills {
-		s.Fills = append(s.Fills, ui.Fill{Digest: f.Digest, Upstream: f.Upstream, Written: f.Written, Size: f.Size,
-			Readers: f.Readers, Rate: f.Rate, Started: f.Started})
+		s.Upstreams = append(s.Upstreams, dashboardUpstream(u))
 	}
 	pulls, bytes := a.stats.top()
 	s.TopPulls, s.TopBytes = repos(pulls, private), repos(bytes, private)
@@ -80,6 +50,25 @@ func (a *App) dashboardSnapshot(c ui.Cache, private bool, span time.Duration) ui
 		s.Errors = append(s.Errors, ev)
 	}
 	return s
+}
+
+// dashboardUpstream is an upstream's card: its rate limit with the
+// reserve and reset, the kinds held back and the open breakers.
+func dashboardUpstream(u UpstreamStatus) ui.Upstream {
+	rl := u.RateLimit
+	v := ui.Upstream{Name: u.Name, URL: u.URL, State: u.State, StateText: u.StateText, Reason: u.Reason,
+		Since: u.Since, NextProbe: u.NextProbe, TokenRequests: u.TokenRequests, PullsSaved: u.PullsSaved, FetchedBytes: u.FetchedBytes,
+		RateLimit: ui.RateLimit{Limit: rl.Limit, Remaining: rl.Remaining, Reserve: u.Reserve, Window: rl.Window, Source: rl.Source,
+			Updated: rl.Updated, Reset: u.Reset, ResetEstimated: rl.ResetEstimated && !u.Reset.Equal(u.Health.LimitedUntil)}}
+	for _, l := range u.Health.Limited {
+		v.LimitedKinds = append(v.LimitedKinds, l.Kind)
+	}
+	for _, b := range u.Health.Breakers {
+		if b.Open {
+			v.Breakers = append(v.Breakers, ui.Breaker{Scope: b.Scope, LastError: b.LastError, Since: b.Since, NextProbe: b.NextProbe})
+		}
+	}
+	return v
 }
 
 // repos is a top list as the page shows it: private names left out
@@ -96,16 +85,30 @@ func repos(in []repoCount, private bool) []ui.Repo {
 	return out
 }
 
-// cacheTotals counts the index's blobs, their bytes and the tags: the
+// runningTotals is an index that keeps running totals (the embedded one):
+// reading them costs nothing.
+type runningTotals interface{ Totals() cacheindex.Totals }
+
+// newTotalsCounter counts ix for the dashboard: at each page load when
+// it keeps running totals, else at most every dashboardCountEvery.
+func newTotalsCounter(ix cacheindex.Backend, log *slog.Logger) *totalsCounter {
+	every := dashboardCountEvery
+	if _, ok := ix.(runningTotals); ok {
+		every = 0
+	}
+	return &totalsCounter{count: func() (ui.Cache, error) { return countIndex(ix) }, every: every, now: time.Now, log: log}
+}
+
+// countIndex counts the index's blobs, their bytes and the tags: the
 // running totals of the embedded index, or, on a shared one, a read of
 // every entry (call it through a totalsCounter).
-func (a *App) cacheTotals() (ui.Cache, error) {
-	if a.bolt != nil {
-		t := a.bolt.Totals()
+func countIndex(ix cacheindex.Backend) (ui.Cache, error) {
+	if rt, ok := ix.(runningTotals); ok {
+		t := rt.Totals()
 		return ui.Cache{Blobs: int(t.Blobs), Bytes: t.BlobBytes, Tags: int(t.Tags)}, nil
 	}
 	var c ui.Cache
-	err := a.index.Blobs(func(_ digest.Digest, e cacheindex.BlobEntry) error {
+	err := ix.Blobs(func(_ digest.Digest, e cacheindex.BlobEntry) error {
 		c.Blobs++
 		c.Bytes += e.Size
 		return nil
@@ -113,7 +116,7 @@ func (a *App) cacheTotals() (ui.Cache, error) {
 	if err != nil {
 		return ui.Cache{}, err
 	}
-	err = a.index.Tags(func(string, string, string, cacheindex.TagEntry) error {
+	err = ix.Tags(func(string, string, string, cacheindex.TagEntry) error {
 		c.Tags++
 		return nil
 	})
@@ -159,7 +162,7 @@ func (t *totalsCounter) get() ui.Cache {
 }
 
 // scrubText words the scrub's state for the dashboard.
-func scrubText(st ScrubStatus) string {
+func scrubText(st cache.ScrubStatus) string {
 	if !st.Enabled {
 		return "off"
 	}

@@ -1,11 +1,13 @@
-package app
+package admin
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/registry"
@@ -146,6 +148,12 @@ func (s *stats) observe(sv registry.Served) {
 			s.prom.PullsSaved.WithLabelValues(sv.Upstream).Inc()
 		}
 	}
+	s.remember(sv, res)
+}
+
+// remember counts sv in the top lists and, if it failed or was stale,
+// keeps it in the ring of the last errors.
+func (s *stats) remember(sv registry.Served, res string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sv.Repo != "" && sv.Upstream != "" {
@@ -157,20 +165,21 @@ func (s *stats) observe(sv registry.Served) {
 			s.topBytes.add(key, sv.Bytes)
 		}
 	}
-	if res == resultError || res == resultDenied || res == resultStale {
-		reason := sv.ErrMessage
-		if res == resultStale {
-			reason = sv.Stale
-		}
-		e := errorEvent{Time: sv.Time, Result: res, Upstream: sv.Upstream, Repo: sv.Repo, Kind: sv.Kind,
-			Status: sv.Status, Code: sv.ErrCode, Reason: truncateReason(reason)}
-		if len(s.errors) < maxErrors {
-			s.errors = append(s.errors, e)
-		} else {
-			s.errors[s.errNext] = e
-		}
-		s.errNext = (s.errNext + 1) % maxErrors
+	if res != resultError && res != resultDenied && res != resultStale {
+		return
 	}
+	reason := sv.ErrMessage
+	if res == resultStale {
+		reason = sv.Stale
+	}
+	e := errorEvent{Time: sv.Time, Result: res, Upstream: sv.Upstream, Repo: sv.Repo, Kind: sv.Kind,
+		Status: sv.Status, Code: sv.ErrCode, Reason: truncateReason(reason)}
+	if len(s.errors) < maxErrors {
+		s.errors = append(s.errors, e)
+	} else {
+		s.errors[s.errNext] = e
+	}
+	s.errNext = (s.errNext + 1) % maxErrors
 }
 
 // saves reports whether sv is a pull saved: a request the upstream's
@@ -290,14 +299,23 @@ func (s *stats) lastErrors() []errorEvent {
 	return out
 }
 
-// manifestGets is how many manifest GETs the mirror sent the upstream
-// called name (its own client, not its fallback members: they do not
-// spend its limit); 0 for a name it does not know.
-func (a *App) manifestGets(name string) int64 {
-	for _, u := range a.upstreams {
-		if u.Name == name {
-			return u.Client.ManifestGets()
+// credentialed lists the upstreams the mirror asks with credentials, or
+// whose fallback chain has a member it asks with credentials: what it
+// fetched for them may be private, so their repositories are named on the
+// dashboard only to the admin.
+func credentialed(cfg config.Config) map[string]bool {
+	out := map[string]bool{}
+	withCreds := config.Upstream.Credentialed
+	for _, u := range cfg.Upstreams {
+		out[u.Name] = withCreds(u)
+		// A chain is as private as its most privileged member.
+		for _, name := range u.Fallback {
+			for _, m := range cfg.Upstreams {
+				if strings.EqualFold(m.Name, name) && withCreds(m) {
+					out[u.Name] = true
+				}
+			}
 		}
 	}
-	return 0
+	return out
 }

@@ -1,4 +1,4 @@
-package app
+package admin
 
 import (
 	"slices"
@@ -9,11 +9,11 @@ import (
 // degradedCollector is regcache_degraded: 1 for each reason the mirror is
 // degraded for now, 0 for the others, judged at scrape time.
 type degradedCollector struct {
-	a    *App
+	a    *Admin
 	desc *prometheus.Desc
 }
 
-func newDegradedCollector(a *App) *degradedCollector {
+func newDegradedCollector(a *Admin) *degradedCollector {
 	return &degradedCollector{a: a, desc: prometheus.NewDesc("regcache_degraded",
 		"1 while the mirror is degraded for the reason: credentials_rejected, disk_full, cap_unreachable, empty_cache_upstream_down and not_writable (pulls fail or go around the mirror; /readyz answers 503 for the first four), upstream_unreachable, breaker_open, rate_limited.",
 		[]string{"reason"}, nil)}

@@ -1,4 +1,4 @@
-package app
+package admin
 
 import (
 	"context"
@@ -26,7 +26,7 @@ import (
 // (the wire types are internal/cache's).
 //
 // Calls that change the cache are POSTs, and are refused unless
-// adminMayChange (loopback, or the admin token when one is configured);
+// auth.mayChange (loopback, or the admin token when one is configured);
 // the admin listener's httpguard.Guard takes them only as same-site
 // requests with Content-Type: application/json.
 // Errors are plain text with a status code.
@@ -34,7 +34,7 @@ import (
 // maxCacheRequest bounds the body of a cache API call.
 const maxCacheRequest = 1 << 20
 
-func (a *App) cacheRoutes(mux *http.ServeMux) {
+func (a *Admin) cacheRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /cache/ls", a.serveCacheList)
 	mux.HandleFunc("GET /cache/stats", a.serveCacheStats)
 	mux.HandleFunc("POST /cache/rm", a.serveCacheRemove)
@@ -49,24 +49,24 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // cacheError answers a failed cache call: a bad request (the caller's
 // fault, its message names the fix) or an internal error.
-func (a *App) cacheError(w http.ResponseWriter, err error, bad bool) {
+func (a *Admin) cacheError(w http.ResponseWriter, err error, bad bool) {
 	if bad {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	a.log.Error("admin cache call", slog.Any("error", err))
+	a.d.Log.Error("admin cache call", slog.Any("error", err))
 	http.Error(w, "the cache call failed: "+err.Error(), http.StatusInternalServerError)
 }
 
-func (a *App) serveCacheList(w http.ResponseWriter, r *http.Request) {
-	if !a.adminMaySeePrivate(r) {
-		a.refuseAdmin(w)
+func (a *Admin) serveCacheList(w http.ResponseWriter, r *http.Request) {
+	if !a.auth.maySeePrivate(r) {
+		a.auth.refuse(w)
 		return
 	}
 	q := r.URL.Query()
 	blobs, _ := strconv.ParseBool(q.Get("blobs"))
 	opt := cache.ListOptions{Upstream: q.Get("upstream"), Repository: q.Get("repository"), Sort: q.Get("sort"), Blobs: blobs}
-	l, err := a.ops.List(r.Context(), opt)
+	l, err := a.d.Ops.List(r.Context(), opt)
 	if err != nil {
 		a.cacheError(w, err, true)
 		return
@@ -75,23 +75,24 @@ func (a *App) serveCacheList(w http.ResponseWriter, r *http.Request) {
 }
 
 // Stats answers `cache stats` on the running mirror.
-func (a *App) Stats() cache.CacheStats {
-	st, err := a.ops.Stats(context.Background())
+func (a *Admin) Stats() cache.CacheStats {
+	st, err := a.d.Ops.Stats(context.Background())
 	if err != nil {
-		a.log.Warn("count the quarantine", slog.Any("error", err))
+		a.d.Log.Warn("count the quarantine", slog.Any("error", err))
 	}
-	if abs, err := filepath.Abs(a.config().Data); err == nil {
+	cfg := a.src.Config()
+	if abs, err := filepath.Abs(cfg.Data); err == nil {
 		st.Data = abs
 	}
-	scrub := a.ScrubStatus()
+	scrub := a.d.Scrub.Status()
 	st.Running, st.Scrub = true, &scrub
-	st.MaxSize, st.MaxAge = a.maxSize.Load(), a.config().Storage.MaxAge
+	st.MaxSize, st.MaxAge = a.src.MaxSize(), cfg.Storage.MaxAge
 	return st
 }
 
-func (a *App) serveCacheStats(w http.ResponseWriter, r *http.Request) {
+func (a *Admin) serveCacheStats(w http.ResponseWriter, r *http.Request) {
 	st := a.Stats()
-	if !a.adminMaySeePrivate(r) {
+	if !a.auth.maySeePrivate(r) {
 		st.Data, st.Quarantine = "", ""
 	}
 	writeJSON(w, st)
@@ -106,9 +107,9 @@ func decodeCacheRequest(r *http.Request, v any) error {
 	return nil
 }
 
-func (a *App) serveCacheRemove(w http.ResponseWriter, r *http.Request) {
-	if !a.adminMayChange(r) {
-		a.refuseAdmin(w)
+func (a *Admin) serveCacheRemove(w http.ResponseWriter, r *http.Request) {
+	if !a.auth.mayChange(r) {
+		a.auth.refuse(w)
 		return
 	}
 	var req cache.RemoveRequest
@@ -116,7 +117,7 @@ func (a *App) serveCacheRemove(w http.ResponseWriter, r *http.Request) {
 		a.cacheError(w, err, true)
 		return
 	}
-	res, err := a.ops.Remove(r.Context(), req)
+	res, err := a.d.Ops.Remove(r.Context(), req)
 	if err != nil {
 		// A name that matches nothing (or too much) is the caller's to fix.
 		a.cacheError(w, err, true)
@@ -125,9 +126,9 @@ func (a *App) serveCacheRemove(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, res)
 }
 
-func (a *App) serveCachePrune(w http.ResponseWriter, r *http.Request) {
-	if !a.adminMayChange(r) {
-		a.refuseAdmin(w)
+func (a *Admin) serveCachePrune(w http.ResponseWriter, r *http.Request) {
+	if !a.auth.mayChange(r) {
+		a.auth.refuse(w)
 		return
 	}
 	var req cache.PruneRequest
@@ -139,7 +140,7 @@ func (a *App) serveCachePrune(w http.ResponseWriter, r *http.Request) {
 		a.cacheError(w, errors.New("say how far to prune: --to-size (e.g. 50GiB) and/or --older-than (e.g. 720h)"), true)
 		return
 	}
-	res, err := a.ops.Prune(r.Context(), req)
+	res, err := a.d.Ops.Prune(r.Context(), req)
 	if err != nil {
 		a.cacheError(w, err, false)
 		return
@@ -158,9 +159,9 @@ type verifyLine struct {
 	Error  string              `json:"error,omitempty"`
 }
 
-func (a *App) serveCacheVerify(w http.ResponseWriter, r *http.Request) {
-	if !a.adminMayChange(r) {
-		a.refuseAdmin(w)
+func (a *Admin) serveCacheVerify(w http.ResponseWriter, r *http.Request) {
+	if !a.auth.mayChange(r) {
+		a.auth.refuse(w)
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -173,7 +174,7 @@ func (a *App) serveCacheVerify(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 	}
-	rep, err := a.ops.Verify(r.Context(), func(ev cache.VerifyEvent) {
+	rep, err := a.d.Ops.Verify(r.Context(), func(ev cache.VerifyEvent) {
 		if ev.Damaged == "" && ev.Done < ev.Total && time.Since(last) < verifyProgressEvery {
 			return
 		}

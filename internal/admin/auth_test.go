@@ -1,11 +1,9 @@
-package app
+package admin
 
 import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/regcache/regcache/internal/config"
 )
 
 // TestAdminMayChange: without a token only loopback may change state; with
@@ -24,14 +22,13 @@ func TestAdminMayChange(t *testing.T) {
 		{"s3cret", "10.0.0.5:4000", "Bearer s3cre", false},
 		{"s3cret", "10.0.0.5:4000", "Basic s3cret", false},
 	} {
-		a := &App{}
-		a.cfg.Store(&config.Config{AdminToken: tc.token})
+		a := newAuth(func() string { return tc.token }, nil)
 		r := httptest.NewRequest("POST", "/cache/prune", nil)
 		r.RemoteAddr = tc.remote
 		if tc.auth != "" {
 			r.Header.Set("Authorization", tc.auth)
 		}
-		if got := a.adminMayChange(r); got != tc.want {
+		if got := a.mayChange(r); got != tc.want {
 			t.Errorf("token %q from %s with %q: got %v, want %v", tc.token, tc.remote, tc.auth, got, tc.want)
 		}
 	}
@@ -39,16 +36,15 @@ func TestAdminMayChange(t *testing.T) {
 
 // TestRefuseAdmin: the refusal names the fix.
 func TestRefuseAdmin(t *testing.T) {
-	a := &App{}
-	a.cfg.Store(&config.Config{})
+	a := newAuth(func() string { return "" }, nil)
 	w := httptest.NewRecorder()
-	a.refuseAdmin(w)
+	a.refuse(w)
 	if w.Code != 403 || !strings.Contains(w.Body.String(), "admin_token") {
 		t.Errorf("got %d %q", w.Code, w.Body.String())
 	}
 	r := httptest.NewRequest("GET", "/", nil)
 	r.RemoteAddr = "10.1.1.1:1"
-	if a.adminMaySeePrivate(r) {
+	if a.maySeePrivate(r) {
 		t.Error("a remote request without a token sees private names")
 	}
 }

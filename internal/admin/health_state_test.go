@@ -1,4 +1,4 @@
-package app
+package admin
 
 import (
 	"testing"
@@ -21,18 +21,18 @@ func TestUpstreamState(t *testing.T) {
 		state, reason string
 		since, next   time.Time
 	}{
-		{"not probed", upstream.Health{Probe: upstream.ProbeState{State: upstream.ProbeUnknown}}, stateUnknown, "", time.Time{}, time.Time{}},
-		{"up", upstream.Health{Probe: up}, stateUp, "", since, next},
+		{"not probed", upstream.Health{Probe: upstream.ProbeState{State: upstream.ProbeUnknown}}, StateUnknown, "", time.Time{}, time.Time{}},
+		{"up", upstream.Health{Probe: up}, StateUp, "", since, next},
 		{"probe failed", upstream.Health{Probe: upstream.ProbeState{State: upstream.ProbeDown, Reason: "connection refused", Since: since, NextProbe: next}},
-			stateStaleServing, "connection refused", since, next},
+			StateStaleServing, "connection refused", since, next},
 		{"manifests breaker", upstream.Health{Probe: up, Breakers: []upstream.BreakerState{{Scope: "manifests", Open: true, LastError: "503", Since: since, NextProbe: next}}},
-			stateStaleServing, "503", since, next},
+			StateStaleServing, "503", since, next},
 		{"cdn breaker", upstream.Health{Probe: up, Breakers: []upstream.BreakerState{{Scope: "blobs"}, {Scope: "cdn x.example", Open: true, LastError: "reset", Since: since, NextProbe: next}}},
-			stateBreakerOpen, "reset", since, next},
+			StateBreakerOpen, "reset", since, next},
 		{"429", upstream.Health{Probe: up, LimitedUntil: now.Add(time.Minute), Limited: []upstream.LimitState{{Kind: upstream.KindManifestGet, Until: now.Add(time.Minute)}}},
-			stateRateLimited, "429 for manifest GET", time.Time{}, now.Add(time.Minute)},
+			StateRateLimited, "429 for manifest GET", time.Time{}, now.Add(time.Minute)},
 		{"down beats 429", upstream.Health{Probe: upstream.ProbeState{State: upstream.ProbeDown, Reason: "timeout", Since: since}, LimitedUntil: now.Add(time.Minute)},
-			stateStaleServing, "timeout", since, time.Time{}},
+			StateStaleServing, "timeout", since, time.Time{}},
 	}
 	for _, tt := range tests {
 		state, text, reason, s, n := upstreamState(tt.h, now)

@@ -1,4 +1,4 @@
-package app
+package admin
 
 import (
 	"context"
@@ -9,21 +9,20 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
 // Upstream states, as /status, the dashboard, `regcache status` and
 // regcache_upstream_state (with _ for -) name them.
 const (
-	stateUnknown      = "unknown"       // not probed yet, no request answered
-	stateUp           = "up"            //
-	stateRateLimited  = "rate-limited"  // a 429 holds some kinds of request back
-	stateBreakerOpen  = "breaker-open"  // an endpoint family (blobs, a CDN host) fails fast
-	stateStaleServing = "stale-serving" // unreachable: content is served from the cache
+	StateUnknown      = "unknown"       // not probed yet, no request answered
+	StateUp           = "up"            //
+	StateRateLimited  = "rate-limited"  // a 429 holds some kinds of request back
+	StateBreakerOpen  = "breaker-open"  // an endpoint family (blobs, a CDN host) fails fast
+	StateStaleServing = "stale-serving" // unreachable: content is served from the cache
 	// The upstream refuses the configured credentials: every pull through
 	// it fails (and engines with a fallback go around the mirror).
-	stateCredsRejected = "credentials-rejected"
+	StateCredsRejected = "credentials-rejected"
 )
 
 // upstreamState words an upstream's health: the state, why, since when,
@@ -45,16 +44,16 @@ func upstreamState(h upstream.Health, now time.Time) (state, text, reason string
 	}
 	switch {
 	case p.State == upstream.ProbeDown:
-		return stateStaleServing, "unreachable, serving from cache", p.Reason, p.Since, p.NextProbe
+		return StateStaleServing, "unreachable, serving from cache", p.Reason, p.Since, p.NextProbe
 	case h.Credentials.Rejected:
-		return stateCredsRejected, "credentials rejected: pulls through it fail, and engines with a fallback pull around the mirror (fix the password or token)",
+		return StateCredsRejected, "credentials rejected: pulls through it fail, and engines with a fallback pull around the mirror (fix the password or token)",
 			h.Credentials.Reason, h.Credentials.Since, p.NextProbe
 	case registryBreaker != nil:
 		b := registryBreaker
-		return stateStaleServing, "failing (" + b.Scope + " breaker open), serving from cache", b.LastError, b.Since, b.NextProbe
+		return StateStaleServing, "failing (" + b.Scope + " breaker open), serving from cache", b.LastError, b.Since, b.NextProbe
 	case otherBreaker != nil:
 		b := otherBreaker
-		return stateBreakerOpen, b.Scope + " breaker open", b.LastError, b.Since, b.NextProbe
+		return StateBreakerOpen, b.Scope + " breaker open", b.LastError, b.Since, b.NextProbe
 	case !h.LimitedUntil.IsZero():
 		var kinds []string
 		for _, l := range h.Limited {
@@ -64,33 +63,33 @@ func upstreamState(h upstream.Health, now time.Time) (state, text, reason string
 		if left := h.LimitedUntil.Sub(now); left > 0 {
 			text += " (" + left.Round(time.Second).String() + ")"
 		}
-		return stateRateLimited, text, "429 for " + strings.Join(kinds, ", "), time.Time{}, h.LimitedUntil
+		return StateRateLimited, text, "429 for " + strings.Join(kinds, ", "), time.Time{}, h.LimitedUntil
 	case p.State == upstream.ProbeUnknown:
-		return stateUnknown, "not probed yet", "", time.Time{}, p.NextProbe
+		return StateUnknown, "not probed yet", "", time.Time{}, p.NextProbe
 	}
-	return stateUp, "up", "", p.Since, p.NextProbe
+	return StateUp, "up", "", p.Since, p.NextProbe
 }
 
 // Reasons for a degraded mirror: regcache_degraded's reason label and
 // /status's reasons, one per sentence of degraded.
 const (
-	reasonCredentials  = "credentials_rejected"      // an upstream refuses the configured credentials
-	reasonDiskFull     = "disk_full"                 // the cache disk is under its free-space floor
-	reasonCapUnreached = "cap_unreachable"           // storage.max_size is more than the disk can hold
-	reasonEmptyDown    = "empty_cache_upstream_down" // an upstream is unreachable and nothing is cached
-	reasonNotWritable  = "not_writable"              // the cache directory cannot be written
-	reasonUnreachable  = "upstream_unreachable"      // an upstream is unreachable; the cache answers
-	reasonBreakerOpen  = "breaker_open"              // an endpoint family fails fast
-	reasonRateLimited  = "rate_limited"              // a 429 holds some requests back
+	ReasonCredentials  = "credentials_rejected"      // an upstream refuses the configured credentials
+	ReasonDiskFull     = "disk_full"                 // the cache disk is under its free-space floor
+	ReasonCapUnreached = "cap_unreachable"           // storage.max_size is more than the disk can hold
+	ReasonEmptyDown    = "empty_cache_upstream_down" // an upstream is unreachable and nothing is cached
+	ReasonNotWritable  = "not_writable"              // the cache directory cannot be written
+	ReasonUnreachable  = "upstream_unreachable"      // an upstream is unreachable; the cache answers
+	ReasonBreakerOpen  = "breaker_open"              // an endpoint family fails fast
+	ReasonRateLimited  = "rate_limited"              // a 429 holds some requests back
 )
 
 // degradedReasons is the closed set of regcache_degraded's reason label.
-var degradedReasons = []string{reasonCredentials, reasonDiskFull, reasonCapUnreached, reasonEmptyDown,
-	reasonNotWritable, reasonUnreachable, reasonBreakerOpen, reasonRateLimited}
+var degradedReasons = []string{ReasonCredentials, ReasonDiskFull, ReasonCapUnreached, ReasonEmptyDown,
+	ReasonNotWritable, ReasonUnreachable, ReasonBreakerOpen, ReasonRateLimited}
 
 // unready are the reasons /readyz answers 503 for: pulls fail (or go
 // around the mirror) rather than being served from the cache.
-var unready = map[string]bool{reasonCredentials: true, reasonDiskFull: true, reasonCapUnreached: true, reasonEmptyDown: true}
+var unready = map[string]bool{ReasonCredentials: true, ReasonDiskFull: true, ReasonCapUnreached: true, ReasonEmptyDown: true}
 
 // problem is one degraded condition.
 type problem struct {
@@ -109,18 +108,18 @@ func diskFloor(fsSize int64) int64 { return min(fsSize/20, 1<<30) }
 func diskProblems(free, fsSize, cached, maxSize int64, capApplies bool) []problem {
 	var out []problem
 	if floor := diskFloor(fsSize); free < floor {
-		out = append(out, problem{reasonDiskFull, fmt.Sprintf("the cache disk is full: %s free, under the floor of %s (5%% of the disk, at most 1 GiB); new layers fail with 507 until space is freed or storage.max_size lowered",
-			humanBytes(free), humanBytes(floor))})
+		out = append(out, problem{ReasonDiskFull, fmt.Sprintf("the cache disk is full: %s free, under the floor of %s (5%% of the disk, at most 1 GiB); new layers fail with 507 until space is freed or storage.max_size lowered",
+			HumanBytes(free), HumanBytes(floor))})
 	}
 	if capApplies && maxSize > 0 && cached+free < maxSize {
-		out = append(out, problem{reasonCapUnreached, fmt.Sprintf("storage.max_size %s cannot be reached: the cache holds %s and the disk has %s free, so the disk fills before eviction starts; lower storage.max_size or free the disk (a percentage is applied to what the cache can use when it starts)",
-			humanBytes(maxSize), humanBytes(cached), humanBytes(free))})
+		out = append(out, problem{ReasonCapUnreached, fmt.Sprintf("storage.max_size %s cannot be reached: the cache holds %s and the disk has %s free, so the disk fills before eviction starts; lower storage.max_size or free the disk (a percentage is applied to what the cache can use when it starts)",
+			HumanBytes(maxSize), HumanBytes(cached), HumanBytes(free))})
 	}
 	return out
 }
 
-// humanBytes writes n in binary units, e.g. 1.5 GiB.
-func humanBytes(n int64) string {
+// HumanBytes writes n in binary units, e.g. 1.5 GiB.
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
@@ -133,8 +132,8 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// fsSize is the size of the file system holding dir.
-func fsSize(dir string) (int64, error) {
+// DiskSize is the size of the file system holding dir.
+func DiskSize(dir string) (int64, error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, err
@@ -143,45 +142,45 @@ func fsSize(dir string) (int64, error) {
 }
 
 // problems lists what is degraded, worst first; none when healthy.
-func (a *App) problems(st Status) []problem {
+func (a *Admin) problems(st Status) []problem {
 	var out []problem
 	for _, u := range st.Upstreams {
-		if u.State == stateCredsRejected {
-			out = append(out, problem{reasonCredentials, upstreamSentence(u)})
+		if u.State == StateCredsRejected {
+			out = append(out, problem{ReasonCredentials, upstreamSentence(u)})
 		}
 	}
-	if free, err := a.store.Available(); err == nil {
-		size, err := fsSize(a.config().Data)
+	if free, err := a.src.Store().Available(); err == nil {
+		size, err := DiskSize(a.src.Config().Data)
 		if err != nil {
 			size = free
 		}
-		out = append(out, diskProblems(free, size, st.Cache.Bytes, st.Cache.MaxBytes, a.localStore())...)
+		out = append(out, diskProblems(free, size, st.Cache.Bytes, st.Cache.MaxBytes, a.src.LocalStore())...)
 	}
 	empty := a.empty()
 	for _, u := range st.Upstreams {
-		if u.State == stateStaleServing && empty {
-			out = append(out, problem{reasonEmptyDown, upstreamSentence(u)})
+		if u.State == StateStaleServing && empty {
+			out = append(out, problem{ReasonEmptyDown, upstreamSentence(u)})
 		}
 	}
-	if err := a.store.Writable(context.Background()); err != nil {
-		out = append(out, problem{reasonNotWritable, fmt.Sprintf("the cache directory is not writable, so nothing new is cached (hits and uncached pulls are still served): %v", err)})
+	if err := a.src.Store().Writable(context.Background()); err != nil {
+		out = append(out, problem{ReasonNotWritable, fmt.Sprintf("the cache directory is not writable, so nothing new is cached (hits and uncached pulls are still served): %v", err)})
 	}
 	for _, u := range st.Upstreams {
 		switch {
-		case u.State == stateStaleServing && !empty:
-			out = append(out, problem{reasonUnreachable, upstreamSentence(u)})
-		case u.State == stateBreakerOpen:
-			out = append(out, problem{reasonBreakerOpen, upstreamSentence(u)})
-		case u.State == stateRateLimited:
-			out = append(out, problem{reasonRateLimited, upstreamSentence(u)})
+		case u.State == StateStaleServing && !empty:
+			out = append(out, problem{ReasonUnreachable, upstreamSentence(u)})
+		case u.State == StateBreakerOpen:
+			out = append(out, problem{ReasonBreakerOpen, upstreamSentence(u)})
+		case u.State == StateRateLimited:
+			out = append(out, problem{ReasonRateLimited, upstreamSentence(u)})
 		}
 	}
 	return out
 }
 
 // empty reports that the cache holds nothing to serve.
-func (a *App) empty() bool {
-	t := a.totals()
+func (a *Admin) empty() bool {
+	t := a.src.Totals()
 	return t.Blobs == 0 && t.Manifests == 0
 }
 
@@ -205,9 +204,9 @@ func upstreamSentence(u UpstreamStatus) string {
 // cap unreachable, nothing cached while an upstream is down); 200 with a
 // body that says what is degraded otherwise (an unreachable upstream with
 // content cached, a read-only cache directory).
-func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
+func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if err := a.store.Readable(r.Context()); err != nil {
+	if err := a.src.Store().Readable(r.Context()); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "not ready: the cache store cannot be read: %v\n", err)
 		return
@@ -226,11 +225,4 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 	for _, d := range st.Degraded {
 		fmt.Fprintln(w, "- "+d)
 	}
-}
-
-// localStore reports whether content is on the local disk (not S3): only
-// there does storage.max_size bound what the disk holds.
-func (a *App) localStore() bool {
-	_, ok := a.store.(*disk.Store)
-	return ok
 }

@@ -1,4 +1,4 @@
-package app
+package admin
 
 import (
 	"context"
@@ -27,7 +27,7 @@ type sample struct {
 	fetched    int64 // fetched from upstreams by fills
 	cacheBytes int64
 	maxBytes   int64
-	remaining  []int32 // per upstream (a.upstreams' order); -1 unknown
+	remaining  []int32 // per upstream (Source.Upstreams' order); -1 unknown
 }
 
 // history is a ring of the last samples.
@@ -82,14 +82,14 @@ func (h *history) run(ctx context.Context, every time.Duration, take func() samp
 }
 
 // sample reads the counters and gauges now.
-func (a *App) sample() sample {
+func (a *Admin) sample() sample {
 	t := a.stats.totals()
 	s := sample{t: time.Now(), results: t.Results, bytesCache: t.BytesCache,
-		cacheBytes: a.totals().Bytes(), maxBytes: a.maxSize.Load()}
-	for _, n := range a.fills.Totals().Fetched {
+		cacheBytes: a.src.Totals().Bytes(), maxBytes: a.src.MaxSize()}
+	for _, n := range a.src.Fills().Totals().Fetched {
 		s.fetched += n
 	}
-	for _, u := range a.upstreams {
+	for _, u := range a.src.Upstreams() {
 		r := int32(-1)
 		if rl := u.Client.RateLimit(); !rl.Updated.IsZero() {
 			r = int32(rl.Remaining)
@@ -102,7 +102,7 @@ func (a *App) sample() sample {
 // chart turns the samples of the last span, and the live one, into the
 // page's series: rates per second between points for counters, values for
 // gauges.
-func (a *App) chart(span time.Duration) *ui.History {
+func (a *Admin) chart(span time.Duration) *ui.History {
 	now := a.sample()
 	pts := append(a.history.since(now.t.Add(-span)), now)
 	if stride := (len(pts) + maxChartPoints - 1) / maxChartPoints; stride > 1 {
@@ -112,42 +112,53 @@ func (a *App) chart(span time.Duration) *ui.History {
 		}
 		pts = thin
 	}
+	var names []string
+	for _, u := range a.src.Upstreams() {
+		names = append(names, u.Name)
+	}
+	return series(pts, names, span)
+}
+
+// series is the charts of pts; names are the upstreams in the samples'
+// order of remaining.
+func series(pts []sample, names []string, span time.Duration) *ui.History {
 	h := &ui.History{Span: span.String(), Step: historyEvery.Seconds(), Results: map[string][]float64{}, Remaining: map[string][]float64{}}
 	for _, r := range results {
 		h.Results[r] = []float64{}
 	}
-	for _, u := range a.upstreams {
-		h.Remaining[u.Name] = []float64{}
+	for _, n := range names {
+		h.Remaining[n] = []float64{}
 	}
 	for i, p := range pts {
 		h.Times = append(h.Times, p.t.UnixMilli())
 		h.CacheBytes = append(h.CacheBytes, float64(p.cacheBytes))
 		h.MaxBytes = float64(p.maxBytes)
-		for j, u := range a.upstreams {
+		for j, n := range names {
 			v := -1.0
 			if j < len(p.remaining) {
 				v = float64(p.remaining[j])
 			}
-			h.Remaining[u.Name] = append(h.Remaining[u.Name], v)
+			h.Remaining[n] = append(h.Remaining[n], v)
 		}
-		if i == 0 {
-			for _, r := range results {
-				h.Results[r] = append(h.Results[r], 0)
-			}
-			h.BytesCache = append(h.BytesCache, 0)
-			h.BytesUpstream = append(h.BytesUpstream, 0)
-			continue
+		prev := p // the first point has no rate yet
+		if i > 0 {
+			prev = pts[i-1]
 		}
-		prev := pts[i-1]
-		secs := p.t.Sub(prev.t).Seconds()
-		if secs <= 0 {
-			secs = 1
-		}
-		for k, r := range results {
-			h.Results[r] = append(h.Results[r], float64(p.results[k]-prev.results[k])/secs)
-		}
-		h.BytesCache = append(h.BytesCache, float64(p.bytesCache-prev.bytesCache)/secs)
-		h.BytesUpstream = append(h.BytesUpstream, float64(p.fetched-prev.fetched)/secs)
+		rates(h, prev, p)
 	}
 	return h
+}
+
+// rates adds the counters' rates per second from prev to p (0 when p is
+// prev: the first point).
+func rates(h *ui.History, prev, p sample) {
+	secs := p.t.Sub(prev.t).Seconds()
+	if secs <= 0 {
+		secs = 1
+	}
+	for k, r := range results {
+		h.Results[r] = append(h.Results[r], float64(p.results[k]-prev.results[k])/secs)
+	}
+	h.BytesCache = append(h.BytesCache, float64(p.bytesCache-prev.bytesCache)/secs)
+	h.BytesUpstream = append(h.BytesUpstream, float64(p.fetched-prev.fetched)/secs)
 }

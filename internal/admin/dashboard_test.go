@@ -1,8 +1,9 @@
-package app
+package admin
 
 import (
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,8 +14,11 @@ import (
 )
 
 func TestDashboardTotals(t *testing.T) {
-	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": "http://127.0.0.1:1", "REGCACHE_UPSTREAM_NAME": "docker.io"})
-	ix := m.App.index
+	ix, err := cacheindex.Open(filepath.Join(t.TempDir(), "index.db"), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
 	for i, size := range []int64{10, 20, 30} {
 		if err := ix.PutBlob(digest.FromString(string(rune('a'+i))), size); err != nil {
 			t.Fatal(err)
@@ -25,7 +29,7 @@ func TestDashboardTotals(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c, err := m.App.cacheTotals()
+	c, err := countIndex(ix)
 	if err != nil {
 		t.Fatal(err)
 	}

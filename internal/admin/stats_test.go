@@ -1,4 +1,4 @@
-package app
+package admin
 
 import (
 	"fmt"
@@ -86,7 +86,7 @@ func TestStatsResults(t *testing.T) {
 // BenchmarkStatsObserve is the dashboard's cost per answered request (the
 // registry's observer), from 32 goroutines over 1000 repositories:
 //
-//	go test -run '^$' -bench BenchmarkStatsObserve -count 6 ./internal/app
+//	go test -run '^$' -bench BenchmarkStatsObserve -count 6 ./internal/admin
 func BenchmarkStatsObserve(b *testing.B) {
 	s := newStats(nil, map[string]bool{})
 	repos := make([]string, 1000)

@@ -1,0 +1,56 @@
+package app
+
+import (
+	"github.com/regcache/regcache/internal/admin"
+	"github.com/regcache/regcache/internal/blobstore/disk"
+	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/config"
+)
+
+// adminSource is the running mirror as the admin surface reads it.
+type adminSource App
+
+var _ admin.Source = (*adminSource)(nil)
+
+func (s *adminSource) app() *App { return (*App)(s) }
+
+// Config is the configuration in effect.
+func (s *adminSource) Config() config.Config { return s.app().config() }
+
+// Totals are the index's totals.
+func (s *adminSource) Totals() cacheindex.Totals { return s.app().totals() }
+
+// MaxSize is storage.max_size in effect.
+func (s *adminSource) MaxSize() int64 { return s.maxSize.Load() }
+
+// Settings are the options in effect, as the running parts hold them.
+func (s *adminSource) Settings() map[string]string { return s.app().settingsInEffect() }
+
+// Store is the content store.
+func (s *adminSource) Store() admin.Store { return s.store }
+
+// LocalStore reports that content is on the local disk (not S3).
+func (s *adminSource) LocalStore() bool {
+	_, ok := s.store.(*disk.Store)
+	return ok
+}
+
+// Upstreams are the upstreams with the content service's view of each.
+func (s *adminSource) Upstreams() []admin.Upstream {
+	out := make([]admin.Upstream, 0, len(s.upstreams))
+	for _, u := range s.upstreams {
+		au := admin.Upstream{Name: u.Name, Client: u.Client}
+		if s.content != nil {
+			au.Reserve = s.content.Reserve(u)
+			if len(u.Fallback) > 0 {
+				fb := s.content.Fallback(u)
+				au.Fallback = &fb
+			}
+		}
+		out = append(out, au)
+	}
+	return out
+}
+
+// Fills are the upstream fetches.
+func (s *adminSource) Fills() admin.Fills { return s.fills }
