@@ -34,6 +34,7 @@ import (
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/registry"
+	"github.com/regcache/regcache/internal/rules"
 	"github.com/regcache/regcache/internal/ui"
 	"github.com/regcache/regcache/internal/upstream"
 )
@@ -74,6 +75,7 @@ type App struct {
 	maxSize  atomic.Int64                     // storage.max_size in bytes, read by commits as they land
 	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
 	scrub    *cache.Scrub
+	pins     pinState // pinned images' bytes, as the last eviction pass found them
 
 	started time.Time
 	stats   *stats   // requests served, for the dashboard and status
@@ -172,6 +174,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_fills_active", Help: "Upstream blob fetches running."},
 		func() float64 { return float64(a.fills.Active()) }))
 	a.registerScrubMetrics()
+	a.registerPinMetrics()
 	acc, err := newAccess(cfg, a.upstreams, log)
 	if err != nil {
 		a.Close()
@@ -187,8 +190,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	m := metrics.New(a.metrics)
 	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics, results, sources, a.upstreamNames()), credentialed(cfg)), newHistory(historySamples)
 	metrics.RegisterState(a.metrics, a.metricsState)
+	ruleSet, err := rules.Compile(cfg.Rules)
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	a.content = mirror.New(store, index, a.fills, a.upstreams, append([]mirror.Option{
-		mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
+		mirror.WithRules(ruleSet), mirror.WithMetrics(m), mirror.WithLogger(log), mirror.WithFreshness(cfg.Freshness),
 		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel),
 		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent)}, clusterOptions(cfg, store, a.cluster)...)...)
 	a.registry = registry.New(a.content,

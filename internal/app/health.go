@@ -73,6 +73,7 @@ func (a *App) degraded(st Status) []string {
 	if err := a.store.Writable(context.Background()); err != nil {
 		out = append(out, fmt.Sprintf("the cache directory is not writable, so nothing new is cached (hits and uncached pulls are still served): %v", err))
 	}
+	out = append(out, a.pinnedOverCap()...)
 	for _, u := range st.Upstreams {
 		if !degradedState(u.State) {
 			continue

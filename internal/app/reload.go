@@ -43,6 +43,9 @@ func (a *App) Reload(next config.Config) (reloaded, restart []string, err error)
 	} else {
 		reloaded = append(reloaded, changed...)
 	}
+	if err := a.reloadRules(running, &eff); err != nil {
+		errs = append(errs, err)
+	}
 	if eff.Storage.MaxSize != a.maxSize.Load() {
 		a.maxSize.Store(eff.Storage.MaxSize)
 		reloaded = append(reloaded, fmt.Sprintf("storage.max_size (%d bytes)", eff.Storage.MaxSize))

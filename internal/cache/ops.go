@@ -55,6 +55,9 @@ type ImageEntry struct {
 	// Stored is false when the tag's manifest is not in the store (the
 	// next pull fetches it).
 	Stored bool `json:"stored"`
+	// Rule is the rule that applies to the tag ("rules[2]
+	// docker.io/library/*:*"), when the caller knows the rules.
+	Rule string `json:"rule,omitempty"`
 }
 
 // BlobRow is one blob of `cache ls --blobs`.
@@ -194,6 +197,12 @@ type OpsConfig struct {
 	// Totals, when set, are the index's totals (a shared index's count);
 	// else the index's own, or a scan.
 	Totals func() cacheindex.Totals
+	// Rule names the rule that applies to a tag, "" for none (the
+	// configuration's rules; nil when they are not known).
+	Rule func(upstream, repo, tag string) string
+	// Pinned are the manifests rules pin: a prune keeps their images, as
+	// eviction does.
+	Pinned func() (map[digest.Digest]bool, error)
 }
 
 // NewOps returns the cache operations on store and index.
@@ -342,7 +351,11 @@ func (o *Ops) List(_ context.Context, opt ListOptions) (Listing, error) {
 	// read transaction would open another while one is open, which waits
 	// forever behind a commit that remaps the file.
 	err := o.repoTags(opt.Upstream, opt.Repository, func(up, repo, tag string, e cacheindex.TagEntry) error {
-		l.Images = append(l.Images, ImageEntry{Upstream: up, Repository: repo, Tag: tag, Digest: e.Digest, MediaType: e.MediaType, Fetched: e.Fetched, Checked: e.Checked})
+		im := ImageEntry{Upstream: up, Repository: repo, Tag: tag, Digest: e.Digest, MediaType: e.MediaType, Fetched: e.Fetched, Checked: e.Checked}
+		if o.Rule != nil {
+			im.Rule = o.Rule(up, repo, tag)
+		}
+		l.Images = append(l.Images, im)
 		return nil
 	})
 	if err != nil {
@@ -618,7 +631,14 @@ func (o *Ops) Prune(ctx context.Context, req PruneRequest) (PruneResult, error) 
 			return PruneResult{}, err
 		}
 	}
-	plan, err := o.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: req.ToSize, LowWater: req.ToSize, MaxAge: req.OlderThan, Protected: protected}, o.Now())
+	var pinned map[digest.Digest]bool
+	if o.Pinned != nil {
+		var err error
+		if pinned, err = o.Pinned(); err != nil {
+			return PruneResult{}, err
+		}
+	}
+	plan, err := o.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: req.ToSize, LowWater: req.ToSize, MaxAge: req.OlderThan, Protected: protected, Pinned: pinned}, o.Now())
 	if err != nil {
 		return PruneResult{}, err
 	}

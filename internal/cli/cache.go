@@ -184,7 +184,7 @@ func printListing(w io.Writer, l cache.Listing, opt cache.ListOptions) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", b.Digest, humanBytes(b.Size), fmtTime(b.LastAccess), fmtTime(b.Created))
 		}
 	} else {
-		fmt.Fprintln(tw, "UPSTREAM\tREPOSITORY\tTAG\tDIGEST\tSIZE\tLAST USE\tFETCHED\tCHECKED")
+		fmt.Fprintln(tw, "UPSTREAM\tREPOSITORY\tTAG\tDIGEST\tSIZE\tLAST USE\tFETCHED\tCHECKED\tRULE")
 		for _, im := range l.Images {
 			size := humanBytes(im.Size)
 			switch {
@@ -193,8 +193,12 @@ func printListing(w io.Writer, l cache.Listing, opt cache.ListOptions) error {
 			case im.Missing > 0:
 				size += fmt.Sprintf(" (%d blobs not stored)", im.Missing)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Upstream, im.Repository, im.Tag, im.Digest, size,
-				fmtTime(im.LastUse), fmtTime(im.Fetched), fmtTime(im.Checked))
+			rule := im.Rule
+			if rule == "" {
+				rule = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Upstream, im.Repository, im.Tag, im.Digest, size,
+				fmtTime(im.LastUse), fmtTime(im.Fetched), fmtTime(im.Checked), rule)
 		}
 	}
 	if err := tw.Flush(); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/regcache/regcache/internal/redact"
+	"github.com/regcache/regcache/internal/rules"
 )
 
 // Config is regcache's whole configuration, as read by Load. main splits it
@@ -71,6 +72,9 @@ type Config struct {
 	TLS TLS
 	// Log selects log level and format (yaml log).
 	Log Log
+	// Rules are per upstream/repository/tag settings, first match wins
+	// (yaml rules; see internal/rules and docs/operations.md).
+	Rules []rules.Rule
 
 	// File is the configuration file Load read: the one --config or
 	// REGCACHE_CONFIG names, or the one REGCACHE_CONFIG_SEARCH found; "" for

@@ -7,9 +7,13 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/regcache/regcache/internal/rules"
 )
 
 // fileConfig is the YAML file's shape. Leaves are *string, so a value is
@@ -69,6 +73,52 @@ type fileConfig struct {
 		Level  *string `yaml:"level"`
 		Format *string `yaml:"format"`
 	} `yaml:"log"`
+	Rules *[]fileRule `yaml:"rules"`
+}
+
+// fileRule is one entry of the YAML rules list; values are text, parsed
+// here so an error names the rule's index and field.
+type fileRule struct {
+	Match     *string `yaml:"match"`
+	Freshness *string `yaml:"freshness"`
+	MaxAge    *string `yaml:"max_age"`
+	Immutable *string `yaml:"immutable"`
+	Pin       *string `yaml:"pin"`
+}
+
+// rule converts a YAML entry; key is its path for errors (rules[2]).
+func (fr fileRule) rule(key string) (rules.Rule, error) {
+	var r rules.Rule
+	var errs []error
+	if fr.Match == nil || strings.TrimSpace(*fr.Match) == "" {
+		errs = append(errs, fmt.Errorf("config: %s.match: missing", key))
+	} else {
+		r.Match = strings.TrimSpace(*fr.Match)
+	}
+	dur := func(field string, v *string) *time.Duration {
+		if v == nil {
+			return nil
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(*v))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %s.%s: %w", key, field, invalidDuration(*v)))
+			return nil
+		}
+		return &d
+	}
+	flag := func(field string, v *string) bool {
+		if v == nil {
+			return false
+		}
+		b, err := strconv.ParseBool(strings.TrimSpace(*v))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %s.%s: want true or false, got %q", key, field, *v))
+		}
+		return b
+	}
+	r.Freshness, r.MaxAge = dur("freshness", fr.Freshness), dur("max_age", fr.MaxAge)
+	r.Immutable, r.Pin = flag("immutable", fr.Immutable), flag("pin", fr.Pin)
+	return r, errors.Join(errs...)
 }
 
 // fileUpstream is one entry of the YAML upstreams list.
@@ -156,6 +206,14 @@ func applyFile(c *Config, path string) error {
 	}
 	if f.Access.Users != nil {
 		c.Access.Users = *f.Access.Users
+	}
+	if f.Rules != nil {
+		c.Rules = nil
+		for i, fr := range *f.Rules {
+			r, err := fr.rule(fmt.Sprintf("rules[%d]", i))
+			errs = append(errs, err)
+			c.Rules = append(c.Rules, r)
+		}
 	}
 	if f.Upstreams != nil {
 		c.Upstreams = nil

@@ -41,6 +41,9 @@ func (s *Service) Manifest(ctx context.Context, req Request, ref oci.Reference) 
 	if req.Background {
 		ctx = background(ctx)
 	}
+	if a, ok := s.rules.Load().Match(rt.up.Name, rt.repo, ref.Tag); ok {
+		out.Rule = a.String()
+	}
 	var m *Manifest
 	if ref.IsDigest() {
 		m, err = s.manifestByDigest(ctx, rt, ref.Digest, accept, &out)
@@ -94,8 +97,9 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 	}
 	// A tag a fallback member gave is asked of the upstream each time (a
 	// HEAD, not counted; free while its breaker is open), so its own
-	// answer wins as soon as it is back.
-	if s.now().Sub(e.Checked) < s.freshness && e.Source == "" {
+	// answer wins as soon as it is back. An immutable tag (rules) is
+	// never asked again.
+	if fresh, _, _ := s.tagFreshness(rt, tag); s.now().Sub(e.Checked) < fresh && e.Source == "" {
 		out.Cache = "hit"
 		return cached, nil
 	}
@@ -174,8 +178,9 @@ func (s *Service) putTag(rt route, tag string, e cacheindex.TagEntry) error {
 // check when the digest is unchanged.
 func (s *Service) revalidate(ctx context.Context, rt route, tag string, accept []string) (upstream.Descriptor, error) {
 	key := "head\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
+	freshness, _, _ := s.tagFreshness(rt, tag)
 	fresh := func() (any, bool) {
-		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness && e.Source == "" {
+		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < freshness && e.Source == "" {
 			return upstream.Descriptor{Digest: e.Digest, MediaType: e.MediaType, Size: e.Size}, true
 		}
 		return nil, false
@@ -211,8 +216,9 @@ func (s *Service) revalidateOnce(ctx context.Context, rt route, tag string, acce
 // flight, so a request arriving just after it finds the tag).
 func (s *Service) fetchTag(ctx context.Context, rt route, tag string, accept []string) (*Manifest, error) {
 	key := "tag\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
+	freshness, _, _ := s.tagFreshness(rt, tag)
 	fresh := func() (any, bool) {
-		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness {
+		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < freshness {
 			if m, err := s.storedManifest(ctx, e.Digest); err == nil {
 				return m, true
 			}

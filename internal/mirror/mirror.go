@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -26,6 +27,7 @@ import (
 	"github.com/regcache/regcache/internal/defaults"
 	"github.com/regcache/regcache/internal/fill"
 	"github.com/regcache/regcache/internal/metrics"
+	"github.com/regcache/regcache/internal/rules"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
@@ -82,6 +84,9 @@ type Outcome struct {
 	// Joined is set on a miss that joined a fill another request started
 	// (a coalesced miss: the upstream was not asked again for it).
 	Joined bool
+	// Rule names the rule that applied to a manifest request ("rules[2]
+	// docker.io/library/*:*"), "" when none did.
+	Rule string
 }
 
 // Service is the content service.
@@ -109,6 +114,8 @@ type Service struct {
 	flights singleflight.Group // manifest fetches, tag revalidations, listings
 
 	mem *memory // the warm hit path: manifests, tags, holdings
+
+	rules atomic.Pointer[rules.Set] // per-repository freshness and immutability
 
 	fbState            // what the fallback chains answered
 	sources BlobSource // nil: fills read the upstream
