@@ -20,6 +20,7 @@ import (
 //	GET  /cache/ls?upstream=&repository=&sort=&blobs=1   Listing (names repositories: loopback or token)
 //	GET  /cache/stats                                     CacheStats
 //	POST /cache/rm      RemoveRequest                     RemoveResult
+//	POST /cache/invalidate InvalidateRequest              InvalidateResult
 //	POST /cache/prune   PruneRequest                      PruneResult
 //	POST /cache/verify                                    VerifyEvent lines (NDJSON), then {"report": VerifyReport}
 //
@@ -38,6 +39,7 @@ func (a *App) cacheRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /cache/ls", a.serveCacheList)
 	mux.HandleFunc("GET /cache/stats", a.serveCacheStats)
 	mux.HandleFunc("POST /cache/rm", a.serveCacheRemove)
+	mux.HandleFunc("POST /cache/invalidate", a.serveCacheInvalidate)
 	mux.HandleFunc("POST /cache/prune", a.serveCachePrune)
 	mux.HandleFunc("POST /cache/verify", a.serveCacheVerify)
 }
@@ -120,6 +122,24 @@ func (a *App) serveCacheRemove(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// A name that matches nothing (or too much) is the caller's to fix.
 		a.cacheError(w, err, true)
+		return
+	}
+	writeJSON(w, res)
+}
+
+func (a *App) serveCacheInvalidate(w http.ResponseWriter, r *http.Request) {
+	if !a.adminMayChange(r) {
+		a.refuseAdmin(w)
+		return
+	}
+	var req cache.InvalidateRequest
+	if err := decodeCacheRequest(r, &req); err != nil {
+		a.cacheError(w, err, true)
+		return
+	}
+	res, err := a.ops.Invalidate(r.Context(), req)
+	if err != nil {
+		a.cacheError(w, err, true) // a name that matches nothing (or too much)
 		return
 	}
 	writeJSON(w, res)

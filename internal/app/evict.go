@@ -119,6 +119,11 @@ func (a *App) newOps() *cache.Ops {
 			_, p, err := a.downProtected()
 			return p, err
 		},
+		ForgetTag: func(upstream, repo, tag string) {
+			if a.content != nil {
+				a.content.ForgetTag(upstream, repo, tag)
+			}
+		},
 		Rule: a.ruleName,
 		Pinned: func() (map[digest.Digest]bool, error) {
 			p, _, err := a.rulePolicy(a.ruleSet())

@@ -193,6 +193,11 @@ func (c *Cache) Remove(ctx context.Context, req RemoveRequest) (RemoveResult, er
 	return c.ops.Remove(ctx, req)
 }
 
+// Invalidate answers `cache invalidate`.
+func (c *Cache) Invalidate(ctx context.Context, req InvalidateRequest) (InvalidateResult, error) {
+	return c.ops.Invalidate(ctx, req)
+}
+
 // Prune answers `cache prune`. Offline nothing is protected: whether an
 // upstream is reachable is not known here.
 func (c *Cache) Prune(ctx context.Context, req PruneRequest) (PruneResult, error) {

@@ -186,6 +186,9 @@ type OpsConfig struct {
 	Now func() time.Time
 	// Forget drops content the server holds in memory.
 	Forget func(...digest.Digest)
+	// ForgetTag drops a tag the server holds in memory (cache
+	// invalidate).
+	ForgetTag func(upstream, repo, tag string)
 	// Lock serialises changes with the server's eviction.
 	Lock *sync.Mutex
 	// Protected is the content of tags whose upstream is down (nil

@@ -38,7 +38,7 @@ On a stopped mirror they open its data directory (--data, or data of
 --config) directly. With neither --admin nor a free data directory, they
 try the admin address of the configuration and say so.
 
-Changes (rm, prune, verify) are taken from loopback only, or with the admin
+Changes (rm, invalidate, prune, verify) are taken from loopback only, or with the admin
 token when the server has one (--admin-token, REGCACHE_ADMIN_TOKEN).`,
 		Example: `  regcache cache ls --config /etc/regcache/regcache.yaml
   regcache cache ls --upstream docker.io --repository library/alpine --sort size
@@ -54,7 +54,7 @@ token when the server has one (--admin-token, REGCACHE_ADMIN_TOKEN).`,
 	pf.String("data", "", "cache directory, as the mirror's data setting (env REGCACHE_DATA, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY) (default ./data)")
 	pf.StringVar(&f.admin, "admin", "", "a running mirror's admin listener, host:port or URL (e.g. 127.0.0.1:5001); the commands then run there")
 	pf.String("admin-token", "", "the mirror's admin_token, for changes from another host (env REGCACHE_ADMIN_TOKEN)")
-	cmd.AddCommand(newCacheLsCmd(f), newCacheVerifyCmd(f), newCachePruneCmd(f), newCacheRmCmd(f), newCacheStatsCmd(f))
+	cmd.AddCommand(newCacheLsCmd(f), newCacheVerifyCmd(f), newCachePruneCmd(f), newCacheRmCmd(f), newCacheInvalidateCmd(f), newCacheStatsCmd(f))
 	return cmd
 }
 
@@ -431,6 +431,62 @@ entries; the next pull that needs it fetches it again.`,
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be removed, remove nothing")
 	return cmd
+}
+
+func newCacheInvalidateCmd(f *cacheFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "invalidate IMAGE[:TAG]...",
+		Short: "Make the next pull of a tag, or of every tag of a repository, ask the upstream",
+		Long: `Invalidate cached tags.
+
+A tag (alpine:3.20, ghcr.io/owner/app:1) is marked as never checked, and a
+running mirror drops it from memory, so its next pull asks the upstream
+(a HEAD; the manifest is fetched again only if the tag moved), whatever
+the freshness or an immutable rule says. A name without a tag
+(ghcr.io/owner/app) does this for every cached tag of the repository.
+Content stays: if the upstream cannot be reached, the tag is served from
+the cache as before, and other tags and pulls by digest are not touched.
+On a cluster, one call covers every replica: they share the index, and
+each reads a tag from it again at least once a second.`,
+		Example: `  regcache cache invalidate alpine:3.20
+  regcache cache invalidate --admin http://mirror:5001 ghcr.io/owner/app`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("name a tag (alpine:3.20) or a repository (ghcr.io/owner/app) to invalidate; regcache cache ls lists them")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var req cache.InvalidateRequest
+			for _, a := range args {
+				ref, err := oci.ParseImage(a)
+				if err != nil {
+					return err
+				}
+				if ref.Digest != "" {
+					return fmt.Errorf("%s: name a tag or a repository; content by digest never changes (cache rm deletes it)", a)
+				}
+				t := cache.RemoveTarget{Raw: a, Registry: ref.Registry, Repo: ref.Repo, Tag: ref.Tag}
+				if last := a[strings.LastIndex(a, "/")+1:]; !strings.Contains(last, ":") {
+					t.Tag = "" // no tag given: every tag of the repository
+				}
+				req.Targets = append(req.Targets, t)
+			}
+			c, err := openCache(cmd, f)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.Invalidate(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			for _, t := range res.Tags {
+				fmt.Fprintf(cmd.OutOrStdout(), "invalidated %s: the next pull asks the upstream\n", t)
+			}
+			return nil
+		},
+	}
 }
 
 func printRemove(w io.Writer, res cache.RemoveResult) error {

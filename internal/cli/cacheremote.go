@@ -24,6 +24,7 @@ import (
 type cacheBackend interface {
 	List(ctx context.Context, opt cache.ListOptions) (cache.Listing, error)
 	Remove(ctx context.Context, req cache.RemoveRequest) (cache.RemoveResult, error)
+	Invalidate(ctx context.Context, req cache.InvalidateRequest) (cache.InvalidateResult, error)
 	Prune(ctx context.Context, req cache.PruneRequest) (cache.PruneResult, error)
 	Verify(ctx context.Context, progress func(cache.VerifyEvent)) (cache.VerifyReport, error)
 	Stats(ctx context.Context) (cache.CacheStats, error)
@@ -164,6 +165,11 @@ func (c *remoteCache) List(ctx context.Context, opt cache.ListOptions) (cache.Li
 func (c *remoteCache) Remove(ctx context.Context, req cache.RemoveRequest) (cache.RemoveResult, error) {
 	var r cache.RemoveResult
 	return r, c.get(ctx, http.MethodPost, "/cache/rm", nil, req, &r)
+}
+
+func (c *remoteCache) Invalidate(ctx context.Context, req cache.InvalidateRequest) (cache.InvalidateResult, error) {
+	var r cache.InvalidateResult
+	return r, c.get(ctx, http.MethodPost, "/cache/invalidate", nil, req, &r)
 }
 
 func (c *remoteCache) Prune(ctx context.Context, req cache.PruneRequest) (cache.PruneResult, error) {

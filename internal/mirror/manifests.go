@@ -98,8 +98,8 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 	// A tag a fallback member gave is asked of the upstream each time (a
 	// HEAD, not counted; free while its breaker is open), so its own
 	// answer wins as soon as it is back. An immutable tag (rules) is
-	// never asked again.
-	if fresh, _, _ := s.tagFreshness(rt, tag); s.now().Sub(e.Checked) < fresh && e.Source == "" {
+	// never asked again, unless invalidated (never checked).
+	if fresh, _, _ := s.tagFreshness(rt, tag); !e.Checked.IsZero() && s.now().Sub(e.Checked) < fresh && e.Source == "" {
 		out.Cache = "hit"
 		return cached, nil
 	}
@@ -154,7 +154,7 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 // tag reads a tag's entry from memory, else from the index (and keeps it).
 func (s *Service) tag(rt route, tag string) (cacheindex.TagEntry, bool, error) {
 	k := tagKey{rt.up.Name, rt.repo, tag}
-	if e, ok := s.mem.tag(k); ok {
+	if e, ok := s.mem.tag(k, s.tagMemory()); ok {
 		return e, true, nil
 	}
 	e, ok, err := s.index.Tag(rt.up.Name, rt.repo, tag)

@@ -196,6 +196,28 @@ func (s *Service) Registries() []Registry {
 // store (eviction, cache rm), so the next request reads the index again.
 func (s *Service) Forget(ds ...digest.Digest) { s.mem.forget(ds...) }
 
+// ForgetTag drops a tag (every tag of the repository for tag "") from
+// memory: `cache invalidate` deleted it from the index, so the next
+// request reads the index, finds nothing and asks the upstream. Other
+// replicas of a cluster read the shared index again within
+// sharedTagMemory.
+func (s *Service) ForgetTag(upstream, repo, tag string) { s.mem.forgetTags(upstream, repo, tag) }
+
+// sharedTagMemory is how long a replica of a cluster serves a tag from
+// memory before it reads the shared index again: a tag another replica
+// invalidated (or moved) is seen within it, for one index read per tag
+// per replica per second at most.
+const sharedTagMemory = time.Second
+
+// tagMemory is how long a tag in memory is trusted: for ever (it is
+// written through) on one node, sharedTagMemory in a cluster.
+func (s *Service) tagMemory() time.Duration {
+	if s.flight == nil {
+		return 0
+	}
+	return sharedTagMemory
+}
+
 // Close stops background work (prefetches) and waits for it. Fills are
 // stopped by their Manager.
 func (s *Service) Close() {
