@@ -142,13 +142,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 				return auth.Credentials{Username: user, Password: pw}, err
 			})))
 		}
-		c, err := upstream.New(u.Name, u.URL, auth.Credentials{Username: u.Username, Password: pw}, append(opts, upstream.WithLogger(log))...)
+		c, err := upstream.New(u.Name, u.URL, auth.Credentials{Username: u.Username, Password: pw}, append(opts, upstream.WithLogger(log), upstream.WithSealed(u.Sealed))...)
 		if err != nil {
 			a.Close()
 			return nil, err
 		}
 		a.upstreams = append(a.upstreams, &mirror.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c,
 			Fallback: u.Fallback, TrustedTags: u.TrustedTags})
+		if u.Sealed {
+			a.logSealed(u)
+		}
 	}
 	a.metrics = prometheus.NewRegistry()
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -326,6 +329,7 @@ type UpstreamStatus struct {
 // private names.
 func (st *Status) withoutNames() {
 	for i, u := range st.Upstreams {
+		st.Upstreams[i].Health.SealedMisses = nil // they name repositories
 		if u.Fallback != nil {
 			fb := *u.Fallback
 			fb.LastCause = ""

@@ -17,7 +17,7 @@ import (
 
 // The admin listener's cache API, which `regcache cache --admin` calls:
 //
-//	GET  /cache/ls?upstream=&repository=&sort=&blobs=1   Listing (names repositories: loopback or token)
+//	GET  /cache/ls?upstream=&repository=&sort=&blobs=1&missing=1   Listing (names repositories: loopback or token)
 //	GET  /cache/stats                                     CacheStats
 //	POST /cache/rm      RemoveRequest                     RemoveResult
 //	POST /cache/invalidate InvalidateRequest              InvalidateResult
@@ -67,7 +67,8 @@ func (a *App) serveCacheList(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	blobs, _ := strconv.ParseBool(q.Get("blobs"))
-	opt := cache.ListOptions{Upstream: q.Get("upstream"), Repository: q.Get("repository"), Sort: q.Get("sort"), Blobs: blobs}
+	missing, _ := strconv.ParseBool(q.Get("missing"))
+	opt := cache.ListOptions{Upstream: q.Get("upstream"), Repository: q.Get("repository"), Sort: q.Get("sort"), Blobs: blobs, Missing: missing}
 	l, err := a.ops.List(r.Context(), opt)
 	if err != nil {
 		a.cacheError(w, err, true)

@@ -124,7 +124,8 @@ func (a *App) newOps() *cache.Ops {
 				a.content.ForgetTag(upstream, repo, tag)
 			}
 		},
-		Rule: a.ruleName,
+		Rule:    a.ruleName,
+		Missing: a.sealedMisses,
 		Pinned: func() (map[digest.Digest]bool, error) {
 			p, _, err := a.rulePolicy(a.ruleSet())
 			return p, err

@@ -27,6 +27,7 @@ func (a *App) Reload(next config.Config) (reloaded, restart []string, err error)
 		}
 		next.Storage.MaxSize = n
 	}
+	reloaded = a.reloadSealed(&running, next)
 	eff, changes := config.Reconcile(running, next)
 	var errs []error
 	if a.certs != nil {

@@ -33,6 +33,18 @@ type ListOptions struct {
 	Sort string `json:"sort,omitempty"`
 	// Blobs lists blobs instead of tags.
 	Blobs bool `json:"blobs,omitempty"`
+	// Missing lists what sealed upstreams were asked for and did not
+	// have (a running mirror only), instead of tags.
+	Missing bool `json:"missing,omitempty"`
+}
+
+// Missed is a request a sealed upstream was not asked (`cache ls
+// --missing`): what the mirror would have fetched, how often, when last.
+type Missed struct {
+	Upstream string    `json:"upstream"`
+	Op       string    `json:"op"`
+	Count    int64     `json:"count"`
+	Last     time.Time `json:"last"`
 }
 
 // ImageEntry is one tag of `cache ls` with its image.
@@ -70,9 +82,11 @@ type BlobRow struct {
 
 // Listing is what `cache ls` shows.
 type Listing struct {
-	Images []ImageEntry      `json:"images,omitempty"`
-	Blobs  []BlobRow         `json:"blobs,omitempty"`
-	Totals cacheindex.Totals `json:"totals"`
+	Images []ImageEntry `json:"images,omitempty"`
+	Blobs  []BlobRow    `json:"blobs,omitempty"`
+	// Missing are the sealed upstreams' misses (ListOptions.Missing).
+	Missing []Missed          `json:"missing,omitempty"`
+	Totals  cacheindex.Totals `json:"totals"`
 }
 
 // RemoveTarget is one argument of `cache rm`: a digest, or a tag as a
@@ -203,6 +217,9 @@ type OpsConfig struct {
 	// Rule names the rule that applies to a tag, "" for none (the
 	// configuration's rules; nil when they are not known).
 	Rule func(upstream, repo, tag string) string
+	// Missing are the sealed upstreams' misses (nil offline, where they
+	// are not known).
+	Missing func() []Missed
 	// Pinned are the manifests rules pin: a prune keeps their images, as
 	// eviction does.
 	Pinned func() (map[digest.Digest]bool, error)
@@ -320,6 +337,12 @@ func (o *Ops) imagePlan(root digest.Digest) (cacheindex.Plan, bool, error) {
 
 // List answers `cache ls`.
 func (o *Ops) List(_ context.Context, opt ListOptions) (Listing, error) {
+	if opt.Missing {
+		if o.Missing == nil {
+			return Listing{}, errors.New("only a running mirror knows what its sealed upstreams were asked for: pass --admin")
+		}
+		return Listing{Missing: o.Missing(), Totals: o.totals()}, nil
+	}
 	if err := o.index.Flush(); err != nil { // last uses held in memory
 		return Listing{}, err
 	}

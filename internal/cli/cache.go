@@ -166,6 +166,7 @@ the cache's totals.`,
 	cmd.Flags().StringVar(&opt.Repository, "repository", "", "only tags of this repository (with --upstream), e.g. library/alpine")
 	cmd.Flags().StringVar(&opt.Sort, "sort", "", "order: name (default), size (largest first) or last-use (least recently used first); blobs: last-use (default), size or name")
 	cmd.Flags().BoolVar(&opt.Blobs, "blobs", false, "list blobs (digest, size, last access) instead of tags")
+	cmd.Flags().BoolVar(&opt.Missing, "missing", false, "list what sealed upstreams were asked for and not contacted (a running mirror), instead of tags")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -178,6 +179,17 @@ func writeJSONOut(w io.Writer, v any) error {
 
 func printListing(w io.Writer, l cache.Listing, opt cache.ListOptions) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if opt.Missing {
+		fmt.Fprintln(tw, "UPSTREAM\tWOULD HAVE FETCHED\tMISSES\tLAST")
+		for _, m := range l.Missing {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", m.Upstream, m.Op, m.Count, fmtTime(m.Last))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(w, "%d distinct requests not sent to a sealed upstream\n", len(l.Missing))
+		return err
+	}
 	if opt.Blobs {
 		fmt.Fprintln(tw, "DIGEST\tSIZE\tLAST ACCESS\tCREATED")
 		for _, b := range l.Blobs {

@@ -158,6 +158,9 @@ func (c *remoteCache) List(ctx context.Context, opt cache.ListOptions) (cache.Li
 	if opt.Blobs {
 		q.Set("blobs", "1")
 	}
+	if opt.Missing {
+		q.Set("missing", "1")
+	}
 	var l cache.Listing
 	return l, c.get(ctx, http.MethodGet, "/cache/ls", q, nil, &l)
 }

@@ -128,6 +128,11 @@ type Upstream struct {
 	// upstream it is a fallback of (yaml upstreams[].trusted_tags): a
 	// public mirror of Docker Hub is, an arbitrary registry is not.
 	TrustedTags bool
+	// Sealed upstreams are never contacted (yaml upstreams[].sealed): no
+	// request, no token, no probe; what is cached is served, a miss is
+	// answered 404 naming the seal, and misses are listed in /status.
+	// Applied live on SIGHUP.
+	Sealed bool
 }
 
 // Storage bounds the cache.

@@ -131,6 +131,7 @@ type fileUpstream struct {
 	Aliases      []string `yaml:"aliases"`
 	Fallback     []string `yaml:"fallback"`
 	TrustedTags  bool     `yaml:"trusted_tags"`
+	Sealed       bool     `yaml:"sealed"`
 }
 
 // values returns the file's top-level settings by option key; absent and

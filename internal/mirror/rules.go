@@ -22,10 +22,13 @@ const neverStale = time.Duration(math.MaxInt64)
 
 // tagFreshness is how long the route's tag is served without asking
 // upstream, by the first rule matching it, else the global freshness;
-// the rule is returned for the response's X-Regcache-Rule.
+// the rule is returned for the response's X-Regcache-Rule. A sealed
+// upstream's tags never go stale: it is never asked.
 func (s *Service) tagFreshness(rt route, tag string) (time.Duration, rules.Applied, bool) {
 	a, ok := s.rules.Load().Match(rt.up.Name, rt.repo, tag)
 	switch {
+	case rt.up.Client != nil && rt.up.Client.Sealed():
+		return neverStale, a, ok
 	case ok && a.Immutable:
 		return neverStale, a, ok
 	case ok && a.Freshness != nil:

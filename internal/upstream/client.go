@@ -46,6 +46,7 @@ type Client struct {
 
 	baseTransport http.RoundTripper // under the breakers and auth: for probes
 	probe         prober
+	sealed        sealedState // upstreams[].sealed: nothing leaves, misses are listed
 }
 
 // Option configures a Client.
@@ -185,6 +186,9 @@ func (c *Client) endpoint(repo, kind, ref string) string {
 // with backoff. A 2xx response is returned open; anything else becomes an
 // *Error.
 func (c *Client) do(ctx context.Context, kind, op string, build func() (*http.Request, error)) (*http.Response, error) {
+	if c.Sealed() {
+		return nil, c.refuse(op)
+	}
 	var last error
 	wait := c.backoff
 	for attempt := 1; attempt <= c.attempts; attempt++ {
@@ -259,12 +263,19 @@ type Health struct {
 	// Probe is what the /v2/ probes (and requests answered) last said;
 	// a failed probe sets Down too.
 	Probe ProbeState `json:"probe"`
+	// Sealed is set while the upstream is sealed; SealedMisses are the
+	// requests refused (what the mirror would have fetched), the most
+	// asked first, SealedMissTotal how many in all.
+	Sealed          bool   `json:"sealed,omitempty"`
+	SealedMisses    []Miss `json:"sealedMisses,omitempty"`
+	SealedMissTotal int64  `json:"sealedMissTotal,omitempty"`
 }
 
 // Health reports the breakers' states and until when a 429 keeps the
 // upstream from being asked.
 func (c *Client) Health() Health {
-	h := Health{Limited: c.limiter.state(c.now()), Breakers: c.breakers.states(), Probe: c.probe.state()}
+	h := Health{Limited: c.limiter.state(c.now()), Breakers: c.breakers.states(), Probe: c.probe.state(), Sealed: c.Sealed()}
+	h.SealedMisses, h.SealedMissTotal = c.SealedMisses()
 	h.Down = h.Probe.State == ProbeDown
 	for _, l := range h.Limited {
 		if l.Until.After(h.LimitedUntil) {

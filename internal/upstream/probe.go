@@ -75,6 +75,9 @@ func (p *prober) set(now time.Time, up bool, reason string, probed bool) (before
 // answer below 500 (a 401 challenge is the usual one) means up. The result
 // is recorded in Health().Probe.
 func (c *Client) Probe(ctx context.Context) error {
+	if c.Sealed() {
+		return nil // never contacted: neither up nor down
+	}
 	err := c.ping(ctx)
 	now := c.now()
 	reason := ""
