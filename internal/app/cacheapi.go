@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/httpguard"
+	"github.com/regcache/regcache/internal/oci"
 )
 
 // The admin listener's cache API, which `regcache cache --admin` calls:
@@ -21,6 +23,7 @@ import (
 //	GET  /cache/stats                                     CacheStats
 //	POST /cache/rm      RemoveRequest                     RemoveResult
 //	POST /cache/invalidate InvalidateRequest              InvalidateResult
+//	GET  /cache/export?ref=alpine:3.20&ref=...            a bundle (OCI image layout tar); every tag without ref
 //	POST /cache/prune   PruneRequest                      PruneResult
 //	POST /cache/verify                                    VerifyEvent lines (NDJSON), then {"report": VerifyReport}
 //
@@ -40,6 +43,7 @@ func (a *App) cacheRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /cache/stats", a.serveCacheStats)
 	mux.HandleFunc("POST /cache/rm", a.serveCacheRemove)
 	mux.HandleFunc("POST /cache/invalidate", a.serveCacheInvalidate)
+	mux.HandleFunc("GET /cache/export", a.serveCacheExport)
 	mux.HandleFunc("POST /cache/prune", a.serveCachePrune)
 	mux.HandleFunc("POST /cache/verify", a.serveCacheVerify)
 }
@@ -144,6 +148,35 @@ func (a *App) serveCacheInvalidate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, res)
+}
+
+// serveCacheExport streams a bundle. It gives content and names, so it
+// asks what changes do (loopback, or the admin token).
+func (a *App) serveCacheExport(w http.ResponseWriter, r *http.Request) {
+	if !a.adminMayChange(r) {
+		a.refuseAdmin(w)
+		return
+	}
+	var req cache.ExportRequest
+	for _, s := range r.URL.Query()["ref"] {
+		ref, err := oci.ParseImage(s)
+		if err != nil {
+			a.cacheError(w, err, true)
+			return
+		}
+		req.Targets = append(req.Targets, cache.RemoveTarget{Raw: s, Registry: ref.Registry, Repo: ref.Repo, Tag: ref.Tag, Digest: ref.Digest})
+	}
+	// The tags are checked before the first byte: a name that matches
+	// nothing is a plain error, not a cut stream.
+	if _, err := a.ops.Export(r.Context(), io.Discard, cache.ExportRequest{Targets: req.Targets, DryRun: true}); err != nil {
+		a.cacheError(w, err, true)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	if _, err := a.ops.Export(r.Context(), w, req); err != nil {
+		a.log.Error("cache export cut short", slog.Any("error", err))
+		panic(http.ErrAbortHandler) // the client sees a cut stream, not a good-looking tar
+	}
 }
 
 func (a *App) serveCachePrune(w http.ResponseWriter, r *http.Request) {

@@ -54,7 +54,7 @@ token when the server has one (--admin-token, REGCACHE_ADMIN_TOKEN).`,
 	pf.String("data", "", "cache directory, as the mirror's data setting (env REGCACHE_DATA, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY) (default ./data)")
 	pf.StringVar(&f.admin, "admin", "", "a running mirror's admin listener, host:port or URL (e.g. 127.0.0.1:5001); the commands then run there")
 	pf.String("admin-token", "", "the mirror's admin_token, for changes from another host (env REGCACHE_ADMIN_TOKEN)")
-	cmd.AddCommand(newCacheLsCmd(f), newCacheVerifyCmd(f), newCachePruneCmd(f), newCacheRmCmd(f), newCacheInvalidateCmd(f), newCacheStatsCmd(f))
+	cmd.AddCommand(newCacheLsCmd(f), newCacheVerifyCmd(f), newCachePruneCmd(f), newCacheRmCmd(f), newCacheInvalidateCmd(f), newCacheExportCmd(f), newCacheImportCmd(f), newCacheStatsCmd(f))
 	return cmd
 }
 
@@ -496,6 +496,123 @@ each reads a tag from it again at least once a second.`,
 			for _, t := range res.Tags {
 				fmt.Fprintf(cmd.OutOrStdout(), "invalidated %s: the next pull asks the upstream\n", t)
 			}
+			return nil
+		},
+	}
+}
+
+func newCacheExportCmd(f *cacheFlags) *cobra.Command {
+	var to string
+	cmd := &cobra.Command{
+		Use:   "export --to FILE [IMAGE:TAG...]",
+		Short: "Write cached images to a bundle (an OCI image layout tar) another mirror imports",
+		Long: `Write a bundle: an OCI image layout in a tar file (what skopeo copy
+oci-archive: reads), holding the named tags (every cached tag when none is
+named) with the manifests and blobs they reach that the cache holds, each
+under its digest. index.json names each tag as <upstream>/<repository>:<tag>.
+The file is written next to FILE and renamed into place when complete, so
+an interrupted export leaves no FILE; run it again to resume from scratch.
+A platform or layer never pulled is not in the cache, and not in the bundle.`,
+		Example: `  regcache cache export --to bundle.tar alpine:3.20 ghcr.io/owner/app:1
+  regcache cache export --admin 127.0.0.1:5001 --to all.tar
+  skopeo copy oci-archive:bundle.tar:docker.io/library/alpine:3.20 dir:/tmp/alpine`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if to == "" {
+				return errors.New("name the bundle to write with --to FILE")
+			}
+			var req cache.ExportRequest
+			for _, a := range args {
+				ref, err := oci.ParseImage(a)
+				if err != nil {
+					return err
+				}
+				req.Targets = append(req.Targets, cache.RemoveTarget{Raw: a, Registry: ref.Registry, Repo: ref.Repo, Tag: ref.Tag, Digest: ref.Digest})
+			}
+			c, err := openCache(cmd, f)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			tmp, err := os.CreateTemp(filepath.Dir(to), "."+filepath.Base(to)+".*")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(tmp.Name()) // after the rename, nothing
+			res, err := c.Export(cmd.Context(), tmp, req)
+			if err == nil {
+				err = tmp.Sync()
+			}
+			if cerr := tmp.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Rename(tmp.Name(), to)
+			}
+			if err != nil {
+				return err
+			}
+			if len(res.Tags) == 0 { // from a running mirror: the tar's size only
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%s)\n", to, humanBytes(res.Bytes))
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d tags, %d files, %s", to, len(res.Tags), res.Files, humanBytes(res.Bytes))
+			if res.Missing > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "; %d referenced files not in the cache (never pulled) are not in it", res.Missing)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "the bundle file to write")
+	return cmd
+}
+
+func newCacheImportCmd(f *cacheFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "import FILE",
+		Short: "Load a bundle (an OCI image layout tar) into a stopped mirror's cache",
+		Long: `Load a bundle written by regcache cache export (or any OCI image layout tar
+whose index.json names images as <upstream>/<repository>:<tag>) into the
+data directory of a stopped mirror. Every file is checked against its
+digest and size as it is written and committed only if it matches; files
+already cached are skipped. The tags are recorded once the whole bundle
+has been read and checked: a truncated or tampered bundle is refused,
+naming the file, and nothing it brought is left behind. A mirror whose
+upstream is sealed then serves what the bundle holds.`,
+		Example: `  regcache cache import --data /var/lib/regcache bundle.tar`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer in.Close()
+			if f.admin == "" { // a mirror that never ran: its data directory is made
+				cfg, err := config.Load(cacheConfigFlags(cmd), os.LookupEnv)
+				if err != nil {
+					return err
+				}
+				if err := cache.Init(cfg.Data); err != nil {
+					return err
+				}
+			}
+			c, err := openCache(cmd, f)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.Import(cmd.Context(), in)
+			if err != nil {
+				return fmt.Errorf("%s refused: %w", args[0], err)
+			}
+			for _, t := range res.Tags {
+				fmt.Fprintf(cmd.OutOrStdout(), "imported %s\n", t)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d tags; %d files written (%s), %d already cached", len(res.Tags), res.Files, humanBytes(res.Bytes), res.Skipped)
+			if res.Missing > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "; %d referenced files are in neither the bundle nor the cache", res.Missing)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
 			return nil
 		},
 	}

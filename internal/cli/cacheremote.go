@@ -25,6 +25,8 @@ type cacheBackend interface {
 	List(ctx context.Context, opt cache.ListOptions) (cache.Listing, error)
 	Remove(ctx context.Context, req cache.RemoveRequest) (cache.RemoveResult, error)
 	Invalidate(ctx context.Context, req cache.InvalidateRequest) (cache.InvalidateResult, error)
+	Export(ctx context.Context, w io.Writer, req cache.ExportRequest) (cache.BundleResult, error)
+	Import(ctx context.Context, r io.Reader) (cache.BundleResult, error)
 	Prune(ctx context.Context, req cache.PruneRequest) (cache.PruneResult, error)
 	Verify(ctx context.Context, progress func(cache.VerifyEvent)) (cache.VerifyReport, error)
 	Stats(ctx context.Context) (cache.CacheStats, error)
@@ -173,6 +175,31 @@ func (c *remoteCache) Remove(ctx context.Context, req cache.RemoveRequest) (cach
 func (c *remoteCache) Invalidate(ctx context.Context, req cache.InvalidateRequest) (cache.InvalidateResult, error) {
 	var r cache.InvalidateResult
 	return r, c.get(ctx, http.MethodPost, "/cache/invalidate", nil, req, &r)
+}
+
+// Export streams the running mirror's bundle into w. Its totals are
+// counted here: the answer is the tar itself.
+func (c *remoteCache) Export(ctx context.Context, w io.Writer, req cache.ExportRequest) (cache.BundleResult, error) {
+	q := url.Values{}
+	for _, t := range req.Targets {
+		q.Add("ref", t.Raw)
+	}
+	rc, err := c.call(ctx, http.MethodGet, "/cache/export", q, nil)
+	if err != nil {
+		return cache.BundleResult{}, err
+	}
+	defer rc.Close()
+	n, err := io.Copy(w, rc)
+	if err != nil {
+		return cache.BundleResult{}, fmt.Errorf("the bundle from %s was cut short after %d bytes: %w", c.base, n, err)
+	}
+	return cache.BundleResult{Bytes: n}, nil
+}
+
+// Import is not offered by a running mirror: its admin listener takes
+// JSON calls only.
+func (c *remoteCache) Import(context.Context, io.Reader) (cache.BundleResult, error) {
+	return cache.BundleResult{}, errors.New("a running mirror does not import bundles: stop it, run regcache cache import on its data directory (--data or --config), and start it again")
 }
 
 func (c *remoteCache) Prune(ctx context.Context, req cache.PruneRequest) (cache.PruneResult, error) {
