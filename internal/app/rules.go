@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/rules"
@@ -55,27 +56,9 @@ func (a *App) reloadRules(running config.Config, eff *config.Config) error {
 	return nil
 }
 
-// rulePolicy is what the rules ask of an eviction: the tagged manifests a
-// rule pins, and the max_age rules give tagged manifests.
-func (a *App) rulePolicy(rs *rules.Set) (pinned map[digest.Digest]bool, ages map[digest.Digest]time.Duration, err error) {
-	if !rs.Pins() && !rs.Ages() {
-		return nil, nil, nil
-	}
-	pinned, ages = map[digest.Digest]bool{}, map[digest.Digest]time.Duration{}
-	err = a.index.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
-		r, ok := rs.Match(up, repo, tag)
-		switch {
-		case !ok:
-		case r.Pin:
-			pinned[e.Digest] = true
-		case r.MaxAge != nil:
-			if old, seen := ages[e.Digest]; !seen || *r.MaxAge > old {
-				ages[e.Digest] = *r.MaxAge
-			}
-		}
-		return nil
-	})
-	return pinned, ages, err
+// rulePolicy is what the rules ask of an eviction (cache.RulePolicy).
+func (a *App) rulePolicy(rs *rules.Set) (map[digest.Digest]bool, map[digest.Digest]time.Duration, error) {
+	return cache.RulePolicy(a.index, rs)
 }
 
 // notePins records what a pass found of pinned images, and says in the

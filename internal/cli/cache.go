@@ -17,6 +17,7 @@ import (
 	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/oci"
+	"github.com/regcache/regcache/internal/rules"
 )
 
 // cacheFlags are the flags every cache command shares.
@@ -71,6 +72,12 @@ func openCache(cmd *cobra.Command, f *cacheFlags) (cacheBackend, error) {
 	}
 	c, err := cache.Open(cfg.Data, nil)
 	if err == nil {
+		rs, err := rules.Compile(cfg.Rules) // checked by Load
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.UseRules(rs)
 		return c, nil
 	}
 	if !errors.Is(err, cache.ErrLocked) {
