@@ -227,6 +227,12 @@ func (c compiled) tagMatch(tag string) bool {
 
 func (c compiled) repoMatch(repo string) bool {
 	for _, g := range c.repos {
+		if !strings.Contains(g, "**") { // path.Match's * stays within a segment already
+			if ok, _ := path.Match(g, repo); ok {
+				return true
+			}
+			continue
+		}
 		if segments(strings.Split(g, "/"), strings.Split(repo, "/")) {
 			return true
 		}

@@ -82,3 +82,24 @@ func TestNilSet(t *testing.T) {
 		t.Fatal("a nil set matched")
 	}
 }
+
+// BenchmarkMatch is the cost a manifest request pays for the rules: a
+// list of 20 rules (globs, alternatives, a regexp) that the reference
+// passes all the way down, matching none (the worst case).
+func BenchmarkMatch(b *testing.B) {
+	var rs []Rule
+	for i := range 19 {
+		rs = append(rs, Rule{Match: "ghcr.io/org" + string(rune('a'+i)) + "/{app,web,api}:v*", Pin: true})
+	}
+	rs = append(rs, Rule{Match: "*/**:/^v?[0-9]+\\.[0-9]+\\.[0-9]+$/", Immutable: true})
+	s, err := Compile(rs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := s.Match("docker.io", "library/alpine", "latest"); ok {
+			b.Fatal("matched")
+		}
+	}
+}
