@@ -142,15 +142,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 				return auth.Credentials{Username: user, Password: pw}, err
 			})))
 		}
-		c, err := upstream.New(u.Name, u.URL, auth.Credentials{Username: u.Username, Password: pw}, append(opts, upstream.WithLogger(log), upstream.WithSealed(u.Sealed))...)
+		c, err := upstream.New(u.Name, u.URL, auth.Credentials{Username: u.Username, Password: pw}, append(opts, upstream.WithLogger(log), upstream.WithSealed(u.Sealed || cfg.Sealed))...)
 		if err != nil {
 			a.Close()
 			return nil, err
 		}
 		a.upstreams = append(a.upstreams, &mirror.Upstream{Name: u.Name, Aliases: u.Aliases, Client: c,
 			Fallback: u.Fallback, TrustedTags: u.TrustedTags})
-		if u.Sealed {
-			a.logSealed(u)
+		if c.Sealed() {
+			a.logSealed(u.Name, true)
 		}
 	}
 	a.metrics = prometheus.NewRegistry()

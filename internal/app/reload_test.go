@@ -68,6 +68,7 @@ func TestReloadNamesEveryOption(t *testing.T) {
 		"tls.key":    func(c *config.Config) { c.TLS.Key = "/x.key" },
 		"log.level":  func(c *config.Config) { c.Log.Level = "debug" },
 		"log.format": func(c *config.Config) { c.Log.Format = "text" },
+		"sealed":     func(c *config.Config) { c.Sealed = true },
 		"rules": func(c *config.Config) {
 			c.Rules = []rules.Rule{{Match: "docker.io/library/*", Pin: true}}
 		},
@@ -109,6 +110,9 @@ func TestReloadNamesEveryOption(t *testing.T) {
 	}
 	if got := m.App.ScrubStatus(); got.Interval != time.Hour || got.Rate != 1<<20 {
 		t.Errorf("the scrub runs at %s, %d B/s after the reloads; want 1h, 1 MiB/s", got.Interval, got.Rate)
+	}
+	if !m.App.allSealed() {
+		t.Error("sealed applied, but the upstream client is not sealed")
 	}
 	if got := m.App.ruleSet().Len(); got != 1 {
 		t.Errorf("%d rules in effect after the reload, want 1", got)

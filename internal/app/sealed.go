@@ -9,30 +9,32 @@ import (
 	"github.com/regcache/regcache/internal/config"
 )
 
-// reloadSealed applies changed upstreams[].sealed flags at once (SIGHUP):
-// each upstream client is sealed or unsealed in place. running is given
-// the new flags (on a copy of its list), so config.Reconcile does not take
-// them for a change of the upstreams that needs a restart. When the list
-// itself changed (upstreams added, removed or reordered), nothing is
-// applied: that needs a restart anyway.
+// reloadSealed applies a changed seal at once (SIGHUP): sealed (every
+// upstream) and upstreams[].sealed, each client sealed or unsealed in
+// place. running is given the new upstreams[].sealed flags (on a copy of
+// its list), so config.Reconcile does not take them for a change of the
+// upstreams that needs a restart; the sealed option is live in the option
+// table. When the list itself changed (upstreams added, removed or
+// reordered), its flags wait for the restart that needs.
 func (a *App) reloadSealed(running *config.Config, next config.Config) (reloaded []string) {
-	if len(running.Upstreams) != len(next.Upstreams) || len(a.upstreams) != len(next.Upstreams) {
-		return nil
+	same := len(running.Upstreams) == len(next.Upstreams)
+	for i := 0; same && i < len(next.Upstreams); i++ {
+		same = running.Upstreams[i].Name == next.Upstreams[i].Name
 	}
-	for i, u := range next.Upstreams {
-		if running.Upstreams[i].Name != u.Name {
-			return nil
+	if same {
+		running.Upstreams = slices.Clone(running.Upstreams)
+		for i, u := range next.Upstreams {
+			if running.Upstreams[i].Sealed != u.Sealed {
+				running.Upstreams[i].Sealed = u.Sealed
+				reloaded = append(reloaded, "upstreams["+u.Name+"].sealed ("+strconv.FormatBool(u.Sealed)+")")
+			}
 		}
 	}
-	running.Upstreams = slices.Clone(running.Upstreams)
-	for i, u := range next.Upstreams {
-		if running.Upstreams[i].Sealed == u.Sealed {
-			continue
+	for i, u := range a.upstreams {
+		if want := running.Upstreams[i].Sealed || next.Sealed; u.Client.Sealed() != want {
+			u.Client.SetSealed(want)
+			a.logSealed(u.Name, want)
 		}
-		running.Upstreams[i].Sealed = u.Sealed
-		a.upstreams[i].Client.SetSealed(u.Sealed)
-		a.logSealed(u)
-		reloaded = append(reloaded, "upstreams["+u.Name+"].sealed ("+strconv.FormatBool(u.Sealed)+")")
 	}
 	return reloaded
 }
@@ -50,11 +52,21 @@ func (a *App) sealedMisses() []cache.Missed {
 }
 
 // logSealed says at start-up and on each change what a seal means.
-func (a *App) logSealed(u config.Upstream) {
-	if u.Sealed {
+func (a *App) logSealed(name string, sealed bool) {
+	if sealed {
 		a.log.Warn("upstream sealed: never contacted; cached content is served, misses are answered 404 and listed in /status",
-			slog.String("upstream", u.Name))
+			slog.String("upstream", name))
 		return
 	}
-	a.log.Info("upstream unsealed: pulls reach it again", slog.String("upstream", u.Name))
+	a.log.Info("upstream unsealed: pulls reach it again", slog.String("upstream", name))
+}
+
+// allSealed is the sealed setting as the upstream clients hold it.
+func (a *App) allSealed() bool {
+	for _, u := range a.upstreams {
+		if !u.Client.Sealed() {
+			return false
+		}
+	}
+	return len(a.upstreams) > 0
 }

@@ -86,3 +86,25 @@ func TestSealedUpstream(t *testing.T) {
 		t.Error("unsealed, the pull did not reach the upstream")
 	}
 }
+
+// TestSealedOptionTakesEffect: --sealed (as REGCACHE_SEALED) seals every
+// upstream: a pull is answered 404 naming the seal, and the upstream gets
+// no request at all.
+func TestSealedOptionTakesEffect(t *testing.T) {
+	t.Parallel()
+	hub := testenv.NewHub(t)
+	imgs := hub.Seed(t)
+	m := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_SEALED": "true"})
+	resp, err := http.Get(m.URL + "/v2/" + imgs.Single.Repo + "/manifests/" + imgs.Single.Tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "sealed") {
+		t.Errorf("a pull with --sealed: %s %s", resp.Status, body)
+	}
+	if rs := hub.Requests(); len(rs) != 0 {
+		t.Errorf("the upstream got %d requests with --sealed: %+v", len(rs), rs[0])
+	}
+}

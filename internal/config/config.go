@@ -52,6 +52,9 @@ type Config struct {
 	// ProbeInterval is how often an idle upstream is probed with a /v2/
 	// ping, first at start (yaml probe_interval, default 30s; 0 is off).
 	ProbeInterval time.Duration
+	// Sealed seals every upstream, as upstreams[].sealed does one (yaml
+	// sealed, default false; applied live on SIGHUP).
+	Sealed bool
 	// Prefetch controls background fetching of an image's blobs once its
 	// manifest was pulled (yaml prefetch).
 	Prefetch Prefetch

@@ -28,6 +28,7 @@ type fileConfig struct {
 	FillTimeout *string `yaml:"fill_timeout"`
 	Shutdown    *string `yaml:"shutdown_timeout"`
 	Probe       *string `yaml:"probe_interval"`
+	Sealed      *string `yaml:"sealed"`
 	// BudgetReserve is budget_reserve: a count or a percentage.
 	BudgetReserve *string `yaml:"budget_reserve"`
 	Prefetch      struct {
@@ -140,7 +141,7 @@ func (f *fileConfig) values() map[string]string {
 	m := map[string]string{}
 	for key, p := range map[string]*string{
 		"addr": f.Addr, "admin_addr": f.AdminAddr, "admin_token": f.AdminToken, "data": f.Data,
-		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe, "budget_reserve": f.BudgetReserve,
+		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe, "budget_reserve": f.BudgetReserve, "sealed": f.Sealed,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
 		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,
 		"storage.scrub_interval": f.Storage.ScrubInterval, "storage.scrub_rate": f.Storage.ScrubRate,
