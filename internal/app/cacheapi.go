@@ -24,6 +24,7 @@ import (
 //	POST /cache/rm      RemoveRequest                     RemoveResult
 //	POST /cache/invalidate InvalidateRequest              InvalidateResult
 //	GET  /cache/export?ref=alpine:3.20&ref=...            a bundle (OCI image layout tar); every tag without ref
+//	POST /cache/import  a bundle (Content-Type: application/x-tar)   BundleResult
 //	POST /cache/prune   PruneRequest                      PruneResult
 //	POST /cache/verify                                    VerifyEvent lines (NDJSON), then {"report": VerifyReport}
 //
@@ -44,6 +45,7 @@ func (a *App) cacheRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /cache/rm", a.serveCacheRemove)
 	mux.HandleFunc("POST /cache/invalidate", a.serveCacheInvalidate)
 	mux.HandleFunc("GET /cache/export", a.serveCacheExport)
+	mux.HandleFunc("POST /cache/import", a.serveCacheImport)
 	mux.HandleFunc("POST /cache/prune", a.serveCachePrune)
 	mux.HandleFunc("POST /cache/verify", a.serveCacheVerify)
 }
@@ -177,6 +179,28 @@ func (a *App) serveCacheExport(w http.ResponseWriter, r *http.Request) {
 		a.log.Error("cache export cut short", slog.Any("error", err))
 		panic(http.ErrAbortHandler) // the client sees a cut stream, not a good-looking tar
 	}
+}
+
+// serveCacheImport loads a bundle streamed in the request body into the
+// running mirror's store and index (cache.Ops.Import: every file checked
+// against its digest, nothing left of a refused bundle). Eviction waits
+// for it.
+func (a *App) serveCacheImport(w http.ResponseWriter, r *http.Request) {
+	if !a.adminMayChange(r) {
+		a.refuseAdmin(w)
+		return
+	}
+	if mt := r.Header.Get("Content-Type"); mt != "application/x-tar" {
+		a.cacheError(w, fmt.Errorf("an import takes the bundle as Content-Type: application/x-tar, not %q", mt), true)
+		return
+	}
+	res, err := a.ops.Import(r.Context(), r.Body)
+	if err != nil {
+		a.cacheError(w, fmt.Errorf("bundle refused: %w", err), true)
+		return
+	}
+	a.log.Info("bundle imported", slog.Int("tags", len(res.Tags)), slog.Int("files", res.Files), slog.Int64("bytes", res.Bytes), slog.Int("skipped", res.Skipped))
+	writeJSON(w, res)
 }
 
 func (a *App) serveCachePrune(w http.ResponseWriter, r *http.Request) {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,6 +70,26 @@ func TestCacheBundle(t *testing.T) {
 
 	// skopeo 1.9 (Debian 12) finds only index.json entries of OCI media
 	// types (the OCI index here); Docker-typed ones are kept as they are.
+	// skopeo 1.9 (Debian 12) finds only index.json entries of OCI media
+	// types (the OCI index here); Docker-typed ones are kept as they are.
+	t.Run("into a running mirror", func(t *testing.T) {
+		cfg := writeConfig(t, "upstreams:\n  - {name: docker.io, url: '"+hub.URL+"', sealed: true}\n")
+		c := apptest.Start(t, map[string]string{"REGCACHE_CONFIG": cfg, "REGCACHE_PREFETCH": "false", "REGCACHE_ADMIN_ADDR": "127.0.0.1:0"})
+		resp, err := http.Get(c.URL + "/v2/single/manifests/latest")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("before the import: %s", resp.Status)
+		}
+		if out, err := runCLI(t, "cache", "import", "--admin", c.Admin, bundle); err != nil || !strings.Contains(out, "imported docker.io/library/single:latest") {
+			t.Fatalf("import into a running mirror: %v\n%s", err, out)
+		}
+		pullImage(t, c.Host+"/single:latest", amd64) // its memory of the miss is not in the way
+		manifestGet(t, c.URL, imgs.OCIIndex)
+	})
+
 	t.Run("skopeo", func(t *testing.T) {
 		skopeo := testenv.RequireTool(t, "skopeo")
 		cmd := exec.CommandContext(t.Context(), skopeo, "inspect", "--raw", "oci-archive:"+bundle+":docker.io/library/oci:latest")

@@ -577,17 +577,19 @@ A platform or layer never pulled is not in the cache, and not in the bundle.`,
 func newCacheImportCmd(f *cacheFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "import FILE",
-		Short: "Load a bundle (an OCI image layout tar) into a stopped mirror's cache",
+		Short: "Load a bundle (an OCI image layout tar) into a mirror's cache, running or stopped",
 		Long: `Load a bundle written by regcache cache export (or any OCI image layout tar
-whose index.json names images as <upstream>/<repository>:<tag>) into the
-data directory of a stopped mirror. Every file is checked against its
+whose index.json names images as <upstream>/<repository>:<tag>) into a
+running mirror (streamed to its admin listener, --admin) or the data
+directory of a stopped one (made if it does not exist). Every file is checked against its
 digest and size as it is written and committed only if it matches; files
 already cached are skipped. The tags are recorded once the whole bundle
 has been read and checked: a truncated or tampered bundle is refused,
 naming the file, and nothing it brought is left behind. A mirror whose
 upstream is sealed then serves what the bundle holds.`,
-		Example: `  regcache cache import --data /var/lib/regcache bundle.tar`,
-		Args:    cobra.ExactArgs(1),
+		Example: `  regcache cache import --data /var/lib/regcache bundle.tar
+  regcache cache import --admin 127.0.0.1:5001 bundle.tar`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in, err := os.Open(args[0])
 			if err != nil {

@@ -196,10 +196,33 @@ func (c *remoteCache) Export(ctx context.Context, w io.Writer, req cache.ExportR
 	return cache.BundleResult{Bytes: n}, nil
 }
 
-// Import is not offered by a running mirror: its admin listener takes
-// JSON calls only.
-func (c *remoteCache) Import(context.Context, io.Reader) (cache.BundleResult, error) {
-	return cache.BundleResult{}, errors.New("a running mirror does not import bundles: stop it, run regcache cache import on its data directory (--data or --config), and start it again")
+// Import streams a bundle to the running mirror, which checks and loads
+// it.
+func (c *remoteCache) Import(ctx context.Context, r io.Reader) (cache.BundleResult, error) {
+	u := *c.base
+	u.Path += "/cache/import"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), r)
+	if err != nil {
+		return cache.BundleResult{}, err
+	}
+	req.Header.Set("Content-Type", "application/x-tar")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return cache.BundleResult{}, fmt.Errorf("no regcache admin listener answers at %s (%w)", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return cache.BundleResult{}, fmt.Errorf("the mirror at %s answered %s: %s", c.base, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	var res cache.BundleResult
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAdminAnswer)).Decode(&res); err != nil {
+		return res, fmt.Errorf("read the answer of %s/cache/import: %w", c.base, err)
+	}
+	return res, nil
 }
 
 func (c *remoteCache) Prune(ctx context.Context, req cache.PruneRequest) (cache.PruneResult, error) {
