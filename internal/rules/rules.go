@@ -94,6 +94,9 @@ func compile(r Rule) (compiled, error) {
 	bad := func(why string) (compiled, error) {
 		return c, fmt.Errorf("match: %q: %s (want <upstream>/<repository>[:<tag>])", r.Match, why)
 	}
+	if strings.ContainsFunc(r.Match, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
+		return bad("spaces and control characters are not part of a name")
+	}
 	up, rest, ok := strings.Cut(r.Match, "/")
 	if !ok || up == "" || rest == "" {
 		return bad("no repository")

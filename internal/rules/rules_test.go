@@ -66,6 +66,8 @@ func TestCompileErrorsNameIndexAndField(t *testing.T) {
 		{[]Rule{{Match: "docker.io/a", MaxAge: dur(-time.Second)}}, "rules[0].max_age"},
 		{[]Rule{{Match: "docker.io/a", Immutable: true, Freshness: dur(time.Second)}}, "rules[0].freshness"},
 		{[]Rule{{Match: "docker.io/a"}}, "sets nothing"},
+		{[]Rule{{Match: "docker.io/a b:c", Pin: true}}, "rules[0].match"},
+		{[]Rule{{Match: "docker.io/a\nX-Evil: 1", Pin: true}}, "rules[0].match"},
 	}
 	for _, tt := range tests {
 		_, err := Compile(tt.rules)
