@@ -102,6 +102,18 @@ func TestCacheBundle(t *testing.T) {
 		if err != nil || digest.FromBytes(raw) != imgs.OCIIndex.Digest {
 			t.Errorf("skopeo inspect: %v, digest %s, want %s", err, digest.FromBytes(raw), imgs.OCIIndex.Digest)
 		}
+		// And from mirror B, which was seeded with the bundle: every
+		// exported image, with the upstream's digests.
+		for _, img := range []testenv.Image{imgs.Single, imgs.ManifestList, imgs.OCIIndex} {
+			raw, err := exec.CommandContext(t.Context(), skopeo, "inspect", "--raw", "--tls-verify=false", "docker://"+b.Host+"/"+img.Repo+":"+img.Tag).Output()
+			if err != nil || digest.FromBytes(raw) != img.Digest {
+				t.Errorf("skopeo inspect %s from B: %v, digest %s, want %s", img.Repo, err, digest.FromBytes(raw), img.Digest)
+			}
+		}
+		cmd = exec.CommandContext(t.Context(), skopeo, "copy", "--src-tls-verify=false", "--override-arch", "amd64", "docker://"+b.Host+"/"+imgs.Single.Repo+":latest", "dir:"+t.TempDir())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("skopeo copy from B: %v\n%s", err, out)
+		}
 		dest := t.TempDir()
 		cmd = exec.CommandContext(t.Context(), skopeo, "copy", "--override-arch", "amd64", "oci-archive:"+bundle+":docker.io/library/oci:latest", "dir:"+dest)
 		if out, err := cmd.CombinedOutput(); err != nil {
