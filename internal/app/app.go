@@ -178,6 +178,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		func() float64 { return float64(a.fills.Active()) }))
 	a.registerScrubMetrics()
 	a.registerPinMetrics()
+	a.registerSealedMetrics()
 	acc, err := newAccess(cfg, a.upstreams, log)
 	if err != nil {
 		a.Close()

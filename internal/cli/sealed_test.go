@@ -75,6 +75,15 @@ func TestSealedUpstream(t *testing.T) {
 	if !h.Sealed || h.SealedMissTotal < 2 {
 		t.Errorf("/status: sealed %v with %d misses", h.Sealed, h.SealedMissTotal)
 	}
+	resp, err = http.Get("http://" + m.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `regcache_sealed_misses_total{upstream="docker.io"}`) {
+		t.Error("/metrics has no regcache_sealed_misses_total")
+	}
 	out, err := runCLI(t, "cache", "ls", "--missing", "--admin", m.Admin)
 	if err != nil || !strings.Contains(out, "library/multi:latest") || !strings.Contains(out, "WOULD HAVE FETCHED") {
 		t.Errorf("cache ls --missing: %v\n%s", err, out)
