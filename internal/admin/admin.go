@@ -52,6 +52,9 @@ type Source interface {
 	Upstreams() []Upstream
 	// Fills are the upstream fetches.
 	Fills() Fills
+	// Pinned is the bytes of images pinned by rules, as the last eviction
+	// pass found them, and whether they alone exceed storage.max_size.
+	Pinned() (bytes int64, overCap bool)
 }
 
 // Store is the store's health as /readyz and the degraded judgement ask it.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -13,13 +14,17 @@ import (
 
 	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/httpguard"
+	"github.com/regcache/regcache/internal/oci"
 )
 
 // The admin listener's cache API, which `regcache cache --admin` calls:
 //
-//	GET  /cache/ls?upstream=&repository=&sort=&blobs=1   Listing (names repositories: loopback or token)
+//	GET  /cache/ls?upstream=&repository=&sort=&blobs=1&missing=1   Listing (names repositories: loopback or token)
 //	GET  /cache/stats                                     CacheStats
 //	POST /cache/rm      RemoveRequest                     RemoveResult
+//	POST /cache/invalidate InvalidateRequest              InvalidateResult
+//	GET  /cache/export?ref=alpine:3.20&ref=...            a bundle (OCI image layout tar); every tag without ref
+//	POST /cache/import  a bundle (Content-Type: application/x-tar)   BundleResult
 //	POST /cache/prune   PruneRequest                      PruneResult
 //	POST /cache/verify                                    VerifyEvent lines (NDJSON), then {"report": VerifyReport}
 //
@@ -38,6 +43,9 @@ func (a *Admin) cacheRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /cache/ls", a.serveCacheList)
 	mux.HandleFunc("GET /cache/stats", a.serveCacheStats)
 	mux.HandleFunc("POST /cache/rm", a.serveCacheRemove)
+	mux.HandleFunc("POST /cache/invalidate", a.serveCacheInvalidate)
+	mux.HandleFunc("GET /cache/export", a.serveCacheExport)
+	mux.HandleFunc("POST /cache/import", a.serveCacheImport)
 	mux.HandleFunc("POST /cache/prune", a.serveCachePrune)
 	mux.HandleFunc("POST /cache/verify", a.serveCacheVerify)
 }
@@ -65,7 +73,8 @@ func (a *Admin) serveCacheList(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	blobs, _ := strconv.ParseBool(q.Get("blobs"))
-	opt := cache.ListOptions{Upstream: q.Get("upstream"), Repository: q.Get("repository"), Sort: q.Get("sort"), Blobs: blobs}
+	missing, _ := strconv.ParseBool(q.Get("missing"))
+	opt := cache.ListOptions{Upstream: q.Get("upstream"), Repository: q.Get("repository"), Sort: q.Get("sort"), Blobs: blobs, Missing: missing}
 	l, err := a.d.Ops.List(r.Context(), opt)
 	if err != nil {
 		a.cacheError(w, err, true)
@@ -123,6 +132,75 @@ func (a *Admin) serveCacheRemove(w http.ResponseWriter, r *http.Request) {
 		a.cacheError(w, err, true)
 		return
 	}
+	writeJSON(w, res)
+}
+
+func (a *Admin) serveCacheInvalidate(w http.ResponseWriter, r *http.Request) {
+	if !a.auth.mayChange(r) {
+		a.auth.refuse(w)
+		return
+	}
+	var req cache.InvalidateRequest
+	if err := decodeCacheRequest(r, &req); err != nil {
+		a.cacheError(w, err, true)
+		return
+	}
+	res, err := a.d.Ops.Invalidate(r.Context(), req)
+	if err != nil {
+		a.cacheError(w, err, true) // a name that matches nothing (or too much)
+		return
+	}
+	writeJSON(w, res)
+}
+
+// serveCacheExport streams a bundle. It gives content and names, so it
+// asks what changes do (loopback, or the admin token).
+func (a *Admin) serveCacheExport(w http.ResponseWriter, r *http.Request) {
+	if !a.auth.mayChange(r) {
+		a.auth.refuse(w)
+		return
+	}
+	var req cache.ExportRequest
+	for _, s := range r.URL.Query()["ref"] {
+		ref, err := oci.ParseImage(s)
+		if err != nil {
+			a.cacheError(w, err, true)
+			return
+		}
+		req.Targets = append(req.Targets, cache.RemoveTarget{Raw: s, Registry: ref.Registry, Repo: ref.Repo, Tag: ref.Tag, Digest: ref.Digest})
+	}
+	// The tags are checked before the first byte: a name that matches
+	// nothing is a plain error, not a cut stream.
+	if _, err := a.d.Ops.Export(r.Context(), io.Discard, cache.ExportRequest{Targets: req.Targets, DryRun: true}); err != nil {
+		a.cacheError(w, err, true)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	if _, err := a.d.Ops.Export(r.Context(), w, req); err != nil {
+		a.d.Log.Error("cache export cut short", slog.Any("error", err))
+		panic(http.ErrAbortHandler) // the client sees a cut stream, not a good-looking tar
+	}
+}
+
+// serveCacheImport loads a bundle streamed in the request body into the
+// running mirror's store and index (cache.Ops.Import: every file checked
+// against its digest, nothing left of a refused bundle). Eviction waits
+// for it.
+func (a *Admin) serveCacheImport(w http.ResponseWriter, r *http.Request) {
+	if !a.auth.mayChange(r) {
+		a.auth.refuse(w)
+		return
+	}
+	if mt := r.Header.Get("Content-Type"); mt != "application/x-tar" {
+		a.cacheError(w, fmt.Errorf("an import takes the bundle as Content-Type: application/x-tar, not %q", mt), true)
+		return
+	}
+	res, err := a.d.Ops.Import(r.Context(), r.Body)
+	if err != nil {
+		a.cacheError(w, fmt.Errorf("bundle refused: %w", err), true)
+		return
+	}
+	a.d.Log.Info("bundle imported", slog.Int("tags", len(res.Tags)), slog.Int("files", res.Files), slog.Int64("bytes", res.Bytes), slog.Int("skipped", res.Skipped))
 	writeJSON(w, res)
 }
 

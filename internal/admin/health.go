@@ -78,6 +78,7 @@ const (
 	ReasonCapUnreached = "cap_unreachable"           // storage.max_size is more than the disk can hold
 	ReasonEmptyDown    = "empty_cache_upstream_down" // an upstream is unreachable and nothing is cached
 	ReasonNotWritable  = "not_writable"              // the cache directory cannot be written
+	ReasonPinnedOver   = "pinned_over_cap"           // pinned images alone exceed storage.max_size
 	ReasonUnreachable  = "upstream_unreachable"      // an upstream is unreachable; the cache answers
 	ReasonBreakerOpen  = "breaker_open"              // an endpoint family fails fast
 	ReasonRateLimited  = "rate_limited"              // a 429 holds some requests back
@@ -85,7 +86,7 @@ const (
 
 // degradedReasons is the closed set of regcache_degraded's reason label.
 var degradedReasons = []string{ReasonCredentials, ReasonDiskFull, ReasonCapUnreached, ReasonEmptyDown,
-	ReasonNotWritable, ReasonUnreachable, ReasonBreakerOpen, ReasonRateLimited}
+	ReasonNotWritable, ReasonPinnedOver, ReasonUnreachable, ReasonBreakerOpen, ReasonRateLimited}
 
 // unready are the reasons /readyz answers 503 for: pulls fail (or go
 // around the mirror) rather than being served from the cache.
@@ -164,6 +165,10 @@ func (a *Admin) problems(st Status) []problem {
 	}
 	if err := a.src.Store().Writable(context.Background()); err != nil {
 		out = append(out, problem{ReasonNotWritable, fmt.Sprintf("the cache directory is not writable, so nothing new is cached (hits and uncached pulls are still served): %v", err)})
+	}
+	if pinned, over := a.src.Pinned(); over {
+		out = append(out, problem{ReasonPinnedOver, fmt.Sprintf("pinned images (rules with pin: true) hold %d bytes, over storage.max_size %d: they are never evicted, so the cap cannot be met; raise storage.max_size or pin less",
+			pinned, a.src.MaxSize())})
 	}
 	for _, u := range st.Upstreams {
 		switch {

@@ -79,6 +79,7 @@ type CacheStatus struct {
 // private names.
 func (st *Status) withoutNames() {
 	for i, u := range st.Upstreams {
+		st.Upstreams[i].Health.SealedMisses = nil // they name repositories
 		if u.Fallback != nil {
 			fb := *u.Fallback
 			fb.LastCause = ""

@@ -27,6 +27,7 @@ import (
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/registry"
+	"github.com/regcache/regcache/internal/rules"
 )
 
 // App is a configured, not yet listening mirror.
@@ -65,7 +66,8 @@ type App struct {
 	maxSize  atomic.Int64                     // storage.max_size in bytes, read by commits as they land
 	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
 	scrub    *cache.Scrub
-	capNote  string // the cap applied at start, in words (CapSummary)
+	capNote  string   // the cap applied at start, in words (CapSummary)
+	pins     pinState // pinned images' bytes, as the last eviction pass found them
 }
 
 // New opens the data directory and builds every part. Close releases them.
@@ -100,12 +102,19 @@ func (a *App) build(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	a.upstreams = ups
+	for _, u := range ups {
+		if u.Client.Sealed() {
+			a.logSealed(u.Name, true)
+		}
+	}
 	if a.access, err = newAccess(cfg, a.upstreams, a.log); err != nil {
 		return err
 	}
 	a.registerMetrics()
 	a.admin = admin.New((*adminSource)(a), admin.Deps{Metrics: a.metrics, Log: a.log, Ops: a.ops, Scrub: a.scrub, Index: a.index})
-	a.content, a.registry = a.newAPI(cfg)
+	if a.content, a.registry, err = a.newAPI(cfg); err != nil {
+		return err
+	}
 	if cfg.TLS.Cert != "" {
 		if a.certs, err = newCertReloader(cfg.TLS.Cert, cfg.TLS.Key, a.log); err != nil {
 			return err
@@ -139,17 +148,22 @@ func (a *App) newFills(cfg config.Config) *fill.Manager {
 		fill.WithMaxSize(cfg.Storage.MaxBlobSize)}, mirror.FillIndexing(a.index, a.log, a.committed)...)...)
 }
 
-// newAPI is the content service and the registry API over it.
-func (a *App) newAPI(cfg config.Config) (*mirror.Service, *registry.Server) {
+// newAPI is the content service, with the rules in effect, and the
+// registry API over it.
+func (a *App) newAPI(cfg config.Config) (*mirror.Service, *registry.Server, error) {
+	ruleSet, err := rules.Compile(cfg.Rules)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
 	m := metrics.New(a.metrics)
 	content := mirror.New(a.store, a.index, a.fills, a.upstreams, append([]mirror.Option{
-		mirror.WithMetrics(m), mirror.WithLogger(a.log), mirror.WithFreshness(cfg.Freshness), mirror.WithNegativeTTL(cfg.NegativeTTL),
+		mirror.WithRules(ruleSet), mirror.WithMetrics(m), mirror.WithLogger(a.log), mirror.WithFreshness(cfg.Freshness), mirror.WithNegativeTTL(cfg.NegativeTTL),
 		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel),
 		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent)}, clusterOptions(cfg, a.store, a.cluster)...)...)
 	reg := registry.New(content,
 		registry.WithAuthorizer(a.access), registry.WithMiddleware(a.access.Middleware),
 		registry.WithMetrics(m), registry.WithLogger(a.log), registry.WithObserver(a.admin.Observe))
-	return content, reg
+	return content, reg, nil
 }
 
 // config is the configuration in effect.

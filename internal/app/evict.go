@@ -22,7 +22,9 @@ const maxNamedTags = 100
 // storage.max_size (down to 90 % of it), and images unused for
 // storage.max_age: a manifest (an index with its platform manifests) and
 // the blobs no kept image shares (cacheindex.EvictionPlan). Recently pulled
-// content is a place in the LRU order, not a shield. The content of tags whose upstream is down (perhaps the only
+// content is a place in the LRU order, not a shield. Rules replace the age
+// limit per pattern (max_age) and pin images: a pinned image is never
+// taken, even when the cap cannot be met without it (the log says so). The content of tags whose upstream is down (perhaps the only
 // copy) is kept while the cap allows; when it does not, the cap wins and
 // the log names the tags that lost their offline copy.
 func (a *App) Evict(ctx context.Context) (int, int64, error) {
@@ -33,15 +35,19 @@ func (a *App) Evict(ctx context.Context) (int, int64, error) {
 
 func (a *App) evict(ctx context.Context) (int, int64, error) {
 	maxSize := a.maxSize.Load()
-	if maxSize <= 0 && a.config().Storage.MaxAge <= 0 {
+	rs := a.ruleSet()
+	ages := a.config().Storage.MaxAge > 0 || rs.Ages()
+	if maxSize <= 0 && !ages {
+		a.pins.over.Store(false) // no cap to exceed
 		return 0, 0, nil
 	}
-	if exact, ok := a.index.(interface{ Totals() cacheindex.Totals }); ok && a.config().Storage.MaxAge <= 0 && exact.Totals().Bytes() <= maxSize {
+	if exact, ok := a.index.(interface{ Totals() cacheindex.Totals }); ok && !ages && exact.Totals().Bytes() <= maxSize {
 		// Within the cap and no age limit: the plan would take nothing,
 		// and over a million blobs it reads the whole index (about 1 s
 		// of CPU) every minute. (The embedded index's running totals are
 		// exact; a shared index's count is periodic and may have failed,
 		// so there the plan decides.)
+		a.pins.over.Store(false) // within the cap, pinned images too
 		return 0, 0, nil
 	}
 	now := a.now()
@@ -49,10 +55,16 @@ func (a *App) evict(ctx context.Context) (int, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	p, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: a.config().Storage.MaxAge, Protected: protected}, now)
+	pinned, maxAgeOf, err := a.rulePolicy(rs)
 	if err != nil {
 		return 0, 0, err
 	}
+	p, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: a.config().Storage.MaxAge, Protected: protected,
+		Pinned: pinned, MaxAgeOf: maxAgeOf}, now)
+	if err != nil {
+		return 0, 0, err
+	}
+	a.notePins(p, maxSize)
 	plan := p.Evict
 	if len(p.LostProtected) > 0 {
 		lost := map[digest.Digest]bool{}
@@ -105,6 +117,17 @@ func (a *App) newOps() *cache.Ops {
 		},
 		Protected: func() (map[digest.Digest]bool, error) {
 			_, p, err := a.downProtected()
+			return p, err
+		},
+		ForgetTag: func(upstream, repo, tag string) {
+			if a.content != nil {
+				a.content.ForgetTag(upstream, repo, tag)
+			}
+		},
+		Rule:    a.ruleName,
+		Missing: a.sealedMisses,
+		Pinned: func() (map[digest.Digest]bool, error) {
+			p, _, err := a.rulePolicy(a.ruleSet())
 			return p, err
 		}})
 }

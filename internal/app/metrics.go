@@ -17,6 +17,8 @@ func (a *App) registerMetrics() {
 	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_fills_active", Help: "Upstream blob fetches running."},
 		func() float64 { return float64(a.fills.Active()) }))
 	a.registerScrubMetrics()
+	a.registerPinMetrics()
+	a.registerSealedMetrics()
 	acc := a.access
 	a.metrics.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_login_failures_total", Help: "Client logins refused for wrong credentials."},

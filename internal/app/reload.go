@@ -33,6 +33,7 @@ func (a *App) Reload(next config.Config) (reloaded, restart []string, err error)
 		}
 		next.Storage.MaxSize = n
 	}
+	reloaded = a.reloadSealed(&running, next)
 	eff, changes := config.Reconcile(running, next)
 	var errs []error
 	if a.certs != nil {
@@ -48,6 +49,9 @@ func (a *App) Reload(next config.Config) (reloaded, restart []string, err error)
 		changes = slices.DeleteFunc(changes, func(c config.Change) bool { return strings.HasPrefix(c.Key, "access.") })
 	} else {
 		reloaded = append(reloaded, changed...)
+	}
+	if err := a.reloadRules(running, &eff); err != nil {
+		errs = append(errs, err)
 	}
 	if eff.Storage.MaxSize != a.maxSize.Load() {
 		a.maxSize.Store(eff.Storage.MaxSize)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/regcache/regcache/internal/config"
+	"github.com/regcache/regcache/internal/rules"
 )
 
 // TestReloadNamesEveryOption: for every option key, a SIGHUP that changes
@@ -68,6 +69,10 @@ func TestReloadNamesEveryOption(t *testing.T) {
 		"tls.key":    func(c *config.Config) { c.TLS.Key = "/x.key" },
 		"log.level":  func(c *config.Config) { c.Log.Level = "debug" },
 		"log.format": func(c *config.Config) { c.Log.Format = "text" },
+		"sealed":     func(c *config.Config) { c.Sealed = true },
+		"rules": func(c *config.Config) {
+			c.Rules = []rules.Rule{{Match: "docker.io/library/*", Pin: true}}
+		},
 		"upstreams": func(c *config.Config) {
 			c.Upstreams = append(slices.Clone(c.Upstreams), config.Upstream{Name: "ghcr.io", URL: "https://ghcr.io"})
 		},
@@ -106,6 +111,12 @@ func TestReloadNamesEveryOption(t *testing.T) {
 	}
 	if got := m.App.scrub.Status(); got.Interval != time.Hour || got.Rate != 1<<20 {
 		t.Errorf("the scrub runs at %s, %d B/s after the reloads; want 1h, 1 MiB/s", got.Interval, got.Rate)
+	}
+	if !m.App.allSealed() {
+		t.Error("sealed applied, but the upstream client is not sealed")
+	}
+	if got := m.App.ruleSet().Len(); got != 1 {
+		t.Errorf("%d rules in effect after the reload, want 1", got)
 	}
 	if got := m.App.maxSize.Load(); got != 1<<40 {
 		t.Errorf("the cap in effect is %d after the reload", got)

@@ -35,6 +35,8 @@ func (a *App) settingsInEffect() map[string]string {
 		"access.private":         as.Private,
 		"access.htpasswd":        as.Htpasswd,
 		"access.users":           strconv.Itoa(as.UsersWithPatterns) + " users with patterns",
+		"rules":                  strconv.Itoa(a.ruleSet().Len()) + " rules",
+		"sealed":                 strconv.FormatBool(a.allSealed()),
 	}
 	if ms.ReserveCount == 0 {
 		m["budget_reserve"] = strconv.FormatFloat(ms.ReservePercent, 'f', -1, 64) + "%"

@@ -54,3 +54,6 @@ func (s *adminSource) Upstreams() []admin.Upstream {
 
 // Fills are the upstream fetches.
 func (s *adminSource) Fills() admin.Fills { return s.fills }
+
+// Pinned is what the last eviction pass found of pinned images.
+func (s *adminSource) Pinned() (int64, bool) { return s.pins.bytes.Load(), s.pins.over.Load() }

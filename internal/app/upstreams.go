@@ -20,7 +20,8 @@ func newUpstreams(cfg config.Config, log *slog.Logger) ([]*mirror.Upstream, erro
 		if err != nil {
 			return nil, err
 		}
-		opts := []upstream.Option{upstream.WithLogger(log), upstream.WithMaxBandwidth(u.MaxBandwidth), upstream.WithMaxConnections(u.MaxConnections)}
+		opts := []upstream.Option{upstream.WithLogger(log), upstream.WithMaxBandwidth(u.MaxBandwidth), upstream.WithMaxConnections(u.MaxConnections),
+			upstream.WithSealed(u.Sealed || cfg.Sealed)}
 		switch {
 		case u.PasswordFile != "": // re-read at each token request: rotation needs no restart
 			i, user := i, u.Username

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -37,6 +38,23 @@ type Cache struct {
 
 // IndexFile is the embedded index inside a data directory.
 func IndexFile(dir string) string { return filepath.Join(dir, "index.db") }
+
+// Init creates the data directory dir with an empty index when it has
+// none, for `cache import` into a mirror that never ran (an air-gapped
+// site seeded from a bundle); an existing one is left as it is.
+func Init(dir string) error {
+	if _, err := os.Stat(IndexFile(dir)); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	index, err := cacheindex.Open(IndexFile(dir), time.Minute)
+	if err != nil {
+		return err
+	}
+	return index.Close()
+}
 
 // Open opens the data directory dir. It does not create one: a
 // directory without an index is reported as such, since it is most likely
@@ -191,6 +209,21 @@ func (c *Cache) List(ctx context.Context, opt ListOptions) (Listing, error) {
 // Remove answers `cache rm`.
 func (c *Cache) Remove(ctx context.Context, req RemoveRequest) (RemoveResult, error) {
 	return c.ops.Remove(ctx, req)
+}
+
+// Export answers `cache export`: a bundle of the tags, to w.
+func (c *Cache) Export(ctx context.Context, w io.Writer, req ExportRequest) (BundleResult, error) {
+	return c.ops.Export(ctx, w, req)
+}
+
+// Import answers `cache import`: a bundle from r into the data directory.
+func (c *Cache) Import(ctx context.Context, r io.Reader) (BundleResult, error) {
+	return c.ops.Import(ctx, r)
+}
+
+// Invalidate answers `cache invalidate`.
+func (c *Cache) Invalidate(ctx context.Context, req InvalidateRequest) (InvalidateResult, error) {
+	return c.ops.Invalidate(ctx, req)
 }
 
 // Prune answers `cache prune`. Offline nothing is protected: whether an

@@ -33,6 +33,18 @@ type ListOptions struct {
 	Sort string `json:"sort,omitempty"`
 	// Blobs lists blobs instead of tags.
 	Blobs bool `json:"blobs,omitempty"`
+	// Missing lists what sealed upstreams were asked for and did not
+	// have (a running mirror only), instead of tags.
+	Missing bool `json:"missing,omitempty"`
+}
+
+// Missed is a request a sealed upstream was not asked (`cache ls
+// --missing`): what the mirror would have fetched, how often, when last.
+type Missed struct {
+	Upstream string    `json:"upstream"`
+	Op       string    `json:"op"`
+	Count    int64     `json:"count"`
+	Last     time.Time `json:"last"`
 }
 
 // ImageEntry is one tag of `cache ls` with its image.
@@ -55,6 +67,9 @@ type ImageEntry struct {
 	// Stored is false when the tag's manifest is not in the store (the
 	// next pull fetches it).
 	Stored bool `json:"stored"`
+	// Rule is the rule that applies to the tag ("rules[2]
+	// docker.io/library/*:*"), when the caller knows the rules.
+	Rule string `json:"rule,omitempty"`
 }
 
 // BlobRow is one blob of `cache ls --blobs`.
@@ -67,9 +82,11 @@ type BlobRow struct {
 
 // Listing is what `cache ls` shows.
 type Listing struct {
-	Images []ImageEntry      `json:"images,omitempty"`
-	Blobs  []BlobRow         `json:"blobs,omitempty"`
-	Totals cacheindex.Totals `json:"totals"`
+	Images []ImageEntry `json:"images,omitempty"`
+	Blobs  []BlobRow    `json:"blobs,omitempty"`
+	// Missing are the sealed upstreams' misses (ListOptions.Missing).
+	Missing []Missed          `json:"missing,omitempty"`
+	Totals  cacheindex.Totals `json:"totals"`
 }
 
 // RemoveTarget is one argument of `cache rm`: a digest, or a tag as a
@@ -183,6 +200,9 @@ type OpsConfig struct {
 	Now func() time.Time
 	// Forget drops content the server holds in memory.
 	Forget func(...digest.Digest)
+	// ForgetTag drops a tag the server holds in memory (cache
+	// invalidate).
+	ForgetTag func(upstream, repo, tag string)
 	// Lock serialises changes with the server's eviction.
 	Lock *sync.Mutex
 	// Protected is the content of tags whose upstream is down (nil
@@ -194,6 +214,15 @@ type OpsConfig struct {
 	// Totals, when set, are the index's totals (a shared index's count);
 	// else the index's own, or a scan.
 	Totals func() cacheindex.Totals
+	// Rule names the rule that applies to a tag, "" for none (the
+	// configuration's rules; nil when they are not known).
+	Rule func(upstream, repo, tag string) string
+	// Missing are the sealed upstreams' misses (nil offline, where they
+	// are not known).
+	Missing func() []Missed
+	// Pinned are the manifests rules pin: a prune keeps their images, as
+	// eviction does.
+	Pinned func() (map[digest.Digest]bool, error)
 }
 
 // NewOps returns the cache operations on store and index.
@@ -308,6 +337,12 @@ func (o *Ops) imagePlan(root digest.Digest) (cacheindex.Plan, bool, error) {
 
 // List answers `cache ls`.
 func (o *Ops) List(_ context.Context, opt ListOptions) (Listing, error) {
+	if opt.Missing {
+		if o.Missing == nil {
+			return Listing{}, errors.New("only a running mirror knows what its sealed upstreams were asked for: pass --admin")
+		}
+		return Listing{Missing: o.Missing(), Totals: o.totals()}, nil
+	}
 	if err := o.index.Flush(); err != nil { // last uses held in memory
 		return Listing{}, err
 	}
@@ -342,7 +377,11 @@ func (o *Ops) List(_ context.Context, opt ListOptions) (Listing, error) {
 	// read transaction would open another while one is open, which waits
 	// forever behind a commit that remaps the file.
 	err := o.repoTags(opt.Upstream, opt.Repository, func(up, repo, tag string, e cacheindex.TagEntry) error {
-		l.Images = append(l.Images, ImageEntry{Upstream: up, Repository: repo, Tag: tag, Digest: e.Digest, MediaType: e.MediaType, Fetched: e.Fetched, Checked: e.Checked})
+		im := ImageEntry{Upstream: up, Repository: repo, Tag: tag, Digest: e.Digest, MediaType: e.MediaType, Fetched: e.Fetched, Checked: e.Checked}
+		if o.Rule != nil {
+			im.Rule = o.Rule(up, repo, tag)
+		}
+		l.Images = append(l.Images, im)
 		return nil
 	})
 	if err != nil {
@@ -618,7 +657,14 @@ func (o *Ops) Prune(ctx context.Context, req PruneRequest) (PruneResult, error) 
 			return PruneResult{}, err
 		}
 	}
-	plan, err := o.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: req.ToSize, LowWater: req.ToSize, MaxAge: req.OlderThan, Protected: protected}, o.Now())
+	var pinned map[digest.Digest]bool
+	if o.Pinned != nil {
+		var err error
+		if pinned, err = o.Pinned(); err != nil {
+			return PruneResult{}, err
+		}
+	}
+	plan, err := o.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: req.ToSize, LowWater: req.ToSize, MaxAge: req.OlderThan, Protected: protected, Pinned: pinned}, o.Now())
 	if err != nil {
 		return PruneResult{}, err
 	}

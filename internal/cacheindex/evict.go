@@ -31,10 +31,23 @@ type EvictPolicy struct {
 	// does not bring the total within MaxSize, the cap wins and protected
 	// images go too, least recently used first.
 	Protected map[digest.Digest]bool
+	// Pinned are digests (tagged manifests a rule pins) whose images are
+	// never taken, by age or by size, even when the cap cannot be met
+	// without them; their bytes count toward the total.
+	Pinned map[digest.Digest]bool
+	// MaxAgeOf replaces MaxAge for an image holding one of these
+	// manifests (a rule's max_age; 0: never dropped for age). An image
+	// with several takes the longest.
+	MaxAgeOf map[digest.Digest]time.Duration
 }
 
 // Plan is what an eviction deletes.
 type Plan struct {
+	// PinnedBytes are the bytes pinned images hold (each file once).
+	PinnedBytes int64
+	// CapUnmet is set when the total stays over MaxSize after the plan:
+	// pinned images alone, or with what is being filled, exceed it.
+	CapUnmet bool
 	// Evict is every file to delete, blobs and manifests, image by image.
 	Evict []digest.Digest
 	// Images are the images evicted, least recently used first.
@@ -397,6 +410,9 @@ type image struct {
 	root      int32
 	lastUse   int64
 	protected bool
+	pinned    bool
+	maxAge    time.Duration // a rule's max_age, when hasAge
+	hasAge    bool
 }
 
 // pass is one plan's bookkeeping over a graph: how many images hold each
@@ -412,7 +428,8 @@ type pass struct {
 	total     int64
 }
 
-func newPass(g *graph, protected map[digest.Digest]bool) *pass {
+func newPass(g *graph, p EvictPolicy) *pass {
+	protected := p.Protected
 	nb, nm := len(g.blobs), len(g.manifests)
 	ps := &pass{g: g, blobUsers: make([]int32, nb), manUsers: make([]int32, nm),
 		blobSeen: make([]int32, nb), manSeen: make([]int32, nm), total: g.total}
@@ -432,6 +449,10 @@ func newPass(g *graph, protected map[digest.Digest]bool) *pass {
 			ps.manUsers[-1-x]++
 			img.lastUse = max(img.lastUse, m.access)
 			img.protected = img.protected || len(protected) > 0 && protected[m.d]
+			img.pinned = img.pinned || len(p.Pinned) > 0 && p.Pinned[m.d]
+			if a, ok := p.MaxAgeOf[m.d]; ok && (!img.hasAge || a > img.maxAge) {
+				img.maxAge, img.hasAge = a, true
+			}
 		})
 		if img.lastUse == 0 {
 			img.lastUse = blobUse
@@ -443,6 +464,7 @@ func newPass(g *graph, protected map[digest.Digest]bool) *pass {
 			ps.blobUsers[i] = 1
 			img := image{root: -1 - int32(i), lastUse: g.blobs[i].access}
 			img.protected = len(protected) > 0 && protected[g.blobDigest(i)]
+			img.pinned = len(p.Pinned) > 0 && p.Pinned[g.blobDigest(i)]
 			ps.images = append(ps.images, img)
 		}
 	}
@@ -515,20 +537,54 @@ func (ps *pass) evict(img image, lost bool, plan *Plan) {
 	plan.Images = append(plan.Images, ev)
 }
 
+// pinnedBytes sums the files the pinned images hold, each once.
+func (ps *pass) pinnedBytes() int64 {
+	g := ps.g
+	blobs, mans := map[int32]bool{}, map[int32]bool{}
+	var n int64
+	for _, img := range ps.images {
+		if !img.pinned {
+			continue
+		}
+		if img.root < 0 {
+			if b := -1 - img.root; !blobs[b] {
+				blobs[b], n = true, n+g.blobs[b].size
+			}
+			continue
+		}
+		ps.walk(img.root, func(x int32) {
+			switch {
+			case x >= 0 && !blobs[x]:
+				blobs[x], n = true, n+g.blobs[x].size
+			case x < 0 && !mans[-1-x]:
+				mans[-1-x], n = true, n+g.manifests[-1-x].size
+			}
+		})
+	}
+	return n
+}
+
 func (g *graph) plan(p EvictPolicy, now time.Time) Plan {
-	ps := newPass(g, p.Protected)
+	ps := newPass(g, p)
 	low := p.LowWater
 	if low <= 0 || low > p.MaxSize {
 		low = p.MaxSize * 9 / 10
 	}
 	over := p.MaxSize > 0 && ps.total > p.MaxSize
 	var plan Plan
+	if len(p.Pinned) > 0 {
+		plan.PinnedBytes = ps.pinnedBytes()
+	}
 	taken := make([]bool, len(ps.images))
 	for k, img := range ps.images {
-		if img.protected {
+		if img.protected || img.pinned {
 			continue
 		}
-		old := p.MaxAge > 0 && now.Sub(time.Unix(0, img.lastUse)) > p.MaxAge
+		maxAge := p.MaxAge
+		if img.hasAge {
+			maxAge = img.maxAge
+		}
+		old := maxAge > 0 && now.Sub(time.Unix(0, img.lastUse)) > maxAge
 		if !old && !(over && ps.total > low) {
 			continue
 		}
@@ -539,10 +595,11 @@ func (g *graph) plan(p EvictPolicy, now time.Time) Plan {
 		if !(p.MaxSize > 0 && ps.total > p.MaxSize) {
 			break
 		}
-		if !taken[k] {
+		if !taken[k] && !img.pinned { // pinned: never, even when the cap cannot be met
 			ps.evict(img, true, &plan)
 		}
 	}
+	plan.CapUnmet = p.MaxSize > 0 && ps.total > p.MaxSize
 	return plan
 }
 
@@ -560,7 +617,7 @@ func (ix *Index) ImagePlan(root digest.Digest) (plan Plan, ok bool, err error) {
 }
 
 func (g *graph) imagePlan(root digest.Digest) (plan Plan, ok bool, err error) {
-	ps := newPass(g, nil)
+	ps := newPass(g, EvictPolicy{})
 	for _, img := range ps.images {
 		if img.root >= 0 && g.manifests[img.root].d == root {
 			ps.evict(img, false, &plan)

@@ -18,6 +18,7 @@ import (
 	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/oci"
+	"github.com/regcache/regcache/internal/rules"
 )
 
 // cacheFlags are the flags every cache command shares.
@@ -41,7 +42,7 @@ running server holds, or, without --data, one with no cache index, as
 ./data is on a host whose mirror runs in a container), they try the admin
 address of the configuration (127.0.0.1:5001 by default) and say so.
 
-Changes (rm, prune, verify) are taken from loopback only, or with the admin
+Changes (rm, invalidate, prune, verify) are taken from loopback only, or with the admin
 token when the server has one (--admin-token, REGCACHE_ADMIN_TOKEN).`,
 		Example: `  regcache cache ls --config /etc/regcache/regcache.yaml
   regcache cache ls --upstream docker.io --repository library/alpine --sort size
@@ -57,7 +58,7 @@ token when the server has one (--admin-token, REGCACHE_ADMIN_TOKEN).`,
 	pf.String("data", "", "cache directory, as the mirror's data setting (env REGCACHE_DATA, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY) (default ./data)")
 	pf.StringVar(&f.admin, "admin", "", "a running mirror's admin listener, host:port or URL (e.g. 127.0.0.1:5001); the commands then run there")
 	pf.String("admin-token", "", "the mirror's admin_token, for changes from another host (env REGCACHE_ADMIN_TOKEN)")
-	cmd.AddCommand(newCacheLsCmd(f), newCacheVerifyCmd(f), newCachePruneCmd(f), newCacheRmCmd(f), newCacheStatsCmd(f))
+	cmd.AddCommand(newCacheLsCmd(f), newCacheVerifyCmd(f), newCachePruneCmd(f), newCacheRmCmd(f), newCacheInvalidateCmd(f), newCacheExportCmd(f), newCacheImportCmd(f), newCacheStatsCmd(f))
 	return cmd
 }
 
@@ -74,6 +75,12 @@ func openCache(cmd *cobra.Command, f *cacheFlags) (cacheBackend, error) {
 	}
 	c, err := cache.Open(cfg.Data, nil)
 	if err == nil {
+		rs, err := rules.Compile(cfg.Rules) // checked by Load
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.UseRules(rs)
 		return c, nil
 	}
 	if !errors.Is(err, cache.ErrLocked) {
@@ -194,6 +201,7 @@ the cache's totals.`,
 	cmd.Flags().StringVar(&opt.Repository, "repository", "", "only tags of this repository (with --upstream), e.g. library/alpine")
 	cmd.Flags().StringVar(&opt.Sort, "sort", "", "order: name (default), size (largest first) or last-use (least recently used first); blobs: last-use (default), size or name")
 	cmd.Flags().BoolVar(&opt.Blobs, "blobs", false, "list blobs (digest, size, last access) instead of tags")
+	cmd.Flags().BoolVar(&opt.Missing, "missing", false, "list what sealed upstreams were asked for and not contacted (a running mirror), instead of tags")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -206,13 +214,24 @@ func writeJSONOut(w io.Writer, v any) error {
 
 func printListing(w io.Writer, l cache.Listing, opt cache.ListOptions) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if opt.Missing {
+		fmt.Fprintln(tw, "UPSTREAM\tWOULD HAVE FETCHED\tMISSES\tLAST")
+		for _, m := range l.Missing {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", m.Upstream, m.Op, m.Count, fmtTime(m.Last))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(w, "%d distinct requests not sent to a sealed upstream\n", len(l.Missing))
+		return err
+	}
 	if opt.Blobs {
 		fmt.Fprintln(tw, "DIGEST\tSIZE\tLAST ACCESS\tCREATED")
 		for _, b := range l.Blobs {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", b.Digest, humanBytes(b.Size), fmtTime(b.LastAccess), fmtTime(b.Created))
 		}
 	} else {
-		fmt.Fprintln(tw, "UPSTREAM\tREPOSITORY\tTAG\tDIGEST\tSIZE\tLAST USE\tFETCHED\tCHECKED")
+		fmt.Fprintln(tw, "UPSTREAM\tREPOSITORY\tTAG\tDIGEST\tSIZE\tLAST USE\tFETCHED\tCHECKED\tRULE")
 		for _, im := range l.Images {
 			size := humanBytes(im.Size)
 			switch {
@@ -221,8 +240,12 @@ func printListing(w io.Writer, l cache.Listing, opt cache.ListOptions) error {
 			case im.Missing > 0:
 				size += fmt.Sprintf(" (%d blobs not stored)", im.Missing)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Upstream, im.Repository, im.Tag, im.Digest, size,
-				fmtTime(im.LastUse), fmtTime(im.Fetched), fmtTime(im.Checked))
+			rule := im.Rule
+			if rule == "" {
+				rule = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Upstream, im.Repository, im.Tag, im.Digest, size,
+				fmtTime(im.LastUse), fmtTime(im.Fetched), fmtTime(im.Checked), rule)
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -455,6 +478,181 @@ entries; the next pull that needs it fetches it again.`,
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be removed, remove nothing")
 	return cmd
+}
+
+func newCacheInvalidateCmd(f *cacheFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "invalidate IMAGE[:TAG]...",
+		Short: "Make the next pull of a tag, or of every tag of a repository, ask the upstream",
+		Long: `Invalidate cached tags.
+
+A tag (alpine:3.20, ghcr.io/owner/app:1) is marked as never checked, and a
+running mirror drops it from memory, so its next pull asks the upstream
+(a HEAD; the manifest is fetched again only if the tag moved), whatever
+the freshness or an immutable rule says. A name without a tag
+(ghcr.io/owner/app) does this for every cached tag of the repository.
+Content stays: if the upstream cannot be reached, the tag is served from
+the cache as before, and other tags and pulls by digest are not touched.
+On a cluster, one call covers every replica: they share the index, and
+each reads a tag from it again at least once a second.`,
+		Example: `  regcache cache invalidate alpine:3.20
+  regcache cache invalidate --admin http://mirror:5001 ghcr.io/owner/app`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("name a tag (alpine:3.20) or a repository (ghcr.io/owner/app) to invalidate; regcache cache ls lists them")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var req cache.InvalidateRequest
+			for _, a := range args {
+				ref, err := oci.ParseImage(a)
+				if err != nil {
+					return err
+				}
+				if ref.Digest != "" {
+					return fmt.Errorf("%s: name a tag or a repository; content by digest never changes (cache rm deletes it)", a)
+				}
+				t := cache.RemoveTarget{Raw: a, Registry: ref.Registry, Repo: ref.Repo, Tag: ref.Tag}
+				if last := a[strings.LastIndex(a, "/")+1:]; !strings.Contains(last, ":") {
+					t.Tag = "" // no tag given: every tag of the repository
+				}
+				req.Targets = append(req.Targets, t)
+			}
+			c, err := openCache(cmd, f)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.Invalidate(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			for _, t := range res.Tags {
+				fmt.Fprintf(cmd.OutOrStdout(), "invalidated %s: the next pull asks the upstream\n", t)
+			}
+			return nil
+		},
+	}
+}
+
+func newCacheExportCmd(f *cacheFlags) *cobra.Command {
+	var to string
+	cmd := &cobra.Command{
+		Use:   "export --to FILE [IMAGE:TAG...]",
+		Short: "Write cached images to a bundle (an OCI image layout tar) another mirror imports",
+		Long: `Write a bundle: an OCI image layout in a tar file (what skopeo copy
+oci-archive: reads), holding the named tags (every cached tag when none is
+named) with the manifests and blobs they reach that the cache holds, each
+under its digest. index.json names each tag as <upstream>/<repository>:<tag>.
+The file is written next to FILE and renamed into place when complete, so
+an interrupted export leaves no FILE; run it again to resume from scratch.
+A platform or layer never pulled is not in the cache, and not in the bundle.`,
+		Example: `  regcache cache export --to bundle.tar alpine:3.20 ghcr.io/owner/app:1
+  regcache cache export --admin 127.0.0.1:5001 --to all.tar
+  skopeo copy oci-archive:bundle.tar:docker.io/library/alpine:3.20 dir:/tmp/alpine`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if to == "" {
+				return errors.New("name the bundle to write with --to FILE")
+			}
+			var req cache.ExportRequest
+			for _, a := range args {
+				ref, err := oci.ParseImage(a)
+				if err != nil {
+					return err
+				}
+				req.Targets = append(req.Targets, cache.RemoveTarget{Raw: a, Registry: ref.Registry, Repo: ref.Repo, Tag: ref.Tag, Digest: ref.Digest})
+			}
+			c, err := openCache(cmd, f)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			tmp, err := os.CreateTemp(filepath.Dir(to), "."+filepath.Base(to)+".*")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(tmp.Name()) // after the rename, nothing
+			res, err := c.Export(cmd.Context(), tmp, req)
+			if err == nil {
+				err = tmp.Sync()
+			}
+			if cerr := tmp.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Rename(tmp.Name(), to)
+			}
+			if err != nil {
+				return err
+			}
+			if len(res.Tags) == 0 { // from a running mirror: the tar's size only
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%s)\n", to, humanBytes(res.Bytes))
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d tags, %d files, %s", to, len(res.Tags), res.Files, humanBytes(res.Bytes))
+			if res.Missing > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "; %d referenced files not in the cache (never pulled) are not in it", res.Missing)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "the bundle file to write")
+	return cmd
+}
+
+func newCacheImportCmd(f *cacheFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "import FILE",
+		Short: "Load a bundle (an OCI image layout tar) into a mirror's cache, running or stopped",
+		Long: `Load a bundle written by regcache cache export (or any OCI image layout tar
+whose index.json names images as <upstream>/<repository>:<tag>) into a
+running mirror (streamed to its admin listener, --admin) or the data
+directory of a stopped one (made if it does not exist). Every file is checked against its
+digest and size as it is written and committed only if it matches; files
+already cached are skipped. The tags are recorded once the whole bundle
+has been read and checked: a truncated or tampered bundle is refused,
+naming the file, and nothing it brought is left behind. A mirror whose
+upstream is sealed then serves what the bundle holds.`,
+		Example: `  regcache cache import --data /var/lib/regcache bundle.tar
+  regcache cache import --admin 127.0.0.1:5001 bundle.tar`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer in.Close()
+			if f.admin == "" { // a mirror that never ran: its data directory is made
+				cfg, err := config.Load(cacheConfigFlags(cmd), os.LookupEnv)
+				if err != nil {
+					return err
+				}
+				if err := cache.Init(cfg.Data); err != nil {
+					return err
+				}
+			}
+			c, err := openCache(cmd, f)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.Import(cmd.Context(), in)
+			if err != nil {
+				return fmt.Errorf("%s refused: %w", args[0], err)
+			}
+			for _, t := range res.Tags {
+				fmt.Fprintf(cmd.OutOrStdout(), "imported %s\n", t)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d tags; %d files written (%s), %d already cached", len(res.Tags), res.Files, humanBytes(res.Bytes), res.Skipped)
+			if res.Missing > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "; %d referenced files are in neither the bundle nor the cache", res.Missing)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			return nil
+		},
+	}
 }
 
 func printRemove(w io.Writer, res cache.RemoveResult) error {

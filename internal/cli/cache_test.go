@@ -350,7 +350,7 @@ func TestCacheMissingDirectory(t *testing.T) {
 
 func TestCacheHelp(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"warm"}, {"cache"}, {"cache", "ls"}, {"cache", "verify"}, {"cache", "prune"}, {"cache", "rm"}, {"cache", "stats"}} {
+	for _, args := range [][]string{{"warm"}, {"cache"}, {"cache", "ls"}, {"cache", "verify"}, {"cache", "prune"}, {"cache", "rm"}, {"cache", "invalidate"}, {"cache", "export"}, {"cache", "import"}, {"cache", "stats"}} {
 		out, err := runCLI(t, append(args, "--help")...)
 		if err != nil || !strings.Contains(out, "Examples:") || !strings.Contains(out, "regcache "+args[0]) {
 			t.Errorf("%v --help: %v\n%s", args, err, out)

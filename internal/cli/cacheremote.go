@@ -24,6 +24,9 @@ import (
 type cacheBackend interface {
 	List(ctx context.Context, opt cache.ListOptions) (cache.Listing, error)
 	Remove(ctx context.Context, req cache.RemoveRequest) (cache.RemoveResult, error)
+	Invalidate(ctx context.Context, req cache.InvalidateRequest) (cache.InvalidateResult, error)
+	Export(ctx context.Context, w io.Writer, req cache.ExportRequest) (cache.BundleResult, error)
+	Import(ctx context.Context, r io.Reader) (cache.BundleResult, error)
 	Prune(ctx context.Context, req cache.PruneRequest) (cache.PruneResult, error)
 	Verify(ctx context.Context, progress func(cache.VerifyEvent)) (cache.VerifyReport, error)
 	Stats(ctx context.Context) (cache.CacheStats, error)
@@ -157,6 +160,9 @@ func (c *remoteCache) List(ctx context.Context, opt cache.ListOptions) (cache.Li
 	if opt.Blobs {
 		q.Set("blobs", "1")
 	}
+	if opt.Missing {
+		q.Set("missing", "1")
+	}
 	var l cache.Listing
 	return l, c.get(ctx, http.MethodGet, "/cache/ls", q, nil, &l)
 }
@@ -164,6 +170,59 @@ func (c *remoteCache) List(ctx context.Context, opt cache.ListOptions) (cache.Li
 func (c *remoteCache) Remove(ctx context.Context, req cache.RemoveRequest) (cache.RemoveResult, error) {
 	var r cache.RemoveResult
 	return r, c.get(ctx, http.MethodPost, "/cache/rm", nil, req, &r)
+}
+
+func (c *remoteCache) Invalidate(ctx context.Context, req cache.InvalidateRequest) (cache.InvalidateResult, error) {
+	var r cache.InvalidateResult
+	return r, c.get(ctx, http.MethodPost, "/cache/invalidate", nil, req, &r)
+}
+
+// Export streams the running mirror's bundle into w. Its totals are
+// counted here: the answer is the tar itself.
+func (c *remoteCache) Export(ctx context.Context, w io.Writer, req cache.ExportRequest) (cache.BundleResult, error) {
+	q := url.Values{}
+	for _, t := range req.Targets {
+		q.Add("ref", t.Raw)
+	}
+	rc, err := c.call(ctx, http.MethodGet, "/cache/export", q, nil)
+	if err != nil {
+		return cache.BundleResult{}, err
+	}
+	defer rc.Close()
+	n, err := io.Copy(w, rc)
+	if err != nil {
+		return cache.BundleResult{}, fmt.Errorf("the bundle from %s was cut short after %d bytes: %w", c.base, n, err)
+	}
+	return cache.BundleResult{Bytes: n}, nil
+}
+
+// Import streams a bundle to the running mirror, which checks and loads
+// it.
+func (c *remoteCache) Import(ctx context.Context, r io.Reader) (cache.BundleResult, error) {
+	u := *c.base
+	u.Path += "/cache/import"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), r)
+	if err != nil {
+		return cache.BundleResult{}, err
+	}
+	req.Header.Set("Content-Type", "application/x-tar")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return cache.BundleResult{}, fmt.Errorf("no regcache admin listener answers at %s (%w)", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return cache.BundleResult{}, fmt.Errorf("the mirror at %s answered %s: %s", c.base, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	var res cache.BundleResult
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAdminAnswer)).Decode(&res); err != nil {
+		return res, fmt.Errorf("read the answer of %s/cache/import: %w", c.base, err)
+	}
+	return res, nil
 }
 
 func (c *remoteCache) Prune(ctx context.Context, req cache.PruneRequest) (cache.PruneResult, error) {

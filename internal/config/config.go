@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/regcache/regcache/internal/redact"
+	"github.com/regcache/regcache/internal/rules"
 )
 
 // Config is regcache's whole configuration, as read by Load. main splits it
@@ -55,6 +56,9 @@ type Config struct {
 	// ProbeInterval is how often an idle upstream is probed with a /v2/
 	// ping, first at start (yaml probe_interval, default 30s; 0 is off).
 	ProbeInterval time.Duration
+	// Sealed seals every upstream, as upstreams[].sealed does one (yaml
+	// sealed, default false; applied live on SIGHUP).
+	Sealed bool
 	// Prefetch controls background fetching of an image's blobs once its
 	// manifest was pulled (yaml prefetch).
 	Prefetch Prefetch
@@ -75,6 +79,9 @@ type Config struct {
 	TLS TLS
 	// Log selects log level and format (yaml log).
 	Log Log
+	// Rules are per upstream/repository/tag settings, first match wins
+	// (yaml rules; see internal/rules and docs/operations.md).
+	Rules []rules.Rule
 
 	// File is the configuration file Load read: the one --config or
 	// REGCACHE_CONFIG names, or the one REGCACHE_CONFIG_SEARCH found; "" for
@@ -145,6 +152,11 @@ type Upstream struct {
 	// upstream (yaml upstreams[].max_connections); requests beyond it
 	// wait their turn. 0 is unlimited.
 	MaxConnections int
+	// Sealed upstreams are never contacted (yaml upstreams[].sealed): no
+	// request, no token, no probe; what is cached is served, a miss is
+	// answered 404 naming the seal, and misses are listed in /status.
+	// Applied live on SIGHUP.
+	Sealed bool
 }
 
 // Credentialed reports whether the mirror reads the upstream with

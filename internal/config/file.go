@@ -7,10 +7,13 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/regcache/regcache/internal/rules"
 )
 
 // fileConfig is the YAML file's shape. Leaves are *string, so a value is
@@ -26,6 +29,7 @@ type fileConfig struct {
 	Shutdown    *string `yaml:"shutdown_timeout"`
 	Probe       *string `yaml:"probe_interval"`
 	NegativeTTL *string `yaml:"negative_ttl"`
+	Sealed      *string `yaml:"sealed"`
 	// BudgetReserve is budget_reserve: a count or a percentage.
 	BudgetReserve *string `yaml:"budget_reserve"`
 	Prefetch      struct {
@@ -71,6 +75,52 @@ type fileConfig struct {
 		Level  *string `yaml:"level"`
 		Format *string `yaml:"format"`
 	} `yaml:"log"`
+	Rules *[]fileRule `yaml:"rules"`
+}
+
+// fileRule is one entry of the YAML rules list; values are text, parsed
+// here so an error names the rule's index and field.
+type fileRule struct {
+	Match     *string `yaml:"match"`
+	Freshness *string `yaml:"freshness"`
+	MaxAge    *string `yaml:"max_age"`
+	Immutable *string `yaml:"immutable"`
+	Pin       *string `yaml:"pin"`
+}
+
+// rule converts a YAML entry; key is its path for errors (rules[2]).
+func (fr fileRule) rule(key string) (rules.Rule, error) {
+	var r rules.Rule
+	var errs []error
+	if fr.Match == nil || strings.TrimSpace(*fr.Match) == "" {
+		errs = append(errs, fmt.Errorf("config: %s.match: missing", key))
+	} else {
+		r.Match = strings.TrimSpace(*fr.Match)
+	}
+	dur := func(field string, v *string) *time.Duration {
+		if v == nil {
+			return nil
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(*v))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %s.%s: %w", key, field, invalidDuration(*v)))
+			return nil
+		}
+		return &d
+	}
+	flag := func(field string, v *string) bool {
+		if v == nil {
+			return false
+		}
+		b, err := strconv.ParseBool(strings.TrimSpace(*v))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %s.%s: want true or false, got %q", key, field, *v))
+		}
+		return b
+	}
+	r.Freshness, r.MaxAge = dur("freshness", fr.Freshness), dur("max_age", fr.MaxAge)
+	r.Immutable, r.Pin = flag("immutable", fr.Immutable), flag("pin", fr.Pin)
+	return r, errors.Join(errs...)
 }
 
 // fileUpstream is one entry of the YAML upstreams list.
@@ -89,6 +139,7 @@ type fileUpstream struct {
 	CredentialTTL     string   `yaml:"credential_ttl"`
 	MaxBandwidth      string   `yaml:"max_bandwidth"`
 	MaxConnections    int      `yaml:"max_connections"`
+	Sealed       bool     `yaml:"sealed"`
 }
 
 // values returns the file's top-level settings by option key; absent and
@@ -97,7 +148,7 @@ func (f *fileConfig) values() map[string]string {
 	m := map[string]string{}
 	for key, p := range map[string]*string{
 		"addr": f.Addr, "admin_addr": f.AdminAddr, "admin_token": f.AdminToken, "data": f.Data,
-		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe, "negative_ttl": f.NegativeTTL, "budget_reserve": f.BudgetReserve,
+		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe, "negative_ttl": f.NegativeTTL, "budget_reserve": f.BudgetReserve, "sealed": f.Sealed,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
 		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,
 		"storage.scrub_interval": f.Storage.ScrubInterval, "storage.scrub_rate": f.Storage.ScrubRate,
@@ -164,6 +215,14 @@ func applyFile(c *Config, path string) error {
 	}
 	if f.Access.Users != nil {
 		c.Access.Users = *f.Access.Users
+	}
+	if f.Rules != nil {
+		c.Rules = nil
+		for i, fr := range *f.Rules {
+			r, err := fr.rule(fmt.Sprintf("rules[%d]", i))
+			errs = append(errs, err)
+			c.Rules = append(c.Rules, r)
+		}
 	}
 	if f.Upstreams != nil {
 		c.Upstreams = nil

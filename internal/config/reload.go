@@ -45,6 +45,7 @@ var fileOnlyKeys = []struct {
 }{
 	{"upstreams", ReloadRestart},
 	{"access.users", ReloadLive},
+	{"rules", ReloadLive},
 }
 
 // Change is an option whose value differs between two configurations.

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+
+	"github.com/regcache/regcache/internal/rules"
 )
 
 // Validate checks c as a whole and returns every problem found, each naming
@@ -39,6 +41,9 @@ func (c Config) Validate() error {
 		add("storage.max_size", fmt.Errorf("must not be negative, got %d", c.Storage.MaxSize))
 	}
 	add("storage.max_age", checkDuration(c.Storage.MaxAge, false))
+	if _, err := rules.Compile(c.Rules); err != nil {
+		errs = append(errs, fmt.Errorf("config: %w", err))
+	}
 	add("access.allow", checkPrefixes(c.Access.Allow))
 	add("access.trusted_proxies", checkPrefixes(c.Access.TrustedProxies))
 	check("access.htpasswd", c.Access.Htpasswd, checkOptionalReadable)

@@ -64,9 +64,9 @@ func hostOnly(host string) string {
 // request that changes state (any method but GET, HEAD and OPTIONS) must
 // come from the same site (an Origin matching the Host, and no
 // Sec-Fetch-Site of cross-site or same-site: else 403) and carry
-// Content-Type: application/json (else 415), which a plain HTML form
-// cannot send and a script of another site cannot send without a CORS
-// preflight that is never answered.
+// Content-Type: application/json, or application/x-tar for a bundle
+// upload (else 415): neither is a type a plain HTML form can send, nor a
+// script of another site without a CORS preflight that is never answered.
 func Guard(next http.Handler, hostOK HostCheck) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !hostOK(r.Host) {
@@ -83,7 +83,7 @@ func Guard(next http.Handler, hostOK HostCheck) http.Handler {
 			http.Error(w, "cross-site request refused: "+why, http.StatusForbidden)
 			return
 		}
-		if !IsJSON(r) {
+		if !IsJSON(r) && !isTar(r) {
 			http.Error(w, "this call takes Content-Type: application/json", http.StatusUnsupportedMediaType)
 			return
 		}
@@ -112,6 +112,13 @@ func crossSite(r *http.Request) string {
 func IsJSON(r *http.Request) bool {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	return err == nil && mt == "application/json"
+}
+
+// isTar reports whether r's Content-Type is application/x-tar (the
+// body of a bundle import).
+func isTar(r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && mt == "application/x-tar"
 }
 
 // DecodeJSON reads r's body, of at most limit bytes, as exactly one JSON

@@ -47,3 +47,23 @@ func TestDecodeJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestGuardContentTypes: a state-changing call is taken as JSON or as a
+// tar (a bundle upload), never as what an HTML form sends.
+func TestGuardContentTypes(t *testing.T) {
+	t.Parallel()
+	h := Guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(string) bool { return true })
+	for ct, want := range map[string]int{
+		"application/json": http.StatusOK, "application/x-tar": http.StatusOK,
+		"text/plain": http.StatusUnsupportedMediaType, "application/x-www-form-urlencoded": http.StatusUnsupportedMediaType,
+		"multipart/form-data; boundary=x": http.StatusUnsupportedMediaType, "": http.StatusUnsupportedMediaType,
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/cache/import", strings.NewReader("x"))
+		r.Header.Set("Content-Type", ct)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("POST with %q: %d, want %d", ct, w.Code, want)
+		}
+	}
+}

@@ -26,6 +26,9 @@ func wire(err error, unknown oci.ErrorCode) error {
 	if errors.As(err, &we) {
 		return we
 	}
+	if errors.Is(err, upstream.ErrSealed) {
+		return &oci.Error{Code: unknown, Message: err.Error()}
+	}
 	if ra, ok := upstream.IsTooManyRequests(err); ok {
 		return &oci.Error{Code: oci.ErrTooManyRequests, RetryAfter: ra,
 			Message: "the upstream's rate limit is exhausted and nothing is cached: " + err.Error()}

@@ -41,6 +41,9 @@ func (s *Service) Manifest(ctx context.Context, req Request, ref oci.Reference) 
 	if req.Background {
 		ctx = background(ctx)
 	}
+	if a, ok := s.rules.Load().Match(rt.up.Name, rt.repo, ref.Tag); ok {
+		out.Rule = a.String()
+	}
 	var m *Manifest
 	if ref.IsDigest() {
 		m, err = s.manifestByDigest(ctx, rt, ref.Digest, accept, &out)
@@ -94,8 +97,9 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 	}
 	// A tag a fallback member gave is asked of the upstream each time (a
 	// HEAD, not counted; free while its breaker is open), so its own
-	// answer wins as soon as it is back.
-	if s.now().Sub(e.Checked) < s.freshness && e.Source == "" {
+	// answer wins as soon as it is back. An immutable tag (rules) is
+	// never asked again, unless invalidated (never checked).
+	if fresh, _, _ := s.tagFreshness(rt, tag); !e.Checked.IsZero() && s.now().Sub(e.Checked) < fresh && e.Source == "" {
 		out.Cache = CacheHit
 		return cached, nil
 	}
@@ -150,7 +154,7 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 // tag reads a tag's entry from memory, else from the index (and keeps it).
 func (s *Service) tag(rt route, tag string) (cacheindex.TagEntry, bool, error) {
 	k := tagKey{rt.up.Name, rt.repo, tag}
-	if e, ok := s.mem.tag(k); ok {
+	if e, ok := s.mem.tag(k, s.tagMemory()); ok {
 		return e, true, nil
 	}
 	e, ok, err := s.index.Tag(rt.up.Name, rt.repo, tag)
@@ -174,8 +178,9 @@ func (s *Service) putTag(rt route, tag string, e cacheindex.TagEntry) error {
 // check when the digest is unchanged.
 func (s *Service) revalidate(ctx context.Context, rt route, tag string, accept []string) (upstream.Descriptor, error) {
 	key := "head\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
+	freshness, _, _ := s.tagFreshness(rt, tag)
 	fresh := func() (any, bool) {
-		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness && e.Source == "" {
+		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < freshness && e.Source == "" {
 			return upstream.Descriptor{Digest: e.Digest, MediaType: e.MediaType, Size: e.Size}, true
 		}
 		return nil, false
@@ -211,8 +216,9 @@ func (s *Service) revalidateOnce(ctx context.Context, rt route, tag string, acce
 // flight, so a request arriving just after it finds the tag).
 func (s *Service) fetchTag(ctx context.Context, rt route, tag string, accept []string) (*Manifest, error) {
 	key := "tag\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
+	freshness, _, _ := s.tagFreshness(rt, tag)
 	fresh := func() (any, bool) {
-		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < s.freshness {
+		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < freshness {
 			if m, err := s.storedManifest(ctx, e.Digest); err == nil {
 				return m, true
 			}

@@ -3,6 +3,7 @@ package mirror
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -28,7 +29,7 @@ type memory struct {
 	mu        sync.RWMutex
 	manifests map[digest.Digest]*memManifest
 	bytes     int64
-	tags      map[tagKey]cacheindex.TagEntry
+	tags      map[tagKey]memTag
 	held      map[holdKey]struct{}
 	// complete are image manifests whose blobs were all in the store when
 	// last looked at: a hit does not look again (prefetch has nothing to
@@ -45,6 +46,14 @@ type memManifest struct {
 
 type tagKey struct{ upstream, repo, tag string }
 
+// memTag is a tag's entry with when memory took it from the index (or
+// wrote it there): a replica of a cluster trusts it for sharedTagMemory
+// only, since another replica may have changed or dropped it.
+type memTag struct {
+	e  cacheindex.TagEntry
+	at time.Time
+}
+
 type holdKey struct {
 	upstream, repo string
 	d              digest.Digest
@@ -60,7 +69,7 @@ const (
 
 func newMemory(maxBytes int64) *memory {
 	return &memory{maxBytes: maxBytes, manifests: map[digest.Digest]*memManifest{},
-		tags: map[tagKey]cacheindex.TagEntry{}, held: map[holdKey]struct{}{}, complete: map[digest.Digest]struct{}{}, sizes: map[holdKey]int64{}}
+		tags: map[tagKey]memTag{}, held: map[holdKey]struct{}{}, complete: map[digest.Digest]struct{}{}, sizes: map[holdKey]int64{}}
 }
 
 func (mem *memory) manifest(d digest.Digest) *Manifest {
@@ -129,17 +138,33 @@ func (mem *memory) forget(ds ...digest.Digest) {
 		gone[d] = true
 	}
 	for k, t := range mem.tags {
-		if gone[t.Digest] {
+		if gone[t.e.Digest] {
 			delete(mem.tags, k)
 		}
 	}
 }
 
-func (mem *memory) tag(k tagKey) (cacheindex.TagEntry, bool) {
+// tag is the tag's entry in memory if memory took it within maxAge (0:
+// whenever).
+func (mem *memory) tag(k tagKey, maxAge time.Duration) (cacheindex.TagEntry, bool) {
 	mem.mu.RLock()
 	defer mem.mu.RUnlock()
 	t, ok := mem.tags[k]
-	return t, ok
+	if ok && maxAge > 0 && time.Since(t.at) >= maxAge {
+		return cacheindex.TagEntry{}, false
+	}
+	return t.e, ok
+}
+
+// forgetTags drops a tag, or every tag of a repository (tag "").
+func (mem *memory) forgetTags(upstream, repo, tag string) {
+	mem.mu.Lock()
+	defer mem.mu.Unlock()
+	for k := range mem.tags {
+		if k.upstream == upstream && k.repo == repo && (tag == "" || k.tag == tag) {
+			delete(mem.tags, k)
+		}
+	}
 }
 
 func (mem *memory) putTag(k tagKey, t cacheindex.TagEntry) {
@@ -148,7 +173,7 @@ func (mem *memory) putTag(k tagKey, t cacheindex.TagEntry) {
 	if len(mem.tags) >= maxMemoryTags {
 		clear(mem.tags)
 	}
-	mem.tags[k] = t
+	mem.tags[k] = memTag{t, time.Now()}
 }
 
 func (mem *memory) holds(k holdKey) bool {

@@ -58,10 +58,10 @@ func TestMemoryForget(t *testing.T) {
 	if mem.manifest(m.Digest) != nil {
 		t.Error("forgotten manifest still in memory")
 	}
-	if _, ok := mem.tag(k); ok {
+	if _, ok := mem.tag(k, 0); ok {
 		t.Error("tag of a forgotten manifest still in memory")
 	}
-	if _, ok := mem.tag(other); !ok {
+	if _, ok := mem.tag(other, 0); !ok {
 		t.Error("an unrelated tag was dropped")
 	}
 	if _, b := mem.size(); b != 0 {

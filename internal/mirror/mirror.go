@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -26,6 +27,7 @@ import (
 	"github.com/regcache/regcache/internal/defaults"
 	"github.com/regcache/regcache/internal/fill"
 	"github.com/regcache/regcache/internal/metrics"
+	"github.com/regcache/regcache/internal/rules"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
@@ -93,6 +95,9 @@ type Outcome struct {
 	// Joined is set on a miss that joined a fill another request started
 	// (a coalesced miss: the upstream was not asked again for it).
 	Joined bool
+	// Rule names the rule that applied to a manifest request ("rules[2]
+	// docker.io/library/*:*"), "" when none did.
+	Rule string
 }
 
 // Service is the content service.
@@ -120,6 +125,8 @@ type Service struct {
 	flights singleflight.Group // manifest fetches, tag revalidations, listings
 
 	mem *memory // the warm hit path: manifests, tags, holdings
+
+	rules atomic.Pointer[rules.Set] // per-repository freshness and immutability
 
 	fbState            // what the fallback chains answered
 	sources BlobSource // nil: fills read the upstream
@@ -199,6 +206,28 @@ func (s *Service) Registries() []Registry {
 // Forget drops digests from memory: the caller deleted them from the
 // store (eviction, cache rm), so the next request reads the index again.
 func (s *Service) Forget(ds ...digest.Digest) { s.mem.forget(ds...) }
+
+// ForgetTag drops a tag (every tag of the repository for tag "") from
+// memory: `cache invalidate` deleted it from the index, so the next
+// request reads the index, finds nothing and asks the upstream. Other
+// replicas of a cluster read the shared index again within
+// sharedTagMemory.
+func (s *Service) ForgetTag(upstream, repo, tag string) { s.mem.forgetTags(upstream, repo, tag) }
+
+// sharedTagMemory is how long a replica of a cluster serves a tag from
+// memory before it reads the shared index again: a tag another replica
+// invalidated (or moved) is seen within it, for one index read per tag
+// per replica per second at most.
+const sharedTagMemory = time.Second
+
+// tagMemory is how long a tag in memory is trusted: for ever (it is
+// written through) on one node, sharedTagMemory in a cluster.
+func (s *Service) tagMemory() time.Duration {
+	if s.flight == nil {
+		return 0
+	}
+	return sharedTagMemory
+}
 
 // Close stops background work (prefetches) and waits for it. Fills are
 // stopped by their Manager.

@@ -17,6 +17,9 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, rt route,
 		return
 	}
 	h := w.Header()
+	if out.Rule != "" {
+		h.Set("X-Regcache-Rule", out.Rule)
+	}
 	h.Set("Content-Type", m.MediaType)
 	h.Set("Content-Length", strconv.Itoa(len(m.Body)))
 	h.Set("Docker-Content-Digest", m.Digest.String())

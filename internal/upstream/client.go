@@ -52,6 +52,7 @@ type Client struct {
 	probe         prober
 
 	manifestGets atomic.Int64 // manifest GETs the registry answered 2xx: counted pulls
+	sealed        sealedState // upstreams[].sealed: nothing leaves, misses are listed
 }
 
 // Option configures a Client.
@@ -217,6 +218,9 @@ func (c *Client) endpoint(repo, kind, ref string) string {
 // with backoff. A 2xx response is returned open; anything else becomes an
 // *Error.
 func (c *Client) do(ctx context.Context, kind, op string, build func() (*http.Request, error)) (*http.Response, error) {
+	if c.Sealed() {
+		return nil, c.refuse(op)
+	}
 	var last error
 	wait := c.backoff
 	for attempt := 1; attempt <= c.attempts; attempt++ {
@@ -294,12 +298,19 @@ type Health struct {
 	// Credentials is what the upstream last said of the configured
 	// credentials (never rejected for an anonymous upstream).
 	Credentials auth.Verdict `json:"credentials,omitzero"`
+	// Sealed is set while the upstream is sealed; SealedMisses are the
+	// requests refused (what the mirror would have fetched), the most
+	// asked first, SealedMissTotal how many in all.
+	Sealed          bool   `json:"sealed,omitempty"`
+	SealedMisses    []Miss `json:"sealedMisses,omitempty"`
+	SealedMissTotal int64  `json:"sealedMissTotal,omitempty"`
 }
 
 // Health reports the breakers' states and until when a 429 keeps the
 // upstream from being asked.
 func (c *Client) Health() Health {
-	h := Health{Limited: c.limiter.state(c.now()), Breakers: c.breakers.states(), Probe: c.probe.state(), Credentials: c.auth.Verdict()}
+	h := Health{Limited: c.limiter.state(c.now()), Breakers: c.breakers.states(), Probe: c.probe.state(), Credentials: c.auth.Verdict(), Sealed: c.Sealed()}
+	h.SealedMisses, h.SealedMissTotal = c.SealedMisses()
 	h.Down = h.Probe.State == ProbeDown
 	for _, l := range h.Limited {
 		if l.Until.After(h.LimitedUntil) {

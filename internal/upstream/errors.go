@@ -47,7 +47,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // Temporary reports whether retrying the same request may succeed:
 // connection errors and 5xx. 4xx (including 429) are never retried here.
 func (e *Error) Temporary() bool {
-	if errors.Is(e.Err, ErrUpstreamDown) || errors.Is(e.Err, ErrRateLimited) || errors.Is(e.Err, ErrTooManyRedirects) {
+	if errors.Is(e.Err, ErrUpstreamDown) || errors.Is(e.Err, ErrRateLimited) || errors.Is(e.Err, ErrTooManyRedirects) || errors.Is(e.Err, ErrSealed) {
 		return false
 	}
 	if e.StatusCode == 0 {

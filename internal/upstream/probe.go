@@ -78,6 +78,9 @@ func (p *prober) set(now time.Time, up bool, reason string, probed bool) (before
 // repository with them (Health().Credentials), so a refusal shows before
 // any pull and a fixed password file clears it without one.
 func (c *Client) Probe(ctx context.Context) error {
+	if c.Sealed() {
+		return nil // never contacted: neither up nor down
+	}
 	v2, err := c.ping(ctx)
 	if err == nil {
 		before := c.auth.Verdict()
