@@ -30,6 +30,7 @@ import (
 	"github.com/regcache/regcache/internal/cluster"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/fill"
+	"github.com/regcache/regcache/internal/fleet"
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/registry"
@@ -76,8 +77,9 @@ type App struct {
 	capNote  string // the cap applied at start, in words (CapSummary)
 
 	started time.Time
-	stats   *stats   // requests served, for the dashboard and status
-	history *history // the dashboard's charts
+	stats   *stats       // requests served, for the dashboard and status
+	fleet   *fleet.Table // the clients served, and the canary tags that arrived
+	history *history     // the dashboard's charts
 }
 
 // New opens the data directory and builds every part. Close releases them.
@@ -183,6 +185,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	m := metrics.New(a.metrics)
 	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics, results, sources, a.upstreamNames()), credentialed(cfg)), newHistory(historySamples)
 	a.stats.spent = a.manifestGets // pulls saved are net of the mirror's own manifest GETs
+	a.fleet = fleet.New(fleet.DefaultMaxNodes, fleet.DefaultMaxArrivals)
+	a.registerFleet()
 	metrics.RegisterState(a.metrics, a.metricsState)
 	a.metrics.MustRegister(newDegradedCollector(a))
 	a.content = mirror.New(store, index, a.fills, a.upstreams, append([]mirror.Option{
@@ -191,7 +195,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent)}, clusterOptions(cfg, store, a.cluster)...)...)
 	a.registry = registry.New(a.content,
 		registry.WithAuthorizer(acc), registry.WithMiddleware(acc.Middleware),
-		registry.WithMetrics(m), registry.WithLogger(log), registry.WithObserver(a.stats.observe))
+		registry.WithMetrics(m), registry.WithLogger(log), registry.WithObserver(a.observe), registry.WithClientAddr(acc.ClientAddr))
 	if cfg.TLS.Cert != "" {
 		if a.certs, err = newCertReloader(cfg.TLS.Cert, cfg.TLS.Key, log); err != nil {
 			a.Close()
@@ -245,7 +249,8 @@ func (a *App) AdminHandler() http.Handler {
 		}
 		_ = json.NewEncoder(w).Encode(st)
 	})
-	a.cacheRoutes(mux) // regcache cache --admin
+	a.cacheRoutes(mux)                                 // regcache cache --admin
+	mux.HandleFunc("GET /fleet/canary", a.serveCanary) // regcache client ... status --verify
 	dash := a.dashboardHandler()
 	mux.Handle("GET /{$}", dash) // the dashboard; other paths stay 404
 	mux.Handle("GET "+ui.PathData, dash)
@@ -272,6 +277,8 @@ type Status struct {
 	// Settings are the options in effect, by YAML key, as each running
 	// part holds them (secrets left out).
 	Settings map[string]string `json:"settings"`
+	// Fleet is the clients the mirror served and the canary arrivals.
+	Fleet *fleet.Summary `json:"fleet,omitempty"`
 }
 
 // UpstreamStatus is one upstream's state, without credentials.
@@ -307,6 +314,7 @@ type UpstreamStatus struct {
 // an upstream error naming the request), for callers who may not see
 // private names.
 func (st *Status) withoutNames() {
+	st.Fleet = withoutAddrs(st.Fleet)
 	for i, u := range st.Upstreams {
 		if u.Fallback != nil {
 			fb := *u.Fallback
@@ -339,6 +347,7 @@ func (a *App) status() Status {
 	}
 	a.completeStatus(&st)
 	st.Settings = a.settingsInEffect()
+	st.Fleet = a.fleetStatus()
 	return st
 }
 

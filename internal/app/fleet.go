@@ -1,0 +1,111 @@
+package app
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regcache/regcache/internal/canary"
+	"github.com/regcache/regcache/internal/fleet"
+	"github.com/regcache/regcache/internal/httpguard"
+	"github.com/regcache/regcache/internal/registry"
+)
+
+// observe is the registry's observer: every answered request goes to the
+// fleet table; all but the canary's go to the request statistics (the
+// canary is no content: it is neither a hit nor a miss, and no pull
+// saved).
+func (a *App) observe(s registry.Served) {
+	isCanary := a.isCanary(s)
+	if s.Kind != "" && s.Kind != "base" && s.Status > 0 && s.Status < 400 {
+		req := fleet.Request{Time: s.Time, Addr: s.Client, UserAgent: s.UserAgent, Bytes: s.Bytes,
+			Pull: s.Kind == "manifest" && s.Tag != ""}
+		if isCanary && req.Pull && canary.ValidTag(s.Tag) {
+			req.CanaryTag = s.Tag
+		}
+		a.fleet.Observe(req)
+	}
+	if !isCanary {
+		a.stats.observe(s)
+	}
+}
+
+// isCanary reports whether s was a request for the canary image (which
+// the content service makes up under canary.Repo of the default upstream).
+func (a *App) isCanary(s registry.Served) bool {
+	return len(a.upstreams) > 0 && s.Upstream == a.upstreams[0].Name && s.Repo == canary.Repo
+}
+
+// registerFleet exports regcache_fleet_nodes{window}.
+func (a *App) registerFleet() {
+	for _, w := range fleet.Windows {
+		span := w.Span
+		a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_fleet_nodes",
+			Help:        "Client addresses the mirror served within the window (the fleet table's bound permitting).",
+			ConstLabels: prometheus.Labels{"window": w.Label}},
+			func() float64 { return float64(a.fleet.Seen(time.Now(), span)) }))
+	}
+}
+
+// fleetStatus is /status's fleet section.
+func (a *App) fleetStatus() *fleet.Summary {
+	s := a.fleet.Summarize(time.Now())
+	return &s
+}
+
+// withoutAddrs drops the client addresses from the fleet section, for
+// callers who may not see private data.
+func withoutAddrs(s *fleet.Summary) *fleet.Summary {
+	if s == nil {
+		return nil
+	}
+	out := *s
+	strip := func(ns []fleet.Node) []fleet.Node {
+		c := make([]fleet.Node, len(ns))
+		for i, n := range ns {
+			n.Addr = netip.Addr{}
+			c[i] = n
+		}
+		return c
+	}
+	out.Quiet, out.Recent = strip(s.Quiet), strip(s.Recent)
+	out.Canaries = make([]fleet.Arrival, len(s.Canaries))
+	for i, c := range s.Canaries {
+		c.Addr = netip.Addr{}
+		out.Canaries[i] = c
+	}
+	return &out
+}
+
+// CanaryAnswer is GET /fleet/canary's answer: whether a canary tag
+// arrived, and through which engine. It carries no address: anyone who
+// can reach the admin listener may ask, and the tag (64 random bits) is
+// all they need; SameAddress says whether the arrival came from the
+// address asking, which is the node's own check.
+type CanaryAnswer struct {
+	Tag         string       `json:"tag"`
+	Arrived     bool         `json:"arrived"`
+	Engine      fleet.Engine `json:"engine,omitzero"`
+	At          time.Time    `json:"at,omitzero"`
+	SameAddress bool         `json:"sameAddress"`
+}
+
+// serveCanary answers GET /fleet/canary?tag=.
+func (a *App) serveCanary(w http.ResponseWriter, r *http.Request) {
+	tag := r.URL.Query().Get("tag")
+	if !canary.ValidTag(tag) {
+		http.Error(w, "tag: want v- and 16 lowercase hex digits, as regcache client ... status --verify makes them", http.StatusBadRequest)
+		return
+	}
+	ans := CanaryAnswer{Tag: tag}
+	if arr, ok := a.fleet.Canary(tag); ok {
+		ans.Arrived, ans.Engine, ans.At = true, arr.Engine, arr.At
+		ans.SameAddress = arr.Addr == httpguard.PeerAddr(r)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(ans)
+}
