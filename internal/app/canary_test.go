@@ -14,6 +14,7 @@ import (
 	"github.com/regcache/regcache/internal/canary"
 	"github.com/regcache/regcache/internal/fleet"
 	"github.com/regcache/regcache/internal/testenv"
+	"github.com/regcache/regcache/internal/ui"
 )
 
 // canaryGet sends a GET with a User-Agent and returns the status, the body and
@@ -87,6 +88,16 @@ func TestCanaryPull(t *testing.T) {
 	}
 	if v := metricValue(t, m, `regcache_fleet_nodes{window="1h"}`); v != 1 {
 		t.Errorf(`regcache_fleet_nodes{window="1h"} = %v, want 1`, v)
+	}
+
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, ui.PathData, nil)
+	req.RemoteAddr = "127.0.0.1:40000"
+	m.App.AdminHandler().ServeHTTP(rec, req)
+	var dash ui.Snapshot
+	if err := json.Unmarshal(rec.Body.Bytes(), &dash); err != nil || dash.Fleet.LastHour != 1 || dash.Fleet.LastDay != 1 ||
+		dash.Fleet.Canary != "dockerd 25.0.3" || dash.Fleet.CanaryTime.IsZero() {
+		t.Errorf("dashboard's nodes card: %v %+v", err, dash.Fleet)
 	}
 
 	ask := func(tag string) (int, CanaryAnswer) {

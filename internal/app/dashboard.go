@@ -44,6 +44,7 @@ func (a *App) dashboardSnapshot(c ui.Cache, private bool, span time.Duration) ui
 	}
 	s.Cache.Bytes, s.Cache.MaxSize, s.Cache.MaxAge = st.Cache.Bytes, st.Cache.MaxBytes, a.config().Storage.MaxAge
 	s.Cache.Scrub = scrubText(a.ScrubStatus())
+	s.Fleet = fleetCard(st.Fleet)
 	rq := st.Requests
 	s.Totals = ui.Totals{ByResult: rq.ByResult, HitRatio: rq.HitRatio, ByteHitRatio: rq.ByteHitRatio, PullsSaved: rq.PullsSaved,
 		BytesFromCache: rq.BytesFromCache, BytesFromUpstream: rq.BytesFromUpstream, BytesCoalesced: rq.BytesCoalesced,

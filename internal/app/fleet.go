@@ -12,6 +12,7 @@ import (
 	"github.com/regcache/regcache/internal/fleet"
 	"github.com/regcache/regcache/internal/httpguard"
 	"github.com/regcache/regcache/internal/registry"
+	"github.com/regcache/regcache/internal/ui"
 )
 
 // observe is the registry's observer: every answered request goes to the
@@ -108,4 +109,23 @@ func (a *App) serveCanary(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(ans)
+}
+
+// fleetCard is the dashboard's nodes card.
+func fleetCard(s *fleet.Summary) ui.Fleet {
+	if s == nil {
+		return ui.Fleet{}
+	}
+	f := ui.Fleet{LastHour: s.LastHour, LastDay: s.LastDay, Quiet: s.QuietCount}
+	if len(s.Canaries) > 0 {
+		f.Canary, f.CanaryTime = engineText(s.Canaries[0].Engine), s.Canaries[0].At
+	}
+	return f
+}
+
+func engineText(e fleet.Engine) string {
+	if e.Version == "" {
+		return e.Name
+	}
+	return e.Name + " " + e.Version
 }

@@ -84,6 +84,9 @@ func TestVerifyDockerd(t *testing.T) {
 	}
 	t.Logf("through the mirror:\n%s", out)
 	checkListed(t, m, fleet.Dockerd)
+	if out, _ := runCLI(t, "status", "--admin", m.Admin); !strings.Contains(out, "nodes        1 in the last hour, 1 in the last day, 0 gone quiet") {
+		t.Errorf("regcache status does not show the node:\n%s", out)
+	}
 	if images, _ := d.Docker(t.Context(), "images", "-q", "regcache/canary"); strings.TrimSpace(images) != "" {
 		t.Errorf("the canary image was left behind: %q", images)
 	}

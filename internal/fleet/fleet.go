@@ -140,9 +140,11 @@ type Summary struct {
 	LastHour int `json:"lastHour"`
 	LastDay  int `json:"lastDay"`
 	Known    int `json:"known"`
-	// Quiet lists the addresses seen before but not in the last day, most
-	// recently seen first (at most maxListed).
-	Quiet []Node `json:"quiet"`
+	// QuietCount is how many addresses were seen before but not in the
+	// last day; Quiet lists them, most recently seen first (at most
+	// maxListed).
+	QuietCount int    `json:"quietCount"`
+	Quiet      []Node `json:"quiet"`
 	// Recent lists the nodes seen most recently (at most maxListed).
 	Recent []Node `json:"recent"`
 	// Canaries are the last canary arrivals, newest first (at most maxListed).
@@ -177,18 +179,23 @@ func (t *Table) Summarize(now time.Time) Summary {
 		}
 	}
 	s.Known = len(last)
-	for el := t.lru.Front(); el != nil; el = el.Next() {
-		n := el.Value.(*Node)
-		if seen := last[n.Addr]; seen.Equal(n.LastSeen) && now.Sub(seen) > 24*time.Hour && len(s.Quiet) < maxListed {
-			s.Quiet = append(s.Quiet, *n)
-		}
-	}
 	for _, seen := range last {
 		if now.Sub(seen) <= time.Hour {
 			s.LastHour++
 		}
 		if now.Sub(seen) <= 24*time.Hour {
 			s.LastDay++
+		}
+	}
+	for el := t.lru.Front(); el != nil; el = el.Next() {
+		n := el.Value.(*Node)
+		if seen := last[n.Addr]; !seen.Equal(n.LastSeen) || now.Sub(seen) <= 24*time.Hour {
+			continue
+		}
+		delete(last, n.Addr) // once per address
+		s.QuietCount++
+		if len(s.Quiet) < maxListed {
+			s.Quiet = append(s.Quiet, *n)
 		}
 	}
 	for _, tag := range slices.Backward(t.order) {

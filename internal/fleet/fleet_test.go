@@ -79,7 +79,7 @@ func TestTableWindows(t *testing.T) {
 	if s.LastHour != 1 || s.LastDay != 2 || s.Known != 3 {
 		t.Errorf("hour %d day %d known %d, want 1 2 3", s.LastHour, s.LastDay, s.Known)
 	}
-	if len(s.Quiet) != 1 || s.Quiet[0].Addr != addr(1) || s.Quiet[0].Engine.Name != Containerd {
+	if s.QuietCount != 1 || len(s.Quiet) != 1 || s.Quiet[0].Addr != addr(1) || s.Quiet[0].Engine.Name != Containerd {
 		t.Errorf("quiet %+v, want only 10.0.0.1 (containerd)", s.Quiet)
 	}
 	if got := tb.Seen(t0, time.Hour); got != 1 {
