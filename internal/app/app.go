@@ -186,6 +186,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	a.started, a.stats, a.history = time.Now(), newStats(metrics.NewSavings(a.metrics, results, sources, a.upstreamNames()), credentialed(cfg)), newHistory(historySamples)
 	a.stats.spent = a.manifestGets // pulls saved are net of the mirror's own manifest GETs
 	a.fleet = fleet.New(fleet.DefaultMaxNodes, fleet.DefaultMaxArrivals)
+	if err := a.loadExpected(cfg); err != nil {
+		a.Close()
+		return nil, err
+	}
 	a.registerFleet()
 	metrics.RegisterState(a.metrics, a.metricsState)
 	a.metrics.MustRegister(newDegradedCollector(a))

@@ -2,9 +2,12 @@ package app
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -131,5 +134,48 @@ func TestCanaryAllowList(t *testing.T) {
 	}
 	if st := m.App.Status(); len(st.Fleet.Canaries) != 0 {
 		t.Errorf("a refused canary pull was recorded: %+v", st.Fleet.Canaries)
+	}
+}
+
+// TestFleetExpected: fleet.expected (a network and a file of addresses)
+// lists the expected addresses never seen in /status and the settings;
+// a SIGHUP reads the file again, and a file that no longer parses keeps
+// the old list and says why.
+func TestFleetExpected(t *testing.T) {
+	hub := testenv.NewHub(t)
+	file := filepath.Join(t.TempDir(), "nodes.txt")
+	if err := os.WriteFile(file, []byte("127.0.0.1\n192.0.2.7 # never pulls\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := startMirror(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
+		"REGCACHE_FLEET_EXPECTED": "10.9.0.0/16," + file})
+	if code, _, _ := canaryGet(t, m.Host, "/v2/"+canary.Repo+"/manifests/v-0123456789abcdef", "containerd/1.7.0"); code != 200 {
+		t.Fatalf("canary: %d", code)
+	}
+	e := m.App.Status().Fleet.Expected
+	if e == nil || e.Addresses != 2 || e.Networks != 1 || e.NeverSeenCount != 1 || fmt.Sprint(e.NeverSeen) != "[192.0.2.7]" || e.Unexpected != 0 {
+		t.Fatalf("fleet.expected in /status: %+v", e)
+	}
+	if got := m.App.Status().Settings["fleet.expected"]; got != "10.9.0.0/16,127.0.0.1/32,192.0.2.7/32" {
+		t.Errorf("settings fleet.expected = %q", got)
+	}
+
+	if err := os.WriteFile(file, []byte("192.0.2.8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.App.Reload(m.App.config()); err != nil {
+		t.Fatal(err)
+	}
+	if e := m.App.Status().Fleet.Expected; e == nil || fmt.Sprint(e.NeverSeen) != "[192.0.2.8]" || e.Unexpected != 1 {
+		t.Errorf("after the file changed and a reload: %+v", e)
+	}
+	if err := os.WriteFile(file, []byte("node-7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.App.Reload(m.App.config()); err == nil || !strings.Contains(err.Error(), "line 1") {
+		t.Errorf("a bad file on reload: %v", err)
+	}
+	if got := m.App.Status().Settings["fleet.expected"]; got != "10.9.0.0/16,192.0.2.8/32" {
+		t.Errorf("after a bad reload, settings fleet.expected = %q, want the old list", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regcache/regcache/internal/canary"
+	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/fleet"
 	"github.com/regcache/regcache/internal/httpguard"
 	"github.com/regcache/regcache/internal/registry"
@@ -51,6 +52,17 @@ func (a *App) registerFleet() {
 	}
 }
 
+// loadExpected hands fleet.expected to the fleet table, its files read
+// now (at start and on each SIGHUP).
+func (a *App) loadExpected(cfg config.Config) error {
+	ps, err := fleet.LoadExpected(cfg.Fleet.Expected)
+	if err != nil {
+		return err
+	}
+	a.fleet.SetExpected(ps)
+	return nil
+}
+
 // fleetStatus is /status's fleet section.
 func (a *App) fleetStatus() *fleet.Summary {
 	s := a.fleet.Summarize(time.Now())
@@ -73,6 +85,11 @@ func withoutAddrs(s *fleet.Summary) *fleet.Summary {
 		return c
 	}
 	out.Quiet, out.Recent = strip(s.Quiet), strip(s.Recent)
+	if s.Expected != nil {
+		e := *s.Expected
+		e.NeverSeen, e.InNetworks = []netip.Addr{}, []fleet.NetworkSeen{}
+		out.Expected = &e
+	}
 	out.Canaries = make([]fleet.Arrival, len(s.Canaries))
 	for i, c := range s.Canaries {
 		c.Addr = netip.Addr{}
@@ -117,6 +134,9 @@ func fleetCard(s *fleet.Summary) ui.Fleet {
 		return ui.Fleet{}
 	}
 	f := ui.Fleet{LastHour: s.LastHour, LastDay: s.LastDay, Quiet: s.QuietCount}
+	if e := s.Expected; e != nil {
+		f.Expected, f.NeverSeen = true, e.NeverSeenCount
+	}
 	if len(s.Canaries) > 0 {
 		f.Canary, f.CanaryTime = engineText(s.Canaries[0].Engine), s.Canaries[0].At
 	}

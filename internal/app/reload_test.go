@@ -63,10 +63,11 @@ func TestReloadNamesEveryOption(t *testing.T) {
 		"access.users": func(c *config.Config) {
 			c.Access.Htpasswd, c.Access.Users = htpasswd, map[string][]string{"alice": {"team/*"}}
 		},
-		"tls.cert":   func(c *config.Config) { c.TLS.Cert = "/x.crt" },
-		"tls.key":    func(c *config.Config) { c.TLS.Key = "/x.key" },
-		"log.level":  func(c *config.Config) { c.Log.Level = "debug" },
-		"log.format": func(c *config.Config) { c.Log.Format = "text" },
+		"fleet.expected": func(c *config.Config) { c.Fleet.Expected = []string{"10.0.0.0/8"} },
+		"tls.cert":       func(c *config.Config) { c.TLS.Cert = "/x.crt" },
+		"tls.key":        func(c *config.Config) { c.TLS.Key = "/x.key" },
+		"log.level":      func(c *config.Config) { c.Log.Level = "debug" },
+		"log.format":     func(c *config.Config) { c.Log.Format = "text" },
 		"upstreams": func(c *config.Config) {
 			c.Upstreams = append(slices.Clone(c.Upstreams), config.Upstream{Name: "ghcr.io", URL: "https://ghcr.io"})
 		},

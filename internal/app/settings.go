@@ -34,6 +34,7 @@ func (a *App) settingsInEffect() map[string]string {
 		"access.private":         as.Private,
 		"access.htpasswd":        as.Htpasswd,
 		"access.users":           strconv.Itoa(as.UsersWithPatterns) + " users with patterns",
+		"fleet.expected":         joinPrefixes(a.fleet.Expected()),
 	}
 	if ms.ReserveCount == 0 {
 		m["budget_reserve"] = strconv.FormatFloat(ms.ReservePercent, 'f', -1, 64) + "%"

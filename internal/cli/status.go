@@ -161,7 +161,11 @@ func printStatus(w io.Writer, st app.Status) error {
 	}
 	fmt.Fprintf(w, "fills        %d running, %d committed, %d failed\n", st.ActiveFills, r.FillsCommitted, r.FillsFailed)
 	if f := st.Fleet; f != nil {
-		fmt.Fprintf(w, "nodes        %d in the last hour, %d in the last day, %d gone quiet\n", f.LastHour, f.LastDay, f.QuietCount)
+		fmt.Fprintf(w, "nodes        %d in the last hour, %d in the last day, %d gone quiet", f.LastHour, f.LastDay, f.QuietCount)
+		if e := f.Expected; e != nil {
+			fmt.Fprintf(w, ", %d of %d expected never seen", e.NeverSeenCount, e.Addresses)
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w)
 

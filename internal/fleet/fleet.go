@@ -61,12 +61,13 @@ type key struct {
 type Table struct {
 	maxNodes, maxArrivals int
 
-	mu      sync.Mutex
-	nodes   map[key]*list.Element // of *Node
-	lru     *list.List            // front: most recently seen
-	dropped int64                 // nodes dropped to stay within maxNodes
-	tags    map[string]Arrival
-	order   []string // tags by arrival, oldest first, at most maxArrivals
+	mu       sync.Mutex
+	nodes    map[key]*list.Element // of *Node
+	lru      *list.List            // front: most recently seen
+	dropped  int64                 // nodes dropped to stay within maxNodes
+	tags     map[string]Arrival
+	order    []string       // tags by arrival, oldest first, at most maxArrivals
+	expected []netip.Prefix // fleet.expected (SetExpected)
 }
 
 // New returns an empty table keeping at most maxNodes nodes and
@@ -152,6 +153,8 @@ type Summary struct {
 	// Dropped is how many nodes were dropped to keep the table bounded.
 	Dropped int64 `json:"dropped"`
 	Max     int   `json:"max"`
+	// Expected is the fleet.expected check, when it is configured.
+	Expected *ExpectedStatus `json:"expected,omitempty"`
 }
 
 // maxListed bounds each list of a Summary.
@@ -179,6 +182,7 @@ func (t *Table) Summarize(now time.Time) Summary {
 		}
 	}
 	s.Known = len(last)
+	s.Expected = t.expectedStatus(now, last)
 	for _, seen := range last {
 		if now.Sub(seen) <= time.Hour {
 			s.LastHour++

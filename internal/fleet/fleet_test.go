@@ -3,6 +3,7 @@ package fleet
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +110,46 @@ func TestCanaryArrivals(t *testing.T) {
 	s := tb.Summarize(t0.Add(time.Minute))
 	if len(s.Canaries) != 2 || s.Canaries[0].Tag != "v-0000000000000003" || s.Canaries[0].Engine.Name != Dockerd {
 		t.Errorf("canaries %+v", s.Canaries)
+	}
+}
+
+// TestExpected: fleet.expected from networks, addresses and a file; the
+// expected addresses never seen are listed, each network says how many of
+// its addresses were seen in the last day, and clients outside every
+// entry are counted.
+func TestExpected(t *testing.T) {
+	t.Parallel()
+	file := t.TempDir() + "/nodes.txt"
+	if err := os.WriteFile(file, []byte("# CI nodes\n10.0.0.1\n10.0.0.2  # the second\n\n10.0.0.3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := LoadExpected([]string{"10.0.1.0/24", file, "10.0.0.2", "::ffff:10.0.0.3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(ps); got != "[10.0.0.1/32 10.0.0.2/32 10.0.0.3/32 10.0.1.0/24]" {
+		t.Errorf("LoadExpected = %s", got)
+	}
+	tb := New(DefaultMaxNodes, DefaultMaxArrivals)
+	if s := tb.Summarize(t0); s.Expected != nil {
+		t.Errorf("an expected section without fleet.expected: %+v", s.Expected)
+	}
+	tb.SetExpected(ps)
+	tb.Observe(Request{Time: t0, Addr: addr(2), UserAgent: "docker/25.0.0"})                      // 10.0.0.2: expected
+	tb.Observe(Request{Time: t0, Addr: addr(1<<8 | 7), UserAgent: "docker/25.0.0"})               // 10.0.1.7: in the network
+	tb.Observe(Request{Time: t0, Addr: addr(2<<8 | 9), UserAgent: "docker/25.0.0"})               // 10.0.2.9: unexpected
+	tb.Observe(Request{Time: t0.Add(-48 * time.Hour), Addr: addr(3), UserAgent: "docker/25.0.0"}) // seen, long ago
+	e := tb.Summarize(t0).Expected
+	if e == nil || e.Addresses != 3 || e.Networks != 1 || e.NeverSeenCount != 1 || fmt.Sprint(e.NeverSeen) != "[10.0.0.1]" ||
+		len(e.InNetworks) != 1 || e.InNetworks[0].LastDay != 1 || e.Unexpected != 1 {
+		t.Errorf("expected: %+v", e)
+	}
+	if _, err := LoadExpected([]string{t.TempDir() + "/missing"}); err == nil {
+		t.Error("a missing file was accepted")
+	}
+	bad := t.TempDir() + "/bad.txt"
+	_ = os.WriteFile(bad, []byte("10.0.0.1\nnode-7\n"), 0o644)
+	if _, err := LoadExpected([]string{bad}); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("a bad line: %v", err)
 	}
 }

@@ -110,8 +110,8 @@ function renderCards(s) {
   }
   const f = s.fleet || {};
   cards.push(card("fleet", "Nodes", num(f.lastHour), ["in the last hour · " + num(f.lastDay) + " in the last day",
-    num(f.quiet) + " gone quiet (not seen for a day)",
-    f.canary ? "last canary: " + f.canary + " at " + clock(f.canaryTime) : "no canary yet (client … status --verify)"], f.quiet > 0 ? "warn" : ""));
+    num(f.quiet) + " gone quiet (not seen for a day)" + (f.expected ? " · " + num(f.neverSeen) + " expected, never seen" : ""),
+    f.canary ? "last canary: " + f.canary + " at " + clock(f.canaryTime) : "no canary yet (client … status --verify)"], f.quiet > 0 || f.neverSeen > 0 ? "warn" : ""));
   cards.push(card("fills", "Fills", num(s.activeFills), "running · " + num(t.fillsCommitted) + " committed · " + num(t.fillsFailed) + " failed", t.fillsFailed > 0 ? "warn" : ""));
   document.getElementById("cards").replaceChildren(...cards);
 }
