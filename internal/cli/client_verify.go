@@ -126,8 +126,50 @@ func (v *verifyOptions) run(ctx context.Context, w io.Writer, mirror string, e c
 	if !ans.SameAddress {
 		from = "from another address than this node's request to the admin API (a proxy or NAT between them)"
 	}
-	fmt.Fprintf(w, "verify: ok: the mirror served %s to %s %s\n", tag, engineWords(ans.Engine), from)
+	fmt.Fprintf(w, "verify: the mirror served %s to %s %s\n", tag, engineWords(ans.Engine), from)
+	// The canary never leaves the mirror, so it arrives even when the
+	// mirror cannot serve real images (credentials rejected, disk full);
+	// the engine then falls back to the registry for those. /readyz says so.
+	ready, text, err := askReady(ctx, admin, timeout)
+	switch {
+	case err != nil:
+		return notActive("verify failed: cannot ask the mirror's admin API at %s whether it is ready: %v", admin, err)
+	case !ready:
+		return notActive("verify failed: %s pulls through the mirror, but the mirror is not ready, so %s goes around it for real images: %s", e.name, e.name, text)
+	case text != "ok":
+		fmt.Fprintf(w, "verify: the mirror is %s\n", text)
+	}
+	fmt.Fprintf(w, "verify: ok: %s pulls through the mirror\n", e.name)
 	return nil
+}
+
+// askReady asks the mirror's /readyz: ready is false when it answers 503
+// (pulls would fail or go around the mirror); text is its answer on one
+// line.
+func askReady(ctx context.Context, admin string, timeout time.Duration) (ready bool, text string, err error) {
+	t, err := mirrorTransport("", false)
+	if err != nil {
+		return false, "", err
+	}
+	defer t.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, admin+"/readyz", nil)
+	if err != nil {
+		return false, "", err
+	}
+	resp, err := (&http.Client{Transport: t, Timeout: timeout}).Do(req)
+	if err != nil {
+		return false, "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	text = strings.Join(strings.Fields(string(body)), " ")
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return true, text, nil
+	case http.StatusServiceUnavailable:
+		return false, text, nil
+	}
+	return false, "", fmt.Errorf("GET /readyz: %s", resp.Status)
 }
 
 func engineWords(e fleet.Engine) string {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regcache/regcache/internal/app/apptest"
 	"github.com/regcache/regcache/internal/fleet"
@@ -79,7 +80,7 @@ func TestVerifyDockerd(t *testing.T) {
 	}
 	waitMirrors(t, d, func(ms []string) bool { return slices.Contains(ms, m.URL+"/") })
 	out, err := runCLI(t, status...)
-	if err != nil || !strings.Contains(out, "verify: ok: the mirror served v-") || !strings.Contains(out, "to dockerd") {
+	if err != nil || !strings.Contains(out, "verify: the mirror served v-") || !strings.Contains(out, "to dockerd") || !strings.Contains(out, "verify: ok: dockerd pulls through the mirror") {
 		t.Fatalf("status --verify through the mirror: %v\n%s\n%s", err, out, d.Log())
 	}
 	t.Logf("through the mirror:\n%s", out)
@@ -102,6 +103,31 @@ func TestVerifyDockerd(t *testing.T) {
 	out, err = runCLI(t, status...)
 	if err == nil || !strings.Contains(err.Error(), "the engine pulled from elsewhere: the mirror never saw this tag") {
 		t.Errorf("status --verify with dockerd on another mirror: %v\n%s", err, out)
+	}
+
+	// A mirror whose upstream refuses its token: the canary arrives (it
+	// never leaves the mirror), but real pulls would fail there and
+	// dockerd would take them to Docker Hub: /readyz says so, and so does
+	// --verify.
+	hub := testenv.NewHub(t)
+	hub.SetCredentials("ci", "the-right-token")
+	wrong := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
+		"REGCACHE_ADMIN_ADDR": "127.0.0.1:0", "REGCACHE_USERNAME": "ci", "REGCACHE_PASSWORD": "a-wrong-token"})
+	waitFor(t, "the mirror with a wrong token to say so", func() bool {
+		return slices.Contains(wrong.App.Status().Reasons, "credentials_rejected")
+	})
+	if out, err := runCLI(t, append([]string{"client", "docker", "disable"}, common...)...); err != nil {
+		t.Fatalf("disable: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, append([]string{"client", "docker", "enable", "--mirror", wrong.URL}, common...)...); err != nil {
+		t.Fatalf("enable the mirror with a wrong token: %v\n%s", err, out)
+	}
+	waitMirrors(t, d, func(ms []string) bool { return slices.Contains(ms, wrong.URL+"/") })
+	out, err = runCLI(t, "client", "docker", "status", "--verify", "--admin", wrong.Admin, "--config", d.ConfigFile, "--pidfile", d.PIDFile, "--host", d.Host)
+	t.Logf("through a mirror with a wrong upstream token:\n%s", out)
+	if err == nil || !strings.Contains(err.Error(), "dockerd pulls through the mirror, but the mirror is not ready, so dockerd goes around it for real images") ||
+		!strings.Contains(err.Error(), "credentials") {
+		t.Errorf("status --verify through a mirror with a wrong upstream token: %v\n%s", err, out)
 	}
 
 	// No mirror at all: dockerd asks Docker Hub, which the dead proxy blocks.
@@ -130,7 +156,7 @@ func TestVerifyContainerd(t *testing.T) {
 		t.Fatalf("enable: %v\n%s", err, out)
 	}
 	out, err := runCLI(t, status...)
-	if err != nil || !strings.Contains(out, "verify: ok: the mirror served v-") || !strings.Contains(out, "to containerd") {
+	if err != nil || !strings.Contains(out, "verify: the mirror served v-") || !strings.Contains(out, "to containerd") || !strings.Contains(out, "verify: ok: containerd pulls through the mirror") {
 		t.Fatalf("status --verify through the mirror: %v\n%s\n%s", err, out, c.Log())
 	}
 	t.Logf("through the mirror:\n%s", out)
@@ -163,7 +189,7 @@ func TestVerifyPodman(t *testing.T) {
 		t.Fatalf("enable: %v\n%s", err, out)
 	}
 	out, err := runCLI(t, status...)
-	if err != nil || !strings.Contains(out, "verify: ok: the mirror served v-") {
+	if err != nil || !strings.Contains(out, "verify: ok: podman pulls through the mirror") {
 		t.Fatalf("status --verify through the mirror: %v\n%s", err, out)
 	}
 	t.Logf("through the mirror:\n%s", out)
@@ -178,5 +204,14 @@ func TestVerifyPodman(t *testing.T) {
 	t.Logf("without the mirror:\n%s", out)
 	if err == nil || !strings.Contains(err.Error(), "podman did not pull through the mirror: the mirror never saw this tag, and the engine said:") {
 		t.Errorf("status --verify without the mirror: %v\n%s", err, out)
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }
