@@ -153,3 +153,31 @@ func TestExpected(t *testing.T) {
 		t.Errorf("a bad line: %v", err)
 	}
 }
+
+// BenchmarkObserve is the fleet table's share of every answered request,
+// with the table full.
+func BenchmarkObserve(b *testing.B) {
+	tb := New(DefaultMaxNodes, DefaultMaxArrivals)
+	for i := range DefaultMaxNodes {
+		tb.Observe(Request{Time: t0, Addr: addr(i), UserAgent: "docker/25.0.0"})
+	}
+	ua := `docker/20.10.24+dfsg1 go/go1.19.8 git-commit/5d6db84 kernel/6.1.0-18-amd64 os/linux arch/amd64 UpstreamClient(Docker-Client/20.10.24+dfsg1 \(linux\))`
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		tb.Observe(Request{Time: t0, Addr: addr(i % DefaultMaxNodes), UserAgent: ua, Pull: true, Bytes: 1 << 20})
+		i++
+	}
+}
+
+// BenchmarkSummarize is /status's and the dashboard's read of a full table.
+func BenchmarkSummarize(b *testing.B) {
+	tb := New(DefaultMaxNodes, DefaultMaxArrivals)
+	for i := range DefaultMaxNodes {
+		tb.Observe(Request{Time: t0.Add(-time.Duration(i) * time.Minute), Addr: addr(i), UserAgent: "docker/25.0.0"})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		tb.Summarize(t0)
+	}
+}
