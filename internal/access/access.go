@@ -364,6 +364,10 @@ func (a *Access) clientAddr(r *http.Request) netip.Addr {
 	return addr
 }
 
+// ClientAddr is the client's address as the allow-list sees it: the
+// peer's, or past trusted proxies (clientAddr).
+func (a *Access) ClientAddr(r *http.Request) netip.Addr { return a.clientAddr(r) }
+
 // fromTrustedProxy reports whether the peer is a trusted proxy, whose
 // X-Forwarded-* headers are believed.
 func (a *Access) fromTrustedProxy(r *http.Request) bool {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/regcache/regcache/internal/canary"
 	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/upstream"
 )
@@ -26,6 +27,9 @@ func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, upName, repo 
 	rl := a.cur()
 	if id.err != nil {
 		return a.challenge(w, r, clientName(r, repo), id.err)
+	}
+	if upName == a.defaultUp && repo == canary.Repo {
+		return nil // the mirror's own canary is everyone's: no upstream is asked
 	}
 	if rl.private == PrivateAllow {
 		return nil

@@ -22,6 +22,7 @@ import (
 	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/fill"
+	"github.com/regcache/regcache/internal/fleet"
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/registry"
@@ -94,6 +95,7 @@ type Deps struct {
 	Ops     *cache.Ops   // the cache API's work
 	Scrub   *cache.Scrub // its status in /cache/stats and on the dashboard
 	Index   cacheindex.Backend
+	Fleet   *fleet.Table // the clients served and the canary arrivals; nil: none kept
 }
 
 // Admin is the admin listener's surface over a running mirror.
@@ -132,11 +134,18 @@ func New(src Source, d Deps) *Admin {
 	metrics.RegisterState(d.Metrics, a.metricsState)
 	d.Metrics.MustRegister(newDegradedCollector(a))
 	a.auth.register(d.Metrics)
+	if d.Fleet != nil {
+		a.registerFleet()
+	}
 	return a
 }
 
 // Observe records one answered request (registry.WithObserver).
-func (a *Admin) Observe(sv registry.Served) { a.stats.observe(sv) }
+func (a *Admin) Observe(sv registry.Served) {
+	if !a.observeFleet(sv) {
+		a.stats.observe(sv)
+	}
+}
 
 // Run samples the dashboard's history until ctx ends.
 func (a *Admin) Run(ctx context.Context) { a.history.run(ctx, historyEvery, a.sample) }
@@ -149,7 +158,8 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.d.Metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", a.serveStatus)
-	a.cacheRoutes(mux) // regcache cache --admin
+	a.cacheRoutes(mux)                                 // regcache cache --admin
+	mux.HandleFunc("GET /fleet/canary", a.serveCanary) // regcache client ... status --verify
 	dash := ui.New(ui.SourceFunc(a.dashboardSnapshot), ui.WithLogger(a.d.Log))
 	mux.Handle("GET /{$}", dash) // the dashboard; other paths stay 404
 	mux.Handle("GET "+ui.PathData, dash)

@@ -36,6 +36,7 @@ func (a *Admin) dashboard(st Status, c ui.Cache, private bool, span time.Duratio
 	}
 	s.Cache.Bytes, s.Cache.MaxSize, s.Cache.MaxAge = st.Cache.Bytes, st.Cache.MaxBytes, a.src.Config().Storage.MaxAge
 	s.Cache.Scrub = scrubText(a.d.Scrub.Status())
+	s.Fleet = fleetCard(st.Fleet)
 	for _, u := range st.Upstreams {
 		s.Upstreams = append(s.Upstreams, dashboardUpstream(u))
 	}

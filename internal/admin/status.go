@@ -3,6 +3,7 @@ package admin
 import (
 	"time"
 
+	"github.com/regcache/regcache/internal/fleet"
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/ui"
@@ -29,6 +30,8 @@ type Status struct {
 	// Settings are the options in effect, by YAML key, as each running
 	// part holds them (secrets left out).
 	Settings map[string]string `json:"settings"`
+	// Fleet is the clients the mirror served and the canary arrivals.
+	Fleet *fleet.Summary `json:"fleet,omitempty"`
 }
 
 // UpstreamStatus is one upstream's state, without credentials.
@@ -78,6 +81,7 @@ type CacheStatus struct {
 // an upstream error naming the request), for callers who may not see
 // private names.
 func (st *Status) withoutNames() {
+	st.Fleet = withoutAddrs(st.Fleet)
 	for i, u := range st.Upstreams {
 		st.Upstreams[i].Health.SealedMisses = nil // they name repositories
 		if u.Fallback != nil {
@@ -101,7 +105,7 @@ func (a *Admin) status() Status {
 	now := time.Now()
 	fills := a.src.Fills()
 	st := Status{ActiveFills: fills.Active(), Time: now, Started: a.started,
-		Cache: CacheStatus{Bytes: a.src.Totals().Bytes(), MaxBytes: a.src.MaxSize()}, Settings: a.src.Settings()}
+		Cache: CacheStatus{Bytes: a.src.Totals().Bytes(), MaxBytes: a.src.MaxSize()}, Settings: a.src.Settings(), Fleet: a.fleetStatus()}
 	t, ft := a.stats.totals(), fills.Totals()
 	st.Requests = RequestTotals{ByResult: map[string]int64{}, HitRatio: t.hitRatio(), ByteHitRatio: t.byteHitRatio(),
 		PullsSaved: t.savedTotal(), BytesFromCache: t.BytesCache, BytesFromUpstream: t.BytesUp, BytesCoalesced: t.BytesJoin,

@@ -24,6 +24,7 @@ import (
 	"github.com/regcache/regcache/internal/cluster"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/fill"
+	"github.com/regcache/regcache/internal/fleet"
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/registry"
@@ -66,8 +67,9 @@ type App struct {
 	maxSize  atomic.Int64                     // storage.max_size in bytes, read by commits as they land
 	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
 	scrub    *cache.Scrub
-	capNote  string   // the cap applied at start, in words (CapSummary)
-	pins     pinState // pinned images' bytes, as the last eviction pass found them
+	capNote  string       // the cap applied at start, in words (CapSummary)
+	pins     pinState     // pinned images' bytes, as the last eviction pass found them
+	fleet    *fleet.Table // the clients served, and the canary tags that arrived
 }
 
 // New opens the data directory and builds every part. Close releases them.
@@ -110,8 +112,12 @@ func (a *App) build(ctx context.Context, cfg config.Config) error {
 	if a.access, err = newAccess(cfg, a.upstreams, a.log); err != nil {
 		return err
 	}
+	a.fleet = fleet.New(fleet.DefaultMaxNodes, fleet.DefaultMaxArrivals)
+	if err := a.loadExpected(cfg); err != nil {
+		return err
+	}
 	a.registerMetrics()
-	a.admin = admin.New((*adminSource)(a), admin.Deps{Metrics: a.metrics, Log: a.log, Ops: a.ops, Scrub: a.scrub, Index: a.index})
+	a.admin = admin.New((*adminSource)(a), admin.Deps{Metrics: a.metrics, Log: a.log, Ops: a.ops, Scrub: a.scrub, Index: a.index, Fleet: a.fleet})
 	if a.content, a.registry, err = a.newAPI(cfg); err != nil {
 		return err
 	}
@@ -162,7 +168,7 @@ func (a *App) newAPI(cfg config.Config) (*mirror.Service, *registry.Server, erro
 		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent)}, clusterOptions(cfg, a.store, a.cluster)...)...)
 	reg := registry.New(content,
 		registry.WithAuthorizer(a.access), registry.WithMiddleware(a.access.Middleware),
-		registry.WithMetrics(m), registry.WithLogger(a.log), registry.WithObserver(a.admin.Observe))
+		registry.WithMetrics(m), registry.WithLogger(a.log), registry.WithObserver(a.admin.Observe), registry.WithClientAddr(a.access.ClientAddr))
 	return content, reg, nil
 }
 

@@ -53,6 +53,11 @@ func (a *App) Reload(next config.Config) (reloaded, restart []string, err error)
 	if err := a.reloadRules(running, &eff); err != nil {
 		errs = append(errs, err)
 	}
+	if err := a.loadExpected(eff); err != nil {
+		errs = append(errs, fmt.Errorf("%w; keeping the old list", err))
+		eff.Fleet = running.Fleet
+		changes = slices.DeleteFunc(changes, func(c config.Change) bool { return c.Key == "fleet.expected" })
+	}
 	if eff.Storage.MaxSize != a.maxSize.Load() {
 		a.maxSize.Store(eff.Storage.MaxSize)
 		reloaded = append(reloaded, fmt.Sprintf("storage.max_size (%d bytes)", eff.Storage.MaxSize))

@@ -65,11 +65,12 @@ func TestReloadNamesEveryOption(t *testing.T) {
 		"access.users": func(c *config.Config) {
 			c.Access.Htpasswd, c.Access.Users = htpasswd, map[string][]string{"alice": {"team/*"}}
 		},
-		"tls.cert":   func(c *config.Config) { c.TLS.Cert = "/x.crt" },
-		"tls.key":    func(c *config.Config) { c.TLS.Key = "/x.key" },
-		"log.level":  func(c *config.Config) { c.Log.Level = "debug" },
-		"log.format": func(c *config.Config) { c.Log.Format = "text" },
-		"sealed":     func(c *config.Config) { c.Sealed = true },
+		"fleet.expected": func(c *config.Config) { c.Fleet.Expected = []string{"10.0.0.0/8"} },
+		"tls.cert":       func(c *config.Config) { c.TLS.Cert = "/x.crt" },
+		"tls.key":        func(c *config.Config) { c.TLS.Key = "/x.key" },
+		"log.level":      func(c *config.Config) { c.Log.Level = "debug" },
+		"log.format":     func(c *config.Config) { c.Log.Format = "text" },
+		"sealed":         func(c *config.Config) { c.Sealed = true },
 		"rules": func(c *config.Config) {
 			c.Rules = []rules.Rule{{Match: "docker.io/library/*", Pin: true}}
 		},

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/regcache/regcache/internal/clientconfig"
+	"github.com/regcache/regcache/internal/fleet"
 )
 
 const defaultHostsDir = "/etc/containerd/certs.d"
@@ -21,6 +22,10 @@ type containerdOptions struct {
 	hostsDir   string
 	registries []string
 	position   string
+	verify     verifyOptions // status --verify
+	ctr        string        // --verify: the ctr command, containerd's socket and namespace
+	address    string
+	namespace  string
 }
 
 func newClientContainerdCmd() *cobra.Command {
@@ -77,6 +82,11 @@ func newContainerdSubCmd(action string) *cobra.Command {
 		o.register(cmd, writes) // the mirror defaults to the one regcache wrote
 	default:
 		o.register(cmd, 0) // read-only: no --dry-run, no --no-check
+		o.verify.register(cmd)
+		f := cmd.Flags()
+		f.StringVar(&o.ctr, "ctr", "ctr", "--verify: the ctr command")
+		f.StringVar(&o.address, "address", "/run/containerd/containerd.sock", "--verify: containerd's socket")
+		f.StringVar(&o.namespace, "namespace", "default", "--verify: the containerd namespace ctr pulls into")
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.config, "config", "/etc/containerd/config.toml", "containerd's configuration file, read for config_path (default under --root)")
@@ -135,8 +145,22 @@ func (o *containerdOptions) run(ctx context.Context, w io.Writer, action string)
 	case "disable":
 		return o.disable(w)
 	default:
-		return o.status(ctx, w)
+		err := o.status(ctx, w)
+		mirror := ""
+		if m, merr := o.ourMirror(); merr == nil {
+			mirror = m.URL
+		}
+		return o.verify.after(ctx, w, err, mirror, o.canary(), o.timeout)
 	}
+}
+
+// canary pulls and removes with ctr --hosts-dir, as containerd's CRI
+// plugin and nerdctl pull with the same hosts directory.
+func (o *containerdOptions) canary() canaryEngine {
+	base := []string{o.ctr, "--address", o.address, "--namespace", o.namespace, "images"}
+	return commandCanary("containerd", []string{fleet.Containerd},
+		func(ref string) []string { return append(slices.Clone(base), "pull", "--hosts-dir", o.hostsDir, ref) },
+		func(ref string) []string { return append(slices.Clone(base), "rm", ref) })
 }
 
 func (o *containerdOptions) enable(ctx context.Context, w io.Writer) error {

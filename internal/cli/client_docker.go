@@ -41,6 +41,7 @@ type dockerOptions struct {
 	position string
 	restart  bool
 	force    bool
+	canaryV  verifyOptions // status --verify
 
 	// Test seams: procDir replaces /proc, kill replaces syscall.Kill, and
 	// beforeWrite is called with each path just before it is written.
@@ -180,10 +181,12 @@ func newDockerStatusCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.resolve(cmd)
-			return o.status(cmd.Context(), cmd.OutOrStdout())
+			err := o.status(cmd.Context(), cmd.OutOrStdout())
+			return o.canaryV.after(cmd.Context(), cmd.OutOrStdout(), err, o.verifyMirror(), dockerCanary(o.host), o.timeout)
 		},
 	}
 	o.register(cmd, 0) // read-only: no --dry-run, no --no-check
+	o.canaryV.register(cmd)
 	return cmd
 }
 
@@ -566,4 +569,20 @@ func dockerClient(host string) (*http.Client, string, error) {
 		return &http.Client{}, "http://" + u.Host, nil
 	}
 	return nil, "", fmt.Errorf("docker host %q: only unix:// and tcp:// are supported", host)
+}
+
+// verifyMirror is the mirror --verify derives the admin address from:
+// --mirror, else daemon.json's first.
+func (o *dockerOptions) verifyMirror() string {
+	if o.mirror != "" {
+		if m, err := parseMirrorFlag(o.mirror); err == nil {
+			return m.URL
+		}
+	}
+	if c, err := readChange(o.config); err == nil {
+		if s, err := clientconfig.DockerRead(c.old); err == nil && len(s.Mirrors) > 0 {
+			return s.Mirrors[0]
+		}
+	}
+	return ""
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/regcache/regcache/internal/clientconfig"
+	"github.com/regcache/regcache/internal/fleet"
 )
 
 type podmanOptions struct {
@@ -22,6 +23,8 @@ type podmanOptions struct {
 	dir        string
 	registries []string
 	force      bool
+	verify     verifyOptions // status --verify
+	podman     string        // --verify: the podman command
 }
 
 func newClientPodmanCmd() *cobra.Command {
@@ -76,6 +79,8 @@ func newPodmanSubCmd(action string) *cobra.Command {
 		o.register(cmd, writes) // the drop-in is regcache's: it names the mirror
 	default:
 		o.register(cmd, 0) // read-only: no --dry-run, no --no-check
+		o.verify.register(cmd)
+		cmd.Flags().StringVar(&o.podman, "podman", "podman", "--verify: the podman command")
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.config, "config", "/etc/containers/registries.conf", "the operator's registries.conf, checked for the v1 format (default under --root)")
@@ -106,7 +111,8 @@ func (o *podmanOptions) run(ctx context.Context, w io.Writer, action string) err
 	}
 	switch action {
 	case "status":
-		return o.status(ctx, w, c)
+		err := o.status(ctx, w, c)
+		return o.verify.after(ctx, w, err, o.verifyMirror(c), o.canary(), o.timeout)
 	case "disable":
 		if err := o.checkDisable(c); err != nil {
 			return err
@@ -272,4 +278,26 @@ func (o *podmanOptions) status(ctx context.Context, w io.Writer, c change) error
 		return errNotActive
 	}
 	return nil
+}
+
+// verifyMirror is the mirror --verify derives the admin address from:
+// --mirror, else the drop-in's first.
+func (o *podmanOptions) verifyMirror(c change) string {
+	if o.mirror != "" {
+		if m, err := parseMirrorFlag(o.mirror); err == nil {
+			return m.URL
+		}
+	}
+	if urls, err := clientconfig.PodmanMirrorURLs(c.old); err == nil && c.exists && len(urls) > 0 {
+		return urls[0]
+	}
+	return ""
+}
+
+// canary pulls and removes with podman, which reads registries.conf and
+// its drop-ins as buildah, skopeo and CRI-O do.
+func (o *podmanOptions) canary() canaryEngine {
+	return commandCanary("podman", []string{fleet.ContainersImage, fleet.Podman, fleet.Buildah, fleet.CRIO},
+		func(ref string) []string { return []string{o.podman, "pull", "--quiet", ref} },
+		func(ref string) []string { return []string{o.podman, "rmi", ref} })
 }

@@ -50,6 +50,10 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("effect-pass\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	nodesFile := filepath.Join(dir, "nodes.txt")
+	if err := os.WriteFile(nodesFile, []byte("192.0.2.7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(dir, "regcache.yaml")
 	yaml := "access:\n  users: {alice: [team/*]}\n" +
 		"upstreams:\n  - {name: docker.io, url: 'https://registry-1.docker.io', fallback: [mirror.gcr.io]}\n" +
@@ -76,6 +80,7 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 		"cluster-redis": rs.URL, "cluster-advertise": "https://" + addr, "cluster-secret": clusterSecret,
 		"allow": "127.0.0.1/32,10.1.0.0/16", "trusted-proxies": "127.0.0.1/32", "htpasswd": htpasswd, "private": "allow",
 		"tls-cert": certPath, "tls-key": keyPath, "log-level": "debug", "log-format": "text",
+		"fleet-expected": "10.9.0.0/16," + nodesFile,
 	}
 	// "password" and "password-file" are one setting given two ways: the
 	// first is checked by TestPasswordOptionTakesEffect.
@@ -159,6 +164,7 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 		"scrub-interval": "5h0m0s", "scrub-rate": "3145728", "local-cache-size": "65536",
 		"allow": "127.0.0.1/32,10.1.0.0/16", "trusted-proxies": "127.0.0.1/32", "htpasswd": htpasswd, "private": "allow",
 		"cluster-advertise": "https://" + addr, "tls-cert": certPath,
+		"fleet-expected": "10.9.0.0/16,192.0.2.7/32", // the file read into the fleet table
 	} {
 		key := flagKey(t, flag)
 		if got := st.Settings[key]; got != want {

@@ -159,7 +159,15 @@ func printStatus(w io.Writer, st admin.Status) error {
 	} else {
 		fmt.Fprintf(w, "cache        %s (no cap)\n", humanBytes(st.Cache.Bytes))
 	}
-	fmt.Fprintf(w, "fills        %d running, %d committed, %d failed\n\n", st.ActiveFills, r.FillsCommitted, r.FillsFailed)
+	fmt.Fprintf(w, "fills        %d running, %d committed, %d failed\n", st.ActiveFills, r.FillsCommitted, r.FillsFailed)
+	if f := st.Fleet; f != nil {
+		fmt.Fprintf(w, "nodes        %d in the last hour, %d in the last day, %d gone quiet", f.LastHour, f.LastDay, f.QuietCount)
+		if e := f.Expected; e != nil {
+			fmt.Fprintf(w, ", %d of %d expected never seen", e.NeverSeenCount, e.Addresses)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "UPSTREAM\tSTATE\tRATE LIMIT\tREMAINING\tRESET\tSOURCE\tSAVED\tURL")

@@ -75,6 +75,8 @@ type Config struct {
 	Cluster Cluster
 	// Access says who may pull (yaml access).
 	Access Access
+	// Fleet is about the nodes the mirror serves (yaml fleet).
+	Fleet Fleet
 	// TLS, when both files are set, makes the registry API serve HTTPS (yaml tls).
 	TLS TLS
 	// Log selects log level and format (yaml log).
@@ -412,4 +414,13 @@ func (c Config) Redacted() Config {
 		}
 	}
 	return c
+}
+
+// Fleet is the fleet table's configuration.
+type Fleet struct {
+	// Expected lists the nodes expected to pull through the mirror:
+	// networks (CIDR), addresses, and files of addresses or networks, one
+	// a line (yaml fleet.expected). /status lists the expected addresses
+	// never seen. Files are read at start and on each SIGHUP.
+	Expected []string
 }

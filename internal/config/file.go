@@ -67,6 +67,9 @@ type fileConfig struct {
 		Private        *string              `yaml:"private"`
 		Users          *map[string][]string `yaml:"users"`
 	} `yaml:"access"`
+	Fleet struct {
+		Expected *[]string `yaml:"expected"`
+	} `yaml:"fleet"`
 	TLS struct {
 		Cert *string `yaml:"cert"`
 		Key  *string `yaml:"key"`
@@ -168,6 +171,7 @@ func (f *fileConfig) values() map[string]string {
 	}
 	for key, p := range map[string]*[]string{
 		"access.allow": f.Access.Allow, "access.trusted_proxies": f.Access.TrustedProxies,
+		"fleet.expected": f.Fleet.Expected,
 	} {
 		if p != nil {
 			m[key] = strings.Join(*p, ",")

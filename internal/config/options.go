@@ -275,6 +275,9 @@ var options = []option{
 	{flag: "private", reload: ReloadLive, key: "access.private", def: defaults.Private,
 		usage: "private upstream repositories: deny, authenticated or allow",
 		set:   setString(func(c *Config) *string { return &c.Access.Private }, checkPrivate)},
+	{flag: "fleet-expected", reload: ReloadLive, key: "fleet.expected", kind: kindList, defDoc: "none",
+		usage: "comma-separated networks (CIDR), addresses or files of them (one a line) of the nodes expected to pull through the mirror; /status lists those never seen",
+		set:   setExpected},
 	{flag: "tls-cert", reload: ReloadRestart, key: "tls.cert", aliases: []string{"REGISTRY_HTTP_TLS_CERTIFICATE"}, defDoc: "none, plain HTTP",
 		usage: "TLS certificate file of the registry API (needs --tls-key)",
 		set:   setString(func(c *Config) *string { return &c.TLS.Cert }, nil)},
@@ -420,6 +423,27 @@ func setPrefixes(field func(*Config) *[]netip.Prefix) func(*Config, string) erro
 		*field(c) = ps
 		return nil
 	}
+}
+
+// setExpected sets fleet.expected: each entry a network or address, else a
+// file that must be readable (its lines are the fleet table's to parse).
+func setExpected(c *Config, v string) error {
+	var out []string
+	for s := range strings.SplitSeq(v, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if p, err := parsePrefix(s); err == nil {
+			out = append(out, p.String())
+			continue
+		}
+		if err := checkReadable(s); err != nil {
+			return fmt.Errorf("%q is neither a network (CIDR), an address nor a readable file of them: %w", s, err)
+		}
+		out = append(out, s)
+	}
+	c.Fleet.Expected = out
+	return nil
 }
 
 // parsePrefix parses a CIDR network such as 10.0.0.0/8; a bare address is

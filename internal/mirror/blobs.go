@@ -93,6 +93,9 @@ func (b *Blob) Close() error { return b.body.Close() }
 // store has it (one store lookup), else joins or starts the one fill; a
 // HEAD of a blob not stored asks the upstream for the size only.
 func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob, Outcome, error) {
+	if s.isCanary(req) {
+		return canaryBlob(req, d)
+	}
 	var out Outcome
 	rt, err := s.route(req)
 	if err != nil {

@@ -40,6 +40,9 @@ type cachedListing struct {
 // one, ignores last). n < 0 is "not given"; the Link of a further page is
 // in the upstream repository's path, for the router to rewrite.
 func (s *Service) Tags(ctx context.Context, req Request, n int, last string) (*Listing, Outcome, error) {
+	if s.isCanary(req) {
+		return canaryListing()
+	}
 	rt, err := s.route(req)
 	if err != nil {
 		return nil, Outcome{}, err
@@ -170,6 +173,9 @@ func nextQuery(link string) string {
 
 // Referrers passes a referrers request through, as Tags does.
 func (s *Service) Referrers(ctx context.Context, req Request, d digest.Digest, query string) (*Listing, Outcome, error) {
+	if s.isCanary(req) {
+		return canaryListing()
+	}
 	rt, err := s.route(req)
 	if err != nil {
 		return nil, Outcome{}, err

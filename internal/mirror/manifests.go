@@ -32,6 +32,9 @@ type Manifest struct {
 // HEAD upstream; on any upstream failure, the last known digest (stale).
 // A GET of an image manifest starts the prefetch of its blobs.
 func (s *Service) Manifest(ctx context.Context, req Request, ref oci.Reference) (*Manifest, Outcome, error) {
+	if s.isCanary(req) {
+		return canaryManifest(ref)
+	}
 	var out Outcome
 	rt, err := s.route(req)
 	if err != nil {

@@ -21,6 +21,7 @@ type reqInfo struct {
 	errCode  string
 	errMsg   string // the message the client was sent, cut at maxLoggedReason
 	kind     string
+	tag      string // the tag of a manifest request ("" by digest)
 	stale    string // why a stale answer was served
 	joined   bool   // a miss that joined another request's fill
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/regcache/regcache/internal/mirror"
@@ -23,6 +24,25 @@ type Served struct {
 	ErrCode    string // the spec's error code of an error answer
 	ErrMessage string
 	Stale      string // why a stale answer was served
+	Tag        string // the tag of a manifest request, "" by digest
+	// Client is the client's address (WithClientAddr), UserAgent its
+	// User-Agent header as sent.
+	Client    netip.Addr
+	UserAgent string
+}
+
+// WithClientAddr sets how the client's address is read for observers
+// (default: the peer's address), e.g. past trusted proxies.
+func WithClientAddr(fn func(*http.Request) netip.Addr) Option {
+	return func(s *Server) { s.clientAddr = fn }
+}
+
+func peerAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // WithObserver sets a function called once per answered request, after
@@ -34,7 +54,12 @@ func (s *Server) observed(r *http.Request, ri *reqInfo, status int, bytes int64)
 	if s.observe == nil {
 		return
 	}
+	client := peerAddr
+	if s.clientAddr != nil {
+		client = s.clientAddr
+	}
 	s.observe(Served{Time: time.Now(), Kind: ri.kind, Method: methodLabel(r.Method), Cache: ri.cache, Joined: ri.joined,
 		Status: status, Bytes: bytes, Upstream: ri.upstream, Repo: ri.repo,
-		ErrCode: ri.errCode, ErrMessage: ri.errMsg, Stale: ri.stale})
+		ErrCode: ri.errCode, ErrMessage: ri.errMsg, Stale: ri.stale,
+		Tag: ri.tag, Client: client(r), UserAgent: r.UserAgent()})
 }

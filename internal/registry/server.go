@@ -10,6 +10,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 
 	"github.com/opencontainers/go-digest"
 
@@ -49,6 +50,7 @@ type Server struct {
 	middleware func(http.Handler) http.Handler
 	metrics    *metrics.Metrics
 	observe    func(Served)
+	clientAddr func(*http.Request) netip.Addr // nil: the peer's address
 }
 
 // Option configures a Server.

@@ -22,6 +22,9 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info(r).kind = p.Kind.String()
+	if p.Kind == oci.KindManifest {
+		info(r).tag = p.Reference.Tag
+	}
 	if p.Kind == oci.KindBase {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", "2")

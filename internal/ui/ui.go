@@ -45,6 +45,22 @@ type Snapshot struct {
 	// credentialed upstreams (the admin token, or loopback without one).
 	Private bool     `json:"private"`
 	History *History `json:"history,omitempty"`
+	Fleet   Fleet    `json:"fleet"`
+}
+
+// Fleet is the nodes card: client addresses the mirror served in the last
+// hour and day, those gone quiet (seen before, not in the last day), and
+// the last canary arrival (regcache client ... status --verify).
+type Fleet struct {
+	LastHour int `json:"lastHour"`
+	LastDay  int `json:"lastDay"`
+	Quiet    int `json:"quiet"`
+	// Expected is set when fleet.expected is; NeverSeen counts its
+	// addresses the mirror never served.
+	Expected   bool      `json:"expected"`
+	NeverSeen  int       `json:"neverSeen"`
+	Canary     string    `json:"canary,omitempty"` // the engine of the last arrival
+	CanaryTime time.Time `json:"canaryTime,omitzero"`
 }
 
 // Totals are the requests served since start.

@@ -108,6 +108,10 @@ function renderCards(s) {
   } else {
     cards.push(card("cache", "Cache use", bytes(c.bytes), ["no cap (storage.max_size)", counts(s)]));
   }
+  const f = s.fleet || {};
+  cards.push(card("fleet", "Nodes", num(f.lastHour), ["in the last hour · " + num(f.lastDay) + " in the last day",
+    num(f.quiet) + " gone quiet (not seen for a day)" + (f.expected ? " · " + num(f.neverSeen) + " expected, never seen" : ""),
+    f.canary ? "last canary: " + f.canary + " at " + clock(f.canaryTime) : "no canary yet (client … status --verify)"], f.quiet > 0 || f.neverSeen > 0 ? "warn" : ""));
   cards.push(card("fills", "Fills", num(s.activeFills), "running · " + num(t.fillsCommitted) + " committed · " + num(t.fillsFailed) + " failed", t.fillsFailed > 0 ? "warn" : ""));
   document.getElementById("cards").replaceChildren(...cards);
 }

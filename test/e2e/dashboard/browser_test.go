@@ -101,6 +101,13 @@ func TestDashboardBrowser(t *testing.T) {
 	if h := text(`[data-card="headroom-docker.io"] .big`); !strings.Contains(h, "/ 100") {
 		t.Errorf("headroom card: %q", h)
 	}
+	// The one client so far (crane, from 127.0.0.1) is the one node.
+	if n := text(`[data-card="fleet"] .big`); n != "1" {
+		t.Errorf("nodes card: %q, want 1", n)
+	}
+	if n := text(`[data-card="fleet"]`); !strings.Contains(n, "1 in the last day") || !strings.Contains(n, "0 gone quiet") {
+		t.Errorf("nodes card: %q", n)
+	}
 	// A marker the page keeps only while it is not reloaded.
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__noReload = true`)); err != nil {
 		t.Fatal(err)
