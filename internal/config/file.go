@@ -142,7 +142,7 @@ type fileUpstream struct {
 	CredentialTTL     string   `yaml:"credential_ttl"`
 	MaxBandwidth      string   `yaml:"max_bandwidth"`
 	MaxConnections    int      `yaml:"max_connections"`
-	Sealed       bool     `yaml:"sealed"`
+	Sealed            bool     `yaml:"sealed"`
 }
 
 // values returns the file's top-level settings by option key; absent and

@@ -52,7 +52,7 @@ type Client struct {
 	probe         prober
 
 	manifestGets atomic.Int64 // manifest GETs the registry answered 2xx: counted pulls
-	sealed        sealedState // upstreams[].sealed: nothing leaves, misses are listed
+	sealed       sealedState  // upstreams[].sealed: nothing leaves, misses are listed
 }
 
 // Option configures a Client.
