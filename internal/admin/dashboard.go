@@ -36,6 +36,7 @@ func (a *Admin) dashboard(st Status, c ui.Cache, private bool, span time.Duratio
 	}
 	s.Cache.Bytes, s.Cache.MaxSize, s.Cache.MaxAge = st.Cache.Bytes, st.Cache.MaxBytes, a.src.Config().Storage.MaxAge
 	s.Cache.Scrub = scrubText(a.d.Scrub.Status())
+	s.Cache.Pinned, _ = a.src.Pinned()
 	s.Fleet = fleetCard(st.Fleet)
 	for _, u := range st.Upstreams {
 		s.Upstreams = append(s.Upstreams, dashboardUpstream(u))
@@ -61,6 +62,7 @@ func dashboardUpstream(u UpstreamStatus) ui.Upstream {
 		Since: u.Since, NextProbe: u.NextProbe, TokenRequests: u.TokenRequests, PullsSaved: u.PullsSaved, FetchedBytes: u.FetchedBytes,
 		RateLimit: ui.RateLimit{Limit: rl.Limit, Remaining: rl.Remaining, Reserve: u.Reserve, Window: rl.Window, Source: rl.Source,
 			Updated: rl.Updated, Reset: u.Reset, ResetEstimated: rl.ResetEstimated && !u.Reset.Equal(u.Health.LimitedUntil)}}
+	v.Sealed, v.SealedMisses = u.Health.Sealed, u.Health.SealedMissTotal
 	for _, l := range u.Health.Limited {
 		v.LimitedKinds = append(v.LimitedKinds, l.Kind)
 	}

@@ -1,7 +1,9 @@
 package app
 
 import (
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/testenv"
+	"github.com/regcache/regcache/internal/ui"
 )
 
 // getManifest GETs a manifest through the mirror and returns the
@@ -96,6 +99,12 @@ func TestRules(t *testing.T) {
 	}
 	if d := strings.Join(m.App.Status().Degraded, "\n"); !strings.Contains(d, "pinned images") {
 		t.Errorf("degraded reasons do not say the pinned images exceed the cap: %q", d)
+	}
+	w := httptest.NewRecorder()
+	m.App.AdminHandler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, ui.PathData, nil))
+	var dash ui.Snapshot
+	if err := json.Unmarshal(w.Body.Bytes(), &dash); err != nil || dash.Cache.Pinned <= 0 {
+		t.Errorf("the dashboard's pinned bytes: %d (%v)", dash.Cache.Pinned, err)
 	}
 	if !strings.Contains(m.log(), "pinned images alone exceed storage.max_size") {
 		t.Errorf("the log does not say the cap cannot be met:\n%s", m.log())

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/regcache/regcache/internal/app/apptest"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/testenv"
+	"github.com/regcache/regcache/internal/ui"
 )
 
 // TestSealedUpstream: a sealed upstream (upstreams[].sealed, switched by
@@ -74,6 +76,16 @@ func TestSealedUpstream(t *testing.T) {
 	h := m.App.Status().Upstreams[0].Health
 	if !h.Sealed || h.SealedMissTotal < 2 {
 		t.Errorf("/status: sealed %v with %d misses", h.Sealed, h.SealedMissTotal)
+	}
+	resp, err = http.Get("http://" + m.Admin + ui.PathData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash ui.Snapshot
+	err = json.NewDecoder(resp.Body).Decode(&dash)
+	resp.Body.Close()
+	if err != nil || len(dash.Upstreams) == 0 || !dash.Upstreams[0].Sealed || dash.Upstreams[0].SealedMisses < 2 {
+		t.Errorf("the dashboard's upstream card: %+v (%v), want sealed with its misses", dash.Upstreams, err)
 	}
 	resp, err = http.Get("http://" + m.Admin + "/metrics")
 	if err != nil {

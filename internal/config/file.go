@@ -244,7 +244,7 @@ func applyFile(c *Config, path string) error {
 func (fu fileUpstream) upstream(key string) (Upstream, error) {
 	u := Upstream{Name: fu.Name, URL: fu.URL, Username: fu.Username, Password: fu.Password, PasswordFile: fu.PasswordFile,
 		Aliases: fu.Aliases, Fallback: fu.Fallback, TrustedTags: fu.TrustedTags,
-		CredentialHelper: fu.CredentialHelper, CredentialCommand: fu.CredentialCommand, MaxConnections: fu.MaxConnections}
+		CredentialHelper: fu.CredentialHelper, CredentialCommand: fu.CredentialCommand, MaxConnections: fu.MaxConnections, Sealed: fu.Sealed}
 	var errs []error
 	var err error
 	if fu.CredentialTTL != "" {

@@ -164,3 +164,31 @@ func TestConfigurationDocReloadColumn(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryUpstreamFieldIsRead: each field of an upstream's YAML entry
+// reaches config.Upstream (a field dropped in the conversion is an option
+// parsed and then ignored: upstreams[].sealed was, once, after a merge).
+func TestEveryUpstreamFieldIsRead(t *testing.T) {
+	fu := fileUpstream{Name: "ghcr.io", URL: "https://ghcr.io", Username: "u", Password: "p", PasswordFile: "/f",
+		Aliases: []string{"a"}, Fallback: []string{"f"}, TrustedTags: true, CredentialHelper: "h", CredentialCommand: []string{"c"},
+		CredentialTTL: "1h", MaxBandwidth: "1MiB/s", MaxConnections: 2, Sealed: true}
+	fv := reflect.ValueOf(fu)
+	for i := range fv.NumField() {
+		if fv.Field(i).IsZero() {
+			t.Fatalf("this test sets no value for fileUpstream.%s: give it one", fv.Type().Field(i).Name)
+		}
+	}
+	u, _ := fu.upstream("upstreams[0]")
+	uv := reflect.ValueOf(u)
+	for i := range fv.NumField() {
+		name := fv.Type().Field(i).Name
+		f := uv.FieldByName(name)
+		if !f.IsValid() {
+			t.Errorf("fileUpstream.%s has no config.Upstream field", name)
+			continue
+		}
+		if f.IsZero() {
+			t.Errorf("upstreams[].%s is parsed but does not reach config.Upstream", name)
+		}
+	}
+}

@@ -92,6 +92,10 @@ type Upstream struct {
 	TokenRequests int64     `json:"tokenRequests"`
 	PullsSaved    int64     `json:"pullsSaved"`
 	FetchedBytes  int64     `json:"fetchedBytes"`
+	// Sealed is set while the upstream is never contacted; SealedMisses
+	// counts what a sealed upstream would have fetched.
+	Sealed       bool  `json:"sealed,omitempty"`
+	SealedMisses int64 `json:"sealedMisses,omitempty"`
 }
 
 // RateLimit is the upstream's last reported pull limit.
@@ -137,6 +141,7 @@ type Cache struct {
 	MaxSize int64         `json:"maxSize"`          // storage.max_size; 0 is unlimited
 	MaxAge  time.Duration `json:"-"`                // storage.max_age; 0 is none
 	Scrub   string        `json:"scrub,omitempty"`  // the background scrub, in words
+	Pinned  int64         `json:"pinned,omitempty"` // bytes of images rules pin (never evicted)
 }
 
 // Repo is one repository in a top list. Name is empty when the asker may
