@@ -415,6 +415,9 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 		}
 	}
 	a.fills.Close()
+	if a.cluster != nil {
+		a.cluster.Wait() // the fills' leases released
+	}
 	a.log.Info("stopped", slog.Float64("drain_seconds", time.Since(start).Seconds()))
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -88,7 +89,15 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (stor
 		return st, err
 	}
 	st.index = ix
-	st.cluster = cluster.New(rdb, cfg.Cluster.Advertise, cfg.Cluster.Secret, cluster.WithLogger(log))
+	store := st.store
+	st.cluster = cluster.New(rdb, cfg.Cluster.Advertise, cfg.Cluster.Secret, cluster.WithLogger(log),
+		cluster.WithStored(func(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, int64, error) {
+			b, err := store.Open(ctx, d)
+			if err != nil {
+				return nil, 0, err
+			}
+			return b, b.Size(), nil
+		}))
 	if err := st.cluster.Join(ctx); err != nil {
 		ix.Close()
 		rdb.Close()

@@ -295,23 +295,7 @@ func TestClusterOwnerKilled(t *testing.T) {
 		wg.Go(func() { results <- getBlob(ctx, c.replicas[i%3].url, imgs.Big.Repo, layer.Digest) })
 	}
 	// Find the lease holder once a quarter of the blob came from upstream.
-	lease := "regcache:cluster:lease:blob:" + layer.Digest.String()
-	var owner *replica
-	deadline := time.Now().Add(30 * time.Second)
-	for owner == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no replica took the fill's lease")
-		}
-		holder, _ := c.rdb.Get(ctx, lease).Result()
-		if c.hub.BlobBytes(layer.Digest.String()) >= layer.Size/4 {
-			for _, r := range c.replicas {
-				if r.url == holder {
-					owner = r
-				}
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	owner := c.leaseHolder(t, layer.Digest, layer.Size/4)
 	owner.kill()
 	wg.Wait()
 	close(results)
@@ -554,5 +538,133 @@ func TestClusterRevalidateOnce(t *testing.T) {
 	t.Logf("30 pulls of a stale tag over 3 replicas: %d HEADs, %d GETs upstream", heads, gets)
 	if heads != 1 || gets != 0 {
 		t.Errorf("%d HEADs and %d GETs upstream, want 1 and 0", heads, gets)
+	}
+}
+
+// freeze stops the replica (SIGSTOP, by its own PID) for d, then resumes it.
+func (r *replica) freeze(d time.Duration) {
+	r.cmd.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(d)
+	r.cmd.Process.Signal(syscall.SIGCONT)
+}
+
+// leaseHolder waits until a replica holds d's lease and the upstream has
+// sent at least bytes of it, and returns that replica.
+func (c *testCluster) leaseHolder(t *testing.T, d digest.Digest, bytes int64) *replica {
+	t.Helper()
+	lease := "regcache:cluster:lease:blob:" + d.String()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		holder, _ := c.rdb.Get(t.Context(), lease).Result()
+		if c.hub.BlobBytes(d.String()) < bytes {
+			continue
+		}
+		for _, r := range c.replicas {
+			if holder != "" && strings.SplitN(holder, "#", 2)[0] == r.url {
+				return r
+			}
+		}
+	}
+	t.Fatal("no replica took the fill's lease")
+	return nil
+}
+
+// TestClusterOwnerFrozen: the replica fetching a blob is frozen (SIGSTOP)
+// past its lease with a client waiting on it, and a client arrives 9 s
+// later at a replica with no fill of the blob: that replica (or the new
+// owner) takes the lease over and fetches. When the frozen replica wakes,
+// it finds its lease lost and stops its upstream fetch: the rest of its
+// clients' bytes come from the new holder (or the store), so upstream
+// bytes are the frozen replica's prefix plus one blob, not two blobs.
+// Every body is right.
+func TestClusterOwnerFrozen(t *testing.T) {
+	c := newTestCluster(t, 3)
+	imgs := c.hub.Seed(t, testenv.WithBigImage(clusterBlobSize))
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(layer.Digest.String(), testenv.Throttle(8<<20)) // a 4-second fill
+	c.hub.ResetCounters()
+	ctx := t.Context()
+	results := make(chan result, 8)
+	var wg sync.WaitGroup
+	first := c.replicas[0]
+	for range 2 {
+		wg.Go(func() { results <- getBlob(ctx, first.url, imgs.Big.Repo, layer.Digest) })
+	}
+	holder := c.leaseHolder(t, layer.Digest, layer.Size/4)
+	var late *replica // a replica with no fill of the blob running
+	for _, r := range c.replicas {
+		if r != holder && r != first {
+			late = r
+			break
+		}
+	}
+	frozen := make(chan struct{})
+	go func() { defer close(frozen); holder.freeze(15 * time.Second) }()
+	// What the frozen replica got (or sits in its socket buffers):
+	// the upstream's count once it stops moving.
+	time.Sleep(9 * time.Second)
+	prefix := c.hub.BlobBytes(layer.Digest.String())
+	wg.Go(func() { results <- getBlob(ctx, late.url, imgs.Big.Repo, layer.Digest) })
+	<-frozen
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r.err != nil || r.status != 200 || !r.right || r.n != layer.Size {
+			t.Errorf("client: status %d, %d bytes, right %v, err %v", r.status, r.n, r.right, r.err)
+		}
+	}
+	// The woken replica's fill ends (the rest from the new holder or the
+	// store) before its bytes are counted.
+	time.Sleep(3 * time.Second)
+	got := c.hub.BlobBytes(layer.Digest.String())
+	ratio := float64(got) / float64(layer.Size)
+	t.Logf("frozen at %.3f of the blob; upstream bytes / blob size = %.3f (GETs %d)", float64(prefix)/float64(layer.Size), ratio,
+		c.hub.CountRef("GET", testenv.KindBlob, layer.Digest.String()))
+	if limit := prefix + layer.Size + layer.Size/50; got > limit {
+		t.Errorf("upstream sent %d bytes: more than the frozen replica's prefix (%d) plus one blob: it went on fetching after losing its lease", got, prefix)
+	}
+}
+
+// TestClusterLeaseDeleted: a running fill's lease vanishes from Redis
+// (DEL): its holder takes it again at once and goes on by Range, and
+// late clients on the other replicas stream from it: one fetch, not two.
+func TestClusterLeaseDeleted(t *testing.T) {
+	c := newTestCluster(t, 3)
+	imgs := c.hub.Seed(t, testenv.WithBigImage(clusterBlobSize))
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(layer.Digest.String(), testenv.Throttle(8<<20))
+	c.hub.ResetCounters()
+	ctx := t.Context()
+	results := make(chan result, 8)
+	var wg sync.WaitGroup
+	wg.Go(func() { results <- getBlob(ctx, c.replicas[0].url, imgs.Big.Repo, layer.Digest) })
+	holder := c.leaseHolder(t, layer.Digest, layer.Size/8)
+	lease := "regcache:cluster:lease:blob:" + layer.Digest.String()
+	before, _ := c.rdb.Get(ctx, lease).Result()
+	if err := c.rdb.Del(ctx, lease).Err(); err != nil {
+		t.Fatal(err)
+	}
+	retaken := ""
+	for deadline := time.Now().Add(6 * time.Second); time.Now().Before(deadline) && retaken == ""; time.Sleep(20 * time.Millisecond) {
+		retaken, _ = c.rdb.Get(ctx, lease).Result()
+	}
+	if strings.SplitN(retaken, "#", 2)[0] != holder.url || retaken == before {
+		t.Errorf("lease after DEL = %q; want the holder %s to take it again under a new value (was %q)", retaken, holder.url, before)
+	}
+	for _, r := range c.replicas {
+		if r != holder {
+			wg.Go(func() { results <- getBlob(ctx, r.url, imgs.Big.Repo, layer.Digest) })
+		}
+	}
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r.err != nil || r.status != 200 || !r.right || r.n != layer.Size {
+			t.Errorf("client: status %d, %d bytes, right %v, err %v", r.status, r.n, r.right, r.err)
+		}
+	}
+	ratio := float64(c.hub.BlobBytes(layer.Digest.String())) / float64(layer.Size)
+	t.Logf("lease deleted mid-fill: upstream bytes / blob size = %.3f, GETs %d", ratio, c.hub.CountRef("GET", testenv.KindBlob, layer.Digest.String()))
+	if ratio > 1.01 {
+		t.Errorf("upstream bytes / blob size = %.3f after the lease was deleted, want 1.0", ratio)
 	}
 }

@@ -3,9 +3,11 @@ package cluster
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -106,6 +108,11 @@ func (c *Cluster) authorized(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// peerStatusError is a peer's answer other than 200: it is alive.
+type peerStatusError struct{ msg string }
+
+func (e *peerStatusError) Error() string { return e.msg }
+
 // fetchPeer opens d at offset from peer's internal endpoint.
 func (c *Cluster) fetchPeer(ctx context.Context, peer, up, repo string, d digest.Digest, size, offset int64) (*upstream.Blob, error) {
 	q := url.Values{"upstream": {up}, "repo": {repo}, "size": {strconv.FormatInt(size, 10)}, "offset": {strconv.FormatInt(offset, 10)}}
@@ -121,7 +128,7 @@ func (c *Cluster) fetchPeer(ctx context.Context, peer, up, repo string, d digest
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 		resp.Body.Close()
-		return nil, fmt.Errorf("replica %s answered %s: %s", peer, resp.Status, strings.TrimSpace(string(msg)))
+		return nil, &peerStatusError{fmt.Sprintf("replica %s answered %s: %s", peer, resp.Status, strings.TrimSpace(string(msg)))}
 	}
 	total, err := strconv.ParseInt(resp.Header.Get(sizeHeader), 10, 64)
 	if err != nil {
@@ -135,52 +142,141 @@ func (c *Cluster) fetchPeer(ctx context.Context, peer, up, repo string, d digest
 // fetches from the upstream. fromPeer is set when another replica asked
 // (the internal endpoint): then this replica fetches from upstream itself,
 // so requests never go round in a circle.
+//
+// The fill that fetches from upstream holds d's lease; when the lease is
+// lost (another replica took it over while this one was frozen, or its key
+// vanished), the upstream body is cut at once and the fill resumes by
+// Range from the new holder's stream, or takes the lease again if nobody
+// holds it: two replicas never both download the rest of a digest.
 func (c *Cluster) Source(up, repo string, d digest.Digest, size int64, fromPeer bool, direct fill.Source) fill.Source {
 	name := "blob:" + d.String()
-	leased := false
+	var lease *Lease
+	relapsed := false // this fill held the lease and lost it
 	return func(ctx context.Context, offset int64) (*upstream.Blob, error) {
-		if !leased && !fromPeer {
-			tried := map[string]bool{}
-			for range 2 { // the holder or owner, then once more if it was unreachable
-				peer := c.target(ctx, name)
-				if peer == "" || tried[peer] {
-					break
-				}
-				tried[peer] = true
-				b, err := c.fetchPeer(ctx, peer, up, repo, d, size, offset)
-				if err == nil {
-					return b, nil
-				}
-				if ctx.Err() != nil {
-					return nil, err
-				}
-				c.log.Warn("cluster: replica unreachable for a fill; choosing again", slog.String("replica", peer),
-					slog.String("digest", d.String()), slog.Int64("offset", offset), slog.Any("error", err))
-				c.Suspect(peer)
+		if lease != nil {
+			select {
+			case <-lease.Lost:
+				lease, relapsed = nil, true
+			default:
 			}
 		}
-		if !leased {
-			switch h := c.Holder(ctx, name); {
-			case h == c.self:
-				leased = true
+		if lease == nil && (!fromPeer || relapsed) {
+			if b, ok := c.fromPeers(ctx, name, up, repo, d, size, offset, relapsed); ok {
+				return b, nil
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+		}
+		if relapsed && lease == nil {
+			// The replica that took the lease over may have committed
+			// the blob already: the rest comes from the store.
+			if b, ok := c.fromStore(ctx, up, d, offset); ok {
+				return b, nil
+			}
+		}
+		if lease == nil {
+			h := c.Holder(ctx, name)
+			switch r := replicaOf(h); {
 			case h == "":
-				leased = c.Acquire(ctx, name, "")
-			case !c.isLive(h): // its holder died or cannot be reached: take over
-				leased = c.Acquire(ctx, name, h)
+				lease = c.Acquire(ctx, name, "")
+				if lease == nil && !fromPeer {
+					// Lost the race to take it: stream from the winner.
+					if b, ok := c.fromPeers(ctx, name, up, repo, d, size, offset, true); ok {
+						return b, nil
+					}
+				}
+			case r == c.self && !c.mine(h):
+				// This replica's dead predecessor (same URL, another
+				// process): taken over, never adopted.
+				lease = c.Acquire(ctx, name, h)
+			case r != c.self && !c.isLive(r): // its holder died or cannot be reached: take over
+				lease = c.Acquire(ctx, name, h)
 			}
 			// A live other holder we were sent past (fromPeer): fetch
 			// without the lease rather than make a client wait.
 		}
-		return direct(ctx, offset)
+		b, err := direct(ctx, offset)
+		if err == nil && lease != nil {
+			b.Body = lease.guard(b.Body)
+		}
+		return b, err
 	}
 }
 
+// fromStore opens d at offset in the shared store, if it holds d.
+func (c *Cluster) fromStore(ctx context.Context, up string, d digest.Digest, offset int64) (*upstream.Blob, bool) {
+	if c.stored == nil {
+		return nil, false
+	}
+	body, size, err := c.stored(ctx, d)
+	if err != nil {
+		return nil, false
+	}
+	if _, err := body.Seek(offset, io.SeekStart); err != nil {
+		body.Close()
+		return nil, false
+	}
+	c.log.Info("cluster: resuming a fill from the store, committed by the replica that took its lease", slog.String("digest", d.String()), slog.Int64("offset", offset))
+	return &upstream.Blob{Body: body, Offset: offset, Size: size, Upstream: up}, true
+}
+
+// fromPeers streams d from its lease holder, else (unless holderOnly) its
+// owner, when that is another live replica. A peer that cannot be reached
+// is suspected and the choice made once more; a peer that answers with an
+// error is not suspected (it is alive), and the caller fetches itself.
+func (c *Cluster) fromPeers(ctx context.Context, name, up, repo string, d digest.Digest, size, offset int64, holderOnly bool) (*upstream.Blob, bool) {
+	tried := map[string]bool{}
+	for range 2 { // the holder or owner, then once more if it was unreachable
+		peer := c.target(ctx, name, holderOnly)
+		if peer == "" || tried[peer] {
+			return nil, false
+		}
+		tried[peer] = true
+		b, err := c.fetchPeer(ctx, peer, up, repo, d, size, offset)
+		if err == nil {
+			return b, true
+		}
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		if !c.unreachable(peer, err) {
+			c.log.Warn("cluster: replica could not serve a fill; fetching ourselves", slog.String("replica", peer),
+				slog.String("digest", d.String()), slog.Int64("offset", offset), slog.Any("error", err))
+			return nil, false
+		}
+		c.log.Warn("cluster: replica unreachable for a fill; choosing again", slog.String("replica", peer),
+			slog.String("digest", d.String()), slog.Int64("offset", offset), slog.Any("error", err))
+		c.Suspect(peer)
+	}
+	return nil, false
+}
+
+// unreachable reports whether err from asking peer means it stopped
+// answering: the connection could not be made, or the peer no longer
+// heartbeats. A slow answer or a non-200 from a live peer is no reason to
+// take its leases.
+func (c *Cluster) unreachable(peer string, err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	var pe *peerStatusError
+	if errors.As(err, &pe) {
+		return false
+	}
+	return !c.heartbeating(peer)
+}
+
 // target is the replica to stream name from: its lease holder when that is
-// another live replica, else its owner when that is another replica, else
-// "" (fetch ourselves).
-func (c *Cluster) target(ctx context.Context, name string) string {
-	if h := c.Holder(ctx, name); h != "" && h != c.self && c.isLive(h) {
+// another live replica, else (unless holderOnly) its owner when that is
+// another replica, else "" (fetch ourselves).
+func (c *Cluster) target(ctx context.Context, name string, holderOnly bool) string {
+	if h := replicaOf(c.Holder(ctx, name)); h != "" && h != c.self && c.isLive(h) {
 		return h
+	}
+	if holderOnly {
+		return ""
 	}
 	if o := c.Owner(name); o != c.self {
 		return o
