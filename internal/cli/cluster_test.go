@@ -668,3 +668,28 @@ func TestClusterLeaseDeleted(t *testing.T) {
 		t.Errorf("upstream bytes / blob size = %.3f after the lease was deleted, want 1.0", ratio)
 	}
 }
+
+// TestClusterRedisStoppedOneFetch: with Redis stopped, a cold blob asked
+// on all three replicas at once is fetched from upstream once: the
+// replicas keep the last live set they read, agree on the owner by
+// rendezvous and stream from it.
+func TestClusterRedisStoppedOneFetch(t *testing.T) {
+	c := newTestCluster(t, 3)
+	imgs := c.hub.Seed(t, testenv.WithBigImage(clusterBlobSize))
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(layer.Digest.String(), testenv.Throttle(16<<20))
+	c.redis.Stop()
+	time.Sleep(2500 * time.Millisecond) // every replica's heartbeat found Redis gone
+	c.hub.ResetCounters()
+	for i, r := range burst(t.Context(), c.replicas, 9, imgs.Big.Repo, layer.Digest) {
+		if r.err != nil || r.status != 200 || !r.right || r.n != layer.Size {
+			t.Errorf("client %d (replica %d): status %d, %d bytes, right %v, err %v", i, i%3, r.status, r.n, r.right, r.err)
+		}
+	}
+	gets := c.hub.CountRef("GET", testenv.KindBlob, layer.Digest.String())
+	ratio := float64(c.hub.BlobBytes(layer.Digest.String())) / float64(layer.Size)
+	t.Logf("Redis stopped, one cold blob on 3 replicas: %d upstream GETs, upstream bytes / blob size = %.3f", gets, ratio)
+	if ratio > 1.01 {
+		t.Errorf("upstream bytes / blob size = %.3f with Redis stopped, want 1.0 (one fetch)", ratio)
+	}
+}
