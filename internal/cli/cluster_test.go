@@ -693,3 +693,67 @@ func TestClusterRedisStoppedOneFetch(t *testing.T) {
 		t.Errorf("upstream bytes / blob size = %.3f with Redis stopped, want 1.0 (one fetch)", ratio)
 	}
 }
+
+// bucketBytes is the total size of the blobs in the bucket.
+func (c *testCluster) bucketBytes(ctx context.Context, cl *minio.Client) int64 {
+	var n int64
+	for o := range cl.ListObjects(ctx, c.s3.Bucket, minio.ListObjectsOptions{Prefix: "blobs/", Recursive: true}) {
+		if o.Err == nil {
+			n += o.Size
+		}
+	}
+	return n
+}
+
+// TestClusterCapAtCommit: storage.max_size holds across the cluster at
+// commit time: five 8 MiB images pulled one after another over three
+// replicas under a 20 MiB cap, the bucket sampled every 200 ms, never
+// holds more than the cap plus one image (the one whose commit starts the
+// eviction), and is back under the cap within a few seconds, not at the
+// next minute's pass.
+func TestClusterCapAtCommit(t *testing.T) {
+	const imageSize, maxSize = 8 << 20, 20 << 20
+	c := newTestCluster(t, 3, fmt.Sprintf("REGCACHE_MAX_SIZE=%d", maxSize))
+	var imgs []*testenv.Image
+	for i := range 5 {
+		imgs = append(imgs, c.hub.Seed(t, testenv.WithSeed(uint64(100+i)), testenv.WithPrefix(fmt.Sprintf("cap%d/", i)), testenv.WithBigImage(imageSize)).Big)
+	}
+	ctx := t.Context()
+	cl := c.s3.Client(t)
+	var mu sync.Mutex
+	var peak int64
+	sctx, stop := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for sctx.Err() == nil {
+			n := c.bucketBytes(sctx, cl)
+			mu.Lock()
+			peak = max(peak, n)
+			mu.Unlock()
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	for i, img := range imgs {
+		if err := pullAll(ctx, c.replicas[i%3].addr, *img); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // the commit lands after the last byte is served
+	}
+	var last int64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if last = c.bucketBytes(ctx, cl); last <= maxSize {
+			break
+		}
+	}
+	stop()
+	<-sampled
+	t.Logf("cap %d MiB, five %d MiB images over 3 replicas: bucket peak %.1f MiB, %.1f MiB 5 s after the last pull", maxSize>>20, imageSize>>20,
+		float64(peak)/(1<<20), float64(last)/(1<<20))
+	if limit := int64(maxSize + imageSize + 1<<20); peak > limit {
+		t.Errorf("the bucket held %d bytes, over the cap plus one image (%d)", peak, limit)
+	}
+	if last > maxSize {
+		t.Errorf("the bucket holds %d bytes 5 s after the last pull, over the cap %d", last, maxSize)
+	}
+}

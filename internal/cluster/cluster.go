@@ -265,3 +265,15 @@ func (c *Cluster) Owner(key string) string {
 	}
 	return best
 }
+
+// Committed adds n to the bytes committed to the shared store by every
+// replica (a Redis counter each commit adds to) and returns the counter;
+// n = 0 reads it. The counter only grows: the difference between two
+// readings is what was committed between them. false: Redis does not
+// answer.
+func (c *Cluster) Committed(ctx context.Context, n int64) (int64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	v, err := c.rdb.IncrBy(ctx, c.key("committed"), n).Result()
+	return v, err == nil
+}
