@@ -150,11 +150,18 @@ func (c *Cluster) Wait() { c.renewals.Wait() }
 
 // guard cuts body the moment lease is lost: the read in progress fails,
 // and the fill resumes by Range from its new source.
-func (l *Lease) guard(body io.ReadCloser) io.ReadCloser {
-	g := &guarded{ReadCloser: body, done: make(chan struct{})}
+func (l *Lease) guard(body io.ReadCloser) io.ReadCloser { return cutOn(body, l.Lost, errLeaseLost) }
+
+// errLeaseLost is a fetch cut because its lease was lost.
+var errLeaseLost = errors.New("cluster: lease lost to another replica")
+
+// cutOn returns body, closed the moment stop closes, its reads failing
+// with err from then on.
+func cutOn(body io.ReadCloser, stop <-chan struct{}, err error) io.ReadCloser {
+	g := &guarded{ReadCloser: body, done: make(chan struct{}), why: err}
 	go func() {
 		select {
-		case <-l.Lost:
+		case <-stop:
 			g.mu.Lock()
 			g.lost = true
 			g.mu.Unlock()
@@ -165,12 +172,10 @@ func (l *Lease) guard(body io.ReadCloser) io.ReadCloser {
 	return g
 }
 
-// errLeaseLost is a fetch cut because its lease was lost.
-var errLeaseLost = errors.New("cluster: lease lost to another replica")
-
 type guarded struct {
 	io.ReadCloser
 	done chan struct{}
+	why  error
 	once sync.Once
 	mu   sync.Mutex
 	lost bool
@@ -182,7 +187,7 @@ func (g *guarded) Read(p []byte) (int, error) {
 	lost := g.lost
 	g.mu.Unlock()
 	if lost {
-		return n, errLeaseLost
+		return n, g.why
 	}
 	return n, err
 }

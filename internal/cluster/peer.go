@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -235,6 +237,7 @@ func (c *Cluster) fromPeers(ctx context.Context, name, up, repo string, d digest
 		tried[peer] = true
 		b, err := c.fetchPeer(ctx, peer, up, repo, d, size, offset)
 		if err == nil {
+			b.Body = c.whileHeartbeating(peer, b.Body)
 			return b, true
 		}
 		if ctx.Err() != nil {
@@ -250,6 +253,49 @@ func (c *Cluster) fromPeers(ctx context.Context, name, up, repo string, d digest
 		c.Suspect(peer)
 	}
 	return nil, false
+}
+
+// errPeerGone cuts a stream from a replica that stopped heartbeating.
+var errPeerGone = errors.New("cluster: the replica streaming the blob stopped heartbeating")
+
+// whileHeartbeating cuts body from peer once peer stops heartbeating (a
+// frozen or partitioned replica keeps its connections open but sends
+// nothing): the fill resumes by Range from what it has, from the replica
+// chosen then, which takes the lease over and fetches the rest upstream
+// if it is the new owner. With Redis away the last live set stays, and
+// nothing is cut.
+func (c *Cluster) whileHeartbeating(peer string, body io.ReadCloser) io.ReadCloser {
+	gone, stop := make(chan struct{}), make(chan struct{})
+	go func() {
+		t := time.NewTicker(c.beat)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			if !c.heartbeating(peer) {
+				c.log.Warn("cluster: replica stopped heartbeating mid-stream; resuming from another", slog.String("replica", peer))
+				c.Suspect(peer)
+				close(gone)
+				return
+			}
+		}
+	}()
+	return &stopOnClose{ReadCloser: cutOn(body, gone, errPeerGone), stop: stop}
+}
+
+// stopOnClose stops a watch when its body is closed.
+type stopOnClose struct {
+	io.ReadCloser
+	stop chan struct{}
+	once sync.Once
+}
+
+func (s *stopOnClose) Close() error {
+	s.once.Do(func() { close(s.stop) })
+	return s.ReadCloser.Close()
 }
 
 // unreachable reports whether err from asking peer means it stopped
