@@ -2,10 +2,13 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -43,8 +46,13 @@ type storage struct {
 
 // openStorage opens local disk and bbolt, or S3 (with its local tier) and,
 // with cluster.redis, the Redis index and this replica's membership.
-func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (storage, error) {
-	st := storage{close: func() {}}
+func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (st storage, err error) {
+	st = storage{close: func() {}}
+	defer func() {
+		if err != nil {
+			st.close() // the upload sweep stops
+		}
+	}()
 	if cfg.Storage.S3.Bucket == "" {
 		d, err := disk.New(cfg.Data)
 		if err != nil {
@@ -60,15 +68,10 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (stor
 			return st, err
 		}
 		st.store = s
-		go func() { // uploads of replicas killed mid-fill
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			defer cancel()
-			if n, err := s.AbortStale(ctx, staleUpload); err != nil {
-				log.Warn("abort stale S3 multipart uploads", slog.Any("error", err))
-			} else if n > 0 {
-				log.Info("aborted stale S3 multipart uploads", slog.Int("uploads", n))
-			}
-		}()
+		sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+		swept := make(chan struct{})
+		go func() { defer close(swept); sweepUploads(sweepCtx, s, log) }()
+		st.close = func() { stopSweep(); <-swept }
 	}
 	if cfg.Cluster.Redis == "" {
 		ix, err := cacheindex.Open(filepath.Join(cfg.Data, "index.db"), 10*time.Second, cacheindex.WithLogger(log))
@@ -82,6 +85,7 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (stor
 	if err != nil {
 		return st, err
 	}
+	redis.SetLogger(&redisLog{log: log}) // process-wide: the library has one logger
 	rdb := redis.NewClient(opts)
 	ix, err := redisindex.New(ctx, rdb, 10*time.Second, redisindex.WithLogger(log), redisindex.WithTolerance())
 	if err != nil {
@@ -103,9 +107,36 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (stor
 		rdb.Close()
 		return st, err
 	}
-	st.close = func() { rdb.Close() }
+	stopSweep := st.close
+	st.close = func() { stopSweep(); rdb.Close() }
 	return st, nil
 }
+
+// sweepUploads aborts the multipart uploads of replicas killed mid-fill,
+// at start and every staleSweepEvery until ctx is done (an S3 lifecycle
+// rule, AbortIncompleteMultipartUpload, is the backstop).
+func sweepUploads(ctx context.Context, s *s3.Store, log *slog.Logger) {
+	t := time.NewTicker(staleSweepEvery)
+	defer t.Stop()
+	for {
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if n, err := s.AbortStale(sctx, staleUpload); err != nil && ctx.Err() == nil {
+			log.Warn("abort stale S3 multipart uploads", slog.Any("error", err))
+		} else if n > 0 {
+			log.Info("aborted stale S3 multipart uploads", slog.Int("uploads", n))
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// staleSweepEvery is how often open multipart uploads are checked for
+// leftovers.
+const staleSweepEvery = time.Hour
 
 // clusterOptions make the content service fetch once across the cluster,
 // and send clients to S3 for hits with storage.s3.redirect.
@@ -198,4 +229,29 @@ func (a *App) sharedGrowth(size int64) int64 {
 		return 0
 	}
 	return max(now-a.sharedTotals.base, 0)
+}
+
+// redisLog carries the Redis client library's own lines (a failed dial of
+// its pool, about five a second while Redis is down) into the product's
+// log: as JSON, at most one every redisLogEvery, with how many were left
+// out since the last.
+type redisLog struct {
+	log     *slog.Logger
+	mu      sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+// redisLogEvery bounds how often the Redis client's lines are logged.
+const redisLogEvery = 10 * time.Second
+
+func (r *redisLog) Printf(_ context.Context, format string, v ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); now.Sub(r.last) >= redisLogEvery {
+		r.log.Warn("redis client: "+strings.TrimSpace(fmt.Sprintf(format, v...)), slog.Int("left_out", r.dropped))
+		r.last, r.dropped = now, 0
+		return
+	}
+	r.dropped++
 }

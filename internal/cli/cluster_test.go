@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -757,6 +758,30 @@ func TestClusterRedisStoppedOneFetch(t *testing.T) {
 	t.Logf("Redis stopped, one cold blob on 3 replicas: %d upstream GETs, upstream bytes / blob size = %.3f", gets, ratio)
 	if ratio > 1.01 {
 		t.Errorf("upstream bytes / blob size = %.3f with Redis stopped, want 1.0 (one fetch)", ratio)
+	}
+	// The Redis client library's own lines go through the product's
+	// JSON log, not as plain text (the start-up banner is the only
+	// plain text on stdout).
+	for i, r := range c.replicas {
+		b, err := os.ReadFile(r.logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, logged := 0, 0
+		for line := range strings.Lines(string(b)) {
+			switch {
+			case strings.HasPrefix(line, "redis:"):
+				if plain++; plain == 1 {
+					t.Errorf("replica %d: the Redis client wrote plain text: %q", i, strings.TrimSpace(line))
+				}
+			case json.Valid([]byte(line)) && strings.Contains(line, `"msg":"redis client:`):
+				logged++
+			}
+		}
+		t.Logf("replica %d: %d plain-text lines of the Redis client, %d through the log", i, plain, logged)
+		if plain > 0 {
+			t.Errorf("replica %d: %d plain-text lines of the Redis client", i, plain)
+		}
 	}
 }
 
