@@ -169,7 +169,15 @@ func (a *App) withPeers(api http.Handler) http.Handler {
 		return api
 	}
 	mux := http.NewServeMux()
-	mux.Handle(cluster.PeerPath, a.cluster.Handler(a.content))
+	mux.Handle(cluster.PeerPath, a.cluster.Handler(a.content, func(d digest.Digest) int64 {
+		var most int64
+		for _, p := range a.fills.Progress() {
+			if p.Digest == d {
+				most = max(most, p.Written)
+			}
+		}
+		return most
+	}))
 	mux.Handle("/", api)
 	return mux
 }

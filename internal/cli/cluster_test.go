@@ -573,10 +573,13 @@ func (c *testCluster) leaseHolder(t *testing.T, d digest.Digest, bytes int64) *r
 
 // owner is the replica rendezvous hashing picks for d with every replica
 // live (as internal/cluster does).
-func (c *testCluster) owner(d digest.Digest) *replica {
+func (c *testCluster) owner(d digest.Digest) *replica { return ownerAmong(c.replicas, d) }
+
+// ownerAmong is the replica rendezvous hashing picks for d among rs.
+func ownerAmong(rs []*replica, d digest.Digest) *replica {
 	var best *replica
 	var bestScore uint64
-	for _, r := range c.replicas {
+	for _, r := range rs {
 		h := sha256.Sum256([]byte(r.url + "\x00" + "blob:" + d.String()))
 		if s := binary.BigEndian.Uint64(h[:8]); best == nil || s > bestScore {
 			best, bestScore = r, s
@@ -684,7 +687,11 @@ func TestClusterOwnerFrozen(t *testing.T) {
 			if buffers := socketBuffers(t); tc.spread && got > layer.Size+buffers+layer.Size/50 {
 				t.Errorf("upstream bytes / blob size = %.3f with followers holding the prefix: more than one blob plus the frozen replica's socket buffers (%d)", ratio, buffers)
 			}
-			if limit := prefix + layer.Size + layer.Size/50; got > limit {
+			// The slack is what the upstream still pushes into the frozen
+			// replica's socket buffers after the 9 s count and as it
+			// wakes, before its fetch is cut (up to 2.5 MB measured);
+			// going on with the fetch would be about 0.6 of the blob.
+			if limit := prefix + layer.Size + layer.Size/4; got > limit {
 				t.Errorf("upstream sent %d bytes: more than the frozen replica's prefix (%d) plus one blob: it went on fetching after losing its lease", got, prefix)
 			}
 		})
@@ -866,4 +873,60 @@ func socketBuffers(t *testing.T) int64 {
 		n += v
 	}
 	return n
+}
+
+// TestClusterTakeoverFromFollower: the replica fetching a blob (A) is
+// frozen with clients on it and on a follower (B) streaming from it; when
+// A stops heartbeating, B goes to the new owner (C, which holds nothing of
+// the blob). C takes the lease over and streams the prefix B holds from
+// B, then fetches only the rest upstream: after A froze, the upstream
+// sends about three quarters of the blob, not the whole of it again.
+func TestClusterTakeoverFromFollower(t *testing.T) {
+	const size = 128 << 20 // a 4-second fill: A's socket buffers fill within the first second of the freeze
+	c := newTestCluster(t, 3)
+	imgs := c.hub.Seed(t, testenv.WithBigImage(size))
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(layer.Digest.String(), testenv.Throttle(size/4))
+	c.hub.ResetCounters()
+	a := c.owner(layer.Digest)
+	var others []*replica
+	for _, r := range c.replicas {
+		if r != a {
+			others = append(others, r)
+		}
+	}
+	newOwner := ownerAmong(others, layer.Digest)
+	follower := others[0]
+	if follower == newOwner {
+		follower = others[1]
+	}
+	ctx := t.Context()
+	results := make(chan result, 4)
+	var wg sync.WaitGroup
+	for _, r := range []*replica{a, a, follower, follower} {
+		wg.Go(func() { results <- getBlob(ctx, r.url, imgs.Big.Repo, layer.Digest) })
+	}
+	if h := c.leaseHolder(t, layer.Digest, layer.Size/4); h != a {
+		t.Fatalf("lease holder %s, want the owner %s", h.url, a.url)
+	}
+	frozen := make(chan struct{})
+	go func() { defer close(frozen); a.freeze(15 * time.Second) }()
+	time.Sleep(3 * time.Second) // A's socket buffers are full; nobody took over yet
+	before := c.hub.BlobBytes(layer.Digest.String())
+	<-frozen
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r.err != nil || r.status != 200 || !r.right || r.n != layer.Size {
+			t.Errorf("client: status %d, %d bytes, right %v, err %v", r.status, r.n, r.right, r.err)
+		}
+	}
+	time.Sleep(3 * time.Second)
+	got := c.hub.BlobBytes(layer.Digest.String())
+	after := got - before
+	t.Logf("upstream sent %.3f of the blob before the takeover, %.3f after it; upstream bytes / blob size = %.3f (GETs %d)",
+		float64(before)/size, float64(after)/size, float64(got)/size, c.hub.CountRef("GET", testenv.KindBlob, layer.Digest.String()))
+	if after > size*9/10 {
+		t.Errorf("the replica taking over fetched %.3f of the blob upstream: the follower's prefix was fetched again", float64(after)/size)
+	}
 }

@@ -26,8 +26,12 @@ import (
 // listener: GET PeerPath + digest ?upstream= &repo= &size= &offset=.
 const PeerPath = "/_regcache/cluster/v1/blobs/"
 
-// sizeHeader carries the blob's whole length (-1 unknown).
-const sizeHeader = "Regcache-Blob-Size"
+// sizeHeader carries the blob's whole length (-1 unknown); haveHeader how
+// many bytes of it a replica's running fill holds.
+const (
+	sizeHeader = "Regcache-Blob-Size"
+	haveHeader = "Regcache-Blob-Have"
+)
 
 // Content is what the internal endpoint serves: a blob from the store or
 // from this replica's own fill of it (started from upstream if none runs),
@@ -39,7 +43,11 @@ type Content interface {
 }
 
 // Handler serves the internal endpoint under PeerPath.
-func (c *Cluster) Handler(content Content) http.Handler {
+// have, when not nil, is how many bytes of d this replica's running fill
+// of it holds (0 when none runs): asked with ?have=1, so that a replica
+// taking a lease over streams that prefix from here instead of fetching
+// it again.
+func (c *Cluster) Handler(content Content, have func(digest.Digest) int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !c.authorized(w, r) {
 			return
@@ -50,6 +58,15 @@ func (c *Cluster) Handler(content Content) http.Handler {
 			return
 		}
 		q := r.URL.Query()
+		if q.Get("have") != "" {
+			var n int64
+			if have != nil {
+				n = have(d)
+			}
+			w.Header().Set(haveHeader, strconv.FormatInt(n, 10))
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		size, err1 := strconv.ParseInt(q.Get("size"), 10, 64)
 		offset, err2 := strconv.ParseInt(q.Get("offset"), 10, 64)
 		if err1 != nil || err2 != nil || offset < 0 {
@@ -197,6 +214,16 @@ func (c *Cluster) Source(up, repo string, d digest.Digest, size int64, fromPeer 
 			}
 			// A live other holder we were sent past (fromPeer): fetch
 			// without the lease rather than make a client wait.
+			if lease != nil {
+				// Just taken (over): another replica's fill may hold
+				// more of the blob than this one (it streamed from
+				// the replica that stopped): that prefix comes from
+				// it, the rest from upstream.
+				if b, ok := c.prefixFromPeers(ctx, up, repo, d, size, offset); ok {
+					b.Body = lease.guard(b.Body)
+					return b, nil
+				}
+			}
 		}
 		b, err := direct(ctx, offset)
 		if err == nil && lease != nil {
@@ -204,6 +231,70 @@ func (c *Cluster) Source(up, repo string, d digest.Digest, size int64, fromPeer 
 		}
 		return b, err
 	}
+}
+
+// minPrefix is the least a peer must hold beyond a fill's offset for the
+// fill to stream that prefix from it rather than fetch it upstream.
+const minPrefix = 1 << 20
+
+// prefixFromPeers streams d from offset up to what the live replica whose
+// running fill holds the most of it has, when that is at least minPrefix
+// more than offset. The body ends there; the fill goes on from upstream by
+// Range.
+func (c *Cluster) prefixFromPeers(ctx context.Context, up, repo string, d digest.Digest, size, offset int64) (*upstream.Blob, bool) {
+	var best string
+	var most int64
+	for _, p := range c.Live() {
+		if p == c.self {
+			continue
+		}
+		if n := c.peerHas(ctx, p, d); n > most {
+			best, most = p, n
+		}
+	}
+	if most < offset+minPrefix {
+		return nil, false
+	}
+	b, err := c.fetchPeer(ctx, best, up, repo, d, size, offset)
+	if err != nil {
+		return nil, false
+	}
+	if b.Size < 0 { // an end before the size is known would read as the blob's end
+		b.Body.Close()
+		return nil, false
+	}
+	if most < b.Size { // a complete blob is streamed whole (its last byte once verified)
+		b.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(b.Body, most-offset), b.Body}
+	}
+	b.Body = c.whileHeartbeating(best, b.Body)
+	c.log.Info("cluster: taking a fill over from what another replica holds", slog.String("replica", best),
+		slog.String("digest", d.String()), slog.Int64("from", offset), slog.Int64("to", most))
+	return b, true
+}
+
+// peerHas asks peer how many bytes of d its running fill holds (0 when it
+// runs none or does not answer within a second).
+func (c *Cluster) peerHas(ctx context.Context, peer string, d digest.Digest) int64 {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(peer, "/")+PeerPath+d.String()+"?have=1", nil)
+	if err != nil {
+		return 0
+	}
+	req.Header.Set("Authorization", "Bearer "+c.secret)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	n, err := strconv.ParseInt(resp.Header.Get(haveHeader), 10, 64)
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		return 0
+	}
+	return n
 }
 
 // fromStore opens d at offset in the shared store, if it holds d.
