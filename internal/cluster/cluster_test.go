@@ -260,3 +260,55 @@ func TestAnsweringPeerNotSuspected(t *testing.T) {
 		t.Fatal("a peer that answered 503 was suspected")
 	}
 }
+
+// TestFrozenPeerNotWaitedFor: a replica that accepts the connection but
+// never answers (frozen: the kernel still accepts) is given up as soon as
+// it stops heartbeating, not after the two-minute header timeout, and the
+// fill fetches for itself.
+func TestFrozenPeerNotWaitedFor(t *testing.T) {
+	rdb := newRedis(t)
+	release := make(chan struct{})
+	peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer peer.Close()
+	defer close(release)
+	timing := WithTiming(100*time.Millisecond, time.Second, time.Second)
+	p := New(rdb, peer.URL, "secret-secret-secret", timing)
+	if err := p.Join(t.Context()); err != nil { // one beat, then silence
+		t.Fatal(err)
+	}
+	a := New(rdb, "http://127.0.0.1:1", "secret-secret-secret", timing)
+	if err := a.Join(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go a.Run(ctx)
+	var d digest.Digest
+	for i := 0; ; i++ {
+		d = digest.FromString(fmt.Sprint(i))
+		if a.Owner("blob:"+d.String()) == peer.URL {
+			break
+		}
+	}
+	direct := func(ctx context.Context, offset int64) (*upstream.Blob, error) {
+		return &upstream.Blob{Body: io.NopCloser(strings.NewReader("x")), Offset: offset, Size: 1}, nil
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		b, err := a.Source("up", "repo", d, 1, false, direct)(ctx, 0)
+		if err == nil {
+			b.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("gave the silent replica up after %s", time.Since(start).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fill still waits for a replica that stopped heartbeating")
+	}
+}

@@ -140,10 +140,36 @@ func (c *Cluster) fetchPeer(ctx context.Context, peer, up, repo string, d digest
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.secret)
-	resp, err := c.http.Do(req)
+	// A replica may take long to answer (its own fill waits for the
+	// upstream's first byte), but one that stops heartbeating meanwhile
+	// (frozen: the kernel still accepts the connection) is not waited for.
+	answered := make(chan struct{})
+	rctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		t := time.NewTicker(c.beat)
+		defer t.Stop()
+		for {
+			select {
+			case <-answered:
+				return
+			case <-t.C:
+			}
+			if !c.heartbeating(peer) {
+				cancel(errPeerGone)
+				return
+			}
+		}
+	}()
+	resp, err := c.http.Do(req.WithContext(rctx))
+	close(answered)
 	if err != nil {
+		if context.Cause(rctx) == errPeerGone {
+			err = fmt.Errorf("%w: %w", errPeerGone, err)
+		}
+		cancel(nil)
 		return nil, err
 	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 		resp.Body.Close()
@@ -375,6 +401,18 @@ func (c *Cluster) whileHeartbeating(peer string, body io.ReadCloser) io.ReadClos
 		}
 	}()
 	return &stopOnClose{ReadCloser: cutOn(body, gone, errPeerGone), stop: stop}
+}
+
+// cancelOnClose releases a request's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // stopOnClose stops a watch when its body is closed.
