@@ -222,6 +222,7 @@ func (c *Cluster) Source(up, repo string, d digest.Digest, size int64, fromPeer 
 		}
 		if lease == nil {
 			h := c.Holder(ctx, name)
+			takeover := relapsed || h != "" // not a cold miss: other replicas may hold some of it
 			switch r := replicaOf(h); {
 			case h == "":
 				lease = c.Acquire(ctx, name, "")
@@ -240,11 +241,12 @@ func (c *Cluster) Source(up, repo string, d digest.Digest, size int64, fromPeer 
 			}
 			// A live other holder we were sent past (fromPeer): fetch
 			// without the lease rather than make a client wait.
-			if lease != nil {
-				// Just taken (over): another replica's fill may hold
+			if lease != nil && takeover {
+				// Just taken over: another replica's fill may hold
 				// more of the blob than this one (it streamed from
 				// the replica that stopped): that prefix comes from
-				// it, the rest from upstream.
+				// it, the rest from upstream. (A cold miss asks no
+				// one: it would add round trips to every first byte.)
 				if b, ok := c.prefixFromPeers(ctx, up, repo, d, size, offset); ok {
 					b.Body = lease.guard(b.Body)
 					return b, nil
