@@ -173,6 +173,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 			return out
 		})
 	}
+	if a.cluster != nil {
+		a.metrics.MustRegister(clusterMetrics(a.cluster)...)
+	}
 	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_fills_active", Help: "Upstream blob fetches running."},
 		func() float64 { return float64(a.fills.Active()) }))
 	a.registerScrubMetrics()

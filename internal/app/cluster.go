@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/regcache/regcache/internal/blobstore"
@@ -262,4 +263,24 @@ func (r *redisLog) Printf(_ context.Context, format string, v ...any) {
 		return
 	}
 	r.dropped++
+}
+
+// clusterMetrics are this replica's view of the cluster.
+func clusterMetrics(cl *cluster.Cluster) []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_cluster_replicas_live",
+			Help: "Replicas this one takes as live (itself included): heartbeating and not suspected."},
+			func() float64 { return float64(cl.View().Live) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_cluster_membership_trusted",
+			Help: "1 when the live set was read from Redis at the last heartbeat; 0 while Redis is away (the last set read is kept)."},
+			func() float64 {
+				if cl.View().Trusted {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_cluster_leases_held",
+			Help: "Redis leases held by this replica's fills and locks."},
+			func() float64 { return float64(cl.View().Leases) }),
+	}
 }

@@ -243,6 +243,24 @@ func (c *Cluster) Suspect(peer string) {
 
 func (c *Cluster) isLive(peer string) bool { return slices.Contains(c.Live(), peer) }
 
+// View is this replica's view of the cluster: how many replicas it takes
+// as live (itself included), whether that set was read from Redis at the
+// last heartbeat (false: Redis is away and the set is the last one read),
+// and how many leases its fills hold.
+type View struct {
+	Live    int
+	Trusted bool
+	Leases  int
+}
+
+// View returns this replica's view of the cluster.
+func (c *Cluster) View() View {
+	live := len(c.Live())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return View{Live: live, Trusted: c.redisOK, Leases: len(c.held)}
+}
+
 // heartbeating reports whether peer was in the live set last read from
 // Redis (suspected or not).
 func (c *Cluster) heartbeating(peer string) bool {
