@@ -930,3 +930,28 @@ func TestClusterTakeoverFromFollower(t *testing.T) {
 		t.Errorf("the replica taking over fetched %.3f of the blob upstream: the follower's prefix was fetched again", float64(after)/size)
 	}
 }
+
+// TestClusterShutdownReleasesLeases: a replica stopped (SIGTERM) while it
+// fetches a blob releases the fill's lease before it exits, so the other
+// replicas need not wait for it to lapse.
+func TestClusterShutdownReleasesLeases(t *testing.T) {
+	c := newTestCluster(t, 3, "REGCACHE_SHUTDOWN_TIMEOUT=1s")
+	imgs := c.hub.Seed(t, testenv.WithBigImage(clusterBlobSize))
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(layer.Digest.String(), testenv.Throttle(2<<20)) // a 16-second fill
+	ctx := t.Context()
+	go getBlob(ctx, c.owner(layer.Digest).url, imgs.Big.Repo, layer.Digest)
+	holder := c.leaseHolder(t, layer.Digest, 1<<20)
+	holder.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-holder.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the replica did not stop")
+	}
+	holder.cmd = nil
+	lease := "regcache:cluster:lease:blob:" + layer.Digest.String()
+	if v, err := c.rdb.Get(ctx, lease).Result(); err == nil && strings.SplitN(v, "#", 2)[0] == holder.url {
+		ttl, _ := c.rdb.PTTL(ctx, lease).Result()
+		t.Errorf("the stopped replica's lease %q is still held (%s left): not released at shutdown", v, ttl)
+	}
+}
