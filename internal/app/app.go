@@ -50,6 +50,10 @@ type App struct {
 		mu sync.Mutex
 		t  cacheindex.Totals
 		at time.Time
+		// base is the cluster's committed-bytes counter read just before
+		// the count (baseOK: it was read), so commits since are known.
+		base   int64
+		baseOK bool
 	}
 	cluster   *cluster.Cluster
 	closeRest func()

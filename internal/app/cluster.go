@@ -2,12 +2,17 @@ package app
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/regcache/regcache/internal/blobstore"
@@ -42,8 +47,13 @@ type storage struct {
 
 // openStorage opens local disk and bbolt, or S3 (with its local tier) and,
 // with cluster.redis, the Redis index and this replica's membership.
-func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (storage, error) {
-	st := storage{close: func() {}}
+func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (st storage, err error) {
+	st = storage{close: func() {}}
+	defer func() {
+		if err != nil {
+			st.close() // the upload sweep stops
+		}
+	}()
 	if cfg.Storage.S3.Bucket == "" {
 		d, err := disk.New(cfg.Data)
 		if err != nil {
@@ -59,15 +69,10 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (stor
 			return st, err
 		}
 		st.store = s
-		go func() { // uploads of replicas killed mid-fill
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			defer cancel()
-			if n, err := s.AbortStale(ctx, staleUpload); err != nil {
-				log.Warn("abort stale S3 multipart uploads", slog.Any("error", err))
-			} else if n > 0 {
-				log.Info("aborted stale S3 multipart uploads", slog.Int("uploads", n))
-			}
-		}()
+		sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+		swept := make(chan struct{})
+		go func() { defer close(swept); sweepUploads(sweepCtx, s, log) }()
+		st.close = func() { stopSweep(); <-swept }
 	}
 	if cfg.Cluster.Redis == "" {
 		ix, err := cacheindex.Open(filepath.Join(cfg.Data, "index.db"), 10*time.Second, cacheindex.WithLogger(log))
@@ -81,6 +86,7 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (stor
 	if err != nil {
 		return st, err
 	}
+	redis.SetLogger(&redisLog{log: log}) // process-wide: the library has one logger
 	rdb := redis.NewClient(opts)
 	ix, err := redisindex.New(ctx, rdb, 10*time.Second, redisindex.WithLogger(log), redisindex.WithTolerance())
 	if err != nil {
@@ -88,15 +94,50 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (stor
 		return st, err
 	}
 	st.index = ix
-	st.cluster = cluster.New(rdb, cfg.Cluster.Advertise, cfg.Cluster.Secret, cluster.WithLogger(log))
+	store := st.store
+	st.cluster = cluster.New(rdb, cfg.Cluster.Advertise, cfg.Cluster.Secret, cluster.WithLogger(log),
+		cluster.WithStored(func(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, int64, error) {
+			b, err := store.Open(ctx, d)
+			if err != nil {
+				return nil, 0, err
+			}
+			return b, b.Size(), nil
+		}))
 	if err := st.cluster.Join(ctx); err != nil {
 		ix.Close()
 		rdb.Close()
 		return st, err
 	}
-	st.close = func() { rdb.Close() }
+	stopSweep := st.close
+	st.close = func() { stopSweep(); rdb.Close() }
 	return st, nil
 }
+
+// sweepUploads aborts the multipart uploads of replicas killed mid-fill,
+// at start and every staleSweepEvery until ctx is done (an S3 lifecycle
+// rule, AbortIncompleteMultipartUpload, is the backstop).
+func sweepUploads(ctx context.Context, s *s3.Store, log *slog.Logger) {
+	t := time.NewTicker(staleSweepEvery)
+	defer t.Stop()
+	for {
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if n, err := s.AbortStale(sctx, staleUpload); err != nil && ctx.Err() == nil {
+			log.Warn("abort stale S3 multipart uploads", slog.Any("error", err))
+		} else if n > 0 {
+			log.Info("aborted stale S3 multipart uploads", slog.Int("uploads", n))
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// staleSweepEvery is how often open multipart uploads are checked for
+// leftovers.
+const staleSweepEvery = time.Hour
 
 // clusterOptions make the content service fetch once across the cluster,
 // and send clients to S3 for hits with storage.s3.redirect.
@@ -129,12 +170,23 @@ func (a *App) withPeers(api http.Handler) http.Handler {
 		return api
 	}
 	mux := http.NewServeMux()
-	mux.Handle(cluster.PeerPath, a.cluster.Handler(a.content))
+	mux.Handle(cluster.PeerPath, a.cluster.Handler(a.content, func(d digest.Digest) int64 {
+		var most int64
+		for _, p := range a.fills.Progress() {
+			if p.Digest == d {
+				most = max(most, p.Written)
+			}
+		}
+		return most
+	}))
 	mux.Handle("/", api)
 	return mux
 }
 
-// evictOnce runs an eviction on one replica of the cluster at a time.
+// evictOnce runs an eviction on one replica of the cluster at a time. A
+// replica that finds another evicting waits for it to end (up to
+// evictWait) and runs its own pass then: the other's plan was made
+// before the commit that asked for this one.
 func (a *App) evictOnce(ctx context.Context, fn func() (int, int64, error)) (int, int64, error) {
 	if a.cluster == nil {
 		return fn()
@@ -142,8 +194,93 @@ func (a *App) evictOnce(ctx context.Context, fn func() (int, int64, error)) (int
 	var n int
 	var freed int64
 	var err error
-	if !a.cluster.Lock(ctx, "evict", func() { n, freed, err = fn() }) {
-		return 0, 0, nil // another replica evicts now
+	poll := 50 * time.Millisecond
+	for deadline := time.Now().Add(evictWait); !a.cluster.Lock(ctx, "evict", func() { n, freed, err = fn() }); {
+		if time.Now().After(deadline) || !sleepCtx(ctx, poll) {
+			return 0, 0, nil // another replica evicts still; the next pass comes
+		}
+		poll = min(2*poll, time.Second)
 	}
 	return n, freed, err
+}
+
+// evictWait bounds how long a pass waits for another replica's.
+const evictWait = time.Minute
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// sharedGrowth adds size, just committed here, to the cluster's counter of
+// committed bytes and returns what every replica committed since the
+// shared index was last counted: the count is made at most every
+// sharedTotalsEvery, the cap is checked at each commit. 0 without a
+// cluster or with Redis away.
+func (a *App) sharedGrowth(size int64) int64 {
+	if a.cluster == nil {
+		return 0
+	}
+	now, ok := a.cluster.Committed(context.Background(), size)
+	if !ok {
+		return 0
+	}
+	a.totals() // counted again when due (the base moves to the counter then)
+	a.sharedTotals.mu.Lock()
+	defer a.sharedTotals.mu.Unlock()
+	if !a.sharedTotals.baseOK {
+		return 0
+	}
+	return max(now-a.sharedTotals.base, 0)
+}
+
+// redisLog carries the Redis client library's own lines (a failed dial of
+// its pool, about five a second while Redis is down) into the product's
+// log: as JSON, at most one every redisLogEvery, with how many were left
+// out since the last.
+type redisLog struct {
+	log     *slog.Logger
+	mu      sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+// redisLogEvery bounds how often the Redis client's lines are logged.
+const redisLogEvery = 10 * time.Second
+
+func (r *redisLog) Printf(_ context.Context, format string, v ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); now.Sub(r.last) >= redisLogEvery {
+		r.log.Warn("redis client: "+strings.TrimSpace(fmt.Sprintf(format, v...)), slog.Int("left_out", r.dropped))
+		r.last, r.dropped = now, 0
+		return
+	}
+	r.dropped++
+}
+
+// clusterMetrics are this replica's view of the cluster.
+func clusterMetrics(cl *cluster.Cluster) []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_cluster_replicas_live",
+			Help: "Replicas this one takes as live (itself included): heartbeating and not suspected."},
+			func() float64 { return float64(cl.View().Live) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_cluster_membership_trusted",
+			Help: "1 when the live set was read from Redis at the last heartbeat; 0 while Redis is away (the last set read is kept)."},
+			func() float64 {
+				if cl.View().Trusted {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_cluster_leases_held",
+			Help: "Redis leases held by this replica's fills and locks."},
+			func() float64 { return float64(cl.View().Leases) }),
+	}
 }

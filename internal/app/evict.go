@@ -30,7 +30,11 @@ const maxNamedTags = 100
 func (a *App) Evict(ctx context.Context) (int, int64, error) {
 	a.evictMu.Lock()
 	defer a.evictMu.Unlock()
-	return a.evictOnce(ctx, func() (int, int64, error) { return a.evict(ctx) })
+	n, freed, err := a.evictOnce(ctx, func() (int, int64, error) { return a.evict(ctx) })
+	a.sharedTotals.mu.Lock()
+	a.sharedTotals.at = time.Time{} // a shared index is counted again after a pass
+	a.sharedTotals.mu.Unlock()
+	return n, freed, err
 }
 
 func (a *App) evict(ctx context.Context) (int, int64, error) {
@@ -175,10 +179,12 @@ func (a *App) evictLoop(ctx context.Context) {
 }
 
 // committed asks the eviction loop to run at once when a commit took the
-// store over storage.max_size (the index keeps the running total).
-func (a *App) committed(int64) {
+// store over storage.max_size (the index keeps the running total; a shared
+// one adds what every replica committed since it was counted).
+func (a *App) committed(size int64) {
+	grown := a.sharedGrowth(size)
 	maxSize := a.maxSize.Load()
-	if maxSize <= 0 || a.totals().Bytes() <= maxSize {
+	if maxSize <= 0 || a.totals().Bytes()+grown <= maxSize {
 		return
 	}
 	select {
@@ -196,12 +202,17 @@ func (a *App) totals() cacheindex.Totals {
 	a.sharedTotals.mu.Lock()
 	defer a.sharedTotals.mu.Unlock()
 	if time.Since(a.sharedTotals.at) > sharedTotalsEvery {
+		var base int64
+		baseOK := false
+		if a.cluster != nil { // before the count: commits after it are counted twice at worst
+			base, baseOK = a.cluster.Committed(context.Background(), 0)
+		}
 		t, err := cacheindex.Count(a.index)
 		a.sharedTotals.at = time.Now()
 		if err != nil { // a part is not the count: keep the last one
 			a.log.Warn("count the shared index", slog.Any("error", err))
 		} else {
-			a.sharedTotals.t = t
+			a.sharedTotals.t, a.sharedTotals.base, a.sharedTotals.baseOK = t, base, baseOK
 		}
 	}
 	return a.sharedTotals.t

@@ -14,6 +14,9 @@ import (
 func (a *App) registerMetrics() {
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.registerUpstreamMetrics()
+	if a.cluster != nil {
+		a.metrics.MustRegister(clusterMetrics(a.cluster)...)
+	}
 	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_fills_active", Help: "Upstream blob fetches running."},
 		func() float64 { return float64(a.fills.Active()) }))
 	a.registerScrubMetrics()

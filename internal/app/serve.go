@@ -97,6 +97,9 @@ func (a *App) drain(servers []*http.Server) error {
 		}
 	}
 	a.fills.Close()
+	if a.cluster != nil {
+		a.cluster.Wait() // the fills' leases released
+	}
 	a.log.Info("stopped", slog.Float64("drain_seconds", time.Since(start).Seconds()))
 	return serr
 }

@@ -3,12 +3,15 @@ package cli
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -295,23 +298,7 @@ func TestClusterOwnerKilled(t *testing.T) {
 		wg.Go(func() { results <- getBlob(ctx, c.replicas[i%3].url, imgs.Big.Repo, layer.Digest) })
 	}
 	// Find the lease holder once a quarter of the blob came from upstream.
-	lease := "regcache:cluster:lease:blob:" + layer.Digest.String()
-	var owner *replica
-	deadline := time.Now().Add(30 * time.Second)
-	for owner == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no replica took the fill's lease")
-		}
-		holder, _ := c.rdb.Get(ctx, lease).Result()
-		if c.hub.BlobBytes(layer.Digest.String()) >= layer.Size/4 {
-			for _, r := range c.replicas {
-				if r.url == holder {
-					owner = r
-				}
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	owner := c.leaseHolder(t, layer.Digest, layer.Size/4)
 	owner.kill()
 	wg.Wait()
 	close(results)
@@ -554,5 +541,417 @@ func TestClusterRevalidateOnce(t *testing.T) {
 	t.Logf("30 pulls of a stale tag over 3 replicas: %d HEADs, %d GETs upstream", heads, gets)
 	if heads != 1 || gets != 0 {
 		t.Errorf("%d HEADs and %d GETs upstream, want 1 and 0", heads, gets)
+	}
+}
+
+// freeze stops the replica (SIGSTOP, by its own PID) for d, then resumes it.
+func (r *replica) freeze(d time.Duration) {
+	r.cmd.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(d)
+	r.cmd.Process.Signal(syscall.SIGCONT)
+}
+
+// leaseHolder waits until a replica holds d's lease and the upstream has
+// sent at least bytes of it, and returns that replica.
+func (c *testCluster) leaseHolder(t *testing.T, d digest.Digest, bytes int64) *replica {
+	t.Helper()
+	lease := "regcache:cluster:lease:blob:" + d.String()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		holder, _ := c.rdb.Get(t.Context(), lease).Result()
+		if c.hub.BlobBytes(d.String()) < bytes {
+			continue
+		}
+		for _, r := range c.replicas {
+			if holder != "" && strings.SplitN(holder, "#", 2)[0] == r.url {
+				return r
+			}
+		}
+	}
+	t.Fatal("no replica took the fill's lease")
+	return nil
+}
+
+// owner is the replica rendezvous hashing picks for d with every replica
+// live (as internal/cluster does).
+func (c *testCluster) owner(d digest.Digest) *replica { return ownerAmong(c.replicas, d) }
+
+// ownerAmong is the replica rendezvous hashing picks for d among rs.
+func ownerAmong(rs []*replica, d digest.Digest) *replica {
+	var best *replica
+	var bestScore uint64
+	for _, r := range rs {
+		h := sha256.Sum256([]byte(r.url + "\x00" + "blob:" + d.String()))
+		if s := binary.BigEndian.Uint64(h[:8]); best == nil || s > bestScore {
+			best, bestScore = r, s
+		}
+	}
+	return best
+}
+
+// TestClusterOwnerFrozen: the replica fetching a blob is frozen (SIGSTOP)
+// for 15 s, past its 10 s lease, at about a quarter of the blob, and a
+// client arrives 9 s later at another replica. Every body is right, and
+// when the frozen replica wakes it finds its lease lost and stops its
+// upstream fetch (the rest of its fill comes from the new holder or the
+// store).
+//
+// With clients waiting on every replica, the followers cut their streams
+// from the frozen replica once it stops heartbeating and the new owner
+// (a follower) takes the lease over by Range from what it already has:
+// upstream bytes stay within 1.2 × the blob. With clients on the frozen
+// replica only, its prefix is in its spool alone: the replica taking over
+// fetches from byte 0, so upstream bytes are that prefix plus one blob
+// (not two blobs, as when the woken replica went on fetching).
+func TestClusterOwnerFrozen(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		spread bool // clients on every replica, else on the fetching one only
+		size   int64
+	}{
+		// 128 MiB: what the frozen replica's socket buffers held when it
+		// stopped (up to 36 MiB on this machine's loopback) is lost, a
+		// fixed cost whatever the blob's size.
+		{"clients on every replica", true, 128 << 20},
+		{"clients on the frozen replica only", false, clusterBlobSize},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestCluster(t, 3)
+			imgs := c.hub.Seed(t, testenv.WithBigImage(tc.size))
+			layer := imgs.Big.Layers[0]
+			c.hub.SetFault(layer.Digest.String(), testenv.Throttle(tc.size/4)) // a 4-second fill
+			c.hub.ResetCounters()
+			ctx := t.Context()
+			type done struct {
+				r   result
+				at  *replica
+				end time.Time
+			}
+			results := make(chan done, 16)
+			var wg sync.WaitGroup
+			get := func(r *replica) {
+				wg.Go(func() {
+					res := getBlob(ctx, r.url, imgs.Big.Repo, layer.Digest)
+					results <- done{res, r, time.Now()}
+				})
+			}
+			at := []*replica{c.owner(layer.Digest)}
+			if tc.spread {
+				at = c.replicas
+			}
+			for _, r := range at {
+				get(r)
+				get(r)
+			}
+			holder := c.leaseHolder(t, layer.Digest, layer.Size/4)
+			var late *replica
+			for _, r := range c.replicas {
+				if r != holder {
+					late = r
+					break
+				}
+			}
+			var woke time.Time
+			frozen := make(chan struct{})
+			go func() { defer close(frozen); holder.freeze(15 * time.Second); woke = time.Now() }()
+			// What the frozen replica got (or sits in its socket
+			// buffers, filled at the throttled rate): the upstream's
+			// count once it stops moving, before anyone takes over
+			// (with clients on the frozen replica only, the late client
+			// is the first to).
+			time.Sleep(9 * time.Second)
+			prefix := c.hub.BlobBytes(layer.Digest.String())
+			get(late)
+			<-frozen
+			wg.Wait()
+			close(results)
+			for d := range results {
+				r := d.r
+				if r.err != nil || r.status != 200 || !r.right || r.n != layer.Size {
+					t.Errorf("client of %s: status %d, %d bytes, right %v, err %v", d.at.url, r.status, r.n, r.right, r.err)
+				}
+				if d.at != holder && !d.end.Before(woke) {
+					t.Errorf("client of %s (not frozen) finished %s after the frozen replica woke: it waited for it", d.at.url, d.end.Sub(woke).Round(time.Millisecond))
+				}
+			}
+			// The woken replica's fill ends (the rest from the new
+			// holder or the store) before its bytes are counted.
+			time.Sleep(3 * time.Second)
+			got := c.hub.BlobBytes(layer.Digest.String())
+			ratio := float64(got) / float64(layer.Size)
+			t.Logf("upstream had sent %.3f of the blob 9 s into the freeze; upstream bytes / blob size = %.3f (GETs %d)", float64(prefix)/float64(layer.Size), ratio,
+				c.hub.CountRef("GET", testenv.KindBlob, layer.Digest.String()))
+			// The bytes the upstream had sent into the frozen replica's
+			// socket buffers (up to tcp_rmem's and tcp_wmem's maxima,
+			// 32 MiB and 4 MiB here) are lost with it: a fixed cost,
+			// whatever the blob's size. Nothing else is fetched twice.
+			if buffers := socketBuffers(t); tc.spread && got > layer.Size+buffers+layer.Size/50 {
+				t.Errorf("upstream bytes / blob size = %.3f with followers holding the prefix: more than one blob plus the frozen replica's socket buffers (%d)", ratio, buffers)
+			}
+			// The slack is what the upstream still pushes into the frozen
+			// replica's socket buffers after the 9 s count and as it
+			// wakes, before its fetch is cut (up to 2.5 MB measured);
+			// going on with the fetch would be about 0.6 of the blob.
+			if limit := prefix + layer.Size + layer.Size/4; got > limit {
+				t.Errorf("upstream sent %d bytes: more than the frozen replica's prefix (%d) plus one blob: it went on fetching after losing its lease", got, prefix)
+			}
+		})
+	}
+}
+
+// TestClusterLeaseDeleted: a running fill's lease vanishes from Redis
+// (DEL): its holder takes it again at once and goes on by Range, and
+// late clients on the other replicas stream from it: one fetch, not two.
+func TestClusterLeaseDeleted(t *testing.T) {
+	c := newTestCluster(t, 3)
+	imgs := c.hub.Seed(t, testenv.WithBigImage(clusterBlobSize))
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(layer.Digest.String(), testenv.Throttle(8<<20))
+	c.hub.ResetCounters()
+	ctx := t.Context()
+	results := make(chan result, 8)
+	var wg sync.WaitGroup
+	wg.Go(func() { results <- getBlob(ctx, c.replicas[0].url, imgs.Big.Repo, layer.Digest) })
+	holder := c.leaseHolder(t, layer.Digest, layer.Size/8)
+	lease := "regcache:cluster:lease:blob:" + layer.Digest.String()
+	before, _ := c.rdb.Get(ctx, lease).Result()
+	if err := c.rdb.Del(ctx, lease).Err(); err != nil {
+		t.Fatal(err)
+	}
+	retaken := ""
+	for deadline := time.Now().Add(6 * time.Second); time.Now().Before(deadline) && retaken == ""; time.Sleep(20 * time.Millisecond) {
+		retaken, _ = c.rdb.Get(ctx, lease).Result()
+	}
+	if strings.SplitN(retaken, "#", 2)[0] != holder.url || retaken == before {
+		t.Errorf("lease after DEL = %q; want the holder %s to take it again under a new value (was %q)", retaken, holder.url, before)
+	}
+	for _, r := range c.replicas {
+		if r != holder {
+			wg.Go(func() { results <- getBlob(ctx, r.url, imgs.Big.Repo, layer.Digest) })
+		}
+	}
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r.err != nil || r.status != 200 || !r.right || r.n != layer.Size {
+			t.Errorf("client: status %d, %d bytes, right %v, err %v", r.status, r.n, r.right, r.err)
+		}
+	}
+	ratio := float64(c.hub.BlobBytes(layer.Digest.String())) / float64(layer.Size)
+	t.Logf("lease deleted mid-fill: upstream bytes / blob size = %.3f, GETs %d", ratio, c.hub.CountRef("GET", testenv.KindBlob, layer.Digest.String()))
+	if ratio > 1.01 {
+		t.Errorf("upstream bytes / blob size = %.3f after the lease was deleted, want 1.0", ratio)
+	}
+}
+
+// TestClusterRedisStoppedOneFetch: with Redis stopped, a cold blob asked
+// on all three replicas at once is fetched from upstream once: the
+// replicas keep the last live set they read, agree on the owner by
+// rendezvous and stream from it.
+func TestClusterRedisStoppedOneFetch(t *testing.T) {
+	c := newTestCluster(t, 3)
+	imgs := c.hub.Seed(t, testenv.WithBigImage(clusterBlobSize))
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(layer.Digest.String(), testenv.Throttle(16<<20))
+	c.redis.Stop()
+	time.Sleep(2500 * time.Millisecond) // every replica's heartbeat found Redis gone
+	c.hub.ResetCounters()
+	for i, r := range burst(t.Context(), c.replicas, 9, imgs.Big.Repo, layer.Digest) {
+		if r.err != nil || r.status != 200 || !r.right || r.n != layer.Size {
+			t.Errorf("client %d (replica %d): status %d, %d bytes, right %v, err %v", i, i%3, r.status, r.n, r.right, r.err)
+		}
+	}
+	gets := c.hub.CountRef("GET", testenv.KindBlob, layer.Digest.String())
+	ratio := float64(c.hub.BlobBytes(layer.Digest.String())) / float64(layer.Size)
+	t.Logf("Redis stopped, one cold blob on 3 replicas: %d upstream GETs, upstream bytes / blob size = %.3f", gets, ratio)
+	if ratio > 1.01 {
+		t.Errorf("upstream bytes / blob size = %.3f with Redis stopped, want 1.0 (one fetch)", ratio)
+	}
+	// The Redis client library's own lines go through the product's
+	// JSON log, not as plain text (the start-up banner is the only
+	// plain text on stdout).
+	for i, r := range c.replicas {
+		b, err := os.ReadFile(r.logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, logged := 0, 0
+		for line := range strings.Lines(string(b)) {
+			switch {
+			case strings.HasPrefix(line, "redis:"):
+				if plain++; plain == 1 {
+					t.Errorf("replica %d: the Redis client wrote plain text: %q", i, strings.TrimSpace(line))
+				}
+			case json.Valid([]byte(line)) && strings.Contains(line, `"msg":"redis client:`):
+				logged++
+			}
+		}
+		t.Logf("replica %d: %d plain-text lines of the Redis client, %d through the log", i, plain, logged)
+		if plain > 0 {
+			t.Errorf("replica %d: %d plain-text lines of the Redis client", i, plain)
+		}
+	}
+}
+
+// bucketBytes is the total size of the blobs in the bucket.
+func (c *testCluster) bucketBytes(ctx context.Context, cl *minio.Client) int64 {
+	var n int64
+	for o := range cl.ListObjects(ctx, c.s3.Bucket, minio.ListObjectsOptions{Prefix: "blobs/", Recursive: true}) {
+		if o.Err == nil {
+			n += o.Size
+		}
+	}
+	return n
+}
+
+// TestClusterCapAtCommit: storage.max_size holds across the cluster at
+// commit time: five 8 MiB images pulled one after another over three
+// replicas under a 20 MiB cap, the bucket sampled every 200 ms, never
+// holds more than the cap plus one image (the one whose commit starts the
+// eviction), and is back under the cap within a few seconds, not at the
+// next minute's pass.
+func TestClusterCapAtCommit(t *testing.T) {
+	const imageSize, maxSize = 8 << 20, 20 << 20
+	c := newTestCluster(t, 3, fmt.Sprintf("REGCACHE_MAX_SIZE=%d", maxSize))
+	var imgs []*testenv.Image
+	for i := range 5 {
+		imgs = append(imgs, c.hub.Seed(t, testenv.WithSeed(uint64(100+i)), testenv.WithPrefix(fmt.Sprintf("cap%d/", i)), testenv.WithBigImage(imageSize)).Big)
+	}
+	ctx := t.Context()
+	cl := c.s3.Client(t)
+	var mu sync.Mutex
+	var peak int64
+	sctx, stop := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for sctx.Err() == nil {
+			n := c.bucketBytes(sctx, cl)
+			mu.Lock()
+			peak = max(peak, n)
+			mu.Unlock()
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	for i, img := range imgs {
+		if err := pullAll(ctx, c.replicas[i%3].addr, *img); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // the commit lands after the last byte is served
+	}
+	var last int64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if last = c.bucketBytes(ctx, cl); last <= maxSize {
+			break
+		}
+	}
+	stop()
+	<-sampled
+	t.Logf("cap %d MiB, five %d MiB images over 3 replicas: bucket peak %.1f MiB, %.1f MiB 5 s after the last pull", maxSize>>20, imageSize>>20,
+		float64(peak)/(1<<20), float64(last)/(1<<20))
+	if limit := int64(maxSize + imageSize + 1<<20); peak > limit {
+		t.Errorf("the bucket held %d bytes, over the cap plus one image (%d)", peak, limit)
+	}
+	if last > maxSize {
+		t.Errorf("the bucket holds %d bytes 5 s after the last pull, over the cap %d", last, maxSize)
+	}
+}
+
+// socketBuffers is the most a TCP connection's receive and send buffers
+// hold on this machine (tcp_rmem's and tcp_wmem's maxima).
+func socketBuffers(t *testing.T) int64 {
+	var n int64
+	for _, f := range []string{"/proc/sys/net/ipv4/tcp_rmem", "/proc/sys/net/ipv4/tcp_wmem"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields := strings.Fields(string(b))
+		v, err := strconv.ParseInt(fields[len(fields)-1], 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += v
+	}
+	return n
+}
+
+// TestClusterTakeoverFromFollower: the replica fetching a blob (A) is
+// frozen with clients on it and on a follower (B) streaming from it; when
+// A stops heartbeating, B goes to the new owner (C, which holds nothing of
+// the blob). C takes the lease over and streams the prefix B holds from
+// B, then fetches only the rest upstream: after A froze, the upstream
+// sends about three quarters of the blob, not the whole of it again.
+func TestClusterTakeoverFromFollower(t *testing.T) {
+	const size = 128 << 20 // a 4-second fill: A's socket buffers fill within the first second of the freeze
+	c := newTestCluster(t, 3)
+	imgs := c.hub.Seed(t, testenv.WithBigImage(size))
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(layer.Digest.String(), testenv.Throttle(size/4))
+	c.hub.ResetCounters()
+	a := c.owner(layer.Digest)
+	var others []*replica
+	for _, r := range c.replicas {
+		if r != a {
+			others = append(others, r)
+		}
+	}
+	newOwner := ownerAmong(others, layer.Digest)
+	follower := others[0]
+	if follower == newOwner {
+		follower = others[1]
+	}
+	ctx := t.Context()
+	results := make(chan result, 4)
+	var wg sync.WaitGroup
+	for _, r := range []*replica{a, a, follower, follower} {
+		wg.Go(func() { results <- getBlob(ctx, r.url, imgs.Big.Repo, layer.Digest) })
+	}
+	if h := c.leaseHolder(t, layer.Digest, layer.Size/4); h != a {
+		t.Fatalf("lease holder %s, want the owner %s", h.url, a.url)
+	}
+	frozen := make(chan struct{})
+	go func() { defer close(frozen); a.freeze(15 * time.Second) }()
+	time.Sleep(3 * time.Second) // A's socket buffers are full; nobody took over yet
+	before := c.hub.BlobBytes(layer.Digest.String())
+	<-frozen
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r.err != nil || r.status != 200 || !r.right || r.n != layer.Size {
+			t.Errorf("client: status %d, %d bytes, right %v, err %v", r.status, r.n, r.right, r.err)
+		}
+	}
+	time.Sleep(3 * time.Second)
+	got := c.hub.BlobBytes(layer.Digest.String())
+	after := got - before
+	t.Logf("upstream sent %.3f of the blob before the takeover, %.3f after it; upstream bytes / blob size = %.3f (GETs %d)",
+		float64(before)/size, float64(after)/size, float64(got)/size, c.hub.CountRef("GET", testenv.KindBlob, layer.Digest.String()))
+	if after > size*9/10 {
+		t.Errorf("the replica taking over fetched %.3f of the blob upstream: the follower's prefix was fetched again", float64(after)/size)
+	}
+}
+
+// TestClusterShutdownReleasesLeases: a replica stopped (SIGTERM) while it
+// fetches a blob releases the fill's lease before it exits, so the other
+// replicas need not wait for it to lapse.
+func TestClusterShutdownReleasesLeases(t *testing.T) {
+	c := newTestCluster(t, 3, "REGCACHE_SHUTDOWN_TIMEOUT=1s")
+	imgs := c.hub.Seed(t, testenv.WithBigImage(clusterBlobSize))
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(layer.Digest.String(), testenv.Throttle(2<<20)) // a 16-second fill
+	ctx := t.Context()
+	go getBlob(ctx, c.owner(layer.Digest).url, imgs.Big.Repo, layer.Digest)
+	holder := c.leaseHolder(t, layer.Digest, 1<<20)
+	holder.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-holder.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the replica did not stop")
+	}
+	holder.cmd = nil
+	lease := "regcache:cluster:lease:blob:" + layer.Digest.String()
+	if v, err := c.rdb.Get(ctx, lease).Result(); err == nil && strings.SplitN(v, "#", 2)[0] == holder.url {
+		ttl, _ := c.rdb.PTTL(ctx, lease).Result()
+		t.Errorf("the stopped replica's lease %q is still held (%s left): not released at shutdown", v, ttl)
 	}
 }

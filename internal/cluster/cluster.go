@@ -13,9 +13,14 @@
 // while), the owner is chosen again, and if that is this replica it fetches
 // the rest from upstream itself, by Range from what it already has.
 //
+// A fill that loses its lease (taken over while this process was frozen,
+// or gone from Redis) stops fetching from upstream at once and goes on
+// from the new holder, the store, or under the lease taken again.
+//
 // Nothing here ever answers 429 or 503 because another replica fetches:
-// the worst case is fetching ourselves. Redis down: every replica falls
-// back to fetching on its own (one fill per digest per replica).
+// the worst case is fetching ourselves. Redis down: the last live set read
+// stays the live set, so replicas still agree on owners and stream from
+// them; a replica that stops answering is suspected and left out.
 package cluster
 
 import (
@@ -24,6 +29,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -33,6 +39,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/regcache/regcache/internal/httpguard"
@@ -56,10 +63,18 @@ type Cluster struct {
 	guess             *httpguard.Backoff
 	failed, throttled atomic.Int64
 
+	renewals sync.WaitGroup // lease renewals running
+	stored   Stored         // nil: no store to resume from
+
 	mu        sync.Mutex
 	live      []string // sorted, always including self
 	suspected map[string]time.Time
 	redisOK   bool
+	// heard is when the live set was last read from Redis: while Redis
+	// is away the last one read stays the live set (owners agree without
+	// Redis), and suspicion still drops the replicas that stop answering.
+	heard time.Time
+	held  map[string]bool // the lease values this process holds
 	// badMembers are members read from Redis that are no replica's URL,
 	// logged once each.
 	badMembers map[string]bool
@@ -81,6 +96,15 @@ func WithTiming(beat, ttl, lease time.Duration) Option {
 	return func(c *Cluster) { c.beat, c.ttl, c.leaseTTL = beat, ttl, lease }
 }
 
+// Stored opens a committed blob of the shared store with its size
+// (blobstore.ErrNotFound, or any error, when it cannot).
+type Stored func(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, int64, error)
+
+// WithStored sets where a fill whose lease was lost looks for the blob
+// before fetching the rest itself: the replica that took its lease over
+// may have committed it meanwhile.
+func WithStored(fn Stored) Option { return func(c *Cluster) { c.stored = fn } }
+
 // New makes this replica, reachable by others at advertise, a member.
 // Run starts its heartbeat.
 func New(rdb redis.UniversalClient, advertise, secret string, opts ...Option) *Cluster {
@@ -88,7 +112,7 @@ func New(rdb redis.UniversalClient, advertise, secret string, opts ...Option) *C
 		http: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute,
 			ResponseHeaderTimeout: 2 * time.Minute}},
 		beat: time.Second, ttl: 5 * time.Second, leaseTTL: 10 * time.Second, suspect: 15 * time.Second,
-		live: []string{advertise}, suspected: map[string]time.Time{}, badMembers: map[string]bool{}, guess: httpguard.NewBackoff(5, time.Minute)}
+		live: []string{advertise}, suspected: map[string]time.Time{}, held: map[string]bool{}, badMembers: map[string]bool{}, guess: httpguard.NewBackoff(5, time.Minute)}
 	for _, o := range opts {
 		o(c)
 	}
@@ -148,16 +172,17 @@ func (c *Cluster) heartbeat(ctx context.Context) bool {
 	defer c.mu.Unlock()
 	if err != nil {
 		if c.redisOK {
-			c.log.Warn("cluster: Redis does not answer; fetching on our own until it does", slog.Any("error", err))
+			c.log.Warn("cluster: Redis does not answer; keeping the last known replicas as the live set until it does",
+				slog.Any("replicas", c.live), slog.Any("error", err))
 		}
 		c.redisOK = false
-		c.live = []string{c.self}
 		return false
 	}
 	if !c.redisOK {
 		c.log.Info("cluster: joined", slog.String("self", c.self))
 	}
 	c.redisOK = true
+	c.heard = now
 	live := slices.DeleteFunc(rng.Val(), func(m string) bool {
 		if memberURL(m) {
 			return false
@@ -218,6 +243,32 @@ func (c *Cluster) Suspect(peer string) {
 
 func (c *Cluster) isLive(peer string) bool { return slices.Contains(c.Live(), peer) }
 
+// View is this replica's view of the cluster: how many replicas it takes
+// as live (itself included), whether that set was read from Redis at the
+// last heartbeat (false: Redis is away and the set is the last one read),
+// and how many leases its fills hold.
+type View struct {
+	Live    int
+	Trusted bool
+	Leases  int
+}
+
+// View returns this replica's view of the cluster.
+func (c *Cluster) View() View {
+	live := len(c.Live())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return View{Live: live, Trusted: c.redisOK, Leases: len(c.held)}
+}
+
+// heartbeating reports whether peer was in the live set last read from
+// Redis (suspected or not).
+func (c *Cluster) heartbeating(peer string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Contains(c.live, peer)
+}
+
 // Owner is the replica rendezvous hashing picks for key among the live
 // ones: each scores hash(replica, key), the highest wins. A replica
 // joining or leaving moves only the keys it wins or held.
@@ -231,4 +282,16 @@ func (c *Cluster) Owner(key string) string {
 		}
 	}
 	return best
+}
+
+// Committed adds n to the bytes committed to the shared store by every
+// replica (a Redis counter each commit adds to) and returns the counter;
+// n = 0 reads it. The counter only grows: the difference between two
+// readings is what was committed between them. false: Redis does not
+// answer.
+func (c *Cluster) Committed(ctx context.Context, n int64) (int64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	v, err := c.rdb.IncrBy(ctx, c.key("committed"), n).Result()
+	return v, err == nil
 }

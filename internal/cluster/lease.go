@@ -2,24 +2,44 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"io"
 	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Scripts that change a lease only while this replica holds it.
+// Scripts that change a lease only while this fill holds it.
 var (
 	renewScript   = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end`)
 	releaseScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`)
-	// takeScript replaces a holder this replica found unreachable.
+	// takeScript replaces a holder this replica found unreachable (or a
+	// dead predecessor of this replica).
 	takeScript = redis.NewScript(`local v = redis.call("GET", KEYS[1])
 if v == false or v == ARGV[2] then redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[3]) return 1 else return 0 end`)
 )
 
-// Holder is the replica holding name's lease, "" if none (or Redis is
-// unreachable).
+// A lease value names the fill holding it: the replica's URL, "#", and an
+// id drawn for that one lease. Two fills of a digest on one replica hold
+// different values, and a restarted replica (same URL) never mistakes its
+// dead predecessor's lease for its own.
+const tokenSep = "#"
+
+// replicaOf is the replica named by a lease value (a value without an id,
+// from an older version, is the replica itself).
+func replicaOf(v string) string {
+	r, _, _ := strings.Cut(v, tokenSep)
+	return r
+}
+
+func (c *Cluster) newToken() string { return c.self + tokenSep + rand.Text() }
+
+// Holder is the value of name's lease (see replicaOf), "" if none (or
+// Redis is unreachable).
 func (c *Cluster) Holder(ctx context.Context, name string) string {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -30,20 +50,37 @@ func (c *Cluster) Holder(ctx context.Context, name string) string {
 	return v
 }
 
-// Acquire takes name's lease for this replica, or over from stale (a holder
-// found unreachable; "" for none), and keeps renewing it until ctx is done,
-// then releases it. It reports whether this replica holds the lease; false
-// with Redis unreachable (the caller goes on alone).
-func (c *Cluster) Acquire(ctx context.Context, name, stale string) bool {
+// mine reports whether a lease value is one of this process's leases.
+func (c *Cluster) mine(v string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held[v]
+}
+
+// Lease is a lease this process holds. Lost is closed at once when it
+// stops being ours: renewing found another value (or none) under the key,
+// or renewals failed for longer than the lease's TTL (it lapsed). A holder
+// must stop the work the lease stands for when Lost closes.
+type Lease struct {
+	Lost  <-chan struct{}
+	token string
+}
+
+// Acquire takes name's lease for one fill of this replica, or over from
+// stale (a holder value found unreachable or dead; "" for none), and keeps
+// renewing it until ctx is done, then releases it. nil: not taken (held
+// elsewhere, or Redis unreachable: the caller goes on alone).
+func (c *Cluster) Acquire(ctx context.Context, name, stale string) *Lease {
 	k := c.key("lease:" + name)
+	token := c.newToken()
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	var ok bool
 	var err error
 	if stale == "" {
-		ok, err = c.rdb.SetNX(rctx, k, c.self, c.leaseTTL).Result()
+		ok, err = c.rdb.SetNX(rctx, k, token, c.leaseTTL).Result()
 	} else {
 		var n int64
-		n, err = takeScript.Run(rctx, c.rdb, []string{k}, c.self, stale, c.leaseTTL.Milliseconds()).Int64()
+		n, err = takeScript.Run(rctx, c.rdb, []string{k}, token, stale, c.leaseTTL.Milliseconds()).Int64()
 		ok = n == 1
 	}
 	cancel()
@@ -51,33 +88,113 @@ func (c *Cluster) Acquire(ctx context.Context, name, stale string) bool {
 		if err != nil && !errors.Is(err, redis.Nil) {
 			c.log.Warn("cluster: lease not taken; fetching anyway", slog.String("lease", name), slog.Any("error", err))
 		}
-		return false
+		return nil
 	}
-	go c.renew(ctx, k)
-	return true
+	lost := make(chan struct{})
+	c.mu.Lock()
+	c.held[token] = true
+	c.mu.Unlock()
+	c.renewals.Add(1)
+	go c.renew(ctx, k, token, lost)
+	return &Lease{Lost: lost, token: token}
 }
 
-// renew extends the lease every third of its TTL while ctx lasts.
-func (c *Cluster) renew(ctx context.Context, k string) {
+// renew extends the lease every third of its TTL while ctx lasts, closing
+// lost when the lease is no longer ours.
+func (c *Cluster) renew(ctx context.Context, k, token string, lost chan struct{}) {
+	defer c.renewals.Done()
+	defer func() {
+		c.mu.Lock()
+		delete(c.held, token)
+		c.mu.Unlock()
+	}()
 	t := time.NewTicker(c.leaseTTL / 3)
 	defer t.Stop()
+	renewed := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			releaseScript.Run(rctx, c.rdb, []string{k}, c.self)
+			releaseScript.Run(rctx, c.rdb, []string{k}, token)
 			cancel()
 			return
 		case <-t.C:
-			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			n, err := renewScript.Run(rctx, c.rdb, []string{k}, c.self, c.leaseTTL.Milliseconds()).Int64()
-			cancel()
-			if err == nil && n == 0 {
-				c.log.Warn("cluster: lease lost to another replica", slog.String("lease", k))
-				return
-			}
 		}
+		// After a freeze (SIGSTOP, a long GC, a suspended VM) the lease
+		// may have lapsed even if the key still reads ours: it was
+		// someone else's to take meanwhile.
+		lapsed := time.Since(renewed) > c.leaseTTL
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		n, err := renewScript.Run(rctx, c.rdb, []string{k}, token, c.leaseTTL.Milliseconds()).Int64()
+		cancel()
+		switch {
+		case err == nil && n == 0:
+			c.log.Warn("cluster: lease lost; stopping its fetch", slog.String("lease", k))
+		case err != nil && ctx.Err() == nil && lapsed:
+			c.log.Warn("cluster: lease could not be renewed before it lapsed; stopping its fetch", slog.String("lease", k), slog.Any("error", err))
+		case err == nil:
+			renewed = time.Now()
+			continue
+		default:
+			continue
+		}
+		close(lost)
+		<-ctx.Done() // keep the token listed until the fill lets go
+		return
 	}
+}
+
+// Wait waits for the lease renewals to end (their fills stopped, so each
+// released its lease).
+func (c *Cluster) Wait() { c.renewals.Wait() }
+
+// guard cuts body the moment lease is lost: the read in progress fails,
+// and the fill resumes by Range from its new source.
+func (l *Lease) guard(body io.ReadCloser) io.ReadCloser { return cutOn(body, l.Lost, errLeaseLost) }
+
+// errLeaseLost is a fetch cut because its lease was lost.
+var errLeaseLost = errors.New("cluster: lease lost to another replica")
+
+// cutOn returns body, closed the moment stop closes, its reads failing
+// with err from then on.
+func cutOn(body io.ReadCloser, stop <-chan struct{}, err error) io.ReadCloser {
+	g := &guarded{ReadCloser: body, done: make(chan struct{}), why: err}
+	go func() {
+		select {
+		case <-stop:
+			g.mu.Lock()
+			g.lost = true
+			g.mu.Unlock()
+			body.Close()
+		case <-g.done:
+		}
+	}()
+	return g
+}
+
+type guarded struct {
+	io.ReadCloser
+	done chan struct{}
+	why  error
+	once sync.Once
+	mu   sync.Mutex
+	lost bool
+}
+
+func (g *guarded) Read(p []byte) (int, error) {
+	n, err := g.ReadCloser.Read(p)
+	g.mu.Lock()
+	lost := g.lost
+	g.mu.Unlock()
+	if lost {
+		return n, g.why
+	}
+	return n, err
+}
+
+func (g *guarded) Close() error {
+	g.once.Do(func() { close(g.done) })
+	return g.ReadCloser.Close()
 }
 
 // Lock runs fn if this replica takes the named lock, held (renewed) while
@@ -86,7 +203,7 @@ func (c *Cluster) renew(ctx context.Context, k string) {
 func (c *Cluster) Lock(ctx context.Context, name string, fn func()) bool {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if !c.Acquire(lctx, "lock:"+name, "") {
+	if c.Acquire(lctx, "lock:"+name, "") == nil {
 		if c.redisUp(ctx) {
 			return false
 		}

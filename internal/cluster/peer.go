@@ -2,13 +2,16 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -22,8 +25,12 @@ import (
 // listener: GET PeerPath + digest ?upstream= &repo= &size= &offset=.
 const PeerPath = "/_regcache/cluster/v1/blobs/"
 
-// sizeHeader carries the blob's whole length (-1 unknown).
-const sizeHeader = "Regcache-Blob-Size"
+// sizeHeader carries the blob's whole length (-1 unknown); haveHeader how
+// many bytes of it a replica's running fill holds.
+const (
+	sizeHeader = "Regcache-Blob-Size"
+	haveHeader = "Regcache-Blob-Have"
+)
 
 // Content is what the internal endpoint serves: a blob from the store or
 // from this replica's own fill of it (started from upstream if none runs),
@@ -35,7 +42,11 @@ type Content interface {
 }
 
 // Handler serves the internal endpoint under PeerPath.
-func (c *Cluster) Handler(content Content) http.Handler {
+// have, when not nil, is how many bytes of d this replica's running fill
+// of it holds (0 when none runs): asked with ?have=1, so that a replica
+// taking a lease over streams that prefix from here instead of fetching
+// it again.
+func (c *Cluster) Handler(content Content, have func(digest.Digest) int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !c.authorized(w, r) {
 			return
@@ -46,6 +57,15 @@ func (c *Cluster) Handler(content Content) http.Handler {
 			return
 		}
 		q := r.URL.Query()
+		if q.Get("have") != "" {
+			var n int64
+			if have != nil {
+				n = have(d)
+			}
+			w.Header().Set(haveHeader, strconv.FormatInt(n, 10))
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		size, err1 := strconv.ParseInt(q.Get("size"), 10, 64)
 		offset, err2 := strconv.ParseInt(q.Get("offset"), 10, 64)
 		if err1 != nil || err2 != nil || offset < 0 {
@@ -105,6 +125,11 @@ func (c *Cluster) authorized(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// peerStatusError is a peer's answer other than 200: it is alive.
+type peerStatusError struct{ msg string }
+
+func (e *peerStatusError) Error() string { return e.msg }
+
 // fetchPeer opens d at offset from peer's internal endpoint.
 func (c *Cluster) fetchPeer(ctx context.Context, peer, up, repo string, d digest.Digest, size, offset int64) (*upstream.Blob, error) {
 	q := url.Values{"upstream": {up}, "repo": {repo}, "size": {strconv.FormatInt(size, 10)}, "offset": {strconv.FormatInt(offset, 10)}}
@@ -113,14 +138,40 @@ func (c *Cluster) fetchPeer(ctx context.Context, peer, up, repo string, d digest
 		return nil, err
 	}
 	c.signPeer(req)
-	resp, err := c.http.Do(req)
+	// A replica may take long to answer (its own fill waits for the
+	// upstream's first byte), but one that stops heartbeating meanwhile
+	// (frozen: the kernel still accepts the connection) is not waited for.
+	answered := make(chan struct{})
+	rctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		t := time.NewTicker(c.beat)
+		defer t.Stop()
+		for {
+			select {
+			case <-answered:
+				return
+			case <-t.C:
+			}
+			if !c.heartbeating(peer) {
+				cancel(errPeerGone)
+				return
+			}
+		}
+	}()
+	resp, err := c.http.Do(req.WithContext(rctx))
+	close(answered)
 	if err != nil {
+		if context.Cause(rctx) == errPeerGone {
+			err = fmt.Errorf("%w: %w", errPeerGone, err)
+		}
+		cancel(nil)
 		return nil, err
 	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 		resp.Body.Close()
-		return nil, fmt.Errorf("replica %s answered %s: %s", peer, resp.Status, strings.TrimSpace(string(msg)))
+		return nil, &peerStatusError{fmt.Sprintf("replica %s answered %s: %s", peer, resp.Status, strings.TrimSpace(string(msg)))}
 	}
 	total, err := strconv.ParseInt(resp.Header.Get(sizeHeader), 10, 64)
 	if err != nil {
@@ -134,52 +185,273 @@ func (c *Cluster) fetchPeer(ctx context.Context, peer, up, repo string, d digest
 // fetches from the upstream. fromPeer is set when another replica asked
 // (the internal endpoint): then this replica fetches from upstream itself,
 // so requests never go round in a circle.
+//
+// The fill that fetches from upstream holds d's lease; when the lease is
+// lost (another replica took it over while this one was frozen, or its key
+// vanished), the upstream body is cut at once and the fill resumes by
+// Range from the new holder's stream, or takes the lease again if nobody
+// holds it: two replicas never both download the rest of a digest.
 func (c *Cluster) Source(up, repo string, d digest.Digest, size int64, fromPeer bool, direct fill.Source) fill.Source {
 	name := "blob:" + d.String()
-	leased := false
+	var lease *Lease
+	relapsed := false // this fill held the lease and lost it
 	return func(ctx context.Context, offset int64) (*upstream.Blob, error) {
-		if !leased && !fromPeer {
-			tried := map[string]bool{}
-			for range 2 { // the holder or owner, then once more if it was unreachable
-				peer := c.target(ctx, name)
-				if peer == "" || tried[peer] {
-					break
-				}
-				tried[peer] = true
-				b, err := c.fetchPeer(ctx, peer, up, repo, d, size, offset)
-				if err == nil {
-					return b, nil
-				}
-				if ctx.Err() != nil {
-					return nil, err
-				}
-				c.log.Warn("cluster: replica unreachable for a fill; choosing again", slog.String("replica", peer),
-					slog.String("digest", d.String()), slog.Int64("offset", offset), slog.Any("error", err))
-				c.Suspect(peer)
+		if lease != nil {
+			select {
+			case <-lease.Lost:
+				lease, relapsed = nil, true
+			default:
 			}
 		}
-		if !leased {
-			switch h := c.Holder(ctx, name); {
-			case h == c.self:
-				leased = true
+		if lease == nil && (!fromPeer || relapsed) {
+			if b, ok := c.fromPeers(ctx, name, up, repo, d, size, offset, relapsed); ok {
+				return b, nil
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+		}
+		if relapsed && lease == nil {
+			// The replica that took the lease over may have committed
+			// the blob already: the rest comes from the store.
+			if b, ok := c.fromStore(ctx, up, d, offset); ok {
+				return b, nil
+			}
+		}
+		if lease == nil {
+			h := c.Holder(ctx, name)
+			takeover := relapsed || h != "" // not a cold miss: other replicas may hold some of it
+			switch r := replicaOf(h); {
 			case h == "":
-				leased = c.Acquire(ctx, name, "")
-			case !c.isLive(h): // its holder died or cannot be reached: take over
-				leased = c.Acquire(ctx, name, h)
+				lease = c.Acquire(ctx, name, "")
+				if lease == nil && !fromPeer {
+					// Lost the race to take it: stream from the winner.
+					if b, ok := c.fromPeers(ctx, name, up, repo, d, size, offset, true); ok {
+						return b, nil
+					}
+				}
+			case r == c.self && !c.mine(h):
+				// This replica's dead predecessor (same URL, another
+				// process): taken over, never adopted.
+				lease = c.Acquire(ctx, name, h)
+			case r != c.self && !c.isLive(r): // its holder died or cannot be reached: take over
+				lease = c.Acquire(ctx, name, h)
 			}
 			// A live other holder we were sent past (fromPeer): fetch
 			// without the lease rather than make a client wait.
+			if lease != nil && takeover {
+				// Just taken over: another replica's fill may hold
+				// more of the blob than this one (it streamed from
+				// the replica that stopped): that prefix comes from
+				// it, the rest from upstream. (A cold miss asks no
+				// one: it would add round trips to every first byte.)
+				if b, ok := c.prefixFromPeers(ctx, up, repo, d, size, offset); ok {
+					b.Body = lease.guard(b.Body)
+					return b, nil
+				}
+			}
 		}
-		return direct(ctx, offset)
+		b, err := direct(ctx, offset)
+		if err == nil && lease != nil {
+			b.Body = lease.guard(b.Body)
+		}
+		return b, err
 	}
 }
 
+// minPrefix is the least a peer must hold beyond a fill's offset for the
+// fill to stream that prefix from it rather than fetch it upstream.
+const minPrefix = 1 << 20
+
+// prefixFromPeers streams d from offset up to what the live replica whose
+// running fill holds the most of it has, when that is at least minPrefix
+// more than offset. The body ends there; the fill goes on from upstream by
+// Range.
+func (c *Cluster) prefixFromPeers(ctx context.Context, up, repo string, d digest.Digest, size, offset int64) (*upstream.Blob, bool) {
+	var best string
+	var most int64
+	for _, p := range c.Live() {
+		if p == c.self {
+			continue
+		}
+		if n := c.peerHas(ctx, p, d); n > most {
+			best, most = p, n
+		}
+	}
+	if most < offset+minPrefix {
+		return nil, false
+	}
+	b, err := c.fetchPeer(ctx, best, up, repo, d, size, offset)
+	if err != nil {
+		return nil, false
+	}
+	if b.Size < 0 { // an end before the size is known would read as the blob's end
+		b.Body.Close()
+		return nil, false
+	}
+	if most < b.Size { // a complete blob is streamed whole (its last byte once verified)
+		b.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(b.Body, most-offset), b.Body}
+	}
+	b.Body = c.whileHeartbeating(best, b.Body)
+	c.log.Info("cluster: taking a fill over from what another replica holds", slog.String("replica", best),
+		slog.String("digest", d.String()), slog.Int64("from", offset), slog.Int64("to", most))
+	return b, true
+}
+
+// peerHas asks peer how many bytes of d its running fill holds (0 when it
+// runs none or does not answer within a second).
+func (c *Cluster) peerHas(ctx context.Context, peer string, d digest.Digest) int64 {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(peer, "/")+PeerPath+d.String()+"?have=1", nil)
+	if err != nil {
+		return 0
+	}
+	c.signPeer(req)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	n, err := strconv.ParseInt(resp.Header.Get(haveHeader), 10, 64)
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		return 0
+	}
+	return n
+}
+
+// fromStore opens d at offset in the shared store, if it holds d.
+func (c *Cluster) fromStore(ctx context.Context, up string, d digest.Digest, offset int64) (*upstream.Blob, bool) {
+	if c.stored == nil {
+		return nil, false
+	}
+	body, size, err := c.stored(ctx, d)
+	if err != nil {
+		return nil, false
+	}
+	if _, err := body.Seek(offset, io.SeekStart); err != nil {
+		body.Close()
+		return nil, false
+	}
+	c.log.Info("cluster: resuming a fill from the store, committed by the replica that took its lease", slog.String("digest", d.String()), slog.Int64("offset", offset))
+	return &upstream.Blob{Body: body, Offset: offset, Size: size, Upstream: up}, true
+}
+
+// fromPeers streams d from its lease holder, else (unless holderOnly) its
+// owner, when that is another live replica. A peer that cannot be reached
+// is suspected and the choice made once more; a peer that answers with an
+// error is not suspected (it is alive), and the caller fetches itself.
+func (c *Cluster) fromPeers(ctx context.Context, name, up, repo string, d digest.Digest, size, offset int64, holderOnly bool) (*upstream.Blob, bool) {
+	tried := map[string]bool{}
+	for range 2 { // the holder or owner, then once more if it was unreachable
+		peer := c.target(ctx, name, holderOnly)
+		if peer == "" || tried[peer] {
+			return nil, false
+		}
+		tried[peer] = true
+		b, err := c.fetchPeer(ctx, peer, up, repo, d, size, offset)
+		if err == nil {
+			b.Body = c.whileHeartbeating(peer, b.Body)
+			return b, true
+		}
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		if !c.unreachable(peer, err) {
+			c.log.Warn("cluster: replica could not serve a fill; fetching ourselves", slog.String("replica", peer),
+				slog.String("digest", d.String()), slog.Int64("offset", offset), slog.Any("error", err))
+			return nil, false
+		}
+		c.log.Warn("cluster: replica unreachable for a fill; choosing again", slog.String("replica", peer),
+			slog.String("digest", d.String()), slog.Int64("offset", offset), slog.Any("error", err))
+		c.Suspect(peer)
+	}
+	return nil, false
+}
+
+// errPeerGone cuts a stream from a replica that stopped heartbeating.
+var errPeerGone = errors.New("cluster: the replica streaming the blob stopped heartbeating")
+
+// whileHeartbeating cuts body from peer once peer stops heartbeating (a
+// frozen or partitioned replica keeps its connections open but sends
+// nothing): the fill resumes by Range from what it has, from the replica
+// chosen then, which takes the lease over and fetches the rest upstream
+// if it is the new owner. With Redis away the last live set stays, and
+// nothing is cut.
+func (c *Cluster) whileHeartbeating(peer string, body io.ReadCloser) io.ReadCloser {
+	gone, stop := make(chan struct{}), make(chan struct{})
+	go func() {
+		t := time.NewTicker(c.beat)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			if !c.heartbeating(peer) {
+				c.log.Warn("cluster: replica stopped heartbeating mid-stream; resuming from another", slog.String("replica", peer))
+				c.Suspect(peer)
+				close(gone)
+				return
+			}
+		}
+	}()
+	return &stopOnClose{ReadCloser: cutOn(body, gone, errPeerGone), stop: stop}
+}
+
+// cancelOnClose releases a request's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// stopOnClose stops a watch when its body is closed.
+type stopOnClose struct {
+	io.ReadCloser
+	stop chan struct{}
+	once sync.Once
+}
+
+func (s *stopOnClose) Close() error {
+	s.once.Do(func() { close(s.stop) })
+	return s.ReadCloser.Close()
+}
+
+// unreachable reports whether err from asking peer means it stopped
+// answering: the connection could not be made, or the peer no longer
+// heartbeats. A slow answer or a non-200 from a live peer is no reason to
+// take its leases.
+func (c *Cluster) unreachable(peer string, err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	var pe *peerStatusError
+	if errors.As(err, &pe) {
+		return false
+	}
+	return !c.heartbeating(peer)
+}
+
 // target is the replica to stream name from: its lease holder when that is
-// another live replica, else its owner when that is another replica, else
-// "" (fetch ourselves).
-func (c *Cluster) target(ctx context.Context, name string) string {
-	if h := c.Holder(ctx, name); h != "" && h != c.self && c.isLive(h) {
+// another live replica, else (unless holderOnly) its owner when that is
+// another replica, else "" (fetch ourselves).
+func (c *Cluster) target(ctx context.Context, name string, holderOnly bool) string {
+	if h := replicaOf(c.Holder(ctx, name)); h != "" && h != c.self && c.isLive(h) {
 		return h
+	}
+	if holderOnly {
+		return ""
 	}
 	if o := c.Owner(name); o != c.self {
 		return o

@@ -22,7 +22,7 @@ func TestWrongSecretsBackedOff(t *testing.T) {
 	const secret = "the-cluster-secret-0123"
 	var logs bytes.Buffer
 	c := New(nil, "http://127.0.0.1:1", secret, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
-	h := c.Handler(nil) // nothing is served: every request here is refused before the content
+	h := c.Handler(nil, nil) // nothing is served: every request here is refused before the content
 	call := func(from, tok string) int {
 		r := httptest.NewRequest(http.MethodGet, PeerPath+"sha256:"+strings.Repeat("a", 64)+"?size=1&offset=0", nil)
 		r.RemoteAddr = from
