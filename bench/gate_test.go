@@ -20,14 +20,17 @@ import (
 //
 //   - one cold blob asked by 16 clients at once is fetched from the
 //     upstream once (single flight);
+//
 //   - a tag pulled twice within the freshness window costs one upstream
 //     manifest GET;
+//
 //   - a warm blob is served at least half as fast as Go's own file server
 //     serves the same bytes, in the same run (losing sendfile, or a copy
 //     through a small buffer, falls far below);
+//
 //   - the mirror's peak RSS stays under 150 MiB.
 //
-//	go test -run '^$' -bench '^BenchmarkGate$' -benchtime 1x ./bench/
+//     go test -run '^$' -bench '^BenchmarkGate$' -benchtime 1x ./bench/
 func BenchmarkGate(b *testing.B) {
 	const (
 		burstClients = 16
