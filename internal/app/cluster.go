@@ -54,25 +54,8 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (st s
 			st.close() // the upload sweep stops
 		}
 	}()
-	if cfg.Storage.S3.Bucket == "" {
-		d, err := disk.New(cfg.Data)
-		if err != nil {
-			return st, err
-		}
-		st.store = d
-	} else {
-		sc := cfg.Storage.S3
-		s, err := s3.New(ctx, s3.Config{Endpoint: sc.Endpoint, Bucket: sc.Bucket, Region: sc.Region, Prefix: sc.Prefix,
-			AccessKey: sc.AccessKey, SecretKey: sc.SecretKey, PathStyle: sc.PathStyle}, filepath.Join(cfg.Data, "s3"),
-			s3.WithLogger(log), s3.WithLocalTier(cfg.Storage.LocalCacheSize))
-		if err != nil {
-			return st, err
-		}
-		st.store = s
-		sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
-		swept := make(chan struct{})
-		go func() { defer close(swept); sweepUploads(sweepCtx, s, log) }()
-		st.close = func() { stopSweep(); <-swept }
+	if err := st.openStore(ctx, cfg, log); err != nil {
+		return st, err
 	}
 	if cfg.Cluster.Redis == "" {
 		ix, err := cacheindex.Open(filepath.Join(cfg.Data, "index.db"), 10*time.Second, cacheindex.WithLogger(log))
@@ -82,16 +65,45 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (st s
 		st.index = ix
 		return st, nil
 	}
+	return st, st.joinCluster(ctx, cfg, log)
+}
+
+// openStore opens the local disk store, or S3 with its local tier and the
+// sweep of stale multipart uploads (stopped by close).
+func (st *storage) openStore(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if cfg.Storage.S3.Bucket == "" {
+		d, err := disk.New(cfg.Data)
+		st.store = d
+		return err
+	}
+	sc := cfg.Storage.S3
+	s, err := s3.New(ctx, s3.Config{Endpoint: sc.Endpoint, Bucket: sc.Bucket, Region: sc.Region, Prefix: sc.Prefix,
+		AccessKey: sc.AccessKey, SecretKey: sc.SecretKey, PathStyle: sc.PathStyle}, filepath.Join(cfg.Data, "s3"),
+		s3.WithLogger(log), s3.WithLocalTier(cfg.Storage.LocalCacheSize))
+	if err != nil {
+		return err
+	}
+	st.store = s
+	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+	swept := make(chan struct{})
+	go func() { defer close(swept); sweepUploads(sweepCtx, s, log) }()
+	st.close = func() { stopSweep(); <-swept }
+	return nil
+}
+
+// joinCluster opens the Redis index and joins this replica to the
+// cluster (membership, leases, the peers' reads of what this one stores).
+func (st *storage) joinCluster(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	opts, err := redisindex.ParseURL(cfg.Cluster.Redis)
 	if err != nil {
-		return st, err
+		return err
 	}
 	redis.SetLogger(&redisLog{log: log}) // process-wide: the library has one logger
 	rdb := redis.NewClient(opts)
 	ix, err := redisindex.New(ctx, rdb, 10*time.Second, redisindex.WithLogger(log), redisindex.WithTolerance())
 	if err != nil {
 		rdb.Close()
-		return st, err
+		return err
 	}
 	st.index = ix
 	store := st.store
@@ -106,11 +118,11 @@ func openStorage(ctx context.Context, cfg config.Config, log *slog.Logger) (st s
 	if err := st.cluster.Join(ctx); err != nil {
 		ix.Close()
 		rdb.Close()
-		return st, err
+		return err
 	}
 	stopSweep := st.close
 	st.close = func() { stopSweep(); rdb.Close() }
-	return st, nil
+	return nil
 }
 
 // sweepUploads aborts the multipart uploads of replicas killed mid-fill,

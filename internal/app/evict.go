@@ -40,21 +40,10 @@ func (a *App) Evict(ctx context.Context) (int, int64, error) {
 func (a *App) evict(ctx context.Context) (int, int64, error) {
 	maxSize := a.maxSize.Load()
 	rs := a.ruleSet()
-	ages := a.config().Storage.MaxAge > 0 || rs.Ages()
-	if maxSize <= 0 && !ages {
-		a.pins.over.Store(false) // no cap to exceed
+	if a.nothingToEvict(maxSize, a.config().Storage.MaxAge > 0 || rs.Ages()) {
+		a.pins.over.Store(false) // within the cap (or none), pinned images too
 		return 0, 0, nil
 	}
-	if exact, ok := a.index.(interface{ Totals() cacheindex.Totals }); ok && !ages && exact.Totals().Bytes() <= maxSize {
-		// Within the cap and no age limit: the plan would take nothing,
-		// and over a million blobs it reads the whole index (about 1 s
-		// of CPU) every minute. (The embedded index's running totals are
-		// exact; a shared index's count is periodic and may have failed,
-		// so there the plan decides.)
-		a.pins.over.Store(false) // within the cap, pinned images too
-		return 0, 0, nil
-	}
-	now := a.now()
 	down, protected, err := a.downProtected()
 	if err != nil {
 		return 0, 0, err
@@ -64,50 +53,68 @@ func (a *App) evict(ctx context.Context) (int, int64, error) {
 		return 0, 0, err
 	}
 	p, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: a.config().Storage.MaxAge, Protected: protected,
-		Pinned: pinned, MaxAgeOf: maxAgeOf}, now)
+		Pinned: pinned, MaxAgeOf: maxAgeOf}, a.now())
 	if err != nil {
 		return 0, 0, err
 	}
 	a.notePins(p, maxSize)
-	plan := p.Evict
 	if len(p.LostProtected) > 0 {
-		lost := map[digest.Digest]bool{}
-		for _, d := range p.LostProtected {
-			lost[d] = true
-		}
-		type downTag struct {
-			name, up string
-			d        digest.Digest
-		}
-		var candidates []downTag
-		_ = a.index.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
-			if down[up] && len(candidates) < maxNamedTags {
-				candidates = append(candidates, downTag{up + "/" + repo + ":" + tag, up, e.Digest})
-			}
-			return nil
-		})
-		var tags []string
-		for _, c := range candidates { // a tag lost its copy if anything it reaches goes
-			reach, err := a.index.Reachable(func(up string, e cacheindex.TagEntry) bool { return up == c.up && e.Digest == c.d })
-			if err != nil {
-				break
-			}
-			for d := range reach {
-				if lost[d] {
-					tags = append(tags, c.name)
-					break
-				}
-			}
-		}
 		a.log.Warn("storage.max_size evicts content of tags whose upstream is down: they lost their offline copy",
-			slog.Int("blobs", len(p.LostProtected)), slog.Any("tags", tags))
+			slog.Int("blobs", len(p.LostProtected)), slog.Any("tags", a.lostTags(p.LostProtected, down)))
 	}
-	n, freed, err := a.ops.Delete(ctx, plan)
+	n, freed, err := a.ops.Delete(ctx, p.Evict)
 	if n > 0 {
 		a.log.Info("evicted cached images", slog.Int("images", len(p.Images)), slog.Int("files", n), slog.Int64("bytes", freed),
 			slog.Int("protected", len(protected)), slog.Int64("stored_bytes", a.totals().Bytes()))
 	}
 	return n, freed, err
+}
+
+// nothingToEvict reports that a pass would take nothing: no cap and no
+// age limit, or within the cap with no age limit. (Over a million blobs
+// the plan reads the whole index, about 1 s of CPU, every minute. The
+// embedded index's running totals are exact; a shared index's count is
+// periodic and may have failed, so there the plan decides.)
+func (a *App) nothingToEvict(maxSize int64, ages bool) bool {
+	if maxSize <= 0 && !ages {
+		return true
+	}
+	exact, ok := a.index.(interface{ Totals() cacheindex.Totals })
+	return ok && !ages && exact.Totals().Bytes() <= maxSize
+}
+
+// lostTags names (up to maxNamedTags) the tags of down upstreams that
+// lost their offline copy: something they reach is in lost.
+func (a *App) lostTags(lostDigests []digest.Digest, down map[string]bool) []string {
+	lost := map[digest.Digest]bool{}
+	for _, d := range lostDigests {
+		lost[d] = true
+	}
+	type downTag struct {
+		name, up string
+		d        digest.Digest
+	}
+	var candidates []downTag
+	_ = a.index.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
+		if down[up] && len(candidates) < maxNamedTags {
+			candidates = append(candidates, downTag{up + "/" + repo + ":" + tag, up, e.Digest})
+		}
+		return nil
+	})
+	var tags []string
+	for _, c := range candidates { // a tag lost its copy if anything it reaches goes
+		reach, err := a.index.Reachable(func(up string, e cacheindex.TagEntry) bool { return up == c.up && e.Digest == c.d })
+		if err != nil {
+			break
+		}
+		for d := range reach {
+			if lost[d] {
+				tags = append(tags, c.name)
+				break
+			}
+		}
+	}
+	return tags
 }
 
 // newOps is the cache commands' and eviction's work on the running

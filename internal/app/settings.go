@@ -42,6 +42,22 @@ func (a *App) settingsInEffect() map[string]string {
 	if ms.ReserveCount == 0 {
 		m["budget_reserve"] = strconv.FormatFloat(ms.ReservePercent, 'f', -1, 64) + "%"
 	}
+	a.upstreamSettings(m)
+	if s, ok := a.store.(*s3.Store); ok {
+		m["storage.local_cache_size"] = strconv.FormatInt(s.LocalTierSize(), 10)
+	}
+	if a.cluster != nil {
+		m["cluster.advertise"] = a.cluster.Self()
+	}
+	if a.certs != nil {
+		m["tls.cert"] = a.certs.certFile
+	}
+	return m
+}
+
+// upstreamSettings adds what the upstream clients hold: the probe's
+// interval and each one's bounds.
+func (a *App) upstreamSettings(m map[string]string) {
 	if len(a.upstreams) > 0 {
 		m["probe_interval"] = a.upstreams[0].Client.Health().Probe.Interval.String()
 	}
@@ -53,16 +69,6 @@ func (a *App) settingsInEffect() map[string]string {
 			m["upstreams["+strconv.Itoa(i)+"].max_connections"] = strconv.Itoa(n)
 		}
 	}
-	if s, ok := a.store.(*s3.Store); ok {
-		m["storage.local_cache_size"] = strconv.FormatInt(s.LocalTierSize(), 10)
-	}
-	if a.cluster != nil {
-		m["cluster.advertise"] = a.cluster.Self()
-	}
-	if a.certs != nil {
-		m["tls.cert"] = a.certs.certFile
-	}
-	return m
 }
 
 func joinPrefixes[T interface{ String() string }](ps []T) string {
