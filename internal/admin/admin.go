@@ -56,6 +56,8 @@ type Source interface {
 	// Pinned is the bytes of images pinned by rules, as the last eviction
 	// pass found them, and whether they alone exceed storage.max_size.
 	Pinned() (bytes int64, overCap bool)
+	// Cluster is this replica's view of its cluster; nil on one node.
+	Cluster() *ClusterStatus
 }
 
 // Store is the store's health as /readyz and the degraded judgement ask it.

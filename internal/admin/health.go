@@ -79,6 +79,7 @@ const (
 	ReasonEmptyDown    = "empty_cache_upstream_down" // an upstream is unreachable and nothing is cached
 	ReasonNotWritable  = "not_writable"              // the cache directory cannot be written
 	ReasonPinnedOver   = "pinned_over_cap"           // pinned images alone exceed storage.max_size
+	ReasonUntrusted    = "cluster_untrusted"         // Redis is away: the replica works from the last members it read
 	ReasonUnreachable  = "upstream_unreachable"      // an upstream is unreachable; the cache answers
 	ReasonBreakerOpen  = "breaker_open"              // an endpoint family fails fast
 	ReasonRateLimited  = "rate_limited"              // a 429 holds some requests back
@@ -86,7 +87,7 @@ const (
 
 // degradedReasons is the closed set of regcache_degraded's reason label.
 var degradedReasons = []string{ReasonCredentials, ReasonDiskFull, ReasonCapUnreached, ReasonEmptyDown,
-	ReasonNotWritable, ReasonPinnedOver, ReasonUnreachable, ReasonBreakerOpen, ReasonRateLimited}
+	ReasonNotWritable, ReasonPinnedOver, ReasonUntrusted, ReasonUnreachable, ReasonBreakerOpen, ReasonRateLimited}
 
 // unready are the reasons /readyz answers 503 for: pulls fail (or go
 // around the mirror) rather than being served from the cache.
@@ -165,6 +166,9 @@ func (a *Admin) problems(st Status) []problem {
 	}
 	if err := a.src.Store().Writable(context.Background()); err != nil {
 		out = append(out, problem{ReasonNotWritable, fmt.Sprintf("the cache directory is not writable, so nothing new is cached (hits and uncached pulls are still served): %v", err)})
+	}
+	if c := st.Cluster; c != nil && !c.Trusted {
+		out = append(out, problem{ReasonUntrusted, fmt.Sprintf("the cluster's Redis cannot be reached: this replica works from the last %d live replicas it read (one fetch per digest still holds while they are right), the shared index reads as empty, and what it commits is not indexed until Redis is back", len(c.Live))})
 	}
 	if pinned, over := a.src.Pinned(); over {
 		out = append(out, problem{ReasonPinnedOver, fmt.Sprintf("pinned images (rules with pin: true) hold %d bytes, over storage.max_size %d: they are never evicted, so the cap cannot be met; raise storage.max_size or pin less",

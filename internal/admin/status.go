@@ -32,6 +32,18 @@ type Status struct {
 	Settings map[string]string `json:"settings"`
 	// Fleet is the clients the mirror served and the canary arrivals.
 	Fleet *fleet.Summary `json:"fleet,omitempty"`
+	// Cluster is this replica's view of its cluster (none on one node).
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
+}
+
+// ClusterStatus is a replica's view of its cluster: itself, the replicas
+// it takes for live, whether that set was read from Redis (false: Redis is
+// away and the set is the last one read), and the leases its fills hold.
+type ClusterStatus struct {
+	Self    string   `json:"self"`
+	Live    []string `json:"live"`
+	Trusted bool     `json:"trusted"`
+	Leases  int      `json:"leases"`
 }
 
 // UpstreamStatus is one upstream's state, without credentials.
@@ -105,7 +117,7 @@ func (a *Admin) status() Status {
 	now := time.Now()
 	fills := a.src.Fills()
 	st := Status{ActiveFills: fills.Active(), Time: now, Started: a.started,
-		Cache: CacheStatus{Bytes: a.src.Totals().Bytes(), MaxBytes: a.src.MaxSize()}, Settings: a.src.Settings(), Fleet: a.fleetStatus()}
+		Cache: CacheStatus{Bytes: a.src.Totals().Bytes(), MaxBytes: a.src.MaxSize()}, Settings: a.src.Settings(), Fleet: a.fleetStatus(), Cluster: a.src.Cluster()}
 	t, ft := a.stats.totals(), fills.Totals()
 	st.Requests = RequestTotals{ByResult: map[string]int64{}, HitRatio: t.hitRatio(), ByteHitRatio: t.byteHitRatio(),
 		PullsSaved: t.savedTotal(), BytesFromCache: t.BytesCache, BytesFromUpstream: t.BytesUp, BytesCoalesced: t.BytesJoin,

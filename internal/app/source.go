@@ -57,3 +57,12 @@ func (s *adminSource) Fills() admin.Fills { return s.fills }
 
 // Pinned is what the last eviction pass found of pinned images.
 func (s *adminSource) Pinned() (int64, bool) { return s.pins.bytes.Load(), s.pins.over.Load() }
+
+// Cluster is this replica's view of its cluster; nil on one node.
+func (s *adminSource) Cluster() *admin.ClusterStatus {
+	if s.cluster == nil {
+		return nil
+	}
+	v := s.cluster.View()
+	return &admin.ClusterStatus{Self: s.cluster.Self(), Live: s.cluster.Live(), Trusted: v.Trusted, Leases: v.Leases}
+}
