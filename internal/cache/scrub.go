@@ -82,10 +82,6 @@ type Scrub struct {
 	mu   sync.Mutex
 	pace Pace
 	st   ScrubStatus
-
-	// now and sleep are the clock; this package's tests replace them.
-	now   func() time.Time
-	sleep func(ctx context.Context, d time.Duration) bool
 }
 
 // ScrubOption configures a Scrub.
@@ -104,7 +100,7 @@ func WithOnce(once func(ctx context.Context, fn func()) bool) ScrubOption {
 // digest from the index and from memory.
 func NewScrub(store blobstore.Store, pace Pace, forget func(digest.Digest), opts ...ScrubOption) *Scrub {
 	s := &Scrub{store: store, forget: forget, pace: pace, log: slog.New(slog.DiscardHandler),
-		wake: make(chan struct{}, 1), now: time.Now, sleep: sleepCtx}
+		wake: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -153,7 +149,7 @@ func (s *Scrub) Run(ctx context.Context) {
 			}
 			continue
 		}
-		start := s.now()
+		start := time.Now()
 		var n int64
 		var err error
 		ran := true
@@ -167,7 +163,7 @@ func (s *Scrub) Run(ctx context.Context) {
 			s.st.Skipped++
 			s.mu.Unlock()
 		}
-		wait := start.Add(p.Interval).Sub(s.now())
+		wait := start.Add(p.Interval).Sub(time.Now())
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.Error("background scrub", slog.Any("error", err))
@@ -192,7 +188,7 @@ func (s *Scrub) waitOrWake(ctx context.Context, d time.Duration) bool {
 		case <-wctx.Done():
 		}
 	}()
-	s.sleep(wctx, d)
+	sleepCtx(wctx, d)
 	return ctx.Err() == nil
 }
 
@@ -209,16 +205,16 @@ func (s *Scrub) Pass(ctx context.Context) (int64, error) {
 	}
 	lim := rate.NewLimiter(rate.Limit(perSecond), chunk)
 	pace := func(ctx context.Context, n int) error {
-		now := s.now()
+		now := time.Now()
 		r := lim.ReserveN(now, min(n, chunk))
-		if !s.sleep(ctx, r.DelayFrom(now)) {
+		if !sleepCtx(ctx, r.DelayFrom(now)) {
 			return ctx.Err()
 		}
 		return nil
 	}
 	s.mu.Lock()
 	s.st.Pass++
-	s.st.PassStarted, s.st.Checked, s.st.Bytes = s.now(), 0, 0
+	s.st.PassStarted, s.st.Checked, s.st.Bytes = time.Now(), 0, 0
 	s.mu.Unlock()
 	var checked int64
 	err := s.store.Walk(ctx, func(d digest.Digest, size int64) error {
@@ -236,7 +232,7 @@ func (s *Scrub) Pass(ctx context.Context) (int64, error) {
 		return checked, err
 	}
 	s.mu.Lock()
-	s.st.LastPassEnd = s.now()
+	s.st.LastPassEnd = time.Now()
 	st := s.st
 	s.mu.Unlock()
 	if checked > 0 {

@@ -5,8 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -34,26 +34,10 @@ func put(t *testing.T, s blobstore.Store, b []byte) digest.Digest {
 	return d
 }
 
-// fakeClock is a clock that sleeping moves forward.
-type fakeClock struct {
-	mu    sync.Mutex
-	now   time.Time
-	slept time.Duration
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if d > 0 {
-		c.now, c.slept = c.now.Add(d), c.slept+d
-	}
-	return ctx.Err() == nil
-}
-
 // TestScrubPace: a pass reads the store at the rate its size and the
-// interval ask, never faster than the rate (a fake clock measures it).
+// interval ask, never faster than the rate (in a synctest bubble, whose
+// clock moves only while every goroutine waits, so the pass's length is
+// its pacing alone).
 func TestScrubPace(t *testing.T) {
 	t.Parallel()
 	st, err := disk.New(t.TempDir())
@@ -75,20 +59,22 @@ func TestScrubPace(t *testing.T) {
 		{"paced by the interval", Pace{30 * time.Second, 1 << 30}, 30 * time.Second},
 	}
 	for _, tt := range tests {
-		clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-		s := NewScrub(st, tt.pace, func(digest.Digest) { t.Error("forgot a good blob") })
-		s.now, s.sleep = clock.Now, clock.Sleep
-		n, err := s.Pass(t.Context())
-		if err != nil || n != 4 {
-			t.Fatalf("%s: scrubbed %d blobs: %v", tt.name, n, err)
-		}
-		// The limiter's first chunk is free (its burst).
-		if lo, hi := tt.want*8/10, tt.want*11/10; clock.slept < lo || clock.slept > hi {
-			t.Errorf("%s: the pass of %d bytes waited %s, want about %s", tt.name, stored, clock.slept, tt.want)
-		}
-		if got := s.Status(); got.Pass != 1 || got.Checked != 4 || got.Bytes != stored || got.LastPassEnd.IsZero() {
-			t.Errorf("%s: status %+v", tt.name, got)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			s := NewScrub(st, tt.pace, func(digest.Digest) { t.Error("forgot a good blob") })
+			start := time.Now()
+			n, err := s.Pass(t.Context())
+			took := time.Since(start)
+			if err != nil || n != 4 {
+				t.Fatalf("%s: scrubbed %d blobs: %v", tt.name, n, err)
+			}
+			// The limiter's first chunk is free (its burst).
+			if lo, hi := tt.want*8/10, tt.want*11/10; took < lo || took > hi {
+				t.Errorf("%s: the pass of %d bytes took %s, want about %s", tt.name, stored, took, tt.want)
+			}
+			if got := s.Status(); got.Pass != 1 || got.Checked != 4 || got.Bytes != stored || got.LastPassEnd.IsZero() {
+				t.Errorf("%s: status %+v", tt.name, got)
+			}
+		})
 	}
 }
 
@@ -117,8 +103,7 @@ func TestScrubDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var forgot []digest.Digest
-	s := NewScrub(st, Pace{time.Hour, 1 << 30}, func(d digest.Digest) { forgot = append(forgot, d) })
-	s.sleep = func(ctx context.Context, _ time.Duration) bool { return ctx.Err() == nil }
+	s := NewScrub(st, Pace{time.Millisecond, 1 << 30}, func(d digest.Digest) { forgot = append(forgot, d) }) // a pass at 1 GiB/s
 	if _, err := s.Pass(t.Context()); err != nil {
 		t.Fatal(err)
 	}
