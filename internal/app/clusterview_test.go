@@ -36,7 +36,9 @@ func TestClusterSeenInStatus(t *testing.T) {
 		}
 	}
 	untrusted := func(st admin.Status) bool { return slices.Contains(st.Reasons, admin.ReasonUntrusted) }
-	st := wait("joined", func(st admin.Status) bool { return st.Cluster != nil && st.Cluster.Trusted && slices.Contains(st.Cluster.Live, self) })
+	st := wait("joined", func(st admin.Status) bool {
+		return st.Cluster != nil && st.Cluster.Trusted && slices.Contains(st.Cluster.Live, self)
+	})
 	if st.Cluster.Self != self || untrusted(st) {
 		t.Errorf("a joined replica: %+v, reasons %q", st.Cluster, st.Reasons)
 	}
