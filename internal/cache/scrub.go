@@ -163,7 +163,7 @@ func (s *Scrub) Run(ctx context.Context) {
 			s.st.Skipped++
 			s.mu.Unlock()
 		}
-		wait := start.Add(p.Interval).Sub(time.Now())
+		wait := time.Until(start.Add(p.Interval))
 		switch {
 		case err != nil && ctx.Err() == nil:
 			s.log.Error("background scrub", slog.Any("error", err))
