@@ -37,6 +37,12 @@ func (a *Admin) dashboard(st Status, c ui.Cache, private bool, span time.Duratio
 	s.Cache.Bytes, s.Cache.MaxSize, s.Cache.MaxAge = st.Cache.Bytes, st.Cache.MaxBytes, a.src.Config().Storage.MaxAge
 	s.Cache.Scrub = scrubText(a.d.Scrub.Status())
 	s.Cache.Pinned, _ = a.src.Pinned()
+	if c := st.Cluster; c != nil {
+		s.Cache.Cluster = fmt.Sprintf("%d live replicas", len(c.Live))
+		if !c.Trusted {
+			s.Cache.Cluster += " (the last set read: Redis cannot be reached)"
+		}
+	}
 	s.Fleet = fleetCard(st.Fleet)
 	for _, u := range st.Upstreams {
 		s.Upstreams = append(s.Upstreams, dashboardUpstream(u))
@@ -62,7 +68,7 @@ func dashboardUpstream(u UpstreamStatus) ui.Upstream {
 		Since: u.Since, NextProbe: u.NextProbe, TokenRequests: u.TokenRequests, PullsSaved: u.PullsSaved, FetchedBytes: u.FetchedBytes,
 		RateLimit: ui.RateLimit{Limit: rl.Limit, Remaining: rl.Remaining, Reserve: u.Reserve, Window: rl.Window, Source: rl.Source,
 			Updated: rl.Updated, Reset: u.Reset, ResetEstimated: rl.ResetEstimated && !u.Reset.Equal(u.Health.LimitedUntil)}}
-	v.Sealed, v.SealedMisses = u.Health.Sealed, u.Health.SealedMissTotal
+	v.Sealed, v.SealedMisses, v.Waiting = u.Health.Sealed, u.Health.SealedMissTotal, u.Health.Waiting
 	for _, l := range u.Health.Limited {
 		v.LimitedKinds = append(v.LimitedKinds, l.Kind)
 	}

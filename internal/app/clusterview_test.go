@@ -1,6 +1,9 @@
 package app
 
 import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +11,7 @@ import (
 
 	"github.com/regcache/regcache/internal/admin"
 	"github.com/regcache/regcache/internal/testenv"
+	"github.com/regcache/regcache/internal/ui"
 )
 
 // TestClusterSeenInStatus: a replica's view of its cluster is in /status
@@ -46,6 +50,12 @@ func TestClusterSeenInStatus(t *testing.T) {
 	st = wait("Redis stopped", func(st admin.Status) bool { return st.Cluster != nil && !st.Cluster.Trusted && untrusted(st) })
 	if !slices.Contains(st.Cluster.Live, self) || !strings.Contains(strings.Join(st.Degraded, "\n"), "Redis cannot be reached") {
 		t.Errorf("with Redis stopped: %+v, degraded %q", st.Cluster, st.Degraded)
+	}
+	w := httptest.NewRecorder()
+	m.App.AdminHandler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, ui.PathData, nil))
+	var dash ui.Snapshot
+	if err := json.Unmarshal(w.Body.Bytes(), &dash); err != nil || !strings.Contains(dash.Cache.Cluster, "Redis cannot be reached") {
+		t.Errorf("the dashboard's cluster line with Redis stopped: %q (%v)", dash.Cache.Cluster, err)
 	}
 	rd.Start()
 	wait("Redis back", func(st admin.Status) bool { return st.Cluster != nil && st.Cluster.Trusted && !untrusted(st) })

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -167,6 +168,13 @@ func printStatus(w io.Writer, st admin.Status) error {
 		}
 		fmt.Fprintln(w)
 	}
+	if c := st.Cluster; c != nil {
+		trust := "from Redis"
+		if !c.Trusted {
+			trust = "the last set read: Redis cannot be reached"
+		}
+		fmt.Fprintf(w, "cluster      %s, %d live replicas (%s), %d leases held\n", c.Self, len(c.Live), trust, c.Leases)
+	}
 	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -212,6 +220,9 @@ func printStatus(w io.Writer, st admin.Status) error {
 			}
 			fmt.Fprintln(w, line)
 		}
+		if n := u.Health.Waiting; n > 0 {
+			fmt.Fprintf(w, "%s: %d requests waiting for a connection (max_connections %s)\n", u.Name, n, st.Settings["upstreams["+strconv.Itoa(upstreamIndex(st, u.Name))+"].max_connections"])
+		}
 		for _, b := range u.Health.Breakers {
 			if b.Open {
 				fmt.Fprintf(w, "%s: %s breaker open since %s (last error: %s); the first request after %s probes it\n",
@@ -252,4 +263,14 @@ func ratio(r float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f%%", 100*r)
+}
+
+// upstreamIndex is the place of the upstream named name in st.
+func upstreamIndex(st admin.Status, name string) int {
+	for i, u := range st.Upstreams {
+		if u.Name == name {
+			return i
+		}
+	}
+	return 0
 }

@@ -96,6 +96,8 @@ type Upstream struct {
 	// counts what a sealed upstream would have fetched.
 	Sealed       bool  `json:"sealed,omitempty"`
 	SealedMisses int64 `json:"sealedMisses,omitempty"`
+	// Waiting counts the requests waiting for a connection (max_connections).
+	Waiting int64 `json:"waiting,omitempty"`
 }
 
 // RateLimit is the upstream's last reported pull limit.
@@ -136,12 +138,13 @@ type Cache struct {
 	Blobs   int           `json:"blobs"`
 	Bytes   int64         `json:"bytes"`
 	Tags    int           `json:"tags"`
-	Counted time.Time     `json:"counted,omitzero"` // when the index was last counted; zero if never
-	Err     error         `json:"-"`                // why the counts are missing or old, if they are
-	MaxSize int64         `json:"maxSize"`          // storage.max_size; 0 is unlimited
-	MaxAge  time.Duration `json:"-"`                // storage.max_age; 0 is none
-	Scrub   string        `json:"scrub,omitempty"`  // the background scrub, in words
-	Pinned  int64         `json:"pinned,omitempty"` // bytes of images rules pin (never evicted)
+	Counted time.Time     `json:"counted,omitzero"`  // when the index was last counted; zero if never
+	Err     error         `json:"-"`                 // why the counts are missing or old, if they are
+	MaxSize int64         `json:"maxSize"`           // storage.max_size; 0 is unlimited
+	MaxAge  time.Duration `json:"-"`                 // storage.max_age; 0 is none
+	Scrub   string        `json:"scrub,omitempty"`   // the background scrub, in words
+	Pinned  int64         `json:"pinned,omitempty"`  // bytes of images rules pin (never evicted)
+	Cluster string        `json:"cluster,omitempty"` // the replica's view of its cluster, in words
 }
 
 // Repo is one repository in a top list. Name is empty when the asker may

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
@@ -44,6 +45,7 @@ type Client struct {
 	authOpts  []auth.Option
 	bandwidth *rate.Limiter // max_bandwidth, shared by every request; nil is unlimited
 	maxConns  int           // max_connections per host; 0 is unlimited
+	waiting   atomic.Int64  // requests waiting for a connection (under max_connections)
 
 	mu        sync.Mutex
 	rateLimit RateLimit
@@ -264,6 +266,11 @@ func (c *Client) attempt(ctx context.Context, op string, build func() (*http.Req
 	if err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Err: err}
 	}
+	if c.maxConns > 0 {
+		var done func()
+		req, done = c.countWaiting(req)
+		defer done()
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, &Error{Upstream: c.name, Op: op, Err: cleanURLError(err)}
@@ -273,6 +280,28 @@ func (c *Client) attempt(ctx context.Context, op string, build func() (*http.Req
 		return resp, nil
 	}
 	return nil, c.checkResponse(op, resp)
+}
+
+// countWaiting counts req among the requests waiting for a connection
+// (max_connections), from when the transport looks for one until it has
+// one; done ends the count if it never got one.
+func (c *Client) countWaiting(req *http.Request) (traced *http.Request, done func()) {
+	var mu sync.Mutex
+	waiting := false
+	set := func(w bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if w != waiting {
+			waiting = w
+			if w {
+				c.waiting.Add(1)
+			} else {
+				c.waiting.Add(-1)
+			}
+		}
+	}
+	trace := &httptrace.ClientTrace{GetConn: func(string) { set(true) }, GotConn: func(httptrace.GotConnInfo) { set(false) }}
+	return req.WithContext(httptrace.WithClientTrace(req.Context(), trace)), func() { set(false) }
 }
 
 func (c *Client) rateLimited(kind, op, retryAfter string) {
@@ -295,6 +324,9 @@ type Health struct {
 	// Probe is what the /v2/ probes (and requests answered) last said;
 	// a failed probe sets Down too.
 	Probe ProbeState `json:"probe"`
+	// Waiting counts the requests waiting for a connection under
+	// max_connections (fairly, first come first served).
+	Waiting int64 `json:"waiting,omitempty"`
 	// Credentials is what the upstream last said of the configured
 	// credentials (never rejected for an anonymous upstream).
 	Credentials auth.Verdict `json:"credentials,omitzero"`
@@ -309,7 +341,7 @@ type Health struct {
 // Health reports the breakers' states and until when a 429 keeps the
 // upstream from being asked.
 func (c *Client) Health() Health {
-	h := Health{Limited: c.limiter.state(c.now()), Breakers: c.breakers.states(), Probe: c.probe.state(), Credentials: c.auth.Verdict(), Sealed: c.Sealed()}
+	h := Health{Limited: c.limiter.state(c.now()), Breakers: c.breakers.states(), Probe: c.probe.state(), Credentials: c.auth.Verdict(), Sealed: c.Sealed(), Waiting: c.waiting.Load()}
 	h.SealedMisses, h.SealedMissTotal = c.SealedMisses()
 	h.Down = h.Probe.State == ProbeDown
 	for _, l := range h.Limited {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,6 +107,23 @@ func TestMaxConnectionsHolds(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
+			// The requests over the bound wait for a connection, and say so.
+			var peakWaiting atomic.Int64
+			sampled := make(chan struct{})
+			stopSampling := make(chan struct{})
+			go func() {
+				defer close(sampled)
+				for {
+					if w := c.Health().Waiting; w > peakWaiting.Load() {
+						peakWaiting.Store(w)
+					}
+					select {
+					case <-stopSampling:
+						return
+					case <-time.After(time.Millisecond):
+					}
+				}
+			}()
 			var wg sync.WaitGroup
 			for d, want := range cc.blobs {
 				wg.Go(func() {
@@ -122,8 +140,16 @@ func TestMaxConnectionsHolds(t *testing.T) {
 				})
 			}
 			wg.Wait()
+			close(stopSampling)
+			<-sampled
 			if p := cc.peakConns(); p > n {
 				t.Fatalf("the upstream saw %d connections at once, want at most %d", p, n)
+			}
+			if w := peakWaiting.Load(); w == 0 || w > int64(len(cc.blobs)) {
+				t.Errorf("requests waiting for a connection peaked at %d, want between 1 and %d", w, len(cc.blobs))
+			}
+			if w := c.Health().Waiting; w != 0 {
+				t.Errorf("%d requests still counted as waiting after all were served", w)
 			}
 		})
 	}

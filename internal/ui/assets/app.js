@@ -119,7 +119,7 @@ function renderCards(s) {
 function counts(s) {
   const c = s.cache;
   if (zero(c.counted)) return "index not counted yet" + (s.cacheError ? ": " + s.cacheError : "");
-  return num(c.blobs) + " blobs · " + num(c.tags) + " tags" + (s.maxAge ? " · max age " + s.maxAge : "") + (c.pinned ? " · " + bytes(c.pinned) + " pinned" : "") + (c.scrub ? " · scrub " + c.scrub : "") + (s.cacheError ? " · last count failed: " + s.cacheError : "");
+  return num(c.blobs) + " blobs · " + num(c.tags) + " tags" + (s.maxAge ? " · max age " + s.maxAge : "") + (c.pinned ? " · " + bytes(c.pinned) + " pinned" : "") + (c.cluster ? " · cluster: " + c.cluster : "") + (c.scrub ? " · scrub " + c.scrub : "") + (s.cacheError ? " · last count failed: " + s.cacheError : "");
 }
 
 function renderUpstreams(s) {
@@ -128,6 +128,7 @@ function renderUpstreams(s) {
   const cards = s.upstreams.map((u) => {
     const sub = [u.url];
     if (u.reason) sub.push("reason: " + u.reason);
+    if (u.waiting) sub.push(num(u.waiting) + " requests waiting for a connection (max_connections)");
     if (u.sealed) sub.push("sealed: never contacted; " + num(u.sealedMisses || 0) + " misses it would have fetched");
     if (!zero(u.since)) sub.push("since " + clock(u.since));
     const next = until(u.nextProbe, now);
