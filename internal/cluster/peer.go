@@ -268,14 +268,27 @@ const minPrefix = 1 << 20
 // more than offset. The body ends there; the fill goes on from upstream by
 // Range.
 func (c *Cluster) prefixFromPeers(ctx context.Context, up, repo string, d digest.Digest, size, offset int64) (*upstream.Blob, bool) {
+	// Every live replica at once, so a slow or frozen one costs the
+	// takeover its timeout once, not once per replica.
+	type held struct {
+		peer string
+		n    int64
+	}
+	var peers []string
+	for _, p := range c.Live() {
+		if p != c.self {
+			peers = append(peers, p)
+		}
+	}
+	answers := make(chan held, len(peers))
+	for _, p := range peers {
+		go func() { answers <- held{p, c.peerHas(ctx, p, d)} }()
+	}
 	var best string
 	var most int64
-	for _, p := range c.Live() {
-		if p == c.self {
-			continue
-		}
-		if n := c.peerHas(ctx, p, d); n > most {
-			best, most = p, n
+	for range peers {
+		if a := <-answers; a.n > most {
+			best, most = a.peer, a.n
 		}
 	}
 	if most < offset+minPrefix {
@@ -301,10 +314,15 @@ func (c *Cluster) prefixFromPeers(ctx context.Context, up, repo string, d digest
 	return b, true
 }
 
+// peerHasTimeout bounds a takeover's question to a replica: a loaded one
+// answers in milliseconds, but a second was too short on a busy machine
+// (the prefix was then fetched upstream again).
+const peerHasTimeout = 3 * time.Second
+
 // peerHas asks peer how many bytes of d its running fill holds (0 when it
-// runs none or does not answer within a second).
+// runs none or does not answer within peerHasTimeout).
 func (c *Cluster) peerHas(ctx context.Context, peer string, d digest.Digest) int64 {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	ctx, cancel := context.WithTimeout(ctx, peerHasTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(peer, "/")+PeerPath+d.String()+"?have=1", nil)
 	if err != nil {
