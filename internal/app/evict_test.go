@@ -85,6 +85,10 @@ func TestManifestPullsKeepLayers(t *testing.T) {
 	pullCrane(t, m.Host+"/"+used.Repo+":"+used.Tag)
 	time.Sleep(10 * time.Millisecond)
 	pullCrane(t, m.Host+"/"+other.Repo+":"+other.Tag)
+	// Every fill committed (a commit stamps its blob's access time; one
+	// landing after the manifest pull below would make the other image
+	// the more recently used).
+	waitBlobs(t, m.App, int64(len(used.Blobs())+len(other.Blobs())))
 	time.Sleep(10 * time.Millisecond)
 	// Nodes that have the layers pull only the manifest.
 	if status, _, err := get(t, "http://"+m.Host+"/v2/"+used.Repo+"/manifests/"+used.Tag); status != 200 || err != nil {

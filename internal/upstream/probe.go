@@ -62,6 +62,9 @@ func (p *prober) set(now time.Time, up bool, reason string, probed bool) (before
 	}
 	if probed {
 		p.st.LastProbe = now
+		if p.st.Interval > 0 { // WatchHealth runs: the next probe, in the same step (it refines it)
+			p.st.NextProbe = now.Add(p.st.Interval)
+		}
 	}
 	if p.st.State != state {
 		p.st.State, p.st.Since = state, now
