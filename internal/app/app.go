@@ -10,10 +10,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regcache/regcache/internal/access"
@@ -42,19 +42,9 @@ type App struct {
 	// bolt is the index on one node (bbolt), nil on Redis: after a
 	// clean stop it needs no reconciliation.
 	bolt *cacheindex.Index
-	// ops is the cache's upkeep on store and index (eviction, the cache
-	// commands), whichever they are.
-	ops *cache.Ops
-	// sharedTotals is totals' count of a shared index.
-	sharedTotals struct {
-		mu sync.Mutex
-		t  cacheindex.Totals
-		at time.Time
-		// base is the cluster's committed-bytes counter read just before
-		// the count (baseOK: it was read), so commits since are known.
-		base   int64
-		baseOK bool
-	}
+	// evictor keeps the cache within its limits; its Ops are the cache
+	// commands, over store and index whichever they are.
+	evictor   *cache.Evictor
 	cluster   *cluster.Cluster
 	closeRest func()
 	fills     *fill.Manager
@@ -66,14 +56,10 @@ type App struct {
 	metrics   *prometheus.Registry
 	admin     *admin.Admin // the admin listener's surface
 
-	evictMu  sync.Mutex                       // one eviction at a time
-	evictNow chan struct{}                    // a commit took the store over storage.max_size
-	maxSize  atomic.Int64                     // storage.max_size in bytes, read by commits as they land
-	clock    atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
-	scrub    *cache.Scrub
-	capNote  string       // the cap applied at start, in words (CapSummary)
-	pins     pinState     // pinned images' bytes, as the last eviction pass found them
-	fleet    *fleet.Table // the clients served, and the canary tags that arrived
+	clock   atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
+	scrub   *cache.Scrub
+	capNote string       // the cap applied at start, in words (CapSummary)
+	fleet   *fleet.Table // the clients served, and the canary tags that arrived
 }
 
 // New opens the data directory and builds every part. Close releases them.
@@ -86,7 +72,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 		return nil, err
 	}
 	a := &App{log: log, store: st.store, index: st.index, cluster: st.cluster, closeRest: st.close,
-		evictNow: make(chan struct{}, 1), metrics: prometheus.NewRegistry()}
+		metrics: prometheus.NewRegistry()}
 	a.bolt, _ = st.index.(*cacheindex.Index)
 	if err := a.build(ctx, cfg); err != nil {
 		a.Close()
@@ -121,7 +107,7 @@ func (a *App) build(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	a.registerMetrics()
-	a.admin = admin.New((*adminSource)(a), admin.Deps{Metrics: a.metrics, Log: a.log, Ops: a.ops, Scrub: a.scrub, Index: a.index, Fleet: a.fleet})
+	a.admin = admin.New((*adminSource)(a), admin.Deps{Metrics: a.metrics, Log: a.log, Ops: a.evictor.Ops(), Scrub: a.scrub, Index: a.index, Fleet: a.fleet})
 	if a.content, a.registry, err = a.newAPI(cfg); err != nil {
 		return err
 	}
@@ -137,12 +123,12 @@ func (a *App) build(ctx context.Context, cfg config.Config) error {
 // builds the scrub and the cache's upkeep, and reconciles the index with
 // the store after a crash.
 func (a *App) openCache(ctx context.Context, cfg *config.Config) error {
+	a.evictor = a.newEvictor(*cfg)
 	if err := a.applyCap(cfg); err != nil {
 		return err
 	}
 	a.cfg.Store(cfg)
 	a.scrub = a.newScrub(*cfg)
-	a.ops = a.newOps()
 	// After a clean stop the index and the store agreed; after a crash (or
 	// with a new or rebuilt index) every entry and file is checked.
 	if _, local := a.store.(*disk.Store); local && (a.bolt == nil || !a.bolt.Clean) {
@@ -155,7 +141,7 @@ func (a *App) openCache(ctx context.Context, cfg *config.Config) error {
 // each fill, and a commit over the cap asks for an eviction.
 func (a *App) newFills(cfg config.Config) *fill.Manager {
 	return fill.New(a.store, append([]fill.Option{fill.WithLogger(a.log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(a.store.Available),
-		fill.WithMaxSize(cfg.Storage.MaxBlobSize)}, mirror.FillIndexing(a.index, a.log, a.committed)...)...)
+		fill.WithMaxSize(cfg.Storage.MaxBlobSize)}, mirror.FillIndexing(a.index, a.log, a.evictor.Committed)...)...)
 }
 
 // newAPI is the content service, with the rules in effect, and the
@@ -227,4 +213,38 @@ func (a *App) Close() error {
 		a.closeRest()
 	}
 	return err
+}
+
+// newEvictor is eviction by cfg's limits over the opened store and index,
+// with the cache commands' Ops: what the content service holds in memory
+// is forgotten with what they delete.
+func (a *App) newEvictor(cfg config.Config) *cache.Evictor {
+	ec := cache.EvictorConfig{Log: a.log, Now: a.now, MaxSize: cfg.Storage.MaxSize, MaxAge: cfg.Storage.MaxAge,
+		Rules: a.ruleSet, Down: a.downUpstreams}
+	if a.cluster != nil {
+		ec.Cluster = a.cluster
+	}
+	return cache.NewEvictor(a.store, a.index, ec, cache.OpsConfig{
+		Forget: func(ds ...digest.Digest) {
+			if a.content != nil {
+				a.content.Forget(ds...)
+			}
+		},
+		ForgetTag: func(upstream, repo, tag string) {
+			if a.content != nil {
+				a.content.ForgetTag(upstream, repo, tag)
+			}
+		},
+		Rule: a.ruleName, Missing: a.sealedMisses})
+}
+
+// downUpstreams are the upstreams down or rate limited now.
+func (a *App) downUpstreams() map[string]bool {
+	down := map[string]bool{}
+	for _, u := range a.upstreams {
+		if h := u.Client.Health(); h.Down || !h.LimitedUntil.IsZero() {
+			down[u.Name] = true
+		}
+	}
+	return down
 }

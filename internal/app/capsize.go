@@ -16,7 +16,7 @@ func (a *App) applyCap(cfg *config.Config) error {
 		return err
 	}
 	cfg.Storage.MaxSize, a.capNote = n, note
-	a.maxSize.Store(n)
+	a.evictor.SetMaxSize(n)
 	if n > 0 {
 		a.log.Info("cache cap applied", slog.String("cap", note), slog.Int64("max_size_bytes", n), slog.Float64("percent", cfg.Storage.MaxSizePercent))
 	} else {
@@ -46,7 +46,7 @@ func (a *App) resolveCap(cfg config.Config) (int64, string, error) {
 		if err != nil {
 			return 0, "", fmt.Errorf("storage.max_size %g%%: free space of %s: %w", pct, cfg.Data, err)
 		}
-		cached := a.totals().Bytes()
+		cached := a.evictor.Totals().Bytes()
 		share := int64(float64(size) * pct / 100)
 		usable := int64(float64(cached+free) * pct / 100)
 		if usable < share {

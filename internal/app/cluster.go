@@ -195,63 +195,6 @@ func (a *App) withPeers(api http.Handler) http.Handler {
 	return mux
 }
 
-// evictOnce runs an eviction on one replica of the cluster at a time. A
-// replica that finds another evicting waits for it to end (up to
-// evictWait) and runs its own pass then: the other's plan was made
-// before the commit that asked for this one.
-func (a *App) evictOnce(ctx context.Context, fn func() (int, int64, error)) (int, int64, error) {
-	if a.cluster == nil {
-		return fn()
-	}
-	var n int
-	var freed int64
-	var err error
-	poll := 50 * time.Millisecond
-	for deadline := time.Now().Add(evictWait); !a.cluster.Lock(ctx, "evict", func() { n, freed, err = fn() }); {
-		if time.Now().After(deadline) || !sleepCtx(ctx, poll) {
-			return 0, 0, nil // another replica evicts still; the next pass comes
-		}
-		poll = min(2*poll, time.Second)
-	}
-	return n, freed, err
-}
-
-// evictWait bounds how long a pass waits for another replica's.
-const evictWait = time.Minute
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-// sharedGrowth adds size, just committed here, to the cluster's counter of
-// committed bytes and returns what every replica committed since the
-// shared index was last counted: the count is made at most every
-// sharedTotalsEvery, the cap is checked at each commit. 0 without a
-// cluster or with Redis away.
-func (a *App) sharedGrowth(size int64) int64 {
-	if a.cluster == nil {
-		return 0
-	}
-	now, ok := a.cluster.Committed(context.Background(), size)
-	if !ok {
-		return 0
-	}
-	a.totals() // counted again when due (the base moves to the counter then)
-	a.sharedTotals.mu.Lock()
-	defer a.sharedTotals.mu.Unlock()
-	if !a.sharedTotals.baseOK {
-		return 0
-	}
-	return max(now-a.sharedTotals.base, 0)
-}
-
 // redisLog carries the Redis client library's own lines (a failed dial of
 // its pool, about five a second while Redis is down) into the product's
 // log: as JSON, at most one every redisLogEvery, with how many were left

@@ -54,8 +54,8 @@ func TestEvictBySize(t *testing.T) {
 	if !m.App.upstreams[0].Client.Health().Down {
 		t.Fatal("upstream not marked down")
 	}
-	m.App.maxSize.Store(1)
-	if n, _, err := m.App.Evict(t.Context()); n == 0 || err != nil {
+	m.App.evictor.SetMaxSize(1)
+	if n, _, err := m.App.evictor.Evict(t.Context()); n == 0 || err != nil {
 		t.Fatalf("evicted %d blobs over a 1-byte cap (%v)", n, err)
 	}
 	if !strings.Contains(m.log(), "lost their offline copy") || !strings.Contains(m.log(), single.Repo+":"+single.Tag) {
@@ -94,8 +94,8 @@ func TestManifestPullsKeepLayers(t *testing.T) {
 	if status, _, err := get(t, "http://"+m.Host+"/v2/"+used.Repo+"/manifests/"+used.Tag); status != 200 || err != nil {
 		t.Fatalf("manifest: %d %v", status, err)
 	}
-	m.App.maxSize.Store(1 << 20) // the other image (2 MiB) cannot stay
-	if _, _, err := m.App.Evict(t.Context()); err != nil {
+	m.App.evictor.SetMaxSize(1 << 20) // the other image (2 MiB) cannot stay
+	if _, _, err := m.App.evictor.Evict(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range used.Blobs() {

@@ -34,9 +34,9 @@ import (
 func waitBlobs(t *testing.T, a *App, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for a.totals().Blobs < n {
+	for a.evictor.Totals().Blobs < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("the index holds %d blobs, want %d", a.totals().Blobs, n)
+			t.Fatalf("the index holds %d blobs, want %d", a.evictor.Totals().Blobs, n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -98,11 +98,11 @@ func TestEvictSharedLayers(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // distinct access times
 	}
 	waitBlobs(t, m.App, 6) // 2 shared layers, 2 own layers, 2 configs
-	total := m.App.totals().Bytes()
+	total := m.App.evictor.Totals().Bytes()
 	// Room for one image and a little: the old one (least recently used)
 	// must go, and only its own layer, config and manifest with it.
-	m.App.maxSize.Store(total - 100<<10) // low water 90 %: room for the new image, not both
-	if _, _, err := m.App.Evict(t.Context()); err != nil {
+	m.App.evictor.SetMaxSize(total - 100<<10) // low water 90 %: room for the new image, not both
+	if _, _, err := m.App.evictor.Evict(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range layerDigests(t, images["new"]) {
@@ -114,8 +114,8 @@ func TestEvictSharedLayers(t *testing.T) {
 	if _, err := m.App.store.Stat(t.Context(), oldOwn); err == nil {
 		t.Errorf("the evicted image's own layer %s is still stored", oldOwn)
 	}
-	if got := m.App.totals().Bytes(); got > m.App.maxSize.Load() {
-		t.Errorf("%d bytes stored over a cap of %d", got, m.App.maxSize.Load())
+	if got := m.App.evictor.Totals().Bytes(); got > m.App.evictor.MaxSize() {
+		t.Errorf("%d bytes stored over a cap of %d", got, m.App.evictor.MaxSize())
 	}
 	up.Close() // the kept image is whole: it pulls with no upstream
 	img, err := crane.Pull(m.Host+"/team/app:new", crane.Insecure)
@@ -163,17 +163,17 @@ func TestEvictDuringLargePull(t *testing.T) {
 	}
 	// Cold: the blob is being filled while everything else is evicted.
 	pull(func() {
-		m.App.maxSize.Store(1)
-		if _, _, err := m.App.Evict(t.Context()); err != nil {
+		m.App.evictor.SetMaxSize(1)
+		if _, _, err := m.App.evictor.Evict(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		m.App.maxSize.Store(0)
+		m.App.evictor.SetMaxSize(0)
 	})
 	waitBlobs(t, m.App, 1)
 	// Warm: the stored file is evicted under the reader.
 	pull(func() {
-		m.App.maxSize.Store(1)
-		if n, _, err := m.App.Evict(t.Context()); err != nil || n == 0 {
+		m.App.evictor.SetMaxSize(1)
+		if n, _, err := m.App.evictor.Evict(t.Context()); err != nil || n == 0 {
 			t.Fatalf("evicted %d files (%v)", n, err)
 		}
 		if _, err := m.App.store.Stat(t.Context(), layer.Digest); err == nil {
@@ -288,7 +288,7 @@ func TestMaxAge(t *testing.T) {
 	var later atomic.Int64
 	later.Store(time.Now().Add(30 * time.Minute).UnixNano())
 	m.App.setClock(func() time.Time { return time.Unix(0, later.Load()) })
-	if n, _, err := m.App.Evict(t.Context()); n != 0 || err != nil {
+	if n, _, err := m.App.evictor.Evict(t.Context()); n != 0 || err != nil {
 		t.Fatalf("evicted %d files 30 minutes in with max_age 1h (%v)", n, err)
 	}
 	// The upstream goes down: two hours later the content stays.
@@ -297,7 +297,7 @@ func TestMaxAge(t *testing.T) {
 		m.App.upstreams[0].Client.Ping(t.Context())
 	}
 	later.Store(time.Now().Add(2 * time.Hour).UnixNano())
-	if n, _, err := m.App.Evict(t.Context()); n != 0 || err != nil {
+	if n, _, err := m.App.evictor.Evict(t.Context()); n != 0 || err != nil {
 		t.Fatalf("max_age evicted %d files of a tag whose upstream is down (%v)", n, err)
 	}
 	hub.Up()
@@ -308,7 +308,7 @@ func TestMaxAge(t *testing.T) {
 	if m.App.upstreams[0].Client.Health().Down {
 		t.Fatal("the upstream stays down after it came back")
 	}
-	if n, _, err := m.App.Evict(t.Context()); n != len(single.Blobs())+1 || err != nil {
+	if n, _, err := m.App.evictor.Evict(t.Context()); n != len(single.Blobs())+1 || err != nil {
 		t.Fatalf("evicted %d files two hours in with max_age 1h, want the image's %d (%v)", n, len(single.Blobs())+1, err)
 	}
 	hub.ResetCounters()

@@ -19,8 +19,8 @@ func (a *App) registerMetrics() {
 	}
 	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_fills_active", Help: "Upstream blob fetches running."},
 		func() float64 { return float64(a.fills.Active()) }))
-	a.registerScrubMetrics()
-	a.registerPinMetrics()
+	a.metrics.MustRegister(a.scrub.Collectors()...)
+	a.metrics.MustRegister(a.evictor.Collectors()...)
 	a.registerSealedMetrics()
 	acc := a.access
 	a.metrics.MustRegister(

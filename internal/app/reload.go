@@ -39,7 +39,7 @@ func (a *App) Reload(next config.Config) (reloaded, restart []string, err error)
 	a.reloadStorage(eff, &r)
 	a.reloadCredentials(eff, &r)
 	a.cfg.Store(&eff)
-	a.committed(0) // evict now if the cap or the age limit now asks for it
+	a.evictor.Committed(0) // evict now if the cap now asks for it
 	reloaded, restart = r.named()
 	return reloaded, restart, errors.Join(r.errs...)
 }
@@ -114,12 +114,13 @@ func (a *App) reloadAccess(running config.Config, eff *config.Config, r *reload)
 	r.reloaded = append(r.reloaded, changed...)
 }
 
-// reloadStorage applies the cap and the scrub's pace.
+// reloadStorage applies the cap, the age limit and the scrub's pace.
 func (a *App) reloadStorage(eff config.Config, r *reload) {
-	if eff.Storage.MaxSize != a.maxSize.Load() {
-		a.maxSize.Store(eff.Storage.MaxSize)
+	if eff.Storage.MaxSize != a.evictor.MaxSize() {
+		a.evictor.SetMaxSize(eff.Storage.MaxSize)
 		r.reloaded = append(r.reloaded, fmt.Sprintf("storage.max_size (%d bytes)", eff.Storage.MaxSize))
 	}
+	a.evictor.SetMaxAge(eff.Storage.MaxAge)
 	if p := scrubPace(eff); p != a.scrub.Pace() {
 		a.scrub.SetPace(p)
 	}

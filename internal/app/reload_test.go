@@ -1,7 +1,6 @@
 package app
 
 import (
-	"golang.org/x/crypto/bcrypt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/rules"
@@ -119,7 +120,7 @@ func TestReloadNamesEveryOption(t *testing.T) {
 	if got := m.App.ruleSet().Len(); got != 1 {
 		t.Errorf("%d rules in effect after the reload, want 1", got)
 	}
-	if got := m.App.maxSize.Load(); got != 1<<40 {
+	if got := m.App.evictor.MaxSize(); got != 1<<40 {
 		t.Errorf("the cap in effect is %d after the reload", got)
 	}
 }

@@ -83,8 +83,8 @@ func TestRules(t *testing.T) {
 	for deadline := time.Now().Add(10 * time.Second); m.App.fills.Active() > 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond) // a blob is in the index once its fill commits
 	}
-	m.App.maxSize.Store(1)
-	if _, _, err := m.App.Evict(t.Context()); err != nil {
+	m.App.evictor.SetMaxSize(1)
+	if _, _, err := m.App.evictor.Evict(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range imgs.Single.Blobs() {
@@ -110,7 +110,7 @@ func TestRules(t *testing.T) {
 		t.Errorf("the log does not say the cap cannot be met:\n%s", m.log())
 	}
 
-	l, err := m.App.ops.List(t.Context(), cache.ListOptions{})
+	l, err := m.App.evictor.Ops().List(t.Context(), cache.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,12 +138,12 @@ func TestRules(t *testing.T) {
 	if n := upstreamAsks(); n != 1 {
 		t.Errorf("after the reload dropped the rule, a pull asked the upstream %d times, want 1", n)
 	}
-	if m.App.pins.over.Load() {
+	if _, over := m.App.evictor.Pinned(); over {
 		// The next pass without pins clears it.
-		if _, _, err := m.App.Evict(t.Context()); err != nil {
+		if _, _, err := m.App.evictor.Evict(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		if m.App.pins.over.Load() {
+		if _, over := m.App.evictor.Pinned(); over {
 			t.Error("still degraded for pinned images after the rules dropped the pin")
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/config"
@@ -51,28 +50,4 @@ func (a *App) forgetDamaged(d digest.Digest) {
 	if a.content != nil {
 		a.content.Forget(d)
 	}
-}
-
-// registerScrubMetrics exports the scrub's passes and findings.
-func (a *App) registerScrubMetrics() {
-	st := func() ScrubStatus { return a.scrub.Status() }
-	a.metrics.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_scrub_passes_total", Help: "Background scrub passes begun (storage.scrub_interval)."},
-			func() float64 { return float64(st().Pass) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_scrub_damaged_total", Help: "Stored blobs the background scrub found damaged and set aside."},
-			func() float64 { return float64(st().DamagedTotal) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_scrub_last_pass_end_timestamp_seconds", Help: "When the last complete scrub pass ended (Unix time); 0 before the first."},
-			func() float64 {
-				if t := st().LastPassEnd; !t.IsZero() {
-					return float64(t.UnixNano()) / 1e9
-				}
-				return 0
-			}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_scrub_enabled", Help: "1 while the background scrub is on (storage.scrub_interval above 0)."},
-			func() float64 {
-				if st().Enabled {
-					return 1
-				}
-				return 0
-			}))
 }

@@ -60,7 +60,7 @@ func (a *App) apiServer(ln net.Listener) (*http.Server, net.Listener) {
 func (a *App) background(ctx context.Context) (stop func()) {
 	bctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { a.evictLoop(bctx) })
+	wg.Go(func() { a.evictor.Run(bctx) })
 	wg.Go(func() { a.scrub.Run(bctx) })
 	if a.cluster != nil {
 		wg.Go(func() { a.cluster.Run(bctx) })

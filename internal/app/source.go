@@ -18,10 +18,10 @@ func (s *adminSource) app() *App { return (*App)(s) }
 func (s *adminSource) Config() config.Config { return s.app().config() }
 
 // Totals are the index's totals.
-func (s *adminSource) Totals() cacheindex.Totals { return s.app().totals() }
+func (s *adminSource) Totals() cacheindex.Totals { return s.evictor.Totals() }
 
 // MaxSize is storage.max_size in effect.
-func (s *adminSource) MaxSize() int64 { return s.maxSize.Load() }
+func (s *adminSource) MaxSize() int64 { return s.evictor.MaxSize() }
 
 // Settings are the options in effect, as the running parts hold them.
 func (s *adminSource) Settings() map[string]string { return s.app().settingsInEffect() }
@@ -56,7 +56,7 @@ func (s *adminSource) Upstreams() []admin.Upstream {
 func (s *adminSource) Fills() admin.Fills { return s.fills }
 
 // Pinned is what the last eviction pass found of pinned images.
-func (s *adminSource) Pinned() (int64, bool) { return s.pins.bytes.Load(), s.pins.over.Load() }
+func (s *adminSource) Pinned() (int64, bool) { return s.evictor.Pinned() }
 
 // Cluster is this replica's view of its cluster; nil on one node.
 func (s *adminSource) Cluster() *admin.ClusterStatus {

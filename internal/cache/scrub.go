@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/regcache/regcache/internal/blobstore"
@@ -338,4 +339,27 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// Collectors export the scrub's passes and findings.
+func (s *Scrub) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_scrub_passes_total", Help: "Background scrub passes begun (storage.scrub_interval)."},
+			func() float64 { return float64(s.Status().Pass) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_scrub_damaged_total", Help: "Stored blobs the background scrub found damaged and set aside."},
+			func() float64 { return float64(s.Status().DamagedTotal) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_scrub_last_pass_end_timestamp_seconds", Help: "When the last complete scrub pass ended (Unix time); 0 before the first."},
+			func() float64 {
+				if t := s.Status().LastPassEnd; !t.IsZero() {
+					return float64(t.UnixNano()) / 1e9
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_scrub_enabled", Help: "1 while the background scrub is on (storage.scrub_interval above 0)."},
+			func() float64 {
+				if s.Status().Enabled {
+					return 1
+				}
+				return 0
+			})}
 }
