@@ -136,6 +136,7 @@ func New(src Source, d Deps) *Admin {
 	metrics.RegisterState(d.Metrics, a.metricsState)
 	d.Metrics.MustRegister(newDegradedCollector(a))
 	a.auth.register(d.Metrics)
+	a.registerUpstreams()
 	if d.Fleet != nil {
 		a.registerFleet()
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/registry"
 	"github.com/regcache/regcache/internal/rules"
+	"github.com/regcache/regcache/internal/storage"
 )
 
 // App is a configured, not yet listening mirror.
@@ -37,7 +38,7 @@ type App struct {
 	// with, and what each SIGHUP applied of a new one (config()).
 	cfg   atomic.Pointer[config.Config]
 	log   *slog.Logger
-	store appStore
+	store storage.Store
 	index cacheindex.Backend
 	// bolt is the index on one node (bbolt), nil on Redis: after a
 	// clean stop it needs no reconciliation.
@@ -67,13 +68,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	st, err := openStorage(ctx, cfg, log)
+	st, err := storage.Open(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	a := &App{log: log, store: st.store, index: st.index, cluster: st.cluster, closeRest: st.close,
+	a := &App{log: log, store: st.Store, index: st.Index, cluster: st.Cluster, closeRest: st.Close,
 		metrics: prometheus.NewRegistry()}
-	a.bolt, _ = st.index.(*cacheindex.Index)
+	a.bolt, _ = st.Index.(*cacheindex.Index)
 	if err := a.build(ctx, cfg); err != nil {
 		a.Close()
 		return nil, err

@@ -5,8 +5,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/config"
 )
@@ -51,16 +49,6 @@ func (a *App) sealedMisses() []cache.Missed {
 		}
 	}
 	return out
-}
-
-// registerSealedMetrics exports each upstream's refused requests.
-func (a *App) registerSealedMetrics() {
-	for _, u := range a.upstreams {
-		c := u.Client
-		a.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regcache_sealed_misses_total",
-			Help: "Requests not sent to a sealed upstream (upstreams[].sealed, sealed): what the mirror would have fetched.", ConstLabels: prometheus.Labels{"upstream": u.Name}},
-			func() float64 { _, n := c.SealedMisses(); return float64(n) }))
-	}
 }
 
 // logSealed says at start-up and on each change what a seal means.
