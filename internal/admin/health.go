@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
@@ -111,36 +111,13 @@ func diskProblems(free, fsSize, cached, maxSize int64, capApplies bool) []proble
 	var out []problem
 	if floor := diskFloor(fsSize); free < floor {
 		out = append(out, problem{ReasonDiskFull, fmt.Sprintf("the cache disk is full: %s free, under the floor of %s (5%% of the disk, at most 1 GiB); new layers fail with 507 until space is freed or storage.max_size lowered",
-			HumanBytes(free), HumanBytes(floor))})
+			cache.HumanBytes(free), cache.HumanBytes(floor))})
 	}
 	if capApplies && maxSize > 0 && cached+free < maxSize {
 		out = append(out, problem{ReasonCapUnreached, fmt.Sprintf("storage.max_size %s cannot be reached: the cache holds %s and the disk has %s free, so the disk fills before eviction starts; lower storage.max_size or free the disk (a percentage is applied to what the cache can use when it starts)",
-			HumanBytes(maxSize), HumanBytes(cached), HumanBytes(free))})
+			cache.HumanBytes(maxSize), cache.HumanBytes(cached), cache.HumanBytes(free))})
 	}
 	return out
-}
-
-// HumanBytes writes n in binary units, e.g. 1.5 GiB.
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// DiskSize is the size of the file system holding dir.
-func DiskSize(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Blocks) * int64(st.Frsize), nil
 }
 
 // problems lists what is degraded, worst first; none when healthy.
@@ -152,7 +129,7 @@ func (a *Admin) problems(st Status) []problem {
 		}
 	}
 	if free, err := a.src.Store().Available(); err == nil {
-		size, err := DiskSize(a.src.Config().Data)
+		size, err := cache.DiskSize(a.src.Config().Data)
 		if err != nil {
 			size = free
 		}
