@@ -21,6 +21,7 @@ import (
 	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/certfile"
 	"github.com/regcache/regcache/internal/cluster"
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/fill"
@@ -52,7 +53,7 @@ type App struct {
 	content   *mirror.Service
 	registry  *registry.Server
 	upstreams []*mirror.Upstream
-	certs     *certReloader
+	certs     *certfile.Pair
 	access    *access.Access
 	metrics   *prometheus.Registry
 	admin     *admin.Admin // the admin listener's surface
@@ -113,7 +114,7 @@ func (a *App) build(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	if cfg.TLS.Cert != "" {
-		if a.certs, err = newCertReloader(cfg.TLS.Cert, cfg.TLS.Key, a.log); err != nil {
+		if a.certs, err = certfile.Load(cfg.TLS.Cert, cfg.TLS.Key, a.log); err != nil {
 			return err
 		}
 	}

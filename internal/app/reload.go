@@ -96,7 +96,7 @@ func (a *App) reloadTLS(eff config.Config, r *reload) {
 	if a.certs == nil {
 		return
 	}
-	if err := a.certs.reload(); err != nil {
+	if err := a.certs.Reload(); err != nil {
 		r.errs = append(r.errs, fmt.Errorf("tls: keeping the old certificate: %w", err))
 		return
 	}

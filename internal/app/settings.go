@@ -50,7 +50,7 @@ func (a *App) settingsInEffect() map[string]string {
 		m["cluster.advertise"] = a.cluster.Self()
 	}
 	if a.certs != nil {
-		m["tls.cert"] = a.certs.certFile
+		m["tls.cert"] = a.certs.CertFile()
 	}
 	return m
 }

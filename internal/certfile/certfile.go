@@ -1,4 +1,8 @@
-package app
+// Package certfile serves a TLS certificate pair kept in files, and
+// loads it again when either file changes (checked at most every second)
+// or on demand (SIGHUP), keeping the old pair while a new one fails to
+// load: certificates rotate without a restart.
+package certfile
 
 import (
 	"crypto/tls"
@@ -9,9 +13,9 @@ import (
 	"time"
 )
 
-// certReloader serves the certificate in cert/key files and loads it again
-// when either file changes, so certificates rotate without a restart.
-type certReloader struct {
+// Pair serves the certificate in cert/key files and loads it again when
+// either file changes.
+type Pair struct {
 	certFile, keyFile string
 	log               *slog.Logger
 
@@ -22,15 +26,16 @@ type certReloader struct {
 	checked time.Time
 }
 
-func newCertReloader(certFile, keyFile string, log *slog.Logger) (*certReloader, error) {
-	r := &certReloader{certFile: certFile, keyFile: keyFile, log: log}
+// Load reads the pair; an error names both files.
+func Load(certFile, keyFile string, log *slog.Logger) (*Pair, error) {
+	r := &Pair{certFile: certFile, keyFile: keyFile, log: log}
 	if err := r.load(); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-func (r *certReloader) stamp() time.Time {
+func (r *Pair) stamp() time.Time {
 	var t time.Time
 	for _, f := range []string{r.certFile, r.keyFile} {
 		if fi, err := os.Stat(f); err == nil && fi.ModTime().After(t) {
@@ -40,7 +45,7 @@ func (r *certReloader) stamp() time.Time {
 	return t
 }
 
-func (r *certReloader) load() error {
+func (r *Pair) load() error {
 	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
 	if err != nil {
 		return fmt.Errorf("load TLS certificate %s / key %s: %w", r.certFile, r.keyFile, err)
@@ -49,8 +54,8 @@ func (r *certReloader) load() error {
 	return nil
 }
 
-// reload loads the pair now (SIGHUP); on an error the old one is kept.
-func (r *certReloader) reload() error {
+// Reload loads the pair now (SIGHUP); on an error the old one is kept.
+func (r *Pair) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.checked = time.Now()
@@ -62,7 +67,9 @@ func (r *certReloader) reload() error {
 	return nil
 }
 
-func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+// GetCertificate is tls.Config.GetCertificate: the pair, loaded again
+// first when its files changed.
+func (r *Pair) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if time.Since(r.checked) > time.Second {
@@ -82,3 +89,6 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	}
 	return r.cert, nil
 }
+
+// CertFile is the certificate's file.
+func (r *Pair) CertFile() string { return r.certFile }
