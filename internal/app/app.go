@@ -52,7 +52,7 @@ type App struct {
 	fills     *fill.Manager
 	content   *mirror.Service
 	registry  *registry.Server
-	upstreams []*mirror.Upstream
+	upstreams mirror.Upstreams
 	certs     *certfile.Pair
 	access    *access.Access
 	metrics   *prometheus.Registry
@@ -98,7 +98,7 @@ func (a *App) build(ctx context.Context, cfg config.Config) error {
 	a.upstreams = ups
 	for _, u := range ups {
 		if u.Client.Sealed() {
-			a.logSealed(u.Name, true)
+			mirror.LogSealed(a.log, u.Name, true)
 		}
 	}
 	if a.access, err = newAccess(cfg, a.upstreams, a.log); err != nil {
@@ -222,7 +222,7 @@ func (a *App) Close() error {
 // is forgotten with what they delete.
 func (a *App) newEvictor(cfg config.Config) *cache.Evictor {
 	ec := cache.EvictorConfig{Log: a.log, Now: a.now, MaxSize: cfg.Storage.MaxSize, MaxAge: cfg.Storage.MaxAge,
-		Rules: a.ruleSet, Down: a.downUpstreams}
+		Rules: a.ruleSet, Down: func() map[string]bool { return a.upstreams.Down() }} // built before the upstreams
 	if a.cluster != nil {
 		ec.Cluster = a.cluster
 	}
@@ -238,15 +238,4 @@ func (a *App) newEvictor(cfg config.Config) *cache.Evictor {
 			}
 		},
 		Rule: a.ruleName, Missing: a.sealedMisses})
-}
-
-// downUpstreams are the upstreams down or rate limited now.
-func (a *App) downUpstreams() map[string]bool {
-	down := map[string]bool{}
-	for _, u := range a.upstreams {
-		if h := u.Client.Health(); h.Down || !h.LimitedUntil.IsZero() {
-			down[u.Name] = true
-		}
-	}
-	return down
 }

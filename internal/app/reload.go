@@ -3,8 +3,6 @@ package app
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/regcache/regcache/internal/config"
 )
@@ -26,52 +24,22 @@ func (a *App) Reload(next config.Config) (reloaded, restart []string, err error)
 	}
 	reloaded = a.reloadSealed(&running, next)
 	eff, changes := config.Reconcile(running, next)
-	r := reload{reloaded: reloaded, changes: changes}
+	r := config.Account{Reloaded: reloaded, Changes: changes}
 	a.reloadTLS(eff, &r)
 	a.reloadAccess(running, &eff, &r)
 	if err := a.reloadRules(running, &eff); err != nil {
-		r.errs = append(r.errs, err)
+		r.Errs = append(r.Errs, err)
 	}
 	if err := a.loadExpected(eff); err != nil {
-		r.fail(fmt.Errorf("%w; keeping the old list", err), "fleet.expected")
+		r.Fail(fmt.Errorf("%w; keeping the old list", err), "fleet.expected")
 		eff.Fleet = running.Fleet
 	}
 	a.reloadStorage(eff, &r)
 	a.reloadCredentials(eff, &r)
 	a.cfg.Store(&eff)
 	a.evictor.Committed(0) // evict now if the cap now asks for it
-	reloaded, restart = r.named()
-	return reloaded, restart, errors.Join(r.errs...)
-}
-
-// reload is one SIGHUP's account: what was applied, the options changed,
-// and the errors of the parts kept as they were.
-type reload struct {
-	reloaded []string
-	changes  []config.Change
-	errs     []error
-}
-
-// fail records a part that kept its old state: its error, and its keys
-// (those starting with prefix) named in neither list.
-func (r *reload) fail(err error, prefix string) {
-	r.errs = append(r.errs, err)
-	r.changes = slices.DeleteFunc(r.changes, func(c config.Change) bool { return strings.HasPrefix(c.Key, prefix) })
-}
-
-// named lists every changed option as applied or as needing a restart,
-// never neither: a live option no part named is named by its key.
-func (r *reload) named() (reloaded, restart []string) {
-	reloaded = r.reloaded
-	for _, c := range r.changes {
-		switch {
-		case c.Reload == config.ReloadRestart:
-			restart = append(restart, c.Key)
-		case !slices.ContainsFunc(reloaded, func(s string) bool { return strings.HasPrefix(s, c.Key) }):
-			reloaded = append(reloaded, c.Key)
-		}
-	}
-	return reloaded, restart
+	reloaded, restart = r.Named()
+	return reloaded, restart, errors.Join(r.Errs...)
 }
 
 // resolveNextCap puts next's cap in bytes: the same share keeps the cap
@@ -92,33 +60,33 @@ func (a *App) resolveNextCap(running config.Config, next *config.Config) error {
 }
 
 // reloadTLS reads the certificate pair again.
-func (a *App) reloadTLS(eff config.Config, r *reload) {
+func (a *App) reloadTLS(eff config.Config, r *config.Account) {
 	if a.certs == nil {
 		return
 	}
 	if err := a.certs.Reload(); err != nil {
-		r.errs = append(r.errs, fmt.Errorf("tls: keeping the old certificate: %w", err))
+		r.Errs = append(r.Errs, fmt.Errorf("tls: keeping the old certificate: %w", err))
 		return
 	}
-	r.reloaded = append(r.reloaded, "tls ("+eff.TLS.Cert+")")
+	r.Reloaded = append(r.Reloaded, "tls ("+eff.TLS.Cert+")")
 }
 
 // reloadAccess applies the access rules, or keeps the old ones whole.
-func (a *App) reloadAccess(running config.Config, eff *config.Config, r *reload) {
+func (a *App) reloadAccess(running config.Config, eff *config.Config, r *config.Account) {
 	changed, err := a.access.Reload(accessConfig(*eff, a.upstreams))
 	if err != nil {
-		r.fail(fmt.Errorf("access: keeping the old rules: %w", err), "access.")
+		r.Fail(fmt.Errorf("access: keeping the old rules: %w", err), "access.")
 		eff.Access = running.Access
 		return
 	}
-	r.reloaded = append(r.reloaded, changed...)
+	r.Reloaded = append(r.Reloaded, changed...)
 }
 
 // reloadStorage applies the cap, the age limit and the scrub's pace.
-func (a *App) reloadStorage(eff config.Config, r *reload) {
+func (a *App) reloadStorage(eff config.Config, r *config.Account) {
 	if eff.Storage.MaxSize != a.evictor.MaxSize() {
 		a.evictor.SetMaxSize(eff.Storage.MaxSize)
-		r.reloaded = append(r.reloaded, fmt.Sprintf("storage.max_size (%d bytes)", eff.Storage.MaxSize))
+		r.Reloaded = append(r.Reloaded, fmt.Sprintf("storage.max_size (%d bytes)", eff.Storage.MaxSize))
 	}
 	a.evictor.SetMaxAge(eff.Storage.MaxAge)
 	if p := scrubPace(eff); p != a.scrub.Pace() {
@@ -129,20 +97,20 @@ func (a *App) reloadStorage(eff config.Config, r *reload) {
 // reloadCredentials drops the upstreams' tokens so the next request logs
 // in again: with the password file as it is now, or with what the
 // credential program answers then.
-func (a *App) reloadCredentials(eff config.Config, r *reload) {
+func (a *App) reloadCredentials(eff config.Config, r *config.Account) {
 	for i, u := range eff.Upstreams {
 		switch {
 		case u.CredentialHelper != "" || len(u.CredentialCommand) > 0:
 			a.upstreams[i].Client.ResetTokens() // the program runs again at the next request
-			r.reloaded = append(r.reloaded, "upstreams["+u.Name+"] credential program (asked again at the next request)")
+			r.Reloaded = append(r.Reloaded, "upstreams["+u.Name+"] credential program (asked again at the next request)")
 		case u.PasswordFile == "":
 		default:
 			if _, err := eff.Password(i); err != nil {
-				r.errs = append(r.errs, fmt.Errorf("upstream %s: keeping the old login: %w", u.Name, err))
+				r.Errs = append(r.Errs, fmt.Errorf("upstream %s: keeping the old login: %w", u.Name, err))
 				continue
 			}
 			a.upstreams[i].Client.ResetTokens()
-			r.reloaded = append(r.reloaded, "upstreams["+u.Name+"].password_file (read again)")
+			r.Reloaded = append(r.Reloaded, "upstreams["+u.Name+"].password_file (read again)")
 		}
 	}
 }

@@ -114,7 +114,7 @@ func TestReloadNamesEveryOption(t *testing.T) {
 	if got := m.App.scrub.Status(); got.Interval != time.Hour || got.Rate != 1<<20 {
 		t.Errorf("the scrub runs at %s, %d B/s after the reloads; want 1h, 1 MiB/s", got.Interval, got.Rate)
 	}
-	if !m.App.allSealed() {
+	if !m.App.upstreams.AllSealed() {
 		t.Error("sealed applied, but the upstream client is not sealed")
 	}
 	if got := m.App.ruleSet().Len(); got != 1 {

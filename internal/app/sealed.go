@@ -1,7 +1,6 @@
 package app
 
 import (
-	"log/slog"
 	"slices"
 	"strconv"
 
@@ -30,12 +29,7 @@ func (a *App) reloadSealed(running *config.Config, next config.Config) (reloaded
 			}
 		}
 	}
-	for i, u := range a.upstreams {
-		if want := running.Upstreams[i].Sealed || next.Sealed; u.Client.Sealed() != want {
-			u.Client.SetSealed(want)
-			a.logSealed(u.Name, want)
-		}
-	}
+	a.upstreams.Seal(func(i int) bool { return running.Upstreams[i].Sealed || next.Sealed }, a.log)
 	return reloaded
 }
 
@@ -49,24 +43,4 @@ func (a *App) sealedMisses() []cache.Missed {
 		}
 	}
 	return out
-}
-
-// logSealed says at start-up and on each change what a seal means.
-func (a *App) logSealed(name string, sealed bool) {
-	if sealed {
-		a.log.Warn("upstream sealed: never contacted; cached content is served, misses are answered 404 and listed in /status",
-			slog.String("upstream", name))
-		return
-	}
-	a.log.Info("upstream unsealed: pulls reach it again", slog.String("upstream", name))
-}
-
-// allSealed is the sealed setting as the upstream clients hold it.
-func (a *App) allSealed() bool {
-	for _, u := range a.upstreams {
-		if !u.Client.Sealed() {
-			return false
-		}
-	}
-	return len(a.upstreams) > 0
 }

@@ -36,7 +36,7 @@ func (a *App) settingsInEffect() map[string]string {
 		"access.htpasswd":        as.Htpasswd,
 		"access.users":           strconv.Itoa(as.UsersWithPatterns) + " users with patterns",
 		"rules":                  strconv.Itoa(a.ruleSet().Len()) + " rules",
-		"sealed":                 strconv.FormatBool(a.allSealed()),
+		"sealed":                 strconv.FormatBool(a.upstreams.AllSealed()),
 		"fleet.expected":         joinPrefixes(a.fleet.Expected()),
 	}
 	if ms.ReserveCount == 0 {

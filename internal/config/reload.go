@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -122,4 +123,35 @@ func fieldsOf(v reflect.Value, key string) []reflect.Value {
 		return out
 	}
 	return nil
+}
+
+// Account is one reload's account: what was applied (Reloaded, in words),
+// the options changed (Reconcile's) and the errors of the parts kept as
+// they were.
+type Account struct {
+	Reloaded []string
+	Changes  []Change
+	Errs     []error
+}
+
+// Fail records a part that kept its old state: its error, and its keys
+// (those starting with prefix) named in neither list.
+func (r *Account) Fail(err error, prefix string) {
+	r.Errs = append(r.Errs, err)
+	r.Changes = slices.DeleteFunc(r.Changes, func(c Change) bool { return strings.HasPrefix(c.Key, prefix) })
+}
+
+// Named lists every changed option as applied or as needing a restart,
+// never neither: a live option no part named is named by its key.
+func (r *Account) Named() (reloaded, restart []string) {
+	reloaded = r.Reloaded
+	for _, c := range r.Changes {
+		switch {
+		case c.Reload == ReloadRestart:
+			restart = append(restart, c.Key)
+		case !slices.ContainsFunc(reloaded, func(s string) bool { return strings.HasPrefix(s, c.Key) }):
+			reloaded = append(reloaded, c.Key)
+		}
+	}
+	return reloaded, restart
 }
