@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/regcache/regcache/internal/httpguard"
 )
 
 // Failed logins from one client address are free up to freeFailures; then
@@ -13,47 +15,39 @@ import (
 // clears the address; ten minutes without a failure forget it. Other
 // addresses are never slowed: a refused attempt takes no bcrypt slot.
 const (
-	freeFailures   = 5
-	maxLoginWait   = time.Minute
-	forgetFailures = 10 * time.Minute
-	maxGuarded     = 10_000
+	freeFailures = 5
+	maxLoginWait = time.Minute
 )
 
 type loginGuard struct {
-	now func() time.Time
+	addrs *httpguard.Backoff[netip.Addr]
+	users *httpguard.Backoff[string] // by user name, from any address
 
 	mu    sync.Mutex
-	m     map[netip.Addr]*failures
-	users map[string]*failures     // by user name, from any address
 	slots map[netip.Addr]*addrSlot // whose turn it is to have a password checked
 
 	failed    atomic.Int64 // wrong credentials
 	throttled atomic.Int64 // attempts refused by the backoff
 }
 
-type failures struct {
-	n     int
-	last  time.Time
-	until time.Time
-}
-
+// The n-th failure with n == free is the first one waited for
+// (httpguard.Backoff lets free-1 through).
 func newLoginGuard(now func() time.Time) *loginGuard {
-	return &loginGuard{now: now, m: map[netip.Addr]*failures{}, slots: map[netip.Addr]*addrSlot{}}
+	return &loginGuard{addrs: httpguard.NewBackoff[netip.Addr](freeFailures-1, maxLoginWait, now),
+		users: httpguard.NewBackoff[string](freeUserFailures-1, maxLoginWait, now), slots: map[netip.Addr]*addrSlot{}}
 }
 
 // wait is how long the address must wait before its next attempt (0: go).
 func (g *loginGuard) wait(addr netip.Addr) time.Duration {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	f := g.m[addr]
-	if f == nil {
-		return 0
-	}
-	if left := f.until.Sub(g.now()); left > 0 {
+	return g.throttle(g.addrs.Wait(addr))
+}
+
+// throttle counts an attempt refused for a wait.
+func (g *loginGuard) throttle(wait time.Duration) time.Duration {
+	if wait > 0 {
 		g.throttled.Add(1)
-		return left
 	}
-	return 0
+	return wait
 }
 
 // One address has one password check under way at a time; its other
@@ -108,36 +102,10 @@ func (g *loginGuard) leave(addr netip.Addr, s *addrSlot) {
 
 func (g *loginGuard) fail(addr netip.Addr) {
 	g.failed.Add(1)
-	now := g.now()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if len(g.m) >= maxGuarded {
-		for a, f := range g.m {
-			if now.Sub(f.last) > forgetFailures {
-				delete(g.m, a)
-			}
-		}
-		if len(g.m) >= maxGuarded {
-			clear(g.m)
-		}
-	}
-	f := g.m[addr]
-	if f == nil || now.Sub(f.last) > forgetFailures {
-		f = &failures{}
-		g.m[addr] = f
-	}
-	f.n++
-	f.last = now
-	if f.n >= freeFailures {
-		f.until = now.Add(min(time.Second<<min(f.n-freeFailures, 6), maxLoginWait))
-	}
+	g.addrs.Fail(addr)
 }
 
-func (g *loginGuard) ok(addr netip.Addr) {
-	g.mu.Lock()
-	delete(g.m, addr)
-	g.mu.Unlock()
-}
+func (g *loginGuard) ok(addr netip.Addr) { g.addrs.Succeed(addr) }
 
 // Failed logins for one user name, from any addresses, are free up to
 // freeUserFailures; then every further attempt for that name is refused
@@ -149,40 +117,9 @@ const freeUserFailures = 10
 
 // waitUser is how long attempts for user must wait (0: go).
 func (g *loginGuard) waitUser(user string) time.Duration {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	f := g.users[user]
-	if f == nil {
-		return 0
-	}
-	if left := f.until.Sub(g.now()); left > 0 {
-		g.throttled.Add(1)
-		return left
-	}
-	return 0
+	return g.throttle(g.users.Wait(user))
 }
 
-func (g *loginGuard) failUser(user string) {
-	now := g.now()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.users == nil || len(g.users) >= maxGuarded {
-		g.users = map[string]*failures{}
-	}
-	f := g.users[user]
-	if f == nil || now.Sub(f.last) > forgetFailures {
-		f = &failures{}
-		g.users[user] = f
-	}
-	f.n++
-	f.last = now
-	if f.n >= freeUserFailures {
-		f.until = now.Add(min(time.Second<<min(f.n-freeUserFailures, 6), maxLoginWait))
-	}
-}
+func (g *loginGuard) failUser(user string) { g.users.Fail(user) }
 
-func (g *loginGuard) okUser(user string) {
-	g.mu.Lock()
-	delete(g.users, user)
-	g.mu.Unlock()
-}
+func (g *loginGuard) okUser(user string) { g.users.Succeed(user) }

@@ -23,7 +23,7 @@ import (
 type auth struct {
 	token             func() string // admin_token in effect; "" for none
 	log               *slog.Logger
-	guess             *httpguard.Backoff
+	guess             *httpguard.Backoff[netip.Addr]
 	failed, throttled atomic.Int64
 }
 
@@ -32,7 +32,7 @@ type auth struct {
 const adminFreeGuesses = 5
 
 func newAuth(token func() string, log *slog.Logger) *auth {
-	return &auth{token: token, log: log, guess: httpguard.NewBackoff(adminFreeGuesses, time.Minute)}
+	return &auth{token: token, log: log, guess: httpguard.NewBackoff[netip.Addr](adminFreeGuesses, time.Minute, nil)}
 }
 
 // hasToken reports whether r carries the configured admin token as

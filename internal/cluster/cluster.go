@@ -32,6 +32,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -60,7 +61,7 @@ type Cluster struct {
 	suspect  time.Duration // how long an unreachable peer is left out
 
 	// wrong secrets on the internal endpoint: slowed down per address
-	guess             *httpguard.Backoff
+	guess             *httpguard.Backoff[netip.Addr]
 	failed, throttled atomic.Int64
 
 	renewals sync.WaitGroup // lease renewals running
@@ -112,7 +113,7 @@ func New(rdb redis.UniversalClient, advertise, secret string, opts ...Option) *C
 		http: &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute,
 			ResponseHeaderTimeout: 2 * time.Minute}},
 		beat: time.Second, ttl: 5 * time.Second, leaseTTL: 10 * time.Second, suspect: 15 * time.Second,
-		live: []string{advertise}, suspected: map[string]time.Time{}, held: map[string]bool{}, badMembers: map[string]bool{}, guess: httpguard.NewBackoff(5, time.Minute)}
+		live: []string{advertise}, suspected: map[string]time.Time{}, held: map[string]bool{}, badMembers: map[string]bool{}, guess: httpguard.NewBackoff[netip.Addr](5, time.Minute, nil)}
 	for _, o := range opts {
 		o(c)
 	}

@@ -8,19 +8,19 @@ import (
 	"time"
 )
 
-// Backoff slows down guessing of a secret (a token, a shared secret): after
-// free wrong attempts from one client address, every further attempt from
-// it is refused unchecked for a wait that doubles from one second to
-// maxWait; a right attempt clears the address, and ten minutes without a
-// failure forget it. Other addresses are never slowed. It is safe for
-// concurrent use.
-type Backoff struct {
+// Backoff slows down guessing of a secret (a token, a shared secret, a
+// password): after free wrong attempts from one key (a client address, a
+// user name), every further attempt for it is refused unchecked for a wait
+// that doubles from one second to maxWait; a right attempt clears the key,
+// and ten minutes without a failure forget it. Other keys are never
+// slowed; at most 10,000 are remembered. It is safe for concurrent use.
+type Backoff[K comparable] struct {
 	free    int
 	maxWait time.Duration
 	now     func() time.Time
 
 	mu sync.Mutex
-	m  map[netip.Addr]*failures
+	m  map[K]*failures
 }
 
 type failures struct {
@@ -35,24 +35,28 @@ const (
 )
 
 // NewBackoff returns a Backoff letting free wrong attempts through before
-// it slows an address down, to at most maxWait between attempts.
-func NewBackoff(free int, maxWait time.Duration) *Backoff {
-	return &Backoff{free: free, maxWait: maxWait, now: time.Now, m: map[netip.Addr]*failures{}}
+// it slows a key down, to at most maxWait between attempts, on the clock
+// now (time.Now when nil).
+func NewBackoff[K comparable](free int, maxWait time.Duration, now func() time.Time) *Backoff[K] {
+	if now == nil {
+		now = time.Now
+	}
+	return &Backoff[K]{free: free, maxWait: maxWait, now: now, m: map[K]*failures{}}
 }
 
-// Wait is how long the address must wait before its next attempt is
-// checked (0: check it now).
-func (b *Backoff) Wait(addr netip.Addr) time.Duration {
+// Wait is how long the key must wait before its next attempt is checked
+// (0: check it now).
+func (b *Backoff[K]) Wait(k K) time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if f := b.m[addr]; f != nil {
+	if f := b.m[k]; f != nil {
 		return max(f.until.Sub(b.now()), 0)
 	}
 	return 0
 }
 
-// Fail records a wrong attempt from the address.
-func (b *Backoff) Fail(addr netip.Addr) {
+// Fail records a wrong attempt for the key.
+func (b *Backoff[K]) Fail(k K) {
 	now := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -66,10 +70,10 @@ func (b *Backoff) Fail(addr netip.Addr) {
 			clear(b.m)
 		}
 	}
-	f := b.m[addr]
+	f := b.m[k]
 	if f == nil || now.Sub(f.last) > forgetAfter {
 		f = &failures{}
-		b.m[addr] = f
+		b.m[k] = f
 	}
 	f.n++
 	f.last = now
@@ -82,11 +86,11 @@ func (b *Backoff) Fail(addr netip.Addr) {
 	}
 }
 
-// Succeed clears the address's failures.
-func (b *Backoff) Succeed(addr netip.Addr) {
+// Succeed clears the key's failures.
+func (b *Backoff[K]) Succeed(k K) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	delete(b.m, addr)
+	delete(b.m, k)
 }
 
 // PeerAddr is r's peer address (X-Forwarded-For is not read), or the
