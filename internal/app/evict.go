@@ -44,15 +44,15 @@ func (a *App) evict(ctx context.Context) (int, int64, error) {
 		a.pins.over.Store(false) // within the cap (or none), pinned images too
 		return 0, 0, nil
 	}
-	down, protected, err := a.downProtected()
+	down, protected, err := a.downProtected(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	pinned, maxAgeOf, err := a.rulePolicy(rs)
+	pinned, maxAgeOf, err := a.rulePolicy(ctx, rs)
 	if err != nil {
 		return 0, 0, err
 	}
-	p, err := a.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: a.config().Storage.MaxAge, Protected: protected,
+	p, err := a.index.EvictionPlan(ctx, cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: a.config().Storage.MaxAge, Protected: protected,
 		Pinned: pinned, MaxAgeOf: maxAgeOf}, a.now())
 	if err != nil {
 		return 0, 0, err
@@ -60,7 +60,7 @@ func (a *App) evict(ctx context.Context) (int, int64, error) {
 	a.notePins(p, maxSize)
 	if len(p.LostProtected) > 0 {
 		a.log.Warn("storage.max_size evicts content of tags whose upstream is down: they lost their offline copy",
-			slog.Int("blobs", len(p.LostProtected)), slog.Any("tags", a.lostTags(p.LostProtected, down)))
+			slog.Int("blobs", len(p.LostProtected)), slog.Any("tags", a.lostTags(ctx, p.LostProtected, down)))
 	}
 	n, freed, err := a.ops.Delete(ctx, p.Evict)
 	if n > 0 {
@@ -85,7 +85,7 @@ func (a *App) nothingToEvict(maxSize int64, ages bool) bool {
 
 // lostTags names (up to maxNamedTags) the tags of down upstreams that
 // lost their offline copy: something they reach is in lost.
-func (a *App) lostTags(lostDigests []digest.Digest, down map[string]bool) []string {
+func (a *App) lostTags(ctx context.Context, lostDigests []digest.Digest, down map[string]bool) []string {
 	lost := map[digest.Digest]bool{}
 	for _, d := range lostDigests {
 		lost[d] = true
@@ -95,7 +95,7 @@ func (a *App) lostTags(lostDigests []digest.Digest, down map[string]bool) []stri
 		d        digest.Digest
 	}
 	var candidates []downTag
-	_ = a.index.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
+	_ = a.index.Tags(ctx, func(up, repo, tag string, e cacheindex.TagEntry) error {
 		if down[up] && len(candidates) < maxNamedTags {
 			candidates = append(candidates, downTag{up + "/" + repo + ":" + tag, up, e.Digest})
 		}
@@ -103,7 +103,7 @@ func (a *App) lostTags(lostDigests []digest.Digest, down map[string]bool) []stri
 	})
 	var tags []string
 	for _, c := range candidates { // a tag lost its copy if anything it reaches goes
-		reach, err := a.index.Reachable(func(up string, e cacheindex.TagEntry) bool { return up == c.up && e.Digest == c.d })
+		reach, err := a.index.Reachable(ctx, func(up string, e cacheindex.TagEntry) bool { return up == c.up && e.Digest == c.d })
 		if err != nil {
 			break
 		}
@@ -126,8 +126,8 @@ func (a *App) newOps() *cache.Ops {
 				a.content.Forget(ds...)
 			}
 		},
-		Protected: func() (map[digest.Digest]bool, error) {
-			_, p, err := a.downProtected()
+		Protected: func(ctx context.Context) (map[digest.Digest]bool, error) {
+			_, p, err := a.downProtected(ctx)
 			return p, err
 		},
 		ForgetTag: func(upstream, repo, tag string) {
@@ -137,8 +137,8 @@ func (a *App) newOps() *cache.Ops {
 		},
 		Rule:    a.ruleName,
 		Missing: a.sealedMisses,
-		Pinned: func() (map[digest.Digest]bool, error) {
-			p, _, err := a.rulePolicy(a.ruleSet())
+		Pinned: func(ctx context.Context) (map[digest.Digest]bool, error) {
+			p, _, err := a.rulePolicy(ctx, a.ruleSet())
 			return p, err
 		}})
 }
@@ -149,7 +149,7 @@ func (a *App) newOps() *cache.Ops {
 // (cacheindex.EvictPolicy.Protected). The plan resolves what they reach
 // from the graph it loads anyway: a walk here, one index lookup per
 // digest, took 3.3 s of a 7 s pass over a million blobs.
-func (a *App) downProtected() (map[string]bool, map[digest.Digest]bool, error) {
+func (a *App) downProtected(ctx context.Context) (map[string]bool, map[digest.Digest]bool, error) {
 	down := map[string]bool{}
 	for _, u := range a.upstreams {
 		if h := u.Client.Health(); h.Down || !h.LimitedUntil.IsZero() {
@@ -160,7 +160,7 @@ func (a *App) downProtected() (map[string]bool, map[digest.Digest]bool, error) {
 		return down, nil, nil
 	}
 	protected := map[digest.Digest]bool{}
-	err := a.index.Tags(func(up, _, _ string, e cacheindex.TagEntry) error {
+	err := a.index.Tags(ctx, func(up, _, _ string, e cacheindex.TagEntry) error {
 		if down[up] {
 			protected[e.Digest] = true
 		}
@@ -214,7 +214,7 @@ func (a *App) totals() cacheindex.Totals {
 		if a.cluster != nil { // before the count: commits after it are counted twice at worst
 			base, baseOK = a.cluster.Committed(context.Background(), 0)
 		}
-		t, err := cacheindex.Count(a.index)
+		t, err := cacheindex.Count(context.Background(), a.index) // no request's: a count shared by whoever asks next
 		a.sharedTotals.at = time.Now()
 		if err != nil { // a part is not the count: keep the last one
 			a.log.Warn("count the shared index", slog.Any("error", err))

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -57,8 +58,8 @@ func (a *App) reloadRules(running config.Config, eff *config.Config) error {
 }
 
 // rulePolicy is what the rules ask of an eviction (cache.RulePolicy).
-func (a *App) rulePolicy(rs *rules.Set) (map[digest.Digest]bool, map[digest.Digest]time.Duration, error) {
-	return cache.RulePolicy(a.index, rs)
+func (a *App) rulePolicy(ctx context.Context, rs *rules.Set) (map[digest.Digest]bool, map[digest.Digest]time.Duration, error) {
+	return cache.RulePolicy(ctx, a.index, rs)
 }
 
 // notePins records what a pass found of pinned images, and says in the

@@ -2,7 +2,6 @@ package mirror
 
 import (
 	"errors"
-	"log/slog"
 	"net/http"
 	"path/filepath"
 	"sync"
@@ -50,7 +49,7 @@ func newService(t *testing.T, hub *testenv.Hub, c *clock, opts ...Option) *Servi
 	if err != nil {
 		t.Fatal(err)
 	}
-	fills := fill.New(store, FillIndexing(index, slog.New(slog.DiscardHandler), nil)...)
+	fills := fill.New(store)
 	t.Cleanup(fills.Close)
 	s := New(store, index, fills, []*Upstream{{Name: "docker.io", Client: up}},
 		append([]Option{WithPrefetch(false, 1), WithClock(c.Now)}, opts...)...)
