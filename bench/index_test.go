@@ -85,7 +85,7 @@ func generateIndex(b *testing.B, data string) int64 {
 	const batch = 50_000
 	for len(blobs) > 0 {
 		n := min(batch, len(blobs))
-		if err := ix.PutBatch(cacheindex.Batch{Blobs: blobs[:n]}); err != nil {
+		if err := ix.PutBatch(b.Context(), cacheindex.Batch{Blobs: blobs[:n]}); err != nil {
 			b.Fatal(err)
 		}
 		blobs = blobs[n:]
@@ -122,12 +122,12 @@ func generateIndex(b *testing.B, data string) int64 {
 	}
 	for len(manifests) > 0 {
 		n := min(batch/10, len(manifests))
-		if err := ix.PutBatch(cacheindex.Batch{Manifests: manifests[:n]}); err != nil {
+		if err := ix.PutBatch(b.Context(), cacheindex.Batch{Manifests: manifests[:n]}); err != nil {
 			b.Fatal(err)
 		}
 		manifests = manifests[n:]
 	}
-	if err := ix.PutBatch(cacheindex.Batch{Tags: tags}); err != nil {
+	if err := ix.PutBatch(b.Context(), cacheindex.Batch{Tags: tags}); err != nil {
 		b.Fatal(err)
 	}
 	if got := ix.Totals(); got.Blobs != int64(nblobs) || got.Manifests != scaleImages+scaleIndexes {
@@ -388,7 +388,7 @@ func BenchmarkIndexEvictionPlan(b *testing.B) {
 	}
 	defer ix.Close()
 	for b.Loop() {
-		p, err := ix.EvictionPlan(cacheindex.EvictPolicy{MaxSize: total * 9 / 10, LowWater: total * 9 / 10}, time.Now())
+		p, err := ix.EvictionPlan(b.Context(), cacheindex.EvictPolicy{MaxSize: total * 9 / 10, LowWater: total * 9 / 10}, time.Now())
 		if err != nil || len(p.Evict) == 0 {
 			b.Fatalf("plan of %d files: %v", len(p.Evict), err)
 		}

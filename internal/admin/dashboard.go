@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -21,7 +22,7 @@ const dashboardCountEvery = 5 * time.Second
 
 // dashboardSnapshot is the dashboard's data for r's asker (ui.Source).
 func (a *Admin) dashboardSnapshot(r *http.Request, span time.Duration) ui.Snapshot {
-	return a.dashboard(a.Status(), a.totals.get(), a.auth.maySeePrivate(r), span)
+	return a.dashboard(a.Status(), a.totals.get(r.Context()), a.auth.maySeePrivate(r), span)
 }
 
 // dashboard is st as the page shows it, with the index's counts c, the top
@@ -105,19 +106,19 @@ func newTotalsCounter(ix cacheindex.Backend, log *slog.Logger) *totalsCounter {
 	if _, ok := ix.(runningTotals); ok {
 		every = 0
 	}
-	return &totalsCounter{count: func() (ui.Cache, error) { return countIndex(ix) }, every: every, now: time.Now, log: log}
+	return &totalsCounter{count: func(ctx context.Context) (ui.Cache, error) { return countIndex(ctx, ix) }, every: every, now: time.Now, log: log}
 }
 
 // countIndex counts the index's blobs, their bytes and the tags: the
 // running totals of the embedded index, or, on a shared one, a read of
 // every entry (call it through a totalsCounter).
-func countIndex(ix cacheindex.Backend) (ui.Cache, error) {
+func countIndex(ctx context.Context, ix cacheindex.Backend) (ui.Cache, error) {
 	if rt, ok := ix.(runningTotals); ok {
 		t := rt.Totals()
 		return ui.Cache{Blobs: int(t.Blobs), Bytes: t.BlobBytes, Tags: int(t.Tags)}, nil
 	}
 	var c ui.Cache
-	err := ix.Blobs(func(_ digest.Digest, e cacheindex.BlobEntry) error {
+	err := ix.Blobs(ctx, func(_ digest.Digest, e cacheindex.BlobEntry) error {
 		c.Blobs++
 		c.Bytes += e.Size
 		return nil
@@ -125,7 +126,7 @@ func countIndex(ix cacheindex.Backend) (ui.Cache, error) {
 	if err != nil {
 		return ui.Cache{}, err
 	}
-	err = ix.Tags(func(string, string, string, cacheindex.TagEntry) error {
+	err = ix.Tags(ctx, func(string, string, string, cacheindex.TagEntry) error {
 		c.Tags++
 		return nil
 	})
@@ -140,7 +141,7 @@ func countIndex(ix cacheindex.Backend) (ui.Cache, error) {
 // (so counting a huge index takes at most about 5% of the time). Callers
 // that arrive during a count wait for it instead of starting their own.
 type totalsCounter struct {
-	count func() (ui.Cache, error)
+	count func(context.Context) (ui.Cache, error)
 	every time.Duration
 	now   func() time.Time
 	log   *slog.Logger
@@ -150,14 +151,17 @@ type totalsCounter struct {
 	next time.Time
 }
 
-func (t *totalsCounter) get() ui.Cache {
+// get is the counts, counted again if they are due. A count is the
+// waiters' too, not only the first caller's: it runs to its end (the
+// index's own bounds apply) even if that caller leaves.
+func (t *totalsCounter) get(ctx context.Context) ui.Cache {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	start := t.now()
 	if start.Before(t.next) {
 		return t.last
 	}
-	c, err := t.count()
+	c, err := t.count(context.WithoutCancel(ctx))
 	end := t.now()
 	t.next = end.Add(max(t.every, 19*end.Sub(start)))
 	if err != nil {

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"path/filepath"
@@ -20,16 +21,16 @@ func TestDashboardTotals(t *testing.T) {
 	}
 	defer ix.Close()
 	for i, size := range []int64{10, 20, 30} {
-		if err := ix.PutBlob(digest.FromString(string(rune('a'+i))), size); err != nil {
+		if err := ix.PutBlob(t.Context(), digest.FromString(string(rune('a'+i))), size); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, tag := range []string{"1", "2"} {
-		if err := ix.PutTag("docker.io", "library/alpine", tag, cacheindex.TagEntry{Digest: digest.FromString(tag)}); err != nil {
+		if err := ix.PutTag(t.Context(), "docker.io", "library/alpine", tag, cacheindex.TagEntry{Digest: digest.FromString(tag)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	c, err := countIndex(ix)
+	c, err := countIndex(t.Context(), ix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func TestDashboardTotalsThrottled(t *testing.T) {
 	now := time.Unix(1000, 0)
 	counts, fail := 0, false
 	tc := &totalsCounter{every: 5 * time.Second, now: func() time.Time { return now }, log: slog.New(slog.DiscardHandler),
-		count: func() (ui.Cache, error) {
+		count: func(context.Context) (ui.Cache, error) {
 			counts++
 			if fail {
 				return ui.Cache{}, errors.New("boom")
@@ -53,17 +54,17 @@ func TestDashboardTotalsThrottled(t *testing.T) {
 			return ui.Cache{Blobs: counts}, nil
 		}}
 	for range 100 {
-		tc.get()
+		tc.get(t.Context())
 	}
 	if counts != 1 {
 		t.Fatalf("100 page loads counted the index %d times, want 1", counts)
 	}
 	now = now.Add(5 * time.Second)
-	if c := tc.get(); counts != 2 || c.Blobs != 2 || !c.Counted.Equal(now) {
+	if c := tc.get(t.Context()); counts != 2 || c.Blobs != 2 || !c.Counted.Equal(now) {
 		t.Fatalf("after 5s: %d counts, %+v", counts, c)
 	}
 	now, fail = now.Add(5*time.Second), true
-	if c := tc.get(); c.Blobs != 2 || c.Err == nil {
+	if c := tc.get(t.Context()); c.Blobs != 2 || c.Err == nil {
 		t.Fatalf("failed count: %+v, want the last counts and the error", c)
 	}
 }

@@ -139,11 +139,11 @@ func (a *App) openCache(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
-// newFills is the fill manager: the content service's index writes on
-// each fill, and a commit over the cap asks for an eviction.
+// newFills is the fill manager (the content service records its fills in
+// the index).
 func (a *App) newFills(cfg config.Config) *fill.Manager {
-	return fill.New(a.store, append([]fill.Option{fill.WithLogger(a.log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(a.store.Available),
-		fill.WithMaxSize(cfg.Storage.MaxBlobSize)}, mirror.FillIndexing(a.index, a.log, a.evictor.Committed)...)...)
+	return fill.New(a.store, fill.WithLogger(a.log), fill.WithTimeout(cfg.FillTimeout), fill.WithFreeSpace(a.store.Available),
+		fill.WithMaxSize(cfg.Storage.MaxBlobSize))
 }
 
 // newAPI is the content service, with the rules in effect, and the
@@ -157,7 +157,8 @@ func (a *App) newAPI(cfg config.Config) (*mirror.Service, *registry.Server, erro
 	content := mirror.New(a.store, a.index, a.fills, a.upstreams, append([]mirror.Option{
 		mirror.WithRules(ruleSet), mirror.WithMetrics(m), mirror.WithLogger(a.log), mirror.WithFreshness(cfg.Freshness), mirror.WithNegativeTTL(cfg.NegativeTTL),
 		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel),
-		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent)}, clusterOptions(cfg, a.store, a.cluster)...)...)
+		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent),
+		mirror.WithCommitted(a.evictor.Committed)}, clusterOptions(cfg, a.store, a.cluster)...)...)
 	reg := registry.New(content,
 		registry.WithAuthorizer(a.access), registry.WithMiddleware(a.access.Middleware),
 		registry.WithMetrics(m), registry.WithLogger(a.log), registry.WithObserver(a.admin.Observe), registry.WithClientAddr(a.access.ClientAddr))

@@ -112,11 +112,11 @@ func TestFallbackRefusalIsAnAnswer(t *testing.T) {
 		t.Fatalf("docker.io rate limited, by tag through the member: %s %v", got, err)
 	}
 	// (docker.io's blob HEADs, not rate limited, answered for the blobs.)
-	if held, _ := e.m.App.index.Holds("docker.io", single.Repo, single.Digest); held {
+	if held, _ := e.m.App.index.Holds(t.Context(), "docker.io", single.Repo, single.Digest); held {
 		t.Errorf("docker.io recorded as holding the manifest only the member showed")
 	}
 	for _, d := range []digest.Digest{single.Digest, single.Config.Digest, single.Layers[0].Digest} {
-		if held, _ := e.m.App.index.Holds("member.test", single.Repo, d); !held {
+		if held, _ := e.m.App.index.Holds(t.Context(), "member.test", single.Repo, d); !held {
 			t.Errorf("member.test not recorded as holding %s", d)
 		}
 	}
@@ -214,7 +214,7 @@ func TestFallbackMemberVouchesForNothing(t *testing.T) {
 			t.Errorf("%s of the private layer under %s, vouched for by the member: 200", method, imgs.Single.Repo)
 		}
 	}
-	if held, _ := m.App.index.Holds("docker.io", imgs.Single.Repo, layer); held {
+	if held, _ := m.App.index.Holds(t.Context(), "docker.io", imgs.Single.Repo, layer); held {
 		t.Error("docker.io recorded as holding the private layer on the member's word")
 	}
 }

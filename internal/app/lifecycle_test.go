@@ -265,7 +265,7 @@ func TestScrub(t *testing.T) {
 	if !found {
 		t.Error("regcache_scrub_damaged_total is not 1")
 	}
-	if _, ok, _ := a.index.Blob(victim); ok {
+	if _, ok, _ := a.index.Blob(t.Context(), victim); ok {
 		t.Error("the damaged blob is still indexed")
 	}
 	s, body, err := get(t, "http://"+m.Host+"/v2/team/app/blobs/"+string(victim))

@@ -62,7 +62,7 @@ func TestS3ReadyAndScrub(t *testing.T) {
 	if _, err := c.StatObject(t.Context(), s3.Bucket, "quarantine/sha256-"+victim.Encoded(), minio.StatObjectOptions{}); err != nil {
 		t.Errorf("not quarantined in the bucket: %v", err)
 	}
-	if _, ok, _ := m.App.index.Blob(victim); ok {
+	if _, ok, _ := m.App.index.Blob(t.Context(), victim); ok {
 		t.Error("the damaged blob is still indexed")
 	}
 	s, body, err := get(t, "http://"+m.Host+"/v2/"+single.Repo+"/blobs/"+victim.String())

@@ -43,8 +43,8 @@ func (a *App) setClock(fn func() time.Time) { a.clock.Store(&fn) }
 
 // forgetDamaged drops a damaged or lost file's index entry and anything
 // held of it in memory.
-func (a *App) forgetDamaged(d digest.Digest) {
-	if err := a.index.DeleteBlob(d); err != nil {
+func (a *App) forgetDamaged(ctx context.Context, d digest.Digest) {
+	if err := a.index.DeleteBlob(ctx, d); err != nil {
 		a.log.Error("drop a damaged file's index entry", slog.String("digest", d.String()), slog.Any("error", err))
 	}
 	if a.content != nil {

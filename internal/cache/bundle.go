@@ -56,7 +56,7 @@ const (
 // store.
 func (o *Ops) Export(ctx context.Context, w io.Writer, req ExportRequest) (BundleResult, error) {
 	var res BundleResult
-	tags, entries, err := o.exportTags(req)
+	tags, entries, err := o.exportTags(ctx, req)
 	if err != nil {
 		return res, err
 	}
@@ -107,11 +107,11 @@ func (o *Ops) Export(ctx context.Context, w io.Writer, req ExportRequest) (Bundl
 }
 
 // exportTags are the tags a request names, with their entries.
-func (o *Ops) exportTags(req ExportRequest) ([]TagRef, []cacheindex.TagEntry, error) {
+func (o *Ops) exportTags(ctx context.Context, req ExportRequest) ([]TagRef, []cacheindex.TagEntry, error) {
 	if len(req.Targets) == 0 {
 		var refs []TagRef
 		var entries []cacheindex.TagEntry
-		err := o.index.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
+		err := o.index.Tags(ctx, func(up, repo, tag string, e cacheindex.TagEntry) error {
 			refs, entries = append(refs, TagRef{up, repo, tag}), append(entries, e)
 			return nil
 		})
@@ -123,7 +123,7 @@ func (o *Ops) exportTags(req ExportRequest) ([]TagRef, []cacheindex.TagEntry, er
 		if t.Digest != "" || t.Tag == "" {
 			return nil, nil, fmt.Errorf("%s: name a tag to export (alpine:3.20), or none for every cached tag", t.Raw)
 		}
-		ref, e, err := o.matchTag(t)
+		ref, e, err := o.matchTag(ctx, t)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -151,7 +151,7 @@ func (o *Ops) reach(ctx context.Context, root digest.Digest, seen map[digest.Dig
 			return nil, 0, err
 		}
 		out = append(out, d)
-		m, ok, err := o.index.Manifest(d)
+		m, ok, err := o.index.Manifest(ctx, d)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -345,7 +345,7 @@ func (o *Ops) recordBundle(ctx context.Context, idx *v1.Index, sizes map[digest.
 	}
 	for d, n := range sizes {
 		if _, m := manifests[d]; !m {
-			if err := o.index.PutBlob(d, n); err != nil {
+			if err := o.index.PutBlob(ctx, d, n); err != nil {
 				return err
 			}
 		}
@@ -369,7 +369,7 @@ func (o *Ops) recordBundle(ctx context.Context, idx *v1.Index, sizes map[digest.
 		}
 		for _, d := range order {
 			if reach[d] {
-				if err := o.index.PutManifest(t.ref.Upstream, t.ref.Repository, d, manifests[d]); err != nil {
+				if err := o.index.PutManifest(ctx, t.ref.Upstream, t.ref.Repository, d, manifests[d]); err != nil {
 					return err
 				}
 			}
@@ -378,16 +378,16 @@ func (o *Ops) recordBundle(ctx context.Context, idx *v1.Index, sizes map[digest.
 			if _, held := sizes[d]; !held {
 				continue
 			}
-			if err := o.index.PutOrigin(t.ref.Upstream, d); err != nil {
+			if err := o.index.PutOrigin(ctx, t.ref.Upstream, d); err != nil {
 				return err
 			}
-			if err := o.index.PutHolds(t.ref.Upstream, t.ref.Repository, d); err != nil {
+			if err := o.index.PutHolds(ctx, t.ref.Upstream, t.ref.Repository, d); err != nil {
 				return err
 			}
 		}
 		now := o.Now()
 		m := manifests[t.desc.Digest]
-		if err := o.index.PutTag(t.ref.Upstream, t.ref.Repository, t.ref.Tag, cacheindex.TagEntry{Digest: t.desc.Digest,
+		if err := o.index.PutTag(ctx, t.ref.Upstream, t.ref.Repository, t.ref.Tag, cacheindex.TagEntry{Digest: t.desc.Digest,
 			MediaType: m.MediaType, Size: m.Size, Fetched: now, Checked: now}); err != nil {
 			return err
 		}
@@ -397,7 +397,7 @@ func (o *Ops) recordBundle(ctx context.Context, idx *v1.Index, sizes map[digest.
 		res.Tags = append(res.Tags, t.ref)
 	}
 	slices.SortFunc(res.Tags, func(a, b TagRef) int { return strings.Compare(a.String(), b.String()) })
-	return o.index.Flush()
+	return o.index.Flush(ctx)
 }
 
 // bundleManifest reads d from the store if it is a manifest (a JSON

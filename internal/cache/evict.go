@@ -104,12 +104,12 @@ func NewEvictor(store blobstore.Store, index cacheindex.Backend, cfg EvictorConf
 	e.maxSize.Store(cfg.MaxSize)
 	e.maxAge.Store(int64(cfg.MaxAge))
 	opsCfg.Log, opsCfg.Now, opsCfg.Lock, opsCfg.Totals = cfg.Log, cfg.Now, &e.mu, e.Totals
-	opsCfg.Protected = func() (map[digest.Digest]bool, error) {
-		_, p, err := e.protected()
+	opsCfg.Protected = func(ctx context.Context) (map[digest.Digest]bool, error) {
+		_, p, err := e.protected(ctx)
 		return p, err
 	}
-	opsCfg.Pinned = func() (map[digest.Digest]bool, error) {
-		p, _, err := RulePolicy(index, cfg.Rules())
+	opsCfg.Pinned = func(ctx context.Context) (map[digest.Digest]bool, error) {
+		p, _, err := RulePolicy(ctx, index, cfg.Rules())
 		return p, err
 	}
 	e.ops = NewOps(store, index, opsCfg)
@@ -193,15 +193,15 @@ func (e *Evictor) evict(ctx context.Context) (int, int64, error) {
 		e.over.Store(false) // within the cap (or none), pinned images too
 		return 0, 0, nil
 	}
-	down, protected, err := e.protected()
+	down, protected, err := e.protected(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
-	pinned, maxAgeOf, err := RulePolicy(e.index, rs)
+	pinned, maxAgeOf, err := RulePolicy(ctx, e.index, rs)
 	if err != nil {
 		return 0, 0, err
 	}
-	p, err := e.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: maxAge, Protected: protected,
+	p, err := e.index.EvictionPlan(ctx, cacheindex.EvictPolicy{MaxSize: maxSize, MaxAge: maxAge, Protected: protected,
 		Pinned: pinned, MaxAgeOf: maxAgeOf}, e.cfg.Now())
 	if err != nil {
 		return 0, 0, err
@@ -209,7 +209,7 @@ func (e *Evictor) evict(ctx context.Context) (int, int64, error) {
 	e.notePins(p, maxSize)
 	if len(p.LostProtected) > 0 {
 		e.cfg.Log.Warn("storage.max_size evicts content of tags whose upstream is down: they lost their offline copy",
-			slog.Int("blobs", len(p.LostProtected)), slog.Any("tags", e.lostTags(p.LostProtected, down)))
+			slog.Int("blobs", len(p.LostProtected)), slog.Any("tags", e.lostTags(ctx, p.LostProtected, down)))
 	}
 	n, freed, err := e.ops.Delete(ctx, p.Evict)
 	if n > 0 {
@@ -252,13 +252,13 @@ func (e *Evictor) notePins(p cacheindex.Plan, maxSize int64) {
 // (cacheindex.EvictPolicy.Protected). The plan resolves what they reach
 // from the graph it loads anyway: a walk here, one index lookup per
 // digest, took 3.3 s of a 7 s pass over a million blobs.
-func (e *Evictor) protected() (map[string]bool, map[digest.Digest]bool, error) {
+func (e *Evictor) protected(ctx context.Context) (map[string]bool, map[digest.Digest]bool, error) {
 	down := e.cfg.Down()
 	if len(down) == 0 {
 		return down, nil, nil
 	}
 	protected := map[digest.Digest]bool{}
-	err := e.index.Tags(func(up, _, _ string, t cacheindex.TagEntry) error {
+	err := e.index.Tags(ctx, func(up, _, _ string, t cacheindex.TagEntry) error {
 		if down[up] {
 			protected[t.Digest] = true
 		}
@@ -269,7 +269,7 @@ func (e *Evictor) protected() (map[string]bool, map[digest.Digest]bool, error) {
 
 // lostTags names (up to maxNamedTags) the tags of down upstreams that
 // lost their offline copy: something they reach is in lost.
-func (e *Evictor) lostTags(lostDigests []digest.Digest, down map[string]bool) []string {
+func (e *Evictor) lostTags(ctx context.Context, lostDigests []digest.Digest, down map[string]bool) []string {
 	lost := map[digest.Digest]bool{}
 	for _, d := range lostDigests {
 		lost[d] = true
@@ -279,7 +279,7 @@ func (e *Evictor) lostTags(lostDigests []digest.Digest, down map[string]bool) []
 		d        digest.Digest
 	}
 	var candidates []downTag
-	_ = e.index.Tags(func(up, repo, tag string, t cacheindex.TagEntry) error {
+	_ = e.index.Tags(ctx, func(up, repo, tag string, t cacheindex.TagEntry) error {
 		if down[up] && len(candidates) < maxNamedTags {
 			candidates = append(candidates, downTag{up + "/" + repo + ":" + tag, up, t.Digest})
 		}
@@ -287,7 +287,7 @@ func (e *Evictor) lostTags(lostDigests []digest.Digest, down map[string]bool) []
 	})
 	var tags []string
 	for _, c := range candidates { // a tag lost its copy if anything it reaches goes
-		reach, err := e.index.Reachable(func(up string, t cacheindex.TagEntry) bool { return up == c.up && t.Digest == c.d })
+		reach, err := e.index.Reachable(ctx, func(up string, t cacheindex.TagEntry) bool { return up == c.up && t.Digest == c.d })
 		if err != nil {
 			break
 		}
@@ -315,7 +315,7 @@ func (e *Evictor) Totals() cacheindex.Totals {
 		if e.cfg.Cluster != nil { // before the count: commits after it are counted twice at worst
 			base, baseOK = e.cfg.Cluster.Committed(context.Background(), 0)
 		}
-		t, err := cacheindex.Count(e.index)
+		t, err := cacheindex.Count(context.Background(), e.index) // no request's: a count shared by whoever asks next
 		e.shared.at = time.Now()
 		if err != nil { // a part is not the count: keep the last one
 			e.cfg.Log.Warn("count the shared index", slog.Any("error", err))

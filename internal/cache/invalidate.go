@@ -29,20 +29,20 @@ type InvalidateResult struct {
 // immutable rules included) whatever its freshness. The entry and the
 // content stay: if the upstream cannot be reached, the tag is still
 // served stale, as any tag is. A pull in flight finishes with what it read.
-func (o *Ops) Invalidate(_ context.Context, req InvalidateRequest) (InvalidateResult, error) {
+func (o *Ops) Invalidate(ctx context.Context, req InvalidateRequest) (InvalidateResult, error) {
 	var res InvalidateResult
 	for _, t := range req.Targets {
 		if t.Digest != "" {
 			return res, fmt.Errorf("%s: name a tag or a repository; content by digest never changes (cache rm deletes it)", t.Raw)
 		}
-		refs, entries, err := o.invalidTargets(t)
+		refs, entries, err := o.invalidTargets(ctx, t)
 		if err != nil {
 			return res, err
 		}
 		for i, ref := range refs {
 			e := entries[i]
 			e.Checked = time.Time{}
-			if err := o.index.PutTag(ref.Upstream, ref.Repository, ref.Tag, e); err != nil {
+			if err := o.index.PutTag(ctx, ref.Upstream, ref.Repository, ref.Tag, e); err != nil {
 				return res, fmt.Errorf("invalidate tag %s: %w", ref, err)
 			}
 			if o.ForgetTag != nil {
@@ -55,15 +55,15 @@ func (o *Ops) Invalidate(_ context.Context, req InvalidateRequest) (InvalidateRe
 }
 
 // invalidTargets are the cached tags a target names.
-func (o *Ops) invalidTargets(t RemoveTarget) ([]TagRef, []cacheindex.TagEntry, error) {
+func (o *Ops) invalidTargets(ctx context.Context, t RemoveTarget) ([]TagRef, []cacheindex.TagEntry, error) {
 	if t.Tag != "" {
-		ref, e, err := o.matchTag(t)
+		ref, e, err := o.matchTag(ctx, t)
 		return []TagRef{ref}, []cacheindex.TagEntry{e}, err
 	}
 	var refs []TagRef
 	var entries []cacheindex.TagEntry
 	ups := map[string]bool{}
-	err := o.repoTags(oci.CanonicalRegistry(t.Registry), "", func(up, repo, tag string, e cacheindex.TagEntry) error {
+	err := o.repoTags(ctx, oci.CanonicalRegistry(t.Registry), "", func(up, repo, tag string, e cacheindex.TagEntry) error {
 		if repo == t.Repo || repo == oci.HubRepository(up, t.Repo) {
 			refs, entries, ups[up] = append(refs, TagRef{Upstream: up, Repository: repo, Tag: tag}), append(entries, e), true
 		}

@@ -160,7 +160,7 @@ func (r VerifyReport) OK() bool { return len(r.Corrupt) == 0 && len(r.Dropped) =
 // server does at start-up after a crash. progress, if not nil, is told of
 // each file hashed and each damage as it is found.
 func (c *Cache) Verify(ctx context.Context, progress func(VerifyEvent)) (VerifyReport, error) {
-	before, err := c.blobSet()
+	before, err := c.blobSet(ctx)
 	if err != nil {
 		return VerifyReport{}, err
 	}
@@ -171,7 +171,7 @@ func (c *Cache) Verify(ctx context.Context, progress func(VerifyEvent)) (VerifyR
 	if err := Reconcile(ctx, c.store, c.index, c.log); err != nil {
 		return r, err
 	}
-	after, err := c.blobSet()
+	after, err := c.blobSet(ctx)
 	if err != nil {
 		return r, err
 	}
@@ -185,16 +185,16 @@ func (c *Cache) Verify(ctx context.Context, progress func(VerifyEvent)) (VerifyR
 }
 
 // blobSet is every blob and manifest the index holds.
-func (c *Cache) blobSet() (map[digest.Digest]bool, error) {
+func (c *Cache) blobSet(ctx context.Context) (map[digest.Digest]bool, error) {
 	out := map[digest.Digest]bool{}
-	err := c.index.Blobs(func(d digest.Digest, _ cacheindex.BlobEntry) error {
+	err := c.index.Blobs(ctx, func(d digest.Digest, _ cacheindex.BlobEntry) error {
 		out[d] = true
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	err = c.index.Manifests(func(d digest.Digest, _ cacheindex.ManifestEntry) error {
+	err = c.index.Manifests(ctx, func(d digest.Digest, _ cacheindex.ManifestEntry) error {
 		out[d] = true
 		return nil
 	})

@@ -59,7 +59,7 @@ func TestPruneFinishesOnceBegun(t *testing.T) {
 		blobs[i] = cacheindex.BatchBlob{Digest: digest.FromString(strconv.Itoa(i)), Entry: cacheindex.BlobEntry{Size: 100, Created: at, LastAccess: at}}
 	}
 	slices.SortFunc(blobs, func(a, b cacheindex.BatchBlob) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
-	if err := ix.PutBatch(cacheindex.Batch{Blobs: blobs}); err != nil {
+	if err := ix.PutBatch(t.Context(), cacheindex.Batch{Blobs: blobs}); err != nil {
 		t.Fatal(err)
 	}
 	if err := ix.Close(); err != nil {

@@ -207,7 +207,7 @@ type OpsConfig struct {
 	Lock *sync.Mutex
 	// Protected is the content of tags whose upstream is down (nil
 	// offline, where that is not known).
-	Protected func() (map[digest.Digest]bool, error)
+	Protected func(ctx context.Context) (map[digest.Digest]bool, error)
 	// Deleted is told of files deleted, so the server can run its
 	// bookkeeping.
 	Deleted func()
@@ -222,7 +222,7 @@ type OpsConfig struct {
 	Missing func() []Missed
 	// Pinned are the manifests rules pin: a prune keeps their images, as
 	// eviction does.
-	Pinned func() (map[digest.Digest]bool, error)
+	Pinned func(ctx context.Context) (map[digest.Digest]bool, error)
 }
 
 // NewOps returns the cache operations on store and index.
@@ -244,25 +244,25 @@ type (
 	totaler      interface{ Totals() cacheindex.Totals }
 	pageReleaser interface{ ReleasePages() }
 	batchDeleter interface {
-		DeleteBlobs(ds []digest.Digest) (int64, error)
+		DeleteBlobs(ctx context.Context, ds []digest.Digest) (int64, error)
 	}
 	repoTagger interface {
-		RepoTags(upstream, repo string, fn func(upstream, repo, tag string, e cacheindex.TagEntry) error) error
+		RepoTags(ctx context.Context, upstream, repo string, fn func(upstream, repo, tag string, e cacheindex.TagEntry) error) error
 	}
 	imagePlanner interface {
-		ImagePlan(root digest.Digest) (cacheindex.Plan, bool, error)
+		ImagePlan(ctx context.Context, root digest.Digest) (cacheindex.Plan, bool, error)
 	}
 )
 
 // totals are the index's totals, however it can give them.
-func (o *Ops) totals() cacheindex.Totals {
+func (o *Ops) totals(ctx context.Context) cacheindex.Totals {
 	if o.Totals != nil {
 		return o.Totals()
 	}
 	if t, ok := o.index.(totaler); ok {
 		return t.Totals()
 	}
-	t, err := cacheindex.Count(o.index)
+	t, err := cacheindex.Count(ctx, o.index)
 	if err != nil {
 		o.Log.Warn("count the cache index", slog.Any("error", err))
 	}
@@ -277,18 +277,18 @@ func (o *Ops) releasePages() {
 
 // deleteEntries drops the blob and manifest entries of ds; it returns the
 // bytes they held.
-func (o *Ops) deleteEntries(ds []digest.Digest) (int64, error) {
+func (o *Ops) deleteEntries(ctx context.Context, ds []digest.Digest) (int64, error) {
 	if b, ok := o.index.(batchDeleter); ok {
-		return b.DeleteBlobs(ds)
+		return b.DeleteBlobs(ctx, ds)
 	}
 	var size int64
 	for _, d := range ds {
-		if e, ok, err := o.index.Blob(d); err == nil && ok {
+		if e, ok, err := o.index.Blob(ctx, d); err == nil && ok {
 			size += e.Size
-		} else if m, ok, err := o.index.Manifest(d); err == nil && ok {
+		} else if m, ok, err := o.index.Manifest(ctx, d); err == nil && ok {
 			size += m.Size
 		}
-		if err := o.index.DeleteBlob(d); err != nil {
+		if err := o.index.DeleteBlob(ctx, d); err != nil {
 			return size, err
 		}
 	}
@@ -296,9 +296,9 @@ func (o *Ops) deleteEntries(ds []digest.Digest) (int64, error) {
 }
 
 // repoTags calls fn for the tags of upstream (all when "") and repo.
-func (o *Ops) repoTags(upstream, repo string, fn func(upstream, repo, tag string, e cacheindex.TagEntry) error) error {
+func (o *Ops) repoTags(ctx context.Context, upstream, repo string, fn func(upstream, repo, tag string, e cacheindex.TagEntry) error) error {
 	if r, ok := o.index.(repoTagger); ok {
-		return r.RepoTags(upstream, repo, fn)
+		return r.RepoTags(ctx, upstream, repo, fn)
 	}
 	type row struct {
 		up, repo, tag string
@@ -306,7 +306,7 @@ func (o *Ops) repoTags(upstream, repo string, fn func(upstream, repo, tag string
 	}
 	var rows []row
 	seen := map[string]bool{}
-	err := o.index.Tags(func(up, rp, tag string, e cacheindex.TagEntry) error {
+	err := o.index.Tags(ctx, func(up, rp, tag string, e cacheindex.TagEntry) error {
 		k := up + "\x00" + rp + "\x00" + tag
 		if (upstream == "" || up == upstream) && (repo == "" || rp == repo) && !seen[k] {
 			seen[k] = true
@@ -328,22 +328,22 @@ func (o *Ops) repoTags(upstream, repo string, fn func(upstream, repo, tag string
 	return nil
 }
 
-func (o *Ops) imagePlan(root digest.Digest) (cacheindex.Plan, bool, error) {
+func (o *Ops) imagePlan(ctx context.Context, root digest.Digest) (cacheindex.Plan, bool, error) {
 	if p, ok := o.index.(imagePlanner); ok {
-		return p.ImagePlan(root)
+		return p.ImagePlan(ctx, root)
 	}
-	return cacheindex.ImagePlanOf(o.index, root)
+	return cacheindex.ImagePlanOf(ctx, o.index, root)
 }
 
 // List answers `cache ls`.
-func (o *Ops) List(_ context.Context, opt ListOptions) (Listing, error) {
+func (o *Ops) List(ctx context.Context, opt ListOptions) (Listing, error) {
 	if opt.Missing {
 		if o.Missing == nil {
 			return Listing{}, errors.New("only a running mirror knows what its sealed upstreams were asked for: pass --admin")
 		}
-		return Listing{Missing: o.Missing(), Totals: o.totals()}, nil
+		return Listing{Missing: o.Missing(), Totals: o.totals(ctx)}, nil
 	}
-	if err := o.index.Flush(); err != nil { // last uses held in memory
+	if err := o.index.Flush(ctx); err != nil { // last uses held in memory
 		return Listing{}, err
 	}
 	// A listing reads entries all over the index file; the kernel maps
@@ -351,12 +351,12 @@ func (o *Ops) List(_ context.Context, opt ListOptions) (Listing, error) {
 	// hundreds of MiB of the file resident in the process (page cache all
 	// the same, but counted in its RSS).
 	defer o.releasePages()
-	l := Listing{Totals: o.totals()}
+	l := Listing{Totals: o.totals(ctx)}
 	if opt.Repository != "" && opt.Upstream == "" {
 		return l, errors.New("a repository filter needs its upstream too (--upstream docker.io --repository library/alpine)")
 	}
 	if opt.Blobs {
-		err := o.index.Blobs(func(d digest.Digest, e cacheindex.BlobEntry) error {
+		err := o.index.Blobs(ctx, func(d digest.Digest, e cacheindex.BlobEntry) error {
 			l.Blobs = append(l.Blobs, BlobRow{Digest: d, Size: e.Size, LastAccess: e.LastAccess, Created: e.Created})
 			return nil
 		})
@@ -376,7 +376,7 @@ func (o *Ops) List(_ context.Context, opt ListOptions) (Listing, error) {
 	// The tags first, then each image measured: a lookup inside RepoTags's
 	// read transaction would open another while one is open, which waits
 	// forever behind a commit that remaps the file.
-	err := o.repoTags(opt.Upstream, opt.Repository, func(up, repo, tag string, e cacheindex.TagEntry) error {
+	err := o.repoTags(ctx, opt.Upstream, opt.Repository, func(up, repo, tag string, e cacheindex.TagEntry) error {
 		im := ImageEntry{Upstream: up, Repository: repo, Tag: tag, Digest: e.Digest, MediaType: e.MediaType, Fetched: e.Fetched, Checked: e.Checked}
 		if o.Rule != nil {
 			im.Rule = o.Rule(up, repo, tag)
@@ -396,7 +396,7 @@ func (o *Ops) List(_ context.Context, opt ListOptions) (Listing, error) {
 			// (process and file pages), for 10-20 ms more per listing.
 			o.releasePages()
 		}
-		if err := o.measure(&l.Images[i]); err != nil {
+		if err := o.measure(ctx, &l.Images[i]); err != nil {
 			return l, err
 		}
 	}
@@ -413,7 +413,7 @@ func (o *Ops) List(_ context.Context, opt ListOptions) (Listing, error) {
 }
 
 // measure fills in an image's stored size and last use from the index.
-func (o *Ops) measure(im *ImageEntry) error {
+func (o *Ops) measure(ctx context.Context, im *ImageEntry) error {
 	seen := map[digest.Digest]bool{}
 	stack := []digest.Digest{im.Digest}
 	for len(stack) > 0 {
@@ -423,7 +423,7 @@ func (o *Ops) measure(im *ImageEntry) error {
 			continue
 		}
 		seen[d] = true
-		if m, ok, err := o.index.Manifest(d); err != nil {
+		if m, ok, err := o.index.Manifest(ctx, d); err != nil {
 			return err
 		} else if ok {
 			if d == im.Digest {
@@ -439,7 +439,7 @@ func (o *Ops) measure(im *ImageEntry) error {
 		if d == im.Digest {
 			continue
 		}
-		b, ok, err := o.index.Blob(d)
+		b, ok, err := o.index.Blob(ctx, d)
 		switch {
 		case err != nil:
 			return err
@@ -468,30 +468,30 @@ func (o *Ops) Remove(ctx context.Context, req RemoveRequest) (RemoveResult, erro
 			res.Removed = append(res.Removed, r)
 			continue
 		}
-		ref, e, err := o.matchTag(t)
+		ref, e, err := o.matchTag(ctx, t)
 		if err != nil {
 			return res, err
 		}
 		r := Removed{Tag: ref.String(), Digest: e.Digest}
 		if !req.DryRun {
-			if err := o.index.DeleteTag(ref.Upstream, ref.Repository, ref.Tag); err != nil {
+			if err := o.index.DeleteTag(ctx, ref.Upstream, ref.Repository, ref.Tag); err != nil {
 				return res, fmt.Errorf("forget tag %s: %w", ref, err)
 			}
 		}
-		if other, err := o.otherTag(ref, e.Digest); err != nil {
+		if other, err := o.otherTag(ctx, ref, e.Digest); err != nil {
 			return res, err
 		} else if other != "" {
 			r.KeptBy = "tag " + other + " points to the same image"
 			res.Removed = append(res.Removed, r)
 			continue
 		}
-		plan, top, err := o.imagePlan(e.Digest)
+		plan, top, err := o.imagePlan(ctx, e.Digest)
 		if err != nil {
 			return res, err
 		}
 		if !top {
 			r.KeptBy = "an index stored in the cache references it"
-			if _, ok, _ := o.index.Manifest(e.Digest); !ok {
+			if _, ok, _ := o.index.Manifest(ctx, e.Digest); !ok {
 				r.KeptBy = "its manifest is not stored"
 			}
 		}
@@ -503,7 +503,7 @@ func (o *Ops) Remove(ctx context.Context, req RemoveRequest) (RemoveResult, erro
 		}
 		res.Removed = append(res.Removed, r)
 	}
-	res.Totals = o.totals()
+	res.Totals = o.totals(ctx)
 	return res, nil
 }
 
@@ -522,11 +522,11 @@ func (o *Ops) removeDigest(ctx context.Context, t RemoveTarget, dryRun bool) (Re
 	if err != nil && !errors.Is(err, blobstore.ErrNotFound) {
 		return Removed{}, err
 	}
-	_, inBlobs, err := o.index.Blob(d)
+	_, inBlobs, err := o.index.Blob(ctx, d)
 	if err != nil {
 		return Removed{}, err
 	}
-	_, inManifests, err := o.index.Manifest(d)
+	_, inManifests, err := o.index.Manifest(ctx, d)
 	if err != nil {
 		return Removed{}, err
 	}
@@ -576,7 +576,7 @@ func (o *Ops) Delete(ctx context.Context, ds []digest.Digest) (int, int64, error
 	for len(ds) > 0 {
 		chunk := ds[:min(batch, len(ds))]
 		ds = ds[len(chunk):]
-		size, err := o.deleteEntries(chunk)
+		size, err := o.deleteEntries(ctx, chunk)
 		if err != nil {
 			return n, freed, err
 		}
@@ -600,11 +600,11 @@ func (o *Ops) Delete(ctx context.Context, ds []digest.Digest) (int, int64, error
 }
 
 // matchTag finds the index's one tag for a target as a user names it.
-func (o *Ops) matchTag(t RemoveTarget) (TagRef, cacheindex.TagEntry, error) {
+func (o *Ops) matchTag(ctx context.Context, t RemoveTarget) (TagRef, cacheindex.TagEntry, error) {
 	reg := oci.CanonicalRegistry(t.Registry)
 	var refs []TagRef
 	var entries []cacheindex.TagEntry
-	err := o.repoTags(reg, "", func(up, repo, tag string, e cacheindex.TagEntry) error {
+	err := o.repoTags(ctx, reg, "", func(up, repo, tag string, e cacheindex.TagEntry) error {
 		if tag != t.Tag {
 			return nil
 		}
@@ -631,9 +631,9 @@ func (o *Ops) matchTag(t RemoveTarget) (TagRef, cacheindex.TagEntry, error) {
 }
 
 // otherTag names another tag pointing to d, or "".
-func (o *Ops) otherTag(not TagRef, d digest.Digest) (string, error) {
+func (o *Ops) otherTag(ctx context.Context, not TagRef, d digest.Digest) (string, error) {
 	other := ""
-	err := o.index.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
+	err := o.index.Tags(ctx, func(up, repo, tag string, e cacheindex.TagEntry) error {
 		if e.Digest == d && (TagRef{up, repo, tag}) != not && other == "" {
 			other = TagRef{up, repo, tag}.String()
 		}
@@ -653,23 +653,23 @@ func (o *Ops) Prune(ctx context.Context, req PruneRequest) (PruneResult, error) 
 	var protected map[digest.Digest]bool
 	if o.Protected != nil {
 		var err error
-		if protected, err = o.Protected(); err != nil {
+		if protected, err = o.Protected(ctx); err != nil {
 			return PruneResult{}, err
 		}
 	}
 	var pinned map[digest.Digest]bool
 	if o.Pinned != nil {
 		var err error
-		if pinned, err = o.Pinned(); err != nil {
+		if pinned, err = o.Pinned(ctx); err != nil {
 			return PruneResult{}, err
 		}
 	}
-	plan, err := o.index.EvictionPlan(cacheindex.EvictPolicy{MaxSize: req.ToSize, LowWater: req.ToSize, MaxAge: req.OlderThan, Protected: protected, Pinned: pinned}, o.Now())
+	plan, err := o.index.EvictionPlan(ctx, cacheindex.EvictPolicy{MaxSize: req.ToSize, LowWater: req.ToSize, MaxAge: req.OlderThan, Protected: protected, Pinned: pinned}, o.Now())
 	if err != nil {
 		return PruneResult{}, err
 	}
 	res := PruneResult{DryRun: req.DryRun, Files: len(plan.Evict)}
-	names, err := o.tagNames(plan.Images)
+	names, err := o.tagNames(ctx, plan.Images)
 	if err != nil {
 		return res, err
 	}
@@ -682,12 +682,12 @@ func (o *Ops) Prune(ctx context.Context, req PruneRequest) (PruneResult, error) 
 			return res, err
 		}
 	}
-	res.Totals = o.totals()
+	res.Totals = o.totals(ctx)
 	return res, nil
 }
 
 // tagNames names the tags pointing to each image root.
-func (o *Ops) tagNames(imgs []cacheindex.EvictedImage) (map[digest.Digest][]string, error) {
+func (o *Ops) tagNames(ctx context.Context, imgs []cacheindex.EvictedImage) (map[digest.Digest][]string, error) {
 	out := map[digest.Digest][]string{}
 	roots := map[digest.Digest]bool{}
 	for _, im := range imgs {
@@ -698,7 +698,7 @@ func (o *Ops) tagNames(imgs []cacheindex.EvictedImage) (map[digest.Digest][]stri
 	if len(roots) == 0 {
 		return out, nil
 	}
-	err := o.index.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
+	err := o.index.Tags(ctx, func(up, repo, tag string, e cacheindex.TagEntry) error {
 		if roots[e.Digest] && len(out[e.Digest]) < 10 {
 			out[e.Digest] = append(out[e.Digest], TagRef{up, repo, tag}.String())
 		}
@@ -734,7 +734,7 @@ func (o *Ops) Verify(ctx context.Context, progress func(VerifyEvent)) (VerifyRep
 	}
 	tell()
 	for _, f := range files {
-		entry, indexed, _ := o.index.Blob(f.d)
+		entry, indexed, _ := o.index.Blob(ctx, f.d)
 		err := verify(ctx, o.store, f.d, f.size, nil)
 		switch {
 		case err == nil:
@@ -746,7 +746,7 @@ func (o *Ops) Verify(ctx context.Context, progress func(VerifyEvent)) (VerifyRep
 			}
 			o.Log.Error("a cache file does not hash to its digest: set aside and dropped, the next request fetches it again",
 				slog.String("digest", f.d.String()), slog.String("quarantine", where))
-			if err := o.index.DeleteBlob(f.d); err != nil {
+			if err := o.index.DeleteBlob(ctx, f.d); err != nil {
 				return r, err
 			}
 			if o.Forget != nil {
@@ -787,13 +787,13 @@ func (o *Ops) dropLost(ctx context.Context, r *VerifyReport) error {
 			gone = append(gone, d)
 		}
 	}
-	if err := o.index.Blobs(func(d digest.Digest, _ cacheindex.BlobEntry) error { check(d); return nil }); err != nil {
+	if err := o.index.Blobs(ctx, func(d digest.Digest, _ cacheindex.BlobEntry) error { check(d); return nil }); err != nil {
 		return err
 	}
-	if err := o.index.Manifests(func(d digest.Digest, _ cacheindex.ManifestEntry) error { check(d); return nil }); err != nil {
+	if err := o.index.Manifests(ctx, func(d digest.Digest, _ cacheindex.ManifestEntry) error { check(d); return nil }); err != nil {
 		return err
 	}
-	if _, err := o.deleteEntries(gone); err != nil {
+	if _, err := o.deleteEntries(ctx, gone); err != nil {
 		return err
 	}
 	if o.Forget != nil {
@@ -812,7 +812,7 @@ type quarantineCounter interface {
 
 // Stats answers `cache stats`.
 func (o *Ops) Stats(ctx context.Context) (CacheStats, error) {
-	st := CacheStats{Totals: o.totals()}
+	st := CacheStats{Totals: o.totals(ctx)}
 	q, ok := o.store.(quarantineCounter)
 	if !ok {
 		return st, nil

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -115,10 +116,10 @@ func image(t *testing.T, b backend, repo string, layers ...digest.Digest) digest
 	}
 	body, _ := json.Marshal(m)
 	d := put(t, b.store, body)
-	if err := b.index.PutManifest("docker.io", repo, d, cacheindex.ManifestEntry{MediaType: m.MediaType, Size: int64(len(body)), Refs: layers}); err != nil {
+	if err := b.index.PutManifest(t.Context(), "docker.io", repo, d, cacheindex.ManifestEntry{MediaType: m.MediaType, Size: int64(len(body)), Refs: layers}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.index.PutTag("docker.io", repo, "v1", cacheindex.TagEntry{Digest: d, MediaType: m.MediaType, Fetched: time.Now(), Checked: time.Now()}); err != nil {
+	if err := b.index.PutTag(t.Context(), "docker.io", repo, "v1", cacheindex.TagEntry{Digest: d, MediaType: m.MediaType, Fetched: time.Now(), Checked: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	b.index.Touch(d)
@@ -129,7 +130,7 @@ func runOps(t *testing.T, b backend) {
 	ctx := t.Context()
 	blob := func(seed uint64) digest.Digest {
 		d := put(t, b.store, blobstoretest.RandBytes(seed, 100<<10))
-		if err := b.index.PutBlob(d, 100<<10); err != nil {
+		if err := b.index.PutBlob(ctx, d, 100<<10); err != nil {
 			t.Fatal(err)
 		}
 		return d
@@ -182,7 +183,7 @@ func runOps(t *testing.T, b backend) {
 	if !slices.Equal(rep.Corrupt, []digest.Digest{onlyB}) || !slices.Equal(damaged, []digest.Digest{onlyB}) {
 		t.Errorf("verify: corrupt %v, events %v", rep.Corrupt, damaged)
 	}
-	if _, ok, _ := b.index.Blob(onlyB); ok {
+	if _, ok, _ := b.index.Blob(ctx, onlyB); ok {
 		t.Error("verify kept the damaged blob's entry")
 	}
 	st, err := ops.Stats(ctx)
@@ -196,7 +197,7 @@ func runOps(t *testing.T, b backend) {
 	// The scrub finds damage on this store too.
 	b.damage(t, shared)
 	var forgot []digest.Digest
-	s := NewScrub(b.store, Pace{time.Millisecond, 1 << 30}, func(d digest.Digest) { forgot = append(forgot, d) }) // a pass at 1 GiB/s
+	s := NewScrub(b.store, Pace{time.Millisecond, 1 << 30}, func(_ context.Context, d digest.Digest) { forgot = append(forgot, d) }) // a pass at 1 GiB/s
 	if _, err := s.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func runEvict(t *testing.T, b backend) {
 	ctx := t.Context()
 	blob := func(seed uint64) digest.Digest {
 		d := put(t, b.store, blobstoretest.RandBytes(seed, 100<<10))
-		if err := b.index.PutBlob(d, 100<<10); err != nil {
+		if err := b.index.PutBlob(ctx, d, 100<<10); err != nil {
 			t.Fatal(err)
 		}
 		return d
@@ -236,7 +237,7 @@ func runEvict(t *testing.T, b backend) {
 	time.Sleep(5 * time.Millisecond) // b is used after a
 	mb := image(t, b, "library/b", cfgB, shared, onlyB)
 	b.index.TouchAll([]digest.Digest{cfgB, shared, onlyB})
-	if err := b.index.Flush(); err != nil {
+	if err := b.index.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	var forgot []digest.Digest

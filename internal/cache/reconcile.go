@@ -21,7 +21,7 @@ import (
 // local crash to repair: the server does not call it there.
 func Reconcile(ctx context.Context, store blobstore.Store, index cacheindex.Backend, log *slog.Logger) error {
 	var gone []digest.Digest
-	err := index.Blobs(func(d digest.Digest, _ cacheindex.BlobEntry) error {
+	err := index.Blobs(ctx, func(d digest.Digest, _ cacheindex.BlobEntry) error {
 		if _, err := store.Stat(ctx, d); err != nil {
 			gone = append(gone, d)
 		}
@@ -31,7 +31,7 @@ func Reconcile(ctx context.Context, store blobstore.Store, index cacheindex.Back
 		return fmt.Errorf("reconcile index: %w", err)
 	}
 	for _, d := range gone {
-		if err := index.DeleteBlob(d); err != nil {
+		if err := index.DeleteBlob(ctx, d); err != nil {
 			return err
 		}
 	}
@@ -41,8 +41,8 @@ func Reconcile(ctx context.Context, store blobstore.Store, index cacheindex.Back
 	}
 	var orphans []file
 	err = store.Walk(ctx, func(d digest.Digest, size int64) error {
-		_, isBlob, _ := index.Blob(d)
-		_, isManifest, _ := index.Manifest(d)
+		_, isBlob, _ := index.Blob(ctx, d)
+		_, isManifest, _ := index.Manifest(ctx, d)
 		if !isBlob && !isManifest {
 			orphans = append(orphans, file{d, size})
 		}
@@ -82,9 +82,9 @@ func adopt(ctx context.Context, store blobstore.Store, index cacheindex.Backend,
 			body, rerr := io.ReadAll(io.LimitReader(b, oci.MaxManifestSize))
 			b.Close()
 			if mt, ok := oci.SniffManifest(body); rerr == nil && ok {
-				return index.PutManifestEntry(d, cacheindex.ManifestEntry{MediaType: mt, Size: size, Refs: oci.References(body)})
+				return index.PutManifestEntry(ctx, d, cacheindex.ManifestEntry{MediaType: mt, Size: size, Refs: oci.References(body)})
 			}
 		}
 	}
-	return index.PutBlob(d, size)
+	return index.PutBlob(ctx, d, size)
 }

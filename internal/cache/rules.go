@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -13,12 +14,12 @@ import (
 // manifests a rule pins, and the max_age rules give tagged manifests (the
 // longest when several tags of one image say different things). Both are
 // nil when no rule pins or sets an age.
-func RulePolicy(ix cacheindex.Backend, rs *rules.Set) (pinned map[digest.Digest]bool, ages map[digest.Digest]time.Duration, err error) {
+func RulePolicy(ctx context.Context, ix cacheindex.Backend, rs *rules.Set) (pinned map[digest.Digest]bool, ages map[digest.Digest]time.Duration, err error) {
 	if !rs.Pins() && !rs.Ages() {
 		return nil, nil, nil
 	}
 	pinned, ages = map[digest.Digest]bool{}, map[digest.Digest]time.Duration{}
-	err = ix.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
+	err = ix.Tags(ctx, func(up, repo, tag string, e cacheindex.TagEntry) error {
 		r, ok := rs.Match(up, repo, tag)
 		switch {
 		case !ok:
@@ -43,8 +44,8 @@ func (c *Cache) UseRules(rs *rules.Set) {
 		}
 		return ""
 	}
-	c.ops.Pinned = func() (map[digest.Digest]bool, error) {
-		p, _, err := RulePolicy(c.index, rs)
+	c.ops.Pinned = func(ctx context.Context) (map[digest.Digest]bool, error) {
+		p, _, err := RulePolicy(ctx, c.index, rs)
 		return p, err
 	}
 }

@@ -73,7 +73,7 @@ const maxDamaged = 100
 // fetches it again.
 type Scrub struct {
 	store  blobstore.Store
-	forget func(digest.Digest)
+	forget func(context.Context, digest.Digest)
 	log    *slog.Logger
 	// once runs one pass on one replica at a time and reports whether it
 	// ran; nil runs every pass here.
@@ -99,7 +99,7 @@ func WithOnce(once func(ctx context.Context, fn func()) bool) ScrubOption {
 
 // NewScrub returns the scrub of store at pace; forget drops a damaged
 // digest from the index and from memory.
-func NewScrub(store blobstore.Store, pace Pace, forget func(digest.Digest), opts ...ScrubOption) *Scrub {
+func NewScrub(store blobstore.Store, pace Pace, forget func(context.Context, digest.Digest), opts ...ScrubOption) *Scrub {
 	s := &Scrub{store: store, forget: forget, pace: pace, log: slog.New(slog.DiscardHandler),
 		wake: make(chan struct{}, 1)}
 	for _, o := range opts {
@@ -266,7 +266,7 @@ func (s *Scrub) blob(ctx context.Context, d digest.Digest, size int64, pace func
 	}
 	s.log.Error("the background scrub found a damaged cache file: set aside and dropped, the next request fetches it again",
 		slog.String("digest", d.String()), slog.Any("damage", err), slog.String("quarantine", where))
-	s.forget(d)
+	s.forget(context.WithoutCancel(ctx), d) // set aside: its entry goes too, even as the pass ends
 	s.mu.Lock()
 	s.st.DamagedTotal++
 	s.st.Damaged = append(s.st.Damaged, d)

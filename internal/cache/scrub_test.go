@@ -60,7 +60,7 @@ func TestScrubPace(t *testing.T) {
 	}
 	for _, tt := range tests {
 		synctest.Test(t, func(t *testing.T) {
-			s := NewScrub(st, tt.pace, func(digest.Digest) { t.Error("forgot a good blob") })
+			s := NewScrub(st, tt.pace, func(context.Context, digest.Digest) { t.Error("forgot a good blob") })
 			start := time.Now()
 			n, err := s.Pass(t.Context())
 			took := time.Since(start)
@@ -103,7 +103,7 @@ func TestScrubDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var forgot []digest.Digest
-	s := NewScrub(st, Pace{time.Millisecond, 1 << 30}, func(d digest.Digest) { forgot = append(forgot, d) }) // a pass at 1 GiB/s
+	s := NewScrub(st, Pace{time.Millisecond, 1 << 30}, func(_ context.Context, d digest.Digest) { forgot = append(forgot, d) }) // a pass at 1 GiB/s
 	if _, err := s.Pass(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestScrubOffThenOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	put(t, st, []byte("some content"))
-	s := NewScrub(st, Pace{}, func(digest.Digest) {})
+	s := NewScrub(st, Pace{}, func(context.Context, digest.Digest) {})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()

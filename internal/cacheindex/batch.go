@@ -1,6 +1,7 @@
 package cacheindex
 
 import (
+	"context"
 	"encoding/json"
 
 	"github.com/opencontainers/go-digest"
@@ -38,7 +39,7 @@ type BatchTag struct {
 }
 
 // PutBatch writes a Batch in one transaction, keeping the totals.
-func (ix *Index) PutBatch(b Batch) error {
+func (ix *Index) PutBatch(_ context.Context, b Batch) error {
 	var delta Totals
 	err := ix.db.Update(func(tx *bolt.Tx) error {
 		delta = Totals{}

@@ -2,6 +2,7 @@ package cacheindex
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -86,8 +87,8 @@ type EvictedImage struct {
 // its manifests have no access recorded (indexes written before manifests
 // had one). The pass reads every blob and manifest entry once into compact
 // arrays: a million blobs take about 60 MiB for the pass's duration.
-func (ix *Index) EvictionPlan(p EvictPolicy, now time.Time) (Plan, error) {
-	if err := ix.Flush(); err != nil {
+func (ix *Index) EvictionPlan(ctx context.Context, p EvictPolicy, now time.Time) (Plan, error) {
+	if err := ix.Flush(ctx); err != nil {
 		return Plan{}, err
 	}
 	defer lowerGC()()
@@ -341,10 +342,10 @@ func (g *graph) markParents() {
 // graphFrom is the graph of any Backend, read through its interface (a
 // shared index's entries; bbolt reads its pages directly, loadGraph). A
 // scan that gives an entry twice (Redis HSCAN) counts it once.
-func graphFrom(ix Backend) (*graph, error) {
+func graphFrom(ctx context.Context, ix Backend) (*graph, error) {
 	g := &graph{other: map[blobKey]digest.Digest{}}
 	seen := map[digest.Digest]bool{}
-	err := ix.Blobs(func(d digest.Digest, e BlobEntry) error {
+	err := ix.Blobs(ctx, func(d digest.Digest, e BlobEntry) error {
 		if seen[d] {
 			return nil
 		}
@@ -367,7 +368,7 @@ func graphFrom(ix Backend) (*graph, error) {
 	}
 	var ms []entry
 	ids := map[digest.Digest]int32{}
-	err = ix.Manifests(func(d digest.Digest, e ManifestEntry) error {
+	err = ix.Manifests(ctx, func(d digest.Digest, e ManifestEntry) error {
 		if _, ok := ids[d]; !ok {
 			ids[d] = int32(len(ms))
 			ms = append(ms, entry{d, e})
@@ -607,7 +608,7 @@ func (g *graph) plan(p EvictPolicy, now time.Time) Plan {
 // its manifests and the blobs no other image references. A manifest that
 // another stored manifest references (a platform manifest of a kept index)
 // is not a top manifest: the plan is empty, and ok false.
-func (ix *Index) ImagePlan(root digest.Digest) (plan Plan, ok bool, err error) {
+func (ix *Index) ImagePlan(_ context.Context, root digest.Digest) (plan Plan, ok bool, err error) {
 	g, err := ix.loadGraph()
 	if err != nil {
 		return Plan{}, false, err
@@ -659,14 +660,14 @@ func releaseMapping(db *bolt.DB, tx *bolt.Tx) {
 
 // Reachable returns every digest reachable from the tags keep selects:
 // their manifests, platform manifests and blobs.
-func (ix *Index) Reachable(keep func(upstream string, e TagEntry) bool) (map[digest.Digest]bool, error) {
-	return ReachableFrom(ix, keep)
+func (ix *Index) Reachable(ctx context.Context, keep func(upstream string, e TagEntry) bool) (map[digest.Digest]bool, error) {
+	return ReachableFrom(ctx, ix, keep)
 }
 
 // ReachableFrom is Reachable over any Backend's entries.
-func ReachableFrom(ix Backend, keep func(upstream string, e TagEntry) bool) (map[digest.Digest]bool, error) {
+func ReachableFrom(ctx context.Context, ix Backend, keep func(upstream string, e TagEntry) bool) (map[digest.Digest]bool, error) {
 	var roots []digest.Digest
-	err := ix.Tags(func(up, _, _ string, e TagEntry) error {
+	err := ix.Tags(ctx, func(up, _, _ string, e TagEntry) error {
 		if keep(up, e) {
 			roots = append(roots, e.Digest)
 		}
@@ -675,12 +676,12 @@ func ReachableFrom(ix Backend, keep func(upstream string, e TagEntry) bool) (map
 	if err != nil {
 		return nil, err
 	}
-	return reachFrom(ix, roots)
+	return reachFrom(ctx, ix, roots)
 }
 
 // reachFrom returns roots and every digest their stored manifests
 // reference, recursively.
-func reachFrom(ix Backend, roots []digest.Digest) (map[digest.Digest]bool, error) {
+func reachFrom(ctx context.Context, ix Backend, roots []digest.Digest) (map[digest.Digest]bool, error) {
 	out := map[digest.Digest]bool{}
 	for len(roots) > 0 {
 		d := roots[len(roots)-1]
@@ -689,7 +690,7 @@ func reachFrom(ix Backend, roots []digest.Digest) (map[digest.Digest]bool, error
 			continue
 		}
 		out[d] = true
-		m, ok, err := ix.Manifest(d)
+		m, ok, err := ix.Manifest(ctx, d)
 		if err != nil {
 			return nil, err
 		}
@@ -703,11 +704,11 @@ func reachFrom(ix Backend, roots []digest.Digest) (map[digest.Digest]bool, error
 // PlanEviction is EvictionPlan over any Backend's entries: the same plan,
 // by image, with layers shared by a kept image kept, read through the
 // Backend's scans (a shared index: see docs/scaling.md).
-func PlanEviction(ix Backend, p EvictPolicy, now time.Time) (Plan, error) {
-	if err := ix.Flush(); err != nil {
+func PlanEviction(ctx context.Context, ix Backend, p EvictPolicy, now time.Time) (Plan, error) {
+	if err := ix.Flush(ctx); err != nil {
 		return Plan{}, err
 	}
-	g, err := graphFrom(ix)
+	g, err := graphFrom(ctx, ix)
 	if err != nil {
 		return Plan{}, err
 	}
@@ -715,8 +716,8 @@ func PlanEviction(ix Backend, p EvictPolicy, now time.Time) (Plan, error) {
 }
 
 // ImagePlanOf is ImagePlan over any Backend's entries.
-func ImagePlanOf(ix Backend, root digest.Digest) (Plan, bool, error) {
-	g, err := graphFrom(ix)
+func ImagePlanOf(ctx context.Context, ix Backend, root digest.Digest) (Plan, bool, error) {
+	g, err := graphFrom(ctx, ix)
 	if err != nil {
 		return Plan{}, false, err
 	}

@@ -25,13 +25,13 @@ func TestEvictionByImage(t *testing.T) {
 	shared, oldOwn, newOwn, idxOwn := d("shared"), d("old-own"), d("new-own"), d("idx-own")
 	oldM, newM, idx, plat := d("old-manifest"), d("new-manifest"), d("index"), d("platform")
 	for _, b := range []digest.Digest{shared, oldOwn, newOwn, idxOwn} {
-		if err := ix.PutBlob(b, 1000); err != nil {
+		if err := ix.PutBlob(t.Context(), b, 1000); err != nil {
 			t.Fatal(err)
 		}
 	}
 	put := func(m digest.Digest, refs ...digest.Digest) {
 		t.Helper()
-		if err := ix.PutManifest("docker.io", "library/x", m, ManifestEntry{Size: 10, Refs: refs}); err != nil {
+		if err := ix.PutManifest(t.Context(), "docker.io", "library/x", m, ManifestEntry{Size: 10, Refs: refs}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -51,7 +51,7 @@ func TestEvictionByImage(t *testing.T) {
 
 	// 4040 bytes over a 3300-byte cap (low water 2970): the index goes
 	// first (the least recently used), then the old image.
-	p, err := ix.EvictionPlan(EvictPolicy{MaxSize: 3300}, clock)
+	p, err := ix.EvictionPlan(t.Context(), EvictPolicy{MaxSize: 3300}, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestEvictionByImage(t *testing.T) {
 	}
 	// The cap wins: with everything over, the shared layer goes with the
 	// last image holding it.
-	p, err = ix.EvictionPlan(EvictPolicy{MaxSize: 1, LowWater: 1}, clock)
+	p, err = ix.EvictionPlan(t.Context(), EvictPolicy{MaxSize: 1, LowWater: 1}, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestEvictionByImage(t *testing.T) {
 		t.Errorf("evicting all: %v", p.Evict)
 	}
 	// max_age with the index's clock: what was not used for 30 minutes.
-	p, err = ix.EvictionPlan(EvictPolicy{MaxAge: 30 * time.Minute}, clock)
+	p, err = ix.EvictionPlan(t.Context(), EvictPolicy{MaxAge: 30 * time.Minute}, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestEvictionByImage(t *testing.T) {
 		t.Errorf("max_age took %+v", p.Images)
 	}
 	// Deleting keeps the totals.
-	if freed, err := ix.DeleteBlobs([]digest.Digest{oldM, oldOwn}); err != nil || freed != 1010 {
+	if freed, err := ix.DeleteBlobs(t.Context(), []digest.Digest{oldM, oldOwn}); err != nil || freed != 1010 {
 		t.Fatalf("deleted %d bytes: %v", freed, err)
 	}
 	if got := ix.Totals(); got.Blobs != 3 || got.Manifests != 3 || got.Bytes() != 3030 {
@@ -98,14 +98,14 @@ func TestEvictionPlanRestoresGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ix.Close()
-	if err := ix.PutBlob(digest.FromString("a"), 100); err != nil {
+	if err := ix.PutBlob(t.Context(), digest.FromString("a"), 100); err != nil {
 		t.Fatal(err)
 	}
 	orig := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(orig)
 	for _, before := range []int{100, 10, -1} {
 		debug.SetGCPercent(before)
-		if _, err := ix.EvictionPlan(EvictPolicy{MaxSize: 50}, time.Now()); err != nil {
+		if _, err := ix.EvictionPlan(t.Context(), EvictPolicy{MaxSize: 50}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if got := debug.SetGCPercent(before); got != before {

@@ -9,6 +9,7 @@
 package cacheindex
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -279,7 +280,7 @@ func checkLength(path string) error {
 
 // PutManifestEntry records a stored manifest without any repository
 // holding it (a rebuild from the store knows no repositories).
-func (ix *Index) PutManifestEntry(d digest.Digest, e ManifestEntry) error {
+func (ix *Index) PutManifestEntry(_ context.Context, d digest.Digest, e ManifestEntry) error {
 	var delta totals
 	err := ix.db.Update(func(tx *bolt.Tx) error {
 		delta = manifestDelta(tx, d, e.Size)
@@ -292,7 +293,7 @@ func (ix *Index) PutManifestEntry(d digest.Digest, e ManifestEntry) error {
 // closes the file.
 func (ix *Index) Close() error {
 	ix.touched.Stop()
-	ferr := ix.Flush()
+	ferr := ix.Flush(context.Background()) // bbolt ignores ctx
 	var merr error
 	if ferr == nil {
 		merr = ix.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyClean, []byte{1}) })
@@ -331,12 +332,12 @@ func put(tx *bolt.Tx, bucket, key []byte, v any) error {
 }
 
 // Tag returns the entry for a tag, and whether there is one.
-func (ix *Index) Tag(upstream, repo, tag string) (TagEntry, bool, error) {
+func (ix *Index) Tag(_ context.Context, upstream, repo, tag string) (TagEntry, bool, error) {
 	return get[TagEntry](ix, bucketTags, tagKey(upstream, repo, tag))
 }
 
 // PutTag records a tag's entry.
-func (ix *Index) PutTag(upstream, repo, tag string, e TagEntry) error {
+func (ix *Index) PutTag(_ context.Context, upstream, repo, tag string, e TagEntry) error {
 	var delta totals
 	err := ix.db.Update(func(tx *bolt.Tx) error {
 		k := tagKey(upstream, repo, tag)
@@ -350,7 +351,7 @@ func (ix *Index) PutTag(upstream, repo, tag string, e TagEntry) error {
 }
 
 // Manifest returns the entry of a stored manifest.
-func (ix *Index) Manifest(d digest.Digest) (ManifestEntry, bool, error) {
+func (ix *Index) Manifest(_ context.Context, d digest.Digest) (ManifestEntry, bool, error) {
 	var e ManifestEntry
 	var found bool
 	err := ix.db.View(func(tx *bolt.Tx) error {
@@ -368,7 +369,7 @@ func (ix *Index) Manifest(d digest.Digest) (ManifestEntry, bool, error) {
 
 // PutManifest records a stored manifest, and that the repository holds it
 // and every digest it references.
-func (ix *Index) PutManifest(upstream, repo string, d digest.Digest, e ManifestEntry) error {
+func (ix *Index) PutManifest(_ context.Context, upstream, repo string, d digest.Digest, e ManifestEntry) error {
 	var delta totals
 	err := ix.db.Update(func(tx *bolt.Tx) error {
 		delta = manifestDelta(tx, d, e.Size)
@@ -387,7 +388,7 @@ func (ix *Index) PutManifest(upstream, repo string, d digest.Digest, e ManifestE
 
 // Holds reports whether the repository is known to hold the digest: one of
 // its manifests references it, or the upstream served it under that name.
-func (ix *Index) Holds(upstream, repo string, d digest.Digest) (bool, error) {
+func (ix *Index) Holds(_ context.Context, upstream, repo string, d digest.Digest) (bool, error) {
 	var ok bool
 	err := ix.db.View(func(tx *bolt.Tx) error {
 		ok = tx.Bucket(bucketHolds).Get(holdKey(upstream, repo, d)) != nil
@@ -397,14 +398,14 @@ func (ix *Index) Holds(upstream, repo string, d digest.Digest) (bool, error) {
 }
 
 // PutHolds records that the upstream served the digest under the repository.
-func (ix *Index) PutHolds(upstream, repo string, d digest.Digest) error {
+func (ix *Index) PutHolds(_ context.Context, upstream, repo string, d digest.Digest) error {
 	return ix.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketHolds).Put(holdKey(upstream, repo, d), []byte{1})
 	})
 }
 
 // PutOrigin records that the upstream served d's bytes (verified).
-func (ix *Index) PutOrigin(upstream string, d digest.Digest) error {
+func (ix *Index) PutOrigin(_ context.Context, upstream string, d digest.Digest) error {
 	return ix.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketOrigins).Put([]byte(upstream+"\x00"+d.String()), []byte{1})
 	})
@@ -412,7 +413,7 @@ func (ix *Index) PutOrigin(upstream string, d digest.Digest) error {
 
 // HasOrigin reports whether the upstream is known to have served d's
 // bytes.
-func (ix *Index) HasOrigin(upstream string, d digest.Digest) (bool, error) {
+func (ix *Index) HasOrigin(_ context.Context, upstream string, d digest.Digest) (bool, error) {
 	var ok bool
 	err := ix.db.View(func(tx *bolt.Tx) error {
 		ok = tx.Bucket(bucketOrigins).Get([]byte(upstream+"\x00"+d.String())) != nil
@@ -422,7 +423,7 @@ func (ix *Index) HasOrigin(upstream string, d digest.Digest) (bool, error) {
 }
 
 // Blob returns a blob's entry.
-func (ix *Index) Blob(d digest.Digest) (BlobEntry, bool, error) {
+func (ix *Index) Blob(_ context.Context, d digest.Digest) (BlobEntry, bool, error) {
 	var e BlobEntry
 	var found bool
 	err := ix.db.View(func(tx *bolt.Tx) error {
@@ -439,7 +440,7 @@ func (ix *Index) Blob(d digest.Digest) (BlobEntry, bool, error) {
 }
 
 // PutBlob records a committed blob of the given size.
-func (ix *Index) PutBlob(d digest.Digest, size int64) error {
+func (ix *Index) PutBlob(_ context.Context, d digest.Digest, size int64) error {
 	now := ix.now()
 	var delta totals
 	err := ix.db.Update(func(tx *bolt.Tx) error {
@@ -455,14 +456,14 @@ func (ix *Index) PutBlob(d digest.Digest, size int64) error {
 }
 
 // DeleteBlob forgets a blob or a manifest.
-func (ix *Index) DeleteBlob(d digest.Digest) error {
-	_, err := ix.DeleteBlobs([]digest.Digest{d})
+func (ix *Index) DeleteBlob(ctx context.Context, d digest.Digest) error {
+	_, err := ix.DeleteBlobs(ctx, []digest.Digest{d})
 	return err
 }
 
 // DeleteBlobs forgets blobs and manifests, in one transaction, and returns
 // the bytes their entries recorded.
-func (ix *Index) DeleteBlobs(ds []digest.Digest) (int64, error) {
+func (ix *Index) DeleteBlobs(_ context.Context, ds []digest.Digest) (int64, error) {
 	var delta totals
 	err := ix.db.Update(func(tx *bolt.Tx) error {
 		delta = totals{}
@@ -490,15 +491,17 @@ func (ix *Index) DeleteBlobs(ds []digest.Digest) (int64, error) {
 	return -(delta.BlobBytes + delta.ManifestBytes), ix.totals.apply(delta, err)
 }
 
-// Touch records an access to d. It is held in memory until the next flush.
+// Touch records an access to d. It is held in memory until the next flush
+// (no I/O, so no ctx).
 func (ix *Index) Touch(d digest.Digest) { ix.touched.Add(ix.now(), d) }
 
 // TouchAll is Touch of several digests at once.
 func (ix *Index) TouchAll(ds []digest.Digest) { ix.touched.Add(ix.now(), ds...) }
 
 // Flush writes pending access times in one transaction. On failure they
-// are kept for the next flush.
-func (ix *Index) Flush() error {
+// are kept for the next flush. The methods of *Index ignore ctx: a bbolt
+// transaction is local and short.
+func (ix *Index) Flush(_ context.Context) error {
 	batch := ix.touched.Take()
 	if len(batch) == 0 {
 		return nil
@@ -552,7 +555,7 @@ func touchManifest(tx *bolt.Tx, mb *bolt.Bucket, d digest.Digest, at time.Time) 
 }
 
 // Blobs calls fn for every blob entry.
-func (ix *Index) Blobs(fn func(digest.Digest, BlobEntry) error) error {
+func (ix *Index) Blobs(_ context.Context, fn func(digest.Digest, BlobEntry) error) error {
 	return ix.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketBlobs).ForEach(func(k, v []byte) error {
 			e, err := decodeBlob(v)
@@ -565,7 +568,7 @@ func (ix *Index) Blobs(fn func(digest.Digest, BlobEntry) error) error {
 }
 
 // Tags calls fn for every tag entry.
-func (ix *Index) Tags(fn func(upstream, repo, tag string, e TagEntry) error) error {
+func (ix *Index) Tags(_ context.Context, fn func(upstream, repo, tag string, e TagEntry) error) error {
 	return ix.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketTags).ForEach(func(k, v []byte) error {
 			var e TagEntry
@@ -594,7 +597,7 @@ func splitKey(k []byte) [3]string {
 }
 
 // DeleteTag forgets a tag; the next pull asks the upstream again.
-func (ix *Index) DeleteTag(upstream, repo, tag string) error {
+func (ix *Index) DeleteTag(_ context.Context, upstream, repo, tag string) error {
 	var delta totals
 	err := ix.db.Update(func(tx *bolt.Tx) error {
 		k := tagKey(upstream, repo, tag)

@@ -28,7 +28,7 @@ func TestOpenDamaged(t *testing.T) {
 	if _, err := os.Stat(ix.Damaged); err != nil {
 		t.Errorf("the damaged file was not kept aside: %v", err)
 	}
-	if err := ix.PutBlob(digest.FromString("x"), 1); err != nil {
+	if err := ix.PutBlob(t.Context(), digest.FromString("x"), 1); err != nil {
 		t.Fatalf("the new index does not work: %v", err)
 	}
 	ix.Close()

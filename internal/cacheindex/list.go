@@ -2,6 +2,7 @@ package cacheindex
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 
 	"github.com/opencontainers/go-digest"
@@ -11,7 +12,7 @@ import (
 // NextBlob returns the first blob entry whose digest sorts after after
 // ("" for the first of all), and false when there is none: a walk that
 // can stop and resume anywhere (the background scrub's).
-func (ix *Index) NextBlob(after digest.Digest) (digest.Digest, BlobEntry, bool, error) {
+func (ix *Index) NextBlob(_ context.Context, after digest.Digest) (digest.Digest, BlobEntry, bool, error) {
 	var d digest.Digest
 	var e BlobEntry
 	var ok bool
@@ -35,9 +36,9 @@ func (ix *Index) NextBlob(after digest.Digest) (digest.Digest, BlobEntry, bool, 
 // RepoTags calls fn for every tag entry of one upstream (repo "" for all
 // its repositories) or of every upstream (upstream ""), reading only those
 // entries: tags are keyed by upstream, then repository.
-func (ix *Index) RepoTags(upstream, repo string, fn func(upstream, repo, tag string, e TagEntry) error) error {
+func (ix *Index) RepoTags(ctx context.Context, upstream, repo string, fn func(upstream, repo, tag string, e TagEntry) error) error {
 	if upstream == "" {
-		return ix.Tags(fn)
+		return ix.Tags(ctx, fn)
 	}
 	prefix := []byte(upstream + "\x00")
 	if repo != "" {
@@ -60,7 +61,7 @@ func (ix *Index) RepoTags(upstream, repo string, fn func(upstream, repo, tag str
 }
 
 // Manifests calls fn for every manifest entry.
-func (ix *Index) Manifests(fn func(digest.Digest, ManifestEntry) error) error {
+func (ix *Index) Manifests(_ context.Context, fn func(digest.Digest, ManifestEntry) error) error {
 	return ix.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketManifests).ForEach(func(k, v []byte) error {
 			e, err := decodeManifest(v)

@@ -25,12 +25,12 @@ func TestEvictionKeepsPinned(t *testing.T) {
 	shared, pinOwn, downOwn, otherOwn := d("shared"), d("pin-own"), d("down-own"), d("other-own")
 	pinM, downM, otherM := d("pin-manifest"), d("down-manifest"), d("other-manifest")
 	for _, b := range []digest.Digest{shared, pinOwn, downOwn, otherOwn} {
-		if err := ix.PutBlob(b, 1000); err != nil {
+		if err := ix.PutBlob(t.Context(), b, 1000); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for m, refs := range map[digest.Digest][]digest.Digest{pinM: {shared, pinOwn}, downM: {downOwn}, otherM: {otherOwn}} {
-		if err := ix.PutManifest("docker.io", "library/x", m, ManifestEntry{Size: 10, Refs: refs}); err != nil {
+		if err := ix.PutManifest(t.Context(), "docker.io", "library/x", m, ManifestEntry{Size: 10, Refs: refs}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -42,7 +42,7 @@ func TestEvictionKeepsPinned(t *testing.T) {
 
 	// A 1000-byte cap: everything but the pinned image goes, the
 	// protected one too, and the cap is still not met.
-	p, err := ix.EvictionPlan(EvictPolicy{MaxSize: 1000, Pinned: map[digest.Digest]bool{pinM: true},
+	p, err := ix.EvictionPlan(t.Context(), EvictPolicy{MaxSize: 1000, Pinned: map[digest.Digest]bool{pinM: true},
 		Protected: map[digest.Digest]bool{downM: true}}, clock)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func TestEvictionKeepsPinned(t *testing.T) {
 	// Age: every image is older than the global max_age but one rule
 	// keeps "other" longer, and the pinned one is never old.
 	clock = now.Add(50 * time.Hour)
-	p, err = ix.EvictionPlan(EvictPolicy{MaxAge: 24 * time.Hour, Pinned: map[digest.Digest]bool{pinM: true},
+	p, err = ix.EvictionPlan(t.Context(), EvictPolicy{MaxAge: 24 * time.Hour, Pinned: map[digest.Digest]bool{pinM: true},
 		MaxAgeOf: map[digest.Digest]time.Duration{otherM: 72 * time.Hour}}, clock)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func TestEvictionKeepsPinned(t *testing.T) {
 		t.Errorf("by age: evict %v (cap unmet %v), want %v", p.Evict, p.CapUnmet, want)
 	}
 	// A rule's max_age of 0: never for age.
-	p, _ = ix.EvictionPlan(EvictPolicy{MaxAge: time.Hour, MaxAgeOf: map[digest.Digest]time.Duration{downM: 0, otherM: 0, pinM: 0}}, clock)
+	p, _ = ix.EvictionPlan(t.Context(), EvictPolicy{MaxAge: time.Hour, MaxAgeOf: map[digest.Digest]time.Duration{downM: 0, otherM: 0, pinM: 0}}, clock)
 	if len(p.Evict) != 0 {
 		t.Errorf("max_age 0 by rule: evict %v", p.Evict)
 	}

@@ -1,6 +1,7 @@
 package cacheindex
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"sync"
@@ -116,10 +117,10 @@ func fromUnixNano(n int64) time.Time {
 // Count totals any Backend's entries by scanning them (each digest and
 // tag once, whatever a scan repeats); a shared index has no running
 // totals. An error means the count is not whole.
-func Count(ix Backend) (Totals, error) {
+func Count(ctx context.Context, ix Backend) (Totals, error) {
 	var t Totals
 	seen := map[digest.Digest]bool{}
-	err := ix.Blobs(func(d digest.Digest, e BlobEntry) error {
+	err := ix.Blobs(ctx, func(d digest.Digest, e BlobEntry) error {
 		if !seen[d] {
 			seen[d] = true
 			t.Blobs++
@@ -131,7 +132,7 @@ func Count(ix Backend) (Totals, error) {
 		return t, err
 	}
 	clear(seen)
-	err = ix.Manifests(func(d digest.Digest, e ManifestEntry) error {
+	err = ix.Manifests(ctx, func(d digest.Digest, e ManifestEntry) error {
 		if !seen[d] {
 			seen[d] = true
 			t.Manifests++
@@ -143,7 +144,7 @@ func Count(ix Backend) (Totals, error) {
 		return t, err
 	}
 	tags := map[string]bool{}
-	err = ix.Tags(func(up, repo, tag string, _ TagEntry) error {
+	err = ix.Tags(ctx, func(up, repo, tag string, _ TagEntry) error {
 		tags[up+"\x00"+repo+"\x00"+tag] = true
 		return nil
 	})

@@ -1,6 +1,7 @@
 package cacheindex
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -14,7 +15,8 @@ type Touches struct {
 	mu sync.Mutex
 	m  map[digest.Digest]time.Time
 
-	stop, done chan struct{}
+	stop context.CancelFunc
+	done chan struct{}
 }
 
 // Add records an access at to each digest.
@@ -53,19 +55,23 @@ func (t *Touches) Keep(batch map[digest.Digest]time.Time) {
 	}
 }
 
-// Start calls flush every period until Stop, passing its errors to warn.
-func (t *Touches) Start(every time.Duration, flush func() error, warn func(error)) {
-	t.stop, t.done = make(chan struct{}), make(chan struct{})
+// Start calls flush every period until Stop. Each pass gets Start's own
+// background ctx (no request asks for it), which Stop cancels: a pass held
+// up by a shared index ends then, its batch kept for the last flush of
+// Close. A pass's error goes to warn.
+func (t *Touches) Start(every time.Duration, flush func(context.Context) error, warn func(error)) {
+	background, cancel := context.WithCancel(context.Background())
+	t.stop, t.done = cancel, make(chan struct{})
 	go func() {
 		defer close(t.done)
 		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
 			select {
-			case <-t.stop:
+			case <-background.Done():
 				return
 			case <-tick.C:
-				if err := flush(); err != nil {
+				if err := flush(background); err != nil && background.Err() == nil {
 					warn(err)
 				}
 			}
@@ -75,6 +81,6 @@ func (t *Touches) Start(every time.Duration, flush func() error, warn func(error
 
 // Stop ends what Start began and waits for a flush in progress.
 func (t *Touches) Stop() {
-	close(t.stop)
+	t.stop()
 	<-t.done
 }

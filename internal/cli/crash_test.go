@@ -236,7 +236,7 @@ func TestKillDuringFills(t *testing.T) {
 	}
 	defer ix.Close()
 	for _, b := range img.Blobs() {
-		if _, ok, _ := ix.Blob(b.Digest); !ok {
+		if _, ok, _ := ix.Blob(t.Context(), b.Digest); !ok {
 			t.Errorf("blob %s is in the store but not in the index", b.Digest)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,15 +38,14 @@ var ErrDiskFull = errors.New("cache disk is full")
 
 // Manager runs fills, at most one per digest at a time.
 type Manager struct {
-	store      blobstore.Store
-	log        *slog.Logger
-	timeout    time.Duration
-	attempts   int
-	backoff    time.Duration
-	onCommit   func(d digest.Digest, size int64)
-	onVerified func(d digest.Digest, origin string)
-	maxSize    int64
-	free       func() (int64, error)
+	store    blobstore.Store
+	log      *slog.Logger
+	timeout  time.Duration
+	attempts int
+	backoff  time.Duration
+	hooks    atomic.Pointer[Hooks]
+	maxSize  int64
+	free     func() (int64, error)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -89,18 +89,22 @@ func WithResume(attempts int, backoff time.Duration) Option {
 	return func(m *Manager) { m.attempts, m.backoff = max(attempts, 1), backoff }
 }
 
-// WithOnCommit sets a hook called after a blob is committed (the index
-// records it there). WithOnVerified says which upstream served it.
-func WithOnCommit(fn func(d digest.Digest, size int64)) Option {
-	return func(m *Manager) { m.onCommit = fn }
+// Hooks are told what a fill established; the content service records it
+// in the index (mirror.New sets them). Each gets the fill's ctx without its
+// end: what was verified or committed is recorded even while the manager
+// closes (a shared index still bounds each write). Either may be nil.
+type Hooks struct {
+	// Verified: the fill's bytes hashed to their digest, d; the upstream
+	// named origin served them. Called before the commit, and so before
+	// the store shows them.
+	Verified func(ctx context.Context, d digest.Digest, origin string)
+	// Committed: d is in the store, size bytes. A commit counted in
+	// Totals was told here first.
+	Committed func(ctx context.Context, d digest.Digest, size int64)
 }
 
-// WithOnVerified sets a hook called once a fill's bytes hashed to their
-// digest, before they are committed (and so before the store shows them):
-// the upstream named origin served those bytes, stored or not.
-func WithOnVerified(fn func(d digest.Digest, origin string)) Option {
-	return func(m *Manager) { m.onVerified = fn }
-}
+// SetHooks sets what the fills that verify or commit from now on tell.
+func (m *Manager) SetHooks(h Hooks) { m.hooks.Store(&h) }
 
 // WithMaxSize bounds a blob whose size nobody said (no manifest, no
 // Content-Length): a longer body fails the fill (default defaults.MaxBlobSize).
@@ -316,8 +320,8 @@ func (f *Fill) run(src Source) {
 		f.changed()
 		origin := f.origin
 		f.mu.Unlock()
-		if f.m.onVerified != nil {
-			f.m.onVerified(f.d, origin)
+		if h := f.m.hooks.Load(); h != nil && h.Verified != nil {
+			h.Verified(context.WithoutCancel(ctx), f.d, origin)
 		}
 		if cerr := f.w.Commit(ctx, f.size); cerr != nil {
 			// Readers got verified bytes; the blob just is not cached.
@@ -342,10 +346,10 @@ func (f *Fill) run(src Source) {
 		return
 	}
 	f.m.log.Info("fill committed", slog.String("digest", f.d.String()), slog.Int64("bytes", written), slog.Duration("duration", time.Since(start)))
-	if f.m.onCommit != nil {
-		f.m.onCommit(f.d, written)
+	if h := f.m.hooks.Load(); h != nil && h.Committed != nil {
+		h.Committed(context.WithoutCancel(ctx), f.d, written)
 	}
-	f.m.counts.committed.Add(1) // after onCommit: a count seen means the index has it
+	f.m.counts.committed.Add(1) // after Committed: a count seen means the index has it
 }
 
 // finish removes the fill from the manager and marks it done with err;

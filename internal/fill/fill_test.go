@@ -165,12 +165,13 @@ func TestReadersLeave(t *testing.T) {
 	t.Parallel()
 	c := newContent(2, 4<<20)
 	commits := make(chan digest.Digest, 1)
-	e := newEnv(t, envConfig{opts: []fill.Option{fill.WithOnCommit(func(d digest.Digest, size int64) {
+	e := newEnv(t, envConfig{})
+	e.m.SetHooks(fill.Hooks{Committed: func(_ context.Context, d digest.Digest, size int64) {
 		if size != c.size {
-			t.Errorf("onCommit size %d, want %d", size, c.size)
+			t.Errorf("Committed size %d, want %d", size, c.size)
 		}
 		commits <- d
-	})}})
+	}})
 	ctx := testCtx(t)
 	gate := make(chan struct{})
 	e.up.add(c, firstOnly(fault{gateAt: 2 << 20, gate: gate}))
@@ -223,7 +224,8 @@ func TestSlowReader(t *testing.T) {
 	t.Parallel()
 	c := newContent(3, 16<<20)
 	commits := make(chan struct{})
-	e := newEnv(t, envConfig{opts: []fill.Option{fill.WithOnCommit(func(digest.Digest, int64) { close(commits) })}})
+	e := newEnv(t, envConfig{})
+	e.m.SetHooks(fill.Hooks{Committed: func(context.Context, digest.Digest, int64) { close(commits) }})
 	ctx := testCtx(t)
 	e.up.add(c, func(int) fault { return fault{rate: 64 << 20} }) // a 250ms fill
 

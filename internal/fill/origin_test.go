@@ -47,7 +47,8 @@ func TestFillsPerUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	commits := make(chan string, 4)
-	m := fill.New(store, fill.WithOnVerified(func(_ digest.Digest, origin string) { commits <- origin }))
+	m := fill.New(store)
+	m.SetHooks(fill.Hooks{Verified: func(_ context.Context, _ digest.Digest, origin string) { commits <- origin }})
 	defer m.Close()
 	slowStopped := make(chan struct{})
 	slow := func(ctx context.Context, off int64) (*upstream.Blob, error) {

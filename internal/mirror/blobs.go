@@ -242,7 +242,7 @@ func (s *Service) servable(ctx context.Context, rt route, d digest.Digest, rd *f
 // instead of serving it.
 func (s *Service) intact(ctx context.Context, d digest.Digest, rd *fill.Reader) bool {
 	size := rd.Stored().Size()
-	if e, ok, err := s.index.Blob(d); err == nil && ok && e.Size != size {
+	if e, ok, err := s.index.Blob(ctx, d); err == nil && ok && e.Size != size {
 		rd.Close()
 		s.dropDamaged(ctx, d, fmt.Sprintf("%d bytes on disk, %d when committed", size, e.Size))
 		return false
@@ -254,12 +254,13 @@ func (s *Service) intact(ctx context.Context, d digest.Digest, rd *fill.Reader) 
 // dropDamaged removes a cached file found damaged on disk, and its index
 // entries, so the next request fetches a good copy.
 func (s *Service) dropDamaged(ctx context.Context, d digest.Digest, why string) {
+	ctx = context.WithoutCancel(ctx) // a repair begun is finished, whoever asked
 	s.log.Error("a cached file is damaged on disk; dropped, the next request fetches it again",
 		slog.String("digest", d.String()), slog.String("damage", why))
 	if err := s.store.Delete(ctx, d); err != nil {
 		s.log.Error("drop damaged file", slog.String("digest", d.String()), slog.Any("error", err))
 	}
-	if err := s.index.DeleteBlob(d); err != nil {
+	if err := s.index.DeleteBlob(ctx, d); err != nil {
 		s.log.Error("drop damaged file's index entry", slog.String("digest", d.String()), slog.Any("error", err))
 	}
 	s.mem.forget(d)

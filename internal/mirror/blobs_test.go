@@ -3,7 +3,6 @@ package mirror
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -41,7 +40,7 @@ func TestBlobOneStoreLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fills := fill.New(store, FillIndexing(index, slog.New(slog.DiscardHandler), nil)...)
+	fills := fill.New(store)
 	defer fills.Close()
 	s := New(store, index, fills, []*Upstream{{Name: "docker.io", Client: up}}, WithPrefetch(false, 1))
 	defer s.Close()

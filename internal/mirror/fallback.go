@@ -133,12 +133,12 @@ func (s *Service) Fallback(u *Upstream) FallbackState {
 }
 
 // originAmong reports whether one of ups served d's verified bytes.
-func (s *Service) originAmong(ups []*Upstream, d digest.Digest) (bool, error) {
+func (s *Service) originAmong(ctx context.Context, ups []*Upstream, d digest.Digest) (bool, error) {
 	for _, u := range ups {
 		if s.mem.isOrigin(u.Name, d) {
 			return true, nil
 		}
-		ok, err := s.index.HasOrigin(u.Name, d)
+		ok, err := s.index.HasOrigin(ctx, u.Name, d)
 		if err != nil {
 			return false, err
 		}

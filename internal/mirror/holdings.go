@@ -26,7 +26,7 @@ import (
 // stored content only once the member has served those bytes itself: a
 // member supplies bytes, it does not vouch for the upstream's.
 func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, manifest bool) (int64, error) {
-	held, err := s.holdsAt(rt, d)
+	held, err := s.holdsAt(ctx, rt, d)
 	if err != nil {
 		return -1, err
 	}
@@ -39,7 +39,7 @@ func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, ma
 		}
 		by, err = s.onChain(ctx, rt, kind, func(r route) error {
 			if r.up != rt.up { // a member: what it showed before stands
-				if ok, err := s.holdsAt(r, d); err != nil || ok {
+				if ok, err := s.holdsAt(ctx, r, d); err != nil || ok {
 					return err
 				}
 			}
@@ -60,7 +60,7 @@ func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, ma
 		if err := s.confirmOriginAt(ctx, by, d, manifest, false); err != nil {
 			return -1, err
 		}
-		return size, s.recordHeld(by, d, manifest)
+		return size, s.recordHeld(ctx, by, d, manifest)
 	}
 	// Held or not, bytes another upstream served are served under this
 	// upstream's name only once it served them too: a manifest of its own
@@ -72,25 +72,25 @@ func (s *Service) confirmHeld(ctx context.Context, rt route, d digest.Digest, ma
 		s.mem.putHolds(rt.up.Name, rt.repo, d)
 		return size, nil
 	}
-	return size, s.recordHeld(rt, d, manifest)
+	return size, s.recordHeld(ctx, rt, d, manifest)
 }
 
 // holdsAt reports whether the route's repository is known to hold d.
-func (s *Service) holdsAt(rt route, d digest.Digest) (bool, error) {
+func (s *Service) holdsAt(ctx context.Context, rt route, d digest.Digest) (bool, error) {
 	if s.mem.holds(holdKey{rt.up.Name, rt.repo, d}) {
 		return true, nil
 	}
-	return s.index.Holds(rt.up.Name, rt.repo, d)
+	return s.index.Holds(ctx, rt.up.Name, rt.repo, d)
 }
 
 // recordHeld records that the route's repository holds d, as its upstream
 // showed. A manifest: the upstream holds it under this name, so it holds
 // what the manifest references (registries check that on push).
-func (s *Service) recordHeld(rt route, d digest.Digest, manifest bool) error {
+func (s *Service) recordHeld(ctx context.Context, rt route, d digest.Digest, manifest bool) error {
 	if manifest {
-		return s.recordManifestHeld(rt, d)
+		return s.recordManifestHeld(ctx, rt, d)
 	}
-	if err := s.index.PutHolds(rt.up.Name, rt.repo, d); err != nil {
+	if err := s.index.PutHolds(ctx, rt.up.Name, rt.repo, d); err != nil {
 		return err
 	}
 	s.mem.putHolds(rt.up.Name, rt.repo, d)
@@ -120,7 +120,7 @@ func (s *Service) confirmOriginAt(ctx context.Context, rt route, d digest.Digest
 	if chain {
 		ups = append(ups, s.fallbacks(rt.up)...)
 	}
-	if ok, err := s.originAmong(ups, d); err != nil || ok {
+	if ok, err := s.originAmong(ctx, ups, d); err != nil || ok {
 		return err
 	}
 	stored := int64(-1)
@@ -150,12 +150,12 @@ func (s *Service) confirmOriginAt(ctx context.Context, rt route, d digest.Digest
 	}
 	s.log.Info("content cached from another upstream confirmed by this one's own bytes",
 		slog.String("upstream", rt.up.Name), slog.String("repository", rt.repo), slog.String("digest", d.String()))
-	return s.putOrigin(rt, d)
+	return s.putOrigin(ctx, rt, d)
 }
 
 // putOrigin records that the route's upstream served d's bytes.
-func (s *Service) putOrigin(rt route, d digest.Digest) error {
-	if err := s.index.PutOrigin(rt.up.Name, d); err != nil {
+func (s *Service) putOrigin(ctx context.Context, rt route, d digest.Digest) error {
+	if err := s.index.PutOrigin(ctx, rt.up.Name, d); err != nil {
 		return err
 	}
 	s.mem.putOrigin(rt.up.Name, d)
@@ -195,18 +195,18 @@ func (s *Service) verifyBlobAt(ctx context.Context, rt route, d digest.Digest, s
 
 // recordManifestHeld records that the repository holds a stored manifest
 // and everything it references.
-func (s *Service) recordManifestHeld(rt route, d digest.Digest) error {
-	e, ok, err := s.index.Manifest(d)
+func (s *Service) recordManifestHeld(ctx context.Context, rt route, d digest.Digest) error {
+	e, ok, err := s.index.Manifest(ctx, d)
 	if err != nil || !ok {
 		return err
 	}
-	return s.putManifestEntry(rt, d, e)
+	return s.putManifestEntry(ctx, rt, d, e)
 }
 
 // putManifestEntry records a stored manifest and what the repository
 // holds with it, in the index and then in memory.
-func (s *Service) putManifestEntry(rt route, d digest.Digest, e cacheindex.ManifestEntry) error {
-	if err := s.index.PutManifest(rt.up.Name, rt.repo, d, e); err != nil {
+func (s *Service) putManifestEntry(ctx context.Context, rt route, d digest.Digest, e cacheindex.ManifestEntry) error {
+	if err := s.index.PutManifest(ctx, rt.up.Name, rt.repo, d, e); err != nil {
 		return err
 	}
 	s.mem.putHolds(rt.up.Name, rt.repo, append([]digest.Digest{d}, e.Refs...)...)

@@ -77,7 +77,7 @@ func (s *Service) manifestByDigest(ctx context.Context, rt route, d digest.Diges
 }
 
 func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accept func() []string, out *Outcome) (*Manifest, error) {
-	e, ok, err := s.tag(rt, tag)
+	e, ok, err := s.tag(ctx, rt, tag)
 	if err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
 	}
@@ -137,7 +137,7 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 			return nil, err
 		}
 		// This repository holds it too now.
-		if err := s.recordManifestHeld(rt, m.Digest); err != nil {
+		if err := s.recordManifestHeld(ctx, rt, m.Digest); err != nil {
 			return nil, fmt.Errorf("record manifest: %w", err)
 		}
 	} else {
@@ -148,19 +148,19 @@ func (s *Service) manifestByTag(ctx context.Context, rt route, tag string, accep
 		}
 	}
 	now := s.now()
-	if err := s.putTag(rt, tag, cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now}); err != nil {
+	if err := s.putTag(ctx, rt, tag, cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now}); err != nil {
 		return nil, fmt.Errorf("record tag: %w", err)
 	}
 	return m, nil
 }
 
 // tag reads a tag's entry from memory, else from the index (and keeps it).
-func (s *Service) tag(rt route, tag string) (cacheindex.TagEntry, bool, error) {
+func (s *Service) tag(ctx context.Context, rt route, tag string) (cacheindex.TagEntry, bool, error) {
 	k := tagKey{rt.up.Name, rt.repo, tag}
 	if e, ok := s.mem.tag(k, s.tagMemory()); ok {
 		return e, true, nil
 	}
-	e, ok, err := s.index.Tag(rt.up.Name, rt.repo, tag)
+	e, ok, err := s.index.Tag(ctx, rt.up.Name, rt.repo, tag)
 	if ok && err == nil {
 		s.mem.putTag(k, e)
 	}
@@ -168,8 +168,8 @@ func (s *Service) tag(rt route, tag string) (cacheindex.TagEntry, bool, error) {
 }
 
 // putTag records a tag's entry in the index, then in memory.
-func (s *Service) putTag(rt route, tag string, e cacheindex.TagEntry) error {
-	if err := s.index.PutTag(rt.up.Name, rt.repo, tag, e); err != nil {
+func (s *Service) putTag(ctx context.Context, rt route, tag string, e cacheindex.TagEntry) error {
+	if err := s.index.PutTag(ctx, rt.up.Name, rt.repo, tag, e); err != nil {
 		return err
 	}
 	s.mem.putTag(tagKey{rt.up.Name, rt.repo, tag}, e)
@@ -183,7 +183,7 @@ func (s *Service) revalidate(ctx context.Context, rt route, tag string, accept [
 	key := "head\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
 	freshness, _, _ := s.tagFreshness(rt, tag)
 	fresh := func() (any, bool) {
-		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < freshness && e.Source == "" {
+		if e, ok, _ := s.sharedTag(ctx, rt, tag); ok && s.now().Sub(e.Checked) < freshness && e.Source == "" {
 			return upstream.Descriptor{Digest: e.Digest, MediaType: e.MediaType, Size: e.Size}, true
 		}
 		return nil, false
@@ -207,9 +207,9 @@ func (s *Service) revalidateOnce(ctx context.Context, rt route, tag string, acce
 	if err != nil {
 		return desc, err
 	}
-	if e, ok, _ := s.tag(rt, tag); ok && e.Digest == desc.Digest {
+	if e, ok, _ := s.tag(ctx, rt, tag); ok && e.Digest == desc.Digest {
 		e.Checked, e.Source = s.now(), "" // the upstream's own answer now
-		_ = s.putTag(rt, tag, e)
+		_ = s.putTag(ctx, rt, tag, e)
 	}
 	return desc, nil
 }
@@ -221,7 +221,7 @@ func (s *Service) fetchTag(ctx context.Context, rt route, tag string, accept []s
 	key := "tag\x00" + rt.up.Name + "\x00" + rt.repo + "\x00" + tag
 	freshness, _, _ := s.tagFreshness(rt, tag)
 	fresh := func() (any, bool) {
-		if e, ok, _ := s.sharedTag(rt, tag); ok && s.now().Sub(e.Checked) < freshness {
+		if e, ok, _ := s.sharedTag(ctx, rt, tag); ok && s.now().Sub(e.Checked) < freshness {
 			if m, err := s.storedManifest(ctx, e.Digest); err == nil {
 				return m, true
 			}
@@ -242,13 +242,17 @@ func (s *Service) fetchTagOnce(ctx context.Context, rt route, tag string, accept
 	if m, ok := fresh(); ok {
 		return m, nil
 	}
+	// The flight's work, and the tag's record, are not the first caller's
+	// alone: others wait on them.
+	ctx, cancel := detached(ctx)
+	defer cancel()
 	m, source, err := s.fetchManifest(ctx, rt, oci.Reference{Tag: tag}, accept)
 	if err != nil {
 		return nil, err
 	}
 	now := s.now()
 	e := cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now, Source: source}
-	if err := s.putTag(rt, tag, e); err != nil {
+	if err := s.putTag(ctx, rt, tag, e); err != nil {
 		if !cannotCache(err) {
 			return nil, fmt.Errorf("record tag: %w", err)
 		}
@@ -335,7 +339,7 @@ func (s *Service) fetchManifestOnce(ctx context.Context, rt route, ref oci.Refer
 func (s *Service) storeManifest(ctx context.Context, rt route, m *Manifest) error {
 	// The route's upstream served these verified bytes: recorded before
 	// the store shows them, so no request finds them without their origin.
-	if err := s.putOrigin(rt, m.Digest); err != nil {
+	if err := s.putOrigin(ctx, rt, m.Digest); err != nil {
 		return fmt.Errorf("index manifest: %w", err)
 	}
 	if _, err := s.store.Stat(ctx, m.Digest); err != nil {
@@ -352,7 +356,7 @@ func (s *Service) storeManifest(ctx context.Context, rt route, m *Manifest) erro
 		}
 	}
 	e := cacheindex.ManifestEntry{MediaType: m.MediaType, Size: int64(len(m.Body)), Refs: oci.References(m.Body)}
-	if err := s.putManifestEntry(rt, m.Digest, e); err != nil {
+	if err := s.putManifestEntry(ctx, rt, m.Digest, e); err != nil {
 		return fmt.Errorf("index manifest: %w", err)
 	}
 	s.mem.putManifest(m)
@@ -367,7 +371,7 @@ func (s *Service) storedManifest(ctx context.Context, d digest.Digest) (*Manifes
 		s.index.Touch(d)
 		return m, nil
 	}
-	e, ok, err := s.index.Manifest(d)
+	e, ok, err := s.index.Manifest(ctx, d)
 	if err != nil {
 		return nil, err
 	}

@@ -107,6 +107,7 @@ type Service struct {
 	store     blobstore.Store
 	index     Index
 	fills     *fill.Manager
+	committed func(size int64) // told of each commit (WithCommitted)
 	log       *slog.Logger
 	now       func() time.Time
 	freshness time.Duration
@@ -177,7 +178,9 @@ func WithManifestMemory(bytes int64) Option { return func(s *Service) { s.mem.ma
 // WithClock sets the time source (tests).
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
 
-// New returns a Service. The first upstream is the default one.
+// New returns a Service. The first upstream is the default one. It
+// records what fills establishes in index (fill.Manager.SetHooks): give
+// each fill manager to one Service.
 func New(store blobstore.Store, index Index, fills *fill.Manager, upstreams []*Upstream, opts ...Option) *Service {
 	s := &Service{upstreams: upstreams, byName: map[string]*Upstream{}, store: store, index: index, fills: fills,
 		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: defaults.Freshness,
@@ -191,6 +194,7 @@ func New(store blobstore.Store, index Index, fills *fill.Manager, upstreams []*U
 		o(s)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.recordFills()
 	return s
 }
 
@@ -339,11 +343,11 @@ func (s *Service) clusterOnce(ctx context.Context, key string, fn func() (any, e
 // sharedTag is a tag's entry as the whole cluster knows it: from the index
 // when replicas share one (another may have checked it since this one
 // remembered it), else as tag reads it.
-func (s *Service) sharedTag(rt route, tag string) (cacheindex.TagEntry, bool, error) {
+func (s *Service) sharedTag(ctx context.Context, rt route, tag string) (cacheindex.TagEntry, bool, error) {
 	if s.flight == nil {
-		return s.tag(rt, tag)
+		return s.tag(ctx, rt, tag)
 	}
-	e, ok, err := s.index.Tag(rt.up.Name, rt.repo, tag)
+	e, ok, err := s.index.Tag(ctx, rt.up.Name, rt.repo, tag)
 	if ok && err == nil {
 		s.mem.putTag(tagKey{rt.up.Name, rt.repo, tag}, e)
 	}

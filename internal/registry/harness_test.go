@@ -97,9 +97,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.fills = fill.New(e.store, fill.WithLogger(log), fill.WithResume(3, 10*time.Millisecond),
-		fill.WithOnCommit(func(d digest.Digest, n int64) { e.index.PutBlob(d, n) }),
-		fill.WithOnVerified(func(d digest.Digest, origin string) { e.index.PutOrigin(origin, d) }))
+	e.fills = fill.New(e.store, fill.WithLogger(log), fill.WithResume(3, 10*time.Millisecond))
 	freshness := o.freshness
 	if freshness == 0 {
 		freshness = time.Minute

@@ -34,20 +34,20 @@ func tagsManifestsHolds(t *testing.T, open Open) {
 	d := digest.FromString("m")
 	layer := digest.FromString("l")
 	now := time.Now().UTC().Truncate(time.Second)
-	if err := ix.PutTag("docker.io", "library/alpine", "3.20", cacheindex.TagEntry{Digest: d, MediaType: "x", Fetched: now, Checked: now}); err != nil {
+	if err := ix.PutTag(t.Context(), "docker.io", "library/alpine", "3.20", cacheindex.TagEntry{Digest: d, MediaType: "x", Fetched: now, Checked: now}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ix.PutManifest("docker.io", "library/alpine", d, cacheindex.ManifestEntry{MediaType: "x", Size: 10, Refs: []digest.Digest{layer}}); err != nil {
+	if err := ix.PutManifest(t.Context(), "docker.io", "library/alpine", d, cacheindex.ManifestEntry{MediaType: "x", Size: 10, Refs: []digest.Digest{layer}}); err != nil {
 		t.Fatal(err)
 	}
-	e, ok, err := ix.Tag("docker.io", "library/alpine", "3.20")
+	e, ok, err := ix.Tag(t.Context(), "docker.io", "library/alpine", "3.20")
 	if err != nil || !ok || e.Digest != d || !e.Checked.Equal(now) {
 		t.Fatalf("Tag = %+v %v %v", e, ok, err)
 	}
-	if _, ok, _ := ix.Tag("ghcr.io", "library/alpine", "3.20"); ok {
+	if _, ok, _ := ix.Tag(t.Context(), "ghcr.io", "library/alpine", "3.20"); ok {
 		t.Fatal("tags of two upstreams mixed")
 	}
-	m, ok, err := ix.Manifest(d)
+	m, ok, err := ix.Manifest(t.Context(), d)
 	if err != nil || !ok || m.MediaType != "x" || m.Size != 10 || !slices.Equal(m.Refs, []digest.Digest{layer}) {
 		t.Fatalf("Manifest = %+v %v %v", m, ok, err)
 	}
@@ -61,36 +61,36 @@ func tagsManifestsHolds(t *testing.T, open Open) {
 		{"docker.io", "library/busybox", layer, false},
 		{"ghcr.io", "library/alpine", layer, false},
 	} {
-		if got, _ := ix.Holds(tc.up, tc.repo, tc.d); got != tc.want {
+		if got, _ := ix.Holds(t.Context(), tc.up, tc.repo, tc.d); got != tc.want {
 			t.Errorf("Holds(%s, %s, %s) = %v", tc.up, tc.repo, tc.d, got)
 		}
 	}
 	other := digest.FromString("o")
-	if err := ix.PutHolds("docker.io", "library/busybox", other); err != nil {
+	if err := ix.PutHolds(t.Context(), "docker.io", "library/busybox", other); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := ix.Holds("docker.io", "library/busybox", other); !ok {
+	if ok, _ := ix.Holds(t.Context(), "docker.io", "library/busybox", other); !ok {
 		t.Error("PutHolds not recorded")
 	}
-	if err := ix.PutManifestEntry(other, cacheindex.ManifestEntry{MediaType: "y"}); err != nil {
+	if err := ix.PutManifestEntry(t.Context(), other, cacheindex.ManifestEntry{MediaType: "y"}); err != nil {
 		t.Fatal(err)
 	}
-	if m, ok, _ := ix.Manifest(other); !ok || m.MediaType != "y" {
+	if m, ok, _ := ix.Manifest(t.Context(), other); !ok || m.MediaType != "y" {
 		t.Error("PutManifestEntry not recorded")
 	}
-	ix.PutTag("docker.io", "a/b", "with\x00odd:chars", cacheindex.TagEntry{Digest: d})
+	ix.PutTag(t.Context(), "docker.io", "a/b", "with\x00odd:chars", cacheindex.TagEntry{Digest: d})
 	got := map[[3]string]bool{}
-	ix.Tags(func(up, repo, tag string, e cacheindex.TagEntry) error {
+	ix.Tags(t.Context(), func(up, repo, tag string, e cacheindex.TagEntry) error {
 		got[[3]string{up, repo, tag}] = true
 		return nil
 	})
 	if len(got) != 2 || !got[[3]string{"docker.io", "library/alpine", "3.20"}] {
 		t.Fatalf("Tags visited %v", got)
 	}
-	if err := ix.DeleteTag("docker.io", "library/alpine", "3.20"); err != nil {
+	if err := ix.DeleteTag(t.Context(), "docker.io", "library/alpine", "3.20"); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, _ := ix.Tag("docker.io", "library/alpine", "3.20"); ok {
+	if _, ok, _ := ix.Tag(t.Context(), "docker.io", "library/alpine", "3.20"); ok {
 		t.Fatal("tag kept after DeleteTag")
 	}
 }
@@ -98,16 +98,16 @@ func tagsManifestsHolds(t *testing.T, open Open) {
 func origins(t *testing.T, open Open) {
 	ix := open(t, time.Now)
 	d := digest.FromString("x")
-	if ok, err := ix.HasOrigin("docker.io", d); ok || err != nil {
+	if ok, err := ix.HasOrigin(t.Context(), "docker.io", d); ok || err != nil {
 		t.Fatalf("HasOrigin before = %v %v", ok, err)
 	}
-	if err := ix.PutOrigin("docker.io", d); err != nil {
+	if err := ix.PutOrigin(t.Context(), "docker.io", d); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := ix.HasOrigin("docker.io", d); !ok {
+	if ok, _ := ix.HasOrigin(t.Context(), "docker.io", d); !ok {
 		t.Fatal("origin not recorded")
 	}
-	if ok, _ := ix.HasOrigin("ghcr.io", d); ok {
+	if ok, _ := ix.HasOrigin(t.Context(), "ghcr.io", d); ok {
 		t.Fatal("origin of another upstream")
 	}
 }
@@ -116,35 +116,35 @@ func touchIsBatched(t *testing.T, open Open) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	ix := open(t, func() time.Time { return now })
 	d := digest.FromString("b")
-	ix.PutBlob(d, 5)
+	ix.PutBlob(t.Context(), d, 5)
 	now = now.Add(time.Hour)
 	ix.Touch(d)
-	e, _, _ := ix.Blob(d)
+	e, _, _ := ix.Blob(t.Context(), d)
 	if !e.LastAccess.Equal(now.Add(-time.Hour)) {
 		t.Fatalf("Touch wrote through before a flush: %v", e.LastAccess)
 	}
-	if err := ix.Flush(); err != nil {
+	if err := ix.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	e, _, _ = ix.Blob(d)
+	e, _, _ = ix.Blob(t.Context(), d)
 	if !e.LastAccess.Equal(now) || e.Size != 5 {
 		t.Fatalf("after flush: %+v", e)
 	}
 	// An older access flushed later does not move the time back, and a
 	// touch of a blob deleted meanwhile does not bring it back.
 	gone := digest.FromString("gone")
-	ix.PutBlob(gone, 1)
+	ix.PutBlob(t.Context(), gone, 1)
 	ix.TouchAll([]digest.Digest{gone})
-	ix.DeleteBlob(gone)
+	ix.DeleteBlob(t.Context(), gone)
 	now = now.Add(-time.Minute)
 	ix.Touch(d)
-	if err := ix.Flush(); err != nil {
+	if err := ix.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if e, _, _ := ix.Blob(d); !e.LastAccess.Equal(now.Add(time.Minute)) {
+	if e, _, _ := ix.Blob(t.Context(), d); !e.LastAccess.Equal(now.Add(time.Minute)) {
 		t.Fatalf("an older access moved the time back: %v", e.LastAccess)
 	}
-	if _, ok, _ := ix.Blob(gone); ok {
+	if _, ok, _ := ix.Blob(t.Context(), gone); ok {
 		t.Fatal("a flushed touch brought a deleted blob back")
 	}
 }
@@ -155,14 +155,14 @@ func blobsAndDelete(t *testing.T, open Open) {
 	for i := range 5 {
 		d := digest.FromString(string(rune('a' + i)))
 		want[d] = int64(100 + i)
-		if err := ix.PutBlob(d, int64(100+i)); err != nil {
+		if err := ix.PutBlob(t.Context(), d, int64(100+i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	m := digest.FromString("manifest")
-	ix.PutManifestEntry(m, cacheindex.ManifestEntry{MediaType: "x"})
+	ix.PutManifestEntry(t.Context(), m, cacheindex.ManifestEntry{MediaType: "x"})
 	got := map[digest.Digest]int64{}
-	if err := ix.Blobs(func(d digest.Digest, e cacheindex.BlobEntry) error { got[d] = e.Size; return nil }); err != nil {
+	if err := ix.Blobs(t.Context(), func(d digest.Digest, e cacheindex.BlobEntry) error { got[d] = e.Size; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != len(want) {
@@ -174,16 +174,16 @@ func blobsAndDelete(t *testing.T, open Open) {
 		}
 	}
 	d := digest.FromString("a")
-	if err := ix.DeleteBlob(d); err != nil {
+	if err := ix.DeleteBlob(t.Context(), d); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, _ := ix.Blob(d); ok {
+	if _, ok, _ := ix.Blob(t.Context(), d); ok {
 		t.Fatal("blob kept after DeleteBlob")
 	}
-	if err := ix.DeleteBlob(m); err != nil {
+	if err := ix.DeleteBlob(t.Context(), m); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, _ := ix.Manifest(m); ok {
+	if _, ok, _ := ix.Manifest(t.Context(), m); ok {
 		t.Fatal("DeleteBlob of a manifest kept its entry")
 	}
 }
@@ -197,7 +197,7 @@ func evictionPlan(t *testing.T, open Open) {
 		d := digest.FromString(string(rune('a' + i)))
 		ds = append(ds, d)
 		clock = now.Add(time.Duration(i) * time.Hour)
-		ix.PutBlob(d, 100)
+		ix.PutBlob(t.Context(), d, 100)
 	}
 	clock = now.Add(10 * time.Hour)
 	ix.Touch(ds[0]) // the oldest becomes the newest
@@ -218,7 +218,7 @@ func evictionPlan(t *testing.T, open Open) {
 			[]digest.Digest{ds[4], ds[0], ds[1]}, []digest.Digest{ds[1]}},
 	}
 	for _, tt := range tests {
-		got, err := ix.EvictionPlan(tt.p, clock)
+		got, err := ix.EvictionPlan(t.Context(), tt.p, clock)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,13 +237,13 @@ func protectedReach(t *testing.T, open Open) {
 	clock := now
 	ix := open(t, func() time.Time { return clock })
 	idx, plat, layer, other := digest.FromString("idx"), digest.FromString("plat"), digest.FromString("layer"), digest.FromString("other")
-	ix.PutBlob(layer, 100)
-	ix.PutManifest("docker.io", "library/a", plat, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{layer}})
-	ix.PutManifest("docker.io", "library/a", idx, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{plat}})
+	ix.PutBlob(t.Context(), layer, 100)
+	ix.PutManifest(t.Context(), "docker.io", "library/a", plat, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{layer}})
+	ix.PutManifest(t.Context(), "docker.io", "library/a", idx, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{plat}})
 	clock = now.Add(time.Hour) // newer than the image: without protection the image goes first
-	ix.PutBlob(other, 100)
+	ix.PutBlob(t.Context(), other, 100)
 	p := cacheindex.EvictPolicy{MaxSize: 150, LowWater: 150, Protected: map[digest.Digest]bool{plat: true}}
-	got, err := ix.EvictionPlan(p, clock)
+	got, err := ix.EvictionPlan(t.Context(), p, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func protectedReach(t *testing.T, open Open) {
 		t.Errorf("plan %v (lost %v): want %s only, the protected image kept", got.Evict, got.LostProtected, other)
 	}
 	p.MaxSize, p.LowWater = 50, 50 // the cap wins
-	if got, err = ix.EvictionPlan(p, clock); err != nil {
+	if got, err = ix.EvictionPlan(t.Context(), p, clock); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(got.Evict, layer) || !slices.Contains(got.LostProtected, layer) {
@@ -267,13 +267,13 @@ func protectedThroughBlobEntry(t *testing.T, open Open) {
 	clock := now
 	ix := open(t, func() time.Time { return clock })
 	idx, plat, layer, other := digest.FromString("idx"), digest.FromString("plat"), digest.FromString("layer"), digest.FromString("other")
-	ix.PutBlob(layer, 100)
-	ix.PutBlob(plat, 10) // fetched by digest through /blobs/ first
-	ix.PutManifest("docker.io", "library/a", plat, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{layer}})
-	ix.PutManifest("docker.io", "library/a", idx, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{plat}})
+	ix.PutBlob(t.Context(), layer, 100)
+	ix.PutBlob(t.Context(), plat, 10) // fetched by digest through /blobs/ first
+	ix.PutManifest(t.Context(), "docker.io", "library/a", plat, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{layer}})
+	ix.PutManifest(t.Context(), "docker.io", "library/a", idx, cacheindex.ManifestEntry{Size: 10, Refs: []digest.Digest{plat}})
 	clock = now.Add(time.Hour)
-	ix.PutBlob(other, 100)
-	got, err := ix.EvictionPlan(cacheindex.EvictPolicy{MaxSize: 150, LowWater: 150, Protected: map[digest.Digest]bool{idx: true}}, clock)
+	ix.PutBlob(t.Context(), other, 100)
+	got, err := ix.EvictionPlan(t.Context(), cacheindex.EvictPolicy{MaxSize: 150, LowWater: 150, Protected: map[digest.Digest]bool{idx: true}}, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,11 +285,11 @@ func protectedThroughBlobEntry(t *testing.T, open Open) {
 func reachable(t *testing.T, open Open) {
 	ix := open(t, time.Now)
 	idx, plat, layer, other := digest.FromString("idx"), digest.FromString("plat"), digest.FromString("layer"), digest.FromString("other")
-	ix.PutManifest("docker.io", "library/a", idx, cacheindex.ManifestEntry{Refs: []digest.Digest{plat}})
-	ix.PutManifest("docker.io", "library/a", plat, cacheindex.ManifestEntry{Refs: []digest.Digest{layer}})
-	ix.PutTag("docker.io", "library/a", "1", cacheindex.TagEntry{Digest: idx})
-	ix.PutTag("ghcr.io", "x", "1", cacheindex.TagEntry{Digest: other})
-	got, err := ix.Reachable(func(up string, _ cacheindex.TagEntry) bool { return up == "docker.io" })
+	ix.PutManifest(t.Context(), "docker.io", "library/a", idx, cacheindex.ManifestEntry{Refs: []digest.Digest{plat}})
+	ix.PutManifest(t.Context(), "docker.io", "library/a", plat, cacheindex.ManifestEntry{Refs: []digest.Digest{layer}})
+	ix.PutTag(t.Context(), "docker.io", "library/a", "1", cacheindex.TagEntry{Digest: idx})
+	ix.PutTag(t.Context(), "ghcr.io", "x", "1", cacheindex.TagEntry{Digest: other})
+	got, err := ix.Reachable(t.Context(), func(up string, _ cacheindex.TagEntry) bool { return up == "docker.io" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,25 +307,25 @@ func evictByImage(t *testing.T, open Open) {
 	ix := open(t, func() time.Time { return clock })
 	shared, onlyA, onlyB := digest.FromString("shared"), digest.FromString("a-layer"), digest.FromString("b-layer")
 	for _, d := range []digest.Digest{shared, onlyA, onlyB} {
-		if err := ix.PutBlob(d, 1000); err != nil {
+		if err := ix.PutBlob(t.Context(), d, 1000); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ma, mb := digest.FromString("manifest a"), digest.FromString("manifest b")
-	if err := ix.PutManifest("docker.io", "library/a", ma, cacheindex.ManifestEntry{MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 10, Refs: []digest.Digest{shared, onlyA}}); err != nil {
+	if err := ix.PutManifest(t.Context(), "docker.io", "library/a", ma, cacheindex.ManifestEntry{MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 10, Refs: []digest.Digest{shared, onlyA}}); err != nil {
 		t.Fatal(err)
 	}
 	ix.TouchAll([]digest.Digest{ma, shared, onlyA})
 	clock = now.Add(time.Hour) // b is used later than a
-	if err := ix.PutManifest("docker.io", "library/b", mb, cacheindex.ManifestEntry{MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 10, Refs: []digest.Digest{shared, onlyB}}); err != nil {
+	if err := ix.PutManifest(t.Context(), "docker.io", "library/b", mb, cacheindex.ManifestEntry{MediaType: "application/vnd.oci.image.manifest.v1+json", Size: 10, Refs: []digest.Digest{shared, onlyB}}); err != nil {
 		t.Fatal(err)
 	}
 	ix.TouchAll([]digest.Digest{mb, shared, onlyB})
-	if err := ix.Flush(); err != nil {
+	if err := ix.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	clock = now.Add(2 * time.Hour)
-	plan, err := ix.EvictionPlan(cacheindex.EvictPolicy{MaxSize: 2500, LowWater: 2500}, clock)
+	plan, err := ix.EvictionPlan(t.Context(), cacheindex.EvictPolicy{MaxSize: 2500, LowWater: 2500}, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +334,7 @@ func evictByImage(t *testing.T, open Open) {
 	if !slices.Equal(got, want) || len(plan.Images) != 1 || plan.Images[0].Root != ma {
 		t.Errorf("plan %v (images %+v), want image a without the shared layer: %v", plan.Evict, plan.Images, want)
 	}
-	ip, top, err := cacheindex.ImagePlanOf(ix, mb)
+	ip, top, err := cacheindex.ImagePlanOf(t.Context(), ix, mb)
 	if err != nil || !top {
 		t.Fatalf("image plan of b: top %v, %v", top, err)
 	}

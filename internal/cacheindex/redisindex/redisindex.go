@@ -39,7 +39,7 @@ type Index struct {
 	prefix string
 	log    *slog.Logger
 	now    func() time.Time
-	// timeout bounds each call: the Backend interface takes no context.
+	// timeout bounds each round trip, within the caller's ctx.
 	timeout time.Duration
 	// tolerant turns Redis errors into "not recorded": reads find nothing,
 	// writes are dropped (logged), so replicas keep serving from S3 and
@@ -66,9 +66,13 @@ func WithClock(now func() time.Time) Option { return func(ix *Index) { ix.now = 
 // writes (logged at most every 10 seconds) instead of failing requests.
 func WithTolerance() Option { return func(ix *Index) { ix.tolerant = true } }
 
-// soft is err, or nil (logged) when the index tolerates Redis errors.
-func (ix *Index) soft(err error) error {
+// soft is err, or nil (logged) when the index tolerates Redis errors. A
+// caller's ctx that ended is not Redis being away: its error stays.
+func (ix *Index) soft(ctx context.Context, err error) error {
 	if !ix.tolerant || err == nil {
+		return err
+	}
+	if ctx.Err() != nil {
 		return err
 	}
 	ix.warnMu.Lock()
@@ -119,22 +123,57 @@ func New(ctx context.Context, c redis.UniversalClient, flushEvery time.Duration,
 
 func (ix *Index) key(name string) string { return ix.prefix + name }
 
-func (ix *Index) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), ix.timeout)
+// do runs one round trip, fn, under the caller's ctx bounded by the
+// index's per-call timeout. go-redis heeds a ctx while it waits for a
+// connection, but not while it waits for a reply (that read ends at the
+// client's read timeout): so do returns as soon as ctx ends or the timeout
+// passes, with that error, and the round trip finishes or times out on its
+// own, giving its connection back to the pool. do returns fn's error when
+// fn ended; else fn may still run, and its results must not be read.
+func (ix *Index) do(ctx context.Context, fn func(ctx context.Context) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	call, cancel := context.WithTimeout(ctx, ix.timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- fn(call) }()
+	select {
+	case err := <-done:
+		return err
+	case <-call.Done():
+		select {
+		case err := <-done: // it ended too: its answer stands
+			return err
+		default:
+			return call.Err()
+		}
+	}
+}
+
+// wrapped is err from Redis, named; nil stays nil.
+func wrapped(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("redis index: %w", err)
 }
 
 func tagField(upstream, repo, tag string) string { return upstream + "\x00" + repo + "\x00" + tag }
 
-func getJSON[T any](ix *Index, hash, field string) (T, bool, error) {
+func getJSON[T any](ctx context.Context, ix *Index, hash, field string) (T, bool, error) {
 	var v T
-	ctx, cancel := ix.ctx()
-	defer cancel()
-	raw, err := ix.c.HGet(ctx, ix.key(hash), field).Bytes()
+	var raw []byte
+	err := ix.do(ctx, func(ctx context.Context) error {
+		var err error
+		raw, err = ix.c.HGet(ctx, ix.key(hash), field).Bytes()
+		return err
+	})
 	if errors.Is(err, redis.Nil) {
 		return v, false, nil
 	}
 	if err != nil {
-		return v, false, ix.soft(fmt.Errorf("redis index: %w", err))
+		return v, false, ix.soft(ctx, wrapped(err))
 	}
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return v, false, fmt.Errorf("redis index %s %q: %w", hash, field, err)
@@ -142,48 +181,46 @@ func getJSON[T any](ix *Index, hash, field string) (T, bool, error) {
 	return v, true, nil
 }
 
-func (ix *Index) setJSON(hash, field string, v any) error {
+func (ix *Index) setJSON(ctx context.Context, hash, field string, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := ix.ctx()
-	defer cancel()
-	if err := ix.c.HSet(ctx, ix.key(hash), field, raw).Err(); err != nil {
-		return ix.soft(fmt.Errorf("redis index: %w", err))
-	}
-	return nil
+	return ix.soft(ctx, wrapped(ix.do(ctx, func(ctx context.Context) error {
+		return ix.c.HSet(ctx, ix.key(hash), field, raw).Err()
+	})))
 }
 
 // Tag implements cacheindex.Backend.
-func (ix *Index) Tag(upstream, repo, tag string) (cacheindex.TagEntry, bool, error) {
-	return getJSON[cacheindex.TagEntry](ix, "tags", tagField(upstream, repo, tag))
+func (ix *Index) Tag(ctx context.Context, upstream, repo, tag string) (cacheindex.TagEntry, bool, error) {
+	return getJSON[cacheindex.TagEntry](ctx, ix, "tags", tagField(upstream, repo, tag))
 }
 
 // PutTag implements cacheindex.Backend.
-func (ix *Index) PutTag(upstream, repo, tag string, e cacheindex.TagEntry) error {
-	return ix.setJSON("tags", tagField(upstream, repo, tag), e)
+func (ix *Index) PutTag(ctx context.Context, upstream, repo, tag string, e cacheindex.TagEntry) error {
+	return ix.setJSON(ctx, "tags", tagField(upstream, repo, tag), e)
 }
 
 // DeleteTag implements cacheindex.Backend.
-func (ix *Index) DeleteTag(upstream, repo, tag string) error {
-	ctx, cancel := ix.ctx()
-	defer cancel()
-	if err := ix.c.HDel(ctx, ix.key("tags"), tagField(upstream, repo, tag)).Err(); err != nil {
-		return ix.soft(fmt.Errorf("redis index: %w", err))
-	}
-	return nil
+func (ix *Index) DeleteTag(ctx context.Context, upstream, repo, tag string) error {
+	return ix.soft(ctx, wrapped(ix.do(ctx, func(ctx context.Context) error {
+		return ix.c.HDel(ctx, ix.key("tags"), tagField(upstream, repo, tag)).Err()
+	})))
 }
 
 // scan calls fn for every field of a hash, in batches.
-func (ix *Index) scan(hash string, fn func(field, value string) error) error {
+func (ix *Index) scan(ctx context.Context, hash string, fn func(field, value string) error) error {
 	var cursor uint64
 	for {
-		ctx, cancel := ix.ctx()
-		kv, next, err := ix.c.HScan(ctx, ix.key(hash), cursor, "", 1000).Result()
-		cancel()
+		var kv []string
+		var next uint64
+		err := ix.do(ctx, func(ctx context.Context) error {
+			var err error
+			kv, next, err = ix.c.HScan(ctx, ix.key(hash), cursor, "", 1000).Result()
+			return err
+		})
 		if err != nil {
-			return ix.soft(fmt.Errorf("redis index: %w", err))
+			return ix.soft(ctx, wrapped(err))
 		}
 		for i := 0; i+1 < len(kv); i += 2 {
 			if err := fn(kv[i], kv[i+1]); err != nil {
@@ -197,8 +234,8 @@ func (ix *Index) scan(hash string, fn func(field, value string) error) error {
 }
 
 // Tags implements cacheindex.Backend.
-func (ix *Index) Tags(fn func(upstream, repo, tag string, e cacheindex.TagEntry) error) error {
-	return ix.scan("tags", func(field, value string) error {
+func (ix *Index) Tags(ctx context.Context, fn func(upstream, repo, tag string, e cacheindex.TagEntry) error) error {
+	return ix.scan(ctx, "tags", func(field, value string) error {
 		var e cacheindex.TagEntry
 		if err := json.Unmarshal([]byte(value), &e); err != nil {
 			return fmt.Errorf("redis index tag %q: %w", field, err)
@@ -212,30 +249,20 @@ func (ix *Index) Tags(fn func(upstream, repo, tag string, e cacheindex.TagEntry)
 }
 
 // Manifest implements cacheindex.Backend.
-func (ix *Index) Manifest(d digest.Digest) (cacheindex.ManifestEntry, bool, error) {
-	return getJSON[cacheindex.ManifestEntry](ix, "manifests", d.String())
+func (ix *Index) Manifest(ctx context.Context, d digest.Digest) (cacheindex.ManifestEntry, bool, error) {
+	return getJSON[cacheindex.ManifestEntry](ctx, ix, "manifests", d.String())
 }
 
 // Manifests implements cacheindex.Backend. A manifest's last access is
 // its score in the access set (Touch), as a blob's is; a failed batch is
 // an error even on a tolerant index (an eviction plan built on part of
 // the manifests would take layers a kept image references).
-func (ix *Index) Manifests(fn func(digest.Digest, cacheindex.ManifestEntry) error) error {
+func (ix *Index) Manifests(ctx context.Context, fn func(digest.Digest, cacheindex.ManifestEntry) error) error {
 	var cursor uint64
 	for {
-		ctx, cancel := ix.ctx()
-		kv, next, err := ix.c.HScan(ctx, ix.key("manifests"), cursor, "", 1000).Result()
-		var scores []float64
-		if err == nil && len(kv) > 0 {
-			names := make([]string, 0, len(kv)/2)
-			for i := 0; i+1 < len(kv); i += 2 {
-				names = append(names, kv[i])
-			}
-			scores, err = ix.c.ZMScore(ctx, ix.key("access"), names...).Result()
-		}
-		cancel()
+		kv, scores, next, err := ix.scanScored(ctx, "manifests", cursor)
 		if err != nil {
-			return fmt.Errorf("redis index: %w", err)
+			return err
 		}
 		for i := 0; i+1 < len(kv); i += 2 {
 			var e cacheindex.ManifestEntry
@@ -255,7 +282,7 @@ func (ix *Index) Manifests(fn func(digest.Digest, cacheindex.ManifestEntry) erro
 
 // PutManifest implements cacheindex.Backend: the entry and the holdings
 // in one transaction.
-func (ix *Index) PutManifest(upstream, repo string, d digest.Digest, e cacheindex.ManifestEntry) error {
+func (ix *Index) PutManifest(ctx context.Context, upstream, repo string, d digest.Digest, e cacheindex.ManifestEntry) error {
 	raw, err := json.Marshal(e)
 	if err != nil {
 		return err
@@ -264,69 +291,74 @@ func (ix *Index) PutManifest(upstream, repo string, d digest.Digest, e cacheinde
 	for _, ref := range e.Refs {
 		members = append(members, holdMember(upstream, repo, ref))
 	}
-	ctx, cancel := ix.ctx()
-	defer cancel()
-	_, err = ix.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	return ix.soft(ctx, wrapped(ix.pipeline(ctx, func(ctx context.Context, p redis.Pipeliner) {
 		p.HSet(ctx, ix.key("manifests"), d.String(), raw)
 		p.SAdd(ctx, ix.key("holds"), members...)
 		// A manifest's last access is kept as a blob's is (Touch, Flush):
 		// an image's last use is its manifests', or a layer it shares
 		// with a newer image would make it look as recent.
 		p.ZAddArgs(ctx, ix.key("access"), redis.ZAddArgs{NX: true, Members: []redis.Z{{Score: float64(ix.now().UnixMilli()), Member: d.String()}}})
-		return nil
+	})))
+}
+
+// pipeline runs the commands fn queues in one transaction, as do runs one
+// round trip.
+func (ix *Index) pipeline(ctx context.Context, fn func(ctx context.Context, p redis.Pipeliner)) error {
+	return ix.do(ctx, func(ctx context.Context) error {
+		_, err := ix.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			fn(ctx, p)
+			return nil
+		})
+		return err
 	})
-	if err != nil {
-		return ix.soft(fmt.Errorf("redis index: %w", err))
-	}
-	return nil
 }
 
 // PutManifestEntry implements cacheindex.Backend.
-func (ix *Index) PutManifestEntry(d digest.Digest, e cacheindex.ManifestEntry) error {
-	return ix.setJSON("manifests", d.String(), e)
+func (ix *Index) PutManifestEntry(ctx context.Context, d digest.Digest, e cacheindex.ManifestEntry) error {
+	return ix.setJSON(ctx, "manifests", d.String(), e)
 }
 
 func holdMember(upstream, repo string, d digest.Digest) string {
 	return upstream + "\x00" + repo + "\x00" + d.String()
 }
 
-func (ix *Index) isMember(set, member string) (bool, error) {
-	ctx, cancel := ix.ctx()
-	defer cancel()
-	ok, err := ix.c.SIsMember(ctx, ix.key(set), member).Result()
+func (ix *Index) isMember(ctx context.Context, set, member string) (bool, error) {
+	var ok bool
+	err := ix.do(ctx, func(ctx context.Context) error {
+		var err error
+		ok, err = ix.c.SIsMember(ctx, ix.key(set), member).Result()
+		return err
+	})
 	if err != nil {
-		return false, ix.soft(fmt.Errorf("redis index: %w", err))
+		return false, ix.soft(ctx, wrapped(err))
 	}
 	return ok, nil
 }
 
-func (ix *Index) addMember(set, member string) error {
-	ctx, cancel := ix.ctx()
-	defer cancel()
-	if err := ix.c.SAdd(ctx, ix.key(set), member).Err(); err != nil {
-		return ix.soft(fmt.Errorf("redis index: %w", err))
-	}
-	return nil
+func (ix *Index) addMember(ctx context.Context, set, member string) error {
+	return ix.soft(ctx, wrapped(ix.do(ctx, func(ctx context.Context) error {
+		return ix.c.SAdd(ctx, ix.key(set), member).Err()
+	})))
 }
 
 // Holds implements cacheindex.Backend.
-func (ix *Index) Holds(upstream, repo string, d digest.Digest) (bool, error) {
-	return ix.isMember("holds", holdMember(upstream, repo, d))
+func (ix *Index) Holds(ctx context.Context, upstream, repo string, d digest.Digest) (bool, error) {
+	return ix.isMember(ctx, "holds", holdMember(upstream, repo, d))
 }
 
 // PutHolds implements cacheindex.Backend.
-func (ix *Index) PutHolds(upstream, repo string, d digest.Digest) error {
-	return ix.addMember("holds", holdMember(upstream, repo, d))
+func (ix *Index) PutHolds(ctx context.Context, upstream, repo string, d digest.Digest) error {
+	return ix.addMember(ctx, "holds", holdMember(upstream, repo, d))
 }
 
 // PutOrigin implements cacheindex.Backend.
-func (ix *Index) PutOrigin(upstream string, d digest.Digest) error {
-	return ix.addMember("origins", upstream+"\x00"+d.String())
+func (ix *Index) PutOrigin(ctx context.Context, upstream string, d digest.Digest) error {
+	return ix.addMember(ctx, "origins", upstream+"\x00"+d.String())
 }
 
 // HasOrigin implements cacheindex.Backend.
-func (ix *Index) HasOrigin(upstream string, d digest.Digest) (bool, error) {
-	return ix.isMember("origins", upstream+"\x00"+d.String())
+func (ix *Index) HasOrigin(ctx context.Context, upstream string, d digest.Digest) (bool, error) {
+	return ix.isMember(ctx, "origins", upstream+"\x00"+d.String())
 }
 
 // blobRecord is a blob's hash value; the last access lives in the zset.
@@ -336,16 +368,19 @@ type blobRecord struct {
 }
 
 // Blob implements cacheindex.Backend.
-func (ix *Index) Blob(d digest.Digest) (cacheindex.BlobEntry, bool, error) {
-	r, ok, err := getJSON[blobRecord](ix, "blobs", d.String())
+func (ix *Index) Blob(ctx context.Context, d digest.Digest) (cacheindex.BlobEntry, bool, error) {
+	r, ok, err := getJSON[blobRecord](ctx, ix, "blobs", d.String())
 	if err != nil || !ok {
 		return cacheindex.BlobEntry{}, ok, err
 	}
-	ctx, cancel := ix.ctx()
-	defer cancel()
-	score, err := ix.c.ZScore(ctx, ix.key("access"), d.String()).Result()
+	var score float64
+	err = ix.do(ctx, func(ctx context.Context) error {
+		var err error
+		score, err = ix.c.ZScore(ctx, ix.key("access"), d.String()).Result()
+		return err
+	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return cacheindex.BlobEntry{}, false, ix.soft(fmt.Errorf("redis index: %w", err))
+		return cacheindex.BlobEntry{}, false, ix.soft(ctx, wrapped(err))
 	}
 	return cacheindex.BlobEntry{Size: r.Size, Created: r.Created, LastAccess: fromScore(score, r.Created)}, true, nil
 }
@@ -358,41 +393,27 @@ func fromScore(score float64, fallback time.Time) time.Time {
 }
 
 // PutBlob implements cacheindex.Backend.
-func (ix *Index) PutBlob(d digest.Digest, size int64) error {
+func (ix *Index) PutBlob(ctx context.Context, d digest.Digest, size int64) error {
 	now := ix.now()
 	raw, err := json.Marshal(blobRecord{Size: size, Created: now})
 	if err != nil {
 		return err
 	}
-	ctx, cancel := ix.ctx()
-	defer cancel()
-	_, err = ix.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	return ix.soft(ctx, wrapped(ix.pipeline(ctx, func(ctx context.Context, p redis.Pipeliner) {
 		p.HSet(ctx, ix.key("blobs"), d.String(), raw)
 		p.ZAdd(ctx, ix.key("access"), redis.Z{Score: float64(now.UnixMilli()), Member: d.String()})
-		return nil
-	})
-	if err != nil {
-		return ix.soft(fmt.Errorf("redis index: %w", err))
-	}
-	return nil
+	})))
 }
 
 // DeleteBlob implements cacheindex.Backend. Its failure is returned even
 // when the index tolerates Redis errors: an eviction or a drop of a damaged
 // file that believed the entry gone would go on as if the index agreed.
-func (ix *Index) DeleteBlob(d digest.Digest) error {
-	ctx, cancel := ix.ctx()
-	defer cancel()
-	_, err := ix.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+func (ix *Index) DeleteBlob(ctx context.Context, d digest.Digest) error {
+	return wrapped(ix.pipeline(ctx, func(ctx context.Context, p redis.Pipeliner) {
 		p.HDel(ctx, ix.key("blobs"), d.String())
 		p.HDel(ctx, ix.key("manifests"), d.String())
 		p.ZRem(ctx, ix.key("access"), d.String())
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("redis index: %w", err)
-	}
-	return nil
+	}))
 }
 
 // Blobs implements cacheindex.Backend, a batch of entries at a time. A
@@ -400,27 +421,13 @@ func (ix *Index) DeleteBlob(d digest.Digest) error {
 // errors: an eviction plan or a count built on part of the entries would
 // be wrong, not empty. (HSCAN may return an entry twice; PlanEviction and
 // the counts it feeds take each digest once.)
-func (ix *Index) Blobs(fn func(digest.Digest, cacheindex.BlobEntry) error) error {
+func (ix *Index) Blobs(ctx context.Context, fn func(digest.Digest, cacheindex.BlobEntry) error) error {
 	var cursor uint64
 	for {
-		ctx, cancel := ix.ctx()
-		kv, next, err := ix.c.HScan(ctx, ix.key("blobs"), cursor, "", 1000).Result()
+		kv, scores, next, err := ix.scanScored(ctx, "blobs", cursor)
 		if err != nil {
-			cancel()
-			return fmt.Errorf("redis index: %w", err)
+			return err
 		}
-		var names []string
-		for i := 0; i+1 < len(kv); i += 2 {
-			names = append(names, kv[i])
-		}
-		var scores []float64
-		if len(names) > 0 {
-			if scores, err = ix.c.ZMScore(ctx, ix.key("access"), names...).Result(); err != nil {
-				cancel()
-				return fmt.Errorf("redis index: %w", err)
-			}
-		}
-		cancel()
 		for i := 0; i+1 < len(kv); i += 2 {
 			var r blobRecord
 			if err := json.Unmarshal([]byte(kv[i+1]), &r); err != nil {
@@ -437,15 +444,50 @@ func (ix *Index) Blobs(fn func(digest.Digest, cacheindex.BlobEntry) error) error
 	}
 }
 
-// Touch implements cacheindex.Backend.
+// scanScored is one batch of a hash's scan from cursor, field and value
+// after field and value, with each field's last access (its score in the
+// access set), and the next cursor. Its error is returned even on a
+// tolerant index: a scan's caller builds on the whole.
+func (ix *Index) scanScored(ctx context.Context, hash string, cursor uint64) ([]string, []float64, uint64, error) {
+	type batch struct {
+		kv     []string
+		scores []float64
+		next   uint64
+	}
+	var got batch
+	err := ix.do(ctx, func(ctx context.Context) error {
+		var b batch
+		var err error
+		if b.kv, b.next, err = ix.c.HScan(ctx, ix.key(hash), cursor, "", 1000).Result(); err != nil {
+			return err
+		}
+		if len(b.kv) > 0 {
+			names := make([]string, 0, len(b.kv)/2)
+			for i := 0; i+1 < len(b.kv); i += 2 {
+				names = append(names, b.kv[i])
+			}
+			if b.scores, err = ix.c.ZMScore(ctx, ix.key("access"), names...).Result(); err != nil {
+				return err
+			}
+		}
+		got = b
+		return nil
+	})
+	if err != nil {
+		return nil, nil, 0, wrapped(err)
+	}
+	return got.kv, got.scores, got.next, nil
+}
+
+// Touch implements cacheindex.Backend: in memory, no I/O, so no ctx.
 func (ix *Index) Touch(d digest.Digest) { ix.touched.Add(ix.now(), d) }
 
-// TouchAll implements cacheindex.Backend.
+// TouchAll implements cacheindex.Backend, as Touch.
 func (ix *Index) TouchAll(ds []digest.Digest) { ix.touched.Add(ix.now(), ds...) }
 
 // Flush writes pending access times in one pipeline. On failure they are
 // kept for the next flush.
-func (ix *Index) Flush() error {
+func (ix *Index) Flush(ctx context.Context) error {
 	batch := ix.touched.Take()
 	if len(batch) == 0 {
 		return nil
@@ -454,10 +496,11 @@ func (ix *Index) Flush() error {
 	for d, at := range batch {
 		zs = append(zs, redis.Z{Score: float64(at.UnixMilli()), Member: d.String()})
 	}
-	ctx, cancel := ix.ctx()
-	defer cancel()
 	// XX: only blobs and manifests still indexed; GT: never back.
-	if err := ix.c.ZAddArgs(ctx, ix.key("access"), redis.ZAddArgs{XX: true, GT: true, Members: zs}).Err(); err != nil {
+	err := ix.do(ctx, func(ctx context.Context) error {
+		return ix.c.ZAddArgs(ctx, ix.key("access"), redis.ZAddArgs{XX: true, GT: true, Members: zs}).Err()
+	})
+	if err != nil {
 		ix.touched.Keep(batch)
 		return fmt.Errorf("redis index: flush access times: %w", err)
 	}
@@ -465,17 +508,19 @@ func (ix *Index) Flush() error {
 }
 
 // EvictionPlan implements cacheindex.Backend.
-func (ix *Index) EvictionPlan(p cacheindex.EvictPolicy, now time.Time) (cacheindex.Plan, error) {
-	return cacheindex.PlanEviction(ix, p, now)
+func (ix *Index) EvictionPlan(ctx context.Context, p cacheindex.EvictPolicy, now time.Time) (cacheindex.Plan, error) {
+	return cacheindex.PlanEviction(ctx, ix, p, now)
 }
 
 // Reachable implements cacheindex.Backend.
-func (ix *Index) Reachable(keep func(upstream string, e cacheindex.TagEntry) bool) (map[digest.Digest]bool, error) {
-	return cacheindex.ReachableFrom(ix, keep)
+func (ix *Index) Reachable(ctx context.Context, keep func(upstream string, e cacheindex.TagEntry) bool) (map[digest.Digest]bool, error) {
+	return cacheindex.ReachableFrom(ctx, ix, keep)
 }
 
-// Close flushes pending access times. The client stays open.
+// Close flushes pending access times, bounded by the per-call timeout:
+// it runs at shutdown, when no request is left to give a ctx. The client
+// stays open.
 func (ix *Index) Close() error {
 	ix.touched.Stop()
-	return ix.Flush()
+	return ix.Flush(context.Background())
 }
