@@ -98,8 +98,9 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		ri := &reqInfo{}
 		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 		lw := &logWriter{ResponseWriter: w, status: http.StatusOK}
-		lw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-		lw.Header().Set("X-Content-Type-Options", "nosniff")
+		h := lw.Header()
+		h["Docker-Distribution-Api-Version"] = apiVersionValue
+		h["X-Content-Type-Options"] = nosniffValue
 		defer func() {
 			p := recover()
 			status := lw.status
