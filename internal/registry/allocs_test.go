@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/oci"
 )
 
@@ -53,7 +56,8 @@ func TestHitAllocations(t *testing.T) {
 			t.Fatal("the layer was not committed")
 		}
 	}
-	h := e.srv.Handler()
+	// The access log's metrics counted too, as the app has them.
+	h := New(e.content, WithMetrics(metrics.New(prometheus.NewRegistry()))).Handler()
 	accept := strings.Join(oci.ManifestMediaTypes, ", ")
 	for _, c := range []struct {
 		method, path string

@@ -5,9 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
+	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/oci"
 )
@@ -115,7 +115,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 				if cache == "" {
 					cache = "none"
 				}
-				s.metrics.Requests.WithLabelValues(ri.kind, methodLabel(r.Method), cache, strconv.Itoa(status)).Inc()
+				s.metrics.Requests.WithLabelValues(ri.kind, methodLabel(r.Method), cache, metrics.Code(status)).Inc()
 				s.metrics.Bytes.WithLabelValues(cache).Add(float64(lw.bytes))
 			}
 			s.observed(r, ri, status, lw.bytes)
