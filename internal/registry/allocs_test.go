@@ -4,13 +4,19 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regcache/regcache/internal/metrics"
+	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/oci"
 )
 
@@ -63,9 +69,9 @@ func TestHitAllocations(t *testing.T) {
 		method, path string
 		max          float64
 	}{
-		{"GET", "/v2/" + img.Repo + "/manifests/" + img.Tag, 15},
-		{"HEAD", "/v2/" + img.Repo + "/manifests/" + img.Tag, 15},
-		{"GET", "/v2/" + img.Repo + "/manifests/" + string(img.Digest), 15},
+		{"GET", "/v2/" + img.Repo + "/manifests/" + img.Tag, 9},
+		{"HEAD", "/v2/" + img.Repo + "/manifests/" + img.Tag, 9},
+		{"GET", "/v2/" + img.Repo + "/manifests/" + string(img.Digest), 9},
 		{"GET", blob, 34},
 	} {
 		req, _ := http.NewRequest(c.method, e.ts.URL+c.path, nil)
@@ -125,4 +131,40 @@ func TestV2Routes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestManifestHeaderCache: the cached header values are those of the
+// manifest asked, whichever manifest last used its slot, from many
+// goroutines at once (run with -race).
+func TestManifestHeaderCache(t *testing.T) {
+	var c headerCache
+	var ms []*mirror.Manifest
+	for i := range 3 * headerSlots {
+		body := []byte(strings.Repeat("x", i))
+		mt := oci.MediaTypeOCIManifest
+		if i%2 == 1 {
+			mt = oci.MediaTypeDockerManifest
+		}
+		ms = append(ms, &mirror.Manifest{Body: body, MediaType: mt, Digest: digest.FromBytes(body)})
+	}
+	// Two media types for the same bytes: each answer says its own.
+	ms = append(ms, &mirror.Manifest{Body: ms[0].Body, MediaType: oci.MediaTypeDockerManifest, Digest: ms[0].Digest})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for round := range 3 {
+				for i := range ms {
+					m := ms[(i*7+g+round)%len(ms)]
+					h := c.get(m)
+					want := []string{m.MediaType, strconv.Itoa(len(m.Body)), m.Digest.String(), `"` + m.Digest.String() + `"`}
+					got := []string{h.contentType[0], h.contentLength[0], h.digest[0], h.etag[0]}
+					if !slices.Equal(got, want) {
+						t.Errorf("headers of %s (%s): %q, want %q", m.Digest, m.MediaType, got, want)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -52,6 +52,8 @@ type Server struct {
 	metrics    *metrics.Metrics
 	observe    func(Served)
 	clientAddr func(*http.Request) netip.Addr // nil: the peer's address
+	// manifestHeaders are the header values of recent manifest answers.
+	manifestHeaders *headerCache
 }
 
 // Option configures a Server.
@@ -76,7 +78,7 @@ func WithMiddleware(mw func(http.Handler) http.Handler) Option {
 // New returns a Server answering from content. The first of its
 // registries is the default one, served at the root path.
 func New(content Content, opts ...Option) *Server {
-	s := &Server{content: content, registries: content.Registries(), log: slog.New(slog.DiscardHandler)}
+	s := &Server{content: content, registries: content.Registries(), log: slog.New(slog.DiscardHandler), manifestHeaders: &headerCache{}}
 	for _, o := range opts {
 		o(s)
 	}
