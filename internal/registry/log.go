@@ -95,9 +95,13 @@ func (w *logWriter) ReadFrom(r io.Reader) (int64, error) {
 func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		ri := &reqInfo{}
+		// The writer and the request's record in one allocation.
+		st := &struct {
+			lw logWriter
+			ri reqInfo
+		}{lw: logWriter{ResponseWriter: w, status: http.StatusOK}}
+		ri, lw := &st.ri, &st.lw
 		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
-		lw := &logWriter{ResponseWriter: w, status: http.StatusOK}
 		h := lw.Header()
 		h["Docker-Distribution-Api-Version"] = apiVersionValue
 		h["X-Content-Type-Options"] = nosniffValue
