@@ -69,10 +69,10 @@ func TestHitAllocations(t *testing.T) {
 		method, path string
 		max          float64
 	}{
-		{"GET", "/v2/" + img.Repo + "/manifests/" + img.Tag, 8},
-		{"HEAD", "/v2/" + img.Repo + "/manifests/" + img.Tag, 8},
-		{"GET", "/v2/" + img.Repo + "/manifests/" + string(img.Digest), 8},
-		{"GET", blob, 33},
+		{"GET", "/v2/" + img.Repo + "/manifests/" + img.Tag, 6},
+		{"HEAD", "/v2/" + img.Repo + "/manifests/" + img.Tag, 6},
+		{"GET", "/v2/" + img.Repo + "/manifests/" + string(img.Digest), 6},
+		{"GET", blob, 31},
 	} {
 		req, _ := http.NewRequest(c.method, e.ts.URL+c.path, nil)
 		req.Header.Set("Accept", accept)

@@ -23,7 +23,7 @@ import (
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d digest.Digest) {
 	ctx := r.Context()
 	b, out, err := s.content.Blob(ctx, rt.request(r), d)
-	noteOutcome(r, out)
+	noteOutcome(w, out)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

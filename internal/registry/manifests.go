@@ -16,7 +16,7 @@ import (
 // with the manifest the content service gives, byte for byte.
 func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, rt route, ref oci.Reference) {
 	m, out, err := s.content.Manifest(r.Context(), rt.request(r), ref)
-	noteOutcome(r, out)
+	noteOutcome(w, out)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
