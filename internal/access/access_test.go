@@ -549,3 +549,32 @@ func TestDigestOnlyPublicRepository(t *testing.T) {
 		t.Fatalf("known-public repository refused for another reference: %v", err)
 	}
 }
+
+// TestAuthorizeKnownPublicAllocates: authorizing a request for a
+// repository whose public answer is remembered is a map lookup: it parses
+// no path and builds no key (issue 28).
+func TestAuthorizeKnownPublicAllocates(t *testing.T) {
+	f := &fakeUpstream{public: map[string]bool{"library/pub": true}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	a, err := New(Config{Upstreams: []Upstream{{Name: "docker.io", URL: srv.URL, Credentialed: true}}}, WithRemember(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/v2/library/pub/manifests/latest", nil)
+	w := httptest.NewRecorder()
+	if err := a.Authorize(w, r, "docker.io", "library/pub"); err != nil {
+		t.Fatal(err)
+	}
+	n := testing.AllocsPerRun(100, func() {
+		if err := a.Authorize(w, r, "docker.io", "library/pub"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n > 0 {
+		t.Errorf("Authorize of a remembered public repository: %.0f allocations, want 0", n)
+	}
+	if hits := f.hits.Load(); hits != 1 {
+		t.Errorf("%d upstream checks, want 1", hits)
+	}
+}

@@ -37,8 +37,7 @@ func (a *Access) Authorize(w http.ResponseWriter, r *http.Request, upName, repo 
 	if id.user != "" && rl.private == PrivateAuthenticated && a.userMay(id.user, upName, repo) {
 		return nil
 	}
-	req, _ := oci.ParsePath(r.URL.Path) // parsed before: the registry routed it
-	ans, err := a.publicAnswer(r.Context(), upName, repo, req)
+	ans, err := a.publicAnswer(r.Context(), upName, repo, r.URL.Path)
 	if err != nil {
 		return err
 	}
@@ -129,20 +128,21 @@ func checkPattern(p string) error {
 // repository; when the upstream cannot be asked the last answer is used
 // however old, and without one the request fails closed.
 func (a *Access) isPublic(ctx context.Context, upName, repo string) (bool, error) {
-	ans, err := a.publicAnswer(ctx, upName, repo, oci.Path{})
+	ans, err := a.publicAnswer(ctx, upName, repo, "")
 	return ans.public, err
 }
 
 // publicAnswer is isPublic with the "missing even for the mirror" case,
-// for the request req (its reference is asked about when the repository's
-// tag list says nothing). Public and private are facts of the repository
-// and remembered for it; "missing" is remembered for the reference only.
+// for the request at path (its reference is asked about when the
+// repository's tag list says nothing). Public and private are facts of the
+// repository and remembered for it; "missing" is remembered for the
+// reference only.
 //
 // For an upstream with a fallback chain, each credentialed member is asked
 // the same of its own copy, since it may answer in the upstream's place:
 // the repository is public only if every such member serves it
 // anonymously too, or does not have it at all.
-func (a *Access) publicAnswer(ctx context.Context, upName, repo string, req oci.Path) (publicAnswer, error) {
+func (a *Access) publicAnswer(ctx context.Context, upName, repo, path string) (publicAnswer, error) {
 	st := a.upstreams[upName]
 	if st == nil {
 		return publicAnswer{public: true}, nil
@@ -150,12 +150,12 @@ func (a *Access) publicAnswer(ctx context.Context, upName, repo string, req oci.
 	ans := publicAnswer{public: true} // the mirror itself reads anonymously
 	if st.credentialed {
 		var err error
-		if ans, err = a.linkAnswer(ctx, upName, st, repo, req); err != nil || !ans.public {
+		if ans, err = a.linkAnswer(ctx, upName, st, repo, path); err != nil || !ans.public {
 			return ans, err
 		}
 	}
 	for _, m := range st.members {
-		mans, err := a.linkAnswer(ctx, m.name, m.st, repo, req)
+		mans, err := a.linkAnswer(ctx, m.name, m.st, repo, path)
 		if err != nil {
 			return publicAnswer{}, err
 		}
@@ -167,15 +167,25 @@ func (a *Access) publicAnswer(ctx context.Context, upName, repo string, req oci.
 }
 
 // linkAnswer is publicAnswer for one credentialed upstream alone.
-func (a *Access) linkAnswer(ctx context.Context, upName string, st *upstreamState, repo string, req oci.Path) (publicAnswer, error) {
-	refKey := repo + "\x00" + refString(req)
+//
+// path is the request's URL path ("" for none), parsed only when the
+// repository's answer is not remembered: a warm hit on a known public
+// repository parses nothing and builds no key (issue 28).
+func (a *Access) linkAnswer(ctx context.Context, upName string, st *upstreamState, repo, path string) (publicAnswer, error) {
 	st.mu.Lock()
 	last, known := st.answers[repo]
-	gone, goneKnown := st.answers[refKey]
 	st.mu.Unlock()
 	if known && a.now().Sub(last.at) < a.rememberOK {
 		return last, nil
 	}
+	var req oci.Path
+	if path != "" {
+		req, _ = oci.ParsePath(path) // parsed before: the registry routed it
+	}
+	refKey := repo + "\x00" + refString(req)
+	st.mu.Lock()
+	gone, goneKnown := st.answers[refKey]
+	st.mu.Unlock()
 	if goneKnown && a.now().Sub(gone.at) < rememberMissing {
 		return gone, nil
 	}

@@ -20,8 +20,7 @@ import (
 // request statistics leave out (it is no content: neither a hit nor a
 // miss, and no pull saved).
 func (a *Admin) observeFleet(s registry.Served) (isCanary bool) {
-	ups := a.src.Upstreams()
-	isCanary = len(ups) > 0 && s.Upstream == ups[0].Name && s.Repo == canary.Repo
+	isCanary = s.Repo == canary.Repo && a.isDefault(s.Upstream)
 	if a.d.Fleet == nil {
 		return isCanary
 	}
@@ -34,6 +33,15 @@ func (a *Admin) observeFleet(s registry.Served) (isCanary bool) {
 		a.d.Fleet.Observe(req)
 	}
 	return isCanary
+}
+
+// isDefault reports whether name is the default upstream (the first).
+// It builds the upstreams' view (a lock of each upstream's client), so
+// observeFleet asks it only of the canary's repository, not of every
+// answered request (issue 28).
+func (a *Admin) isDefault(name string) bool {
+	ups := a.src.Upstreams()
+	return len(ups) > 0 && name == ups[0].Name
 }
 
 // registerFleet exports regcache_fleet_nodes{window}.

@@ -3,7 +3,11 @@
 // gets its own registry.
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the collectors the registry API updates.
 type Metrics struct {
@@ -41,6 +45,23 @@ func New(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.Requests, m.Stale, m.Bytes, m.ReserveRefusals, m.Fallbacks)
 	return m
 }
+
+// Code is the code label of Requests for an HTTP status: for the codes
+// 100-599 a string made once, not one strconv.Itoa allocation per answered
+// request (issue 28).
+func Code(status int) string {
+	if status >= 100 && status < len(codes) {
+		return codes[status]
+	}
+	return strconv.Itoa(status)
+}
+
+var codes = func() (c [600]string) {
+	for i := 100; i < len(c); i++ {
+		c[i] = strconv.Itoa(i)
+	}
+	return c
+}()
 
 // UpstreamGauges registers gauges read from fn at scrape time: the
 // upstream's last reported rate limit and whether it is marked down.

@@ -23,7 +23,7 @@ import (
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d digest.Digest) {
 	ctx := r.Context()
 	b, out, err := s.content.Blob(ctx, rt.request(r), d)
-	noteOutcome(r, out)
+	noteOutcome(w, out)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -34,12 +34,12 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d d
 		s.writeError(w, r, err)
 		return
 	}
-	setBlobHeaders(w, d)
+	etag := `"` + d.String() + `"`
+	setBlobHeaders(w, d, etag)
 	if u := b.RedirectURL(); u != "" && r.Method == http.MethodGet {
 		http.Redirect(w, r, u, http.StatusTemporaryRedirect) // the client fetches (and ranges) it there
 		return
 	}
-	etag := `"` + d.String() + `"`
 	if etagMatches(r.Header.Get("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
@@ -139,13 +139,13 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func setBlobHeaders(w http.ResponseWriter, d digest.Digest) {
+func setBlobHeaders(w http.ResponseWriter, d digest.Digest, etag string) {
 	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Docker-Content-Digest", d.String())
-	h.Set("ETag", `"`+d.String()+`"`)
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("Cache-Control", "max-age=31536000")
+	h["Content-Type"] = octetStreamValue
+	h["Docker-Content-Digest"] = []string{d.String()}
+	h["Etag"] = []string{etag}
+	h["Accept-Ranges"] = bytesValue
+	h["Cache-Control"] = immutableValue
 }
 
 // etagMatches reports whether an If-None-Match header names etag (weak

@@ -1,13 +1,12 @@
 package registry
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
+	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/oci"
 )
@@ -26,17 +25,26 @@ type reqInfo struct {
 	joined   bool   // a miss that joined another request's fill
 }
 
-type infoKey struct{}
-
-func info(r *http.Request) *reqInfo {
-	if i, ok := r.Context().Value(infoKey{}).(*reqInfo); ok {
-		return i
+// info is the record of the request answered through w: the access log's
+// writer carries it, found past any writer a middleware wrapped around it
+// (Unwrap). Carrying it in the writer, not in the request's context, spares
+// every request a copy of the *http.Request and a context value (issue 28).
+// A writer that is not the access log's gets a record nobody reads.
+func info(w http.ResponseWriter) *reqInfo {
+	for {
+		switch v := w.(type) {
+		case *logWriter:
+			return &v.ri
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return &reqInfo{}
+		}
 	}
-	return &reqInfo{}
 }
 
-func noteError(r *http.Request, e *oci.Error) {
-	ri := info(r)
+func noteError(w http.ResponseWriter, e *oci.Error) {
+	ri := info(w)
 	ri.errCode, ri.errMsg = string(e.Code), e.Message
 	if len(ri.errMsg) > maxLoggedReason {
 		ri.errMsg = ri.errMsg[:maxLoggedReason] + "…"
@@ -47,12 +55,14 @@ func noteError(r *http.Request, e *oci.Error) {
 // quote upstream answers.
 const maxLoggedReason = 512
 
-// logWriter records status and bytes for the access log.
+// logWriter records status and bytes for the access log, and carries the
+// request's record the handlers fill in.
 type logWriter struct {
 	http.ResponseWriter
 	status      int
 	bytes       int64
 	wroteHeader bool
+	ri          reqInfo
 }
 
 func (w *logWriter) WriteHeader(code int) {
@@ -95,11 +105,11 @@ func (w *logWriter) ReadFrom(r io.Reader) (int64, error) {
 func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		ri := &reqInfo{}
-		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
 		lw := &logWriter{ResponseWriter: w, status: http.StatusOK}
-		lw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-		lw.Header().Set("X-Content-Type-Options", "nosniff")
+		ri := &lw.ri
+		h := lw.Header()
+		h["Docker-Distribution-Api-Version"] = apiVersionValue
+		h["X-Content-Type-Options"] = nosniffValue
 		defer func() {
 			p := recover()
 			status := lw.status
@@ -114,7 +124,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 				if cache == "" {
 					cache = "none"
 				}
-				s.metrics.Requests.WithLabelValues(ri.kind, methodLabel(r.Method), cache, strconv.Itoa(status)).Inc()
+				s.metrics.Requests.WithLabelValues(ri.kind, methodLabel(r.Method), cache, metrics.Code(status)).Inc()
 				s.metrics.Bytes.WithLabelValues(cache).Add(float64(lw.bytes))
 			}
 			s.observed(r, ri, status, lw.bytes)
@@ -127,8 +137,8 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 }
 
 // noteOutcome records how the content service answered.
-func noteOutcome(r *http.Request, out mirror.Outcome) {
-	ri := info(r)
+func noteOutcome(w http.ResponseWriter, out mirror.Outcome) {
+	ri := info(w)
 	if out.Cache != "" {
 		ri.cache = out.Cache
 	}

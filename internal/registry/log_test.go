@@ -69,3 +69,53 @@ func TestLogCarriesTheReason(t *testing.T) {
 		t.Errorf("duration %#v: want seconds as a number", line["duration"])
 	}
 }
+
+// wrappedWriter is a middleware's writer around the access log's, found
+// through Unwrap as http.ResponseController finds it.
+type wrappedWriter struct{ http.ResponseWriter }
+
+func (w wrappedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestLogRecordThroughAWrappingMiddleware: the request's record travels
+// with the access log's writer, so a middleware that wraps the writer
+// (with Unwrap) still gets the cache result, route and error into the log
+// line and the observer.
+func TestLogRecordThroughAWrappingMiddleware(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	var buf syncBuffer
+	var seen []Served
+	var mu sync.Mutex
+	wrap := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { next.ServeHTTP(wrappedWriter{w}, r) })
+	}
+	ts := httptest.NewServer(New(e.content, WithLogger(slog.New(slog.NewJSONHandler(&buf, nil))), WithMiddleware(wrap),
+		WithObserver(func(s Served) { mu.Lock(); seen = append(seen, s); mu.Unlock() })).Handler())
+	defer ts.Close()
+	img := e.imgs.Single
+	for _, p := range []string{"/v2/" + img.Repo + "/manifests/" + img.Tag, "/v2/" + img.Repo + "/manifests/" + img.Tag, "/v2/library/nosuch/manifests/latest"} {
+		resp, err := http.Get(ts.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	ts.Close()
+	var lines []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader([]byte(buf.String())))
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "request" {
+			lines = append(lines, m)
+		}
+	}
+	if len(lines) != 3 || len(seen) != 3 {
+		t.Fatalf("%d log lines, %d observed, want 3 each:\n%s", len(lines), len(seen), buf.String())
+	}
+	if lines[1]["cache"] != "hit" || lines[1]["repository"] != img.Repo || seen[1].Cache != "hit" || seen[1].Kind != "manifest" || seen[1].Tag != img.Tag {
+		t.Errorf("second pull: log %v, observed %+v: want a hit of %s:%s", lines[1], seen[1], img.Repo, img.Tag)
+	}
+	if lines[2]["error"] != string(oci.ErrNameUnknown) && lines[2]["error"] != string(oci.ErrManifestUnknown) {
+		t.Errorf("unknown repository: log error %v", lines[2]["error"])
+	}
+}

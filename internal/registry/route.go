@@ -24,7 +24,7 @@ type route struct {
 // A registry that is not configured is refused with NAME_UNKNOWN so the
 // client falls back to it instead of pulling the wrong thing.
 func (s *Server) resolve(r *http.Request, name string) (route, error) {
-	if ns := r.URL.Query().Get("ns"); ns != "" {
+	if ns := queryNS(r); ns != "" {
 		up := s.byName(ns)
 		if up == nil {
 			return route{}, notConfigured(ns)
@@ -49,6 +49,15 @@ func (s *Server) resolve(r *http.Request, name string) (route, error) {
 	}
 	up := s.registries[0]
 	return route{up: up.Name, repo: oci.HubRepository(up.Name, name), how: "default"}, nil
+}
+
+// queryNS is containerd's ?ns= parameter; a request without a query
+// string (nearly all) parses nothing.
+func queryNS(r *http.Request) string {
+	if r.URL.RawQuery == "" {
+		return ""
+	}
+	return r.URL.Query().Get("ns")
 }
 
 // answersTo reports whether host (from the Host header, with or without

@@ -63,7 +63,7 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request, rt route
 // serveListing writes a listing with its pagination link rewritten for
 // the client's route.
 func (s *Server) serveListing(w http.ResponseWriter, r *http.Request, rt route, l *mirror.Listing, out mirror.Outcome, err error) {
-	noteOutcome(r, out)
+	noteOutcome(w, out)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

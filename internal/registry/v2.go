@@ -21,9 +21,9 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, oci.Errorf(oci.ErrUnsupported, "regcache is a read-only mirror: %s %s is not supported (push to the upstream registry instead)", r.Method, p.Kind))
 		return
 	}
-	info(r).kind = p.Kind.String()
+	info(w).kind = p.Kind.String()
 	if p.Kind == oci.KindManifest {
-		info(r).tag = p.Reference.Tag
+		info(w).tag = p.Reference.Tag
 	}
 	if p.Kind == oci.KindBase {
 		w.Header().Set("Content-Type", "application/json")
@@ -42,7 +42,7 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	ri := info(r)
+	ri := info(w)
 	ri.upstream, ri.route, ri.repo = rt.up, rt.how, rt.repo
 	if s.authz != nil {
 		if err := s.authz.Authorize(w, r, rt.up, rt.repo); err != nil {

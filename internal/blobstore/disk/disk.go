@@ -89,7 +89,7 @@ func (s *Store) Open(_ context.Context, d digest.Digest) (blobstore.Blob, error)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
+	f, err := openRead(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, blobstore.ErrNotFound
 	}
