@@ -24,6 +24,11 @@ type reqInfo struct {
 	tag      string // the tag of a manifest request ("" by digest)
 	stale    string // why a stale answer was served
 	joined   bool   // a miss that joined another request's fill
+	// clientGone: a write to the client failed (it closed the
+	// connection); outcome says how an answer ended short on purpose
+	// ("client_closed").
+	clientGone bool
+	outcome    string
 }
 
 type infoKey struct{}
@@ -53,6 +58,7 @@ type logWriter struct {
 	status      int
 	bytes       int64
 	wroteHeader bool
+	ri          *reqInfo
 }
 
 func (w *logWriter) WriteHeader(code int) {
@@ -68,6 +74,9 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
+	if err != nil {
+		w.ri.clientGone = true
+	}
 	return n, err
 }
 
@@ -85,6 +94,9 @@ func (w *logWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 	n, err := rf.ReadFrom(r)
 	w.bytes += n
+	if err != nil {
+		w.ri.clientGone = true
+	}
 	return n, err
 }
 
@@ -97,7 +109,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		start := time.Now()
 		ri := &reqInfo{}
 		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
-		lw := &logWriter{ResponseWriter: w, status: http.StatusOK}
+		lw := &logWriter{ResponseWriter: w, status: http.StatusOK, ri: ri}
 		lw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 		lw.Header().Set("X-Content-Type-Options", "nosniff")
 		defer func() {
@@ -159,6 +171,9 @@ func (s *Server) logRequest(r *http.Request, ri *reqInfo, status int, bytes int6
 	}
 	if aborted {
 		attrs = append(attrs, slog.Bool("aborted", true))
+	}
+	if ri.outcome != "" {
+		attrs = append(attrs, slog.String("outcome", ri.outcome))
 	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }
