@@ -3,7 +3,9 @@
 //
 // A Fill owns one upstream fetch: it writes the body into a blobstore.Writer
 // (a temporary file) while hashing it, resumes a dropped connection with
-// Range, and commits only verified bytes. Readers read the growing file from
+// Range, and commits only verified bytes. A large blob may come over
+// several connections at once, as ranges written at their offsets and
+// hashed in order (segments.go). Readers read the growing file from
 // any offset at their own pace; the fill never waits for them and goes on
 // when they all leave. If the bytes turn out wrong, every reader gets an
 // error before the end of its declared length, so no client ever receives
