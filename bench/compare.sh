@@ -23,6 +23,14 @@ if [ -n "$missing" ]; then
 		{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >&2; }
 fi
 
+# Row 9's client: containerd 2.x, built once per machine by .ci/build-containerd.
+for p in containerd2 ctr2; do
+	if [ ! -x "/var/cache/regcache-ci/bin/$p" ]; then
+		echo "bench/compare.sh needs containerd 2.x (/var/cache/regcache-ci/bin/$p): run .ci/build-containerd" >&2
+		exit 1
+	fi
+done
+
 # Timings on a shared machine only compare when nothing else is busy.
 waited=0
 while [ "$(cut -d' ' -f1 /proc/loadavg | cut -d. -f1)" -ge 3 ] && [ "$waited" -lt 600 ]; do
@@ -37,3 +45,5 @@ go build -o "$tmp/regcache" ./cmd/regcache
 REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkCompare$' -benchtime 1x -timeout 60m ./bench/
 # Rows 7 and 8: warm hits against nginx serving the same bytes.
 REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkHits$' -benchtime 1x -timeout 20m ./bench/
+# Row 9: containerd 2.x's parallel range pull of a cold layer, direct and through regcache (as root).
+REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkParallelRanges$' -benchtime 1x -timeout 20m ./bench/

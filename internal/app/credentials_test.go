@@ -32,7 +32,7 @@ func TestCredentialHelperRotation(t *testing.T) {
 	hub.SetTokenTTL(time.Second)
 	ch := testenv.NewCredHelper(t, "test", "robot", "pw-1")
 	cfg := filepath.Join(t.TempDir(), "regcache.yaml")
-	yaml := fmt.Sprintf("upstreams:\n  - name: docker.io\n    url: %s\n    credential_helper: test\n    max_bandwidth: 64MiB/s\n    max_connections: 8\n", hub.URL)
+	yaml := fmt.Sprintf("upstreams:\n  - name: docker.io\n    url: %s\n    credential_helper: test\n    max_bandwidth: 64MiB/s\n    max_connections: 8\n    fill_connections: 3\n", hub.URL)
 	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +49,9 @@ func TestCredentialHelperRotation(t *testing.T) {
 	}
 	if got := m.App.Status().Settings["upstreams[0].max_connections"]; got != "8" {
 		t.Errorf("upstreams[0].max_connections in effect: %q, want 8", got)
+	}
+	if got := m.App.Status().Settings["upstreams[0].fill_connections"]; got != "3" {
+		t.Errorf("upstreams[0].fill_connections in effect: %q, want 3", got)
 	}
 
 	ch.Set(t, testenv.CredAnswer, "robot", "pw-2")

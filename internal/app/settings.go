@@ -68,6 +68,7 @@ func (a *App) upstreamSettings(m map[string]string) {
 		if n := u.Client.MaxConnections(); n > 0 {
 			m["upstreams["+strconv.Itoa(i)+"].max_connections"] = strconv.Itoa(n)
 		}
+		m["upstreams["+strconv.Itoa(i)+"].fill_connections"] = strconv.Itoa(u.Client.FillConnections())
 	}
 }
 

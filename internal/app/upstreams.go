@@ -1,11 +1,13 @@
 package app
 
 import (
+	"cmp"
 	"log/slog"
 	"net/url"
 
 	"github.com/regcache/regcache/internal/auth"
 	"github.com/regcache/regcache/internal/config"
+	"github.com/regcache/regcache/internal/defaults"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/upstream"
 )
@@ -21,6 +23,7 @@ func newUpstreams(cfg config.Config, log *slog.Logger) ([]*mirror.Upstream, erro
 			return nil, err
 		}
 		opts := []upstream.Option{upstream.WithLogger(log), upstream.WithMaxBandwidth(u.MaxBandwidth), upstream.WithMaxConnections(u.MaxConnections),
+			upstream.WithFillConnections(cmp.Or(u.FillConnections, defaults.FillConnections)),
 			upstream.WithSealed(u.Sealed || cfg.Sealed)}
 		switch {
 		case u.PasswordFile != "": // re-read at each token request: rotation needs no restart

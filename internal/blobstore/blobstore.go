@@ -38,6 +38,18 @@ type Store interface {
 	Walk(ctx context.Context, fn func(d digest.Digest, size int64) error) error
 }
 
+// WriterAt is a Writer that also takes bytes ahead of the ones written in
+// order: a fill over several connections lands each range at its offset.
+// WriteAt puts bytes at off >= Written() without counting or hashing them,
+// and may run beside other WriteAts and beside Write or Advance; Advance
+// counts and hashes the next n bytes, which WriteAt put in place, as Write
+// would have. Write and Advance are called from one goroutine at a time.
+type WriterAt interface {
+	Writer
+	WriteAt(p []byte, off int64) (int, error)
+	Advance(n int64) error
+}
+
 // Blob is committed content.
 type Blob interface {
 	io.ReadSeekCloser

@@ -177,8 +177,28 @@ func TestKillDuringFills(t *testing.T) {
 	}
 	hub := testenv.NewHub(t)
 	imgs := hub.Seed(t, testenv.WithTenLayerImage(100<<20))
-	img := *imgs.TenLayer
 	hub.SetFault(testenv.AllBlobs, testenv.Throttle(12<<20))
+	killDuringFills(t, hub, *imgs.TenLayer, 20)
+}
+
+// TestKillDuringSegmentedFills is TestKillDuringFills with a 48 MiB layer,
+// filled over 4 range requests at once (upstreams[].fill_connections'
+// default), 8 kills: no committed file holds anything but its digest's
+// bytes, and the pulls after the last restart are right.
+func TestKillDuringSegmentedFills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kill loop is long; run without -short")
+	}
+	hub := testenv.NewHub(t)
+	imgs := hub.Seed(t, testenv.WithBigImage(48<<20))
+	hub.SetFault(testenv.AllBlobs, testenv.Throttle(8<<20))
+	killDuringFills(t, hub, *imgs.Big, 8)
+}
+
+// killDuringFills runs regcache as a process in front of hub and kills it
+// (SIGKILL) kills times at random moments of three clients' pulls of img,
+// checking the store after each kill and the pulls after a last restart.
+func killDuringFills(t *testing.T, hub *testenv.Hub, img testenv.Image, kills int) {
 	data := t.TempDir()
 	logPath := filepath.Join(t.TempDir(), "regcache.log")
 	env := []string{"REGCACHE_DATA=" + data, "REGCACHE_UPSTREAM_URL=" + hub.URL, "REGCACHE_UPSTREAM_NAME=docker.io",
@@ -192,7 +212,6 @@ func TestKillDuringFills(t *testing.T) {
 			t.Logf("regcache log:\n%s", b)
 		}
 	}()
-	const kills = 20
 	for i := range kills {
 		c := startChild(t, env, logPath)
 		ctx, cancel := context.WithCancel(context.Background())

@@ -56,7 +56,7 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 	}
 	cfgPath := filepath.Join(dir, "regcache.yaml")
 	yaml := "access:\n  users: {alice: [team/*]}\n" +
-		"upstreams:\n  - {name: docker.io, url: 'https://registry-1.docker.io', fallback: [mirror.gcr.io]}\n" +
+		"upstreams:\n  - {name: docker.io, url: 'https://registry-1.docker.io', fallback: [mirror.gcr.io], fill_connections: 3}\n" +
 		"  - {name: mirror.gcr.io, url: 'http://127.0.0.1:9', trusted_tags: true}\n"
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -174,6 +174,9 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 	}
 	if got := st.Settings["access.users"]; got != "1 users with patterns" {
 		t.Errorf("access.users in effect: %q", got)
+	}
+	if got := st.Settings["upstreams[0].fill_connections"]; got != "3" {
+		t.Errorf("upstreams[0].fill_connections in effect: %q, want 3", got)
 	}
 	if len(st.Upstreams) != 2 || st.Upstreams[0].URL != hub.URL || st.Upstreams[0].Name != "docker.io" || len(st.Upstreams[0].Fallback) == 0 {
 		t.Errorf("upstreams in effect: %+v", st.Upstreams)

@@ -154,6 +154,10 @@ type Upstream struct {
 	// upstream (yaml upstreams[].max_connections); requests beyond it
 	// wait their turn. 0 is unlimited.
 	MaxConnections int
+	// FillConnections is how many connections one fill of a large blob
+	// may use (yaml upstreams[].fill_connections), bounded by
+	// MaxConnections; 0 is defaults.FillConnections, 1 one stream.
+	FillConnections int
 	// Sealed upstreams are never contacted (yaml upstreams[].sealed): no
 	// request, no token, no probe; what is cached is served, a miss is
 	// answered 404 naming the seal, and misses are listed in /status.

@@ -142,6 +142,7 @@ type fileUpstream struct {
 	CredentialTTL     string   `yaml:"credential_ttl"`
 	MaxBandwidth      string   `yaml:"max_bandwidth"`
 	MaxConnections    int      `yaml:"max_connections"`
+	FillConnections   int      `yaml:"fill_connections"`
 	Sealed            bool     `yaml:"sealed"`
 }
 
@@ -244,7 +245,8 @@ func applyFile(c *Config, path string) error {
 func (fu fileUpstream) upstream(key string) (Upstream, error) {
 	u := Upstream{Name: fu.Name, URL: fu.URL, Username: fu.Username, Password: fu.Password, PasswordFile: fu.PasswordFile,
 		Aliases: fu.Aliases, Fallback: fu.Fallback, TrustedTags: fu.TrustedTags,
-		CredentialHelper: fu.CredentialHelper, CredentialCommand: fu.CredentialCommand, MaxConnections: fu.MaxConnections, Sealed: fu.Sealed}
+		CredentialHelper: fu.CredentialHelper, CredentialCommand: fu.CredentialCommand, MaxConnections: fu.MaxConnections,
+		FillConnections: fu.FillConnections, Sealed: fu.Sealed}
 	var errs []error
 	var err error
 	if fu.CredentialTTL != "" {

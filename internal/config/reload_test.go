@@ -171,7 +171,7 @@ func TestConfigurationDocReloadColumn(t *testing.T) {
 func TestEveryUpstreamFieldIsRead(t *testing.T) {
 	fu := fileUpstream{Name: "ghcr.io", URL: "https://ghcr.io", Username: "u", Password: "p", PasswordFile: "/f",
 		Aliases: []string{"a"}, Fallback: []string{"f"}, TrustedTags: true, CredentialHelper: "h", CredentialCommand: []string{"c"},
-		CredentialTTL: "1h", MaxBandwidth: "1MiB/s", MaxConnections: 2, Sealed: true}
+		CredentialTTL: "1h", MaxBandwidth: "1MiB/s", MaxConnections: 2, FillConnections: 3, Sealed: true}
 	fv := reflect.ValueOf(fu)
 	for i := range fv.NumField() {
 		if fv.Field(i).IsZero() {

@@ -139,6 +139,8 @@ func (u Upstream) checkCredentialProgram() error {
 		return errors.New("max_bandwidth must not be negative")
 	case u.MaxConnections < 0:
 		return fmt.Errorf("max_connections must not be negative, got %d", u.MaxConnections)
+	case u.FillConnections < 0:
+		return fmt.Errorf("fill_connections must not be negative, got %d", u.FillConnections)
 	case !helper && !command:
 		if u.CredentialTTL != 0 {
 			return errors.New("credential_ttl is set without credential_helper or credential_command")

@@ -21,6 +21,10 @@ const (
 	// NegativeTTL is how long an upstream's "not found" for a tag is
 	// answered without asking again.
 	NegativeTTL = 30 * time.Second
+	// FillConnections is how many connections one fill of a large blob
+	// uses by default (upstreams[].fill_connections): docs/benchmarks.md
+	// has the measurement.
+	FillConnections = 4
 	// FillTimeout bounds a fill no client reads any more, and one that gets
 	// no byte for that long.
 	FillTimeout = 30 * time.Minute

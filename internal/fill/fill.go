@@ -3,7 +3,9 @@
 //
 // A Fill owns one upstream fetch: it writes the body into a blobstore.Writer
 // (a temporary file) while hashing it, resumes a dropped connection with
-// Range, and commits only verified bytes. Readers read the growing file from
+// Range, and commits only verified bytes. A large blob may come over
+// several connections at once, as ranges written at their offsets and
+// hashed in order (segments.go). Readers read the growing file from
 // any offset at their own pace; the fill never waits for them and goes on
 // when they all leave. If the bytes turn out wrong, every reader gets an
 // error before the end of its declared length, so no client ever receives
@@ -153,8 +155,8 @@ func (m *Manager) Open(d digest.Digest, size int64, src Source) (*Reader, error)
 
 // OpenFrom is Open for the upstream named origin: it joins only that
 // upstream's fill of d.
-func (m *Manager) OpenFrom(origin string, d digest.Digest, size int64, src Source) (*Reader, error) {
-	f, stored, joined, err := m.acquire(fillKey{origin, d}, size, src, true)
+func (m *Manager) OpenFrom(origin string, d digest.Digest, size int64, src Source, opts ...StartOption) (*Reader, error) {
+	f, stored, joined, err := m.acquire(fillKey{origin, d}, size, src, true, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -172,8 +174,8 @@ func (m *Manager) Start(d digest.Digest, size int64, src Source) <-chan struct{}
 }
 
 // StartFrom is Start for the upstream named origin.
-func (m *Manager) StartFrom(origin string, d digest.Digest, size int64, src Source) <-chan struct{} {
-	f, _, _, err := m.acquire(fillKey{origin, d}, size, src, false)
+func (m *Manager) StartFrom(origin string, d digest.Digest, size int64, src Source, opts ...StartOption) <-chan struct{} {
+	f, _, _, err := m.acquire(fillKey{origin, d}, size, src, false, opts)
 	if err != nil || f == nil {
 		return nil
 	}
@@ -186,7 +188,7 @@ func (m *Manager) StartFrom(origin string, d digest.Digest, size int64, src Sour
 // blob (stored), else nothing at all. The store is asked outside the
 // manager's lock (a hit waits for no other fill's bookkeeping), and asked
 // again only if a fill committed meanwhile.
-func (m *Manager) acquire(k fillKey, size int64, src Source, open bool) (f *Fill, stored blobstore.Blob, joined bool, err error) {
+func (m *Manager) acquire(k fillKey, size int64, src Source, open bool, opts []StartOption) (f *Fill, stored blobstore.Blob, joined bool, err error) {
 	d := k.d
 	m.mu.Lock()
 	if f := m.joinLocked(k); f != nil {
@@ -217,6 +219,9 @@ func (m *Manager) acquire(k fillKey, size int64, src Source, open bool) (f *Fill
 	}
 	f = &Fill{m: m, key: k, d: d, w: w, size: size, expected: size, refs: 2, // the run goroutine and the caller
 		notify: make(chan struct{}), finished: make(chan struct{}), started: time.Now()}
+	for _, o := range opts {
+		o(f)
+	}
 	m.fills[k] = f
 	m.wg.Add(1)
 	go f.run(src)
@@ -277,6 +282,16 @@ type Fill struct {
 	// this blob: how many run now, and how many bytes they asked in all.
 	sides     int
 	sideBytes int64
+
+	// received counts every body byte from upstream (the watch's sign of
+	// progress).
+	received int64
+	// A fill over several connections (segments.go): pieces is nil for
+	// one stream; written is then the contiguous prefix, hashed in order.
+	segFetch SegmentSource
+	conns    int
+	pieces   []*piece
+	advMu    sync.Mutex // one Advance of the writer at a time
 }
 
 func (f *Fill) changed() {
@@ -304,7 +319,7 @@ func (f *Fill) run(src Source) {
 	defer cancel(nil)
 	stopWatch := f.watch(cancel)
 	start := time.Now()
-	err := f.fetch(ctx, src)
+	err := f.fetchAll(ctx, src)
 	if err == nil {
 		err = f.w.Verify(f.size)
 	}
@@ -399,7 +414,7 @@ func (f *Fill) watch(cancel context.CancelCauseFunc) (stop func()) {
 			case now = <-t.C:
 			}
 			f.mu.Lock()
-			readers, written, superseded := f.refs-1, f.written, f.superseded
+			readers, written, superseded := f.refs-1, f.received, f.superseded
 			f.mu.Unlock()
 			if superseded && readers == 0 {
 				cancel(errSuperseded)
@@ -547,6 +562,7 @@ func (f *Fill) copyBody(ctx context.Context, b *upstream.Blob, written int64, bu
 			f.m.counts.fetched.add(b.Upstream, int64(n))
 			f.mu.Lock()
 			f.written = f.w.Written()
+			f.received += int64(n)
 			f.changed()
 			f.mu.Unlock()
 		}

@@ -137,6 +137,18 @@ type upstreamBlob struct {
 	script script
 	gets   int
 	ranges []string
+	sent   int64 // body bytes written to clients
+	// inflight GETs now, and the most at once
+	inflight, maxInflight int
+}
+
+// traffic returns the body bytes the digest's GETs sent, and the most GETs
+// of it that ran at once.
+func (u *fakeUpstream) traffic(d digest.Digest) (sent int64, maxInflight int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	b := u.blobs[d]
+	return b.sent, b.maxInflight
 }
 
 // fakeUpstream is a scripted registry serving blobs by digest: it counts
@@ -188,8 +200,15 @@ func (u *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b.gets++
 	b.ranges = append(b.ranges, r.Header.Get("Range"))
+	b.inflight++
+	b.maxInflight = max(b.maxInflight, b.inflight)
 	f, c := b.script(b.gets), b.c
 	u.mu.Unlock()
+	defer func() {
+		u.mu.Lock()
+		b.inflight--
+		u.mu.Unlock()
+	}()
 
 	switch {
 	case f.status == http.StatusNotFound:
@@ -199,26 +218,34 @@ func (u *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeRegistryError(w, f.status, "UNKNOWN")
 		return
 	}
-	var start int64
+	total := c.size + f.sizeDelta
+	start, end, closed := int64(0), total, false // [start, end) of the announced blob
 	if rng := r.Header.Get("Range"); rng != "" && !f.ignoreRange {
 		v, ok := strings.CutPrefix(rng, "bytes=")
-		v, ok2 := strings.CutSuffix(v, "-")
-		n, err := strconv.ParseInt(v, 10, 64)
+		a, b, ok2 := strings.Cut(v, "-")
+		n, err := strconv.ParseInt(a, 10, 64)
 		if !ok || !ok2 || err != nil || n < 0 || n >= c.size {
 			http.Error(w, "bad range", http.StatusRequestedRangeNotSatisfiable)
 			return
 		}
+		if b != "" {
+			last, err := strconv.ParseInt(b, 10, 64)
+			if err != nil || last < n {
+				http.Error(w, "bad range", http.StatusRequestedRangeNotSatisfiable)
+				return
+			}
+			end, closed = min(last+1, total), true
+		}
 		start = n
 	}
-	total := c.size + f.sizeDelta
 	status := http.StatusOK
 	hdr := http.Header{}
 	hdr.Set("Content-Type", "application/octet-stream")
 	hdr.Set("Docker-Content-Digest", c.digest.String())
-	hdr.Set("Content-Length", strconv.FormatInt(total-start, 10))
-	if start > 0 {
+	hdr.Set("Content-Length", strconv.FormatInt(end-start, 10))
+	if start > 0 || closed {
 		status = http.StatusPartialContent
-		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, total-1, total))
+		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end-1, total))
 	}
 
 	var out io.Writer = w
@@ -244,7 +271,7 @@ func (u *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(status)
 	}
 
-	limit := c.size - start
+	limit := min(c.size, end) - start
 	if f.truncateAfter > 0 {
 		limit = min(limit, f.truncateAfter)
 	}
@@ -268,7 +295,11 @@ func (u *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if pos := f.corruptAt - start - sent; f.corrupt && pos >= 0 && pos < n {
 			buf[pos] ^= 0xff
 		}
-		if _, err := out.Write(buf[:n]); err != nil {
+		k, err := out.Write(buf[:n])
+		u.mu.Lock()
+		b.sent += int64(k)
+		u.mu.Unlock()
+		if err != nil {
 			return
 		}
 		sent += n

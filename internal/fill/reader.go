@@ -158,6 +158,9 @@ func (r *Reader) Close() error {
 // last byte it wrote (holdLast) until the blob is verified instead.
 func (f *Fill) readable(off int64) (n int64, end bool) {
 	n, end = f.written-off, f.done || f.verified
+	if n <= 0 && !end && f.pieces != nil { // a range beyond the prefix
+		n = f.landedLocked(off)
+	}
 	if !end && f.size >= 0 {
 		n = min(n, f.size-1-off)
 	}

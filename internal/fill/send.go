@@ -30,11 +30,15 @@ import (
 //     never taken from an upstream range, which nobody could verify.
 //   - A partial range that stops before the blob's end is sent as its bytes
 //     land, without waiting for verification (only a whole blob hashes to
-//     its digest; lazy-pulling clients check their chunks themselves). When
-//     the fill will not reach its start within rangeWait and FetchRanges
-//     was given, it is fetched from the upstream as a range of its own and
-//     passed through, at most maxSideFetches at once per fill and
-//     sideBudget bytes in all; past those bounds it waits for the fill.
+//     its digest; lazy-pulling clients check their chunks themselves).
+//   - Of a fill over several connections, any range beyond what has landed
+//     steers the fill: its bytes are fetched next, once for every client
+//     asking, and sent from the fill's file as they land.
+//   - Of a fill over one stream, when the fill will not reach a partial
+//     range's start within rangeWait and FetchRanges was given, the range
+//     is fetched from the upstream as a range of its own and passed
+//     through, at most maxSideFetches at once per fill and sideBudget
+//     bytes in all; past those bounds it waits for the fill.
 func (r *Reader) Send(ctx context.Context, w io.Writer, start, length int64) error {
 	if r.stored != nil {
 		return sendStored(r.stored, w, start, length)
@@ -46,6 +50,9 @@ func (r *Reader) Send(ctx context.Context, w io.Writer, start, length int64) err
 	if size >= 0 && length < 0 {
 		length = size - start
 	}
+	// A fill over several connections fetches the range's bytes next
+	// (segments.go): they come once, for every client that asks.
+	steered := r.f.steer(start)
 	switch {
 	case size < 0 || length < 0:
 		// To the end of a blob nobody said the size of: nothing marks its
@@ -65,7 +72,7 @@ func (r *Reader) Send(ctx context.Context, w io.Writer, start, length int64) err
 		}
 		return r.Wait(ctx) // an empty answer has no last byte to hold
 	}
-	if r.ranges != nil && !r.reaches(ctx, start+1) && r.f.takeSide(length) {
+	if !steered && r.ranges != nil && !r.reaches(ctx, start+1) && r.f.takeSide(length) {
 		defer r.f.dropSide()
 		return r.sendSide(ctx, w, start, length)
 	}

@@ -173,7 +173,7 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 // the running fill, joined or started.
 func (s *Service) openFill(ctx context.Context, rt route, d digest.Digest, size int64, fromPeer bool) (*fill.Reader, error) {
 	for range 2 { // a damaged stored file is dropped once, then fetched again
-		rd, err := s.fills.OpenFrom(rt.up.Name, d, size, s.sourceFor(rt, d, size, fromPeer))
+		rd, err := s.fills.OpenFrom(rt.up.Name, d, size, s.sourceFor(rt, d, size, fromPeer), s.segments(rt, d)...)
 		if err != nil || rd.Stored() == nil || s.intact(ctx, d, rd) {
 			return rd, err
 		}
@@ -264,6 +264,24 @@ func (s *Service) dropDamaged(ctx context.Context, d digest.Digest, why string) 
 		s.log.Error("drop damaged file's index entry", slog.String("digest", d.String()), slog.Any("error", err))
 	}
 	s.mem.forget(d)
+}
+
+// segments lets a fill of d on the route fetch a large blob over the
+// upstream's fill_connections at once, as ranges from the upstream or a
+// member of its fallback chain. A cluster's fills go over one stream:
+// their bytes may come from the replica that owns the digest.
+func (s *Service) segments(rt route, d digest.Digest) []fill.StartOption {
+	n := rt.up.Client.FillConnections()
+	if s.sources != nil || n <= 1 {
+		return nil
+	}
+	return []fill.StartOption{fill.Segmented(func(ctx context.Context, start, length int64) (b *upstream.Blob, err error) {
+		_, err = s.onChain(ctx, rt, fallbackBlob, func(r route) error {
+			b, err = r.up.Client.BlobSegment(ctx, r.repo, d, start, length)
+			return err
+		})
+		return b, err
+	}, n)}
 }
 
 // blobSource fetches the blob from the route's upstream, or from a member

@@ -29,7 +29,7 @@ func (s *Service) startPrefetch(rt route, m *Manifest) {
 			case <-s.ctx.Done():
 				return
 			}
-			done := s.fills.StartFrom(rt.up.Name, b.Digest, b.Size, s.sourceFor(rt, b.Digest, b.Size, false))
+			done := s.fills.StartFrom(rt.up.Name, b.Digest, b.Size, s.sourceFor(rt, b.Digest, b.Size, false), s.segments(rt, b.Digest)...)
 			if done == nil {
 				<-s.prefetchSem
 				continue

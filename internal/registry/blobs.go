@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,15 +79,22 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d d
 		return
 	}
 	if err := b.Send(ctx, w, start, length); err != nil {
-		s.cut(ctx, d, err)
+		s.cut(w, r, d, err)
 	}
 }
 
-// cut aborts a blob response whose body could not be completed.
-func (s *Server) cut(ctx context.Context, d digest.Digest, err error) {
-	if ctx.Err() == nil {
-		s.log.Warn("blob stream cut short", slog.String("digest", d.String()), slog.Any("error", err))
+// cut ends a blob response whose body could not be completed. A client
+// that closed the connection (containerd closes each parallel range after
+// its chunk, on purpose) gets nothing more and is logged at debug, with the
+// request's outcome "client_closed"; any other short answer is aborted, so
+// a short body never passes as complete, and logged as a warning.
+func (s *Server) cut(w http.ResponseWriter, r *http.Request, d digest.Digest, err error) {
+	if ri := info(w); ri.clientGone || r.Context().Err() != nil {
+		ri.outcome = "client_closed"
+		s.log.Debug("client closed the blob stream", slog.String("digest", d.String()), slog.Any("error", err))
+		return
 	}
+	s.log.Warn("blob stream cut short", slog.String("digest", d.String()), slog.Any("error", err))
 	panic(http.ErrAbortHandler) // never let a short body pass as complete
 }
 
@@ -124,11 +130,12 @@ func (s *Server) sendMultipart(w http.ResponseWriter, r *http.Request, b *mirror
 			err = b.Send(ctx, pw, rg.start, rg.length)
 		}
 		if err != nil {
-			s.cut(ctx, d, err)
+			s.cut(w, r, d, err)
+			return
 		}
 	}
 	if err := mw.Close(); err != nil {
-		s.cut(ctx, d, err)
+		s.cut(w, r, d, err)
 	}
 }
 

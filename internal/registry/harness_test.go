@@ -68,6 +68,8 @@ type envOptions struct {
 	quiet     bool // log warnings only (benchmarks)
 	noMemory  bool // every hit reads the index and the store
 	reserve   int  // budget_reserve as a count (0: the default 10%)
+	fillConns int  // upstreams[].fill_connections (0: one stream)
+	log       io.Writer
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -79,7 +81,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if o.quiet {
 		level = slog.LevelWarn
 	}
-	log := slog.New(slog.NewJSONHandler(t.Output(), &slog.HandlerOptions{Level: level}))
+	out := t.Output()
+	if o.log != nil {
+		out = io.MultiWriter(out, o.log)
+	}
+	log := slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level}))
 	dir := t.TempDir()
 	e.storeDir = dir
 	var err error
@@ -93,7 +99,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	tr.ResponseHeaderTimeout = 500 * time.Millisecond
 	e.up, err = upstream.New("docker.io", hub.URL, auth.Credentials{Username: "me", Password: "hub-secret"},
 		upstream.WithTransport(tr), upstream.WithRetry(2, 10*time.Millisecond), upstream.WithClock(e.clock.Now),
-		upstream.WithLogger(log))
+		upstream.WithLogger(log), upstream.WithFillConnections(o.fillConns))
 	if err != nil {
 		t.Fatal(err)
 	}

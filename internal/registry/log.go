@@ -23,6 +23,11 @@ type reqInfo struct {
 	tag      string // the tag of a manifest request ("" by digest)
 	stale    string // why a stale answer was served
 	joined   bool   // a miss that joined another request's fill
+	// clientGone: a write to the client failed (it closed the
+	// connection); outcome says how an answer ended short on purpose
+	// ("client_closed").
+	clientGone bool
+	outcome    string
 }
 
 // info is the record of the request answered through w: the access log's
@@ -78,6 +83,9 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
+	if err != nil {
+		w.ri.clientGone = true
+	}
 	return n, err
 }
 
@@ -95,6 +103,9 @@ func (w *logWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 	n, err := rf.ReadFrom(r)
 	w.bytes += n
+	if err != nil {
+		w.ri.clientGone = true
+	}
 	return n, err
 }
 
@@ -169,6 +180,9 @@ func (s *Server) logRequest(r *http.Request, ri *reqInfo, status int, bytes int6
 	}
 	if aborted {
 		attrs = append(attrs, slog.Bool("aborted", true))
+	}
+	if ri.outcome != "" {
+		attrs = append(attrs, slog.String("outcome", ri.outcome))
 	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }

@@ -15,6 +15,7 @@ package testenv
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -372,6 +373,7 @@ type Containerd struct {
 	Namespace  string
 
 	proc *process
+	ctr  string // the ctr binary: "ctr" on PATH unless set
 }
 
 // StartContainerd starts Debian's containerd with its own root, state,
@@ -440,7 +442,7 @@ func (c *Containerd) Log() string { return c.proc.tail(16000) }
 
 // Ctr runs ctr against this containerd, in its test namespace.
 func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", c.Socket, "--namespace", c.Namespace}, args...)...)
+	cmd := exec.CommandContext(ctx, cmp.Or(c.ctr, "ctr"), append([]string{"--address", c.Socket, "--namespace", c.Namespace}, args...)...)
 	cmd.Env = engineEnv()
 	out, err := cmd.CombinedOutput()
 	if err != nil {

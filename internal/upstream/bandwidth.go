@@ -34,6 +34,21 @@ func WithMaxConnections(n int) Option {
 	return func(c *Client) { c.maxConns = max(n, 0) }
 }
 
+// WithFillConnections sets how many connections one fill of a large blob
+// may use (upstreams[].fill_connections); 1 fills each blob over one.
+func WithFillConnections(n int) Option {
+	return func(c *Client) { c.fillConns = max(n, 1) }
+}
+
+// FillConnections is how many connections one fill of a large blob may
+// use: upstreams[].fill_connections, bounded by max_connections.
+func (c *Client) FillConnections() int {
+	if c.maxConns > 0 {
+		return min(c.fillConns, c.maxConns)
+	}
+	return c.fillConns
+}
+
 // MaxConnections is the bound of connections per host (0 is unlimited).
 func (c *Client) MaxConnections() int { return c.maxConns }
 

@@ -45,6 +45,7 @@ type Client struct {
 	authOpts  []auth.Option
 	bandwidth *rate.Limiter // max_bandwidth, shared by every request; nil is unlimited
 	maxConns  int           // max_connections per host; 0 is unlimited
+	fillConns int           // fill_connections: connections one fill of a large blob may use
 	waiting   atomic.Int64  // requests waiting for a connection (under max_connections)
 
 	mu        sync.Mutex
@@ -120,7 +121,7 @@ func New(name, rawURL string, creds auth.Credentials, opts ...Option) (*Client, 
 	u.Path, u.RawQuery, u.User = "", "", nil
 	c := &Client{name: name, base: u, http: &http.Client{Transport: DefaultTransport(), CheckRedirect: checkRedirect},
 		log: slog.New(slog.DiscardHandler), attempts: 3, backoff: 200 * time.Millisecond,
-		now: time.Now, breakers: newBreakers()}
+		now: time.Now, breakers: newBreakers(), fillConns: 1}
 	for _, o := range opts {
 		o(c)
 	}
@@ -539,6 +540,43 @@ func (c *Client) BlobGet(ctx context.Context, repo string, d digest.Digest, offs
 		b.Offset, b.Size = start, total
 	}
 	return b, nil
+}
+
+// ErrRangeIgnored: the upstream answered a range request with the whole
+// blob (200). BlobSegment returns it, with the body closed.
+var ErrRangeIgnored = errors.New("the upstream answered a range request with the whole blob")
+
+// BlobSegment fetches bytes [start, start+length) of a blob, one segment of
+// a fill over several connections, as a closed range: the body holds at
+// most length bytes, and Size is the blob's whole length from
+// Content-Range. An upstream that ignores Range gets ErrRangeIgnored, so
+// nothing of a 200 is taken for a segment.
+func (c *Client) BlobSegment(ctx context.Context, repo string, d digest.Digest, start, length int64) (*Blob, error) {
+	op := fmt.Sprintf("GET blob %s@%s bytes %d-%d", repo, d, start, start+length-1)
+	resp, err := c.do(ctx, KindBlob, op, func() (*http.Request, error) {
+		req, err := newRequest(ctx, http.MethodGet, c.endpoint(repo, "blobs", d.String()), nil)
+		if err == nil {
+			req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", start, start+length-1))
+		}
+		return req, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusPartialContent {
+		resp.Body.Close()
+		return nil, fmt.Errorf("upstream %s: %s: %w", c.name, op, ErrRangeIgnored)
+	}
+	got, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+	if !ok || got != start {
+		resp.Body.Close()
+		return nil, &Error{Upstream: c.name, Op: op, Err: fmt.Errorf("unexpected Content-Range %q for a range from %d", resp.Header.Get("Content-Range"), start)}
+	}
+	body := struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(resp.Body, length), resp.Body}
+	return &Blob{Body: body, Offset: start, Size: total, Upstream: c.name}, nil
 }
 
 // BlobRange fetches length bytes of a blob from start, as a range of its

@@ -61,6 +61,78 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 			t.Fatalf("Written = %d", w.Written())
 		}
 	})
+	t.Run("WriteAtThenAdvance", func(t *testing.T) {
+		s := newStore(t)
+		data := RandBytes(8, 3<<20+777)
+		d := digest.FromBytes(data)
+		w := create(t, s, d)
+		defer w.Close()
+		wa, ok := w.(blobstore.WriterAt)
+		if !ok {
+			t.Skip("this store's writer takes bytes in order only: fills of it run over one stream")
+		}
+		// The second half lands first, then the first; the prefix moves
+		// over each as it becomes contiguous.
+		half := len(data) / 2
+		if _, err := wa.WriteAt(data[half:], int64(half)); err != nil {
+			t.Fatal(err)
+		}
+		if w.Written() != 0 {
+			t.Fatalf("Written = %d after a WriteAt ahead, want 0", w.Written())
+		}
+		buf := make([]byte, 100)
+		if _, err := w.ReadAt(buf, int64(half)); err != nil || !bytes.Equal(buf, data[half:half+100]) {
+			t.Fatalf("ReadAt of landed bytes: %v", err)
+		}
+		if _, err := wa.WriteAt(data[:half], 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := wa.Advance(int64(half)); err != nil || w.Written() != int64(half) {
+			t.Fatalf("Advance: %v, Written %d", err, w.Written())
+		}
+		if _, err := wa.WriteAt(data[:10], 0); err == nil {
+			t.Fatal("WriteAt inside the bytes written in order succeeded")
+		}
+		if err := wa.Advance(int64(len(data) - half)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(t.Context(), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.Open(t.Context(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		if got, _ := io.ReadAll(b); !bytes.Equal(got, data) {
+			t.Fatal("read back different bytes")
+		}
+	})
+	t.Run("WriteAtWrongBytes", func(t *testing.T) {
+		s := newStore(t)
+		data := RandBytes(9, 100<<10)
+		d := digest.FromBytes(data)
+		w := create(t, s, d)
+		defer w.Close()
+		wa, ok := w.(blobstore.WriterAt)
+		if !ok {
+			t.Skip("this store's writer takes bytes in order only")
+		}
+		bad := append([]byte(nil), data...)
+		bad[len(bad)-5] ^= 1
+		if _, err := wa.WriteAt(bad, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := wa.Advance(int64(len(bad))); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(t.Context(), int64(len(data))); !errors.Is(err, blobstore.ErrDigestMismatch) {
+			t.Fatalf("Commit = %v, want ErrDigestMismatch", err)
+		}
+		if _, err := s.Stat(t.Context(), d); !errors.Is(err, blobstore.ErrNotFound) {
+			t.Fatalf("corrupt content visible: %v", err)
+		}
+	})
 	t.Run("DigestMismatch", func(t *testing.T) {
 		s := newStore(t)
 		data := RandBytes(3, 1000)

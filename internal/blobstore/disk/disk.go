@@ -256,6 +256,8 @@ const (
 	hashChunk   = 256 << 10
 )
 
+var _ blobstore.WriterAt = (*writer)(nil)
+
 type writer struct {
 	f     *os.File
 	tmp   string
@@ -291,19 +293,11 @@ func (w *writer) Write(p []byte) (int, error) {
 	if stopped {
 		return 0, errors.New("write after commit or cancel")
 	}
-	n, err := w.f.Write(p)
+	// At the count, not the file's offset: Advance moves the count
+	// without writing.
+	n, err := w.f.WriteAt(p, w.Written())
 	for rest := p[:n]; len(rest) > 0; {
-		var b []byte
-		select {
-		case b = <-w.free:
-		default:
-			if w.bufs < cap(w.free) {
-				w.bufs++
-				b = make([]byte, hashChunk)
-			} else {
-				b = <-w.free // all allocated: the hash is behind, wait for it
-			}
-		}
+		b := w.hashBuffer()
 		m := copy(b, rest)
 		w.queue <- b[:m]
 		rest = rest[m:]
@@ -312,6 +306,61 @@ func (w *writer) Write(p []byte) (int, error) {
 	w.n += int64(n)
 	w.mu.Unlock()
 	return n, err
+}
+
+// hashBuffer is a free buffer for the hash queue, waiting for one when
+// all are allocated and the hash is behind.
+func (w *writer) hashBuffer() []byte {
+	select {
+	case b := <-w.free:
+		return b
+	default:
+	}
+	if w.bufs < cap(w.free) {
+		w.bufs++
+		return make([]byte, hashChunk)
+	}
+	return <-w.free
+}
+
+// WriteAt lands bytes ahead of those written in order (blobstore.WriterAt).
+func (w *writer) WriteAt(p []byte, off int64) (int, error) {
+	w.mu.Lock()
+	stopped, n := w.stopped, w.n
+	w.mu.Unlock()
+	switch {
+	case stopped:
+		return 0, errors.New("write after commit or cancel")
+	case off < n:
+		return 0, fmt.Errorf("write at %d, inside the %d bytes written in order", off, n)
+	}
+	return w.f.WriteAt(p, off)
+}
+
+// Advance hashes and counts the next n bytes, read back from the file
+// where WriteAt put them (blobstore.WriterAt).
+func (w *writer) Advance(n int64) error {
+	w.mu.Lock()
+	stopped := w.stopped
+	w.mu.Unlock()
+	if stopped {
+		return errors.New("advance after commit or cancel")
+	}
+	for n > 0 {
+		b := w.hashBuffer()
+		m := int(min(n, int64(len(b))))
+		off := w.Written()
+		if _, err := w.f.ReadAt(b[:m], off); err != nil {
+			w.free <- b
+			return fmt.Errorf("read back bytes %d-%d: %w", off, off+int64(m)-1, err)
+		}
+		w.queue <- b[:m]
+		w.mu.Lock()
+		w.n += int64(m)
+		w.mu.Unlock()
+		n -= int64(m)
+	}
+	return nil
 }
 
 func (w *writer) ReadAt(p []byte, off int64) (int, error) { return w.f.ReadAt(p, off) }

@@ -411,6 +411,8 @@ func (s *Store) trimTier(ctx context.Context) {
 	}
 }
 
+var _ blobstore.WriterAt = (*writer)(nil)
+
 // writer spools to local disk and uploads parts to S3 as they fill.
 type writer struct {
 	s     *Store
@@ -443,10 +445,39 @@ func (w *writer) Write(p []byte) (int, error) {
 	if err != nil {
 		return n, err
 	}
+	return n, w.queueParts()
+}
+
+// WriteAt lands bytes in the spool ahead of those written in order
+// (blobstore.WriterAt): nothing is uploaded until Advance moves over them.
+func (w *writer) WriteAt(p []byte, off int64) (int, error) {
+	wa, ok := w.local.(blobstore.WriterAt)
+	if !ok {
+		return 0, errors.New("the spool takes bytes in order only")
+	}
+	return wa.WriteAt(p, off)
+}
+
+// Advance hashes the next n bytes of the spool, which WriteAt put there,
+// and uploads the parts they complete, as Write would have.
+func (w *writer) Advance(n int64) error {
+	wa, ok := w.local.(blobstore.WriterAt)
+	if !ok {
+		return errors.New("the spool takes bytes in order only")
+	}
+	if err := wa.Advance(n); err != nil {
+		return err
+	}
+	return w.queueParts()
+}
+
+// queueParts hands the uploader every part the spool's in-order bytes
+// complete.
+func (w *writer) queueParts() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.upErr != nil {
-		return n, fmt.Errorf("upload blob %s to S3: %w", w.d, w.upErr)
+		return fmt.Errorf("upload blob %s to S3: %w", w.d, w.upErr)
 	}
 	for w.local.Written()-w.queued >= w.s.partSize {
 		w.startLocked()
@@ -456,7 +487,7 @@ func (w *writer) Write(p []byte) (int, error) {
 		w.parts <- end // bounded: a slow S3 slows the fill, memory stays flat
 		w.mu.Lock()
 	}
-	return n, nil
+	return nil
 }
 
 // startLocked starts the multipart upload and its uploader goroutine once.
