@@ -467,7 +467,7 @@ func TestBlobCutShort(t *testing.T) {
 			if int64(len(r.body)) >= n {
 				t.Errorf("the client got %d bytes of a %d-byte blob", len(r.body), n)
 			}
-			if s := <-seen; s.Status != 0 {
+			if s := observed(t, seen); s.Status != 0 {
 				t.Errorf("observer saw status %d, want 0 (aborted)", s.Status)
 			}
 			ts.Close()
@@ -651,7 +651,7 @@ func TestErrorAnswers(t *testing.T) {
 						h.Get("Docker-Content-Digest") != "" || h.Get("Retry-After") != tt.retry {
 						t.Errorf("headers %v", h)
 					}
-					s := <-seen
+					s := observed(t, seen)
 					if string(s.ErrCode) != tt.code {
 						t.Errorf("observer saw code %q, want %s", s.ErrCode, tt.code)
 					}
@@ -761,7 +761,7 @@ func TestAuthorizerAndMiddleware(t *testing.T) {
 			if r.err != nil || r.status != tt.status {
 				t.Fatalf("%d %v %s, want %d", r.status, r.err, r.body, tt.status)
 			}
-			s := <-seen
+			s := observed(t, seen)
 			for range fc.asked() {
 				trail = append(trail, "content")
 			}
@@ -868,7 +868,7 @@ func TestObserved(t *testing.T) {
 			if len(seen) != 1 {
 				t.Fatalf("observed %d times, want once", len(seen))
 			}
-			s := <-seen
+			s := observed(t, seen)
 			w := tt.want
 			if w.bytes < 0 {
 				w.bytes = int64(len(r.body))
@@ -921,7 +921,7 @@ func TestObservedPeer(t *testing.T) {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
 	ts.Close()
-	if s := <-seen; s.Client != netip.MustParseAddr("127.0.0.1") {
+	if s := observed(t, seen); s.Client != netip.MustParseAddr("127.0.0.1") {
 		t.Errorf("observed client %v, want the peer 127.0.0.1", s.Client)
 	}
 	if strings.Contains(buf.String(), "s3cr3t") {
@@ -945,7 +945,7 @@ func TestReasonBounded(t *testing.T) {
 		t.Errorf("the client got %d bytes of a %d-byte message", len(e.Message), len(long))
 	}
 	want := long[:maxLoggedReason] + "…"
-	if s := <-seen; s.ErrMessage != want {
+	if s := observed(t, seen); s.ErrMessage != want {
 		t.Errorf("observed a %d-byte reason, want %d bytes", len(s.ErrMessage), len(want))
 	}
 	if line := requestLog(t, &buf); line["reason"] != want {
@@ -960,4 +960,17 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// observed is the one Served the observer got; it fails the test if none
+// comes.
+func observed(t *testing.T, seen <-chan Served) Served {
+	t.Helper()
+	select {
+	case s := <-seen:
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatal("the answer was not observed")
+		return Served{}
+	}
 }
