@@ -60,8 +60,9 @@ func (headOnly) Send(context.Context, io.Writer, int64, int64) error {
 
 // NewBlob is an answer that sends d from body: a *fill.Reader (the blob
 // committed in the store, or growing in its fill) or a *fill.Passthrough
-// (the upstream's body, not stored). Every Blob the service answers is
-// made here.
+// (the upstream's body, not stored); inside the service also a size alone
+// (headOnly) or the canary's bytes. Every Blob the service answers is made
+// here, and so are a fake content service's.
 func NewBlob(d digest.Digest, body blobBody) *Blob { return &Blob{Digest: d, body: body} }
 
 // RedirectURL is where the client may fetch a stored blob itself, or ""
