@@ -58,6 +58,13 @@ func (headOnly) Send(context.Context, io.Writer, int64, int64) error {
 	return errors.New("blob has no content to send (headers only)")
 }
 
+// NewBlob is an answer that sends d from body: a *fill.Reader (the blob
+// committed in the store, or growing in its fill) or a *fill.Passthrough
+// (the upstream's body, not stored); inside the service also a size alone
+// (headOnly) or the canary's bytes. Every Blob the service answers is made
+// here, and so are a fake content service's.
+func NewBlob(d digest.Digest, body blobBody) *Blob { return &Blob{Digest: d, body: body} }
+
 // RedirectURL is where the client may fetch a stored blob itself, or ""
 // when the blob is sent by Send.
 func (b *Blob) RedirectURL() string { return b.redirect }
@@ -121,7 +128,7 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 				return nil, out, wire(err, oci.ErrBlobUnknown)
 			}
 		}
-		return &Blob{Digest: d, body: headOnly(size)}, out, nil
+		return NewBlob(d, headOnly(size)), out, nil
 	}
 	// A known size (the upstream's HEAD, or a manifest of this upstream
 	// listing the blob) cuts the fill there: a longer or shorter body fails
@@ -146,7 +153,7 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 			ub.Body.Close()
 			return nil, out, oci.Errorf(oci.ErrUnavailable, "the upstream answered from byte %d", ub.Offset)
 		}
-		return &Blob{Digest: d, body: fill.NewPassthrough(d, ub)}, out, nil
+		return NewBlob(d, fill.NewPassthrough(d, ub)), out, nil
 	}
 	if err != nil {
 		out.Cache = CacheMiss
@@ -165,7 +172,7 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 		})
 		return body, err
 	})
-	return &Blob{Digest: d, body: rd}, out, nil
+	return NewBlob(d, rd), out, nil
 }
 
 // openFill opens d for the route through its fill: the committed blob when
@@ -223,7 +230,7 @@ func (s *Service) servable(ctx context.Context, rt route, d digest.Digest, rd *f
 		rd.Close()
 		return nil, err
 	}
-	out := &Blob{Digest: d, body: rd}
+	out := NewBlob(d, rd)
 	if _, local := rd.Stored().(interface{ OSFile() *os.File }); s.redirect != nil && !local {
 		// In the shared store, not on this replica's disk: the client
 		// fetches it there.

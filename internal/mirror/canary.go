@@ -33,9 +33,9 @@ func canaryBlob(req Request, d digest.Digest) (*Blob, Outcome, error) {
 		return nil, Outcome{}, oci.Errorf(oci.ErrBlobUnknown, "%s is not a blob of regcache's canary", d)
 	}
 	if req.Head {
-		return &Blob{Digest: d, body: headOnly(len(c.Body))}, Outcome{}, nil
+		return NewBlob(d, headOnly(len(c.Body))), Outcome{}, nil
 	}
-	return &Blob{Digest: d, body: bytesBody(c.Body)}, Outcome{}, nil
+	return NewBlob(d, bytesBody(c.Body)), Outcome{}, nil
 }
 
 func canaryListing() (*Listing, Outcome, error) {

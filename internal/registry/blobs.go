@@ -49,7 +49,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d d
 	}
 	ranges, err := parseRange(rng, size)
 	if err != nil {
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		if size >= 0 { // RFC 9110 14.4: "*/" and the length, which a blob of unknown size has not
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		}
 		s.writeError(w, r, err)
 		return
 	}
