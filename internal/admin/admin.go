@@ -58,6 +58,9 @@ type Source interface {
 	Pinned() (bytes int64, overCap bool)
 	// Cluster is this replica's view of its cluster; nil on one node.
 	Cluster() *ClusterStatus
+	// Policy is the pull policy's mode and recent denials; nil without a
+	// policy.
+	Policy() *PolicyStatus
 }
 
 // Store is the store's health as /readyz and the degraded judgement ask it.

@@ -32,6 +32,9 @@ func (a *App) Reload(next config.Config) (reloaded, restart []string, err error)
 	if err := a.reloadRules(running, &eff); err != nil {
 		r.errs = append(r.errs, err)
 	}
+	if err := a.reloadPolicy(running, &eff); err != nil {
+		r.fail(err, "policy")
+	}
 	if err := a.loadExpected(eff); err != nil {
 		r.fail(fmt.Errorf("%w; keeping the old list", err), "fleet.expected")
 		eff.Fleet = running.Fleet

@@ -58,6 +58,9 @@ func (s *adminSource) Fills() admin.Fills { return s.fills }
 // Pinned is what the last eviction pass found of pinned images.
 func (s *adminSource) Pinned() (int64, bool) { return s.pins.bytes.Load(), s.pins.over.Load() }
 
+// Policy is the pull policy's mode and recent denials (nil: no policy).
+func (s *adminSource) Policy() *admin.PolicyStatus { return s.app().policyStatus() }
+
 // Cluster is this replica's view of its cluster; nil on one node.
 func (s *adminSource) Cluster() *admin.ClusterStatus {
 	if s.cluster == nil {

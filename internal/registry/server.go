@@ -51,6 +51,7 @@ type Server struct {
 	metrics    *metrics.Metrics
 	observe    func(Served)
 	clientAddr func(*http.Request) netip.Addr // nil: the peer's address
+	clientUser func(*http.Request) string     // nil: nobody logs in
 }
 
 // Option configures a Server.
