@@ -1,0 +1,106 @@
+package app
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/regcache/regcache/internal/policy"
+	"github.com/regcache/regcache/internal/testenv"
+)
+
+// skopeoCopy copies ref (every platform) through the mirror into a dir:
+// layout and returns skopeo's error output ("" when it succeeded).
+func skopeoCopy(t *testing.T, skopeo, ref string) string {
+	t.Helper()
+	policyJSON := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(policyJSON, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(skopeo, "--policy", policyJSON, "copy", "--all", "--src-tls-verify=false", "--src-no-creds",
+		"docker://"+ref, "dir:"+filepath.Join(t.TempDir(), "img"))
+	cmd.Env = append(os.Environ(), "HTTPS_PROXY=http://127.0.0.1:9", "HTTP_PROXY=http://127.0.0.1:9", "NO_PROXY=")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		return ""
+	}
+	return string(out) + err.Error()
+}
+
+// TestPolicyCosignDistribution: images in Debian's docker-registry
+// (Distribution 2.8, no referrers API) signed by the real cosign CLI with
+// a generated key pair, pulled through the mirror with skopeo. Signed
+// with the rule's key (an image, and an index with all its platforms):
+// served. Signed with another key, or the tag moved to an unsigned digest:
+// denied, with the rule in skopeo's error. cosign verify through the
+// mirror finds the signatures. With the upstream stopped, the verified
+// image still pulls, decided again from the cached signature after a
+// policy reload, and the one signed with another key is still denied.
+func TestPolicyCosignDistribution(t *testing.T) {
+	testenv.RequireTool(t, "docker-registry")
+	skopeo := testenv.RequireTool(t, "skopeo")
+	cosign := testenv.NewCosign(t)
+	up := testenv.NewDistribution(t, testenv.DistributionOptions{Auth: testenv.AuthNone})
+	imgs := testenv.Seed(t, up.Host, nil)
+	releaseKey, releasePub := cosign.KeyPair()
+	otherKey, _ := cosign.KeyPair()
+	cosign.Sign(releaseKey, imgs.Single.ByDigest(up.Host))
+	cosign.Sign(releaseKey, imgs.OCIIndex.ByDigest(up.Host))
+	cosign.Sign(otherKey, imgs.ManifestList.ByDigest(up.Host))
+
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte("rules:\n  - match: docker.io/library/*\n    verify:\n      any_of:\n        - cosign: {key: "+releasePub+"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := startMirrorLogged(t, map[string]string{"REGCACHE_POLICY_FILE": file, "REGCACHE_UPSTREAM_URL": up.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
+		"REGCACHE_FRESHNESS": "1ms"}) // every tag pull asks the upstream: a moved tag is seen at once
+	ref := func(img testenv.Image) string { return m.Host + "/" + img.Repo + ":" + img.Tag }
+	const rule = "policy.rules[0] docker.io/library/*"
+
+	if out := skopeoCopy(t, skopeo, ref(imgs.Single)); out != "" {
+		t.Errorf("signed image: %s", out)
+	}
+	if out := skopeoCopy(t, skopeo, ref(imgs.OCIIndex)); out != "" {
+		t.Errorf("signed index, every platform: %s", out)
+	}
+	if out := skopeoCopy(t, skopeo, ref(imgs.ManifestList)); !strings.Contains(out, "denied") || !strings.Contains(out, rule) || !strings.Contains(out, "does not verify") {
+		t.Errorf("signed with another key: %q, want denied naming %s", out, rule)
+	}
+	if out, err := cosign.Verify(releasePub, m.Host+"/"+imgs.Single.Repo+"@"+string(imgs.Single.Digest)); err != nil {
+		t.Errorf("cosign verify through the mirror: %v\n%s", err, out)
+	}
+
+	// The upstream stopped: the verified image pulls, and is verified again
+	// from the cached signature once the policy is reloaded.
+	up.Stop()
+	if out := skopeoCopy(t, skopeo, ref(imgs.Single)); out != "" {
+		t.Errorf("verified image, upstream stopped: %s", out)
+	}
+	cfg := m.App.config()
+	set, err := policy.Compile(cfg.Policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.App.content.SetPolicy(set) // as a SIGHUP does: every digest decided again
+	if out := skopeoCopy(t, skopeo, ref(imgs.Single)); out != "" {
+		t.Errorf("verified image, upstream stopped, decided again: %s", out)
+	}
+	if out := skopeoCopy(t, skopeo, ref(imgs.ManifestList)); !strings.Contains(out, rule) {
+		t.Errorf("another key's signature, upstream stopped: %q", out)
+	}
+	up.Start()
+
+	// The tag moved to an unsigned digest.
+	moved := testenv.Seed(t, up.Host, nil, testenv.WithSeed(7))
+	if moved.Single.Digest == imgs.Single.Digest {
+		t.Fatal("the new seed pushed the same digest")
+	}
+	if out := skopeoCopy(t, skopeo, ref(imgs.Single)); !strings.Contains(out, "denied") || !strings.Contains(out, rule) || !strings.Contains(out, "no signature found") {
+		t.Errorf("tag moved to an unsigned digest: %q, want denied naming %s", out, rule)
+	}
+	if !strings.Contains(m.logs.String(), `"digest":"`+string(moved.Single.Digest)+`","decision":"deny"`) {
+		t.Errorf("no audit line denies the moved tag's digest:\n%s", m.logs.String())
+	}
+}
