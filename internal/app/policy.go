@@ -1,12 +1,16 @@
 package app
 
 import (
+	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 
 	"github.com/regcache/regcache/internal/admin"
 	"github.com/regcache/regcache/internal/config"
+	"github.com/regcache/regcache/internal/mirror"
+	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/policy"
 )
 
@@ -48,4 +52,30 @@ func (a *App) policyStatus() *admin.PolicyStatus {
 		return nil
 	}
 	return &admin.PolicyStatus{Mode: set.Mode(), Rules: len(set.Labels()) - 1, Denials: a.content.RecentDenials()}
+}
+
+// policyCheck parses an image as docker pull names it and asks the
+// content service what the policy decides for it.
+func (a *App) policyCheck(ctx context.Context, image string) (mirror.PolicyAnswer, error) {
+	img, err := oci.ParseImage(image)
+	if err != nil {
+		return mirror.PolicyAnswer{}, err
+	}
+	up := a.upstreams[0].Name // a name without a registry: the default upstream
+	if img.Registry != "" {
+		up = ""
+		for _, u := range a.upstreams {
+			if u.Name == img.Registry || slices.Contains(u.Aliases, img.Registry) {
+				up = u.Name
+			}
+		}
+		if up == "" {
+			return mirror.PolicyAnswer{}, fmt.Errorf("registry %s is not an upstream of this mirror", img.Registry)
+		}
+	}
+	ref := oci.Reference{Tag: img.Tag, Digest: img.Digest}
+	if img.Digest != "" {
+		ref.Tag = ""
+	}
+	return a.content.PolicyCheck(ctx, up, oci.HubRepository(up, img.Repo), ref)
 }

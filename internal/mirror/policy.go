@@ -321,3 +321,59 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	l.b = append(l.b, p...)
 	return len(p), nil
 }
+
+// PolicyAnswer is what the policy decides for an image, without a pull.
+type PolicyAnswer struct {
+	Upstream   string `json:"upstream"`
+	Repository string `json:"repository"`
+	Tag        string `json:"tag,omitempty"`
+	Digest     string `json:"digest"`
+	// Decision is allow or deny (what enforce mode would do); Served says
+	// whether the mirror would serve it (audit mode serves a deny).
+	Decision string `json:"decision"`
+	Served   bool   `json:"served"`
+	Mode     string `json:"mode"`
+	Rule     string `json:"rule"`
+	Reason   string `json:"reason"`
+	Signer   string `json:"signer,omitempty"`
+}
+
+// PolicyCheck says what the policy decides for an image (by tag or
+// digest) and why, as a pull would have it decided: the tag is resolved
+// to its digest (from the cache while fresh, else the upstream), and the
+// digest decided with its signatures. Nothing is served or prefetched, no
+// audit line is written and no metric counted: it is a question, not a
+// pull.
+func (s *Service) PolicyCheck(ctx context.Context, upstreamName, repo string, ref oci.Reference) (PolicyAnswer, error) {
+	req := Request{Upstream: upstreamName, Repo: repo}
+	rt, err := s.route(req)
+	if err != nil {
+		return PolicyAnswer{}, err
+	}
+	accept := func() []string { return accepts(nil) }
+	var out Outcome
+	var m *Manifest
+	if ref.IsDigest() {
+		m, err = s.manifestByDigest(ctx, rt, ref.Digest, accept, &out)
+	} else {
+		m, err = s.manifestByTag(ctx, rt, ref.Tag, accept, &out)
+	}
+	if err != nil {
+		return PolicyAnswer{}, wire(err, oci.ErrManifestUnknown)
+	}
+	ans := PolicyAnswer{Upstream: rt.up.Name, Repository: rt.repo, Tag: ref.Tag, Digest: m.Digest.String()}
+	set := s.pol.set.Load()
+	switch {
+	case set == nil:
+		ans.Decision, ans.Served, ans.Reason = policy.ActionAllow, true, "no policy is configured"
+	case policy.IsArtifactTag(ref.Tag):
+		ans.Decision, ans.Served, ans.Reason = policy.ActionAllow, true, "signatures, attestations and SBOMs (cosign's tag scheme) are served without a decision"
+	case ref.IsDigest() && s.covered(rt, m.Digest):
+		ans.Decision, ans.Served, ans.Reason = policy.ActionAllow, true, "an allowed index under this repository lists it"
+	default:
+		d, _ := s.decision(ctx, set, rt, ref.Tag, m.Digest)
+		ans.Decision, ans.Served, ans.Rule, ans.Reason, ans.Signer = d.Verdict, d.Allow, d.Rule, d.Reason, d.Signer
+	}
+	ans.Mode = set.Mode()
+	return ans, nil
+}
