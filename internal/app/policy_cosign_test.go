@@ -1,11 +1,19 @@
 package app
 
 import (
+	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/regcache/regcache/internal/policy"
 	"github.com/regcache/regcache/internal/testenv"
@@ -36,7 +44,7 @@ func skopeoCopy(t *testing.T, skopeo, ref string) string {
 // served. Signed with another key, or the tag moved to an unsigned digest:
 // denied, with the rule in skopeo's error. cosign verify through the
 // mirror finds the signatures. With the upstream stopped, the verified
-// image still pulls, decided again from the cached signature after a
+// index still pulls, decided again from the cached signature after a
 // policy reload, and the one signed with another key is still denied.
 func TestPolicyCosignDistribution(t *testing.T) {
 	testenv.RequireTool(t, "docker-registry")
@@ -72,35 +80,80 @@ func TestPolicyCosignDistribution(t *testing.T) {
 		t.Errorf("cosign verify through the mirror: %v\n%s", err, out)
 	}
 
-	// The upstream stopped: the verified image pulls, and is verified again
-	// from the cached signature once the policy is reloaded.
-	up.Stop()
-	if out := skopeoCopy(t, skopeo, ref(imgs.Single)); out != "" {
-		t.Errorf("verified image, upstream stopped: %s", out)
+	// The tag moved to an unsigned digest.
+	moved, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	cfg := m.App.config()
-	set, err := policy.Compile(cfg.Policy)
+	movedRef, err := name.NewTag(up.Host+"/"+imgs.Single.Repo+":"+imgs.Single.Tag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(movedRef, moved); err != nil {
+		t.Fatal(err)
+	}
+	movedDigest, _ := moved.Digest()
+	if out := skopeoCopy(t, skopeo, ref(imgs.Single)); !strings.Contains(out, "denied") || !strings.Contains(out, rule) || !strings.Contains(out, "no signature found") {
+		t.Errorf("tag moved to an unsigned digest: %q, want denied naming %s", out, rule)
+	}
+	if !strings.Contains(m.logs.String(), `"digest":"`+movedDigest.String()+`","decision":"deny"`) {
+		t.Errorf("no audit line denies the moved tag's digest:\n%s", m.logs.String())
+	}
+
+	// The upstream stopped: the verified index pulls, and is verified
+	// again from the cached signature once the policy is swapped.
+	up.Stop()
+	if out := skopeoCopy(t, skopeo, ref(imgs.OCIIndex)); out != "" {
+		t.Errorf("verified index, upstream stopped: %s", out)
+	}
+	set, err := policy.Compile(m.App.config().Policy)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.App.content.SetPolicy(set) // as a SIGHUP does: every digest decided again
-	if out := skopeoCopy(t, skopeo, ref(imgs.Single)); out != "" {
-		t.Errorf("verified image, upstream stopped, decided again: %s", out)
+	if out := skopeoCopy(t, skopeo, ref(imgs.OCIIndex)); out != "" {
+		t.Errorf("verified index, upstream stopped, decided again: %s", out)
 	}
 	if out := skopeoCopy(t, skopeo, ref(imgs.ManifestList)); !strings.Contains(out, rule) {
 		t.Errorf("another key's signature, upstream stopped: %q", out)
 	}
-	up.Start()
+}
 
-	// The tag moved to an unsigned digest.
-	moved := testenv.Seed(t, up.Host, nil, testenv.WithSeed(7))
-	if moved.Single.Digest == imgs.Single.Digest {
-		t.Fatal("the new seed pushed the same digest")
+// TestPolicyCosignReferrers: signatures the real cosign CLI stores as OCI
+// 1.1 referrers (--registry-referrers-mode=oci-1-1) in go-containerregistry's
+// registry, which has the referrers API. Through the mirror with skopeo:
+// every platform of an index signed with the rule's key pulls; an image
+// signed with another key and an unsigned one are denied naming the rule.
+// cosign verify --experimental-oci11 through the mirror finds the referrer
+// (served without a decision: it is metadata about its subject).
+func TestPolicyCosignReferrers(t *testing.T) {
+	skopeo := testenv.RequireTool(t, "skopeo")
+	cosign := testenv.NewCosign(t)
+	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.WithReferrersSupport(true), ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := srv.Listener.Addr().String()
+	imgs := testenv.Seed(t, host, nil)
+	releaseKey, releasePub := cosign.KeyPair()
+	otherKey, _ := cosign.KeyPair()
+	cosign.SignReferrer(releaseKey, imgs.OCIIndex.ByDigest(host))
+	cosign.SignReferrer(otherKey, imgs.Single.ByDigest(host))
+
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte("default: verify\nverify:\n  any_of:\n    - cosign: {key: "+releasePub+"}\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if out := skopeoCopy(t, skopeo, ref(imgs.Single)); !strings.Contains(out, "denied") || !strings.Contains(out, rule) || !strings.Contains(out, "no signature found") {
-		t.Errorf("tag moved to an unsigned digest: %q, want denied naming %s", out, rule)
+	m := startMirrorLogged(t, map[string]string{"REGCACHE_POLICY_FILE": file, "REGCACHE_UPSTREAM_URL": srv.URL, "REGCACHE_UPSTREAM_NAME": "docker.io"})
+	ref := func(img testenv.Image) string { return m.Host + "/" + img.Repo + ":" + img.Tag }
+	if out := skopeoCopy(t, skopeo, ref(imgs.OCIIndex)); out != "" {
+		t.Errorf("index signed with the rule's key, as a referrer: %s", out)
 	}
-	if !strings.Contains(m.logs.String(), `"digest":"`+string(moved.Single.Digest)+`","decision":"deny"`) {
-		t.Errorf("no audit line denies the moved tag's digest:\n%s", m.logs.String())
+	if out := skopeoCopy(t, skopeo, ref(imgs.Single)); !strings.Contains(out, "policy.default") || !strings.Contains(out, "does not verify") {
+		t.Errorf("signed with another key, as a referrer: %q", out)
+	}
+	if out := skopeoCopy(t, skopeo, ref(imgs.ManifestList)); !strings.Contains(out, "policy.default") || !strings.Contains(out, "no signature found") {
+		t.Errorf("unsigned: %q", out)
+	}
+	if out, err := cosign.Verify(releasePub, m.Host+"/"+imgs.OCIIndex.Repo+"@"+string(imgs.OCIIndex.Digest), "--experimental-oci11"); err != nil {
+		t.Errorf("cosign verify --experimental-oci11 through the mirror: %v\n%s", err, out)
 	}
 }

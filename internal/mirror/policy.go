@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,9 +107,10 @@ func (s *Service) checkPolicy(ctx context.Context, req Request, rt route, ref oc
 	if set == nil {
 		return nil
 	}
-	// Signatures, attestations and SBOMs under cosign's tag scheme are
-	// metadata about an image, read by clients that verify for themselves.
-	if policy.IsArtifactTag(ref.Tag) || (ref.IsDigest() && s.covered(rt, m.Digest)) {
+	// Signatures, attestations and SBOMs (cosign's tag scheme, or a
+	// referrer of another manifest) are metadata about an image, read by
+	// clients that verify for themselves.
+	if metadataArtifact(ref, m) || (ref.IsDigest() && s.covered(rt, m.Digest)) {
 		s.allow(rt, m)
 		return nil
 	}
@@ -121,6 +123,24 @@ func (s *Service) checkPolicy(ctx context.Context, req Request, rt route, ref oc
 	}
 	s.allow(rt, m)
 	return nil
+}
+
+// metadataArtifact reports a manifest that is metadata about another one
+// (a signature, an attestation, an SBOM), served without a decision: it
+// is tagged in cosign's scheme or refers to a subject, and it is no
+// runnable image (not an index, no filesystem layer), so naming a tag
+// sha256-<hex>.sig cannot carry an image past the policy.
+func metadataArtifact(ref oci.Reference, m *Manifest) bool {
+	mc, err := oci.DecodeContent(m.Body)
+	if err != nil || mc.IsIndexOf(m.MediaType) || (!policy.IsArtifactTag(ref.Tag) && mc.Subject == nil) {
+		return false
+	}
+	for _, l := range append(mc.Layers, mc.Blobs...) {
+		if strings.Contains(l.MediaType, "tar") || strings.Contains(l.MediaType, "rootfs") {
+			return false
+		}
+	}
+	return true
 }
 
 // decision is the set's decision for a digest under the route, from
@@ -258,21 +278,84 @@ const (
 	maxPayload    = 64 << 10
 )
 
-// signatures reads a digest's cosign signatures from the manifest tagged
-// sha256-<hex>.sig in the route's repository, cached like any tag (its
-// manifest and payloads are stored, so the digest verifies again while
-// the upstream is down). No such tag is no signature; an upstream that
-// cannot be asked, with nothing cached, is an error (on_unavailable).
+// signatures reads a digest's cosign signatures from both places cosign
+// keeps them: the manifest tagged sha256-<hex>.sig in the route's
+// repository (the tag scheme, which every registry has) and the referrers
+// of the digest whose artifact type is cosign's signature (OCI 1.1
+// referrers API, where the upstream has one). Both are read through the
+// cache: the manifests and payloads are stored, and the .sig tag is
+// served stale while the upstream is down, so a digest verified before
+// verifies again offline (a referrers listing is kept in memory only). No
+// signature is an empty list; an error means neither place could be read
+// (on_unavailable decides).
 func (s *Service) signatures(ctx context.Context, rt route, dg digest.Digest) ([]policy.Signature, error) {
+	byTag, tagErr := s.tagSignatures(ctx, rt, dg)
+	byRef, refErr := s.referrerSignatures(ctx, rt, dg)
+	if tagErr != nil && (refErr != nil || len(byRef) == 0) {
+		return nil, tagErr
+	}
+	return append(byTag, byRef...), nil
+}
+
+// tagSignatures reads the signatures of the tag scheme.
+func (s *Service) tagSignatures(ctx context.Context, rt route, dg digest.Digest) ([]policy.Signature, error) {
 	var out Outcome
 	m, err := s.manifestByTag(ctx, rt, policy.SignatureTag(dg), func() []string { return accepts(nil) }, &out)
-	var we *oci.Error
-	switch {
-	case err != nil && (upstream.IsNotFound(err) || errors.As(err, &we) && we.Code == oci.ErrManifestUnknown):
+	if notFound(err) {
 		return nil, nil
-	case err != nil:
+	}
+	if err != nil {
 		return nil, err
 	}
+	return s.signaturesOf(ctx, rt, m, maxSignatures)
+}
+
+// referrerSignatures reads the signatures stored as referrers of dg. An
+// upstream without a referrers API (Distribution 2.8 answers 404) has
+// none.
+func (s *Service) referrerSignatures(ctx context.Context, rt route, dg digest.Digest) ([]policy.Signature, error) {
+	l, _, err := s.listing(ctx, rt, "referrers\x00"+dg.String()+"\x00", func(ctx context.Context) (*upstream.Listing, error) {
+		return rt.up.Client.Referrers(ctx, rt.repo, dg, "")
+	})
+	if notFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	idx, err := oci.DecodeContent(l.Body)
+	if err != nil {
+		return nil, nil // not an index: no referrers
+	}
+	var sigs []policy.Signature
+	for _, d := range idx.Manifests {
+		if d.ArtifactType != policy.CosignSignatureArtifact || d.Digest.Validate() != nil || len(sigs) >= maxSignatures {
+			continue
+		}
+		var out Outcome
+		m, err := s.manifestByDigest(ctx, rt, d.Digest, func() []string { return accepts(nil) }, &out)
+		if err != nil {
+			return sigs, fmt.Errorf("signature referrer %s: %w", d.Digest, err)
+		}
+		more, err := s.signaturesOf(ctx, rt, m, maxSignatures-len(sigs))
+		if err != nil {
+			return sigs, err
+		}
+		sigs = append(sigs, more...)
+	}
+	return sigs, nil
+}
+
+// notFound reports an upstream's (or the cache's) "there is none".
+func notFound(err error) bool {
+	var we *oci.Error
+	return err != nil && (upstream.IsNotFound(err) || errors.As(err, &we) && (we.Code == oci.ErrManifestUnknown || we.Code == oci.ErrNameUnknown))
+}
+
+// signaturesOf reads the simple-signing layers of a signature manifest:
+// each payload (a small blob, read through its fill so it is cached) with
+// its signature annotation; at most limit of them.
+func (s *Service) signaturesOf(ctx context.Context, rt route, m *Manifest, limit int) ([]policy.Signature, error) {
 	mc, err := oci.DecodeContent(m.Body)
 	if err != nil {
 		return nil, fmt.Errorf("signature manifest %s: %w", m.Digest, err)
@@ -280,7 +363,7 @@ func (s *Service) signatures(ctx context.Context, rt route, dg digest.Digest) ([
 	var sigs []policy.Signature
 	for _, l := range mc.Layers {
 		b64 := l.Annotations[policy.SignatureAnnotation]
-		if l.MediaType != policy.SimpleSigningMediaType || b64 == "" || l.Size > maxPayload || len(sigs) == maxSignatures {
+		if l.MediaType != policy.SimpleSigningMediaType || b64 == "" || l.Size > maxPayload || len(sigs) >= limit {
 			continue
 		}
 		payload, err := s.readSmallBlob(ctx, rt, l.Digest, l.Size)
@@ -366,8 +449,8 @@ func (s *Service) PolicyCheck(ctx context.Context, upstreamName, repo string, re
 	switch {
 	case set == nil:
 		ans.Decision, ans.Served, ans.Reason = policy.ActionAllow, true, "no policy is configured"
-	case policy.IsArtifactTag(ref.Tag):
-		ans.Decision, ans.Served, ans.Reason = policy.ActionAllow, true, "signatures, attestations and SBOMs (cosign's tag scheme) are served without a decision"
+	case metadataArtifact(ref, m):
+		ans.Decision, ans.Served, ans.Reason = policy.ActionAllow, true, "signatures, attestations and SBOMs (cosign's tag scheme, referrers) are served without a decision"
 	case ref.IsDigest() && s.covered(rt, m.Digest):
 		ans.Decision, ans.Served, ans.Reason = policy.ActionAllow, true, "an allowed index under this repository lists it"
 	default:

@@ -91,6 +91,12 @@ func TestPolicyAllowDenyAndBlobs(t *testing.T) {
 	for _, b := range child.Blobs() {
 		denied(t, "denied image's blob", readBlob(t, s, multi, b.Digest), "not referenced by a manifest the mirror's pull policy allowed")
 	}
+	// An image pushed under a tag of cosign's signature scheme is an image
+	// still: decided, not waved through as a signature.
+	disguised := "sha256-" + strings.Repeat("ab", 32) + ".sig"
+	hub.Seed(t, testenv.WithTag(disguised), testenv.WithSeed(3))
+	_, _, err = s.Manifest(t.Context(), multi, tagRef(t, disguised))
+	denied(t, "an image tagged as a signature", err, "policy.rules[1] docker.io/"+imgs.ManifestList.Repo)
 	// The default denies, and gates blobs of every other repository.
 	_, _, err = s.Manifest(t.Context(), Request{Upstream: "docker.io", Repo: imgs.OCIIndex.Repo}, tagRef(t, "latest"))
 	denied(t, "default", err, "policy.default")
@@ -101,7 +107,7 @@ func TestPolicyAllowDenyAndBlobs(t *testing.T) {
 		}
 	}
 	ds := s.RecentDenials()
-	if len(ds) != 3 || ds[len(ds)-1].Repository != imgs.ManifestList.Repo || ds[len(ds)-1].User != "ci" || ds[len(ds)-1].Client != "192.0.2.2" || ds[0].Rule != "policy.default" {
+	if len(ds) != 4 || ds[len(ds)-2].Repository != imgs.ManifestList.Repo || ds[len(ds)-1].User != "ci" || ds[len(ds)-1].Client != "192.0.2.2" || ds[0].Rule != "policy.default" {
 		t.Errorf("recent denials: %+v", ds)
 	}
 }

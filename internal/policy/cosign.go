@@ -19,6 +19,9 @@ const (
 	SimpleSigningMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
 	SignatureAnnotation    = "dev.cosignproject.cosign/signature"
 	simpleSigningType      = "cosign container image signature"
+	// CosignSignatureArtifact is the artifact type of a signature cosign
+	// stores as an OCI 1.1 referrer (--registry-referrers-mode=oci-1-1).
+	CosignSignatureArtifact = "application/vnd.dev.cosign.artifact.sig.v1+json"
 )
 
 // SignatureTag is the tag cosign stores d's signatures under.

@@ -70,11 +70,20 @@ func (c *Cosign) Sign(key, ref string) {
 	c.run("", "sign", "--key", key, "--tlog-upload=false", "--allow-insecure-registry", "--allow-http-registry", "--yes", ref)
 }
 
+// SignReferrer signs ref like Sign, but stores the signature as an OCI 1.1
+// referrer of the digest (--registry-referrers-mode=oci-1-1, an
+// experimental mode of cosign 2) instead of under the tag scheme.
+func (c *Cosign) SignReferrer(key, ref string) {
+	c.t.Helper()
+	c.run("", "sign", "--key", key, "--tlog-upload=false", "--allow-insecure-registry", "--allow-http-registry", "--yes",
+		"--registry-referrers-mode=oci-1-1", ref)
+}
+
 // Verify runs cosign verify of ref with the public key, without the
 // transparency log, and returns its error and output.
-func (c *Cosign) Verify(pub, ref string) (string, error) {
+func (c *Cosign) Verify(pub, ref string, extra ...string) (string, error) {
 	c.t.Helper()
-	return c.output("", "verify", "--key", pub, "--insecure-ignore-tlog", "--allow-insecure-registry", "--allow-http-registry", ref)
+	return c.output("", append([]string{"verify", "--key", pub, "--insecure-ignore-tlog", "--allow-insecure-registry", "--allow-http-registry"}, append(extra, ref)...)...)
 }
 
 func (c *Cosign) run(dir string, args ...string) {
@@ -90,7 +99,7 @@ func (c *Cosign) output(dir string, args ...string) (string, error) {
 	home := c.t.TempDir()
 	cmd.Env = append(os.Environ(), "COSIGN_PASSWORD="+c.Password, "HOME="+home, "TUF_ROOT="+filepath.Join(home, "tuf"),
 		"HTTPS_PROXY=http://127.0.0.1:9", "HTTP_PROXY=http://127.0.0.1:9", "NO_PROXY=127.0.0.1,localhost",
-		"COSIGN_EXPERIMENTAL=0", "SIGSTORE_NO_CACHE=1")
+		"COSIGN_EXPERIMENTAL=1", "SIGSTORE_NO_CACHE=1")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
