@@ -37,3 +37,5 @@ go build -o "$tmp/regcache" ./cmd/regcache
 REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkCompare$' -benchtime 1x -timeout 60m ./bench/
 # Rows 7 and 8: warm hits against nginx serving the same bytes.
 REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkHits$' -benchtime 1x -timeout 20m ./bench/
+# Row 9: the pull policy, on against off (warm hits of a verified image, cold verification).
+REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkPolicy$' -benchtime 1x -timeout 10m ./bench/

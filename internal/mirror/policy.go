@@ -52,8 +52,8 @@ type Denial struct {
 
 // RecentDenials lists the last denials, newest first.
 func (s *Service) RecentDenials() []Denial {
-	s.pol.mu.Lock()
-	defer s.pol.mu.Unlock()
+	s.pol.mu.RLock()
+	defer s.pol.mu.RUnlock()
 	out := make([]Denial, 0, len(s.pol.denials))
 	for i := len(s.pol.denials) - 1; i >= 0; i-- {
 		out = append(out, s.pol.denials[i])
@@ -74,15 +74,15 @@ const (
 // decisions.
 type policyState struct {
 	set atomic.Pointer[policy.Set]
-	mu  sync.Mutex
+	mu  sync.RWMutex
 	// decisions are the allowing decisions made under the set in effect
 	// (denials are decided again each time: a signature may have been
 	// pushed since, and a cooldown ends).
 	decisions map[decisionKey]policy.Decision
 	// allowed is what an allowed manifest references, by repository:
 	// blobs served under it, and platform manifests an allowed index
-	// covers.
-	allowed map[holdKey]struct{}
+	// covers; true for a manifest whose references were added too.
+	allowed map[holdKey]bool
 	// firstSeen is when this process first decided a digest no tag entry
 	// dates (for cooldown).
 	firstSeen map[digest.Digest]time.Time
@@ -95,7 +95,7 @@ type decisionKey struct {
 }
 
 func newPolicyState() policyState {
-	return policyState{decisions: map[decisionKey]policy.Decision{}, allowed: map[holdKey]struct{}{}, firstSeen: map[digest.Digest]time.Time{}}
+	return policyState{decisions: map[decisionKey]policy.Decision{}, allowed: map[holdKey]bool{}, firstSeen: map[digest.Digest]time.Time{}}
 }
 
 // checkPolicy decides the manifest m, asked by ref under the route, before
@@ -110,6 +110,10 @@ func (s *Service) checkPolicy(ctx context.Context, req Request, rt route, ref oc
 	// Signatures, attestations and SBOMs (cosign's tag scheme, or a
 	// referrer of another manifest) are metadata about an image, read by
 	// clients that verify for themselves.
+	if _, ok := s.cachedDecision(rt, ref.Tag, m.Digest); ok { // the warm path
+		s.allow(rt, m)
+		return nil
+	}
 	if metadataArtifact(ref, m) || (ref.IsDigest() && s.covered(rt, m.Digest)) {
 		s.allow(rt, m)
 		return nil
@@ -146,16 +150,13 @@ func metadataArtifact(ref oci.Reference, m *Manifest) bool {
 // decision is the set's decision for a digest under the route, from
 // memory when an earlier pull was allowed under the same set.
 func (s *Service) decision(ctx context.Context, set *policy.Set, rt route, tag string, dg digest.Digest) (policy.Decision, bool) {
-	k := decisionKey{rt.up.Name, rt.repo, tag, dg}
-	s.pol.mu.Lock()
-	d, ok := s.pol.decisions[k]
-	s.pol.mu.Unlock()
-	now := s.now()
-	if ok && (d.Until.IsZero() || now.Before(d.Until)) {
+	if d, ok := s.cachedDecision(rt, tag, dg); ok {
 		return d, true
 	}
+	k := decisionKey{rt.up.Name, rt.repo, tag, dg}
+	now := s.now()
 	subj := policy.Subject{Upstream: rt.up.Name, Repo: rt.repo, Tag: tag, Digest: dg, FirstSeen: s.firstSeen(rt, tag, dg, now)}
-	d = set.Decide(ctx, subj, now, func(ctx context.Context) ([]policy.Signature, error) { return s.signatures(ctx, rt, dg) })
+	d := set.Decide(ctx, subj, now, func(ctx context.Context) ([]policy.Signature, error) { return s.signatures(ctx, rt, dg) })
 	if d.Verdict == policy.ActionAllow && !d.Unavailable {
 		s.pol.mu.Lock()
 		if s.pol.set.Load() == set { // not a decision of a replaced set
@@ -167,6 +168,15 @@ func (s *Service) decision(ctx context.Context, set *policy.Set, rt route, tag s
 		s.pol.mu.Unlock()
 	}
 	return d, false
+}
+
+// cachedDecision is an allowing decision made for the digest under the
+// policy in effect, if there is one.
+func (s *Service) cachedDecision(rt route, tag string, dg digest.Digest) (policy.Decision, bool) {
+	s.pol.mu.RLock()
+	d, ok := s.pol.decisions[decisionKey{rt.up.Name, rt.repo, tag, dg}]
+	s.pol.mu.RUnlock()
+	return d, ok
 }
 
 // firstSeen is when the mirror first saw the digest: the tag's entry
@@ -202,23 +212,32 @@ func (s *Service) firstSeen(rt route, tag string, dg digest.Digest, now time.Tim
 // repository: its blobs, and the platform manifests of an index (whose
 // signature covers them).
 func (s *Service) allow(rt route, m *Manifest) {
+	k := holdKey{rt.up.Name, rt.repo, m.Digest}
+	s.pol.mu.RLock()
+	done := s.pol.allowed[k]
+	s.pol.mu.RUnlock()
+	if done { // the warm path: its references are unlocked already
+		return
+	}
 	refs := oci.References(m.Body)
 	s.pol.mu.Lock()
 	defer s.pol.mu.Unlock()
 	if len(s.pol.allowed)+len(refs) > maxPolicyMemory {
 		clear(s.pol.allowed)
 	}
-	s.pol.allowed[holdKey{rt.up.Name, rt.repo, m.Digest}] = struct{}{}
 	for _, r := range refs {
-		s.pol.allowed[holdKey{rt.up.Name, rt.repo, r}] = struct{}{}
+		if !s.pol.allowed[holdKey{rt.up.Name, rt.repo, r}] {
+			s.pol.allowed[holdKey{rt.up.Name, rt.repo, r}] = false
+		}
 	}
+	s.pol.allowed[k] = true
 }
 
 // covered reports whether a manifest allowed under the route's repository
 // references d.
 func (s *Service) covered(rt route, d digest.Digest) bool {
-	s.pol.mu.Lock()
-	defer s.pol.mu.Unlock()
+	s.pol.mu.RLock()
+	defer s.pol.mu.RUnlock()
 	_, ok := s.pol.allowed[holdKey{rt.up.Name, rt.repo, d}]
 	return ok
 }

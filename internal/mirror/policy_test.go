@@ -2,27 +2,11 @@ package mirror
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/regcache/regcache/internal/oci"
@@ -157,56 +141,6 @@ func TestPolicyCooldown(t *testing.T) {
 	}
 }
 
-// cosignKey is a P-256 key pair, the public half written as cosign
-// writes cosign.pub.
-type cosignKey struct {
-	priv *ecdsa.PrivateKey
-	pub  string
-}
-
-func newCosignKey(t *testing.T) cosignKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "cosign.pub")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return cosignKey{k, path}
-}
-
-// sign pushes a cosign signature of d (simple signing, tag scheme) to the
-// hub's repository, as `cosign sign --key` writes it.
-func (k cosignKey) sign(t *testing.T, hub *testenv.Hub, repo string, d digest.Digest) {
-	t.Helper()
-	payload := fmt.Appendf(nil, `{"critical":{"identity":{"docker-reference":"docker.io/%s"},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`, repo, d)
-	h := sha256.Sum256(payload)
-	sig, err := ecdsa.SignASN1(rand.Reader, k.priv, h[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{
-		Layer:       static.NewLayer(payload, policy.SimpleSigningMediaType),
-		Annotations: map[string]string{policy.SignatureAnnotation: base64.StdEncoding.EncodeToString(sig)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.NewTag(hub.AdminHost+"/"+repo+":"+policy.SignatureTag(d), name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestPolicyVerify: keyed cosign signatures in the tag scheme. A digest
 // signed with the rule's key is served; one signed with another key, or
 // unsigned, is denied naming the rule. An index's signature covers its
@@ -217,14 +151,14 @@ func TestPolicyVerify(t *testing.T) {
 	t.Parallel()
 	hub := testenv.NewHub(t)
 	imgs := hub.Seed(t)
-	good, other := newCosignKey(t), newCosignKey(t)
-	good.sign(t, hub, imgs.Single.Repo, imgs.Single.Digest)
-	good.sign(t, hub, imgs.OCIIndex.Repo, imgs.OCIIndex.Digest)
-	other.sign(t, hub, imgs.ManifestList.Repo, imgs.ManifestList.Digest)
+	good, other := testenv.NewCosignKey(t), testenv.NewCosignKey(t)
+	good.Sign(t, hub.AdminHost, imgs.Single.Repo, imgs.Single.Digest)
+	good.Sign(t, hub.AdminHost, imgs.OCIIndex.Repo, imgs.OCIIndex.Digest)
+	other.Sign(t, hub.AdminHost, imgs.ManifestList.Repo, imgs.ManifestList.Digest)
 	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	p := func(onUnavailable string) *policy.Set {
 		return compilePolicy(t, policy.Policy{Rules: []policy.Rule{
-			{Match: "docker.io/**", Verify: []policy.Verifier{{Cosign: &policy.Cosign{Key: good.pub}}}, OnUnavailable: onUnavailable},
+			{Match: "docker.io/**", Verify: []policy.Verifier{{Cosign: &policy.Cosign{Key: good.Pub}}}, OnUnavailable: onUnavailable},
 		}})
 	}
 	s := newService(t, hub, c, WithPolicy(p("")))

@@ -1,11 +1,27 @@
 package testenv
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
 )
 
 // CosignVersion is the cosign CLI the pull policy's tests sign images
@@ -102,4 +118,58 @@ func (c *Cosign) output(dir string, args ...string) (string, error) {
 		"COSIGN_EXPERIMENTAL=1", "SIGSTORE_NO_CACHE=1")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// CosignKey is a P-256 key pair made in the test, its public half written
+// as cosign writes cosign.pub, for tests that need many signatures fast
+// (the cosign CLI signs the end-to-end tests).
+type CosignKey struct {
+	priv *ecdsa.PrivateKey
+	// Pub is the PEM public key's file.
+	Pub string
+}
+
+// NewCosignKey makes a key pair.
+func NewCosignKey(t testing.TB) CosignKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "cosign.pub")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return CosignKey{k, path}
+}
+
+// Sign pushes a signature of d to host/repo as `cosign sign --key` writes
+// it in the tag scheme: a manifest tagged sha256-<hex>.sig whose layer is
+// the simple-signing payload, its signature in the layer's annotation.
+func (k CosignKey) Sign(t testing.TB, host, repo string, d digest.Digest) {
+	t.Helper()
+	payload := fmt.Appendf(nil, `{"critical":{"identity":{"docker-reference":"%s/%s"},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`, host, repo, d)
+	h := sha256.Sum256(payload)
+	sig, err := ecdsa.SignASN1(rand.Reader, k.priv, h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{
+		Layer:       static.NewLayer(payload, "application/vnd.dev.cosign.simplesigning.v1+json"),
+		Annotations: map[string]string{"dev.cosignproject.cosign/signature": base64.StdEncoding.EncodeToString(sig)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewTag(host+"/"+repo+":"+d.Algorithm().String()+"-"+d.Encoded()+".sig", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
 }
