@@ -1,6 +1,8 @@
 package app
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
@@ -155,5 +158,42 @@ func TestPolicyCosignReferrers(t *testing.T) {
 	}
 	if out, err := cosign.Verify(releasePub, m.Host+"/"+imgs.OCIIndex.Repo+"@"+string(imgs.OCIIndex.Digest), "--experimental-oci11"); err != nil {
 		t.Errorf("cosign verify --experimental-oci11 through the mirror: %v\n%s", err, out)
+	}
+}
+
+// TestPolicyDockerd: dockerd pulling through the mirror. Named with the
+// mirror's host, the mirror is the registry: an image signed by the real
+// cosign CLI with the rule's key pulls, and an unsigned one fails with the
+// rule in docker pull's error. Through registry-mirrors, dockerd takes the
+// mirror's refusal as a mirror failure and falls back to Docker Hub (here
+// into a dead proxy): the policy binds dockerd's Hub pulls only where the
+// nodes cannot reach Docker Hub themselves (docs/policy.md says so).
+func TestPolicyDockerd(t *testing.T) {
+	testenv.RequireTool(t, "docker-registry")
+	cosign := testenv.NewCosign(t)
+	up := testenv.NewDistribution(t, testenv.DistributionOptions{Auth: testenv.AuthNone})
+	imgs := testenv.Seed(t, up.Host, nil)
+	key, pub := cosign.KeyPair()
+	cosign.Sign(key, imgs.Single.ByDigest(up.Host))
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte("rules:\n  - match: docker.io/library/*\n    verify:\n      any_of:\n        - cosign: {key: "+pub+"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := startMirrorLogged(t, map[string]string{"REGCACHE_POLICY_FILE": file, "REGCACHE_UPSTREAM_URL": up.URL, "REGCACHE_UPSTREAM_NAME": "docker.io"})
+	d := testenv.StartDockerd(t, testenv.DockerdOptions{
+		Config: fmt.Sprintf(`{"registry-mirrors": ["http://%s"], "insecure-registries": [%q]}`, m.Host, m.Host),
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if out, err := d.Docker(ctx, "pull", m.Host+"/"+imgs.Single.Repo+":"+imgs.Single.Tag); err != nil {
+		t.Errorf("docker pull of the signed image: %v\n%s", err, out)
+	}
+	out, err := d.Docker(ctx, "pull", m.Host+"/"+imgs.ManifestList.Repo+":"+imgs.ManifestList.Tag)
+	if err == nil || !strings.Contains(out, "denied by the mirror's pull policy (policy.rules[0] docker.io/library/*): no signature found") {
+		t.Errorf("docker pull of an unsigned image: %v, want the rule in the error\n%s", err, out)
+	}
+	out, err = d.Docker(ctx, "pull", imgs.ManifestList.Repo+":"+imgs.ManifestList.Tag)
+	if err == nil || !strings.Contains(out, "proxyconnect tcp: dial tcp 127.0.0.1:9") {
+		t.Errorf("docker pull of an unsigned image through registry-mirrors: %v; want a fallback to Docker Hub (into the dead proxy)\n%s", err, out)
 	}
 }
