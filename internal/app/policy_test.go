@@ -1,8 +1,10 @@
 package app
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/regcache/regcache/internal/config"
 	"github.com/regcache/regcache/internal/testenv"
+	"github.com/regcache/regcache/internal/ui"
 )
 
 // pull GETs a manifest through the mirror: its status and body.
@@ -80,6 +83,25 @@ func TestPolicyReload(t *testing.T) {
 	st := m.App.Status()
 	if st.Policy == nil || len(st.Policy.Denials) != 1 || st.Policy.Denials[0].Repository != imgs.Single.Repo {
 		t.Errorf("/status policy: %+v", st.Policy)
+	}
+	// The dashboard's card: the denial for an asker who may see private
+	// names (loopback, no admin token), none for another host.
+	for _, tt := range []struct {
+		remote string
+		want   int
+	}{{"127.0.0.1:1234", 1}, {"192.0.2.9:1234", 0}} {
+		req := httptest.NewRequest(http.MethodGet, ui.PathData, nil)
+		req.RemoteAddr = tt.remote
+		w := httptest.NewRecorder()
+		m.App.AdminHandler().ServeHTTP(w, req)
+		var snap ui.Snapshot
+		if err := json.Unmarshal(w.Body.Bytes(), &snap); err != nil {
+			t.Fatalf("dashboard data: %v %s", err, w.Body)
+		}
+		if snap.Policy == nil || snap.Policy.Mode != "enforce" || len(snap.Policy.Denials) != tt.want ||
+			(tt.want == 1 && snap.Policy.Denials[0].Rule != "policy.rules[0] docker.io/library/single") {
+			t.Errorf("dashboard policy card from %s: %+v", tt.remote, snap.Policy)
+		}
 	}
 	mf, err := m.App.metrics.Gather()
 	if err != nil {
