@@ -69,3 +69,15 @@ func TestPolicyCheck(t *testing.T) {
 		t.Errorf("a policy check fetched %d blobs; it pulls nothing", n)
 	}
 }
+
+// TestConfigPrintPolicy: config print names the policy in effect.
+func TestConfigPrintPolicy(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "regcache.yaml")
+	if err := os.WriteFile(file, []byte("policy:\n  mode: audit\n  rules:\n    - {match: docker.io/library/*, allow: true}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, "config", "print", "--config", file, "--data", t.TempDir())
+	if err != nil || !strings.Contains(out, "policy: audit mode, 1 rules") {
+		t.Errorf("config print: %v\n%s", err, out)
+	}
+}
