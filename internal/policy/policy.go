@@ -280,15 +280,25 @@ func (s *Set) Labels() []string {
 }
 
 // Gates reports whether blobs under the repository are served only when
-// a manifest the policy allowed there references them: always, unless
-// the rule deciding the repository's digests (or the default) allows
-// outright.
+// a manifest the policy allowed there references them: unless the rules
+// that can decide the repository's digests, by any tag, all allow
+// outright (or none does, and the default allows outright).
 func (s *Set) Gates(upstream, repo string) bool {
 	if s == nil {
 		return false
 	}
-	c := s.match(upstream, repo, "")
-	return !(c.action == ActionAllow && c.Cooldown == 0)
+	for _, c := range s.rules {
+		if !c.pattern.MatchRepository(upstream, repo) {
+			continue
+		}
+		if c.action != ActionAllow || c.Cooldown != 0 {
+			return true
+		}
+		if c.pattern.AllTags() { // a plain allow of every tag decides the rest
+			return false
+		}
+	}
+	return s.def.action != ActionAllow || s.def.Cooldown != 0
 }
 
 func (s *Set) match(upstream, repo, tag string) compiled {

@@ -160,6 +160,8 @@ func TestGatesAndLabels(t *testing.T) {
 		{Match: "docker.io/library/*", Allow: true},
 		{Match: "docker.io/**", Cooldown: time.Hour},
 		{Match: "ghcr.io/**", Deny: true},
+		{Match: "quay.io/org/app:/^nightly-/", Deny: true},
+		{Match: "quay.io/org/*:v1", Allow: true},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -167,12 +169,14 @@ func TestGatesAndLabels(t *testing.T) {
 	for _, tt := range []struct {
 		up, repo string
 		want     bool
-	}{{"docker.io", "library/alpine", false}, {"docker.io", "me/app", true}, {"ghcr.io", "x/y", true}, {"quay.io", "x/y", false}} {
+	}{{"docker.io", "library/alpine", false}, {"docker.io", "me/app", true}, {"ghcr.io", "x/y", true}, {"quay.io", "x/y", false},
+		{"quay.io", "org/app", true}, // a tag of it is denied: its blobs follow its allowed manifests
+		{"quay.io", "org/other", false}} {
 		if got := s.Gates(tt.up, tt.repo); got != tt.want {
 			t.Errorf("Gates(%s/%s) = %v, want %v", tt.up, tt.repo, got, tt.want)
 		}
 	}
-	if got := strings.Join(s.Labels(), ","); got != "rules[0],rules[1],rules[2],default" {
+	if got := strings.Join(s.Labels(), ","); got != "rules[0],rules[1],rules[2],rules[3],rules[4],default" {
 		t.Errorf("Labels = %s", got)
 	}
 	var none *Set

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -150,6 +151,16 @@ func CompilePattern(match string) (*Pattern, error) {
 func (c *Pattern) Match(upstream, repo, tag string) bool {
 	return anyMatch(c.ups, upstream) && c.repoMatch(repo) && c.tagMatch(tag)
 }
+
+// MatchRepository reports whether the pattern's upstream and repository
+// parts match, whatever its tag part says.
+func (c *Pattern) MatchRepository(upstream, repo string) bool {
+	return anyMatch(c.ups, upstream) && c.repoMatch(repo)
+}
+
+// AllTags reports whether the pattern's tag part matches every tag (none
+// was given, or "*").
+func (c *Pattern) AllTags() bool { return c.re == nil && slices.Contains(c.tags, "*") }
 
 // globs expands {a,b} alternatives and checks each glob's syntax.
 func globs(p string) ([]string, error) {
