@@ -349,9 +349,6 @@ type Decision struct {
 	Signer string
 	// Unavailable is set when the signatures could not be read.
 	Unavailable bool
-	// Until is when a cooldown ends (zero otherwise): a decision to keep
-	// no longer than that.
-	Until time.Time
 }
 
 // Audited reports an audit-mode deny: served, reported as "would deny".
@@ -376,7 +373,7 @@ func (c compiled) decide(ctx context.Context, subj Subject, now time.Time, sigs 
 			first = now
 		}
 		if until := first.Add(c.Cooldown); now.Before(until) {
-			return Decision{Verdict: ActionDeny, Until: until,
+			return Decision{Verdict: ActionDeny,
 				Reason: fmt.Sprintf("first seen %s ago, in a cooldown of %s (served from %s)", now.Sub(first).Round(time.Second), c.Cooldown, until.UTC().Format(time.RFC3339))}
 		}
 	}
