@@ -28,7 +28,8 @@ func (s *Service) SetPolicy(set *policy.Set) {
 	s.pol.mu.Lock()
 	defer s.pol.mu.Unlock()
 	s.pol.set.Store(set)
-	clear(s.pol.decisions)
+	s.pol.decisions.Clear()
+	s.pol.decided.Store(0)
 	clear(s.pol.allowed)
 }
 
@@ -77,8 +78,12 @@ type policyState struct {
 	mu  sync.RWMutex
 	// decisions are the allowing decisions made under the set in effect
 	// (denials are decided again each time: a signature may have been
-	// pushed since, and a cooldown ends).
-	decisions map[decisionKey]policy.Decision
+	// pushed since, and a cooldown ends), decisionKey to policy.Decision:
+	// a sync.Map, read without a lock on every warm hit. A decision is
+	// kept only once its manifest's references are in allowed, and both
+	// are emptied together, so a kept decision needs nothing else.
+	decisions sync.Map
+	decided   atomic.Int64 // entries in decisions
 	// allowed is what an allowed manifest references, by repository:
 	// blobs served under it, and platform manifests an allowed index
 	// covers; true for a manifest whose references were added too.
@@ -95,7 +100,7 @@ type decisionKey struct {
 }
 
 func newPolicyState() policyState {
-	return policyState{decisions: map[decisionKey]policy.Decision{}, allowed: map[holdKey]bool{}, firstSeen: map[digest.Digest]time.Time{}}
+	return policyState{allowed: map[holdKey]bool{}, firstSeen: map[digest.Digest]time.Time{}}
 }
 
 // checkPolicy decides the manifest m, asked by ref under the route, before
@@ -110,12 +115,11 @@ func (s *Service) checkPolicy(ctx context.Context, req Request, rt route, ref oc
 	// Signatures, attestations and SBOMs (cosign's tag scheme, or a
 	// referrer of another manifest) are metadata about an image, read by
 	// clients that verify for themselves.
-	if _, ok := s.cachedDecision(rt, ref.Tag, m.Digest); ok { // the warm path
-		s.allow(rt, m)
+	if _, ok := s.cachedDecision(rt, ref.Tag, m.Digest); ok { // the warm path: allowed before, references unlocked
 		return nil
 	}
 	if metadataArtifact(ref, m) || (ref.IsDigest() && s.covered(rt, m.Digest)) {
-		s.allow(rt, m)
+		s.allow(set, rt, m)
 		return nil
 	}
 	d, cached := s.decision(ctx, set, rt, ref.Tag, m.Digest)
@@ -125,8 +129,28 @@ func (s *Service) checkPolicy(ctx context.Context, req Request, rt route, ref oc
 	if !d.Allow {
 		return oci.Errorf(oci.ErrDenied, "denied by the mirror's pull policy (%s): %s", d.Rule, d.Reason)
 	}
-	s.allow(rt, m)
+	s.allow(set, rt, m)
+	if d.Verdict == policy.ActionAllow && !d.Unavailable {
+		s.keepDecision(set, decisionKey{rt.up.Name, rt.repo, ref.Tag, m.Digest}, d)
+	}
 	return nil
+}
+
+// keepDecision keeps an allow made under set, unless set was replaced
+// meanwhile (SIGHUP).
+func (s *Service) keepDecision(set *policy.Set, k decisionKey, d policy.Decision) {
+	s.pol.mu.Lock()
+	defer s.pol.mu.Unlock()
+	if s.pol.set.Load() != set {
+		return
+	}
+	if s.pol.decided.Load() >= maxPolicyMemory {
+		s.pol.decisions.Clear()
+		s.pol.decided.Store(0)
+	}
+	if _, loaded := s.pol.decisions.LoadOrStore(k, d); !loaded {
+		s.pol.decided.Add(1)
+	}
 }
 
 // metadataArtifact reports a manifest that is metadata about another one
@@ -153,30 +177,20 @@ func (s *Service) decision(ctx context.Context, set *policy.Set, rt route, tag s
 	if d, ok := s.cachedDecision(rt, tag, dg); ok {
 		return d, true
 	}
-	k := decisionKey{rt.up.Name, rt.repo, tag, dg}
 	now := s.now()
 	subj := policy.Subject{Upstream: rt.up.Name, Repo: rt.repo, Tag: tag, Digest: dg, FirstSeen: s.firstSeen(rt, tag, dg, now)}
 	d := set.Decide(ctx, subj, now, func(ctx context.Context) ([]policy.Signature, error) { return s.signatures(ctx, rt, dg) })
-	if d.Verdict == policy.ActionAllow && !d.Unavailable {
-		s.pol.mu.Lock()
-		if s.pol.set.Load() == set { // not a decision of a replaced set
-			if len(s.pol.decisions) >= maxPolicyMemory {
-				clear(s.pol.decisions)
-			}
-			s.pol.decisions[k] = d
-		}
-		s.pol.mu.Unlock()
-	}
 	return d, false
 }
 
 // cachedDecision is an allowing decision made for the digest under the
 // policy in effect, if there is one.
 func (s *Service) cachedDecision(rt route, tag string, dg digest.Digest) (policy.Decision, bool) {
-	s.pol.mu.RLock()
-	d, ok := s.pol.decisions[decisionKey{rt.up.Name, rt.repo, tag, dg}]
-	s.pol.mu.RUnlock()
-	return d, ok
+	v, ok := s.pol.decisions.Load(decisionKey{rt.up.Name, rt.repo, tag, dg})
+	if !ok {
+		return policy.Decision{}, false
+	}
+	return v.(policy.Decision), true
 }
 
 // firstSeen is when the mirror first saw the digest: the tag's entry
@@ -208,10 +222,10 @@ func (s *Service) firstSeen(rt route, tag string, dg digest.Digest, now time.Tim
 	return first
 }
 
-// allow unlocks what an allowed manifest references under the route's
-// repository: its blobs, and the platform manifests of an index (whose
-// signature covers them).
-func (s *Service) allow(rt route, m *Manifest) {
+// allow unlocks what a manifest allowed under set references under the
+// route's repository: its blobs, and the platform manifests of an index
+// (whose signature covers them).
+func (s *Service) allow(set *policy.Set, rt route, m *Manifest) {
 	k := holdKey{rt.up.Name, rt.repo, m.Digest}
 	s.pol.mu.RLock()
 	done := s.pol.allowed[k]
@@ -222,8 +236,13 @@ func (s *Service) allow(rt route, m *Manifest) {
 	refs := oci.References(m.Body)
 	s.pol.mu.Lock()
 	defer s.pol.mu.Unlock()
+	if s.pol.set.Load() != set { // replaced since the decision (SIGHUP): decided again at the next pull
+		return
+	}
 	if len(s.pol.allowed)+len(refs) > maxPolicyMemory {
 		clear(s.pol.allowed)
+		s.pol.decisions.Clear() // a kept decision says its references are here
+		s.pol.decided.Store(0)
 	}
 	for _, r := range refs {
 		if !s.pol.allowed[holdKey{rt.up.Name, rt.repo, r}] {

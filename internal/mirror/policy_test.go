@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -206,5 +207,42 @@ func TestPolicyVerify(t *testing.T) {
 	s.SetPolicy(p("allow"))
 	if _, _, err := s.Manifest(t.Context(), listChild, oci.Reference{Digest: imgs.ManifestList.Platforms[1].Digest}); err != nil {
 		t.Errorf("unverified, upstream down, on_unavailable allow: %v", err)
+	}
+}
+
+// BenchmarkManifestHitPolicy is the content service's warm manifest hit
+// by tag of a verified image, without and with a verify policy (the
+// decision kept from the first pull): what the policy adds per hit.
+func BenchmarkManifestHitPolicy(b *testing.B) {
+	hub := testenv.NewHub(b)
+	imgs := hub.Seed(b)
+	key := testenv.NewCosignKey(b)
+	key.Sign(b, hub.AdminHost, imgs.Single.Repo, imgs.Single.Digest)
+	set, err := policy.Compile(policy.Policy{Default: "verify", Verify: []policy.Verifier{{Cosign: &policy.Cosign{Key: key.Pub}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		set  *policy.Set
+	}{{"off", nil}, {"on", set}} {
+		b.Run(tt.name, func(b *testing.B) {
+			c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			s := newService(b, hub, c, WithPolicy(tt.set))
+			req := Request{Upstream: "docker.io", Repo: imgs.Single.Repo}
+			ref := oci.Reference{Tag: "latest"}
+			if _, _, err := s.Manifest(b.Context(), req, ref); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, _, err := s.Manifest(context.Background(), req, ref); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

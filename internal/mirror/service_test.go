@@ -34,7 +34,7 @@ func (c *clock) Add(d time.Duration) {
 
 // newService is the content service over a real store and index in a
 // temporary directory, in front of the Docker Hub stand-in.
-func newService(t *testing.T, hub *testenv.Hub, c *clock, opts ...Option) *Service {
+func newService(t testing.TB, hub *testenv.Hub, c *clock, opts ...Option) *Service {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := disk.New(dir)
