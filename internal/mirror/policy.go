@@ -316,11 +316,12 @@ const (
 	maxPayload    = 64 << 10
 )
 
-// signatures reads a digest's cosign signatures from both places cosign
-// keeps them: the manifest tagged sha256-<hex>.sig in the route's
+// signatures reads a digest's signatures: cosign's from both places cosign
+// keeps them, the manifest tagged sha256-<hex>.sig in the route's
 // repository (the tag scheme, which every registry has) and the referrers
 // of the digest whose artifact type is cosign's signature (OCI 1.1
-// referrers API, where the upstream has one). Both are read through the
+// referrers API, where the upstream has one); and Notary Project
+// signatures, which are referrers of their own artifact type. Both are read through the
 // cache: the manifests and payloads are stored, and the .sig tag is
 // served stale while the upstream is down, so a digest verified before
 // verifies again offline (a referrers listing is kept in memory only). No
@@ -367,7 +368,7 @@ func (s *Service) referrerSignatures(ctx context.Context, rt route, dg digest.Di
 	}
 	var sigs []policy.Signature
 	for _, d := range idx.Manifests {
-		if d.ArtifactType != policy.CosignSignatureArtifact || d.Digest.Validate() != nil || len(sigs) >= maxSignatures {
+		if (d.ArtifactType != policy.CosignSignatureArtifact && d.ArtifactType != policy.NotationArtifact) || d.Digest.Validate() != nil || len(sigs) >= maxSignatures {
 			continue
 		}
 		var out Outcome
@@ -375,11 +376,37 @@ func (s *Service) referrerSignatures(ctx context.Context, rt route, dg digest.Di
 		if err != nil {
 			return sigs, fmt.Errorf("signature referrer %s: %w", d.Digest, err)
 		}
-		more, err := s.signaturesOf(ctx, rt, m, maxSignatures-len(sigs))
+		read := s.signaturesOf
+		if d.ArtifactType == policy.NotationArtifact {
+			read = s.envelopesOf
+		}
+		more, err := read(ctx, rt, m, maxSignatures-len(sigs))
 		if err != nil {
 			return sigs, err
 		}
 		sigs = append(sigs, more...)
+	}
+	return sigs, nil
+}
+
+// envelopesOf reads the Notary Project signature envelopes (JWS or COSE)
+// of a signature manifest, each a small blob read through its fill so it
+// is cached; at most limit of them.
+func (s *Service) envelopesOf(ctx context.Context, rt route, m *Manifest, limit int) ([]policy.Signature, error) {
+	mc, err := oci.DecodeContent(m.Body)
+	if err != nil {
+		return nil, fmt.Errorf("signature manifest %s: %w", m.Digest, err)
+	}
+	var sigs []policy.Signature
+	for _, l := range append(mc.Layers, mc.Blobs...) {
+		if !policy.IsNotationEnvelope(l.MediaType) || l.Size > maxPayload || len(sigs) >= limit {
+			continue
+		}
+		env, err := s.readSmallBlob(ctx, rt, l.Digest, l.Size)
+		if err != nil {
+			return nil, fmt.Errorf("signature envelope %s: %w", l.Digest, err)
+		}
+		sigs = append(sigs, policy.Signature{Envelope: env, EnvelopeType: l.MediaType})
 	}
 	return sigs, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -47,23 +48,26 @@ type simpleSigning struct {
 }
 
 // verify checks one signature with the key, then that its payload names d.
-func (k key) verify(sig Signature, d digest.Digest) error {
+func (k key) verify(sig Signature, d digest.Digest, _ time.Time) (string, error) {
+	if sig.Envelope != nil {
+		return "", errors.New("a Notary Project signature, not cosign's")
+	}
 	raw, err := base64.StdEncoding.DecodeString(sig.Base64)
 	if err != nil {
-		return errors.New("a signature is not base64")
+		return "", errors.New("a signature is not base64")
 	}
 	if err := k.verifier.VerifySignature(bytes.NewReader(raw), bytes.NewReader(sig.Payload)); err != nil {
-		return fmt.Errorf("a signature does not verify with %s", k.path)
+		return "", fmt.Errorf("a signature does not verify with %s", k.path)
 	}
 	var p simpleSigning
 	if err := json.Unmarshal(sig.Payload, &p); err != nil {
-		return errors.New("a signed payload is not simple-signing JSON")
+		return "", errors.New("a signed payload is not simple-signing JSON")
 	}
 	if p.Critical.Type != simpleSigningType {
-		return fmt.Errorf("a signed payload is of type %q, not a container image signature", p.Critical.Type)
+		return "", fmt.Errorf("a signed payload is of type %q, not a container image signature", p.Critical.Type)
 	}
 	if p.Critical.Image.DockerManifestDigest != d.String() {
-		return fmt.Errorf("a signature verifies with %s but signs %s, not this digest", k.path, p.Critical.Image.DockerManifestDigest)
+		return "", fmt.Errorf("a signature verifies with %s but signs %s, not this digest", k.path, p.Critical.Image.DockerManifestDigest)
 	}
-	return nil
+	return "cosign key " + k.path, nil
 }

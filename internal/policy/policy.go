@@ -114,8 +114,19 @@ type compiled struct {
 	label   string // "rules[2]", "default": the metric's label
 	action  string
 	pattern *rules.Pattern // nil for the default
-	keys    []key
+	keys    []verifier
 }
+
+// verifier is one entry of verify.any_of, compiled: it checks one
+// signature of digest d at now and says who signed.
+type verifier interface {
+	verify(sig Signature, d digest.Digest, now time.Time) (signer string, err error)
+}
+
+var (
+	_ verifier = key{}
+	_ verifier = (*notation)(nil)
+)
 
 // key is one cosign public key.
 type key struct {
@@ -229,31 +240,33 @@ func compileRule(r Rule, where string) (compiled, error) {
 	return c, errors.Join(errs...)
 }
 
-// compileVerifier loads a keyed cosign verifier's public key. Keyless
-// cosign and Notary Project signatures are refused with a clear error:
-// this version does not verify them.
-func compileVerifier(v Verifier, where string) (key, error) {
+// compileVerifier loads a verifier: a cosign public key, or a Notary
+// Project trust store with the identities to trust. Keyless cosign is
+// refused with a clear error: this version does not verify it.
+func compileVerifier(v Verifier, where string) (verifier, error) {
 	switch {
+	case v.Notation != nil && v.Cosign != nil:
+		return nil, fmt.Errorf("%s: one verifier per entry (cosign or notation)", where)
 	case v.Notation != nil:
-		return key{}, fmt.Errorf("%s.notation: Notary Project signatures are not verified by this version of regcache", where)
+		return compileNotation(v.Notation, where)
 	case v.Cosign == nil:
-		return key{}, fmt.Errorf("%s: want cosign", where)
+		return nil, fmt.Errorf("%s: want cosign or notation", where)
 	case v.Cosign.Identity != "" || v.Cosign.Issuer != "" || v.Cosign.TrustedRoot != "":
-		return key{}, fmt.Errorf("%s.cosign: keyless verification (identity, issuer, trusted_root) is not supported by this version of regcache; use key", where)
+		return nil, fmt.Errorf("%s.cosign: keyless verification (identity, issuer, trusted_root) is not supported by this version of regcache; use key", where)
 	case v.Cosign.Key == "":
-		return key{}, fmt.Errorf("%s.cosign.key: missing", where)
+		return nil, fmt.Errorf("%s.cosign.key: missing", where)
 	}
 	pemBytes, err := os.ReadFile(v.Cosign.Key)
 	if err != nil {
-		return key{}, fmt.Errorf("%s.cosign.key: %w", where, err)
+		return nil, fmt.Errorf("%s.cosign.key: %w", where, err)
 	}
 	pub, err := cryptoutils.UnmarshalPEMToPublicKey(pemBytes)
 	if err != nil {
-		return key{}, fmt.Errorf("%s.cosign.key: %s is not a PEM public key: %w", where, v.Cosign.Key, err)
+		return nil, fmt.Errorf("%s.cosign.key: %s is not a PEM public key: %w", where, v.Cosign.Key, err)
 	}
 	ver, err := signature.LoadVerifier(pub, crypto.SHA256)
 	if err != nil {
-		return key{}, fmt.Errorf("%s.cosign.key: %s: %w", where, v.Cosign.Key, err)
+		return nil, fmt.Errorf("%s.cosign.key: %s: %w", where, v.Cosign.Key, err)
 	}
 	return key{path: v.Cosign.Key, verifier: ver}, nil
 }
@@ -325,6 +338,10 @@ type Subject struct {
 type Signature struct {
 	Payload []byte
 	Base64  string
+	// Envelope is a Notary Project signature envelope instead (its
+	// media type in EnvelopeType); Payload and Base64 are then unset.
+	Envelope     []byte
+	EnvelopeType string
 }
 
 // Signatures reads the digest's signatures. An error means they could not
@@ -394,9 +411,9 @@ func (c compiled) decide(ctx context.Context, subj Subject, now time.Time, sigs 
 	var why []string
 	for _, k := range c.keys {
 		for _, sig := range list {
-			err := k.verify(sig, subj.Digest)
+			signer, err := k.verify(sig, subj.Digest, now)
 			if err == nil {
-				return Decision{Verdict: ActionAllow, Signer: "cosign key " + k.path, Reason: "signature verified with cosign key " + k.path}
+				return Decision{Verdict: ActionAllow, Signer: signer, Reason: "signature verified: " + signer}
 			}
 			why = append(why, err.Error())
 		}

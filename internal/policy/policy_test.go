@@ -75,7 +75,7 @@ func TestCompileErrors(t *testing.T) {
 		{"missing key file", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Key: "/nonexistent/k.pub"}}}}}}, "policy.rules[0].verify.any_of[0].cosign.key: open /nonexistent/k.pub"},
 		{"not a key", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Key: "/etc/hostname"}}}}}}, "is not a PEM public key"},
 		{"keyless", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Identity: "x", Issuer: "y"}}}}}}, "keyless verification (identity, issuer, trusted_root) is not supported"},
-		{"notation", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Notation: &Notation{TrustStore: "/x"}}}}}}, "Notary Project signatures are not verified"},
+		{"notation without identities", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Notation: &Notation{TrustStore: "/x"}}}}}}, "notation.identities: missing"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,7 +123,7 @@ func TestDecide(t *testing.T) {
 		{"cooldown: first seen now", Subject{Upstream: "docker.io", Repo: "someone/app", FirstSeen: now.Add(-time.Hour)}, nil, "deny", "policy.rules[4] docker.io/**", "cooldown of 72h0m0s"},
 		{"cooldown: unseen is now", Subject{Upstream: "docker.io", Repo: "someone/app"}, nil, "deny", "policy.rules[4] docker.io/**", "first seen 0s ago"},
 		{"cooldown passed", Subject{Upstream: "docker.io", Repo: "someone/app", FirstSeen: now.Add(-73 * time.Hour)}, nil, "allow", "policy.rules[4] docker.io/**", "allowed"},
-		{"signed", Subject{Upstream: "ghcr.io", Repo: "myorg/app", Digest: d}, sigsOf(sign(t, good, d)), "allow", "policy.rules[0] ghcr.io/myorg/*", "verified with cosign key"},
+		{"signed", Subject{Upstream: "ghcr.io", Repo: "myorg/app", Digest: d}, sigsOf(sign(t, good, d)), "allow", "policy.rules[0] ghcr.io/myorg/*", "verified: cosign key"},
 		{"one of several signs", Subject{Upstream: "ghcr.io", Repo: "myorg/app", Digest: d}, sigsOf(sign(t, other, d), sign(t, good, d)), "allow", "policy.rules[0] ghcr.io/myorg/*", "verified"},
 		{"unsigned", Subject{Upstream: "ghcr.io", Repo: "myorg/app", Digest: d}, sigsOf(), "deny", "policy.rules[0] ghcr.io/myorg/*", "no signature found"},
 		{"wrong key", Subject{Upstream: "ghcr.io", Repo: "myorg/app", Digest: d}, sigsOf(sign(t, other, d)), "deny", "policy.rules[0] ghcr.io/myorg/*", "does not verify"},
