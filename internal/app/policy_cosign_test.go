@@ -199,34 +199,48 @@ func TestPolicyDockerd(t *testing.T) {
 }
 
 // TestPolicyNotation: Notary Project signatures (JWS envelopes made with
-// notation-core-go, as OCI 1.1 referrers in go-containerregistry's
-// registry). Through the mirror with skopeo: every platform of an index
-// signed by the trusted identity pulls; an image signed by another
-// identity of the same CA and an unsigned one are denied naming the rule.
+// notation-core-go) in go-containerregistry's registry, found through the
+// referrers API, and in Debian's docker-registry (Distribution 2.8, no
+// referrers API), found through the referrers tag schema. Through the
+// mirror with skopeo: every platform of an index signed by the trusted
+// identity pulls; an image signed by another identity of the same CA and
+// an unsigned one are denied naming the rule.
 func TestPolicyNotation(t *testing.T) {
 	skopeo := testenv.RequireTool(t, "skopeo")
+	testenv.RequireTool(t, "docker-registry")
 	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.WithReferrersSupport(true), ggcrregistry.Logger(log.New(io.Discard, "", 0))))
 	defer srv.Close()
-	host := srv.Listener.Addr().String()
-	imgs := testenv.Seed(t, host, nil)
-	ca := testenv.NewNotationCA(t)
-	ca.Sign(t, host, imgs.OCIIndex, "release")
-	ca.Sign(t, host, imgs.Single, "intern")
-
-	file := filepath.Join(t.TempDir(), "policy.yaml")
-	if err := os.WriteFile(file, []byte("rules:\n  - match: docker.io/library/*\n    verify:\n      any_of:\n        - notation: {trust_store: "+ca.StorePath+", identities: ['x509.subject: CN=release']}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m := startMirrorLogged(t, map[string]string{"REGCACHE_POLICY_FILE": file, "REGCACHE_UPSTREAM_URL": srv.URL, "REGCACHE_UPSTREAM_NAME": "docker.io"})
-	ref := func(img testenv.Image) string { return m.Host + "/" + img.Repo + ":" + img.Tag }
-	const rule = "policy.rules[0] docker.io/library/*"
-	if out := skopeoCopy(t, skopeo, ref(imgs.OCIIndex)); out != "" {
-		t.Errorf("index signed by the trusted identity: %s", out)
-	}
-	if out := skopeoCopy(t, skopeo, ref(imgs.Single)); !strings.Contains(out, rule) || !strings.Contains(out, "is by CN=intern, not a trusted identity") {
-		t.Errorf("signed by another identity: %q", out)
-	}
-	if out := skopeoCopy(t, skopeo, ref(imgs.ManifestList)); !strings.Contains(out, rule) || !strings.Contains(out, "no signature found") {
-		t.Errorf("unsigned: %q", out)
+	dist := testenv.NewDistribution(t, testenv.DistributionOptions{Auth: testenv.AuthNone})
+	for _, up := range []struct{ name, url, host string }{
+		{"referrers API", srv.URL, srv.Listener.Addr().String()},
+		{"referrers tag schema (Distribution 2.8)", dist.URL, dist.Host},
+	} {
+		t.Run(up.name, func(t *testing.T) {
+			imgs := testenv.Seed(t, up.host, nil)
+			ca := testenv.NewNotationCA(t)
+			ca.Sign(t, up.host, imgs.OCIIndex, "release")
+			ca.Sign(t, up.host, imgs.Single, "intern")
+			file := filepath.Join(t.TempDir(), "policy.yaml")
+			if err := os.WriteFile(file, []byte("rules:\n  - match: docker.io/library/*\n    verify:\n      any_of:\n        - notation: {trust_store: "+ca.StorePath+", identities: ['x509.subject: CN=release']}\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			m := startMirrorLogged(t, map[string]string{"REGCACHE_POLICY_FILE": file, "REGCACHE_UPSTREAM_URL": up.url, "REGCACHE_UPSTREAM_NAME": "docker.io"})
+			ref := func(img testenv.Image) string { return m.Host + "/" + img.Repo + ":" + img.Tag }
+			const rule = "policy.rules[0] docker.io/library/*"
+			if out := skopeoCopy(t, skopeo, ref(imgs.OCIIndex)); out != "" {
+				t.Errorf("index signed by the trusted identity: %s", out)
+			}
+			if out := skopeoCopy(t, skopeo, ref(imgs.Single)); !strings.Contains(out, rule) || !strings.Contains(out, "is by CN=intern, not a trusted identity") {
+				t.Errorf("signed by another identity: %q", out)
+			}
+			if out := skopeoCopy(t, skopeo, ref(imgs.ManifestList)); !strings.Contains(out, rule) || !strings.Contains(out, "no signature found") {
+				t.Errorf("unsigned: %q", out)
+			}
+			// The tag schema's index is served (clients that verify read
+			// it), and unlocks nothing: it is a list of signatures.
+			if code, body := pull(t, m.Host, imgs.Single.Repo, "sha256-"+imgs.Single.Digest.Encoded()); code != 200 {
+				t.Errorf("the referrers tag schema's index through the mirror: %d %s", code, body)
+			}
+		})
 	}
 }

@@ -118,6 +118,9 @@ func (s *Service) checkPolicy(ctx context.Context, req Request, rt route, ref oc
 	if _, ok := s.cachedDecision(rt, ref.Tag, m.Digest); ok { // the warm path: allowed before, references unlocked
 		return nil
 	}
+	if policy.IsReferrersTag(ref.Tag) && referrersIndex(m) {
+		return nil // a list of signatures: each is decided (or waved) when pulled, nothing unlocked here
+	}
 	if metadataArtifact(ref, m) || (ref.IsDigest() && s.covered(rt, m.Digest)) {
 		s.allow(set, rt, m)
 		return nil
@@ -165,6 +168,22 @@ func metadataArtifact(ref oci.Reference, m *Manifest) bool {
 	}
 	for _, l := range append(mc.Layers, mc.Blobs...) {
 		if strings.Contains(l.MediaType, "tar") || strings.Contains(l.MediaType, "rootfs") {
+			return false
+		}
+	}
+	return true
+}
+
+// referrersIndex reports an index of the referrers tag schema: every entry
+// an artifact (an artifact type, no platform), none of them an image an
+// engine would pick.
+func referrersIndex(m *Manifest) bool {
+	mc, err := oci.DecodeContent(m.Body)
+	if err != nil || !mc.IsIndexOf(m.MediaType) {
+		return false
+	}
+	for _, d := range mc.Manifests {
+		if d.ArtifactType == "" || d.Platform != nil {
 			return false
 		}
 	}
@@ -349,20 +368,32 @@ func (s *Service) tagSignatures(ctx context.Context, rt route, dg digest.Digest)
 	return s.signaturesOf(ctx, rt, m, maxSignatures)
 }
 
-// referrerSignatures reads the signatures stored as referrers of dg. An
-// upstream without a referrers API (Distribution 2.8 answers 404) has
-// none.
+// referrerSignatures reads the signatures stored as referrers of dg: from
+// the referrers API, or, where the upstream has none (Distribution 2.8
+// answers 404), from the index tagged sha256-<hex> (the referrers tag
+// schema, which clients keep up to date there).
 func (s *Service) referrerSignatures(ctx context.Context, rt route, dg digest.Digest) ([]policy.Signature, error) {
 	l, _, err := s.listing(ctx, rt, "referrers\x00"+dg.String()+"\x00", func(ctx context.Context) (*upstream.Listing, error) {
 		return rt.up.Client.Referrers(ctx, rt.repo, dg, "")
 	})
-	if notFound(err) {
-		return nil, nil
-	}
-	if err != nil {
+	var body []byte
+	switch {
+	case notFound(err): // no referrers API: the referrers tag schema
+		var out Outcome
+		m, err := s.manifestByTag(ctx, rt, policy.ReferrersTag(dg), func() []string { return accepts(nil) }, &out)
+		if notFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		body = m.Body
+	case err != nil:
 		return nil, err
+	default:
+		body = l.Body
 	}
-	idx, err := oci.DecodeContent(l.Body)
+	idx, err := oci.DecodeContent(body)
 	if err != nil {
 		return nil, nil // not an index: no referrers
 	}

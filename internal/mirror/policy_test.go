@@ -82,6 +82,12 @@ func TestPolicyAllowDenyAndBlobs(t *testing.T) {
 	hub.Seed(t, testenv.WithTag(disguised), testenv.WithSeed(3))
 	_, _, err = s.Manifest(t.Context(), multi, tagRef(t, disguised))
 	denied(t, "an image tagged as a signature", err, "policy.rules[1] docker.io/"+imgs.ManifestList.Repo)
+	// An index under a tag of the referrers tag schema is waved through
+	// only when it lists artifacts: one listing platforms is decided.
+	schema := "sha256-" + strings.Repeat("cd", 32)
+	hub.Seed(t, testenv.WithTag(schema), testenv.WithSeed(4))
+	_, _, err = s.Manifest(t.Context(), multi, tagRef(t, schema))
+	denied(t, "an image index tagged as a referrers list", err, "policy.rules[1] docker.io/"+imgs.ManifestList.Repo)
 	// The default denies, and gates blobs of every other repository.
 	_, _, err = s.Manifest(t.Context(), Request{Upstream: "docker.io", Repo: imgs.OCIIndex.Repo}, tagRef(t, "latest"))
 	denied(t, "default", err, "policy.default")
@@ -92,7 +98,7 @@ func TestPolicyAllowDenyAndBlobs(t *testing.T) {
 		}
 	}
 	ds := s.RecentDenials()
-	if len(ds) != 4 || ds[len(ds)-2].Repository != imgs.ManifestList.Repo || ds[len(ds)-1].User != "ci" || ds[len(ds)-1].Client != "192.0.2.2" || ds[0].Rule != "policy.default" {
+	if len(ds) != 5 || ds[len(ds)-2].Repository != imgs.ManifestList.Repo || ds[len(ds)-1].User != "ci" || ds[len(ds)-1].Client != "192.0.2.2" || ds[0].Rule != "policy.default" {
 		t.Errorf("recent denials: %+v", ds)
 	}
 }

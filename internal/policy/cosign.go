@@ -37,6 +37,17 @@ var artifactTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}\.(sig|att|sbom)$`)
 // not an image, so the policy does not decide them.
 func IsArtifactTag(tag string) bool { return artifactTag.MatchString(tag) }
 
+// referrersTag is the OCI referrers tag schema's tag: an index of a
+// digest's referrers, kept by clients on registries without the referrers
+// API (Distribution 2.8).
+var referrersTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}$`)
+
+// ReferrersTag is the referrers tag schema's tag of d.
+func ReferrersTag(d digest.Digest) string { return d.Algorithm().String() + "-" + d.Encoded() }
+
+// IsReferrersTag reports whether tag is one of the referrers tag schema.
+func IsReferrersTag(tag string) bool { return referrersTag.MatchString(tag) }
+
 // simpleSigning is the part of a simple-signing payload checked.
 type simpleSigning struct {
 	Critical struct {

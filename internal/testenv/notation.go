@@ -127,6 +127,19 @@ func (ca *NotationCA) Sign(t testing.TB, host string, img Image, cn string) {
 	if err := remote.Put(ref, rawManifest{body, types.OCIManifestSchema1}); err != nil {
 		t.Fatal(err)
 	}
+	// The referrers tag schema, as notation keeps it on registries without
+	// the referrers API (written here whatever the registry: harmless where
+	// the API answers).
+	idx := v1.Index{MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{{MediaType: v1.MediaTypeImageManifest,
+		Digest: digest.FromBytes(body), Size: int64(len(body)), ArtifactType: "application/vnd.cncf.notary.signature"}}}
+	idx.SchemaVersion = 2
+	ib, err := json.Marshal(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Put(repo.Tag(img.Digest.Algorithm().String()+"-"+img.Digest.Encoded()), rawManifest{ib, types.OCIImageIndex}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // rawManifest is a manifest's bytes for remote.Put.
