@@ -47,3 +47,5 @@ REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkCompare$' -benc
 REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkHits$' -benchtime 1x -timeout 20m ./bench/
 # Row 9: containerd 2.x's parallel range pull of a cold layer, direct and through regcache (as root).
 REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkParallelRanges$' -benchtime 1x -timeout 20m ./bench/
+# Row 10: the pull policy, on against off (warm hits of a verified image, cold verification).
+REGCACHE_BIN="$tmp/regcache" go test -run '^$' -bench '^BenchmarkPolicy$' -benchtime 1x -timeout 10m ./bench/

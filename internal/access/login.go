@@ -42,6 +42,13 @@ type identity struct {
 
 type identityKey struct{}
 
+// User is the login the request came with ("" for anonymous), once the
+// middleware identified it.
+func (a *Access) User(r *http.Request) string {
+	id, _ := r.Context().Value(identityKey{}).(identity)
+	return id.user
+}
+
 var errBadLogin = errors.New("incorrect username or password")
 
 // identify reads the request's Authorization header: Basic credentials of

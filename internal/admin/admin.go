@@ -58,6 +58,14 @@ type Source interface {
 	Pinned() (bytes int64, overCap bool)
 	// Cluster is this replica's view of its cluster; nil on one node.
 	Cluster() *ClusterStatus
+	// Policy is the pull policy's mode and recent denials; nil without a
+	// policy.
+	Policy() *PolicyStatus
+	// PolicyCheck says what the pull policy decides for an image (as
+	// docker pull names it) and why, without a pull; an error for a name
+	// that does not parse, an upstream not configured, or a manifest the
+	// upstream does not have.
+	PolicyCheck(ctx context.Context, image string) (mirror.PolicyAnswer, error)
 }
 
 // Store is the store's health as /readyz and the degraded judgement ask it.
@@ -161,8 +169,9 @@ func (a *Admin) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.d.Metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", a.serveStatus)
-	a.cacheRoutes(mux)                                 // regcache cache --admin
-	mux.HandleFunc("GET /fleet/canary", a.serveCanary) // regcache client ... status --verify
+	a.cacheRoutes(mux)                                      // regcache cache --admin
+	mux.HandleFunc("GET /fleet/canary", a.serveCanary)      // regcache client ... status --verify
+	mux.HandleFunc("GET /policy/check", a.servePolicyCheck) // regcache policy check
 	dash := ui.New(ui.SourceFunc(a.dashboardSnapshot), ui.WithLogger(a.d.Log))
 	mux.Handle("GET /{$}", dash) // the dashboard; other paths stay 404
 	mux.Handle("GET "+ui.PathData, dash)
@@ -177,6 +186,23 @@ func (a *Admin) serveStatus(w http.ResponseWriter, r *http.Request) {
 		st.withoutNames()
 	}
 	_ = json.NewEncoder(w).Encode(st)
+}
+
+// servePolicyCheck answers what the pull policy decides for ?image=
+// (regcache policy check). The answer names a repository and may ask the
+// upstream, so it asks what views of private names do (loopback, or the
+// admin token).
+func (a *Admin) servePolicyCheck(w http.ResponseWriter, r *http.Request) {
+	if !a.auth.maySeePrivate(r) {
+		a.auth.refuse(w)
+		return
+	}
+	ans, err := a.src.PolicyCheck(r.Context(), r.URL.Query().Get("image"))
+	if err != nil {
+		a.cacheError(w, err, true)
+		return
+	}
+	writeJSON(w, ans)
 }
 
 // manifestGets is how many manifest GETs the mirror sent the upstream

@@ -45,6 +45,7 @@ func (a *Admin) dashboard(st Status, c ui.Cache, private bool, span time.Duratio
 		}
 	}
 	s.Fleet = fleetCard(st.Fleet)
+	s.Policy = policyCard(st.Policy, private)
 	for _, u := range st.Upstreams {
 		s.Upstreams = append(s.Upstreams, dashboardUpstream(u))
 	}
@@ -59,6 +60,23 @@ func (a *Admin) dashboard(st Status, c ui.Cache, private bool, span time.Duratio
 		s.Errors = append(s.Errors, ev)
 	}
 	return s
+}
+
+// policyCard is the pull policy's card (nil without a policy); its
+// denials only for an asker who may see private names.
+func policyCard(p *PolicyStatus, private bool) *ui.Policy {
+	if p == nil {
+		return nil
+	}
+	card := &ui.Policy{Mode: p.Mode, Rules: p.Rules, Denials: []ui.Denial{}}
+	if !private {
+		return card
+	}
+	for _, d := range p.Denials {
+		card.Denials = append(card.Denials, ui.Denial{Time: d.Time, Decision: d.Decision, Upstream: d.Upstream, Repository: d.Repository,
+			Tag: d.Tag, Digest: d.Digest, Rule: d.Rule, Reason: d.Reason, Client: d.Client})
+	}
+	return card
 }
 
 // dashboardUpstream is an upstream's card: its rate limit with the

@@ -34,6 +34,18 @@ type Status struct {
 	Fleet *fleet.Summary `json:"fleet,omitempty"`
 	// Cluster is this replica's view of its cluster (none on one node).
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
+	// Policy is the pull policy in effect and its recent denials (none
+	// without a policy).
+	Policy *PolicyStatus `json:"policy,omitempty"`
+}
+
+// PolicyStatus is the pull policy's mode, its number of rules and the
+// last decisions that refused a pull (or would have, in audit mode),
+// newest first.
+type PolicyStatus struct {
+	Mode    string          `json:"mode"`
+	Rules   int             `json:"rules"`
+	Denials []mirror.Denial `json:"denials"`
 }
 
 // ClusterStatus is a replica's view of its cluster: itself, the replicas
@@ -94,6 +106,11 @@ type CacheStatus struct {
 // private names.
 func (st *Status) withoutNames() {
 	st.Fleet = withoutAddrs(st.Fleet)
+	if st.Policy != nil { // denials name repositories and clients
+		p := *st.Policy
+		p.Denials = nil
+		st.Policy = &p
+	}
 	for i, u := range st.Upstreams {
 		st.Upstreams[i].Health.SealedMisses = nil // they name repositories
 		if u.Fallback != nil {
@@ -117,7 +134,7 @@ func (a *Admin) status() Status {
 	now := time.Now()
 	fills := a.src.Fills()
 	st := Status{ActiveFills: fills.Active(), Time: now, Started: a.started,
-		Cache: CacheStatus{Bytes: a.src.Totals().Bytes(), MaxBytes: a.src.MaxSize()}, Settings: a.src.Settings(), Fleet: a.fleetStatus(), Cluster: a.src.Cluster()}
+		Cache: CacheStatus{Bytes: a.src.Totals().Bytes(), MaxBytes: a.src.MaxSize()}, Settings: a.src.Settings(), Fleet: a.fleetStatus(), Cluster: a.src.Cluster(), Policy: a.src.Policy()}
 	t, ft := a.stats.totals(), fills.Totals()
 	st.Requests = RequestTotals{ByResult: map[string]int64{}, HitRatio: t.hitRatio(), ByteHitRatio: t.byteHitRatio(),
 		PullsSaved: t.savedTotal(), BytesFromCache: t.BytesCache, BytesFromUpstream: t.BytesUp, BytesCoalesced: t.BytesJoin,

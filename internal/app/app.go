@@ -28,6 +28,7 @@ import (
 	"github.com/regcache/regcache/internal/fleet"
 	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
+	"github.com/regcache/regcache/internal/policy"
 	"github.com/regcache/regcache/internal/registry"
 	"github.com/regcache/regcache/internal/rules"
 	"github.com/regcache/regcache/internal/storage"
@@ -153,15 +154,19 @@ func (a *App) newAPI(cfg config.Config) (*mirror.Service, *registry.Server, erro
 	if err != nil {
 		return nil, nil, fmt.Errorf("config: %w", err)
 	}
+	pol, err := policy.Compile(cfg.Policy)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
 	m := metrics.New(a.metrics)
 	content := mirror.New(a.store, a.index, a.fills, a.upstreams, append([]mirror.Option{
-		mirror.WithRules(ruleSet), mirror.WithMetrics(m), mirror.WithLogger(a.log), mirror.WithFreshness(cfg.Freshness), mirror.WithNegativeTTL(cfg.NegativeTTL),
+		mirror.WithRules(ruleSet), mirror.WithPolicy(pol), mirror.WithMetrics(m), mirror.WithLogger(a.log), mirror.WithFreshness(cfg.Freshness), mirror.WithNegativeTTL(cfg.NegativeTTL),
 		mirror.WithPrefetch(cfg.Prefetch.Enabled, cfg.Prefetch.Parallel),
 		mirror.WithBudgetReserve(cfg.BudgetReserve.Count, cfg.BudgetReserve.Percent),
 		mirror.WithCommitted(a.evictor.Committed)}, clusterOptions(cfg, a.store, a.cluster)...)...)
 	reg := registry.New(content,
 		registry.WithAuthorizer(a.access), registry.WithMiddleware(a.access.Middleware),
-		registry.WithMetrics(m), registry.WithLogger(a.log), registry.WithObserver(a.admin.Observe), registry.WithClientAddr(a.access.ClientAddr))
+		registry.WithMetrics(m), registry.WithLogger(a.log), registry.WithObserver(a.admin.Observe), registry.WithClientAddr(a.access.ClientAddr), registry.WithClientUser(a.access.User))
 	return content, reg, nil
 }
 

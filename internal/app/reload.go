@@ -30,6 +30,9 @@ func (a *App) Reload(next config.Config) (reloaded, restart []string, err error)
 	if err := a.reloadRules(running, &eff); err != nil {
 		r.Errs = append(r.Errs, err)
 	}
+	if err := a.reloadPolicy(running, &eff); err != nil {
+		r.Fail(err, "policy")
+	}
 	if err := a.loadExpected(eff); err != nil {
 		r.Fail(fmt.Errorf("%w; keeping the old list", err), "fleet.expected")
 		eff.Fleet = running.Fleet

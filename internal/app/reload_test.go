@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/regcache/regcache/internal/config"
+	"github.com/regcache/regcache/internal/policy"
 	"github.com/regcache/regcache/internal/rules"
 )
 
@@ -75,6 +76,10 @@ func TestReloadNamesEveryOption(t *testing.T) {
 		"rules": func(c *config.Config) {
 			c.Rules = []rules.Rule{{Match: "docker.io/library/*", Pin: true}}
 		},
+		"policy": func(c *config.Config) {
+			c.Policy = policy.Policy{Mode: policy.Audit, Rules: []policy.Rule{{Match: "docker.io/**", Deny: true}}}
+		},
+		"policy_file": func(c *config.Config) { c.PolicyFile = filepath.Join(dir, "policy.yaml") },
 		"upstreams": func(c *config.Config) {
 			c.Upstreams = append(slices.Clone(c.Upstreams), config.Upstream{Name: "ghcr.io", URL: "https://ghcr.io"})
 		},
@@ -119,6 +124,9 @@ func TestReloadNamesEveryOption(t *testing.T) {
 	}
 	if got := m.App.ruleSet().Len(); got != 1 {
 		t.Errorf("%d rules in effect after the reload, want 1", got)
+	}
+	if got := m.App.content.Policy().Mode(); got != policy.Audit {
+		t.Errorf("the policy in effect after the reload is %q, want audit", got)
 	}
 	if got := m.App.evictor.MaxSize(); got != 1<<40 {
 		t.Errorf("the cap in effect is %d after the reload", got)

@@ -43,6 +43,7 @@ func (a *App) settingsInEffect() map[string]string {
 		m["budget_reserve"] = strconv.FormatFloat(ms.ReservePercent, 'f', -1, 64) + "%"
 	}
 	a.upstreamSettings(m)
+	a.policySettings(m)
 	if s, ok := a.store.(*s3.Store); ok {
 		m["storage.local_cache_size"] = strconv.FormatInt(s.LocalTierSize(), 10)
 	}

@@ -1,10 +1,13 @@
 package app
 
 import (
+	"context"
+
 	"github.com/regcache/regcache/internal/admin"
 	"github.com/regcache/regcache/internal/blobstore/disk"
 	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/config"
+	"github.com/regcache/regcache/internal/mirror"
 )
 
 // adminSource is the running mirror as the admin surface reads it.
@@ -57,6 +60,15 @@ func (s *adminSource) Fills() admin.Fills { return s.fills }
 
 // Pinned is what the last eviction pass found of pinned images.
 func (s *adminSource) Pinned() (int64, bool) { return s.evictor.Pinned() }
+
+// PolicyCheck says what the pull policy decides for an image, without a
+// pull.
+func (s *adminSource) PolicyCheck(ctx context.Context, image string) (mirror.PolicyAnswer, error) {
+	return s.content.PolicyCheckImage(ctx, image)
+}
+
+// Policy is the pull policy's mode and recent denials (nil: no policy).
+func (s *adminSource) Policy() *admin.PolicyStatus { return s.app().policyStatus() }
 
 // Cluster is this replica's view of its cluster; nil on one node.
 func (s *adminSource) Cluster() *admin.ClusterStatus {

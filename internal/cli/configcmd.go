@@ -78,6 +78,13 @@ serve would stop with.`,
 			if n := len(r.Access.Users); n > 0 {
 				fmt.Fprintf(out, "access.users: repository patterns for %d users\n", n)
 			}
+			if p := r.Policy; p.Enabled() {
+				mode := p.Mode
+				if mode == "" {
+					mode = "enforce"
+				}
+				fmt.Fprintf(out, "policy: %s mode, %d rules (regcache policy lint checks it; docs/policy.md)\n", mode, len(p.Rules))
+			}
 			return nil
 		},
 	}

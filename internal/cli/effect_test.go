@@ -54,6 +54,12 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 	if err := os.WriteFile(nodesFile, []byte("192.0.2.7\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// An audit-mode policy denying everything: every pull is served and
+	// reported as would_deny.
+	policyPath := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyPath, []byte("mode: audit\nrules:\n  - {match: 'docker.io/**', deny: true}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(dir, "regcache.yaml")
 	yaml := "access:\n  users: {alice: [team/*]}\n" +
 		"upstreams:\n  - {name: docker.io, url: 'https://registry-1.docker.io', fallback: [mirror.gcr.io], fill_connections: 3}\n" +
@@ -81,6 +87,7 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 		"allow": "127.0.0.1/32,10.1.0.0/16", "trusted-proxies": "127.0.0.1/32", "htpasswd": htpasswd, "private": "allow",
 		"tls-cert": certPath, "tls-key": keyPath, "log-level": "debug", "log-format": "text",
 		"fleet-expected": "10.9.0.0/16," + nodesFile,
+		"policy-file":    policyPath,
 	}
 	// "password" and "password-file" are one setting given two ways: the
 	// first is checked by TestPasswordOptionTakesEffect.
@@ -212,6 +219,20 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 		t.Fatalf("the private image's manifest: %d %s", resp.StatusCode, b)
 	}
 	check("username", "password-file")
+	var pst struct {
+		Settings map[string]string `json:"settings"`
+		Policy   struct {
+			Denials []struct{ Repository, Decision, Rule string } `json:"denials"`
+		} `json:"policy"`
+	}
+	if resp, b := do("GET", "http://"+adminAddr+"/status", map[string]string{"Authorization": "Bearer " + adminToken}, nil); resp.StatusCode != 200 || json.Unmarshal(b, &pst) != nil {
+		t.Fatalf("/status: %d %s", resp.StatusCode, b)
+	}
+	if d := pst.Policy.Denials; pst.Settings["policy_file"] != policyPath || pst.Settings["policy"] != "audit, 1 rules" ||
+		len(d) != 1 || d[0].Repository != private.Repo || d[0].Decision != "would_deny" || d[0].Rule != "policy.rules[0] docker.io/**" {
+		t.Errorf("policy_file in effect: settings %q, %q; denials %+v", pst.Settings["policy_file"], pst.Settings["policy"], d)
+	}
+	check("policy-file")
 	layer := private.Layers[0]
 	blobURL := "https://" + addr + "/v2/" + private.Repo + "/blobs/" + layer.Digest.String()
 	if resp, b := do("GET", blobURL, nil, nil); resp.StatusCode != 200 || int64(len(b)) != layer.Size {

@@ -19,6 +19,6 @@ registries, and the tool that points dockerd, containerd and podman at it.
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(flagError) // inherited by every subcommand
-	root.AddCommand(newServeCmd(), newConfigCmd(), newClientCmd(), newStatusCmd(), newWarmCmd(), newCacheCmd(), newHealthcheckCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newConfigCmd(), newClientCmd(), newStatusCmd(), newWarmCmd(), newCacheCmd(), newHealthcheckCmd(), newPolicyCmd(), newVersionCmd())
 	return root
 }

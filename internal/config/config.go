@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/regcache/regcache/internal/policy"
 	"github.com/regcache/regcache/internal/redact"
 	"github.com/regcache/regcache/internal/rules"
 )
@@ -84,6 +85,12 @@ type Config struct {
 	// Rules are per upstream/repository/tag settings, first match wins
 	// (yaml rules; see internal/rules and docs/operations.md).
 	Rules []rules.Rule
+	// Policy is the pull-time supply-chain policy (yaml policy, or the
+	// file PolicyFile names; see internal/policy and docs/policy.md).
+	Policy policy.Policy
+	// PolicyFile is a file holding the policy (yaml policy_file); it is
+	// read again on each SIGHUP.
+	PolicyFile string
 
 	// File is the configuration file Load read: the one --config or
 	// REGCACHE_CONFIG names, or the one REGCACHE_CONFIG_SEARCH found; "" for
@@ -338,6 +345,9 @@ func load(fs *pflag.FlagSet, lookupEnv func(string) (string, bool), envNames []s
 		return Config{}, err
 	}
 	c.fillNames()
+	if err := c.loadPolicy(); err != nil {
+		return Config{}, err
+	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}

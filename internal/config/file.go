@@ -78,7 +78,10 @@ type fileConfig struct {
 		Level  *string `yaml:"level"`
 		Format *string `yaml:"format"`
 	} `yaml:"log"`
-	Rules *[]fileRule `yaml:"rules"`
+	Rules  *[]fileRule `yaml:"rules"`
+	Policy *filePolicy `yaml:"policy"`
+	// PolicyFile is policy_file.
+	PolicyFile *string `yaml:"policy_file"`
 }
 
 // fileRule is one entry of the YAML rules list; values are text, parsed
@@ -152,7 +155,7 @@ func (f *fileConfig) values() map[string]string {
 	m := map[string]string{}
 	for key, p := range map[string]*string{
 		"addr": f.Addr, "admin_addr": f.AdminAddr, "admin_token": f.AdminToken, "data": f.Data,
-		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe, "negative_ttl": f.NegativeTTL, "budget_reserve": f.BudgetReserve, "sealed": f.Sealed,
+		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe, "negative_ttl": f.NegativeTTL, "budget_reserve": f.BudgetReserve, "sealed": f.Sealed, "policy_file": f.PolicyFile,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
 		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,
 		"storage.scrub_interval": f.Storage.ScrubInterval, "storage.scrub_rate": f.Storage.ScrubRate,
@@ -228,6 +231,13 @@ func applyFile(c *Config, path string) error {
 			errs = append(errs, err)
 			c.Rules = append(c.Rules, r)
 		}
+	}
+	if f.Policy != nil {
+		p, err := f.Policy.policy("policy")
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %w", err))
+		}
+		c.Policy = p
 	}
 	if f.Upstreams != nil {
 		c.Upstreams = nil

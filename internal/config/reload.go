@@ -47,6 +47,7 @@ var fileOnlyKeys = []struct {
 	{"upstreams", ReloadRestart},
 	{"access.users", ReloadLive},
 	{"rules", ReloadLive},
+	{"policy", ReloadLive},
 }
 
 // Change is an option whose value differs between two configurations.

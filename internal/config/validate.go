@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/regcache/regcache/internal/policy"
 	"github.com/regcache/regcache/internal/rules"
 )
 
@@ -42,6 +43,9 @@ func (c Config) Validate() error {
 	}
 	add("storage.max_age", checkDuration(c.Storage.MaxAge, false))
 	if _, err := rules.Compile(c.Rules); err != nil {
+		errs = append(errs, fmt.Errorf("config: %w", err))
+	}
+	if _, err := policy.Compile(c.Policy); err != nil {
 		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
 	add("access.allow", checkPrefixes(c.Access.Allow))

@@ -13,7 +13,10 @@ import (
 type Metrics struct {
 	Requests *prometheus.CounterVec // by kind, method, cache result, status class
 	Stale    *prometheus.CounterVec // stale answers by upstream
-	Bytes    *prometheus.CounterVec // response bytes by cache result
+
+	// PolicyDecisions counts pull policy decisions by decision and rule.
+	PolicyDecisions *prometheus.CounterVec
+	Bytes           *prometheus.CounterVec // response bytes by cache result
 	// ReserveRefusals counts background pulls refused to keep the
 	// budget_reserve, by upstream.
 	ReserveRefusals *prometheus.CounterVec
@@ -42,7 +45,10 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.Fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "regcache_fallback_requests_total", Help: "Requests tried on a fallback member because the upstream was down, 5xx or rate limited; kind is manifest, tag or blob, result served or failed.",
 	}, []string{"upstream", "member", "kind", "result"})
-	reg.MustRegister(m.Requests, m.Stale, m.Bytes, m.ReserveRefusals, m.Fallbacks)
+	m.PolicyDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "regcache_policy_decisions_total", Help: "Pull policy decisions by decision (allow, deny, would_deny in audit mode) and rule (rules[N] or default: an index, never free text).",
+	}, []string{"decision", "rule"})
+	reg.MustRegister(m.Requests, m.Stale, m.Bytes, m.ReserveRefusals, m.Fallbacks, m.PolicyDecisions)
 	return m
 }
 

@@ -108,6 +108,9 @@ func (s *Service) Blob(ctx context.Context, req Request, d digest.Digest) (*Blob
 	if err != nil {
 		return nil, out, err
 	}
+	if err := s.checkBlobPolicy(req, rt, d); err != nil {
+		return nil, out, err
+	}
 	headSize, err := s.confirmHeld(ctx, rt, d, false)
 	if err != nil {
 		return nil, out, wire(err, oci.ErrBlobUnknown)

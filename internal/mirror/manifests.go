@@ -56,6 +56,10 @@ func (s *Service) Manifest(ctx context.Context, req Request, ref oci.Reference) 
 	if err != nil {
 		return nil, out, wire(err, oci.ErrManifestUnknown)
 	}
+	// Decided for the digest before anything is served or prefetched.
+	if err := s.checkPolicy(ctx, req, rt, ref, m); err != nil {
+		return nil, out, err
+	}
 	if !req.Head && !oci.IsIndex(m.MediaType) && s.prefetch {
 		s.startPrefetch(rt, m)
 	}

@@ -14,6 +14,7 @@ package mirror
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,6 +72,11 @@ type Request struct {
 	// BackgroundHeader): it never spends the upstream's last
 	// budget_reserve counted pulls.
 	Background bool
+	// Client and User name who asked (the client's address, the login;
+	// "" for anonymous), for the pull policy's audit lines (an address,
+	// not its text: a warm hit formats nothing).
+	Client netip.Addr
+	User   string
 }
 
 // CacheResult is how the cache answered a request.
@@ -128,6 +134,7 @@ type Service struct {
 	mem *memory // the warm hit path: manifests, tags, holdings
 
 	rules atomic.Pointer[rules.Set] // per-repository freshness and immutability
+	pol   policyState               // the pull policy and its decisions
 
 	fbState            // what the fallback chains answered
 	sources BlobSource // nil: fills read the upstream
@@ -186,7 +193,7 @@ func New(store blobstore.Store, index Index, fills *fill.Manager, upstreams []*U
 		log: slog.New(slog.DiscardHandler), now: time.Now, freshness: defaults.Freshness,
 		prefetch: defaults.Prefetch, prefetchSem: make(chan struct{}, defaults.PrefetchParallel), listCache: map[string]cachedListing{}, reservePercent: defaults.BudgetReservePercent,
 		fbState:     fbState{fbStats: map[string]*FallbackState{}},
-		negativeTTL: 30 * time.Second, negative: map[string]time.Time{}, mem: newMemory(32 << 20)}
+		negativeTTL: 30 * time.Second, negative: map[string]time.Time{}, mem: newMemory(32 << 20), pol: newPolicyState()}
 	for _, u := range upstreams {
 		s.byName[u.Name] = u
 	}

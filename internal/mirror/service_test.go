@@ -3,12 +3,19 @@ package mirror
 import (
 	"errors"
 	"net/http"
+	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/regcache/regcache/internal/auth"
+	"github.com/regcache/regcache/internal/blobstore/disk"
+	"github.com/regcache/regcache/internal/cacheindex"
+	"github.com/regcache/regcache/internal/fill"
 	"github.com/regcache/regcache/internal/oci"
+	"github.com/regcache/regcache/internal/testenv"
 	"github.com/regcache/regcache/internal/upstream"
 )
 
@@ -16,6 +23,55 @@ import (
 // got for repo:ref.
 func manifestAsks(f *fakeUpstream, repo, ref string) int {
 	return f.count(http.MethodGet, "manifests", repo, ref) + f.count(http.MethodHead, "manifests", repo, ref)
+}
+
+// clock is a settable time source for the service's freshness and
+// negative-answer windows.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// newService is the content service over a real store and index in a
+// temporary directory, in front of the Docker Hub stand-in.
+func newService(t testing.TB, hub *testenv.Hub, c *clock, opts ...Option) *Service {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := disk.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	index, err := cacheindex.Open(filepath.Join(dir, "index.db"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { index.Close() })
+	up, err := upstream.New("docker.io", hub.URL, auth.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fills := fill.New(store)
+	t.Cleanup(fills.Close)
+	s := New(store, index, fills, []*Upstream{{Name: "docker.io", Client: up}},
+		append([]Option{WithPrefetch(false, 1), WithClock(c.Now)}, opts...)...)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func tagRef(t *testing.T, tag string) oci.Reference {
+	t.Helper()
+	r, err := oci.ParseReference(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // TestNegativeAnswers: an upstream "not found" for a tag is remembered for

@@ -21,7 +21,7 @@ import (
 // by the same range rule either way.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, rt route, d digest.Digest) {
 	ctx := r.Context()
-	b, out, err := s.content.Blob(ctx, rt.request(r), d)
+	b, out, err := s.content.Blob(ctx, s.request(rt, r), d)
 	noteOutcome(w, out)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -15,7 +15,7 @@ import (
 // serveManifest answers GET and HEAD of /v2/<name>/manifests/<reference>
 // with the manifest the content service gives, byte for byte.
 func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request, rt route, ref oci.Reference) {
-	m, out, err := s.content.Manifest(r.Context(), rt.request(r), ref)
+	m, out, err := s.content.Manifest(r.Context(), s.request(rt, r), ref)
 	noteOutcome(w, out)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -37,6 +37,12 @@ func WithClientAddr(fn func(*http.Request) netip.Addr) Option {
 	return func(s *Server) { s.clientAddr = fn }
 }
 
+// WithClientUser sets how the client's login is read (default: none),
+// for the pull policy's audit lines.
+func WithClientUser(fn func(*http.Request) string) Option {
+	return func(s *Server) { s.clientUser = fn }
+}
+
 func peerAddr(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {

@@ -90,8 +90,16 @@ func notConfigured(registry string) *oci.Error {
 	return oci.Errorf(oci.ErrNameUnknown, "registry %q is not configured on this mirror; pull it directly or add it to upstreams", registry)
 }
 
-// request is the content service's request for a route.
-func (rt route) request(r *http.Request) mirror.Request {
+// request is the content service's request for a route, with who asked.
+func (s *Server) request(rt route, r *http.Request) mirror.Request {
+	client := peerAddr
+	if s.clientAddr != nil {
+		client = s.clientAddr
+	}
+	var user string
+	if s.clientUser != nil {
+		user = s.clientUser(r)
+	}
 	return mirror.Request{Upstream: rt.up, Repo: rt.repo, Accept: r.Header.Values("Accept"), Head: r.Method == http.MethodHead,
-		Background: r.Header.Get(mirror.BackgroundHeader) == "1"}
+		Background: r.Header.Get(mirror.BackgroundHeader) == "1", Client: client(r), User: user}
 }

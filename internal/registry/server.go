@@ -54,6 +54,7 @@ type Server struct {
 	clientAddr func(*http.Request) netip.Addr // nil: the peer's address
 	// manifestHeaders are the header values of recent manifest answers.
 	manifestHeaders *headerCache
+	clientUser      func(*http.Request) string // nil: nobody logs in
 }
 
 // Option configures a Server.

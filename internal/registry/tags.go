@@ -45,7 +45,7 @@ func (s *Server) serveTags(w http.ResponseWriter, r *http.Request, rt route) {
 			return
 		}
 	}
-	l, out, err := s.content.Tags(r.Context(), rt.request(r), n, r.URL.Query().Get("last"))
+	l, out, err := s.content.Tags(r.Context(), s.request(rt, r), n, r.URL.Query().Get("last"))
 	s.serveListing(w, r, rt, l, out, err)
 }
 
@@ -56,7 +56,7 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request, rt route
 		s.writeError(w, r, err)
 		return
 	}
-	l, out, err := s.content.Referrers(r.Context(), rt.request(r), d, query)
+	l, out, err := s.content.Referrers(r.Context(), s.request(rt, r), d, query)
 	s.serveListing(w, r, rt, l, out, err)
 }
 

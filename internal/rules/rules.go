@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -47,6 +48,12 @@ type Set struct {
 
 type compiled struct {
 	Rule
+	*Pattern
+}
+
+// Pattern is a compiled <upstream>/<repository>[:<tag>] pattern, as rules
+// match them; other per-repository settings (the pull policy) reuse it.
+type Pattern struct {
 	ups, repos []string       // glob alternatives
 	tags       []string       // glob alternatives, when re is nil
 	re         *regexp.Regexp // the tag's regular expression
@@ -91,13 +98,25 @@ func compile(r Rule) (compiled, error) {
 	if r.Freshness == nil && r.MaxAge == nil && !r.Immutable && !r.Pin {
 		return c, fmt.Errorf("match: %q sets nothing (freshness, max_age, immutable or pin)", r.Match)
 	}
-	bad := func(why string) (compiled, error) {
-		return c, fmt.Errorf("match: %q: %s (want <upstream>/<repository>[:<tag>])", r.Match, why)
+	p, err := CompilePattern(r.Match)
+	if err != nil {
+		return c, fmt.Errorf("match: %w", err)
 	}
-	if strings.ContainsFunc(r.Match, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
+	c.Pattern = p
+	return c, nil
+}
+
+// CompilePattern checks and compiles a pattern,
+// <upstream>/<repository>[:<tag>] (see the package comment).
+func CompilePattern(match string) (*Pattern, error) {
+	c := &Pattern{}
+	bad := func(why string) (*Pattern, error) {
+		return nil, fmt.Errorf("%q: %s (want <upstream>/<repository>[:<tag>])", match, why)
+	}
+	if strings.ContainsFunc(match, func(c rune) bool { return c <= ' ' || c == 0x7f }) {
 		return bad("spaces and control characters are not part of a name")
 	}
-	up, rest, ok := strings.Cut(r.Match, "/")
+	up, rest, ok := strings.Cut(match, "/")
 	if !ok || up == "" || rest == "" {
 		return bad("no repository")
 	}
@@ -126,6 +145,22 @@ func compile(r Rule) (compiled, error) {
 	}
 	return c, nil
 }
+
+// Match reports whether the reference matches: tag is "" for a request
+// by digest (matched by a tag glob of "*" only).
+func (c *Pattern) Match(upstream, repo, tag string) bool {
+	return anyMatch(c.ups, upstream) && c.repoMatch(repo) && c.tagMatch(tag)
+}
+
+// MatchRepository reports whether the pattern's upstream and repository
+// parts match, whatever its tag part says.
+func (c *Pattern) MatchRepository(upstream, repo string) bool {
+	return anyMatch(c.ups, upstream) && c.repoMatch(repo)
+}
+
+// AllTags reports whether the pattern's tag part matches every tag (none
+// was given, or "*").
+func (c *Pattern) AllTags() bool { return c.re == nil && slices.Contains(c.tags, "*") }
 
 // globs expands {a,b} alternatives and checks each glob's syntax.
 func globs(p string) ([]string, error) {
@@ -179,7 +214,7 @@ func (s *Set) Match(upstream, repo, tag string) (Applied, bool) {
 		return Applied{}, false
 	}
 	for i, c := range s.rules {
-		if anyMatch(c.ups, upstream) && c.repoMatch(repo) && c.tagMatch(tag) {
+		if c.Pattern.Match(upstream, repo, tag) {
 			return Applied{Index: i, Rule: c.Rule}, true
 		}
 	}
@@ -221,14 +256,14 @@ func (s *Set) rulesOrNil() []compiled {
 	return s.rules
 }
 
-func (c compiled) tagMatch(tag string) bool {
+func (c *Pattern) tagMatch(tag string) bool {
 	if c.re != nil {
 		return tag != "" && c.re.MatchString(tag)
 	}
 	return anyMatch(c.tags, tag)
 }
 
-func (c compiled) repoMatch(repo string) bool {
+func (c *Pattern) repoMatch(repo string) bool {
 	for _, g := range c.repos {
 		if !strings.Contains(g, "**") { // path.Match's * stays within a segment already
 			if ok, _ := path.Match(g, repo); ok {

@@ -46,6 +46,30 @@ type Snapshot struct {
 	Private bool     `json:"private"`
 	History *History `json:"history,omitempty"`
 	Fleet   Fleet    `json:"fleet"`
+	// Policy is the pull policy's card; nil without a policy.
+	Policy *Policy `json:"policy,omitempty"`
+}
+
+// Policy is the pull policy's card: its mode, its number of rules and the
+// last denials (would-denies in audit mode), newest first; the denials
+// name repositories and clients, so they are left out without Private.
+type Policy struct {
+	Mode    string   `json:"mode"`
+	Rules   int      `json:"rules"`
+	Denials []Denial `json:"denials"`
+}
+
+// Denial is one refused pull (or, in audit mode, one it would refuse).
+type Denial struct {
+	Time       time.Time `json:"time"`
+	Decision   string    `json:"decision"` // deny, would_deny
+	Upstream   string    `json:"upstream"`
+	Repository string    `json:"repository"`
+	Tag        string    `json:"tag,omitempty"`
+	Digest     string    `json:"digest"`
+	Rule       string    `json:"rule"`
+	Reason     string    `json:"reason"`
+	Client     string    `json:"client,omitempty"`
 }
 
 // Fleet is the nodes card: client addresses the mirror served in the last

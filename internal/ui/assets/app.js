@@ -165,8 +165,24 @@ function renderTables(s) {
     el("td", {}, e.upstream || "-"), el("td", { class: "mono" }, e.repo || (e.upstream ? "(private)" : "-")),
     el("td", { class: "num" }, e.status ? String(e.status) : "aborted"),
     el("td", {}, [e.code, e.reason].filter(Boolean).join(": ") || "-")), "no errors", 6);
+  renderPolicy(s);
   document.getElementById("private-note").textContent = s.private ? "" :
     "Repositories of upstreams asked with credentials are not named: open the page as /#token=<admin token> (or send Authorization: Bearer) to see them.";
+}
+
+// renderPolicy shows the pull policy's recent denials (the card is hidden
+// without a policy).
+function renderPolicy(s) {
+  const p = s.policy;
+  document.getElementById("policy-wrap").hidden = !p;
+  if (!p) return;
+  document.getElementById("policy-mode").textContent = "(" + p.mode + " mode, " + num(p.rules) + " rules)";
+  rows("policy-denials", p.denials || [], (d) => el("tr", {}, el("td", { class: "num" }, clock(d.time)),
+    el("td", {}, d.decision === "would_deny" ? "would deny (audit)" : d.decision),
+    el("td", { class: "mono" }, d.upstream + "/" + d.repository + (d.tag ? ":" + d.tag : "")),
+    el("td", { class: "mono", title: d.digest }, d.digest.slice(0, 19) + "…"), el("td", {}, d.client || "-"),
+    el("td", { class: "mono" }, d.rule), el("td", {}, d.reason)),
+    s.private ? "no pull refused" : "denials name repositories: open the page with the admin token to see them", 7);
 }
 
 // lineChart draws series over times into svg: one path per series with
