@@ -1,6 +1,10 @@
 package access
 
-import "net/netip"
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+)
 
 // Settings are the rules in force, as access holds them (for /status):
 // after a reload they are the reloaded ones.
@@ -21,4 +25,20 @@ func (a *Access) Settings() Settings {
 		s.Htpasswd = r.users.path
 	}
 	return s
+}
+
+// Options adds, by option key, the rules in force.
+func (a *Access) Options(m map[string]string) {
+	s := a.Settings()
+	m["access.allow"], m["access.trusted_proxies"] = joinStrings(s.Allow), joinStrings(s.TrustedProxies)
+	m["access.private"], m["access.htpasswd"] = s.Private, s.Htpasswd
+	m["access.users"] = strconv.Itoa(s.UsersWithPatterns) + " users with patterns"
+}
+
+func joinStrings[T interface{ String() string }](ps []T) string {
+	s := make([]string, 0, len(ps))
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	return strings.Join(s, ",")
 }

@@ -59,10 +59,9 @@ type App struct {
 	metrics   *prometheus.Registry
 	admin     *admin.Admin // the admin listener's surface
 
-	clock   atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
-	scrub   *cache.Scrub
-	capNote string       // the cap applied at start, in words (CapSummary)
-	fleet   *fleet.Table // the clients served, and the canary tags that arrived
+	clock atomic.Pointer[func() time.Time] // time.Now; tests set another (setClock)
+	scrub *cache.Scrub
+	fleet *fleet.Table // the clients served, and the canary tags that arrived
 }
 
 // New opens the data directory and builds every part. Close releases them.
@@ -127,9 +126,11 @@ func (a *App) build(ctx context.Context, cfg config.Config) error {
 // the store after a crash.
 func (a *App) openCache(ctx context.Context, cfg *config.Config) error {
 	a.evictor = a.newEvictor(*cfg)
-	if err := a.applyCap(cfg); err != nil {
+	n, err := a.evictor.ApplyCap(a.capInput(*cfg))
+	if err != nil {
 		return err
 	}
+	cfg.Storage.MaxSize = n
 	a.cfg.Store(cfg)
 	a.scrub = a.newScrub(*cfg)
 	// After a clean stop the index and the store agreed; after a crash (or

@@ -3,7 +3,6 @@ package app
 import (
 	"fmt"
 	"reflect"
-	"strconv"
 
 	"github.com/regcache/regcache/internal/admin"
 	"github.com/regcache/regcache/internal/config"
@@ -25,19 +24,6 @@ func (a *App) reloadPolicy(running config.Config, eff *config.Config) error {
 	}
 	a.content.SetPolicy(set)
 	return nil
-}
-
-// policySettings is the policy in effect as the content service holds it.
-func (a *App) policySettings(m map[string]string) {
-	set := a.content.Policy()
-	if set == nil {
-		m["policy"] = "none"
-		return
-	}
-	m["policy"] = set.Mode() + ", " + strconv.Itoa(len(set.Labels())-1) + " rules"
-	if f := a.config().PolicyFile; f != "" {
-		m["policy_file"] = f
-	}
 }
 
 // policyStatus is the policy's part of /status: its mode and the recent

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/regcache/regcache/internal/cache"
 	"github.com/regcache/regcache/internal/config"
 )
 
@@ -53,7 +54,7 @@ func (a *App) resolveNextCap(running config.Config, next *config.Config) error {
 	case next.Storage.MaxSizePercent > 0 && next.Storage.MaxSizePercent == running.Storage.MaxSizePercent:
 		next.Storage.MaxSize = running.Storage.MaxSize
 	case next.Storage.MaxSizePercent > 0:
-		n, _, err := a.resolveCap(*next)
+		n, _, err := cache.ResolveCap(a.capInput(*next))
 		if err != nil {
 			return err
 		}

@@ -8,42 +8,27 @@ import (
 )
 
 // settingsInEffect is, by option key, the value each running part of the
-// mirror holds (the content service, the fills, access, the scrub,
-// eviction, the upstream clients, the store, the cluster), read from that
-// part and not from the configuration: /status shows it, so an option
-// parsed but never handed over shows its default there. Secrets are left
-// out; options proven by what the mirror does (addresses, TLS, S3,
-// Redis, logging) are not repeated.
+// mirror holds (the content service and its upstream clients, the fills,
+// access, the scrub, eviction, the store, the cluster), each part
+// reporting its own keys (Options) and not the configuration: /status
+// shows it, so an option parsed but never handed over shows its default
+// there. Secrets are left out; options proven by what the mirror does
+// (addresses, TLS, S3, Redis, logging) are not repeated.
 func (a *App) settingsInEffect() map[string]string {
-	ms, fs, as, sp := a.content.Settings(), a.fills.Settings(), a.access.Settings(), a.scrub.Pace()
-	cfg := a.config() // what the app reads itself, when it needs it
-	m := map[string]string{
-		"freshness":              ms.Freshness.String(),
-		"negative_ttl":           ms.NegativeTTL.String(),
-		"fill_timeout":           fs.Timeout.String(),
-		"shutdown_timeout":       cfg.ShutdownTimeout.String(),
-		"prefetch.enabled":       strconv.FormatBool(ms.Prefetch),
-		"prefetch.parallel":      strconv.Itoa(ms.PrefetchParallel),
-		"budget_reserve":         strconv.Itoa(ms.ReserveCount),
-		"storage.max_size":       strconv.FormatInt(a.evictor.MaxSize(), 10),
-		"storage.max_blob_size":  strconv.FormatInt(fs.MaxSize, 10),
-		"storage.max_age":        a.evictor.MaxAge().String(),
-		"storage.scrub_interval": sp.Interval.String(),
-		"storage.scrub_rate":     strconv.FormatInt(sp.Rate, 10),
-		"access.allow":           joinPrefixes(as.Allow),
-		"access.trusted_proxies": joinPrefixes(as.TrustedProxies),
-		"access.private":         as.Private,
-		"access.htpasswd":        as.Htpasswd,
-		"access.users":           strconv.Itoa(as.UsersWithPatterns) + " users with patterns",
-		"rules":                  strconv.Itoa(a.ruleSet().Len()) + " rules",
-		"sealed":                 strconv.FormatBool(a.upstreams.AllSealed()),
-		"fleet.expected":         joinPrefixes(a.fleet.Expected()),
+	m := map[string]string{"shutdown_timeout": a.config().ShutdownTimeout.String()} // the app's own
+	a.content.Options(m)
+	a.fills.Options(m)
+	a.access.Options(m)
+	a.scrub.Options(m)
+	a.evictor.Options(m)
+	var expected []string
+	for _, p := range a.fleet.Expected() {
+		expected = append(expected, p.String())
 	}
-	if ms.ReserveCount == 0 {
-		m["budget_reserve"] = strconv.FormatFloat(ms.ReservePercent, 'f', -1, 64) + "%"
+	m["fleet.expected"] = strings.Join(expected, ",")
+	if f := a.config().PolicyFile; f != "" {
+		m["policy_file"] = f
 	}
-	a.upstreamSettings(m)
-	a.policySettings(m)
 	if s, ok := a.store.(*s3.Store); ok {
 		m["storage.local_cache_size"] = strconv.FormatInt(s.LocalTierSize(), 10)
 	}
@@ -54,29 +39,4 @@ func (a *App) settingsInEffect() map[string]string {
 		m["tls.cert"] = a.certs.CertFile()
 	}
 	return m
-}
-
-// upstreamSettings adds what the upstream clients hold: the probe's
-// interval and each one's bounds.
-func (a *App) upstreamSettings(m map[string]string) {
-	if len(a.upstreams) > 0 {
-		m["probe_interval"] = a.upstreams[0].Client.Health().Probe.Interval.String()
-	}
-	for i, u := range a.upstreams {
-		if bw := u.Client.MaxBandwidth(); bw > 0 {
-			m["upstreams["+strconv.Itoa(i)+"].max_bandwidth"] = strconv.FormatInt(bw, 10)
-		}
-		if n := u.Client.MaxConnections(); n > 0 {
-			m["upstreams["+strconv.Itoa(i)+"].max_connections"] = strconv.Itoa(n)
-		}
-		m["upstreams["+strconv.Itoa(i)+"].fill_connections"] = strconv.Itoa(u.Client.FillConnections())
-	}
-}
-
-func joinPrefixes[T interface{ String() string }](ps []T) string {
-	var s []string
-	for _, p := range ps {
-		s = append(s, p.String())
-	}
-	return strings.Join(s, ",")
 }

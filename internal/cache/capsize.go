@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"log/slog"
 	"syscall"
 )
 
@@ -73,4 +74,30 @@ func DiskSize(dir string) (int64, error) {
 		return 0, err
 	}
 	return int64(st.Blocks) * int64(st.Frsize), nil
+}
+
+// ApplyCap resolves storage.max_size (ResolveCap), puts it in effect and
+// says which cap applies, in the log and in CapNote. It returns the cap in
+// bytes.
+func (e *Evictor) ApplyCap(in CapInput) (int64, error) {
+	n, note, err := ResolveCap(in)
+	if err != nil {
+		return 0, err
+	}
+	e.capNote.Store(&note)
+	e.SetMaxSize(n)
+	if n > 0 {
+		e.cfg.Log.Info("cache cap applied", slog.String("cap", note), slog.Int64("max_size_bytes", n), slog.Float64("percent", in.Percent))
+	} else {
+		e.cfg.Log.Warn("no cache cap: "+note, slog.Float64("percent", in.Percent))
+	}
+	return n, nil
+}
+
+// CapNote is the cap ApplyCap applied, in words.
+func (e *Evictor) CapNote() string {
+	if p := e.capNote.Load(); p != nil {
+		return *p
+	}
+	return ""
 }

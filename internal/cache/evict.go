@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,7 @@ type Evictor struct {
 	maxAge  atomic.Int64
 	pinned  atomic.Int64 // pinned images' bytes, as the last pass found them
 	over    atomic.Bool  // pinned images alone exceed the cap
+	capNote atomic.Pointer[string]
 	shared  struct {
 		mu sync.Mutex
 		t  cacheindex.Totals
@@ -374,4 +376,9 @@ func (e *Evictor) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regcache_pinned_bytes",
 		Help: "Bytes of images pinned by rules (pin: true), as of the last eviction pass that was over the cap or had an age limit."},
 		func() float64 { return float64(e.pinned.Load()) })}
+}
+
+// Options adds, by option key, the limits in effect.
+func (e *Evictor) Options(m map[string]string) {
+	m["storage.max_size"], m["storage.max_age"] = strconv.FormatInt(e.MaxSize(), 10), e.MaxAge().String()
 }

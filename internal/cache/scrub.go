@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -362,4 +363,10 @@ func (s *Scrub) Collectors() []prometheus.Collector {
 				}
 				return 0
 			})}
+}
+
+// Options adds, by option key, the scrub's pace in effect.
+func (s *Scrub) Options(m map[string]string) {
+	p := s.Pace()
+	m["storage.scrub_interval"], m["storage.scrub_rate"] = p.Interval.String(), strconv.FormatInt(p.Rate, 10)
 }

@@ -1,6 +1,9 @@
 package fill
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // Settings are the bounds the manager's fills run with, as it holds them
 // (for /status).
@@ -11,3 +14,8 @@ type Settings struct {
 
 // Settings reports the manager's bounds.
 func (m *Manager) Settings() Settings { return Settings{Timeout: m.timeout, MaxSize: m.maxSize} }
+
+// Options adds, by option key, what the fills run with.
+func (m *Manager) Options(opts map[string]string) {
+	opts["fill_timeout"], opts["storage.max_blob_size"] = m.timeout.String(), strconv.FormatInt(m.maxSize, 10)
+}
