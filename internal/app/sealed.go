@@ -37,6 +37,7 @@ func (a *App) reloadSealed(running *config.Config, next config.Config) (reloaded
 			u.Client.SetSealed(want)
 			a.logSealed(u.Name, want)
 		}
+		u.Client.SetSealedMissStatus(next.SealedMissStatus)
 	}
 	return reloaded
 }
@@ -66,11 +67,19 @@ func (a *App) registerSealedMetrics() {
 // logSealed says at start-up and on each change what a seal means.
 func (a *App) logSealed(name string, sealed bool) {
 	if sealed {
-		a.log.Warn("upstream sealed: never contacted; cached content is served, misses are answered 404 and listed in /status",
+		a.log.Warn("upstream sealed: never contacted; cached content is served, misses are answered 404 (or 503: sealed_miss_status) and listed in /status",
 			slog.String("upstream", name))
 		return
 	}
 	a.log.Info("upstream unsealed: pulls reach it again", slog.String("upstream", name))
+}
+
+// sealedMissStatus is sealed_miss_status as the upstream clients hold it.
+func (a *App) sealedMissStatus() int {
+	if len(a.upstreams) == 0 {
+		return 404
+	}
+	return a.upstreams[0].Client.SealedMissStatus()
 }
 
 // allSealed is the sealed setting as the upstream clients hold it.

@@ -37,6 +37,7 @@ func (a *App) settingsInEffect() map[string]string {
 		"access.users":           strconv.Itoa(as.UsersWithPatterns) + " users with patterns",
 		"rules":                  strconv.Itoa(a.ruleSet().Len()) + " rules",
 		"sealed":                 strconv.FormatBool(a.allSealed()),
+		"sealed_miss_status":     strconv.Itoa(a.sealedMissStatus()),
 		"fleet.expected":         joinPrefixes(a.fleet.Expected()),
 	}
 	if ms.ReserveCount == 0 {

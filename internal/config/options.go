@@ -130,6 +130,9 @@ var options = []option{
 	{flag: "sealed", reload: ReloadLive, key: "sealed", kind: kindBool, defDoc: "false",
 		usage: "seal every upstream: never contact one (no request, token or probe); serve what is cached, answer misses 404 and list them (upstreams[].sealed seals one)",
 		set:   setBool(func(c *Config) *bool { return &c.Sealed })},
+	{flag: "sealed-miss-status", reload: ReloadLive, key: "sealed_miss_status", kind: kindInt, def: strconv.Itoa(defaults.SealedMissStatus),
+		usage: "the status of a miss on a sealed upstream: 404 (MANIFEST_UNKNOWN or BLOB_UNKNOWN) or 503 (UNAVAILABLE, which clients retry); the message says the mirror is sealed either way",
+		set:   setSealedMissStatus},
 	{flag: "prefetch", reload: ReloadRestart, key: "prefetch.enabled", kind: kindBool, def: strconv.FormatBool(defaults.Prefetch),
 		usage: "fetch the blobs of a pulled manifest in the background",
 		set:   setBool(func(c *Config) *bool { return &c.Prefetch.Enabled })},
@@ -404,6 +407,16 @@ func setPositiveInt(field func(*Config) *int) func(*Config, string) error {
 		*field(c) = n
 		return nil
 	}
+}
+
+// setSealedMissStatus reads sealed_miss_status: 404 or 503.
+func setSealedMissStatus(c *Config, v string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || (n != 404 && n != 503) {
+		return fmt.Errorf("want 404 or 503, got %q", v)
+	}
+	c.SealedMissStatus = n
+	return nil
 }
 
 // setPrefixes returns a setter for a comma-separated list of networks.

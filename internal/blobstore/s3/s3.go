@@ -63,6 +63,9 @@ type Store struct {
 	spool    *disk.Store
 	partSize int64
 	log      *slog.Logger
+	endpoint string // for errors: where S3 was not reached
+	// unreachableLogged is when S3 was last logged unreachable (unix ns).
+	unreachableLogged atomic.Int64
 
 	tier      bool
 	tierMax   int64
@@ -121,7 +124,8 @@ func New(ctx context.Context, cfg Config, spoolDir string, opts ...Option) (*Sto
 		return nil, err
 	}
 	s := &Store{c: c, core: minio.Core{Client: c}, bucket: cfg.Bucket, prefix: cfg.Prefix, spool: spool,
-		partSize: 16 << 20, log: slog.New(slog.DiscardHandler), copying: map[digest.Digest]bool{}}
+		partSize: 16 << 20, log: slog.New(slog.DiscardHandler), copying: map[digest.Digest]bool{},
+		endpoint: cfg.Endpoint}
 	for _, o := range opts {
 		o(s)
 	}
@@ -178,7 +182,7 @@ func (s *Store) Stat(ctx context.Context, d digest.Digest) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	info, err := s.c.StatObject(ctx, s.bucket, k, minio.StatObjectOptions{})
+	info, err := s.statObject(ctx, k)
 	if notFound(err) {
 		return 0, blobstore.ErrNotFound
 	}
@@ -186,6 +190,33 @@ func (s *Store) Stat(ctx context.Context, d digest.Digest) (int64, error) {
 		return 0, fmt.Errorf("stat blob %s in S3: %w", d, err)
 	}
 	return info.Size, nil
+}
+
+// lookupTimeout bounds a lookup of an object (its HEAD, with the S3
+// client's retries): a request for a blob waits this long at most for an
+// S3 that is down or unreachable, then is answered that S3 is unreachable
+// (blobstore.ErrUnavailable), rather than after the client's ten retries
+// (8 to 30 s). A HEAD answers in milliseconds when S3 is up.
+const lookupTimeout = 2 * time.Second
+
+// statObject is a HEAD of the object bounded by lookupTimeout. An S3 that
+// does not answer in time, or answers 5xx, is blobstore.ErrUnavailable;
+// the caller's own cancellation is returned as it is.
+func (s *Store) statObject(ctx context.Context, key string) (minio.ObjectInfo, error) {
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	info, err := s.c.StatObject(lctx, s.bucket, key, minio.StatObjectOptions{})
+	if err == nil || notFound(err) || ctx.Err() != nil {
+		return info, err
+	}
+	if r := minio.ToErrorResponse(err); lctx.Err() != nil || r.StatusCode == 0 || r.StatusCode >= 500 {
+		err = fmt.Errorf("%w (S3 at %s did not answer within %s: %w)", blobstore.ErrUnavailable, s.endpoint, lookupTimeout, err)
+		if now := time.Now().UnixNano(); now-s.unreachableLogged.Load() > int64(10*time.Second) {
+			s.unreachableLogged.Store(now) // once in 10 s while it lasts
+			s.log.Error("S3 is unreachable: blob requests it would answer are answered 503", slog.Any("error", err))
+		}
+	}
+	return info, err
 }
 
 // Open implements blobstore.Store: from the local tier when it has the
@@ -204,7 +235,7 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (blobstore.Blob, erro
 	if err != nil {
 		return nil, err
 	}
-	info, err := s.c.StatObject(ctx, s.bucket, k, minio.StatObjectOptions{})
+	info, err := s.statObject(ctx, k)
 	if notFound(err) {
 		return nil, blobstore.ErrNotFound
 	}
