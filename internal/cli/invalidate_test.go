@@ -138,3 +138,67 @@ func TestClusterInvalidate(t *testing.T) {
 		t.Errorf("30 more pulls: %d HEADs, %d GETs upstream, want none", h, g)
 	}
 }
+
+// TestInvalidateInFlight: `cache invalidate` of a tag (and of its
+// repository) while its 32 MiB layer is being streamed does not break the
+// stream: a client reading the layer as it is filled from a throttled
+// upstream, and one reading it from the cache, each pause with part of
+// the body read while the tag is invalidated, then get the whole body,
+// right. The content stays; the next pull of the tag asks the upstream
+// once (a HEAD) and its layer is a hit.
+func TestInvalidateInFlight(t *testing.T) {
+	t.Parallel()
+	hub := testenv.NewHub(t)
+	imgs := hub.Seed(t, testenv.WithBigImage(32<<20))
+	big := *imgs.Big
+	layer := big.Layers[0]
+	m := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io",
+		"REGCACHE_ADMIN_ADDR": "127.0.0.1:0", "REGCACHE_FRESHNESS": "1h", "REGCACHE_PREFETCH": "false"})
+	manifestGet(t, m.URL, big) // the tag is cached, its layer is not
+	hub.SetFault(string(layer.Digest), testenv.Throttle(8<<20))
+
+	// streamAcross reads part of the layer, invalidates while the rest
+	// is in flight, and reads the rest.
+	streamAcross := func(what string, invalidate ...string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, m.URL+"/v2/"+big.Repo+"/blobs/"+layer.Digest.String(), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		h := digest.SHA256.Digester()
+		first, err := io.CopyN(h.Hash(), resp.Body, 2<<20)
+		if err != nil {
+			t.Fatalf("%s: the first bytes: %v", what, err)
+		}
+		for _, target := range invalidate {
+			if out, err := runCLI(t, "cache", "invalidate", target, "--admin", m.Admin); err != nil || !strings.Contains(out, "invalidated docker.io/library/big:latest") {
+				t.Fatalf("%s: invalidate %s: %v\n%s", what, target, err, out)
+			}
+		}
+		rest, err := io.Copy(h.Hash(), resp.Body)
+		if resp.StatusCode != http.StatusOK || err != nil || first+rest != layer.Size || h.Digest() != layer.Digest {
+			t.Errorf("%s, invalidated in flight: %s, %d of %d bytes, err %v, digest right %v", what, resp.Status, first+rest, layer.Size, err, h.Digest() == layer.Digest)
+		}
+	}
+	streamAcross("a client of the running fill", "big:latest", "big")
+	if n := hub.BlobBytes(string(layer.Digest)); n != layer.Size {
+		t.Errorf("the upstream sent %d bytes of the layer, want %d (one fetch)", n, layer.Size)
+	}
+	hub.ClearFaults()
+	waitIndexed(t, m.App, 1)
+	hub.ResetCounters()
+	streamAcross("a client of the cached layer", "big:latest")
+	manifestGet(t, m.URL, big)
+	manifestGet(t, m.URL, big)
+	if h, g := manifestAsks(hub); h != 1 || g != 0 {
+		t.Errorf("after invalidating, two pulls asked the upstream %d HEADs and %d GETs, want 1 and 0", h, g)
+	}
+	if res := getBlob(t.Context(), m.URL, big.Repo, layer.Digest); !res.right {
+		t.Errorf("the layer after the invalidations: status %d, err %v", res.status, res.err)
+	}
+	if n := hub.BlobBytes(string(layer.Digest)); n != 0 {
+		t.Errorf("the cached layer was fetched again (%d bytes)", n)
+	}
+}
