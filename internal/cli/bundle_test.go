@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -118,6 +120,32 @@ func TestCacheBundle(t *testing.T) {
 		cmd = exec.CommandContext(t.Context(), skopeo, "copy", "--override-arch", "amd64", "oci-archive:"+bundle+":docker.io/library/oci:latest", "dir:"+dest)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("skopeo copy from the bundle: %v\n%s", err, out)
+		}
+	})
+
+	// dockerd (Debian's, vfs, its own directories) with mirror B as its
+	// registry mirror pulls every exported image with the upstream's
+	// digests; B asks its sealed upstream nothing.
+	t.Run("dockerd", func(t *testing.T) {
+		d := testenv.StartDockerd(t, testenv.DockerdOptions{
+			Config: fmt.Sprintf(`{"registry-mirrors": [%q], "insecure-registries": [%q]}`, b.URL, b.Host),
+		})
+		hub.ResetCounters()
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+		defer cancel()
+		for _, img := range []testenv.Image{imgs.Single, imgs.ManifestList, imgs.OCIIndex} {
+			name := strings.TrimPrefix(img.Repo, "library/") + ":" + img.Tag
+			if out, err := d.Docker(ctx, "pull", name); err != nil {
+				t.Errorf("docker pull %s from the bundle-seeded mirror: %v\n%s\n%s", name, err, out, d.Log())
+				continue
+			}
+			out, err := d.Docker(ctx, "image", "inspect", "--format", "{{join .RepoDigests \" \"}}", name)
+			if got, want := strings.TrimSpace(out), strings.TrimPrefix(img.Repo, "library/")+"@"+string(img.Digest); err != nil || got != want {
+				t.Errorf("docker pull %s: RepoDigests %q (%v), want %q", name, got, err, want)
+			}
+		}
+		if rs := hub.Requests(); len(rs) != 0 {
+			t.Errorf("mirror B asked its sealed upstream %d times during the docker pulls: %+v", len(rs), rs[0])
 		}
 	})
 
