@@ -102,24 +102,46 @@ func TestCacheInvalidate(t *testing.T) {
 // tag in memory; the tag is invalidated in the shared index (as the admin
 // API of any replica does; none of them is told), and within a second
 // every replica asks again: 30 pulls over the three cost one HEAD
-// upstream, and the pulls after it none.
+// upstream, and the pulls after it none. A 16 MiB layer of another tag,
+// streamed from a throttled upstream to a client of every replica while
+// that tag is invalidated too, arrives whole and right on each.
 func TestClusterInvalidate(t *testing.T) {
 	c := newTestCluster(t, 3, "REGCACHE_FRESHNESS=1h")
-	imgs := c.hub.Seed(t)
+	imgs := c.hub.Seed(t, testenv.WithBigImage(16<<20))
 	img := imgs.Single
 	for _, r := range c.replicas {
 		manifestGet(t, r.url, img)
+		manifestGet(t, r.url, *imgs.Big)
 	}
+	layer := imgs.Big.Layers[0]
+	c.hub.SetFault(string(layer.Digest), testenv.Throttle(4<<20))
 	c.hub.ResetCounters()
+	streams := make(chan result, len(c.replicas))
+	for _, r := range c.replicas {
+		go func() { streams <- getBlob(t.Context(), r.url, imgs.Big.Repo, layer.Digest) }()
+	}
 	ix, err := redisindex.New(t.Context(), c.rdb, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ops := cache.NewOps(nil, ix, cache.OpsConfig{})
+	time.Sleep(time.Second) // the layer is on its way to every client
+	if res, err := ops.Invalidate(t.Context(), cache.InvalidateRequest{Targets: []cache.RemoveTarget{{Raw: "big", Repo: "big"}}}); err != nil || len(res.Tags) != 1 {
+		t.Fatalf("invalidate big: %v %v", res, err)
+	}
 	res, err := ops.Invalidate(t.Context(), cache.InvalidateRequest{Targets: []cache.RemoveTarget{{Raw: "single:latest", Repo: "single", Tag: "latest"}}})
 	if err != nil || len(res.Tags) != 1 {
 		t.Fatalf("invalidate: %v %v", res, err)
 	}
+	for range c.replicas {
+		if r := <-streams; !r.right || r.n != layer.Size {
+			t.Errorf("a layer streamed while its tag was invalidated: status %d, %d of %d bytes, err %v", r.status, r.n, layer.Size, r.err)
+		}
+	}
+	if n := c.hub.BlobBytes(string(layer.Digest)); n != layer.Size {
+		t.Errorf("upstream sent %d bytes of the layer, want one blob (%d)", n, layer.Size)
+	}
+	c.hub.ResetCounters()
 	time.Sleep(1100 * time.Millisecond)
 	pulls := func() {
 		var wg sync.WaitGroup
