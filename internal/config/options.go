@@ -128,7 +128,7 @@ var options = []option{
 		usage: "how often an idle upstream is probed with a /v2/ ping (never a counted pull), first at start; 0 turns probes off",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.ProbeInterval }, false)},
 	{flag: "sealed", reload: ReloadLive, key: "sealed", kind: kindBool, defDoc: "false",
-		usage: "seal every upstream: never contact one (no request, token or probe); serve what is cached, answer misses 404 and list them (upstreams[].sealed seals one)",
+		usage: "seal every upstream: never contact one (no request, token or probe); serve what is cached, answer misses 404 (or sealed-miss-status) and list them (upstreams[].sealed seals one)",
 		set:   setBool(func(c *Config) *bool { return &c.Sealed })},
 	{flag: "sealed-miss-status", reload: ReloadLive, key: "sealed_miss_status", kind: kindInt, def: strconv.Itoa(defaults.SealedMissStatus),
 		usage: "the status of a miss on a sealed upstream: 404 (MANIFEST_UNKNOWN or BLOB_UNKNOWN) or 503 (UNAVAILABLE, which clients retry); the message says the mirror is sealed either way",
