@@ -142,10 +142,11 @@ func TestLocalTier(t *testing.T) {
 		t.Fatalf("tier hit with S3 stopped: %v", err)
 	}
 	b.Close()
-	if _, err := s.Open(t.Context(), ds[0]); err == nil || errors.Is(err, blobstore.ErrNotFound) {
-		t.Fatalf("a blob only in S3, with S3 stopped: %v, want an error that is not ErrNotFound", err)
+	if _, err := s.Open(t.Context(), ds[0]); !errors.Is(err, blobstore.ErrUnavailable) {
+		t.Fatalf("a blob only in S3, with S3 stopped: %v, want ErrUnavailable", err)
 	}
 	srv.Start()
+	time.Sleep(probeGap) // S3 found unreachable is asked again after a second
 	if _, err := s.Open(t.Context(), ds[0]); err != nil {
 		t.Fatalf("after S3 restarted: %v", err)
 	}
