@@ -243,7 +243,15 @@ func (c *Cluster) Source(up, repo string, d digest.Digest, size int64, fromPeer 
 				lease = c.Acquire(ctx, name, h)
 			}
 			// A live other holder we were sent past (fromPeer): fetch
-			// without the lease rather than make a client wait.
+			// without the lease rather than make a client wait. The
+			// replica that sent us here found that holder gone before
+			// we did (a heartbeat apart): what it (or another) holds
+			// of the blob is streamed from it first.
+			if lease == nil && fromPeer && h != "" && replicaOf(h) != c.self {
+				if b, ok := c.prefixFromPeers(ctx, up, repo, d, size, offset); ok {
+					return b, nil
+				}
+			}
 			if lease != nil && takeover {
 				// Just taken over: another replica's fill may hold
 				// more of the blob than this one (it streamed from
