@@ -311,6 +311,19 @@ func TestCacheExportResume(t *testing.T) {
 	if err != nil || !strings.Contains(out, "importing 100%") || !strings.Contains(out, "imported docker.io/library/big:latest") {
 		t.Errorf("import: %v\n%s", err, out)
 	}
+	// From a stopped mirror's data directory (B, seeded by the bundle),
+	// resumed the same way.
+	local := filepath.Join(dir, "local.tar")
+	if err := os.WriteFile(local+".partial", whole[:big.end-big.size/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCLI(t, "cache", "export", "--data", filepath.Join(dir, "b"), "-o", local)
+	if err != nil || !strings.Contains(out, "resuming ") || !strings.Contains(out, "exporting 100%") {
+		t.Fatalf("export from a data directory, resumed: %v\n%s", err, out)
+	}
+	if got, _ := os.ReadFile(local); !bytes.Equal(got, whole) {
+		t.Errorf("the bundle of B's data directory, resumed, differs from A's (%d and %d bytes)", len(got), len(whole))
+	}
 }
 
 // tarEntry is where one entry of a tar file ends (its padding included)
