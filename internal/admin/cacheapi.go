@@ -45,6 +45,7 @@ func (a *Admin) cacheRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /cache/rm", a.serveCacheRemove)
 	mux.HandleFunc("POST /cache/invalidate", a.serveCacheInvalidate)
 	mux.HandleFunc("GET /cache/export", a.serveCacheExport)
+	mux.HandleFunc("POST /cache/export", a.serveCacheExportRequest)
 	mux.HandleFunc("POST /cache/import", a.serveCacheImport)
 	mux.HandleFunc("POST /cache/prune", a.serveCachePrune)
 	mux.HandleFunc("POST /cache/verify", a.serveCacheVerify)
@@ -169,6 +170,40 @@ func (a *Admin) serveCacheExport(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Targets = append(req.Targets, cache.RemoveTarget{Raw: s, Registry: ref.Registry, Repo: ref.Repo, Tag: ref.Tag, Digest: ref.Digest})
 	}
+	a.streamExport(w, r, req)
+}
+
+// maxExportRequest bounds an export's request: a resumed export lists the
+// files its bundle holds (about 75 bytes each).
+const maxExportRequest = 32 << 20
+
+// serveCacheExportRequest is `cache export` as a JSON request
+// (cache.ExportRequest): a dry run answers the counts as JSON, else the
+// bundle is streamed, resuming one cut short when asked.
+func (a *Admin) serveCacheExportRequest(w http.ResponseWriter, r *http.Request) {
+	if !a.auth.mayChange(r) {
+		a.auth.refuse(w)
+		return
+	}
+	var req cache.ExportRequest
+	if err := httpguard.DecodeJSON(r, &req, maxExportRequest); err != nil {
+		a.cacheError(w, fmt.Errorf("the request body is not a cache call this mirror knows (%v): is regcache the same version on both sides?", err), true)
+		return
+	}
+	if req.DryRun {
+		res, err := a.d.Ops.Export(r.Context(), io.Discard, req)
+		if err != nil {
+			a.cacheError(w, err, true)
+			return
+		}
+		writeJSON(w, res)
+		return
+	}
+	a.streamExport(w, r, req)
+}
+
+// streamExport answers a bundle as a tar stream.
+func (a *Admin) streamExport(w http.ResponseWriter, r *http.Request, req cache.ExportRequest) {
 	// The tags are checked before the first byte: a name that matches
 	// nothing is a plain error, not a cut stream.
 	if _, err := a.d.Ops.Export(r.Context(), io.Discard, cache.ExportRequest{Targets: req.Targets, DryRun: true}); err != nil {

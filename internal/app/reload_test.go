@@ -67,12 +67,13 @@ func TestReloadNamesEveryOption(t *testing.T) {
 		"access.users": func(c *config.Config) {
 			c.Access.Htpasswd, c.Access.Users = htpasswd, map[string][]string{"alice": {"team/*"}}
 		},
-		"fleet.expected": func(c *config.Config) { c.Fleet.Expected = []string{"10.0.0.0/8"} },
-		"tls.cert":       func(c *config.Config) { c.TLS.Cert = "/x.crt" },
-		"tls.key":        func(c *config.Config) { c.TLS.Key = "/x.key" },
-		"log.level":      func(c *config.Config) { c.Log.Level = "debug" },
-		"log.format":     func(c *config.Config) { c.Log.Format = "text" },
-		"sealed":         func(c *config.Config) { c.Sealed = true },
+		"fleet.expected":     func(c *config.Config) { c.Fleet.Expected = []string{"10.0.0.0/8"} },
+		"tls.cert":           func(c *config.Config) { c.TLS.Cert = "/x.crt" },
+		"tls.key":            func(c *config.Config) { c.TLS.Key = "/x.key" },
+		"log.level":          func(c *config.Config) { c.Log.Level = "debug" },
+		"log.format":         func(c *config.Config) { c.Log.Format = "text" },
+		"sealed":             func(c *config.Config) { c.Sealed = true },
+		"sealed_miss_status": func(c *config.Config) { c.SealedMissStatus = 503 },
 		"rules": func(c *config.Config) {
 			c.Rules = []rules.Rule{{Match: "docker.io/library/*", Pin: true}}
 		},
@@ -121,6 +122,9 @@ func TestReloadNamesEveryOption(t *testing.T) {
 	}
 	if !m.App.upstreams.AllSealed() {
 		t.Error("sealed applied, but the upstream client is not sealed")
+	}
+	if got := m.App.upstreams[0].Client.SealedMissStatus(); got != 503 {
+		t.Errorf("sealed_miss_status applied, but the upstream client answers %d", got)
 	}
 	if got := m.App.ruleSet().Len(); got != 1 {
 		t.Errorf("%d rules in effect after the reload, want 1", got)

@@ -30,6 +30,9 @@ func (a *App) reloadSealed(running *config.Config, next config.Config) (reloaded
 		}
 	}
 	a.upstreams.Seal(func(i int) bool { return running.Upstreams[i].Sealed || next.Sealed }, a.log)
+	for _, u := range a.upstreams {
+		u.Client.SetSealedMissStatus(next.SealedMissStatus)
+	}
 	return reloaded
 }
 

@@ -24,7 +24,7 @@ func newUpstreams(cfg config.Config, log *slog.Logger) ([]*mirror.Upstream, erro
 		}
 		opts := []upstream.Option{upstream.WithLogger(log), upstream.WithMaxBandwidth(u.MaxBandwidth), upstream.WithMaxConnections(u.MaxConnections),
 			upstream.WithFillConnections(cmp.Or(u.FillConnections, defaults.FillConnections)),
-			upstream.WithSealed(u.Sealed || cfg.Sealed)}
+			upstream.WithSealed(u.Sealed || cfg.Sealed), upstream.WithSealedMissStatus(cfg.SealedMissStatus)}
 		switch {
 		case u.PasswordFile != "": // re-read at each token request: rotation needs no restart
 			i, user := i, u.Username

@@ -19,15 +19,21 @@ var (
 	ErrDigestMismatch = errors.New("digest mismatch")
 	// ErrSizeMismatch: the number of bytes written is not the expected size.
 	ErrSizeMismatch = errors.New("size mismatch")
+	// ErrUnavailable: the store could not be reached in time (an object
+	// store that is down or partitioned away); whether it holds the
+	// digest is not known.
+	ErrUnavailable = errors.New("the store is unreachable")
 )
 
 // Store is content-addressed storage. Content becomes visible only through a
 // Writer's successful Commit, after its digest and size were verified, so a
 // reader never sees partial or wrong bytes.
 type Store interface {
-	// Stat returns the size of committed content, or ErrNotFound.
+	// Stat returns the size of committed content, or ErrNotFound, or
+	// ErrUnavailable when a remote store did not answer in time.
 	Stat(ctx context.Context, d digest.Digest) (int64, error)
-	// Open returns committed content for reading, or ErrNotFound.
+	// Open returns committed content for reading, or ErrNotFound, or
+	// ErrUnavailable when a remote store did not answer in time.
 	Open(ctx context.Context, d digest.Digest) (Blob, error)
 	// Create starts writing content that should hash to d. Nothing is
 	// visible until Commit succeeds.

@@ -20,18 +20,26 @@ import (
 )
 
 // A cache bundle is an OCI image layout in a tar stream (what `skopeo copy
-// oci-archive:` reads): oci-layout, index.json naming each tag as
-// <upstream>/<repository>:<tag> (org.opencontainers.image.ref.name and
-// io.containerd.image.name), then blobs/<algorithm>/<hex> for every
-// manifest and blob the tags reach that the cache holds.
+// oci-archive:` reads): oci-layout, then blobs/<algorithm>/<hex> for every
+// manifest and blob the tags reach that the cache holds, then index.json
+// naming each tag as <upstream>/<repository>:<tag>
+// (org.opencontainers.image.ref.name and io.containerd.image.name). The
+// index comes last so that an interrupted export's file is the part of a
+// bundle before it: a resumed export (ExportRequest.Resume) writes the
+// entries that file lacks, then the index.
 
 // ExportRequest is what `cache export` asks: the tags to export (targets
 // as for rm), or every cached tag when none is named.
 type ExportRequest struct {
 	Targets []RemoveTarget `json:"targets,omitempty"`
-	// DryRun checks the names and lists what would be written, writing
-	// nothing.
+	// DryRun checks the names and counts what would be written (files,
+	// bytes), writing nothing.
 	DryRun bool `json:"dryRun,omitempty"`
+	// Resume continues a bundle that was cut short: the stream starts
+	// with the first entry that bundle lacks (no oci-layout), and Skip
+	// are the files it already holds, checked against their digests.
+	Resume bool            `json:"resume,omitempty"`
+	Skip   []digest.Digest `json:"skip,omitempty"`
 }
 
 // BundleResult is what an export wrote or an import loaded.
@@ -63,6 +71,11 @@ func (o *Ops) Export(ctx context.Context, w io.Writer, req ExportRequest) (Bundl
 	idx := v1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageIndex, Manifests: []v1.Descriptor{}}
 	var files []digest.Digest
 	seen := map[digest.Digest]bool{}
+	skip := map[digest.Digest]bool{} // held by the bundle being resumed
+	for _, d := range req.Skip {
+		skip[d] = true
+	}
+	var toWrite int64
 	for i, ref := range tags {
 		e := entries[i]
 		size := e.Size
@@ -80,21 +93,25 @@ func (o *Ops) Export(ctx context.Context, w io.Writer, req ExportRequest) (Bundl
 		if err != nil {
 			return res, err
 		}
-		files, res.Missing = append(files, reach...), res.Missing+missing
+		for _, f := range reach {
+			if !skip[f.d] {
+				files, toWrite = append(files, f.d), toWrite+f.size
+			}
+		}
+		res.Missing += missing
 	}
 	if len(res.Tags) == 0 {
 		return res, errors.New("nothing to export: no stored image matches")
 	}
 	if req.DryRun {
-		res.Files = len(files)
+		res.Files, res.Bytes = len(files), toWrite
 		return res, nil
 	}
 	tw := tar.NewWriter(w)
-	if err := writeTarFile(tw, v1.ImageLayoutFile, mustJSON(v1.ImageLayout{Version: v1.ImageLayoutVersion})); err != nil {
-		return res, err
-	}
-	if err := writeTarFile(tw, v1.ImageIndexFile, mustJSON(idx)); err != nil {
-		return res, err
+	if !req.Resume {
+		if err := writeTarFile(tw, v1.ImageLayoutFile, mustJSON(v1.ImageLayout{Version: v1.ImageLayoutVersion})); err != nil {
+			return res, err
+		}
 	}
 	for _, d := range files {
 		n, err := o.exportBlob(ctx, tw, d)
@@ -102,6 +119,9 @@ func (o *Ops) Export(ctx context.Context, w io.Writer, req ExportRequest) (Bundl
 			return res, err
 		}
 		res.Files, res.Bytes = res.Files+1, res.Bytes+n
+	}
+	if err := writeTarFile(tw, v1.ImageIndexFile, mustJSON(idx)); err != nil {
+		return res, err
 	}
 	return res, tw.Close()
 }
@@ -132,10 +152,16 @@ func (o *Ops) exportTags(ctx context.Context, req ExportRequest) ([]TagRef, []ca
 	return refs, entries, nil
 }
 
+// sizedFile is a file of a bundle and its size.
+type sizedFile struct {
+	d    digest.Digest
+	size int64
+}
+
 // reach lists root and what its stored manifests reference, recursively,
-// that the store holds and seen does not yet; missing counts references
-// not stored.
-func (o *Ops) reach(ctx context.Context, root digest.Digest, seen map[digest.Digest]bool) (out []digest.Digest, missing int, err error) {
+// that the store holds and seen does not yet, with their sizes; missing
+// counts references not stored.
+func (o *Ops) reach(ctx context.Context, root digest.Digest, seen map[digest.Digest]bool) (out []sizedFile, missing int, err error) {
 	stack := []digest.Digest{root}
 	for len(stack) > 0 {
 		d := stack[len(stack)-1]
@@ -144,13 +170,14 @@ func (o *Ops) reach(ctx context.Context, root digest.Digest, seen map[digest.Dig
 			continue
 		}
 		seen[d] = true
-		if _, err := o.store.Stat(ctx, d); errors.Is(err, blobstore.ErrNotFound) {
+		size, err := o.store.Stat(ctx, d)
+		if errors.Is(err, blobstore.ErrNotFound) {
 			missing++
 			continue
 		} else if err != nil {
 			return nil, 0, err
 		}
-		out = append(out, d)
+		out = append(out, sizedFile{d, size})
 		m, ok, err := o.index.Manifest(ctx, d)
 		if err != nil {
 			return nil, 0, err
@@ -261,7 +288,7 @@ func (o *Ops) Import(ctx context.Context, r io.Reader) (res BundleResult, err er
 		}
 	}
 	if idx == nil {
-		return res, errors.New("the bundle has no index.json: not an OCI image layout")
+		return res, errors.New("the bundle has no index.json (it comes last: truncated?), or is not an OCI image layout")
 	}
 	if err := o.recordBundle(ctx, idx, sizes, &res); err != nil {
 		return res, err

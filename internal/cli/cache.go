@@ -292,14 +292,14 @@ non-zero if any file was damaged or lost; the cache is repaired either way.`,
 			}
 			defer c.Close()
 			w := cmd.OutOrStdout()
-			bar := newProgressBar(cmd.ErrOrStderr())
+			bar := newProgressBar(cmd.ErrOrStderr(), "verifying")
 			start := time.Now()
 			r, err := c.Verify(cmd.Context(), func(ev cache.VerifyEvent) {
 				if ev.Damaged != "" {
 					bar.clear()
 					fmt.Fprintf(w, "damaged: %s (%s) %s: quarantined and dropped; the next pull fetches it again\n", ev.Damaged, humanBytes(ev.Size), ev.Why)
 				}
-				bar.show(ev)
+				bar.show(ev.Done, ev.Total, ev.Files)
 			})
 			bar.done()
 			if err != nil {
@@ -545,11 +545,14 @@ func newCacheExportCmd(f *cacheFlags) *cobra.Command {
 oci-archive: reads), holding the named tags (every cached tag when none is
 named) with the manifests and blobs they reach that the cache holds, each
 under its digest. index.json names each tag as <upstream>/<repository>:<tag>.
-The file is written next to FILE and renamed into place when complete, so
-an interrupted export leaves no FILE; run it again to resume from scratch.
-A platform or layer never pulled is not in the cache, and not in the bundle.`,
+A platform or layer never pulled is not in the cache, and not in the bundle.
+
+The bundle is written to FILE.partial and renamed to FILE when complete, with
+progress on stderr. An interrupted export leaves FILE.partial: the same
+command again resumes it, keeping every whole entry that hashes to its name
+and writing only the rest.`,
 		Example: `  regcache cache export --to bundle.tar alpine:3.20 ghcr.io/owner/app:1
-  regcache cache export --admin 127.0.0.1:5001 --to all.tar
+  regcache cache export --admin 127.0.0.1:5001 -o all.tar
   skopeo copy oci-archive:bundle.tar:docker.io/library/alpine:3.20 dir:/tmp/alpine`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
@@ -568,38 +571,79 @@ A platform or layer never pulled is not in the cache, and not in the bundle.`,
 				return err
 			}
 			defer c.Close()
-			tmp, err := os.CreateTemp(filepath.Dir(to), "."+filepath.Base(to)+".*")
+			res, err := exportBundle(cmd, c, req, to)
 			if err != nil {
 				return err
 			}
-			defer os.Remove(tmp.Name()) // after the rename, nothing
-			res, err := c.Export(cmd.Context(), tmp, req)
-			if err == nil {
-				err = tmp.Sync()
-			}
-			if cerr := tmp.Close(); err == nil {
-				err = cerr
-			}
-			if err == nil {
-				err = os.Rename(tmp.Name(), to)
-			}
-			if err != nil {
-				return err
-			}
+			out := cmd.OutOrStdout()
 			if len(res.Tags) == 0 { // from a running mirror: the tar's size only
-				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%s)\n", to, humanBytes(res.Bytes))
+				fmt.Fprintf(out, "wrote %s (%s)\n", to, humanBytes(res.Bytes))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d tags, %d files, %s", to, len(res.Tags), res.Files, humanBytes(res.Bytes))
+			fmt.Fprintf(out, "wrote %s: %d tags, %d files, %s", to, len(res.Tags), res.Files, humanBytes(res.Bytes))
 			if res.Missing > 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "; %d referenced files not in the cache (never pulled) are not in it", res.Missing)
+				fmt.Fprintf(out, "; %d referenced files not in the cache (never pulled) are not in it", res.Missing)
 			}
-			fmt.Fprintln(cmd.OutOrStdout())
+			fmt.Fprintln(out)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&to, "to", "", "the bundle file to write")
+	cmd.Flags().StringVarP(&to, "to", "o", "", "the bundle file to write")
 	return cmd
+}
+
+// exportBundle writes the bundle to to.partial, resuming what an
+// interrupted export left there, and renames it to to when complete. The
+// names are checked (a dry run, which also counts the bytes for the
+// progress shown on stderr) before any file is made.
+func exportBundle(cmd *cobra.Command, c cacheBackend, req cache.ExportRequest, to string) (cache.BundleResult, error) {
+	stderr := cmd.ErrOrStderr()
+	part := to + ".partial"
+	var prev partialBundle
+	if _, err := os.Stat(part); err == nil {
+		if prev, err = scanPartial(part); err != nil {
+			return cache.BundleResult{}, err
+		}
+		if prev.layout {
+			fmt.Fprintf(stderr, "resuming %s: %d files (%s) already there, each checked against its digest\n", part, len(prev.files), humanBytes(prev.bytes))
+		}
+	}
+	req.Resume, req.Skip = prev.layout, prev.files
+	dry := req
+	dry.DryRun = true
+	plan, err := c.Export(cmd.Context(), io.Discard, dry)
+	if err != nil {
+		return plan, err
+	}
+	out, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return plan, err
+	}
+	defer out.Close()
+	if err := out.Truncate(prev.end); err != nil {
+		return plan, err
+	}
+	if _, err := out.Seek(prev.end, io.SeekStart); err != nil {
+		return plan, err
+	}
+	bar := newProgressBar(stderr, "exporting")
+	res, err := c.Export(cmd.Context(), &progressWriter{w: out, bar: bar, total: plan.Bytes}, req)
+	bar.done()
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return res, fmt.Errorf("%w; %s keeps what was written: run the same command again to resume", err, part)
+	}
+	if len(res.Tags) > 0 {
+		res.Files, res.Bytes = res.Files+len(prev.files), res.Bytes+prev.bytes
+	} else { // from a running mirror: the tar's size
+		res.Bytes += prev.end
+	}
+	return res, os.Rename(part, to)
 }
 
 func newCacheImportCmd(f *cacheFlags) *cobra.Command {
@@ -614,7 +658,8 @@ digest and size as it is written and committed only if it matches; files
 already cached are skipped. The tags are recorded once the whole bundle
 has been read and checked: a truncated or tampered bundle is refused,
 naming the file, and nothing it brought is left behind. A mirror whose
-upstream is sealed then serves what the bundle holds.`,
+upstream is sealed then serves what the bundle holds. Progress (the
+bundle's bytes read) is shown on stderr.`,
 		Example: `  regcache cache import --data /var/lib/regcache bundle.tar
   regcache cache import --admin 127.0.0.1:5001 bundle.tar`,
 		Args: cobra.ExactArgs(1),
@@ -624,6 +669,10 @@ upstream is sealed then serves what the bundle holds.`,
 				return err
 			}
 			defer in.Close()
+			fi, err := in.Stat()
+			if err != nil {
+				return err
+			}
 			if f.admin == "" { // a mirror that never ran: its data directory is made
 				cfg, err := config.Load(cacheConfigFlags(cmd), os.LookupEnv)
 				if err != nil {
@@ -638,7 +687,9 @@ upstream is sealed then serves what the bundle holds.`,
 				return err
 			}
 			defer c.Close()
-			res, err := c.Import(cmd.Context(), in)
+			bar := newProgressBar(cmd.ErrOrStderr(), "importing")
+			res, err := c.Import(cmd.Context(), &progressReader{r: in, bar: bar, total: fi.Size()})
+			bar.done()
 			if err != nil {
 				return fmt.Errorf("%s refused: %w", args[0], err)
 			}

@@ -178,13 +178,14 @@ func (c *remoteCache) Invalidate(ctx context.Context, req cache.InvalidateReques
 }
 
 // Export streams the running mirror's bundle into w. Its totals are
-// counted here: the answer is the tar itself.
+// counted here: the answer is the tar itself. A dry run answers the
+// counts.
 func (c *remoteCache) Export(ctx context.Context, w io.Writer, req cache.ExportRequest) (cache.BundleResult, error) {
-	q := url.Values{}
-	for _, t := range req.Targets {
-		q.Add("ref", t.Raw)
+	if req.DryRun {
+		var r cache.BundleResult
+		return r, c.get(ctx, http.MethodPost, "/cache/export", nil, req, &r)
 	}
-	rc, err := c.call(ctx, http.MethodGet, "/cache/export", q, nil)
+	rc, err := c.call(ctx, http.MethodPost, "/cache/export", nil, req)
 	if err != nil {
 		return cache.BundleResult{}, err
 	}

@@ -77,7 +77,7 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 		"prefetch": "false", "prefetch-parallel": "5", "budget-reserve": "7",
 		// sealed is set to its default here (sealing would stop the pulls
 		// this test makes); TestSealedOptionTakesEffect seals.
-		"sealed":       "false",
+		"sealed": "false", "sealed-miss-status": "503",
 		"upstream-url": hub.URL, "upstream-name": "docker.io", "username": "effect-user", "password-file": pwFile,
 		"max-size": "3GiB", "max-blob-size": "2GiB", "max-age": "48h", "scrub-interval": "5h", "scrub-rate": "3MiB",
 		"local-cache-size": "64KiB",
@@ -166,7 +166,7 @@ func TestEveryOptionTakesEffect(t *testing.T) {
 	// What the running parts hold.
 	for flag, want := range map[string]string{
 		"freshness": "7m0s", "negative-ttl": "45s", "fill-timeout": "13m0s", "shutdown-timeout": "11s", "probe-interval": "17s",
-		"prefetch": "false", "prefetch-parallel": "5", "budget-reserve": "7", "sealed": "false",
+		"prefetch": "false", "prefetch-parallel": "5", "budget-reserve": "7", "sealed": "false", "sealed-miss-status": "503",
 		"max-size": "3221225472", "max-blob-size": "2147483648", "max-age": "48h0m0s",
 		"scrub-interval": "5h0m0s", "scrub-rate": "3145728", "local-cache-size": "65536",
 		"allow": "127.0.0.1/32,10.1.0.0/16", "trusted-proxies": "127.0.0.1/32", "htpasswd": htpasswd, "private": "allow",

@@ -8,18 +8,18 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-
-	"github.com/regcache/regcache/internal/cache"
 )
 
 type pflagSet = pflag.FlagSet
 
 func newPflagSet() *pflag.FlagSet { return pflag.NewFlagSet("cache", pflag.ContinueOnError) }
 
-// progressBar draws a verification's progress on a terminal (redrawn in
-// place), or writes a line every tenth of the way elsewhere.
+// progressBar draws the progress of long work (a verification, an export,
+// an import) on a terminal (redrawn in place), or writes a line every
+// tenth of the way elsewhere.
 type progressBar struct {
 	w        io.Writer
+	verb     string // "verifying"
 	tty      bool
 	last     time.Time
 	lastTen  int64
@@ -27,22 +27,27 @@ type progressBar struct {
 	finished bool
 }
 
-func newProgressBar(w io.Writer) *progressBar {
+func newProgressBar(w io.Writer, verb string) *progressBar {
 	tty := false
 	if f, ok := w.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
 			tty = true
 		}
 	}
-	return &progressBar{w: w, tty: tty, lastTen: -1}
+	return &progressBar{w: w, verb: verb, tty: tty, lastTen: -1}
 }
 
-func (p *progressBar) show(ev cache.VerifyEvent) {
+// show draws done bytes of total; files (when not negative) is how many
+// files that was.
+func (p *progressBar) show(done, total int64, files int) {
 	pct := int64(100)
-	if ev.Total > 0 {
-		pct = min(100, ev.Done*100/ev.Total)
+	if total > 0 {
+		pct = min(100, done*100/total)
 	}
-	text := fmt.Sprintf("verifying %3d%% %s %s of %s, %d files", pct, bar(pct, 30), humanBytes(ev.Done), humanBytes(ev.Total), ev.Files)
+	text := fmt.Sprintf("%s %3d%% %s %s of %s", p.verb, pct, bar(pct, 30), humanBytes(min(done, total)), humanBytes(total))
+	if files >= 0 {
+		text += fmt.Sprintf(", %d files", files)
+	}
 	if !p.tty {
 		if pct/10 != p.lastTen {
 			p.lastTen = pct / 10
@@ -50,7 +55,7 @@ func (p *progressBar) show(ev cache.VerifyEvent) {
 		}
 		return
 	}
-	if time.Since(p.last) < 100*time.Millisecond && ev.Done < ev.Total {
+	if time.Since(p.last) < 100*time.Millisecond && done < total {
 		return
 	}
 	p.last = time.Now()
@@ -76,4 +81,32 @@ func (p *progressBar) done() {
 		fmt.Fprintln(p.w)
 	}
 	p.finished = true
+}
+
+// progressWriter shows the bytes written through it on a progressBar.
+type progressWriter struct {
+	w           io.Writer
+	bar         *progressBar
+	done, total int64
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.done += int64(n)
+	p.bar.show(p.done, p.total, -1)
+	return n, err
+}
+
+// progressReader shows the bytes read through it on a progressBar.
+type progressReader struct {
+	r           io.Reader
+	bar         *progressBar
+	done, total int64
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	p.bar.show(p.done, p.total, -1)
+	return n, err
 }

@@ -101,6 +101,37 @@ func TestSealedUpstream(t *testing.T) {
 		t.Errorf("cache ls --missing: %v\n%s", err, out)
 	}
 
+	// sealed_miss_status: 503, by SIGHUP: the same miss is UNAVAILABLE,
+	// still naming the seal, and still asks the upstream nothing.
+	file503 := file(true) + "sealed_miss_status: 503\n"
+	if err := os.WriteFile(cfg, []byte(file503), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	next, err := config.Load(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reloaded, restart, err := m.App.Reload(next); err != nil || len(restart) != 0 || !slices.Contains(reloaded, "sealed_miss_status") {
+		t.Fatalf("reload to sealed_miss_status 503: %v %v %v", reloaded, restart, err)
+	}
+	for _, path := range []string{"/v2/multi/manifests/latest", "/v2/single/blobs/" + string(imgs.ManifestList.Platforms[0].Layers[0].Digest)} {
+		resp, err := http.Get(m.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "sealed") || !strings.Contains(string(body), "UNAVAILABLE") {
+			t.Errorf("a miss on a sealed upstream with sealed_miss_status 503: %s %s", resp.Status, body)
+		}
+	}
+	if rs := hub.Requests(); len(rs) != 0 {
+		t.Errorf("the sealed upstream got %d requests, the first %+v", len(rs), rs[0])
+	}
+	if got := m.App.Status().Settings["sealed_miss_status"]; got != "503" {
+		t.Errorf("/status settings sealed_miss_status: %q", got)
+	}
+
 	seal(false)
 	manifestGet(t, m.URL, testenv.Image{Repo: "multi", Tag: "latest", Digest: imgs.ManifestList.Digest, MediaType: imgs.ManifestList.MediaType})
 	if _, g := manifestAsks(hub); g == 0 {
@@ -110,7 +141,7 @@ func TestSealedUpstream(t *testing.T) {
 
 // TestSealedOptionTakesEffect: --sealed (as REGCACHE_SEALED) seals every
 // upstream: a pull is answered 404 naming the seal, and the upstream gets
-// no request at all.
+// no request at all; with --sealed-miss-status 503, 503 UNAVAILABLE.
 func TestSealedOptionTakesEffect(t *testing.T) {
 	t.Parallel()
 	hub := testenv.NewHub(t)
@@ -127,5 +158,17 @@ func TestSealedOptionTakesEffect(t *testing.T) {
 	}
 	if rs := hub.Requests(); len(rs) != 0 {
 		t.Errorf("the upstream got %d requests with --sealed: %+v", len(rs), rs[0])
+	}
+
+	m503 := apptest.Start(t, map[string]string{"REGCACHE_UPSTREAM_URL": hub.URL, "REGCACHE_UPSTREAM_NAME": "docker.io", "REGCACHE_SEALED": "true",
+		"REGCACHE_SEALED_MISS_STATUS": "503"})
+	resp, err = http.Get(m503.URL + "/v2/" + imgs.Single.Repo + "/manifests/" + imgs.Single.Tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "sealed") {
+		t.Errorf("a pull with --sealed --sealed-miss-status 503: %s %s", resp.Status, body)
 	}
 }

@@ -14,9 +14,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/regcache/regcache/internal/upstream"
-
 	"github.com/regcache/regcache/internal/testenv"
+	"github.com/regcache/regcache/internal/upstream"
 )
 
 func newRedis(t *testing.T) redis.UniversalClient {
@@ -127,7 +126,9 @@ func TestLeaseLossCutsTheFetch(t *testing.T) {
 	}
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	body := l.guard(pr)
+	b := &upstream.Blob{Body: pr}
+	l.guard(b)
+	body := b.Body
 	defer body.Close()
 	if err := rdb.Del(t.Context(), a.key("lease:blob:x")).Err(); err != nil {
 		t.Fatal(err)
@@ -310,5 +311,66 @@ func TestFrozenPeerNotWaitedFor(t *testing.T) {
 		t.Logf("gave the silent replica up after %s", time.Since(start).Round(time.Millisecond))
 	case <-time.After(10 * time.Second):
 		t.Fatal("the fill still waits for a replica that stopped heartbeating")
+	}
+}
+
+// TestLapsedLeaseHandsOver: what a fill said it had received (as it reads
+// its body under the lease) reaches the replica that takes the lease once
+// it lapsed, as a takeover from that fill, not a cold miss; a lease
+// released at the fill's end takes what it said along.
+func TestLapsedLeaseHandsOver(t *testing.T) {
+	rdb := newRedis(t)
+	timing := WithTiming(100*time.Millisecond, time.Second, 300*time.Millisecond)
+	a, b := New(rdb, "http://a", "s", timing), New(rdb, "http://b", "s", timing)
+	actx, stop := context.WithCancel(t.Context())
+	la := a.Acquire(actx, "blob:x", "")
+	if la == nil {
+		t.Fatal("a could not take a free lease")
+	}
+	body := &upstream.Blob{Body: io.NopCloser(strings.NewReader(strings.Repeat("x", 5<<20))), Offset: 1 << 20}
+	la.guard(body)
+	if _, err := io.Copy(io.Discard, body.Body); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * haveEvery)
+	la.received(6 << 20) // said after haveEvery: published
+	deadline := time.Now().Add(2 * time.Second)
+	for a.reportedHave(t.Context(), "blob:x", la.token) != 6<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a said it had %d bytes, want %d", a.reportedHave(t.Context(), "blob:x", la.token), 6<<20)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// a is frozen: its lease lapses (here: its key goes), b takes it.
+	if err := rdb.Del(t.Context(), a.key("lease:blob:x")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	bctx, bstop := context.WithCancel(t.Context())
+	defer bstop()
+	lb := b.Acquire(bctx, "blob:x", "")
+	if lb == nil || lb.lapsed != la.token || lb.lapsedHave != 6<<20 {
+		t.Fatalf("b's lease after a's lapsed: %+v, want a's value %q with 6 MiB", lb, la.token)
+	}
+	stop()
+	bstop()
+	a.Wait()
+	b.Wait()
+	// b released its lease at its fill's end; a's word stays only if
+	// nobody else said more since (here, b said nothing).
+	c := New(rdb, "http://c", "s", timing)
+	cctx, cstop := context.WithCancel(t.Context())
+	defer cstop()
+	lc := c.Acquire(cctx, "blob:x", "")
+	if lc == nil {
+		t.Fatal("c could not take the released lease")
+	}
+	lc.received(1)
+	for c.reportedHave(t.Context(), "blob:x", lc.token) != 1 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cstop()
+	c.Wait()
+	if v, err := rdb.Get(t.Context(), c.haveKey("blob:x")).Result(); err == nil {
+		t.Errorf("a released lease left what its fill said: %q", v)
 	}
 }

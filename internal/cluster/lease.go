@@ -6,17 +6,25 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/regcache/regcache/internal/upstream"
 )
 
 // Scripts that change a lease only while this fill holds it.
 var (
 	renewScript   = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end`)
 	releaseScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`)
+	// releaseHaveScript drops what a fill said it had received (haveKey),
+	// if that fill (ARGV[1], its lease value) said it last.
+	releaseHaveScript = redis.NewScript(`local v = redis.call("GET", KEYS[1])
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. " " then return redis.call("DEL", KEYS[1]) else return 0 end`)
 	// takeScript replaces a holder this replica found unreachable (or a
 	// dead predecessor of this replica).
 	takeScript = redis.NewScript(`local v = redis.call("GET", KEYS[1])
@@ -64,6 +72,22 @@ func (c *Cluster) mine(v string) bool {
 type Lease struct {
 	Lost  <-chan struct{}
 	token string
+	c     *Cluster
+	name  string
+
+	// have is how much of the blob the fill holding the lease has
+	// received (the offset of its body plus what was read from it), made
+	// known to the other replicas (haveKey) at most every haveEvery: a
+	// replica taking the lease over while this one is frozen learns
+	// that this one alone holds that prefix (Cluster.prefixFromStale).
+	have        atomic.Int64
+	publishedAt atomic.Int64 // unix ns
+	publishing  atomic.Bool
+	// lapsed is the lease value of another fill that said it had
+	// received lapsedHave bytes of the blob and whose lease lapsed before
+	// this one was taken ("" for none): a takeover, not a cold miss.
+	lapsed     string
+	lapsedHave int64
 }
 
 // Acquire takes name's lease for one fill of this replica, or over from
@@ -76,8 +100,25 @@ func (c *Cluster) Acquire(ctx context.Context, name, stale string) *Lease {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	var ok bool
 	var err error
+	var lapsed string
+	var lapsedHave int64
 	if stale == "" {
-		ok, err = c.rdb.SetNX(rctx, k, token, c.leaseTTL).Result()
+		// With what a lapsed holder said it had received: one round trip.
+		var set *redis.BoolCmd
+		var have *redis.StringCmd
+		_, err = c.rdb.Pipelined(rctx, func(p redis.Pipeliner) error {
+			set = p.SetNX(rctx, k, token, c.leaseTTL)
+			have = p.Get(rctx, c.haveKey(name))
+			return nil
+		})
+		if errors.Is(err, redis.Nil) {
+			err = nil
+		}
+		ok = set.Val()
+		if v, n, found := strings.Cut(have.Val(), " "); found && !c.mine(v) {
+			lapsed = v
+			lapsedHave, _ = strconv.ParseInt(n, 10, 64)
+		}
 	} else {
 		var n int64
 		n, err = takeScript.Run(rctx, c.rdb, []string{k}, token, stale, c.leaseTTL.Milliseconds()).Int64()
@@ -95,13 +136,58 @@ func (c *Cluster) Acquire(ctx context.Context, name, stale string) *Lease {
 	c.held[token] = true
 	c.mu.Unlock()
 	c.renewals.Add(1)
-	go c.renew(ctx, k, token, lost)
-	return &Lease{Lost: lost, token: token}
+	go c.renew(ctx, k, c.haveKey(name), token, lost)
+	return &Lease{Lost: lost, token: token, c: c, name: name, lapsed: lapsed, lapsedHave: lapsedHave}
+}
+
+// haveEvery is how often, at most, a lease's holder makes known how much
+// of the blob it has received.
+const haveEvery = 250 * time.Millisecond
+
+// haveKey holds "<lease value> <bytes>": how much of the blob the fill
+// holding name's lease had received when it last said so.
+func (c *Cluster) haveKey(name string) string { return c.key("have:" + name) }
+
+// received records that the fill holding l has n bytes of the blob, and
+// says so in Redis if haveEvery has passed since it last did (in the
+// background: a read of the blob never waits for Redis).
+func (l *Lease) received(n int64) {
+	l.have.Store(n)
+	now := time.Now().UnixNano()
+	if now-l.publishedAt.Load() < int64(haveEvery) || !l.publishing.CompareAndSwap(false, true) {
+		return
+	}
+	l.publishedAt.Store(now)
+	go func() {
+		defer l.publishing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		v := l.token + " " + strconv.FormatInt(l.have.Load(), 10)
+		l.c.rdb.Set(ctx, l.c.haveKey(l.name), v, 3*l.c.leaseTTL)
+	}()
+}
+
+// reportedHave is how much of the blob the fill holding the lease value
+// token said it had received (0 when it said nothing, or another fill
+// said it since).
+func (c *Cluster) reportedHave(ctx context.Context, name, token string) int64 {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	v, err := c.rdb.Get(ctx, c.haveKey(name)).Result()
+	if err != nil {
+		return 0
+	}
+	t, n, ok := strings.Cut(v, " ")
+	if !ok || t != token {
+		return 0
+	}
+	have, _ := strconv.ParseInt(n, 10, 64)
+	return have
 }
 
 // renew extends the lease every third of its TTL while ctx lasts, closing
 // lost when the lease is no longer ours.
-func (c *Cluster) renew(ctx context.Context, k, token string, lost chan struct{}) {
+func (c *Cluster) renew(ctx context.Context, k, haveKey, token string, lost chan struct{}) {
 	defer c.renewals.Done()
 	defer func() {
 		c.mu.Lock()
@@ -116,6 +202,7 @@ func (c *Cluster) renew(ctx context.Context, k, token string, lost chan struct{}
 		case <-ctx.Done():
 			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			releaseScript.Run(rctx, c.rdb, []string{k}, token)
+			releaseHaveScript.Run(rctx, c.rdb, []string{haveKey}, token)
 			cancel()
 			return
 		case <-t.C:
@@ -148,9 +235,27 @@ func (c *Cluster) renew(ctx context.Context, k, token string, lost chan struct{}
 // released its lease).
 func (c *Cluster) Wait() { c.renewals.Wait() }
 
-// guard cuts body the moment lease is lost: the read in progress fails,
-// and the fill resumes by Range from its new source.
-func (l *Lease) guard(body io.ReadCloser) io.ReadCloser { return cutOn(body, l.Lost, errLeaseLost) }
+// guard cuts b's body the moment lease is lost (the read in progress
+// fails, and the fill resumes by Range from its new source), and counts
+// what is read from it as received by the fill holding the lease.
+func (l *Lease) guard(b *upstream.Blob) {
+	l.received(b.Offset)
+	b.Body = &counted{ReadCloser: cutOn(b.Body, l.Lost, errLeaseLost), n: b.Offset, lease: l}
+}
+
+// counted tells its lease how far the body it reads has got.
+type counted struct {
+	io.ReadCloser
+	n     int64
+	lease *Lease
+}
+
+func (c *counted) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n += int64(n)
+	c.lease.received(c.n)
+	return n, err
+}
 
 // errLeaseLost is a fetch cut because its lease was lost.
 var errLeaseLost = errors.New("cluster: lease lost to another replica")

@@ -230,6 +230,11 @@ func (c *Cluster) Source(up, repo string, d digest.Digest, size int64, fromPeer 
 						return b, nil
 					}
 				}
+				if lease != nil && lease.lapsed != "" {
+					// Not a cold miss: the lease of another fill of it
+					// lapsed (its replica frozen or dead).
+					h, takeover = lease.lapsed, true
+				}
 			case r == c.self && !c.mine(h):
 				// This replica's dead predecessor (same URL, another
 				// process): taken over, never adopted.
@@ -238,7 +243,15 @@ func (c *Cluster) Source(up, repo string, d digest.Digest, size int64, fromPeer 
 				lease = c.Acquire(ctx, name, h)
 			}
 			// A live other holder we were sent past (fromPeer): fetch
-			// without the lease rather than make a client wait.
+			// without the lease rather than make a client wait. The
+			// replica that sent us here found that holder gone before
+			// we did (a heartbeat apart): what it (or another) holds
+			// of the blob is streamed from it first.
+			if lease == nil && fromPeer && h != "" && replicaOf(h) != c.self {
+				if b, ok := c.prefixFromPeers(ctx, up, repo, d, size, offset); ok {
+					return b, nil
+				}
+			}
 			if lease != nil && takeover {
 				// Just taken over: another replica's fill may hold
 				// more of the blob than this one (it streamed from
@@ -246,14 +259,22 @@ func (c *Cluster) Source(up, repo string, d digest.Digest, size int64, fromPeer 
 				// it, the rest from upstream. (A cold miss asks no
 				// one: it would add round trips to every first byte.)
 				if b, ok := c.prefixFromPeers(ctx, up, repo, d, size, offset); ok {
-					b.Body = lease.guard(b.Body)
+					lease.guard(b)
+					return b, nil
+				}
+				said := lease.lapsedHave
+				if lease.lapsed == "" {
+					said = c.reportedHave(ctx, name, h)
+				}
+				if b, ok := c.prefixFromStale(ctx, h, said, up, repo, d, size, offset); ok {
+					lease.guard(b)
 					return b, nil
 				}
 			}
 		}
 		b, err := direct(ctx, offset)
 		if err == nil && lease != nil {
-			b.Body = lease.guard(b.Body)
+			lease.guard(b)
 		}
 		return b, err
 	}
@@ -282,7 +303,7 @@ func (c *Cluster) prefixFromPeers(ctx context.Context, up, repo string, d digest
 	}
 	answers := make(chan held, len(peers))
 	for _, p := range peers {
-		go func() { answers <- held{p, c.peerHas(ctx, p, d)} }()
+		go func() { n, _ := c.peerHas(ctx, p, d, peerHasTimeout); answers <- held{p, n} }()
 	}
 	var best string
 	var most int64
@@ -294,7 +315,15 @@ func (c *Cluster) prefixFromPeers(ctx context.Context, up, repo string, d digest
 	if most < offset+minPrefix {
 		return nil, false
 	}
-	b, err := c.fetchPeer(ctx, best, up, repo, d, size, offset)
+	return c.prefixFrom(ctx, best, most, up, repo, d, size, offset, false)
+}
+
+// prefixFrom streams d from offset up to most (what peer's running fill
+// holds) from peer. With grow, peer is asked again when that is read, and
+// the stream goes on while its fill holds more (a holder woken from a
+// freeze reads what its socket buffers kept).
+func (c *Cluster) prefixFrom(ctx context.Context, peer string, most int64, up, repo string, d digest.Digest, size, offset int64, grow bool) (*upstream.Blob, bool) {
+	b, err := c.fetchPeer(ctx, peer, up, repo, d, size, offset)
 	if err != nil {
 		return nil, false
 	}
@@ -303,15 +332,95 @@ func (c *Cluster) prefixFromPeers(ctx context.Context, up, repo string, d digest
 		return nil, false
 	}
 	if most < b.Size { // a complete blob is streamed whole (its last byte once verified)
-		b.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.LimitReader(b.Body, most-offset), b.Body}
+		p := &prefixReader{body: b.Body, left: most - offset, at: most}
+		if grow {
+			p.more = func() int64 {
+				n, _ := c.peerHas(ctx, peer, d, time.Second)
+				return n
+			}
+		}
+		b.Body = p
 	}
-	b.Body = c.whileHeartbeating(best, b.Body)
-	c.log.Info("cluster: taking a fill over from what another replica holds", slog.String("replica", best),
+	b.Body = c.whileHeartbeating(peer, b.Body)
+	c.log.Info("cluster: taking a fill over from what another replica holds", slog.String("replica", peer),
 		slog.String("digest", d.String()), slog.Int64("from", offset), slog.Int64("to", most))
 	return b, true
+}
+
+// staleWait bounds how long a replica taking a lease over waits for the
+// replica that held it (frozen: a stopped process, a paused VM) to answer
+// again, when that one alone holds a prefix of the blob worth waiting for.
+// Its clients wait meanwhile; the bytes are not fetched twice.
+const staleWait = 10 * time.Second
+
+// worthWaiting is the least a frozen holder must have said it received
+// beyond offset for the replica taking its lease over to wait for it: a
+// sixteenth of the blob, and at least 4 MiB.
+func worthWaiting(size int64) int64 { return max(4*minPrefix, size/16) }
+
+// prefixFromStale streams d from offset up to what the previous holder of
+// its lease (stale: found not live, or its lease lapsed) holds, when no
+// live replica holds as much: that holder said it had received said
+// bytes (Lease.received), at least worthWaiting more than offset, and its
+// address still takes connections (a frozen process; a dead one refuses,
+// and its spool is gone with it). The replica is asked again every
+// quarter second for up to staleWait; when it answers, its prefix is
+// streamed from it, and the rest of the blob comes from upstream.
+// Otherwise (it never answers, or answers that it holds less), false: the
+// caller fetches from upstream.
+func (c *Cluster) prefixFromStale(ctx context.Context, stale string, said int64, up, repo string, d digest.Digest, size, offset int64) (*upstream.Blob, bool) {
+	peer := replicaOf(stale)
+	if peer == "" || peer == c.self {
+		return nil, false
+	}
+	if said-offset < worthWaiting(size) || !takesConnections(ctx, peer) {
+		return nil, false
+	}
+	c.log.Info("cluster: the replica that held this fill's lease alone holds its first bytes; waiting for it to answer",
+		slog.String("replica", peer), slog.String("digest", d.String()), slog.Int64("from", offset), slog.Int64("said", said))
+	deadline := time.Now().Add(staleWait)
+	for time.Now().Before(deadline) {
+		// It must answer and heartbeat again: a stream from a replica
+		// not seen heartbeating is cut (fetchPeer, whileHeartbeating).
+		if n, answered := c.peerHas(ctx, peer, d, time.Second); answered && c.heartbeating(peer) {
+			if n < offset+minPrefix {
+				return nil, false
+			}
+			return c.prefixFrom(ctx, peer, n, up, repo, d, size, offset, true)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	c.log.Info("cluster: the replica that held this fill's lease did not answer again; fetching from upstream", slog.String("replica", peer), slog.String("digest", d.String()))
+	return nil, false
+}
+
+// takesConnections reports whether peer's address accepts a TCP
+// connection within a second.
+func takesConnections(ctx context.Context, peer string) bool {
+	u, err := url.Parse(peer)
+	if err != nil {
+		return false
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	var dl net.Dialer
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	conn, err := dl.DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
 
 // peerHasTimeout bounds a takeover's question to a replica: a loaded one
@@ -320,25 +429,25 @@ func (c *Cluster) prefixFromPeers(ctx context.Context, up, repo string, d digest
 const peerHasTimeout = 3 * time.Second
 
 // peerHas asks peer how many bytes of d its running fill holds (0 when it
-// runs none or does not answer within peerHasTimeout).
-func (c *Cluster) peerHas(ctx context.Context, peer string, d digest.Digest) int64 {
-	ctx, cancel := context.WithTimeout(ctx, peerHasTimeout)
+// runs none). answered is false when it did not answer within timeout.
+func (c *Cluster) peerHas(ctx context.Context, peer string, d digest.Digest, timeout time.Duration) (n int64, answered bool) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(peer, "/")+PeerPath+d.String()+"?have=1", nil)
 	if err != nil {
-		return 0
+		return 0, false
 	}
 	c.signPeer(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0
+		return 0, false
 	}
 	resp.Body.Close()
-	n, err := strconv.ParseInt(resp.Header.Get(haveHeader), 10, 64)
+	n, err = strconv.ParseInt(resp.Header.Get(haveHeader), 10, 64)
 	if err != nil || resp.StatusCode != http.StatusNoContent {
-		return 0
+		return 0, true
 	}
-	return n
+	return n, true
 }
 
 // fromStore opens d at offset in the shared store, if it holds d.
@@ -420,6 +529,47 @@ func (c *Cluster) whileHeartbeating(peer string, body io.ReadCloser) io.ReadClos
 	}()
 	return &stopOnClose{ReadCloser: cutOn(body, gone, errPeerGone), stop: stop}
 }
+
+// prefixReader reads a peer's stream of a blob up to at, what the peer's
+// fill held (left bytes more). With more, the peer is asked again there
+// (three times, 200 ms apart) and the stream goes on up to what it holds
+// then; without, or when it holds no more, the body ends (the fill goes
+// on from upstream by Range).
+type prefixReader struct {
+	body io.ReadCloser
+	left int64
+	at   int64
+	more func() int64
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	for p.left <= 0 {
+		if p.more == nil {
+			return 0, io.EOF
+		}
+		grew := false
+		for i := range 3 {
+			if i > 0 {
+				time.Sleep(200 * time.Millisecond)
+			}
+			if n := p.more(); n > p.at {
+				p.left, p.at, grew = n-p.at, n, true
+				break
+			}
+		}
+		if !grew {
+			p.more = nil
+		}
+	}
+	if int64(len(b)) > p.left {
+		b = b[:p.left]
+	}
+	n, err := p.body.Read(b)
+	p.left -= int64(n)
+	return n, err
+}
+
+func (p *prefixReader) Close() error { return p.body.Close() }
 
 // cancelOnClose releases a request's context when its body is closed.
 type cancelOnClose struct {

@@ -60,6 +60,11 @@ type Config struct {
 	// Sealed seals every upstream, as upstreams[].sealed does one (yaml
 	// sealed, default false; applied live on SIGHUP).
 	Sealed bool
+	// SealedMissStatus is the status of a miss on a sealed upstream: 404
+	// (the spec's *_UNKNOWN, a client gives up at once) or 503
+	// (UNAVAILABLE, a client may retry) (yaml sealed_miss_status, default
+	// 404; applied live on SIGHUP).
+	SealedMissStatus int
 	// Prefetch controls background fetching of an image's blobs once its
 	// manifest was pulled (yaml prefetch).
 	Prefetch Prefetch

@@ -54,20 +54,21 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Addr:            ":5000",
-		AdminAddr:       "127.0.0.1:5001",
-		Data:            "./data",
-		Freshness:       time.Minute,
-		NegativeTTL:     30 * time.Second,
-		FillTimeout:     30 * time.Minute,
-		ShutdownTimeout: 30 * time.Second,
-		ProbeInterval:   30 * time.Second,
-		Prefetch:        Prefetch{Enabled: true, Parallel: 16},
-		BudgetReserve:   BudgetReserve{Percent: 10},
-		Upstreams:       []Upstream{{Name: "docker.io", URL: "https://registry-1.docker.io"}},
-		Access:          Access{Private: "deny"},
-		Storage:         Storage{MaxSizePercent: 80, MaxBlobSize: 64 << 30, ScrubInterval: 7 * 24 * time.Hour, ScrubRate: 4 << 20},
-		Log:             Log{Level: "info", Format: "json"},
+		Addr:             ":5000",
+		AdminAddr:        "127.0.0.1:5001",
+		Data:             "./data",
+		Freshness:        time.Minute,
+		NegativeTTL:      30 * time.Second,
+		FillTimeout:      30 * time.Minute,
+		ShutdownTimeout:  30 * time.Second,
+		ProbeInterval:    30 * time.Second,
+		SealedMissStatus: 404,
+		Prefetch:         Prefetch{Enabled: true, Parallel: 16},
+		BudgetReserve:    BudgetReserve{Percent: 10},
+		Upstreams:        []Upstream{{Name: "docker.io", URL: "https://registry-1.docker.io"}},
+		Access:           Access{Private: "deny"},
+		Storage:          Storage{MaxSizePercent: 80, MaxBlobSize: 64 << 30, ScrubInterval: 7 * 24 * time.Hour, ScrubRate: 4 << 20},
+		Log:              Log{Level: "info", Format: "json"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -267,7 +268,7 @@ log: {level: error, format: text}
 	}
 	want := Config{
 		Addr: ":5000", AdminAddr: "127.0.0.1:5001", Data: "./data",
-		Freshness: time.Minute, NegativeTTL: 30 * time.Second, FillTimeout: 10 * time.Minute, ShutdownTimeout: 30 * time.Second, ProbeInterval: 30 * time.Second,
+		Freshness: time.Minute, NegativeTTL: 30 * time.Second, FillTimeout: 10 * time.Minute, ShutdownTimeout: 30 * time.Second, ProbeInterval: 30 * time.Second, SealedMissStatus: 404,
 		Prefetch:      Prefetch{Enabled: false, Parallel: 2},
 		BudgetReserve: BudgetReserve{Percent: 10},
 		Upstreams: []Upstream{

@@ -30,6 +30,8 @@ type fileConfig struct {
 	Probe       *string `yaml:"probe_interval"`
 	NegativeTTL *string `yaml:"negative_ttl"`
 	Sealed      *string `yaml:"sealed"`
+	// SealedMissStatus is sealed_miss_status: 404 or 503.
+	SealedMissStatus *string `yaml:"sealed_miss_status"`
 	// BudgetReserve is budget_reserve: a count or a percentage.
 	BudgetReserve *string `yaml:"budget_reserve"`
 	Prefetch      struct {
@@ -155,7 +157,7 @@ func (f *fileConfig) values() map[string]string {
 	m := map[string]string{}
 	for key, p := range map[string]*string{
 		"addr": f.Addr, "admin_addr": f.AdminAddr, "admin_token": f.AdminToken, "data": f.Data,
-		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe, "negative_ttl": f.NegativeTTL, "budget_reserve": f.BudgetReserve, "sealed": f.Sealed, "policy_file": f.PolicyFile,
+		"freshness": f.Freshness, "fill_timeout": f.FillTimeout, "shutdown_timeout": f.Shutdown, "probe_interval": f.Probe, "negative_ttl": f.NegativeTTL, "budget_reserve": f.BudgetReserve, "sealed": f.Sealed, "sealed_miss_status": f.SealedMissStatus, "policy_file": f.PolicyFile,
 		"prefetch.enabled": f.Prefetch.Enabled, "prefetch.parallel": f.Prefetch.Parallel,
 		"storage.max_size": f.Storage.MaxSize, "storage.max_age": f.Storage.MaxAge, "storage.max_blob_size": f.Storage.MaxBlobSize,
 		"storage.scrub_interval": f.Storage.ScrubInterval, "storage.scrub_rate": f.Storage.ScrubRate,

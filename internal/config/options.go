@@ -128,11 +128,14 @@ var options = []option{
 		usage: "how often an idle upstream is probed with a /v2/ ping (never a counted pull), first at start; 0 turns probes off",
 		set:   setDuration(func(c *Config) *time.Duration { return &c.ProbeInterval }, false)},
 	{flag: "sealed", reload: ReloadLive, key: "sealed", kind: kindBool, defDoc: "false",
-		usage: "seal every upstream: never contact one (no request, token or probe); serve what is cached, answer misses 404 and list them (upstreams[].sealed seals one)",
+		usage: "seal every upstream: never contact one (no request, token or probe); serve what is cached, answer misses 404 (or sealed-miss-status) and list them (upstreams[].sealed seals one)",
 		set:   setBool(func(c *Config) *bool { return &c.Sealed })},
 	{flag: "policy-file", reload: ReloadLive, key: "policy_file", defDoc: "none (or the file's policy block)",
 		usage: "file of the pull-time supply-chain policy (the policy block's keys at its top level); read again on SIGHUP; see docs/policy.md",
 		set:   setString(func(c *Config) *string { return &c.PolicyFile }, checkOptionalReadable)},
+	{flag: "sealed-miss-status", reload: ReloadLive, key: "sealed_miss_status", kind: kindInt, def: strconv.Itoa(defaults.SealedMissStatus),
+		usage: "the status of a miss on a sealed upstream: 404 (MANIFEST_UNKNOWN or BLOB_UNKNOWN) or 503 (UNAVAILABLE, which clients retry); the message says the mirror is sealed either way",
+		set:   setSealedMissStatus},
 	{flag: "prefetch", reload: ReloadRestart, key: "prefetch.enabled", kind: kindBool, def: strconv.FormatBool(defaults.Prefetch),
 		usage: "fetch the blobs of a pulled manifest in the background",
 		set:   setBool(func(c *Config) *bool { return &c.Prefetch.Enabled })},
@@ -407,6 +410,16 @@ func setPositiveInt(field func(*Config) *int) func(*Config, string) error {
 		*field(c) = n
 		return nil
 	}
+}
+
+// setSealedMissStatus reads sealed_miss_status: 404 or 503.
+func setSealedMissStatus(c *Config, v string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || (n != 404 && n != 503) {
+		return fmt.Errorf("want 404 or 503, got %q", v)
+	}
+	c.SealedMissStatus = n
+	return nil
 }
 
 // setPrefixes returns a setter for a comma-separated list of networks.

@@ -30,6 +30,8 @@ const (
 	FillTimeout = 30 * time.Minute
 	// ProbeInterval is how often an idle upstream is pinged (/v2/).
 	ProbeInterval = 30 * time.Second
+	// SealedMissStatus is the status of a miss on a sealed upstream.
+	SealedMissStatus = 404
 	// ShutdownTimeout bounds the drain on SIGTERM.
 	ShutdownTimeout = 30 * time.Second
 	// Prefetch turns background fetching of a pulled image's blobs on.

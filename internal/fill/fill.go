@@ -197,8 +197,8 @@ func (m *Manager) acquire(k fillKey, size int64, src Source, open bool, opts []S
 	}
 	commits := m.commits
 	m.mu.Unlock()
-	if stored, ok := m.lookup(d, open); ok {
-		return nil, stored, false, nil
+	if stored, ok, err := m.lookup(d, open); ok || err != nil {
+		return nil, stored, false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -206,8 +206,8 @@ func (m *Manager) acquire(k fillKey, size int64, src Source, open bool, opts []S
 		return f, nil, true, nil
 	}
 	if m.commits != commits { // a fill committed since the lookup: perhaps this one
-		if stored, ok := m.lookup(d, open); ok {
-			return nil, stored, false, nil
+		if stored, ok, err := m.lookup(d, open); ok || err != nil {
+			return nil, stored, false, err
 		}
 	}
 	if m.ctx.Err() != nil {
@@ -246,13 +246,19 @@ func (m *Manager) joinLocked(k fillKey) *Fill {
 }
 
 // lookup asks the store for d: with open, the committed blob to read.
-func (m *Manager) lookup(d digest.Digest, open bool) (blobstore.Blob, bool) {
-	if !open {
-		_, err := m.store.Stat(m.ctx, d)
-		return nil, err == nil
+// unreachable is the store's blobstore.ErrUnavailable (an object store
+// that is down): whether it holds d is not known, so no fill starts.
+func (m *Manager) lookup(d digest.Digest, open bool) (b blobstore.Blob, ok bool, unreachable error) {
+	var err error
+	if open {
+		b, err = m.store.Open(m.ctx, d)
+	} else {
+		_, err = m.store.Stat(m.ctx, d)
 	}
-	b, err := m.store.Open(m.ctx, d)
-	return b, err == nil
+	if errors.Is(err, blobstore.ErrUnavailable) {
+		return nil, false, err
+	}
+	return b, err == nil, nil
 }
 
 // Fill is one upstream fetch of one blob.

@@ -26,7 +26,10 @@ func wire(err error, unknown oci.ErrorCode) error {
 	if errors.As(err, &we) {
 		return we
 	}
-	if errors.Is(err, upstream.ErrSealed) {
+	if status, ok := upstream.SealedStatus(err); ok {
+		if status == http.StatusServiceUnavailable { // sealed_miss_status: 503
+			return &oci.Error{Code: oci.ErrUnavailable, Status: status, Message: err.Error()}
+		}
 		return &oci.Error{Code: unknown, Message: err.Error()}
 	}
 	if ra, ok := upstream.IsTooManyRequests(err); ok {
@@ -36,6 +39,10 @@ func wire(err error, unknown oci.ErrorCode) error {
 	if errors.Is(err, fill.ErrDiskFull) || errors.Is(err, syscall.ENOSPC) {
 		// Never the error's text: it names local paths.
 		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusInsufficientStorage, Message: "the mirror's cache disk is full; nothing was cached (the mirror's log has the details)"}
+	}
+	if errors.Is(err, blobstore.ErrUnavailable) {
+		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusServiceUnavailable,
+			Message: "the mirror's object store (S3) is unreachable, so whether it holds this is not known; nothing was fetched (retry; the mirror's log has the details)"}
 	}
 	if errors.Is(err, blobstore.ErrDigestMismatch) || errors.Is(err, blobstore.ErrSizeMismatch) {
 		return &oci.Error{Code: oci.ErrUnavailable, Status: http.StatusBadGateway, Message: "the upstream sent content that does not match its digest; nothing was cached: " + err.Error()}

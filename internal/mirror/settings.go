@@ -25,7 +25,8 @@ func (s *Service) Settings() Settings {
 
 // Options adds, by option key, what the content service and the upstream
 // clients it holds run with: freshness, negative_ttl, prefetch,
-// budget_reserve, the rules and the policy in effect, the seal, the
+// budget_reserve, the rules and the policy in effect, the seal and a
+// sealed miss's status, the
 // probe's interval and each upstream's bounds.
 func (s *Service) Options(m map[string]string) {
 	st := s.Settings()
@@ -42,6 +43,9 @@ func (s *Service) Options(m map[string]string) {
 	}
 	ups := Upstreams(s.upstreams)
 	m["sealed"] = strconv.FormatBool(ups.AllSealed())
+	if len(ups) > 0 {
+		m["sealed_miss_status"] = strconv.Itoa(ups[0].Client.SealedMissStatus())
+	}
 	if len(ups) > 0 {
 		m["probe_interval"] = ups[0].Client.Health().Probe.Interval.String()
 	}

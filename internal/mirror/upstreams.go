@@ -42,7 +42,7 @@ func (us Upstreams) Seal(want func(i int) bool, log *slog.Logger) {
 // LogSealed says, at start-up and on each change, what a seal means.
 func LogSealed(log *slog.Logger, name string, sealed bool) {
 	if sealed {
-		log.Warn("upstream sealed: never contacted; cached content is served, misses are answered 404 and listed in /status",
+		log.Warn("upstream sealed: never contacted; cached content is served, misses are answered 404 (or 503: sealed_miss_status) and listed in /status",
 			slog.String("upstream", name))
 		return
 	}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"errors"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,44 @@ var ErrSealed = errors.New("the upstream is sealed (upstreams[].sealed): the mir
 
 // WithSealed seals the client from the start (see SetSealed).
 func WithSealed(on bool) Option { return func(c *Client) { c.sealed.on.Store(on) } }
+
+// WithSealedMissStatus sets the status a refused request is answered with
+// (see SetSealedMissStatus).
+func WithSealedMissStatus(status int) Option {
+	return func(c *Client) { c.SetSealedMissStatus(status) }
+}
+
+// SetSealedMissStatus sets the status a request refused while sealed is
+// answered with: 503 (the mirror is unavailable for it, clients retry),
+// anything else 404 (the content is unknown). Live on SIGHUP.
+func (c *Client) SetSealedMissStatus(status int) {
+	c.sealed.unavailable.Store(status == http.StatusServiceUnavailable)
+}
+
+// SealedMissStatus is the status a refused request is answered with.
+func (c *Client) SealedMissStatus() int {
+	if c.sealed.unavailable.Load() {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusNotFound
+}
+
+// SealedStatus reports whether err is a request refused by a sealed
+// upstream, and the status to answer it with (404 or 503, as the client
+// was set when it refused).
+func SealedStatus(err error) (int, bool) {
+	var se *sealedError
+	if !errors.As(err, &se) {
+		return 0, false
+	}
+	return se.status, true
+}
+
+// sealedError is ErrSealed with the status to answer it with.
+type sealedError struct{ status int }
+
+func (e *sealedError) Error() string        { return ErrSealed.Error() }
+func (e *sealedError) Is(target error) bool { return target == ErrSealed }
 
 // SetSealed seals or unseals the client (SIGHUP). Sealed, every request
 // fails with ErrSealed before anything leaves the process, and is recorded
@@ -37,10 +76,11 @@ const maxMisses = 1000
 
 // sealedState is the seal and what it refused.
 type sealedState struct {
-	on     atomic.Bool
-	mu     sync.Mutex
-	misses map[string]*Miss
-	total  int64
+	on          atomic.Bool
+	unavailable atomic.Bool // misses are answered 503, not 404
+	mu          sync.Mutex
+	misses      map[string]*Miss
+	total       int64
 }
 
 // refuse records a refused request and returns its error.
@@ -62,7 +102,7 @@ func (c *Client) refuse(op string) error {
 		m.Last = c.now()
 	}
 	c.log.Debug("sealed upstream: not contacted", "upstream", c.name, "op", op)
-	return &Error{Upstream: c.name, Op: op, Err: ErrSealed}
+	return &Error{Upstream: c.name, Op: op, Err: &sealedError{status: c.SealedMissStatus()}}
 }
 
 // SealedMisses are the requests refused while sealed, the most asked

@@ -63,6 +63,12 @@ type Store struct {
 	spool    *disk.Store
 	partSize int64
 	log      *slog.Logger
+	endpoint string // for errors: where S3 was not reached
+	// down: the last lookup found S3 unreachable, at failedAt (unix ns);
+	// probing: a lookup is asking it again (statObject).
+	// unreachableLogged is when that was last logged.
+	down, probing               atomic.Bool
+	failedAt, unreachableLogged atomic.Int64
 
 	tier      bool
 	tierMax   int64
@@ -121,7 +127,8 @@ func New(ctx context.Context, cfg Config, spoolDir string, opts ...Option) (*Sto
 		return nil, err
 	}
 	s := &Store{c: c, core: minio.Core{Client: c}, bucket: cfg.Bucket, prefix: cfg.Prefix, spool: spool,
-		partSize: 16 << 20, log: slog.New(slog.DiscardHandler), copying: map[digest.Digest]bool{}}
+		partSize: 16 << 20, log: slog.New(slog.DiscardHandler), copying: map[digest.Digest]bool{},
+		endpoint: cfg.Endpoint}
 	for _, o := range opts {
 		o(s)
 	}
@@ -178,7 +185,7 @@ func (s *Store) Stat(ctx context.Context, d digest.Digest) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	info, err := s.c.StatObject(ctx, s.bucket, k, minio.StatObjectOptions{})
+	info, err := s.statObject(ctx, k)
 	if notFound(err) {
 		return 0, blobstore.ErrNotFound
 	}
@@ -186,6 +193,57 @@ func (s *Store) Stat(ctx context.Context, d digest.Digest) (int64, error) {
 		return 0, fmt.Errorf("stat blob %s in S3: %w", d, err)
 	}
 	return info.Size, nil
+}
+
+// lookupTimeout bounds a lookup of an object (its HEAD, with the S3
+// client's retries): a request for a blob waits this long at most for an
+// S3 that is down or unreachable, then is answered that S3 is unreachable
+// (blobstore.ErrUnavailable), rather than after the client's ten retries
+// (8 to 30 s). A HEAD answers in milliseconds when S3 is up.
+const lookupTimeout = 2 * time.Second
+
+// probeGap is how often, at most, a lookup asks an S3 found unreachable
+// again (statObject).
+const probeGap = time.Second
+
+// statObject is a HEAD of the object bounded by lookupTimeout. An S3 that
+// does not answer in time, or answers 5xx, is blobstore.ErrUnavailable;
+// the caller's own cancellation is returned as it is.
+//
+// Once a lookup found S3 unreachable, one lookup at a time asks it again,
+// at most once a second (probeGap), while the others answer
+// ErrUnavailable at once: during an outage most requests fail in
+// microseconds rather than lookupTimeout, and the first lookup that finds
+// S3 answering ends the outage for all.
+func (s *Store) statObject(ctx context.Context, key string) (minio.ObjectInfo, error) {
+	if s.down.Load() {
+		if time.Since(time.Unix(0, s.failedAt.Load())) < probeGap || !s.probing.CompareAndSwap(false, true) {
+			return minio.ObjectInfo{}, fmt.Errorf("%w (S3 at %s did not answer the last lookup; it is asked again once a second)", blobstore.ErrUnavailable, s.endpoint)
+		}
+		defer s.probing.Store(false)
+	}
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	info, err := s.c.StatObject(lctx, s.bucket, key, minio.StatObjectOptions{})
+	if err == nil || notFound(err) {
+		if s.down.Swap(false) {
+			s.log.Info("S3 answers again")
+		}
+		return info, err
+	}
+	if ctx.Err() != nil {
+		return info, err
+	}
+	if r := minio.ToErrorResponse(err); lctx.Err() != nil || r.StatusCode == 0 || r.StatusCode >= 500 {
+		err = fmt.Errorf("%w (S3 at %s did not answer within %s: %w)", blobstore.ErrUnavailable, s.endpoint, lookupTimeout, err)
+		s.failedAt.Store(time.Now().UnixNano())
+		s.down.Store(true)
+		if now := time.Now().UnixNano(); now-s.unreachableLogged.Load() > int64(10*time.Second) {
+			s.unreachableLogged.Store(now) // once in 10 s while it lasts
+			s.log.Error("S3 is unreachable: blob requests it would answer are answered 503", slog.Any("error", err))
+		}
+	}
+	return info, err
 }
 
 // Open implements blobstore.Store: from the local tier when it has the
@@ -204,7 +262,7 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (blobstore.Blob, erro
 	if err != nil {
 		return nil, err
 	}
-	info, err := s.c.StatObject(ctx, s.bucket, k, minio.StatObjectOptions{})
+	info, err := s.statObject(ctx, k)
 	if notFound(err) {
 		return nil, blobstore.ErrNotFound
 	}

@@ -142,10 +142,11 @@ func TestLocalTier(t *testing.T) {
 		t.Fatalf("tier hit with S3 stopped: %v", err)
 	}
 	b.Close()
-	if _, err := s.Open(t.Context(), ds[0]); err == nil || errors.Is(err, blobstore.ErrNotFound) {
-		t.Fatalf("a blob only in S3, with S3 stopped: %v, want an error that is not ErrNotFound", err)
+	if _, err := s.Open(t.Context(), ds[0]); !errors.Is(err, blobstore.ErrUnavailable) {
+		t.Fatalf("a blob only in S3, with S3 stopped: %v, want ErrUnavailable", err)
 	}
 	srv.Start()
+	time.Sleep(probeGap) // S3 found unreachable is asked again after a second
 	if _, err := s.Open(t.Context(), ds[0]); err != nil {
 		t.Fatalf("after S3 restarted: %v", err)
 	}
@@ -349,5 +350,49 @@ func TestMultipartFromOffsets(t *testing.T) {
 	}
 	if n := incomplete(t, srv, "mpo/"); n != 0 {
 		t.Fatalf("%d multipart uploads left open", n)
+	}
+}
+
+// TestUnreachable: with the S3 engine stopped, a lookup answers
+// blobstore.ErrUnavailable within lookupTimeout (not after the S3
+// client's ten retries), and lookups right after it at once, while one a
+// second (probeGap) asks again; a blob of the local tier is still served.
+// Started again, the next lookup after probeGap finds S3.
+func TestUnreachable(t *testing.T) {
+	srv := testenv.NewS3(t)
+	s := newStore(t, srv, "down/", WithLocalTier(1<<30))
+	data := blobstoretest.RandBytes(3, 1<<20)
+	d := digest.FromBytes(data)
+	w, err := s.Create(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(t.Context(), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	other := digest.FromString("not stored")
+	srv.Stop()
+	start := time.Now()
+	_, err = s.Stat(t.Context(), other)
+	if took := time.Since(start); !errors.Is(err, blobstore.ErrUnavailable) || took > lookupTimeout+time.Second {
+		t.Fatalf("Stat with S3 stopped: %v after %s, want ErrUnavailable within %s", err, took, lookupTimeout)
+	}
+	start = time.Now()
+	if _, err := s.Open(t.Context(), other); !errors.Is(err, blobstore.ErrUnavailable) || time.Since(start) > 100*time.Millisecond {
+		t.Errorf("Open right after: %v after %s, want ErrUnavailable at once", err, time.Since(start))
+	}
+	if b, err := s.Open(t.Context(), d); err != nil {
+		t.Errorf("a blob of the local tier with S3 stopped: %v", err)
+	} else {
+		b.Close()
+	}
+	srv.Start()
+	time.Sleep(probeGap)
+	if _, err := s.Stat(t.Context(), other); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Errorf("Stat with S3 back: %v, want ErrNotFound", err)
 	}
 }
