@@ -109,6 +109,9 @@ func ValidateTag(tag string) error {
 // ParseDigest parses and validates a digest (sha256 or sha512, with the
 // right length of lower-case hex).
 func ParseDigest(s string) (digest.Digest, error) {
+	if sha256Hex(s) { // nearly every request: go-digest's regexp is 0.5 µs of a 5 µs warm hit (issue 28)
+		return digest.Digest(s), nil
+	}
 	d, err := digest.Parse(s)
 	if err != nil {
 		return "", Errorf(ErrDigestInvalid, "invalid digest %q: %v", truncate(s), err)
@@ -156,4 +159,20 @@ func truncate(s string) string {
 		return s[:80] + "..."
 	}
 	return s
+}
+
+// sha256Hex reports whether s is "sha256:" and 64 lower-case hex digits:
+// exactly the sha256 digests go-digest's Parse accepts
+// (TestSHA256FastPathAgrees).
+func sha256Hex(s string) bool {
+	const prefix = "sha256:"
+	if len(s) != len(prefix)+64 || s[:len(prefix)] != prefix {
+		return false
+	}
+	for i := len(prefix); i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
