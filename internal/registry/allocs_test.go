@@ -115,7 +115,7 @@ func TestV2Routes(t *testing.T) {
 	for _, target := range []string{
 		"/v2", "/v2/", "/v2/library/alpine/manifests/latest", "/v2/x/blobs/sha256:ab", "/v2//x", "/v2/./x",
 		"/v2/a/../b", "/v2/a/..", "/v2/a/.", "/v2/.hidden/x", "/v2/a..b/c", "/v2x", "/v3/", "/", "/token",
-		"/v2%2Fx", "/v2/a%2Fb/manifests/1", "/v2/a/%2e%2e/b", "//v2/x", "/V2/",
+		"/v2%2Fx", "/v2/a%2Fb/manifests/1", "/v2/a/%2e%2e/b", "//v2/x", "/V2/", "/v2/a%25b/c", "/v2/a%20b/../c", "/v2/a%20b/c",
 	} {
 		for _, method := range []string{"GET", "HEAD", "CONNECT"} {
 			req := httptest.NewRequest(method, "http://mirror.test"+target, nil)
