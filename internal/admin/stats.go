@@ -140,12 +140,12 @@ func (s *stats) observe(sv registry.Served) {
 		v.(*atomic.Int64).Add(1)
 	}
 	if s.prom != nil {
-		s.prom.Results.WithLabelValues(res).Inc()
+		s.prom.Result(res).Inc()
 		if src != "" && sv.Bytes > 0 {
-			s.prom.ServedBytes.WithLabelValues(src).Add(float64(sv.Bytes))
+			s.prom.Served(src).Add(float64(sv.Bytes))
 		}
 		if saved {
-			s.prom.PullsSaved.WithLabelValues(sv.Upstream).Inc()
+			s.prom.Saved(sv.Upstream).Inc()
 		}
 	}
 	s.remember(sv, res)
