@@ -132,6 +132,9 @@ func TestReloadNamesEveryOption(t *testing.T) {
 	if got := m.App.content.Policy().Mode(); got != policy.Audit {
 		t.Errorf("the policy in effect after the reload is %q, want audit", got)
 	}
+	if got := m.App.evictor.MaxAge(); got != 48*time.Hour {
+		t.Errorf("storage.max_age applied, but eviction's age limit is %s", got)
+	}
 	if got := m.App.evictor.MaxSize(); got != 1<<40 {
 		t.Errorf("the cap in effect is %d after the reload", got)
 	}
