@@ -126,20 +126,35 @@ func image(t *testing.T, b backend, repo string, layers ...digest.Digest) digest
 	return d
 }
 
-func runOps(t *testing.T, b backend) {
-	ctx := t.Context()
+// twoImages are the suites' fixture: images a and b of 100 KiB blobs (a
+// config and a layer each of their own, and a layer they share), b used
+// after a.
+type twoImages struct {
+	ma, mb, cfgA, cfgB, shared, onlyA, onlyB digest.Digest
+}
+
+func seedTwoImages(t *testing.T, b backend) twoImages {
+	t.Helper()
 	blob := func(seed uint64) digest.Digest {
 		d := put(t, b.store, blobstoretest.RandBytes(seed, 100<<10))
-		if err := b.index.PutBlob(ctx, d, 100<<10); err != nil {
+		if err := b.index.PutBlob(t.Context(), d, 100<<10); err != nil {
 			t.Fatal(err)
 		}
 		return d
 	}
-	cfgA, cfgB, shared, onlyA, onlyB := blob(1), blob(2), blob(3), blob(4), blob(5)
-	ma := image(t, b, "library/a", cfgA, shared, onlyA)
+	var f twoImages
+	f.cfgA, f.cfgB, f.shared, f.onlyA, f.onlyB = blob(1), blob(2), blob(3), blob(4), blob(5)
+	f.ma = image(t, b, "library/a", f.cfgA, f.shared, f.onlyA)
 	time.Sleep(5 * time.Millisecond) // b is used after a
-	mb := image(t, b, "library/b", cfgB, shared, onlyB)
-	b.index.TouchAll([]digest.Digest{cfgB, shared, onlyB})
+	f.mb = image(t, b, "library/b", f.cfgB, f.shared, f.onlyB)
+	b.index.TouchAll([]digest.Digest{f.cfgB, f.shared, f.onlyB})
+	return f
+}
+
+func runOps(t *testing.T, b backend) {
+	ctx := t.Context()
+	f := seedTwoImages(t, b)
+	ma, mb, cfgA, cfgB, shared, onlyA, onlyB := f.ma, f.mb, f.cfgA, f.cfgB, f.shared, f.onlyA, f.onlyB
 	ops := NewOps(b.store, b.index, OpsConfig{})
 
 	l, err := ops.List(ctx, ListOptions{Sort: "last-use"})
@@ -225,18 +240,8 @@ func runOps(t *testing.T, b backend) {
 
 func runEvict(t *testing.T, b backend) {
 	ctx := t.Context()
-	blob := func(seed uint64) digest.Digest {
-		d := put(t, b.store, blobstoretest.RandBytes(seed, 100<<10))
-		if err := b.index.PutBlob(ctx, d, 100<<10); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	cfgA, cfgB, shared, onlyA, onlyB := blob(1), blob(2), blob(3), blob(4), blob(5)
-	ma := image(t, b, "library/a", cfgA, shared, onlyA)
-	time.Sleep(5 * time.Millisecond) // b is used after a
-	mb := image(t, b, "library/b", cfgB, shared, onlyB)
-	b.index.TouchAll([]digest.Digest{cfgB, shared, onlyB})
+	f := seedTwoImages(t, b)
+	ma, mb, cfgA, cfgB, shared, onlyA, onlyB := f.ma, f.mb, f.cfgA, f.cfgB, f.shared, f.onlyA, f.onlyB
 	if err := b.index.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -26,26 +26,8 @@ import (
 // (logged, not asserted: the machine is shared).
 func TestContainerd2ParallelPull(t *testing.T) {
 	const size = 64 << 20
-	const perConn = 8 << 20 // bytes per second per connection at the stand-in
-	hub := testenv.NewHub(t)
-	imgs := hub.Seed(t, testenv.WithBigImage(size))
-	img := *imgs.Big
+	hub, img, layerRanges := throttledLayer(t, size)
 	layer := string(img.Layers[0].Digest)
-	hub.SetFault(testenv.AllBlobs, testenv.Throttle(perConn))
-	// The registry host serves the bytes itself: its CDN host differs by
-	// port only, and containerd 2.x (Go's redirect rule compares host
-	// names) would forward the registry token there, which the CDN refuses
-	// as Docker Hub's does.
-	hub.SetRedirect(false)
-	layerRanges := func() int {
-		n := 0
-		for _, r := range hub.Requests() {
-			if r.Ref == layer && r.Kind == testenv.KindBlob && r.Method == "GET" && r.Range != "" {
-				n++
-			}
-		}
-		return n
-	}
 	for _, chunk := range []int64{8 << 20, 32 << 20} {
 		t.Run(fmt.Sprintf("%d MiB chunks", chunk>>20), func(t *testing.T) {
 			opts := testenv.Containerd2Options{FetchBuffer: chunk, MaxDownloads: 3}
@@ -148,4 +130,30 @@ func pullImage(t *testing.T, c *testenv.Containerd, ref, want string) {
 		}
 	}
 	t.Errorf("%s not in ctr images ls:\n%s", ref, out)
+}
+
+// throttledLayer is the stand-in with one image of a size-byte layer, its
+// blobs sent at 8 MiB/s per connection (as a CDN edge limits one
+// connection), and a count of the range requests for the layer. The
+// registry host serves the bytes itself: its CDN host differs by port
+// only, and containerd 2.x (Go's redirect rule compares host names) would
+// forward the registry token there, which the CDN refuses as Docker Hub's
+// does.
+func throttledLayer(t *testing.T, size int64) (*testenv.Hub, testenv.Image, func() int) {
+	t.Helper()
+	hub := testenv.NewHub(t)
+	img := *hub.Seed(t, testenv.WithBigImage(size)).Big
+	layer := string(img.Layers[0].Digest)
+	hub.SetFault(testenv.AllBlobs, testenv.Throttle(8<<20))
+	hub.SetRedirect(false)
+	ranges := func() int {
+		n := 0
+		for _, r := range hub.Requests() {
+			if r.Ref == layer && r.Kind == testenv.KindBlob && r.Method == "GET" && r.Range != "" {
+				n++
+			}
+		}
+		return n
+	}
+	return hub, img, ranges
 }

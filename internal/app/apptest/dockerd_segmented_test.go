@@ -22,22 +22,8 @@ import (
 // are logged (not asserted: the machine is shared).
 func TestDockerdSegmentedPull(t *testing.T) {
 	const size = 64 << 20
-	const perConn = 8 << 20 // bytes per second per connection at the stand-in
-	hub := testenv.NewHub(t)
-	imgs := hub.Seed(t, testenv.WithBigImage(size))
-	img := *imgs.Big
+	hub, img, ranges := throttledLayer(t, size) // 8 MiB/s per connection
 	layer := string(img.Layers[0].Digest)
-	hub.SetFault(testenv.AllBlobs, testenv.Throttle(perConn))
-	hub.SetRedirect(false)
-	ranges := func() int {
-		n := 0
-		for _, r := range hub.Requests() {
-			if r.Ref == layer && r.Kind == testenv.KindBlob && r.Method == "GET" && r.Range != "" {
-				n++
-			}
-		}
-		return n
-	}
 	digestOf := func(d *testenv.Dockerd, ref string) string {
 		out, err := d.Docker(withTimeout(t, time.Minute), "image", "inspect", "--format", "{{join .RepoDigests \" \"}}", ref)
 		if err != nil {
