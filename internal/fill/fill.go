@@ -13,6 +13,7 @@
 package fill
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -450,8 +451,7 @@ func (f *Fill) watch(cancel context.CancelCauseFunc) (stop func()) {
 // fetch copies the upstream body into the writer, resuming with Range after
 // a dropped connection, until the expected size is reached or the body ends.
 func (f *Fill) fetch(ctx context.Context, src Source) error {
-	failures := 0
-	wait := f.m.backoff
+	r := f.m.resume()
 	buf := make([]byte, 128<<10)
 	for {
 		written := f.w.Written()
@@ -467,13 +467,9 @@ func (f *Fill) fetch(ctx context.Context, src Source) error {
 			if ctx.Err() != nil || (errors.As(err, &ue) && !ue.Temporary()) {
 				return err
 			}
-			if failures++; failures >= f.m.attempts {
-				return err
+			if ok, cerr := r.again(ctx, false, nil); !ok {
+				return cmp.Or(cerr, err)
 			}
-			if !sleep(ctx, wait) {
-				return ctx.Err()
-			}
-			wait *= 2
 			continue
 		}
 		f.mu.Lock()
@@ -491,18 +487,44 @@ func (f *Fill) fetch(ctx context.Context, src Source) error {
 		if errors.Is(err, errFatal) || ctx.Err() != nil {
 			return err
 		}
-		if progressed {
-			failures, wait = 0, f.m.backoff
+		if ok, cerr := r.again(ctx, progressed, func() {
+			f.m.log.Info("upstream body interrupted; resuming", slog.String("digest", f.d.String()), slog.Int64("offset", f.w.Written()), slog.Any("error", err))
+		}); !ok {
+			return cmp.Or(cerr, err)
 		}
-		if failures++; failures >= f.m.attempts {
-			return err
-		}
-		f.m.log.Info("upstream body interrupted; resuming", slog.String("digest", f.d.String()), slog.Int64("offset", f.w.Written()), slog.Any("error", err))
-		if !sleep(ctx, wait) {
-			return ctx.Err()
-		}
-		wait *= 2
 	}
+}
+
+// retries are one fetch's budget for resuming after dropped connections:
+// the manager's attempts in a row without progress, each after a wait that
+// doubles from its backoff; progress starts the count again.
+type retries struct {
+	m        *Manager
+	failures int
+	wait     time.Duration
+}
+
+func (m *Manager) resume() *retries { return &retries{m: m, wait: m.backoff} }
+
+// again counts a failure (after progress, the first of a new run) and,
+// while attempts are left, calls before (when not nil) and waits. false
+// when the attempts are spent (err nil: the caller returns its own) or ctx
+// ended while waiting (its error).
+func (r *retries) again(ctx context.Context, progressed bool, before func()) (bool, error) {
+	if progressed {
+		r.failures, r.wait = 0, r.m.backoff
+	}
+	if r.failures++; r.failures >= r.m.attempts {
+		return false, nil
+	}
+	if before != nil {
+		before()
+	}
+	if !sleep(ctx, r.wait) {
+		return false, ctx.Err()
+	}
+	r.wait *= 2
+	return true, nil
 }
 
 var errFatal = errors.New("giving up")

@@ -1,6 +1,7 @@
 package fill
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -186,8 +187,7 @@ func (f *Fill) takePiece() *piece {
 // fetchPiece fetches one piece, resuming from where it stopped after a
 // dropped connection, as fetch does for a whole blob.
 func (f *Fill) fetchPiece(ctx context.Context, wa blobstore.WriterAt, p *piece, buf []byte) error {
-	failures := 0
-	wait := f.m.backoff
+	r := f.m.resume()
 	for {
 		f.mu.Lock()
 		from, end := p.next, p.end
@@ -201,13 +201,9 @@ func (f *Fill) fetchPiece(ctx context.Context, wa blobstore.WriterAt, p *piece, 
 			if errors.Is(err, upstream.ErrRangeIgnored) || ctx.Err() != nil || (errors.As(err, &ue) && !ue.Temporary()) {
 				return err
 			}
-			if failures++; failures >= f.m.attempts {
-				return err
+			if ok, cerr := r.again(ctx, false, nil); !ok {
+				return cmp.Or(cerr, err)
 			}
-			if !sleep(ctx, wait) {
-				return ctx.Err()
-			}
-			wait *= 2
 			continue
 		}
 		f.mu.Lock()
@@ -225,17 +221,11 @@ func (f *Fill) fetchPiece(ctx context.Context, wa blobstore.WriterAt, p *piece, 
 		if errors.Is(err, errFatal) || ctx.Err() != nil {
 			return err
 		}
-		if progressed {
-			failures, wait = 0, f.m.backoff
+		if ok, cerr := r.again(ctx, progressed, func() {
+			f.m.log.Info("upstream range interrupted; resuming", slog.String("digest", f.d.String()), slog.Int64("offset", p.next), slog.Any("error", err))
+		}); !ok {
+			return cmp.Or(cerr, err)
 		}
-		if failures++; failures >= f.m.attempts {
-			return err
-		}
-		f.m.log.Info("upstream range interrupted; resuming", slog.String("digest", f.d.String()), slog.Int64("offset", p.next), slog.Any("error", err))
-		if !sleep(ctx, wait) {
-			return ctx.Err()
-		}
-		wait *= 2
 	}
 }
 
