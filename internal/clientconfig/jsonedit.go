@@ -60,15 +60,17 @@ func parseJSONObject(src []byte) (*jsonDoc, error) {
 	if len(bytes.TrimSpace(src)) == 0 {
 		src = append(append([]byte{}, src...), "{}"...)
 	}
-	if !json.Valid(src) {
-		var v any
-		err := json.Unmarshal(src, &v)
+	// Decoded the way dockerd reads it (into interface values), not only
+	// checked for syntax: a number past float64's range is valid JSON that
+	// dockerd refuses at start, so writing beside it would stop the engine.
+	var v any
+	if err := json.Unmarshal(src, &v); err != nil {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
 			line, col := position(src, se.Offset)
 			return nil, &SyntaxError{Line: line, Column: col, Offset: se.Offset, Msg: se.Error()}
 		}
-		return nil, fmt.Errorf("invalid JSON: %w", err)
+		return nil, fmt.Errorf("dockerd could not read this file either, fix it first: %w", err)
 	}
 	d.src = src
 	p := skipWS(src, 0)
