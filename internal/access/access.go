@@ -319,7 +319,11 @@ func (a *Access) Middleware(next http.Handler) http.Handler {
 			throttledError(id.throttled).Write(w, r)
 			return
 		}
-		r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
+		if id != (identity{}) {
+			// Anonymous needs no copy of the request: identityOf reads a
+			// missing identity as anonymous (a copy is a tenth of a warm hit).
+			r = r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
+		}
 		if a.cur().users != nil {
 			if r.URL.Path == "/token" {
 				a.serveToken(w, r, client)

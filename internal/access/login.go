@@ -126,6 +126,9 @@ func (a *Access) identityOf(r *http.Request) identity {
 	if id, ok := r.Context().Value(identityKey{}).(identity); ok {
 		return id
 	}
+	if r.Header.Get("Authorization") == "" {
+		return identity{} // what identify answers without credentials
+	}
 	return a.identify(r, a.clientAddr(r))
 }
 

@@ -57,27 +57,38 @@ func ParsePath(p string) (Path, error) {
 	if !ok {
 		return Path{}, notFound(p)
 	}
-	segs := strings.Split(rest, "/")
-	n := len(segs)
+	// The path is cut from its end without splitting it into a slice: it
+	// runs on every request (FuzzParsePath holds it equal to the split).
+	i := strings.LastIndexByte(rest, '/')
+	if i < 0 {
+		return Path{}, notFound(p)
+	}
+	head, last := rest[:i], rest[i+1:]
+	j := strings.LastIndexByte(head, '/')
+	if j < 0 {
+		return Path{}, notFound(p)
+	}
+	name, kind := head[:j], head[j+1:]
 	switch {
-	case n >= 3 && segs[n-2] == "manifests":
-		return parseWith(segs[:n-2], KindManifest, segs[n-1])
-	case n >= 3 && segs[n-2] == "blobs" && segs[n-1] == "uploads":
-		return parseWith(segs[:n-2], KindUpload, "")
-	case n >= 4 && segs[n-3] == "blobs" && segs[n-2] == "uploads":
-		return parseWith(segs[:n-3], KindUpload, "")
-	case n >= 3 && segs[n-2] == "blobs":
-		return parseWith(segs[:n-2], KindBlob, segs[n-1])
-	case n >= 3 && segs[n-2] == "tags" && segs[n-1] == "list":
-		return parseWith(segs[:n-2], KindTags, "")
-	case n >= 3 && segs[n-2] == "referrers":
-		return parseWith(segs[:n-2], KindReferrers, segs[n-1])
+	case kind == "manifests":
+		return parseWith(name, KindManifest, last)
+	case kind == "blobs" && last == "uploads":
+		return parseWith(name, KindUpload, "")
+	case kind == "uploads":
+		if k := strings.LastIndexByte(name, '/'); k >= 0 && name[k+1:] == "blobs" {
+			return parseWith(name[:k], KindUpload, "")
+		}
+	case kind == "blobs":
+		return parseWith(name, KindBlob, last)
+	case kind == "tags" && last == "list":
+		return parseWith(name, KindTags, "")
+	case kind == "referrers":
+		return parseWith(name, KindReferrers, last)
 	}
 	return Path{}, notFound(p)
 }
 
-func parseWith(nameSegs []string, kind Kind, last string) (Path, error) {
-	name := strings.Join(nameSegs, "/")
+func parseWith(name string, kind Kind, last string) (Path, error) {
 	if err := ValidateName(name); err != nil {
 		return Path{}, err
 	}

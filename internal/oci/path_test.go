@@ -2,6 +2,7 @@ package oci
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -80,6 +81,9 @@ func FuzzParsePath(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := ParsePath(s)
+		if want, werr := parsePathSplit(s); !reflect.DeepEqual(p, want) || (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() {
+			t.Fatalf("ParsePath(%q) = %+v, %v; split into segments: %+v, %v", s, p, err, want, werr)
+		}
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) {
@@ -124,4 +128,34 @@ func FuzzValidTag(f *testing.F) {
 			t.Fatalf("validTag(%q) = %v, the grammar says %v", s, got, want)
 		}
 	})
+}
+
+// parsePathSplit is ParsePath as first written, splitting the path into
+// segments: the reference FuzzParsePath holds the cut-from-the-end parser to.
+func parsePathSplit(p string) (Path, error) {
+	if p == "/v2/" || p == "/v2" {
+		return Path{Kind: KindBase}, nil
+	}
+	rest, ok := strings.CutPrefix(p, "/v2/")
+	if !ok {
+		return Path{}, notFound(p)
+	}
+	segs := strings.Split(rest, "/")
+	n := len(segs)
+	name := func(k int) string { return strings.Join(segs[:n-k], "/") }
+	switch {
+	case n >= 3 && segs[n-2] == "manifests":
+		return parseWith(name(2), KindManifest, segs[n-1])
+	case n >= 3 && segs[n-2] == "blobs" && segs[n-1] == "uploads":
+		return parseWith(name(2), KindUpload, "")
+	case n >= 4 && segs[n-3] == "blobs" && segs[n-2] == "uploads":
+		return parseWith(name(3), KindUpload, "")
+	case n >= 3 && segs[n-2] == "blobs":
+		return parseWith(name(2), KindBlob, segs[n-1])
+	case n >= 3 && segs[n-2] == "tags" && segs[n-1] == "list":
+		return parseWith(name(2), KindTags, "")
+	case n >= 3 && segs[n-2] == "referrers":
+		return parseWith(name(2), KindReferrers, segs[n-1])
+	}
+	return Path{}, notFound(p)
 }

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/regcache/regcache/internal/metrics"
 	"github.com/regcache/regcache/internal/mirror"
 	"github.com/regcache/regcache/internal/oci"
 )
@@ -135,8 +134,9 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 				if cache == "" {
 					cache = "none"
 				}
-				s.metrics.Requests.WithLabelValues(ri.kind, methodLabel(r.Method), cache, metrics.Code(status)).Inc()
-				s.metrics.Bytes.WithLabelValues(cache).Add(float64(lw.bytes))
+				c := s.series.get(requestKey{kind: ri.kind, method: methodLabel(r.Method), cache: cache, status: status})
+				c.requests.Inc()
+				c.bytes.Add(float64(lw.bytes))
 			}
 			s.observed(r, ri, status, lw.bytes)
 			if p != nil {

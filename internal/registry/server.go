@@ -51,6 +51,7 @@ type Server struct {
 	authz      Authorizer
 	middleware func(http.Handler) http.Handler
 	metrics    *metrics.Metrics
+	series     *requestSeries // the request counters by label set, of metrics
 	observe    func(Served)
 	clientAddr func(*http.Request) netip.Addr // nil: the peer's address
 	// manifestHeaders are the header values of recent manifest answers.
@@ -65,7 +66,9 @@ type Option func(*Server)
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
 // WithMetrics sets the collectors to update (default: none).
-func WithMetrics(m *metrics.Metrics) Option { return func(s *Server) { s.metrics = m } }
+func WithMetrics(m *metrics.Metrics) Option {
+	return func(s *Server) { s.metrics, s.series = m, &requestSeries{m: m} }
+}
 
 // WithAuthorizer sets the access check (default: everyone may read).
 func WithAuthorizer(a Authorizer) Option { return func(s *Server) { s.authz = a } }
@@ -130,6 +133,21 @@ func cleanV2(p string) bool {
 	if p != "/v2" && !strings.HasPrefix(p, "/v2/") {
 		return false
 	}
-	return !strings.Contains(p, "//") && !strings.Contains(p, "/./") && !strings.Contains(p, "/../") &&
-		!strings.HasSuffix(p, "/.") && !strings.HasSuffix(p, "/..")
+	// One pass over the slashes, not five scans of the path (three
+	// Contains were 4 % of a warm hit's CPU; issue 28).
+	for i := 0; ; {
+		j := strings.IndexByte(p[i:], '/')
+		if j < 0 {
+			return true
+		}
+		i += j + 1
+		seg := p[i:]
+		if k := strings.IndexByte(seg, '/'); k >= 0 {
+			seg = seg[:k+1]
+		}
+		switch seg {
+		case "/", ".", "./", "..", "../":
+			return false
+		}
+	}
 }
