@@ -101,6 +101,7 @@ type Envelope struct {
 // Write answers the request with the error envelope. HEAD responses get the
 // status and headers only.
 func (e *Error) Write(w http.ResponseWriter, r *http.Request) {
+	recordError(w, e)
 	body, _ := json.Marshal(Envelope{Errors: []Error{*e}})
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=utf-8")
@@ -116,5 +117,29 @@ func (e *Error) Write(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(e.HTTPStatus())
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
+	}
+}
+
+// ErrorRecorder is a response writer that keeps the error a request is
+// answered with: the access log's, so an error written anywhere (a
+// middleware's refusal as much as a route's) is logged with its code and
+// reason.
+type ErrorRecorder interface {
+	RecordError(e *Error)
+}
+
+// recordError tells the first ErrorRecorder among w and the writers it
+// wraps (through Unwrap, as http.ResponseController finds them).
+func recordError(w http.ResponseWriter, e *Error) {
+	for {
+		switch v := w.(type) {
+		case ErrorRecorder:
+			v.RecordError(e)
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return
+		}
 	}
 }

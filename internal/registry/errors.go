@@ -34,6 +34,5 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// The client gets no detail (it may name local paths); the log has it.
 		s.log.Error("internal error answering a request", slog.String("path", r.URL.Path), slog.Any("error", err))
 	}
-	noteError(w, e)
-	e.Write(w, r)
+	e.Write(w, r) // records the error in the log line (logWriter.RecordError)
 }

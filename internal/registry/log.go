@@ -47,8 +47,11 @@ func info(w http.ResponseWriter) *reqInfo {
 	}
 }
 
-func noteError(w http.ResponseWriter, e *oci.Error) {
-	ri := info(w)
+// RecordError keeps the error the request is answered with for its log
+// line and the observer (oci.Error.Write calls it, wherever the error is
+// written from).
+func (w *logWriter) RecordError(e *oci.Error) {
+	ri := &w.ri
 	ri.errCode, ri.errMsg = string(e.Code), e.Message
 	if len(ri.errMsg) > maxLoggedReason {
 		ri.errMsg = ri.errMsg[:maxLoggedReason] + "…"

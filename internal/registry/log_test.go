@@ -119,3 +119,45 @@ func TestLogRecordThroughAWrappingMiddleware(t *testing.T) {
 		t.Errorf("unknown repository: log error %v", lines[2]["error"])
 	}
 }
+
+// TestLogRecordsAMiddlewaresRefusal: an error a middleware writes itself
+// (the access rules' allow-list, request limits and logins answer before
+// routing) is in the log line and the observer with its code and reason,
+// also through a writer that wraps the access log's.
+func TestLogRecordsAMiddlewaresRefusal(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	var buf syncBuffer
+	var seen []Served
+	var mu sync.Mutex
+	refuse := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			oci.Errorf(oci.ErrDenied, "this mirror does not serve your network").Write(wrappedWriter{w}, r)
+		})
+	}
+	ts := httptest.NewServer(New(e.content, WithLogger(slog.New(slog.NewJSONHandler(&buf, nil))), WithMiddleware(refuse),
+		WithObserver(func(s Served) { mu.Lock(); seen = append(seen, s); mu.Unlock() })).Handler())
+	defer ts.Close()
+	resp, err := http.Get(ts.URL + "/v2/library/alpine/manifests/latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ts.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("status %d, want 403", resp.StatusCode)
+	}
+	var line map[string]any
+	sc := bufio.NewScanner(bytes.NewReader([]byte(buf.String())))
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "request" {
+			line = m
+		}
+	}
+	if line == nil || line["error"] != string(oci.ErrDenied) || line["reason"] != "this mirror does not serve your network" {
+		t.Errorf("log line %v: want error DENIED with the reason", line)
+	}
+	if len(seen) != 1 || seen[0].ErrCode != string(oci.ErrDenied) || seen[0].Status != http.StatusForbidden {
+		t.Errorf("observed %+v: want one DENIED 403", seen)
+	}
+}
