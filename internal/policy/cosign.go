@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/sigstore/sigstore-go/pkg/verify"
 )
 
 // Cosign's tag scheme and simple-signing payloads, as cosign writes them:
@@ -62,6 +63,16 @@ type simpleSigning struct {
 func (k key) verify(sig Signature, d digest.Digest, _ time.Time) (string, error) {
 	if sig.Envelope != nil {
 		return "", errors.New("a Notary Project signature, not cosign's")
+	}
+	if sig.Bundle != nil {
+		b, err := parseBundle(sig.Bundle)
+		if err != nil {
+			return "", err
+		}
+		if _, err := verifyBundle(k.bundles.verifier, b, d, verify.WithKey()); err != nil {
+			return "", fmt.Errorf("%w (key %s)", err, k.path)
+		}
+		return "cosign key " + k.path + " (Sigstore bundle)", nil
 	}
 	raw, err := base64.StdEncoding.DecodeString(sig.Base64)
 	if err != nil {
