@@ -23,11 +23,14 @@ import (
 // docker-registry (Distribution 2.8, no referrers API: found through the
 // referrers tag schema). Keyless bundles are signed by a test Sigstore
 // instance (sigstore-go's testing CA: Fulcio, Rekor, a timestamp
-// authority) whose trusted root the rule reads from a file; a keyed bundle
+// authority) whose trusted root the rule reads from a file, and so are
+// keyless signatures of cosign's older tag scheme (sha256-<hex>.sig, the
+// certificate and Rekor entry in the layer's annotations); a keyed bundle
 // is signed by the real cosign CLI (--new-bundle-format --key
 // --tlog-upload=false). Through the mirror with skopeo: an index signed by
-// the rule's identity pulls with every platform, and so does the image
-// cosign signed with the rule's key; another identity, another issuer, a
+// the rule's identity (in a bundle, or in the tag scheme) pulls with every
+// platform, and so does the image cosign signed with the rule's key;
+// another identity (in either), another issuer, a
 // bundle of another digest and a tag moved to an unsigned digest are
 // denied, naming the rule. In audit mode the image of another identity is
 // served and logged as would_deny.
@@ -56,6 +59,12 @@ func TestPolicySigstoreBundles(t *testing.T) {
 			testenv.PushBundle(t, up.host, imgs.Single, ss.Bundle(t, "https://github.com/myorg/app/.github/workflows/test.yml@refs/heads/main", issuer, signed(imgs.Single)))
 			testenv.PushBundle(t, up.host, imgs.ManifestList, ss.Bundle(t, release, "https://accounts.google.com", signed(imgs.ManifestList)))
 			testenv.PushBundle(t, up.host, team.Single, ss.Bundle(t, release, issuer, signed(team.OCIIndex)))
+			// Keyless signatures of cosign's tag scheme (sha256-<hex>.sig,
+			// the certificate and Rekor entry in annotations).
+			legacy := testenv.Seed(t, up.host, nil, testenv.WithPrefix("legacy/"), testenv.WithSeed(3))
+			ss.SignTag(t, up.host, legacy.OCIIndex, release, issuer, testenv.SimpleSigningPayload(up.host, legacy.OCIIndex.Repo, legacy.OCIIndex.Digest))
+			ss.SignTag(t, up.host, legacy.Single, "https://github.com/someone/app/.github/workflows/release.yml@refs/heads/main", issuer,
+				testenv.SimpleSigningPayload(up.host, legacy.Single.Repo, legacy.Single.Digest))
 			key, pub := cosign.KeyPair()
 			cosign.SignBundle(key, team.ManifestList.ByDigest(up.host))
 
@@ -75,6 +84,9 @@ func TestPolicySigstoreBundles(t *testing.T) {
 			if out := skopeoCopy(t, skopeo, ref(team.ManifestList)); out != "" {
 				t.Errorf("signed by cosign --new-bundle-format with the rule's key: %s", out)
 			}
+			if out := skopeoCopy(t, skopeo, ref(legacy.OCIIndex)); out != "" {
+				t.Errorf("index signed by the rule's identity in the tag scheme: %s", out)
+			}
 			for _, tt := range []struct {
 				name string
 				img  testenv.Image
@@ -84,6 +96,7 @@ func TestPolicySigstoreBundles(t *testing.T) {
 				{"another issuer", imgs.ManifestList, "(issuer https://accounts.google.com), not identity"},
 				{"a bundle of another digest", team.Single, "a Sigstore bundle signs another digest"},
 				{"unsigned", team.OCIIndex, "no signature found"},
+				{"another identity, tag scheme", legacy.Single, "is signed by https://github.com/someone/app/.github/workflows/release.yml@refs/heads/main"},
 			} {
 				if out := skopeoCopy(t, skopeo, ref(tt.img)); !strings.Contains(out, "denied") || !strings.Contains(out, rule) || !strings.Contains(out, tt.want) {
 					t.Errorf("%s: %q, want denied naming %s: %s", tt.name, out, rule, tt.want)

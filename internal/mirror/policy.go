@@ -498,7 +498,8 @@ func notFound(err error) bool {
 
 // signaturesOf reads the simple-signing layers of a signature manifest:
 // each payload (a small blob, read through its fill so it is cached) with
-// its signature annotation; at most limit of them.
+// its signature annotation, and the others (a keyless signature's
+// certificate and timestamps); at most limit of them.
 func (s *Service) signaturesOf(ctx context.Context, rt route, m *Manifest, limit int) ([]policy.Signature, error) {
 	mc, err := oci.DecodeContent(m.Body)
 	if err != nil {
@@ -514,7 +515,7 @@ func (s *Service) signaturesOf(ctx context.Context, rt route, m *Manifest, limit
 		if err != nil {
 			return nil, fmt.Errorf("signature payload %s: %w", l.Digest, err)
 		}
-		sigs = append(sigs, policy.Signature{Payload: payload, Base64: b64})
+		sigs = append(sigs, policy.Signature{Payload: payload, Base64: b64, Annotations: l.Annotations})
 	}
 	return sigs, nil
 }

@@ -1,7 +1,11 @@
 package policy
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -9,10 +13,14 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/fulcio/certificate"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/verify"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 )
 
@@ -106,16 +114,29 @@ func newKeyBundles(ver signature.Verifier) (*keyBundles, error) {
 	return &keyBundles{verifier: v}, nil
 }
 
-// verify checks one signature of d: a Sigstore bundle.
+// verify checks one signature of d: a Sigstore bundle, or a keyless
+// signature of cosign's tag scheme (its certificate and timestamps in its
+// layer's annotations).
 func (k *keyless) verify(sig Signature, d digest.Digest, _ time.Time) (string, error) {
-	if sig.Bundle == nil {
-		return "", errors.New("a signature is not a Sigstore bundle (keyless verification reads bundles)")
+	var (
+		b   *bundle.Bundle
+		res *verify.VerificationResult
+		err error
+	)
+	switch {
+	case sig.Bundle != nil:
+		if b, err = parseBundle(sig.Bundle); err != nil {
+			return "", err
+		}
+		res, err = verifyBundle(k.verifier, b, d, k.policy)
+	case sig.Payload != nil && sig.Annotations[CertificateAnnotation] != "":
+		if b, err = legacyBundle(sig); err != nil {
+			return "", err
+		}
+		res, err = k.verifyLegacy(b, sig.Payload, d)
+	default:
+		return "", errors.New("a signature has no certificate (keyless verification reads Sigstore bundles and cosign's keyless signatures)")
 	}
-	b, err := parseBundle(sig.Bundle)
-	if err != nil {
-		return "", err
-	}
-	res, err := verifyBundle(k.verifier, b, d, k.policy)
 	if err != nil {
 		var idErr *verify.ErrNoMatchingCertificateIdentity
 		if errors.As(err, &idErr) {
@@ -149,6 +170,99 @@ func verifyBundle(v *verify.Verifier, b *bundle.Bundle, d digest.Digest, who ver
 		return nil, fmt.Errorf("a Sigstore bundle is an attestation (%s), not a signature (%s)", res.Statement.GetPredicateType(), cosignSignPredicate)
 	}
 	return res, nil
+}
+
+// verifyLegacy verifies a keyless signature of the tag scheme, b made of
+// it by legacyBundle: the signature of payload, as a bundle's, then that
+// the payload signs d.
+func (k *keyless) verifyLegacy(b *bundle.Bundle, payload []byte, d digest.Digest) (*verify.VerificationResult, error) {
+	res, err := k.verifier.Verify(b, verify.NewPolicy(verify.WithArtifact(bytes.NewReader(payload)), k.policy))
+	if err != nil {
+		var idErr *verify.ErrNoMatchingCertificateIdentity
+		if errors.As(err, &idErr) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("a keyless signature does not verify: %w", err)
+	}
+	signed, err := signedDigest(payload)
+	if err != nil {
+		return nil, err
+	}
+	if signed != d.String() {
+		return nil, fmt.Errorf("a keyless signature by %s signs %s, not this digest", summary(res), signed)
+	}
+	return res, nil
+}
+
+// legacyBundle makes a Sigstore bundle (v0.1, a message signature) of a
+// keyless signature of cosign's tag scheme, as its layer's annotations
+// hold it: the signing certificate (the chain annotation is not read: the
+// trusted root's CA certificates are), the Rekor entry with its signed
+// entry timestamp (cosign's "bundle" annotation) and an RFC 3161
+// timestamp. sigstore-go then verifies it as any bundle.
+func legacyBundle(sig Signature) (*bundle.Bundle, error) {
+	raw, err := base64.StdEncoding.DecodeString(sig.Base64)
+	if err != nil {
+		return nil, errors.New("a signature is not base64")
+	}
+	certs, err := cryptoutils.UnmarshalCertificatesFromPEM([]byte(sig.Annotations[CertificateAnnotation]))
+	if err != nil || len(certs) == 0 {
+		return nil, errors.New("a keyless signature's certificate annotation holds no PEM certificate")
+	}
+	vm := &protobundle.VerificationMaterial{
+		Content: &protobundle.VerificationMaterial_Certificate{Certificate: &protocommon.X509Certificate{RawBytes: certs[0].Raw}},
+	}
+	if rb := sig.Annotations[RekorBundleAnnotation]; rb != "" {
+		var rekor struct {
+			SignedEntryTimestamp []byte
+			Payload              struct {
+				Body           string `json:"body"`
+				IntegratedTime int64  `json:"integratedTime"`
+				LogIndex       int64  `json:"logIndex"`
+				LogID          string `json:"logID"`
+			}
+		}
+		if err := json.Unmarshal([]byte(rb), &rekor); err != nil {
+			return nil, fmt.Errorf("a keyless signature's %s annotation: %w", RekorBundleAnnotation, err)
+		}
+		body, err := base64.StdEncoding.DecodeString(rekor.Payload.Body)
+		if err != nil {
+			return nil, fmt.Errorf("a keyless signature's Rekor entry is not base64: %w", err)
+		}
+		logID, err := hex.DecodeString(rekor.Payload.LogID)
+		if err != nil {
+			return nil, fmt.Errorf("a keyless signature's Rekor log ID is not hex: %w", err)
+		}
+		var kind struct {
+			Kind       string `json:"kind"`
+			APIVersion string `json:"apiVersion"`
+		}
+		if err := json.Unmarshal(body, &kind); err != nil {
+			return nil, fmt.Errorf("a keyless signature's Rekor entry: %w", err)
+		}
+		vm.TlogEntries = []*protorekor.TransparencyLogEntry{{
+			LogIndex: rekor.Payload.LogIndex, LogId: &protocommon.LogId{KeyId: logID},
+			KindVersion:    &protorekor.KindVersion{Kind: kind.Kind, Version: kind.APIVersion},
+			IntegratedTime: rekor.Payload.IntegratedTime, CanonicalizedBody: body,
+			InclusionPromise: &protorekor.InclusionPromise{SignedEntryTimestamp: rekor.SignedEntryTimestamp},
+		}}
+	}
+	if ts := sig.Annotations[TimestampAnnotation]; ts != "" {
+		var t struct{ SignedRFC3161Timestamp []byte }
+		if err := json.Unmarshal([]byte(ts), &t); err != nil {
+			return nil, fmt.Errorf("a keyless signature's %s annotation: %w", TimestampAnnotation, err)
+		}
+		vm.TimestampVerificationData = &protobundle.TimestampVerificationData{
+			Rfc3161Timestamps: []*protocommon.RFC3161SignedTimestamp{{SignedTimestamp: t.SignedRFC3161Timestamp}}}
+	}
+	h := sha256.Sum256(sig.Payload)
+	b, err := bundle.NewBundle(&protobundle.Bundle{MediaType: "application/vnd.dev.sigstore.bundle+json;version=0.1", VerificationMaterial: vm,
+		Content: &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
+			MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: h[:]}, Signature: raw}}})
+	if err != nil {
+		return nil, fmt.Errorf("a keyless signature: %w", err)
+	}
+	return b, nil
 }
 
 func parseBundle(raw []byte) (*bundle.Bundle, error) {

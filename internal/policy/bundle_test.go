@@ -54,7 +54,7 @@ func TestKeylessBundles(t *testing.T) {
 		{"another instance's certificate", sig(stranger.Bundle(t, releaseID, ciIssuer, testenv.Statement(d, testenv.CosignSignPredicate))), "deny",
 			"a Sigstore bundle does not verify"},
 		{"a keyed bundle", sig(key.KeyBundle(t, testenv.Statement(d, testenv.CosignSignPredicate))), "deny", "a Sigstore bundle does not verify"},
-		{"a simple-signing signature", sigsOf(Signature{Payload: []byte("{}"), Base64: "AA=="}), "deny", "not a Sigstore bundle"},
+		{"a keyed simple-signing signature", sigsOf(Signature{Payload: []byte("{}"), Base64: "AA=="}), "deny", "a signature has no certificate"},
 		{"not a bundle", sig([]byte(`{"mediaType":"x"}`)), "deny", "a Sigstore bundle does not parse"},
 	}
 	for _, tt := range tests {
@@ -89,6 +89,51 @@ func TestKeyedBundles(t *testing.T) {
 		{"another digest", "deny", "signs another digest", key.KeyBundle(t, testenv.Statement(digest.FromString("x"), testenv.CosignSignPredicate))},
 	} {
 		got := s.Decide(t.Context(), Subject{Upstream: "docker.io", Repo: "library/app", Digest: d}, time.Now(), sigsOf(Signature{Bundle: tt.bundle}))
+		if got.Verdict != tt.verdict || !strings.Contains(got.Reason, tt.reasonHas) {
+			t.Errorf("%s: %s: %s; want %s, reason with %q", tt.name, got.Verdict, got.Reason, tt.verdict, tt.reasonHas)
+		}
+	}
+}
+
+// TestKeylessTagScheme: keyless signatures in cosign's tag scheme (the
+// simple-signing payload, its signature, and the certificate, Rekor entry
+// and timestamp in the layer's annotations), verified by sigstore-go
+// against the trusted root file like bundles: the rule's identity signing
+// this digest allows; another identity, a payload of another digest, a
+// changed payload, no Rekor entry (the root lists a log, so one is
+// required) and another instance's certificate do not.
+func TestKeylessTagScheme(t *testing.T) {
+	t.Parallel()
+	ss, stranger := testenv.NewSigstore(t), testenv.NewSigstore(t)
+	d := digest.FromString("image")
+	payload := testenv.SimpleSigningPayload("ghcr.io", "myorg/app", d)
+	legacy := func(ss *testenv.Sigstore, identity string, payload []byte, drop ...string) Signatures {
+		b64, ann := ss.SignLegacy(t, identity, ciIssuer, payload)
+		for _, k := range drop {
+			delete(ann, k)
+		}
+		return sigsOf(Signature{Payload: payload, Base64: b64, Annotations: ann})
+	}
+	s, err := Compile(Policy{Default: "verify", Verify: []Verifier{{Cosign: &Cosign{
+		Identity: `https://github\.com/myorg/.+/\.github/workflows/release\.yml@.+`, Issuer: ciIssuer, TrustedRoot: ss.TrustedRoot}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64, ann := ss.SignLegacy(t, releaseID, ciIssuer, payload)
+	changed := sigsOf(Signature{Payload: testenv.SimpleSigningPayload("ghcr.io", "myorg/other", d), Base64: b64, Annotations: ann})
+	for _, tt := range []struct {
+		name, verdict, reasonHas string
+		sigs                     Signatures
+	}{
+		{"signed by the identity", "allow", "cosign keyless " + releaseID, legacy(ss, releaseID, payload)},
+		{"another identity", "deny", "is signed by https://github.com/someone/app/.github/workflows/release.yml@refs/heads/main", legacy(ss, "https://github.com/someone/app/.github/workflows/release.yml@refs/heads/main", payload)},
+		{"another digest", "deny", "signs " + digest.FromString("other").String() + ", not this digest", legacy(ss, releaseID, testenv.SimpleSigningPayload("ghcr.io", "myorg/app", digest.FromString("other")))},
+		{"a changed payload", "deny", "a keyless signature does not verify", changed},
+		{"no Rekor entry", "deny", "not enough verified log entries", legacy(ss, releaseID, payload, RekorBundleAnnotation)},
+		{"another instance's certificate", "deny", "a keyless signature does not verify", legacy(stranger, releaseID, payload)},
+		{"no certificate", "deny", "a signature has no certificate", legacy(ss, releaseID, payload, CertificateAnnotation)},
+	} {
+		got := s.Decide(t.Context(), Subject{Upstream: "ghcr.io", Repo: "myorg/app", Digest: d}, time.Now(), tt.sigs)
 		if got.Verdict != tt.verdict || !strings.Contains(got.Reason, tt.reasonHas) {
 			t.Errorf("%s: %s: %s; want %s, reason with %q", tt.name, got.Verdict, got.Reason, tt.verdict, tt.reasonHas)
 		}

@@ -344,12 +344,14 @@ type Subject struct {
 // Signature is one signature of a digest, one of three kinds: a
 // simple-signing signature (Payload and Base64: the payload signed and the
 // signature, base64, as cosign writes it in the layer's
-// dev.cosignproject.cosign/signature annotation), a Notary Project
-// signature envelope (Envelope, of media type EnvelopeType), or a Sigstore
-// bundle's JSON (Bundle).
+// dev.cosignproject.cosign/signature annotation; Annotations: the layer's
+// others, which carry a keyless signature's certificate and timestamps), a
+// Notary Project signature envelope (Envelope, of media type
+// EnvelopeType), or a Sigstore bundle's JSON (Bundle).
 type Signature struct {
 	Payload      []byte
 	Base64       string
+	Annotations  map[string]string
 	Envelope     []byte
 	EnvelopeType string
 	Bundle       []byte

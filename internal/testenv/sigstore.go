@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrv1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -136,6 +139,88 @@ func (s *Sigstore) Bundle(t testing.TB, identity, issuer string, statement []byt
 		vm.TlogEntries = append(vm.TlogEntries, tle)
 	}
 	return marshalBundle(t, vm, envelopeProto(t, sc.EnvelopeContent().RawEnvelope()))
+}
+
+// SimpleSigningPayload is the payload cosign signs for d in its tag
+// scheme.
+func SimpleSigningPayload(host, repo string, d digest.Digest) []byte {
+	return fmt.Appendf(nil, `{"critical":{"identity":{"docker-reference":"%s/%s"},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`, host, repo, d)
+}
+
+// SignLegacy signs payload with a certificate issued to identity by
+// issuer, as cosign's keyless signing writes it in its tag scheme: the
+// signature (base64) and the layer's annotations (the certificate and its
+// chain as PEM, the Rekor entry with its signed entry timestamp as
+// cosign's "bundle", an RFC 3161 timestamp).
+func (s *Sigstore) SignLegacy(t testing.TB, identity, issuer string, payload []byte) (string, map[string]string) {
+	t.Helper()
+	e, err := s.vs.Sign(identity, issuer, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc, err := e.VerificationContent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := e.SignatureContent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tss, err := e.Timestamps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := e.TlogEntries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tle := entries[0].TransparencyLogEntry()
+	set, err := s.vs.RekorSignPayload(tlog.RekorPayload{Body: entries[0].Body(), IntegratedTime: tle.IntegratedTime,
+		LogIndex: tle.LogIndex, LogID: hex.EncodeToString(tle.LogId.KeyId)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rekor, err := json.Marshal(map[string]any{"SignedEntryTimestamp": set, "Payload": map[string]any{"body": entries[0].Body(),
+		"integratedTime": tle.IntegratedTime, "logIndex": tle.LogIndex, "logID": hex.EncodeToString(tle.LogId.KeyId)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := json.Marshal(map[string][]byte{"SignedRFC3161Timestamp": tss[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chain []byte
+	for _, c := range s.vs.FulcioCertificateAuthorities()[0].(*root.FulcioCertificateAuthority).Intermediates {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return base64.StdEncoding.EncodeToString(sc.Signature()), map[string]string{
+		"dev.sigstore.cosign/certificate":      string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: vc.Certificate().Raw})),
+		"dev.sigstore.cosign/chain":            string(chain),
+		"dev.sigstore.cosign/bundle":           string(rekor),
+		"dev.sigstore.cosign/rfc3161timestamp": string(ts),
+	}
+}
+
+// SignTag pushes a keyless signature of img (payload, as SignLegacy
+// signs it) to host in cosign's tag scheme: a manifest tagged
+// sha256-<hex>.sig whose layer is the payload, with the signature and
+// SignLegacy's annotations.
+func (s *Sigstore) SignTag(t testing.TB, host string, img Image, identity, issuer string, payload []byte) {
+	t.Helper()
+	sig, ann := s.SignLegacy(t, identity, issuer, payload)
+	ann["dev.cosignproject.cosign/signature"] = sig
+	sigImg, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{
+		Layer: static.NewLayer(payload, "application/vnd.dev.cosign.simplesigning.v1+json"), Annotations: ann})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewTag(host+"/"+img.Repo+":"+img.Digest.Algorithm().String()+"-"+img.Digest.Encoded()+".sig", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, sigImg); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // KeyBundle signs statement with a cosign key and returns the Sigstore
