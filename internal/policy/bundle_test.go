@@ -139,3 +139,21 @@ func TestKeylessTagScheme(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkKeylessBundle: one keyless decision of a bundle (parse, the
+// Rekor entry's promise and proof, the timestamp, the certificate chain,
+// the DSSE signature, the identity): the CPU a cold verification adds.
+func BenchmarkKeylessBundle(b *testing.B) {
+	ss := testenv.NewSigstore(b)
+	d := digest.FromString("image")
+	s, err := Compile(Policy{Default: "verify", Verify: []Verifier{{Cosign: &Cosign{Identity: releaseID, Issuer: ciIssuer, TrustedRoot: ss.TrustedRoot}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sigs := sigsOf(Signature{Bundle: ss.Bundle(b, releaseID, ciIssuer, testenv.Statement(d, testenv.CosignSignPredicate))})
+	for b.Loop() {
+		if got := s.Decide(b.Context(), Subject{Upstream: "ghcr.io", Repo: "myorg/app", Digest: d}, time.Now(), sigs); got.Verdict != ActionAllow {
+			b.Fatal(got.Reason)
+		}
+	}
+}
