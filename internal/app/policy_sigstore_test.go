@@ -103,6 +103,10 @@ func TestPolicySigstoreBundles(t *testing.T) {
 				}
 			}
 
+			if code, body := pull(t, m.Host, imgs.Single.Repo, imgs.Single.Tag); code != 403 || !strings.Contains(body, `"code":"DENIED"`) || !strings.Contains(body, rule) {
+				t.Errorf("another identity, on the wire: %d %s; want 403 DENIED naming %s", code, body, rule)
+			}
+
 			// The signed index's tag moved to an unsigned image.
 			moved, err := random.Image(1024, 1)
 			if err != nil {
