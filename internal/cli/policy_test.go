@@ -29,6 +29,18 @@ func TestPolicyLint(t *testing.T) {
 	if _, err := runCLI(t, "policy", "lint", bad); err == nil || !strings.Contains(err.Error(), `policy.rules[1] (line 4).match: "ghcr.io": no repository`) {
 		t.Errorf("lint of a bad pattern: %v", err)
 	}
+	// Keyless cosign: a trusted root read from a file (a test Sigstore
+	// instance's); a missing one is named by its key.
+	ss := testenv.NewSigstore(t)
+	keyless := "rules:\n  - match: ghcr.io/myorg/*\n    verify:\n      any_of:\n        - cosign: {identity: 'https://github\\.com/myorg/.+', issuer: https://token.actions.githubusercontent.com, trusted_root: %s}\n"
+	out, err = runCLI(t, "policy", "lint", write("keyless.yaml", fmt.Sprintf(keyless, ss.TrustedRoot)))
+	if err != nil || !strings.Contains(out, "ok: mode enforce, 1 rules") {
+		t.Errorf("lint of a keyless rule: %q, %v", out, err)
+	}
+	if _, err := runCLI(t, "policy", "lint", write("noroot.yaml", fmt.Sprintf(keyless, filepath.Join(dir, "gone.json")))); err == nil ||
+		!strings.Contains(err.Error(), "policy.rules[0] (line 2).verify.any_of[0].cosign.trusted_root: "+filepath.Join(dir, "gone.json")) {
+		t.Errorf("lint of a keyless rule without its trusted root: %v", err)
+	}
 	typo := write("typo.yaml", "rules:\n  - match: a/b\n    dney: true\n")
 	if _, err := runCLI(t, "policy", "lint", typo); err == nil || !strings.Contains(err.Error(), "policy.rules[0].dney: unknown key (line 3); did you mean deny?") {
 		t.Errorf("lint of a typo: %v", err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/policy"
@@ -329,10 +330,12 @@ func (s *Service) report(req Request, rt route, tag string, dg digest.Digest, d 
 		Digest: dg.String(), Decision: decision, Rule: d.Rule, Reason: d.Reason, Client: req.Client.String(), User: req.User})
 }
 
-// maxSignatures bounds the signature layers read for one digest, and
-// maxPayload one payload's size.
+// maxSignatures bounds the signatures read for one digest, maxReferrers
+// the referrer manifests read to find them, and maxPayload one payload's
+// (envelope's, bundle's) size.
 const (
 	maxSignatures = 16
+	maxReferrers  = 32 // signature referrers read for one digest
 	maxPayload    = 64 << 10
 )
 
@@ -340,8 +343,9 @@ const (
 // keeps them, the manifest tagged sha256-<hex>.sig in the route's
 // repository (the tag scheme, which every registry has) and the referrers
 // of the digest whose artifact type is cosign's signature (OCI 1.1
-// referrers API, where the upstream has one); and Notary Project
-// signatures, which are referrers of their own artifact type. Both are read through the
+// referrers API, where the upstream has one); Sigstore bundles (cosign
+// sign --new-bundle-format) and Notary Project signatures, which are
+// referrers of their own artifact types. Both are read through the
 // cache: the manifests and payloads are stored, and the .sig tag is
 // served stale while the upstream is down, so a digest verified before
 // verifies again offline (a referrers listing is kept in memory only). No
@@ -399,20 +403,28 @@ func (s *Service) referrerSignatures(ctx context.Context, rt route, dg digest.Di
 		return nil, nil // not an index: no referrers
 	}
 	var sigs []policy.Signature
+	read := 0
 	for _, d := range idx.Manifests {
-		if (d.ArtifactType != policy.CosignSignatureArtifact && d.ArtifactType != policy.NotationArtifact) || d.Digest.Validate() != nil || len(sigs) >= maxSignatures {
+		readSigs := s.signaturesOf
+		switch {
+		case d.ArtifactType == policy.NotationArtifact:
+			readSigs = s.envelopesOf
+		case d.ArtifactType == policy.CosignSignatureArtifact:
+		case d.ArtifactType == policy.SigstoreBundleArtifact || maybeBundle(d):
+			readSigs = s.bundlesOf
+		default:
 			continue
 		}
+		if d.Digest.Validate() != nil || len(sigs) >= maxSignatures || read >= maxReferrers {
+			continue
+		}
+		read++
 		var out Outcome
 		m, err := s.manifestByDigest(ctx, rt, d.Digest, func() []string { return accepts(nil) }, &out)
 		if err != nil {
 			return sigs, fmt.Errorf("signature referrer %s: %w", d.Digest, err)
 		}
-		read := s.signaturesOf
-		if d.ArtifactType == policy.NotationArtifact {
-			read = s.envelopesOf
-		}
-		more, err := read(ctx, rt, m, maxSignatures-len(sigs))
+		more, err := readSigs(ctx, rt, m, maxSignatures-len(sigs))
 		if err != nil {
 			return sigs, err
 		}
@@ -443,6 +455,41 @@ func (s *Service) envelopesOf(ctx context.Context, rt route, m *Manifest, limit 
 	return sigs, nil
 }
 
+// maybeBundle reports a referrer that may be a Sigstore bundle though it
+// is not listed with the bundle's artifact type: cosign writes the bundle's
+// referrer with an empty config, and go-containerregistry (which cosign
+// uses) lists a referrer by its config's media type, in its registry's
+// referrers API and in the referrers tag schema's index it keeps on
+// registries without one (cosign's bundle annotation survives only in
+// the former). Such a referrer is read, and counts only if a layer is a
+// bundle.
+func maybeBundle(d v1.Descriptor) bool {
+	_, annotated := d.Annotations["dev.sigstore.bundle.content"]
+	return annotated || d.ArtifactType == v1.MediaTypeEmptyJSON || d.ArtifactType == v1.MediaTypeImageConfig
+}
+
+// bundlesOf reads the Sigstore bundles (their JSON) of a bundle referrer,
+// each a small blob read through its fill so it is cached; at most limit
+// of them.
+func (s *Service) bundlesOf(ctx context.Context, rt route, m *Manifest, limit int) ([]policy.Signature, error) {
+	mc, err := oci.DecodeContent(m.Body)
+	if err != nil {
+		return nil, fmt.Errorf("bundle manifest %s: %w", m.Digest, err)
+	}
+	var sigs []policy.Signature
+	for _, l := range mc.Layers {
+		if !policy.IsSigstoreBundle(l.MediaType) || l.Size > maxPayload || len(sigs) >= limit {
+			continue
+		}
+		b, err := s.readSmallBlob(ctx, rt, l.Digest, l.Size)
+		if err != nil {
+			return nil, fmt.Errorf("sigstore bundle %s: %w", l.Digest, err)
+		}
+		sigs = append(sigs, policy.Signature{Bundle: b})
+	}
+	return sigs, nil
+}
+
 // notFound reports an upstream's (or the cache's) "there is none".
 func notFound(err error) bool {
 	var we *oci.Error
@@ -451,7 +498,8 @@ func notFound(err error) bool {
 
 // signaturesOf reads the simple-signing layers of a signature manifest:
 // each payload (a small blob, read through its fill so it is cached) with
-// its signature annotation; at most limit of them.
+// its signature annotation, and the others (a keyless signature's
+// certificate and timestamps); at most limit of them.
 func (s *Service) signaturesOf(ctx context.Context, rt route, m *Manifest, limit int) ([]policy.Signature, error) {
 	mc, err := oci.DecodeContent(m.Body)
 	if err != nil {
@@ -467,7 +515,7 @@ func (s *Service) signaturesOf(ctx context.Context, rt route, m *Manifest, limit
 		if err != nil {
 			return nil, fmt.Errorf("signature payload %s: %w", l.Digest, err)
 		}
-		sigs = append(sigs, policy.Signature{Payload: payload, Base64: b64})
+		sigs = append(sigs, policy.Signature{Payload: payload, Base64: b64, Annotations: l.Annotations})
 	}
 	return sigs, nil
 }

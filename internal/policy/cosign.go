@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/sigstore/sigstore-go/pkg/verify"
 )
 
 // Cosign's tag scheme and simple-signing payloads, as cosign writes them:
@@ -19,7 +20,13 @@ import (
 const (
 	SimpleSigningMediaType = "application/vnd.dev.cosign.simplesigning.v1+json"
 	SignatureAnnotation    = "dev.cosignproject.cosign/signature"
-	simpleSigningType      = "cosign container image signature"
+	// A keyless signature of the tag scheme carries its certificate, the
+	// Rekor entry's inclusion promise (cosign's "bundle", not a Sigstore
+	// bundle) and an RFC 3161 timestamp in these annotations of its layer.
+	CertificateAnnotation = "dev.sigstore.cosign/certificate"
+	RekorBundleAnnotation = "dev.sigstore.cosign/bundle"
+	TimestampAnnotation   = "dev.sigstore.cosign/rfc3161timestamp"
+	simpleSigningType     = "cosign container image signature"
 	// CosignSignatureArtifact is the artifact type of a signature cosign
 	// stores as an OCI 1.1 referrer (--registry-referrers-mode=oci-1-1).
 	CosignSignatureArtifact = "application/vnd.dev.cosign.artifact.sig.v1+json"
@@ -63,6 +70,16 @@ func (k key) verify(sig Signature, d digest.Digest, _ time.Time) (string, error)
 	if sig.Envelope != nil {
 		return "", errors.New("a Notary Project signature, not cosign's")
 	}
+	if sig.Bundle != nil {
+		b, err := parseBundle(sig.Bundle)
+		if err != nil {
+			return "", err
+		}
+		if _, err := verifyBundle(k.bundles.verifier, b, d, verify.WithKey()); err != nil {
+			return "", fmt.Errorf("%w (key %s)", err, k.path)
+		}
+		return "cosign key " + k.path + " (Sigstore bundle)", nil
+	}
 	raw, err := base64.StdEncoding.DecodeString(sig.Base64)
 	if err != nil {
 		return "", errors.New("a signature is not base64")
@@ -70,15 +87,24 @@ func (k key) verify(sig Signature, d digest.Digest, _ time.Time) (string, error)
 	if err := k.verifier.VerifySignature(bytes.NewReader(raw), bytes.NewReader(sig.Payload)); err != nil {
 		return "", fmt.Errorf("a signature does not verify with %s", k.path)
 	}
+	signed, err := signedDigest(sig.Payload)
+	if err != nil {
+		return "", err
+	}
+	if signed != d.String() {
+		return "", fmt.Errorf("a signature verifies with %s but signs %s, not this digest", k.path, signed)
+	}
+	return "cosign key " + k.path, nil
+}
+
+// signedDigest reads the digest a simple-signing payload signs.
+func signedDigest(payload []byte) (string, error) {
 	var p simpleSigning
-	if err := json.Unmarshal(sig.Payload, &p); err != nil {
+	if err := json.Unmarshal(payload, &p); err != nil {
 		return "", errors.New("a signed payload is not simple-signing JSON")
 	}
 	if p.Critical.Type != simpleSigningType {
 		return "", fmt.Errorf("a signed payload is of type %q, not a container image signature", p.Critical.Type)
 	}
-	if p.Critical.Image.DockerManifestDigest != d.String() {
-		return "", fmt.Errorf("a signature verifies with %s but signs %s, not this digest", k.path, p.Critical.Image.DockerManifestDigest)
-	}
-	return "cosign key " + k.path, nil
+	return p.Critical.Image.DockerManifestDigest, nil
 }

@@ -4,8 +4,8 @@
 // patterns (the rules package's matcher); the first that matches decides,
 // else the default does. A rule allows, denies, holds back digests first
 // seen less than a cooldown ago, or asks for a signature that verifies
-// with one of its keys (cosign, keyed). In audit mode every decision is
-// made and reported, and nothing is refused.
+// with one of its verifiers (cosign keyed or keyless, Notary Project). In
+// audit mode every decision is made and reported, and nothing is refused.
 //
 // The package holds the model and the decision; it fetches nothing. The
 // content service hands it the digest, when it first saw it and a way to
@@ -125,13 +125,16 @@ type verifier interface {
 
 var (
 	_ verifier = key{}
+	_ verifier = (*keyless)(nil)
 	_ verifier = (*notation)(nil)
 )
 
-// key is one cosign public key.
+// key is one cosign public key: it verifies simple-signing signatures,
+// and Sigstore bundles signed with the key.
 type key struct {
 	path     string
 	verifier signature.Verifier
+	bundles  *keyBundles
 }
 
 // Compile checks a policy and loads its keys. Errors name the key in the
@@ -240,9 +243,9 @@ func compileRule(r Rule, where string) (compiled, error) {
 	return c, errors.Join(errs...)
 }
 
-// compileVerifier loads a verifier: a cosign public key, or a Notary
-// Project trust store with the identities to trust. Keyless cosign is
-// refused with a clear error: this version does not verify it.
+// compileVerifier loads a verifier: a cosign public key, a keyless cosign
+// identity with its trusted root, or a Notary Project trust store with the
+// identities to trust.
 func compileVerifier(v Verifier, where string) (verifier, error) {
 	switch {
 	case v.Notation != nil && v.Cosign != nil:
@@ -251,10 +254,12 @@ func compileVerifier(v Verifier, where string) (verifier, error) {
 		return compileNotation(v.Notation, where)
 	case v.Cosign == nil:
 		return nil, fmt.Errorf("%s: want cosign or notation", where)
-	case v.Cosign.Identity != "" || v.Cosign.Issuer != "" || v.Cosign.TrustedRoot != "":
-		return nil, fmt.Errorf("%s.cosign: keyless verification (identity, issuer, trusted_root) is not supported by this version of regcache; use key", where)
+	case v.Cosign.Key != "" && (v.Cosign.Identity != "" || v.Cosign.Issuer != "" || v.Cosign.TrustedRoot != ""):
+		return nil, fmt.Errorf("%s.cosign: set key (keyed), or identity, issuer and trusted_root (keyless), not both", where)
+	case v.Cosign.Key == "" && v.Cosign.Identity == "" && v.Cosign.Issuer == "" && v.Cosign.TrustedRoot == "":
+		return nil, fmt.Errorf("%s.cosign: want key (keyed), or identity, issuer and trusted_root (keyless)", where)
 	case v.Cosign.Key == "":
-		return nil, fmt.Errorf("%s.cosign.key: missing", where)
+		return compileKeyless(v.Cosign, where)
 	}
 	pemBytes, err := os.ReadFile(v.Cosign.Key)
 	if err != nil {
@@ -268,7 +273,11 @@ func compileVerifier(v Verifier, where string) (verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s.cosign.key: %s: %w", where, v.Cosign.Key, err)
 	}
-	return key{path: v.Cosign.Key, verifier: ver}, nil
+	bundles, err := newKeyBundles(ver)
+	if err != nil {
+		return nil, fmt.Errorf("%s.cosign.key: %s: %w", where, v.Cosign.Key, err)
+	}
+	return key{path: v.Cosign.Key, verifier: ver, bundles: bundles}, nil
 }
 
 // Mode is enforce or audit.
@@ -332,16 +341,20 @@ type Subject struct {
 	FirstSeen time.Time
 }
 
-// Signature is one simple-signing signature of a digest: the payload
-// signed and the signature (base64, as cosign writes it in the layer's
-// dev.cosignproject.cosign/signature annotation).
+// Signature is one signature of a digest, one of three kinds: a
+// simple-signing signature (Payload and Base64: the payload signed and the
+// signature, base64, as cosign writes it in the layer's
+// dev.cosignproject.cosign/signature annotation; Annotations: the layer's
+// others, which carry a keyless signature's certificate and timestamps), a
+// Notary Project signature envelope (Envelope, of media type
+// EnvelopeType), or a Sigstore bundle's JSON (Bundle).
 type Signature struct {
-	Payload []byte
-	Base64  string
-	// Envelope is a Notary Project signature envelope instead (its
-	// media type in EnvelopeType); Payload and Base64 are then unset.
+	Payload      []byte
+	Base64       string
+	Annotations  map[string]string
 	Envelope     []byte
 	EnvelopeType string
+	Bundle       []byte
 }
 
 // Signatures reads the digest's signatures. An error means they could not

@@ -74,7 +74,13 @@ func TestCompileErrors(t *testing.T) {
 		{"on_unavailable value", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Key: pub}}}, OnUnavailable: "maybe"}}}, `on_unavailable: want deny or allow, got "maybe"`},
 		{"missing key file", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Key: "/nonexistent/k.pub"}}}}}}, "policy.rules[0].verify.any_of[0].cosign.key: open /nonexistent/k.pub"},
 		{"not a key", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Key: "/etc/hostname"}}}}}}, "is not a PEM public key"},
-		{"keyless", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Identity: "x", Issuer: "y"}}}}}}, "keyless verification (identity, issuer, trusted_root) is not supported"},
+		{"keyless without a trusted root", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Identity: "x", Issuer: "y"}}}}}}, "policy.rules[0].verify.any_of[0].cosign.trusted_root: missing"},
+		{"keyless without an issuer", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Identity: "x", TrustedRoot: "/x"}}}}}}, "cosign.issuer: missing"},
+		{"keyless, bad identity", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Identity: "(", Issuer: "y", TrustedRoot: "/x"}}}}}}, `cosign.identity: "(" is not a regular expression`},
+		{"keyless, no trusted root file", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Identity: "x", Issuer: "y", TrustedRoot: "/nonexistent/trusted_root.json"}}}}}}, "policy.rules[0].verify.any_of[0].cosign.trusted_root: /nonexistent/trusted_root.json: failed to read trusted root open /nonexistent/trusted_root.json: no such file"},
+		{"keyless, not a trusted root", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Identity: "x", Issuer: "y", TrustedRoot: "/etc/hostname"}}}}}}, "cosign.trusted_root: /etc/hostname:"},
+		{"key and keyless", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{Key: pub, Identity: "x"}}}}}}, "set key (keyed), or identity, issuer and trusted_root (keyless), not both"},
+		{"empty cosign", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Cosign: &Cosign{}}}}}}, "cosign: want key (keyed), or identity, issuer and trusted_root (keyless)"},
 		{"notation without identities", Policy{Rules: []Rule{{Match: "a/b", Verify: []Verifier{{Notation: &Notation{TrustStore: "/x"}}}}}}, "notation.identities: missing"},
 	}
 	for _, tt := range tests {

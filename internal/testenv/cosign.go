@@ -95,6 +95,15 @@ func (c *Cosign) SignReferrer(key, ref string) {
 		"--registry-referrers-mode=oci-1-1", ref)
 }
 
+// SignBundle signs ref like Sign, but writes a Sigstore bundle stored as
+// an OCI 1.1 referrer of the digest (--new-bundle-format, the format
+// cosign 3 writes by default).
+func (c *Cosign) SignBundle(key, ref string) {
+	c.t.Helper()
+	c.run("", "sign", "--key", key, "--tlog-upload=false", "--allow-insecure-registry", "--allow-http-registry", "--yes",
+		"--new-bundle-format", ref)
+}
+
 // Verify runs cosign verify of ref with the public key, without the
 // transparency log, and returns its error and output.
 func (c *Cosign) Verify(pub, ref string, extra ...string) (string, error) {
