@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/regcache/regcache/internal/cacheindex"
 	"github.com/regcache/regcache/internal/oci"
 	"github.com/regcache/regcache/internal/upstream"
 )
@@ -49,7 +50,7 @@ func (s *Service) Tags(ctx context.Context, req Request, n int, last string) (*L
 	}
 	all, out, err := s.listing(ctx, rt, "tags\x00", func(ctx context.Context) (*upstream.Listing, error) {
 		return s.allTags(ctx, rt)
-	})
+	}, nil)
 	if err != nil {
 		return nil, out, err
 	}
@@ -180,17 +181,90 @@ func (s *Service) Referrers(ctx context.Context, req Request, d digest.Digest, q
 	if err != nil {
 		return nil, Outcome{}, err
 	}
-	return s.listing(ctx, rt, "referrers\x00"+d.String()+"\x00"+query, func(ctx context.Context) (*upstream.Listing, error) {
-		return rt.up.Client.Referrers(ctx, rt.repo, d, query)
-	})
+	return s.referrers(ctx, rt, d, query)
 }
 
-func (s *Service) listing(ctx context.Context, rt route, key string, fetch func(context.Context) (*upstream.Listing, error)) (*Listing, Outcome, error) {
+// referrers is the listing of d's referrers. The whole listing (no
+// artifactType filter) is also kept in the cache (keptReferrers), as the
+// pull policy finds signatures through it: a restart forgets nothing, and
+// a digest verified before verifies again while the upstream is down.
+func (s *Service) referrers(ctx context.Context, rt route, d digest.Digest, query string) (*Listing, Outcome, error) {
+	var keep *listingStore
+	if query == "" {
+		keep = s.keptReferrers(rt, d)
+	}
+	return s.listing(ctx, rt, "referrers\x00"+d.String()+"\x00"+query, func(ctx context.Context) (*upstream.Listing, error) {
+		return rt.up.Client.Referrers(ctx, rt.repo, d, query)
+	}, keep)
+}
+
+// listingStore keeps a listing in the cache's store and index beside the
+// memory copy: load gives the kept listing and when the upstream last
+// gave it; save keeps a new one.
+type listingStore struct {
+	load func(context.Context) (*upstream.Listing, time.Time, bool)
+	save func(context.Context, *upstream.Listing)
+}
+
+// ReferrersListingTag is the tag a referrers listing of d is kept under in
+// the index, beside the repository's tags: cosign's naming
+// (sha256-<hex>.sig) with a suffix no client asks for. Kept as a tag, the
+// listing is evicted, exported, imported and invalidated with its
+// repository, and it keeps the signature manifests it lists.
+func ReferrersListingTag(d digest.Digest) string {
+	return d.Algorithm().String() + "-" + d.Encoded() + ".referrers"
+}
+
+// keptReferrers keeps the referrers listing of d as a stored index
+// manifest tagged ReferrersListingTag(d). A listing with a further page
+// (Link) is not kept: its first page alone would not be the listing.
+func (s *Service) keptReferrers(rt route, d digest.Digest) *listingStore {
+	tag := ReferrersListingTag(d)
+	return &listingStore{
+		load: func(ctx context.Context) (*upstream.Listing, time.Time, bool) {
+			e, ok, err := s.tag(ctx, rt, tag)
+			if err != nil || !ok {
+				return nil, time.Time{}, false
+			}
+			m, err := s.storedManifest(ctx, e.Digest)
+			if err != nil {
+				return nil, time.Time{}, false
+			}
+			return &upstream.Listing{Body: m.Body, ContentType: m.MediaType}, e.Checked, true
+		},
+		save: func(ctx context.Context, l *upstream.Listing) {
+			if l.Link != "" || len(l.Body) > oci.MaxManifestSize || !strings.HasPrefix(l.ContentType, oci.MediaTypeOCIIndex) {
+				return
+			}
+			m := &Manifest{Body: l.Body, MediaType: oci.MediaTypeOCIIndex, Digest: digest.FromBytes(l.Body)}
+			now := s.now()
+			e := cacheindex.TagEntry{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body)), Fetched: now, Checked: now}
+			err := s.storeManifest(ctx, rt, m)
+			if err == nil {
+				err = s.putTag(ctx, rt, tag, e)
+			}
+			if err != nil {
+				s.log.Warn("could not keep a referrers listing; it is held in memory only", slog.String("upstream", rt.up.Name),
+					slog.String("repository", rt.repo), slog.String("subject", d.String()), slog.Any("error", err))
+			}
+		},
+	}
+}
+
+func (s *Service) listing(ctx context.Context, rt route, key string, fetch func(context.Context) (*upstream.Listing, error), keep *listingStore) (*Listing, Outcome, error) {
 	var out Outcome
 	key = rt.up.Name + "\x00" + rt.repo + "\x00" + key
 	s.listMu.Lock()
 	c, ok := s.listCache[key]
 	s.listMu.Unlock()
+	if !ok && keep != nil {
+		// Not in memory (a restart, or the memory bound cleared it): the
+		// kept listing, fresh for as long as it would have been in memory.
+		if l, at, found := keep.load(ctx); found {
+			c, ok = cachedListing{l: l, at: at}, true
+			s.rememberListing(key, l, at)
+		}
+	}
 	var l *upstream.Listing
 	switch {
 	case ok && s.now().Sub(c.at) < s.freshness:
@@ -199,24 +273,18 @@ func (s *Service) listing(ctx context.Context, rt route, key string, fetch func(
 		v, err, _ := s.flights.Do("list\x00"+key, func() (any, error) {
 			ctx, cancel := detached(ctx)
 			defer cancel()
-			return fetch(ctx)
+			l, err := fetch(ctx)
+			if err == nil && keep != nil {
+				keep.save(ctx, l)
+			}
+			return l, err
 		})
 		switch {
 		case err == nil && len(v.(*upstream.Listing).Body) > maxListCacheBytes/8:
 			out.Cache, l = CacheMiss, v.(*upstream.Listing) // too large to keep: served, not cached
 		case err == nil:
 			out.Cache, l = CacheMiss, v.(*upstream.Listing)
-			s.listMu.Lock()
-			if s.listBytes+int64(len(l.Body)) > maxListCacheBytes {
-				clear(s.listCache)
-				s.listBytes = 0
-			}
-			if old, ok := s.listCache[key]; ok {
-				s.listBytes -= int64(len(old.l.Body))
-			}
-			s.listCache[key] = cachedListing{l: l, at: s.now()}
-			s.listBytes += int64(len(l.Body))
-			s.listMu.Unlock()
+			s.rememberListing(key, l, s.now())
 		case ok && !upstream.IsNotFound(err):
 			out.Cache, out.Stale, l = CacheStale, err.Error(), c.l
 			s.countStale(rt)
@@ -226,4 +294,19 @@ func (s *Service) listing(ctx context.Context, rt route, key string, fetch func(
 		}
 	}
 	return &Listing{Body: l.Body, ContentType: l.ContentType, Link: l.Link}, out, nil
+}
+
+// rememberListing holds a listing in memory, within maxListCacheBytes.
+func (s *Service) rememberListing(key string, l *upstream.Listing, at time.Time) {
+	s.listMu.Lock()
+	defer s.listMu.Unlock()
+	if s.listBytes+int64(len(l.Body)) > maxListCacheBytes {
+		clear(s.listCache)
+		s.listBytes = 0
+	}
+	if old, ok := s.listCache[key]; ok {
+		s.listBytes -= int64(len(old.l.Body))
+	}
+	s.listCache[key] = cachedListing{l: l, at: at}
+	s.listBytes += int64(len(l.Body))
 }

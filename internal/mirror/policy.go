@@ -378,23 +378,26 @@ func (s *Service) tagSignatures(ctx context.Context, rt route, dg digest.Digest)
 // answers 404), from the index tagged sha256-<hex> (the referrers tag
 // schema, which clients keep up to date there).
 func (s *Service) referrerSignatures(ctx context.Context, rt route, dg digest.Digest) ([]policy.Signature, error) {
-	l, _, err := s.listing(ctx, rt, "referrers\x00"+dg.String()+"\x00", func(ctx context.Context) (*upstream.Listing, error) {
-		return rt.up.Client.Referrers(ctx, rt.repo, dg, "")
-	})
+	l, _, err := s.referrers(ctx, rt, dg, "")
 	var body []byte
 	switch {
-	case notFound(err): // no referrers API: the referrers tag schema
-		var out Outcome
-		m, err := s.manifestByTag(ctx, rt, policy.ReferrersTag(dg), func() []string { return accepts(nil) }, &out)
-		if notFound(err) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		body = m.Body
 	case err != nil:
-		return nil, err
+		// No referrers API (404), or no answer and no kept listing (the
+		// upstream down): the referrers tag schema's index, which the
+		// cache keeps like any tag and serves stale while the upstream is
+		// down, so an upstream without the API verifies offline too.
+		var out Outcome
+		m, terr := s.manifestByTag(ctx, rt, policy.ReferrersTag(dg), func() []string { return accepts(nil) }, &out)
+		switch {
+		case terr == nil:
+			body = m.Body
+		case !notFound(err):
+			return nil, err
+		case notFound(terr):
+			return nil, nil
+		default:
+			return nil, terr
+		}
 	default:
 		body = l.Body
 	}

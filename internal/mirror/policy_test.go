@@ -253,3 +253,63 @@ func BenchmarkManifestHitPolicy(b *testing.B) {
 		})
 	}
 }
+
+// TestReferrersListingKept: the referrers listing through which the
+// policy found a Sigstore bundle is kept in the cache: after a restart
+// over the same cache with the upstream down, the digest verifies again
+// from it (before, the listing lived in memory only, and the referrers tag
+// schema's cached index was not read when the listing failed: the digest
+// was "unavailable"); while fresh, a restarted mirror reads the API's
+// listing without asking the upstream.
+func TestReferrersListingKept(t *testing.T) {
+	t.Parallel()
+	t.Run("referrers API", func(t *testing.T) { t.Parallel(); testReferrersKept(t, true) })
+	t.Run("referrers tag schema", func(t *testing.T) { t.Parallel(); testReferrersKept(t, false) })
+}
+
+func testReferrersKept(t *testing.T, api bool) {
+	var opts []testenv.HubOption
+	if api {
+		opts = append(opts, testenv.WithReferrersAPI())
+	}
+	hub := testenv.NewHub(t, opts...)
+	imgs := hub.Seed(t)
+	ss := testenv.NewSigstore(t)
+	const id, issuer = "https://github.com/myorg/app/.github/workflows/release.yml@refs/heads/main", "https://token.actions.githubusercontent.com"
+	testenv.PushBundle(t, hub.AdminHost, imgs.Single, ss.Bundle(t, id, issuer, testenv.Statement(imgs.Single.Digest, testenv.CosignSignPredicate)))
+	set := compilePolicy(t, policy.Policy{Rules: []policy.Rule{{Match: "docker.io/**",
+		Verify: []policy.Verifier{{Cosign: &policy.Cosign{Identity: "https://github.com/myorg/.+", Issuer: issuer, TrustedRoot: ss.TrustedRoot}}}}}})
+	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	dir := t.TempDir()
+	single := Request{Upstream: "docker.io", Repo: imgs.Single.Repo}
+	byDigest := oci.Reference{Digest: imgs.Single.Digest}
+
+	s, stop := newServiceAt(t, dir, hub, c, WithPolicy(set))
+	if _, _, err := s.Manifest(t.Context(), single, byDigest); err != nil {
+		t.Fatalf("signed by the identity: %v", err)
+	}
+	stop()
+
+	// Restarted, within the freshness window: no referrers request.
+	before := len(hub.Requests())
+	s, stop = newServiceAt(t, dir, hub, c, WithPolicy(set))
+	if _, _, err := s.Manifest(t.Context(), single, byDigest); err != nil {
+		t.Fatalf("restarted, fresh: %v", err)
+	}
+	for _, r := range hub.Requests()[before:] {
+		// (Without the API, its 404 is asked again; the tag schema's
+		// index is read from the cache.)
+		if strings.Contains(r.Path, "/referrers/") && api {
+			t.Errorf("restarted within the freshness window, the referrers were asked again: %s", r.Path)
+		}
+	}
+	stop()
+
+	// Restarted with the upstream down, past the freshness window.
+	hub.Down()
+	c.Add(time.Hour)
+	s, _ = newServiceAt(t, dir, hub, c, WithPolicy(set))
+	if _, _, err := s.Manifest(t.Context(), single, byDigest); err != nil {
+		t.Errorf("restarted, upstream down: %v", err)
+	}
+}

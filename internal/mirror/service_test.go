@@ -43,7 +43,15 @@ func (c *clock) Add(d time.Duration) {
 // temporary directory, in front of the Docker Hub stand-in.
 func newService(t testing.TB, hub *testenv.Hub, c *clock, opts ...Option) *Service {
 	t.Helper()
-	dir := t.TempDir()
+	s, _ := newServiceAt(t, t.TempDir(), hub, c, opts...)
+	return s
+}
+
+// newServiceAt is newService over the cache in dir; stop closes the
+// service and its index (for a restart over the same cache), and is also
+// run at the test's end.
+func newServiceAt(t testing.TB, dir string, hub *testenv.Hub, c *clock, opts ...Option) (s *Service, stop func()) {
+	t.Helper()
 	store, err := disk.New(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -52,17 +60,23 @@ func newService(t testing.TB, hub *testenv.Hub, c *clock, opts ...Option) *Servi
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { index.Close() })
 	up, err := upstream.New("docker.io", hub.URL, auth.Credentials{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	fills := fill.New(store)
-	t.Cleanup(fills.Close)
-	s := New(store, index, fills, []*Upstream{{Name: "docker.io", Client: up}},
+	s = New(store, index, fills, []*Upstream{{Name: "docker.io", Client: up}},
 		append([]Option{WithPrefetch(false, 1), WithClock(c.Now)}, opts...)...)
-	t.Cleanup(s.Close)
-	return s
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			s.Close()
+			fills.Close()
+			index.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return s, stop
 }
 
 func tagRef(t *testing.T, tag string) oci.Reference {

@@ -109,11 +109,28 @@ type countKey struct {
 	ref    string
 }
 
+// HubOption configures NewHub.
+type HubOption func(*hubOptions)
+
+type hubOptions struct {
+	referrers bool
+}
+
+// WithReferrersAPI makes the hub answer OCI 1.1's referrers API
+// (/v2/<name>/referrers/<digest>), as registries that have it do; without
+// it the hub answers 404 there, as Distribution 2.8 does, and clients keep
+// the referrers tag schema's index instead.
+func WithReferrersAPI() HubOption { return func(o *hubOptions) { o.referrers = true } }
+
 // NewHub starts a Hub with auth on, blob redirects on, a rate limit of
 // 100 manifest GETs, no faults and no credentials (anonymous tokens can
 // read every repository not marked private). Everything stops at cleanup.
-func NewHub(t testing.TB) *Hub {
+func NewHub(t testing.TB, opts ...HubOption) *Hub {
 	t.Helper()
+	var o hubOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	h := &Hub{
 		t:          t,
 		blobs:      &diskBlobs{dir: t.TempDir()},
@@ -127,7 +144,7 @@ func NewHub(t testing.TB) *Hub {
 		counts:     map[countKey]int{},
 		blobBytes:  map[string]int64{},
 	}
-	h.backend = registry.New(registry.WithBlobHandler(h.blobs), registry.Logger(log.New(io.Discard, "", 0)))
+	h.backend = registry.New(registry.WithBlobHandler(h.blobs), registry.WithReferrersSupport(o.referrers), registry.Logger(log.New(io.Discard, "", 0)))
 	h.opaque = &opaqueTokens{grants: map[string]opaqueGrant{}}
 	h.tokens = newTokenService(HubService, h.opaque.issue)
 	h.tokens.observe = func(r *http.Request, status int, started time.Time) {
