@@ -92,8 +92,13 @@ func TestImage(t *testing.T) {
 		t.Fatalf("image inspect %q: %v", out, err)
 	}
 	t.Logf("image %s: %d bytes, user %s, healthcheck %s", ref, size, user, health)
-	if size >= 30e6 {
-		t.Errorf("image is %d bytes, want under 30 MB", size)
+	// The stripped binary alone: 18.6 MB before keyless verification,
+	// 35.7 MB with sigstore-go and what it brings (Rekor's entry types,
+	// go-openapi, gRPC and OpenTelemetry through rekor-tiles and the
+	// timestamp authority's client, go-tuf, certificate-transparency-go).
+	// The bound catches the next such jump, which should be a decision.
+	if size >= 40e6 {
+		t.Errorf("image is %d bytes, want under 40 MB", size)
 	}
 	if user != "65532:65532" || health != `["CMD","/regcache","healthcheck"]` {
 		t.Errorf("image user %q, healthcheck %s", user, health)
