@@ -243,7 +243,7 @@ func rangeCases(n int64, etag string) []rangeCase {
 		{"suffix of zero bytes", []string{"Range", "bytes=-0"}, 416, 0, 0, bad},
 		{"beyond the end", []string{"Range", fmt.Sprintf("bytes=%d-", n)}, 416, 0, 0, bad},
 		{"several, none in the blob", []string{"Range", fmt.Sprintf("bytes=%d-,%d-", n, n+5)}, 416, 0, 0, bad},
-		{"too many ranges", []string{"Range", "bytes=" + strings.Repeat("0-1,", maxRanges) + "0-1"}, 416, 0, 0, bad},
+		{"too many ranges", []string{"Range", "bytes=" + strings.Repeat("0-1,", oci.MaxRanges) + "0-1"}, 416, 0, 0, bad},
 		{"malformed", []string{"Range", "bytes=x-y"}, 416, 0, 0, bad},
 		{"reversed", []string{"Range", "bytes=5-2"}, 416, 0, 0, bad},
 		{"no numbers", []string{"Range", "bytes=-"}, 416, 0, 0, bad},

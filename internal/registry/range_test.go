@@ -85,37 +85,6 @@ func TestOneRangeRule(t *testing.T) {
 	}
 }
 
-// FuzzParseRange: whatever the header, a range that parses lies inside
-// the blob, and one that does not is RANGE_INVALID.
-func FuzzParseRange(f *testing.F) {
-	for _, s := range []string{"", "bytes=0-9", "bytes=-5", "bytes=10-", "bytes=-0", "bytes=0-1,5-6", "bytes=x-y", "bytes=9223372036854775807-", "bytes= 1 - 2"} {
-		f.Add(s, int64(100))
-	}
-	f.Fuzz(func(t *testing.T, h string, size int64) {
-		if size < 0 {
-			size = -size
-		}
-		ranges, err := parseRange(h, size)
-		if err != nil {
-			if code := toWire(err).Code; code != "RANGE_INVALID" {
-				t.Fatalf("parseRange(%q, %d): error code %s", h, size, code)
-			}
-			return
-		}
-		if h != "" && len(ranges) == 0 {
-			t.Fatalf("parseRange(%q, %d): a Range header answered with the whole blob", h, size)
-		}
-		if len(ranges) > maxRanges {
-			t.Fatalf("parseRange(%q, %d): %d ranges", h, size, len(ranges))
-		}
-		for _, rg := range ranges {
-			if rg.start < 0 || rg.length <= 0 || rg.start+rg.length > size || rg.start+rg.length < rg.start {
-				t.Fatalf("parseRange(%q, %d) = %d+%d, outside the blob", h, size, rg.start, rg.length)
-			}
-		}
-	})
-}
-
 // TestMultiRange: several ranges get a multipart/byteranges answer whose
 // parts are the asked bytes in the asked order, from a stored blob and
 // from one being filled alike; never the whole blob as 200.
