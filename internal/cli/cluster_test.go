@@ -724,9 +724,16 @@ func TestClusterOwnerFrozen(t *testing.T) {
 				t.Errorf("upstream sent %d bytes: more than the frozen replica's prefix (%d) plus one blob: it went on fetching after losing its lease", got, prefix)
 			}
 			// The replica taking the lease over waits for the frozen one,
-			// which alone holds the prefix, and streams it from there.
-			if !tc.spread && ratio > 1.2 {
-				t.Errorf("upstream bytes / blob size = %.3f with the prefix on the frozen replica only, want at most 1.2", ratio)
+			// which alone holds the prefix, and streams it from there:
+			// fetching the prefix again would cost all of it (0.35-0.45
+			// of the blob at the 9 s count). What is fetched twice is what
+			// sat in socket buffers (the upstream's send buffer, the frozen
+			// replica's receive buffer) past the offset the frozen replica
+			// last reported: 0.1-0.23 of the blob measured, the most under
+			// CI's load (a fixed 1.2 failed there at 1.224 with a prefix
+			// of 0.388).
+			if pr := float64(prefix) / float64(layer.Size); !tc.spread && ratio > 1+0.75*pr {
+				t.Errorf("upstream bytes / blob size = %.3f with the prefix (%.3f) on the frozen replica only, want at most %.3f: the prefix was fetched again", ratio, pr, 1+0.75*pr)
 			}
 		})
 	}
