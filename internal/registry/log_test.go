@@ -51,17 +51,7 @@ func TestLogCarriesTheReason(t *testing.T) {
 		t.Fatalf("status %d, body %s: want one error with a message (%v)", resp.StatusCode, body, err)
 	}
 	ts.Close() // the log line is written when the handler returns
-	var line map[string]any
-	sc := bufio.NewScanner(bytes.NewReader([]byte(buf.String())))
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "request" {
-			line = m
-		}
-	}
-	if line == nil {
-		t.Fatalf("no request line in the log:\n%s", buf.String())
-	}
+	line := requestLog(t, &buf)
 	if line["error"] != string(env.Errors[0].Code) || line["reason"] != env.Errors[0].Message {
 		t.Errorf("log error %v reason %v, client got %s %q", line["error"], line["reason"], env.Errors[0].Code, env.Errors[0].Message)
 	}
@@ -146,15 +136,8 @@ func TestLogRecordsAMiddlewaresRefusal(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("status %d, want 403", resp.StatusCode)
 	}
-	var line map[string]any
-	sc := bufio.NewScanner(bytes.NewReader([]byte(buf.String())))
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "request" {
-			line = m
-		}
-	}
-	if line == nil || line["error"] != string(oci.ErrDenied) || line["reason"] != "this mirror does not serve your network" {
+	line := requestLog(t, &buf)
+	if line["error"] != string(oci.ErrDenied) || line["reason"] != "this mirror does not serve your network" {
 		t.Errorf("log line %v: want error DENIED with the reason", line)
 	}
 	if len(seen) != 1 || seen[0].ErrCode != string(oci.ErrDenied) || seen[0].Status != http.StatusForbidden {

@@ -32,6 +32,7 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
 	"github.com/sigstore/sigstore-go/pkg/tlog"
+	"github.com/sigstore/sigstore-go/pkg/verify"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -104,6 +105,28 @@ func (s *Sigstore) Bundle(t testing.TB, identity, issuer string, statement []byt
 	if err != nil {
 		t.Fatal(err)
 	}
+	vc, sc, tss, entries := entityParts(t, e)
+	vm := &protobundle.VerificationMaterial{
+		Content:                   &protobundle.VerificationMaterial_Certificate{Certificate: &protocommon.X509Certificate{RawBytes: vc.Certificate().Raw}},
+		TimestampVerificationData: &protobundle.TimestampVerificationData{},
+	}
+	for _, ts := range tss {
+		vm.TimestampVerificationData.Rfc3161Timestamps = append(vm.TimestampVerificationData.Rfc3161Timestamps, &protocommon.RFC3161SignedTimestamp{SignedTimestamp: ts})
+	}
+	for _, entry := range entries {
+		tle, set := s.promise(t, entry)
+		tle.KindVersion = &protorekor.KindVersion{Kind: "dsse", Version: "0.0.1"}
+		tle.InclusionPromise = &protorekor.InclusionPromise{SignedEntryTimestamp: set}
+		vm.TlogEntries = append(vm.TlogEntries, tle)
+	}
+	return marshalBundle(t, vm, envelopeProto(t, sc.EnvelopeContent().RawEnvelope()))
+}
+
+// entityParts are the pieces of a signed entity of the testing CA that a
+// bundle, or cosign's annotations, are made of: the certificate, the
+// signature, the RFC 3161 timestamps and the Rekor entries.
+func entityParts(t testing.TB, e *ca.TestEntity) (verify.VerificationContent, verify.SignatureContent, [][]byte, []*tlog.Entry) {
+	t.Helper()
 	vc, err := e.VerificationContent()
 	if err != nil {
 		t.Fatal(err)
@@ -120,25 +143,20 @@ func (s *Sigstore) Bundle(t testing.TB, identity, issuer string, statement []byt
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm := &protobundle.VerificationMaterial{
-		Content:                   &protobundle.VerificationMaterial_Certificate{Certificate: &protocommon.X509Certificate{RawBytes: vc.Certificate().Raw}},
-		TimestampVerificationData: &protobundle.TimestampVerificationData{},
+	return vc, sc, tss, entries
+}
+
+// promise is a Rekor entry as a bundle holds it, with its signed entry
+// timestamp (the log's promise to include it) signed by the log's key.
+func (s *Sigstore) promise(t testing.TB, entry *tlog.Entry) (*protorekor.TransparencyLogEntry, []byte) {
+	t.Helper()
+	tle := entry.TransparencyLogEntry()
+	set, err := s.vs.RekorSignPayload(tlog.RekorPayload{Body: entry.Body(), IntegratedTime: tle.IntegratedTime,
+		LogIndex: tle.LogIndex, LogID: hex.EncodeToString(tle.LogId.KeyId)})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, ts := range tss {
-		vm.TimestampVerificationData.Rfc3161Timestamps = append(vm.TimestampVerificationData.Rfc3161Timestamps, &protocommon.RFC3161SignedTimestamp{SignedTimestamp: ts})
-	}
-	for _, entry := range entries {
-		tle := entry.TransparencyLogEntry()
-		tle.KindVersion = &protorekor.KindVersion{Kind: "dsse", Version: "0.0.1"}
-		set, err := s.vs.RekorSignPayload(tlog.RekorPayload{Body: entry.Body(), IntegratedTime: tle.IntegratedTime,
-			LogIndex: tle.LogIndex, LogID: hex.EncodeToString(tle.LogId.KeyId)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		tle.InclusionPromise = &protorekor.InclusionPromise{SignedEntryTimestamp: set}
-		vm.TlogEntries = append(vm.TlogEntries, tle)
-	}
-	return marshalBundle(t, vm, envelopeProto(t, sc.EnvelopeContent().RawEnvelope()))
+	return tle, set
 }
 
 // SimpleSigningPayload is the payload cosign signs for d in its tag
@@ -158,28 +176,8 @@ func (s *Sigstore) SignLegacy(t testing.TB, identity, issuer string, payload []b
 	if err != nil {
 		t.Fatal(err)
 	}
-	vc, err := e.VerificationContent()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := e.SignatureContent()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tss, err := e.Timestamps()
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries, err := e.TlogEntries()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tle := entries[0].TransparencyLogEntry()
-	set, err := s.vs.RekorSignPayload(tlog.RekorPayload{Body: entries[0].Body(), IntegratedTime: tle.IntegratedTime,
-		LogIndex: tle.LogIndex, LogID: hex.EncodeToString(tle.LogId.KeyId)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	vc, sc, tss, entries := entityParts(t, e)
+	tle, set := s.promise(t, entries[0])
 	rekor, err := json.Marshal(map[string]any{"SignedEntryTimestamp": set, "Payload": map[string]any{"body": entries[0].Body(),
 		"integratedTime": tle.IntegratedTime, "logIndex": tle.LogIndex, "logID": hex.EncodeToString(tle.LogId.KeyId)}})
 	if err != nil {
