@@ -86,12 +86,12 @@ func BenchmarkParallelRanges(b *testing.B) {
 		opts := testenv.Containerd2Options{FetchBuffer: chunk, MaxDownloads: 3}
 		for _, pullers := range []int{1, 3} {
 			direct, directBytes := pull(opts, pullers, hub.Host+"/"+img.Repo+":"+img.Tag, func(c *testenv.Containerd) {
-				hostsToml(b, c, hub.Host, "http://"+hub.Host, "")
+				c.Hosts(b, hub.Host, "http://"+hub.Host, "")
 			})
 			logf("row 9: containerd 2.x, %d MiB chunks, %d puller(s) direct: %v, %.3f × the layer", chunk>>20, pullers, direct, directBytes)
 			rc := startRegcache(b, bin, "regcache", hub, upstreamUser, upstreamSecret, "REGCACHE_PREFETCH=false")
 			took, up := pull(opts, pullers, "docker.io/"+img.Repo+":"+img.Tag, func(c *testenv.Containerd) {
-				hostsToml(b, c, "docker.io", "https://registry-1.docker.io", rc.url)
+				c.Hosts(b, "docker.io", "https://registry-1.docker.io", rc.url)
 			})
 			logf("row 9: containerd 2.x, %d MiB chunks, %d puller(s) through regcache: %v, %.3f × the layer", chunk>>20, pullers, took, up)
 			fmt.Fprintf(&table, "| 9 | containerd 2.4, %d MiB chunks, 3 in flight | %d | %.2f s | %.2f s | %.2f | %.3f (direct %.3f) |\n",
@@ -105,22 +105,5 @@ func BenchmarkParallelRanges(b *testing.B) {
 			_, _ = f.WriteString(table.String())
 			f.Close()
 		}
-	}
-}
-
-// hostsToml points containerd's hosts.toml for registry at server, through
-// mirror when it is not empty.
-func hostsToml(b *testing.B, c *testenv.Containerd, registry, server, mirror string) {
-	b.Helper()
-	toml := fmt.Sprintf("server = %q\n", server)
-	if mirror != "" {
-		toml += fmt.Sprintf("\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", mirror)
-	}
-	dir := filepath.Join(c.HostsDir, registry)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(toml), 0o644); err != nil {
-		b.Fatal(err)
 	}
 }

@@ -462,37 +462,63 @@ func (f *Fill) fetch(ctx context.Context, src Source) error {
 			return nil
 		}
 		b, err := src(ctx, written)
-		if err != nil {
-			var ue *upstream.Error
-			if ctx.Err() != nil || (errors.As(err, &ue) && !ue.Temporary()) {
+		if ok, err := f.take(ctx, r, b, err); !ok {
+			if err != nil {
 				return err
-			}
-			if ok, cerr := r.again(ctx, false, nil); !ok {
-				return cmp.Or(cerr, err)
 			}
 			continue
 		}
-		f.mu.Lock()
-		f.origin = b.Upstream
-		f.mu.Unlock()
-		if err := f.learnSize(b); err != nil {
-			b.Body.Close()
-			return err
-		}
 		progressed, err := f.copyBody(ctx, b, written, buf)
 		b.Body.Close()
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, errFatal) || ctx.Err() != nil {
+		if stop, err := f.resumeAfter(ctx, r, progressed, err, "upstream body interrupted; resuming", f.w.Written()); stop {
 			return err
 		}
-		if ok, cerr := r.again(ctx, progressed, func() {
-			f.m.log.Info("upstream body interrupted; resuming", slog.String("digest", f.d.String()), slog.Int64("offset", f.w.Written()), slog.Any("error", err))
-		}); !ok {
-			return cmp.Or(cerr, err)
-		}
 	}
+}
+
+// take is one upstream answer of a fetch loop: a body, its origin
+// recorded and its size checked (true); or a failed request, to be asked
+// again after the budget's wait (false, nil) or given up (false, err): a
+// permanent upstream error, a range the upstream ignored, ctx ended, or
+// the attempts spent.
+func (f *Fill) take(ctx context.Context, r *retries, b *upstream.Blob, err error) (bool, error) {
+	if err != nil {
+		var ue *upstream.Error
+		if errors.Is(err, upstream.ErrRangeIgnored) || ctx.Err() != nil || (errors.As(err, &ue) && !ue.Temporary()) {
+			return false, err
+		}
+		if ok, cerr := r.again(ctx, false, nil); !ok {
+			return false, cmp.Or(cerr, err)
+		}
+		return false, nil
+	}
+	f.mu.Lock()
+	f.origin = b.Upstream
+	f.mu.Unlock()
+	if err := f.learnSize(b); err != nil {
+		b.Body.Close()
+		return false, err
+	}
+	return true, nil
+}
+
+// resumeAfter decides after a body was copied with err whether the loop
+// stops (true: the body ended cleanly, err nil; or it broke for good, or
+// the budget is spent: the error) or resumes (false: logged as msg at
+// offset, after the budget's wait).
+func (f *Fill) resumeAfter(ctx context.Context, r *retries, progressed bool, err error, msg string, offset int64) (bool, error) {
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, errFatal) || ctx.Err() != nil {
+		return true, err
+	}
+	if ok, cerr := r.again(ctx, progressed, func() {
+		f.m.log.Info(msg, slog.String("digest", f.d.String()), slog.Int64("offset", offset), slog.Any("error", err))
+	}); !ok {
+		return true, cmp.Or(cerr, err)
+	}
+	return false, nil
 }
 
 // retries are one fetch's budget for resuming after dropped connections:

@@ -1,7 +1,6 @@
 package fill
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -196,35 +195,16 @@ func (f *Fill) fetchPiece(ctx context.Context, wa blobstore.WriterAt, p *piece, 
 			return nil
 		}
 		b, err := f.segFetch(ctx, from, end-from)
-		if err != nil {
-			var ue *upstream.Error
-			if errors.Is(err, upstream.ErrRangeIgnored) || ctx.Err() != nil || (errors.As(err, &ue) && !ue.Temporary()) {
+		if ok, err := f.take(ctx, r, b, err); !ok {
+			if err != nil {
 				return err
-			}
-			if ok, cerr := r.again(ctx, false, nil); !ok {
-				return cmp.Or(cerr, err)
 			}
 			continue
 		}
-		f.mu.Lock()
-		f.origin = b.Upstream
-		f.mu.Unlock()
-		if err := f.learnSize(b); err != nil {
-			b.Body.Close()
-			return err
-		}
 		progressed, err := f.copyPiece(ctx, wa, b, p, buf)
 		b.Body.Close()
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, errFatal) || ctx.Err() != nil {
+		if stop, err := f.resumeAfter(ctx, r, progressed, err, "upstream range interrupted; resuming", p.next); stop {
 			return err
-		}
-		if ok, cerr := r.again(ctx, progressed, func() {
-			f.m.log.Info("upstream range interrupted; resuming", slog.String("digest", f.d.String()), slog.Int64("offset", p.next), slog.Any("error", err))
-		}); !ok {
-			return cmp.Or(cerr, err)
 		}
 	}
 }

@@ -1,13 +1,11 @@
 package testenv
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
-	"time"
 )
 
 // Containerd2Cache is where .ci/build-containerd keeps containerd 2.x's
@@ -80,20 +78,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
 [plugins.'io.containerd.internal.v1.opt']
   path = %[4]q
 %[5]s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Socket, filepath.Join(dir, "opt"), transfer)
-	if err := os.MkdirAll(c.HostsDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(c.ConfigFile, []byte(cfg), 0o644); err != nil {
-		t.Fatalf("write containerd config: %v", err)
-	}
-	c.proc = startProcess(t, c.LogFile, engineEnv(), bin, "--config", c.ConfigFile)
-	c.PID = c.proc.cmd.Process.Pid
-	t.Cleanup(func() { c.proc.stop(t, 15*time.Second) })
-	c.proc.waitReady(t, "containerd", 30*time.Second, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, err := c.Ctr(ctx, "version")
-		return err
-	})
+	c.launch(t, bin, cfg)
 	return c
 }

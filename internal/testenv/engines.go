@@ -419,6 +419,14 @@ state = %[2]q
 [plugins."io.containerd.grpc.v1.cri".registry]
   config_path = %[6]q
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, c.Socket, filepath.Join(dir, "opt"), c.HostsDir)
+	c.launch(t, bin, cfg)
+	return c
+}
+
+// launch writes cfg as the daemon's configuration, starts bin on it
+// (stopped at the test's end) and waits until ctr answers.
+func (c *Containerd) launch(t testing.TB, bin, cfg string) {
+	t.Helper()
 	if err := os.MkdirAll(c.HostsDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +442,23 @@ state = %[2]q
 		_, err := c.Ctr(ctx, "version")
 		return err
 	})
-	return c
+}
+
+// Hosts points containerd's hosts.toml for registry at server, through
+// mirror when it is not empty.
+func (c *Containerd) Hosts(t testing.TB, registry, server, mirror string) {
+	t.Helper()
+	toml := fmt.Sprintf("server = %q\n", server)
+	if mirror != "" {
+		toml += fmt.Sprintf("\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", mirror)
+	}
+	dir := filepath.Join(c.HostsDir, registry)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Log returns the end of containerd's log.

@@ -33,7 +33,7 @@ func TestContainerd2ParallelPull(t *testing.T) {
 			opts := testenv.Containerd2Options{FetchBuffer: chunk, MaxDownloads: 3}
 			// Direct, once: the reference time, and proof the ranges are parallel.
 			c := testenv.StartContainerd2(t, opts)
-			writeHosts(t, c, hub.Host, "http://"+hub.Host, "")
+			c.Hosts(t, hub.Host, "http://"+hub.Host, "")
 			hub.ResetCounters()
 			began := time.Now()
 			pullImage(t, c, hub.Host+"/"+img.Repo+":"+img.Tag, string(img.Digest))
@@ -64,7 +64,7 @@ func throughRegcache(t *testing.T, hub *testenv.Hub, img testenv.Image, opts tes
 	var cs []*testenv.Containerd
 	for range pullers {
 		c := testenv.StartContainerd2(t, opts)
-		writeHosts(t, c, "docker.io", "https://registry-1.docker.io", m.URL)
+		c.Hosts(t, "docker.io", "https://registry-1.docker.io", m.URL)
 		cs = append(cs, c)
 	}
 	hub.ResetCounters()
@@ -86,23 +86,6 @@ func throughRegcache(t *testing.T, hub *testenv.Hub, img testenv.Image, opts tes
 	}
 	if n := strings.Count(m.Log(), `"msg":"blob stream cut short"`); n > 0 {
 		t.Errorf("%d chunks closed on purpose logged as \"blob stream cut short\"", n)
-	}
-}
-
-// writeHosts points containerd's hosts.toml for registry at server, through
-// mirror when it is not empty.
-func writeHosts(t *testing.T, c *testenv.Containerd, registry, server, mirror string) {
-	t.Helper()
-	toml := fmt.Sprintf("server = %q\n", server)
-	if mirror != "" {
-		toml += fmt.Sprintf("\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", mirror)
-	}
-	dir := filepath.Join(c.HostsDir, registry)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(toml), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
 
